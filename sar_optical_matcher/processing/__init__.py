@@ -1,0 +1,1 @@
+"""QGIS Processing provider and its algorithms: thin adapters over core/model/rasters."""

@@ -1,0 +1,226 @@
+"""Networks of the semi-supervised matcher (Hughes & Schmitt 2019, Fig. 2).
+
+The encoder is VGG11-style (3x3 conv + BatchNorm + LeakyReLU(0.2), 2x2 max-pooling) with one
+deliberate change: every convolution is *valid* (no padding) and the last layer is a fully
+connected layer over the final feature map written as a convolution. Zero padding would make a
+window's features depend on where the window's border falls, so the features of the 16,641
+windows of a search region could not be shared. Without padding the encoder is translation
+equivariant, and :class:`DenseEncoder` evaluates it at *every* offset of a larger region with
+dilated ("a trous") convolutions and stride-1 pooling. This gives exactly the per-window
+descriptors of the paper's sliding window at a fraction of the cost (issue 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+LEAKY_SLOPE = 0.2
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Shape of one encoder.
+
+    Attributes:
+        widths: channels of each stage; a stage is ``convs_per_stage[i]`` valid 3x3 convs then a
+            2x2 max-pool.
+        convs_per_stage: number of convolutions per stage. The default (2, 1, 1, 2) keeps every
+            pre-pooling size even (128 -> 124 -> 62 -> 60 -> 30 -> 28 -> 14 -> 10 -> 5), so the
+            receptive field is exactly the patch: no pixel of the template is ignored and the
+            dense map over an S x S region is exactly (S - P + 1)^2. VGG11's (1, 1, 2, 2, 2)
+            with valid convs would drop pixels at odd sizes.
+        descriptor_size: length of the latent code z.
+        in_channels: input bands (1: one band per modality).
+        patch_size: side of the square input patch (the template size).
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64, 64)
+    convs_per_stage: tuple[int, ...] = (2, 1, 1, 2)
+    descriptor_size: int = 256
+    in_channels: int = 1
+    patch_size: int = 128
+
+    def __post_init__(self) -> None:
+        """Check that the stages fit the patch size."""
+        if len(self.widths) != len(self.convs_per_stage) or not self.widths:
+            raise ValueError("widths and convs_per_stage must be non-empty and equally long")
+        size = self.patch_size
+        for n_convs in self.convs_per_stage:
+            size -= 2 * n_convs
+            if size < 2 or size % 2:
+                raise ValueError(
+                    f"patch_size {self.patch_size} with stages {self.convs_per_stage} gives an "
+                    f"odd or empty map ({size}) before pooling; pixels would be dropped and the "
+                    "dense evaluation would not cover the patch exactly"
+                )
+            size //= 2
+
+    @property
+    def final_size(self) -> int:
+        """Side of the feature map entering the fully connected layer."""
+        size = self.patch_size
+        for n_convs in self.convs_per_stage:
+            size = (size - 2 * n_convs) // 2
+        return size
+
+    @property
+    def receptive_field(self) -> int:
+        """Side of the input region one descriptor depends on (equals ``patch_size``)."""
+        rf, stride = 1, 1
+        for n_convs in self.convs_per_stage:
+            rf += 2 * n_convs * stride + stride
+            stride *= 2
+        return rf + (self.final_size - 1) * stride
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, padding=0, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.LeakyReLU(LEAKY_SLOPE),
+    ]
+
+
+class Encoder(nn.Module):
+    """Patch encoder: (B, C, P, P) -> (B, D) latent code (not normalised)."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        """Build the stages from ``spec``."""
+        super().__init__()
+        self.spec = spec
+        layers: list[nn.Module] = []
+        c_in = spec.in_channels
+        for width, n_convs in zip(spec.widths, spec.convs_per_stage, strict=True):
+            for _ in range(n_convs):
+                layers += _conv_block(c_in, width)
+                c_in = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        # The fully connected layer, as a conv whose kernel covers the whole final map.
+        self.head = nn.Conv2d(c_in, spec.descriptor_size, spec.final_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode patches of exactly ``patch_size``; returns (B, D)."""
+        p = self.spec.patch_size
+        if x.shape[-2:] != (p, p):
+            raise ValueError(f"Encoder expects {p}x{p} patches, got {tuple(x.shape[-2:])}")
+        return self.head(self.features(x)).flatten(1)
+
+
+class DenseEncoder(nn.Module):
+    """All-offset evaluation of an :class:`Encoder` (shares its weights, eval mode only).
+
+    Input (B, C, H, W) with H, W >= patch_size; output (B, D, H - P + 1, W - P + 1) where
+    ``out[b, :, y, x] == encoder(inp[b, :, y:y + P, x:x + P])`` (up to float rounding).
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        """Wrap ``encoder``; its BatchNorm layers are used with their running statistics."""
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense descriptors at every window offset."""
+        dilation = 1
+        for layer in self.encoder.features:
+            if isinstance(layer, nn.Conv2d):
+                x = F.conv2d(x, layer.weight, layer.bias, dilation=dilation)
+            elif isinstance(layer, nn.BatchNorm2d):
+                x = F.batch_norm(
+                    x, layer.running_mean, layer.running_var, layer.weight, layer.bias,
+                    training=False, eps=layer.eps,
+                )
+            elif isinstance(layer, nn.LeakyReLU):
+                x = F.leaky_relu(x, LEAKY_SLOPE)
+            elif isinstance(layer, nn.MaxPool2d):
+                x = F.max_pool2d(x, 2, stride=1, dilation=dilation)
+                dilation *= 2
+            else:  # pragma: no cover - the encoder is built above
+                raise TypeError(f"unsupported layer {layer!r}")
+        head = self.encoder.head
+        return F.conv2d(x, head.weight, head.bias, dilation=dilation)
+
+
+class Decoder(nn.Module):
+    """Latent code (B, D) -> reconstructed patch (B, C, P, P) in [0, inf) (ReLU output).
+
+    A linear layer to a 4x4 map, stride-2 3x3 transposed convs + ReLU up to the patch size,
+    then a 3x3 conv + ReLU (paper, Sec. 3.1).
+    """
+
+    def __init__(self, spec: EncoderSpec, widths: Sequence[int] | None = None) -> None:
+        """Build a decoder mirroring ``spec``."""
+        super().__init__()
+        start = 4
+        n_up = (spec.patch_size // start).bit_length() - 1
+        if start * 2**n_up != spec.patch_size:
+            raise ValueError("patch_size must be 4 times a power of two")
+        chans = list(widths or [max(spec.widths[-1] // 2**i, 8) for i in range(n_up + 1)])
+        if len(chans) != n_up + 1:
+            raise ValueError(f"decoder needs {n_up + 1} widths, got {len(chans)}")
+        self.start = start
+        self.fc = nn.Linear(spec.descriptor_size, chans[0] * start * start)
+        ups: list[nn.Module] = []
+        for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):
+            ups += [
+                nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
+                nn.ReLU(),
+            ]
+        self.up = nn.Sequential(*ups)
+        self.out = nn.Sequential(nn.Conv2d(chans[-1], spec.in_channels, 3, padding=1), nn.ReLU())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode (B, D) codes."""
+        x = self.fc(z).view(z.shape[0], -1, self.start, self.start)
+        return self.out(self.up(x))
+
+
+class Critic(nn.Module):
+    """Shared Wasserstein critic: three FC layers of decreasing size, LeakyReLU(0.2)."""
+
+    def __init__(self, descriptor_size: int, hidden: tuple[int, int] = (128, 64)) -> None:
+        """Build D -> hidden[0] -> hidden[1] -> 1."""
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(descriptor_size, hidden[0]),
+            nn.LeakyReLU(LEAKY_SLOPE),
+            nn.Linear(hidden[0], hidden[1]),
+            nn.LeakyReLU(LEAKY_SLOPE),
+            nn.Linear(hidden[1], 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Critic score per code, (B,)."""
+        return self.net(z).squeeze(-1)
+
+
+class AutoEncoder(nn.Module):
+    """One modality's adversarial autoencoder (encoder + decoder)."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        """Build encoder and decoder for ``spec``."""
+        super().__init__()
+        self.encoder = Encoder(spec)
+        self.decoder = Decoder(spec)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (raw latent code z, reconstruction)."""
+        z = self.encoder(x)
+        return z, self.decoder(z)
+
+
+class Matcher(nn.Module):
+    """Both autoencoders and the shared critic."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        """Build two independent autoencoders (no shared weights) and one critic."""
+        super().__init__()
+        self.spec = spec
+        self.sar = AutoEncoder(spec)
+        self.optical = AutoEncoder(spec)
+        self.critic = Critic(spec.descriptor_size)
