@@ -67,11 +67,17 @@ def export_onnx(optical: Encoder, sar: Encoder, contract: ModelContract, path: s
                 input_names=[contract.optical_input, contract.sar_input],
                 output_names=[contract.optical_output, contract.sar_output],
                 dynamic_axes={
-                    contract.optical_input: {0: "batch_optical", 2: "height_optical",
-                                             3: "width_optical"},
+                    contract.optical_input: {
+                        0: "batch_optical",
+                        2: "height_optical",
+                        3: "width_optical",
+                    },
                     contract.sar_input: {0: "batch_sar", 2: "height_sar", 3: "width_sar"},
-                    contract.optical_output: {0: "batch_optical", 2: "map_h_optical",
-                                              3: "map_w_optical"},
+                    contract.optical_output: {
+                        0: "batch_optical",
+                        2: "map_h_optical",
+                        3: "map_w_optical",
+                    },
                     contract.sar_output: {0: "batch_sar", 2: "map_h_sar", 3: "map_w_sar"},
                 },
                 opset_version=OPSET,

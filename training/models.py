@@ -132,8 +132,13 @@ class DenseEncoder(nn.Module):
                 x = F.conv2d(x, layer.weight, layer.bias, dilation=dilation)
             elif isinstance(layer, nn.BatchNorm2d):
                 x = F.batch_norm(
-                    x, layer.running_mean, layer.running_var, layer.weight, layer.bias,
-                    training=False, eps=layer.eps,
+                    x,
+                    layer.running_mean,
+                    layer.running_var,
+                    layer.weight,
+                    layer.bias,
+                    training=False,
+                    eps=layer.eps,
                 )
             elif isinstance(layer, nn.LeakyReLU):
                 x = F.leaky_relu(x, LEAKY_SLOPE)

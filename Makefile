@@ -1,0 +1,59 @@
+# SAR-Optical Matcher. `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PLUGIN := sar_optical_matcher
+QGIS_PROFILE ?= default
+QGIS_PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: help install test test-fast demo lint format typecheck zip deploy train-default evaluate experiment bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: ## install Debian QGIS/GDAL packages, .venv and pinned Python deps (idempotent)
+	@./scripts/install.sh
+
+test: install ## install if needed, then run the whole test suite (offscreen)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install ## the suite without tests marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+demo: install ## register a bundled synthetic SAR/optical pair with the default model
+	$(PY) scripts/demo.py --out build/demo
+
+lint: install ## ruff lint + format check, mypy on core/model/training
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+format: install ## apply ruff formatting and safe fixes
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+zip: ## build dist/sar_optical_matcher.zip (the plugin only: code, metadata, LICENSE, model)
+	$(PY) scripts/build_zip.py --out dist/$(PLUGIN).zip
+
+deploy: zip ## install the plugin into a QGIS profile (QGIS_PROFILE=default)
+	mkdir -p "$(QGIS_PLUGINS_DIR)"
+	rm -rf "$(QGIS_PLUGINS_DIR)/$(PLUGIN)"
+	cd "$(QGIS_PLUGINS_DIR)" && $(CURDIR)/$(PY) -m zipfile -e $(CURDIR)/dist/$(PLUGIN).zip .
+	@echo "deployed to $(QGIS_PLUGINS_DIR)/$(PLUGIN); enable it in Plugins > Manage and Install"
+
+train-default: install ## train and export the shipped default model (reproducible: config + seed in repo)
+	$(PY) -m training train --config training/configs/default.yaml --out runs/default
+	$(PY) -m training export --checkpoint runs/default/best.pt --out $(PLUGIN)/default.onnx
+
+evaluate: install ## evaluate the default model and classical peers on held-out 3MOS tiles
+	$(PY) scripts/evaluate.py --out build/eval
+
+experiment: install ## the paper's experiment: 100/75/50/25/5 % supervision -> docs/results.md
+	$(PY) scripts/run_experiment.py --out runs/experiment --doc docs/results.md
+
+bench: install ## performance benchmarks (print figures; see docs/performance.md)
+	$(PY) scripts/bench_correspondence.py
+	$(PY) scripts/bench_register.py
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,70 @@
+"""Build the installable plugin zip, or install the plugin into a plugins folder.
+
+The zip holds one folder ``sar_optical_matcher/`` with the plugin's code, ``metadata.txt``,
+``LICENSE``, the icon and the shipped model, nothing else (no tests, caches or training code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = "sar_optical_matcher"
+SUFFIXES = {".py", ".svg", ".onnx", ".json", ".txt"}
+
+
+def plugin_files(root: Path = ROOT) -> list[tuple[Path, str]]:
+    """(source file, path inside the plugin folder) for everything the plugin ships."""
+    pkg = root / PLUGIN
+    files = [
+        (path, path.relative_to(pkg).as_posix())
+        for path in sorted(pkg.rglob("*"))
+        if path.is_file() and path.suffix in SUFFIXES and "__pycache__" not in path.parts
+    ]
+    files += [(root / "metadata.txt", "metadata.txt"), (root / "LICENSE", "LICENSE")]
+    return files
+
+
+def build_zip(out: Path, root: Path = ROOT) -> Path:
+    """Write the plugin zip atomically and return its path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".zip.partial")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for src, arc in plugin_files(root):
+            zf.write(src, f"{PLUGIN}/{arc}")
+    tmp.replace(out)
+    return out
+
+
+def install_plugin(plugins_dir: Path, root: Path = ROOT) -> Path:
+    """Copy the plugin into ``plugins_dir/sar_optical_matcher`` (replacing an older copy)."""
+    dest = plugins_dir / PLUGIN
+    if dest.exists():
+        shutil.rmtree(dest)
+    for src, arc in plugin_files(root):
+        target = dest / arc
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    return dest
+
+
+def main() -> None:
+    """Command line: ``--out dist/sar_optical_matcher.zip`` or ``--install DIR``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, help="zip file to write")
+    parser.add_argument("--install", type=Path, help="plugins folder to install into")
+    args = parser.parse_args()
+    if not args.out and not args.install:
+        parser.error("give --out and/or --install")
+    if args.out:
+        path = build_zip(args.out)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if args.install:
+        print(f"installed into {install_plugin(args.install)}")
+
+
+if __name__ == "__main__":
+    main()

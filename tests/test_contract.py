@@ -1,0 +1,41 @@
+"""The model contract round-trips through JSON and rejects what the plugin cannot run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sar_optical_matcher.core.preprocessing import PreprocessSpec
+from sar_optical_matcher.model.contract import FORMAT_VERSION, ModelContract
+
+
+def test_round_trip_and_map_size() -> None:
+    c = ModelContract(name="m", version="1", training={"seed": 3, "hash": "abc"})
+    back = ModelContract.from_json(c.to_json())
+    assert back == c
+    assert back.map_size == 129
+    assert isinstance(back.sar, PreprocessSpec) and back.sar.modality == "sar"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(format_version=FORMAT_VERSION + 1), "not supported"),
+        (lambda d: d.pop("sar"), "incomplete"),
+        (lambda d: d.update(unknown=1), "unknown fields"),
+        (lambda d: d.update(search_size=64), "template_size <= search_size"),
+        (lambda d: d.update(sar=d["optical"], optical=d["sar"]), "swapped"),
+        (lambda d: d["sar"].update(std=0.0), "standardisation"),
+    ],
+)
+def test_invalid_contracts_are_rejected(edit, message: str) -> None:
+    raw = json.loads(ModelContract(name="m", version="1").to_json())
+    edit(raw)
+    with pytest.raises(ValueError, match=message):
+        ModelContract.from_json(json.dumps(raw))
+
+
+def test_not_json() -> None:
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ModelContract.from_json("{oops")

@@ -1,0 +1,77 @@
+"""The plugin installs into a QGIS profile and its provider is visible to qgis_process."""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from scripts.build_zip import build_zip
+from tests.conftest import qgis_process_command
+
+
+@pytest.mark.qgis_process
+def test_qgis_process_lists_provider_and_algorithms(qgis_profile: dict[str, str]) -> None:
+    run = subprocess.run(
+        [*qgis_process_command(), "list"],
+        env=qgis_profile,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "SAR-Optical Matcher" in out
+    for alg in (
+        "sarmatcher:detectkeypoints",
+        "sarmatcher:computecorrespondence",
+        "sarmatcher:registersartooptical",
+    ):
+        assert alg in out, f"{alg} missing from qgis_process list"
+
+
+def test_zip_holds_only_the_plugin(tmp_path: Path) -> None:
+    path = build_zip(tmp_path / "p.zip")
+    names = zipfile.ZipFile(path).namelist()
+    assert {n.split("/")[0] for n in names} == {"sar_optical_matcher"}
+    for required in ("metadata.txt", "__init__.py", "LICENSE", "plugin.py"):
+        assert f"sar_optical_matcher/{required}" in names
+    assert not [n for n in names if "__pycache__" in n or "/tests/" in n or n.endswith(".pt")]
+    assert not [n for n in names if n.startswith("sar_optical_matcher/training")]
+
+
+def test_metadata_has_required_fields() -> None:
+    from configparser import ConfigParser
+
+    cfg = ConfigParser()
+    cfg.read(Path(__file__).resolve().parent.parent / "metadata.txt")
+    general = cfg["general"]
+    for key in (
+        "name",
+        "qgisMinimumVersion",
+        "description",
+        "about",
+        "version",
+        "author",
+        "email",
+        "repository",
+    ):
+        assert general.get(key), f"metadata.txt lacks {key}"
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert general["hasProcessingProvider"] == "yes"
+
+
+def test_class_factory_registers_and_unloads_provider(qgis_app) -> None:
+    from qgis.core import QgsApplication
+
+    import sar_optical_matcher
+
+    plugin = sar_optical_matcher.classFactory(None)
+    plugin.initProcessing()
+    registry = QgsApplication.processingRegistry()
+    assert registry.providerById("sarmatcher") is not None
+    assert registry.algorithmById("sarmatcher:registersartooptical") is not None
+    plugin.unload()
+    assert registry.providerById("sarmatcher") is None
