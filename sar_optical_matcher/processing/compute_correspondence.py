@@ -1,32 +1,378 @@
-"""Processing algorithm 'Compute correspondence' (shell; filled in by the provider issue)."""
+"""Processing algorithm 'Compute correspondence': match optical keypoints in the SAR raster."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+import numpy as np
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+
+from sar_optical_matcher import registration as reg
+from sar_optical_matcher.processing import common
+from sar_optical_matcher.processing.detect_keypoints import (
+    declare_detect_params,
+    detect_settings_from,
+)
+
+MATCH_FIELDS = (
+    ("id", int),
+    ("opt_x_px", float),
+    ("opt_y_px", float),
+    ("dx_px", float),
+    ("dy_px", float),
+    ("sar_x_px", float),
+    ("sar_y_px", float),
+    ("opt_x_map", float),
+    ("opt_y_map", float),
+    ("sar_x_map", float),
+    ("sar_y_map", float),
+    ("score", float),
+    ("second_score", float),
+    ("ratio", float),
+    ("spread_px", float),
+    ("confidence", float),
+    ("accepted", bool),
+    ("status", str),
+)
+
+
+@dataclass(frozen=True)
+class CorrespondenceSettings:
+    """Plain values of the matching parameters (shared by Register SAR to optical).
+
+    Attributes:
+        sar_path: SAR raster file.
+        sar_band: 1-based SAR band.
+        optical_path: optical raster file.
+        optical_band: 1-based optical band.
+        keypoints_map: (N, 2) float64 keypoints in the optical CRS, or ``None`` to detect them.
+        detect: detection settings used when ``keypoints_map`` is ``None``.
+        match: matching settings (model, sizes, scale, device, batch, confidence).
+        maps_folder: folder for correspondence-map GeoTIFFs, or ``None``.
+    """
+
+    sar_path: str
+    sar_band: int
+    optical_path: str
+    optical_band: int
+    keypoints_map: np.ndarray | None
+    detect: reg.DetectSettings
+    match: reg.MatchSettings
+    maps_folder: str | None = None
 
 
 class ComputeCorrespondenceAlgorithm(QgsProcessingAlgorithm):
-    """Compute correspondence."""
+    """For each optical keypoint, the SAR position found by the model, with its quality."""
+
+    SAR = "SAR"
+    SAR_BAND = "SAR_BAND"
+    OPTICAL = "OPTICAL"
+    OPTICAL_BAND = "OPTICAL_BAND"
+    KEYPOINTS = "KEYPOINTS"
+    MODEL = "MODEL"
+    TEMPLATE_SIZE = "TEMPLATE_SIZE"
+    SEARCH_SIZE = "SEARCH_SIZE"
+    SAR_SCALE = "SAR_SCALE"
+    DEVICE = "DEVICE"
+    BATCH_SIZE = "BATCH_SIZE"
+    CONFIDENCE_THRESHOLD = "CONFIDENCE_THRESHOLD"
+    OUTPUT_MAPS = "OUTPUT_MAPS"
+    MATCHES = "MATCHES"
 
     def name(self) -> str:  # noqa: D102
         return "computecorrespondence"
 
-    def displayName(self) -> str:  # noqa: N802, D102
+    def displayName(self) -> str:  # noqa: D102
         return "Compute correspondence"
 
     def group(self) -> str:  # noqa: D102
-        return "SAR-optical matching"
+        return common.GROUP
 
-    def groupId(self) -> str:  # noqa: N802, D102
-        return "sarmatching"
+    def groupId(self) -> str:  # noqa: D102
+        return common.GROUP_ID
 
-    def createInstance(self) -> ComputeCorrespondenceAlgorithm:  # noqa: N802, D102
+    def createInstance(self) -> ComputeCorrespondenceAlgorithm:  # noqa: D102
         return type(self)()
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
-        pass
+    def shortHelpString(self) -> str:  # noqa: D102
+        return common.help_html(
+            "For each optical keypoint, the optical template is compared with every window of "
+            "the SAR search region (warped into the optical pixel grid from the georeferencing) "
+            "by a learned descriptor (Hughes &amp; Schmitt 2019). The peak of the correspondence "
+            "map gives the SAR position; its sharpness gives a confidence in [0, 1].",
+            [
+                (self.SAR, "SAR raster"),
+                (self.OPTICAL, "optical raster"),
+                (self.KEYPOINTS, "optional keypoints (any CRS); detected when empty"),
+                (self.MODEL, "ONNX model; empty = the model shipped with the plugin"),
+                (self.TEMPLATE_SIZE + "/" + self.SEARCH_SIZE, "must equal the model's sizes"),
+                (self.CONFIDENCE_THRESHOLD, "matches below it are flagged not accepted"),
+                (self.MATCHES, "match point layer in the optical CRS"),
+                (self.OUTPUT_MAPS, "optional folder of correspondence-map GeoTIFFs"),
+            ],
+        )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802, D102
-        raise QgsProcessingException("Compute correspondence is not implemented yet")
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
+        declare_match_params(self)
+        declare_detect_params(self, self.OPTICAL)
+        common.add_param(
+            self,
+            QgsProcessingParameterFolderDestination(
+                self.OUTPUT_MAPS, "Correspondence maps folder", optional=True, createByDefault=False
+            ),
+            "Optional folder: one small GeoTIFF per keypoint, its pixel (j, i) = window offset "
+            "(dx, dy), placed on the optical grid so the peak lies at the found position.",
+            advanced=True,
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterFeatureSink(
+                self.MATCHES, "Matches", QgsProcessing.TypeVectorPoint
+            ),
+            "Point layer at the optical keypoints (optical CRS): positions in pixels and map "
+            "units, dx/dy, peak score, second peak, ratio, spread, confidence, accepted, status.",
+        )
+
+    def settings(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> CorrespondenceSettings:
+        """Turn the parameters into plain values (no side effects)."""
+        return correspondence_settings(self, parameters, context)
+
+    def processAlgorithm(  # noqa: D102
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        s = self.settings(parameters, context)
+        optical, sar, result = run_matching(s, feedback, 0, 90)
+        records = result.records
+        n_ok = sum(1 for r in records if r.accepted)
+        feedback.pushInfo(f"{len(records)} keypoints matched, {n_ok} accepted")
+        outputs: dict[str, Any] = {}
+        if s.maps_folder:
+            with common.processing_errors():
+                reg.write_map_rasters(
+                    s.maps_folder,
+                    records,
+                    result.maps,
+                    optical,
+                    s.match.search_size,
+                    s.match.template_size,
+                )
+            outputs[self.OUTPUT_MAPS] = s.maps_folder
+        layer = self.parameterAsRasterLayer(parameters, self.OPTICAL, context)
+        fields = common.make_fields(MATCH_FIELDS)
+        sink, dest = self.parameterAsSink(
+            parameters, self.MATCHES, context, fields, QgsWkbTypes.Point, layer.crs()
+        )
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.MATCHES))
+        rows = [[getattr(r, name) for name, _ in MATCH_FIELDS] for r in records]
+        xy = np.array([[r.opt_x_map, r.opt_y_map] for r in records], np.float64)
+        common.write_point_features(sink, fields, xy, rows)
+        feedback.setProgress(100)
+        outputs[self.MATCHES] = dest
+        return outputs
+
+
+A = ComputeCorrespondenceAlgorithm
+
+
+def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
+    """Declare the raster, keypoint and model parameters (shared with Register)."""
+    common.add_param(
+        alg,
+        QgsProcessingParameterRasterLayer(A.SAR, "SAR raster"),
+        "The SAR raster (amplitude, intensity or dB; uint8/uint16/float).",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterBand(A.SAR_BAND, "SAR band", 1, A.SAR, optional=True),
+        "Band of the SAR raster to match (e.g. VV); default 1.",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterRasterLayer(A.OPTICAL, "Optical raster"),
+        "The optical reference raster; outputs use its CRS and grid.",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterBand(A.OPTICAL_BAND, "Optical band", 1, A.OPTICAL, optional=True),
+        "Band of the optical raster to match; default 1.",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterFeatureSource(
+            A.KEYPOINTS, "Keypoints", [QgsProcessing.TypeVectorPoint], optional=True
+        ),
+        "Optional point layer (any CRS, reprojected to the optical CRS); when empty, keypoints "
+        "are detected on the optical raster.",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterFile(A.MODEL, "Model (ONNX)", extension="onnx", optional=True),
+        "A SAR-Optical Matcher ONNX model; empty: the model shipped with the plugin.",
+    )
+    for key, label, default in (
+        (A.TEMPLATE_SIZE, "Template size (pixels)", 128),
+        (A.SEARCH_SIZE, "Search region size (pixels)", 256),
+    ):
+        common.add_param(
+            alg,
+            QgsProcessingParameterNumber(
+                key, label, QgsProcessingParameterNumber.Integer, default, minValue=8
+            ),
+            f"{label}; must equal the model's (paper: template 128, search 256). The "
+            "misregistration that can be found is at most (search - template) / 2.",
+            advanced=True,
+        )
+    common.add_param(
+        alg,
+        QgsProcessingParameterEnum(
+            A.SAR_SCALE, "SAR values", common.SAR_SCALE_LABELS, defaultValue=0
+        ),
+        "How the SAR values are scaled: auto-detect, linear amplitude/intensity (converted to "
+        "dB), or already dB.",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterEnum(A.DEVICE, "Device", list(common.DEVICE_OPTIONS), defaultValue=0),
+        "auto: CUDA if onnxruntime-gpu sees a GPU, else CPU.",
+        advanced=True,
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterNumber(
+            A.BATCH_SIZE,
+            "Batch size (keypoints)",
+            QgsProcessingParameterNumber.Integer,
+            8,
+            minValue=1,
+        ),
+        "Keypoints per model run; cancellation is checked per batch.",
+        advanced=True,
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterNumber(
+            A.CONFIDENCE_THRESHOLD,
+            "Confidence threshold",
+            QgsProcessingParameterNumber.Double,
+            0.5,
+            minValue=0.0,
+            maxValue=1.0,
+        ),
+        "Matches whose confidence (sharp single peak = high) is below it are not accepted.",
+    )
+
+
+def correspondence_settings(
+    alg: QgsProcessingAlgorithm,
+    parameters: dict[str, Any],
+    context: QgsProcessingContext,
+    keep_maps: bool = False,
+) -> CorrespondenceSettings:
+    """CorrespondenceSettings from the parameters declared by :func:`declare_match_params`."""
+    sar_path = common.raster_path(alg, parameters, A.SAR, context)
+    optical_path = common.raster_path(alg, parameters, A.OPTICAL, context)
+    optical_band = alg.parameterAsInt(parameters, A.OPTICAL_BAND, context)
+    keypoints = None
+    source = alg.parameterAsSource(parameters, A.KEYPOINTS, context)
+    if source is not None:
+        crs = alg.parameterAsRasterLayer(parameters, A.OPTICAL, context).crs()
+        keypoints = common.points_in_crs(source, crs, context)
+    maps = None
+    if A.OUTPUT_MAPS in parameters and parameters.get(A.OUTPUT_MAPS):
+        maps = alg.parameterAsString(parameters, A.OUTPUT_MAPS, context) or None
+    model = alg.parameterAsFile(parameters, A.MODEL, context) or None
+    match = reg.MatchSettings(
+        model_path=model,
+        template_size=alg.parameterAsInt(parameters, A.TEMPLATE_SIZE, context),
+        search_size=alg.parameterAsInt(parameters, A.SEARCH_SIZE, context),
+        sar_scale=common.SAR_SCALE_OPTIONS[alg.parameterAsEnum(parameters, A.SAR_SCALE, context)],
+        device=common.DEVICE_OPTIONS[alg.parameterAsEnum(parameters, A.DEVICE, context)],
+        batch_size=alg.parameterAsInt(parameters, A.BATCH_SIZE, context),
+        confidence_threshold=alg.parameterAsDouble(parameters, A.CONFIDENCE_THRESHOLD, context),
+        keep_maps=keep_maps or maps is not None,
+    )
+    return CorrespondenceSettings(
+        sar_path=sar_path,
+        sar_band=alg.parameterAsInt(parameters, A.SAR_BAND, context),
+        optical_path=optical_path,
+        optical_band=optical_band,
+        keypoints_map=keypoints,
+        detect=detect_settings_from(alg, parameters, context, A.OPTICAL, optical_band),
+        match=match,
+        maps_folder=maps,
+    )
+
+
+def run_matching(
+    s: CorrespondenceSettings, feedback: QgsProcessingFeedback, start: float, stop: float
+) -> tuple[Any, Any, Any]:
+    """Open rasters and model, get keypoints, match; progress from ``start`` to ``stop`` %.
+
+    Returns:
+        (optical RasterInfo, SAR RasterInfo, MatchResult).
+    """
+    optical = common.open_raster_checked(s.optical_path, A.OPTICAL, s.optical_band)
+    sar = common.open_raster_checked(s.sar_path, A.SAR, s.sar_band)
+    canceled = common.canceled_callback(feedback)
+    log: Callable[[str], None] = feedback.pushInfo
+    mid = start + 0.1 * (stop - start)
+    with common.processing_errors():
+        matcher = reg.load_matcher(s.match, log=log)
+        feedback.pushInfo(
+            f"model {matcher.contract.name} {matcher.contract.version}, "
+            f"onnxruntime provider: {matcher.provider}"
+        )
+        if s.keypoints_map is None:
+            kps = reg.detect_keypoints_tiled(
+                optical, s.detect, common.progress_callback(feedback, start, mid), canceled
+            )
+            xy_px = kps.xy_px
+            feedback.pushInfo(f"{len(xy_px)} keypoints detected on the optical raster")
+        else:
+            xy_px = reg.map_to_pixel(optical.geotransform, s.keypoints_map)
+            inside = (
+                (xy_px[:, 0] >= 0)
+                & (xy_px[:, 0] < optical.width)
+                & (xy_px[:, 1] >= 0)
+                & (xy_px[:, 1] < optical.height)
+            )
+            if not inside.all():
+                feedback.pushWarning(
+                    f"{int((~inside).sum())} keypoints lie outside the optical "
+                    "raster and are skipped"
+                )
+            xy_px = xy_px[inside]
+        result = reg.compute_matches(
+            optical,
+            s.optical_band,
+            sar,
+            s.sar_band,
+            xy_px,
+            matcher,
+            s.match,
+            common.progress_callback(feedback, mid, stop),
+            canceled,
+        )
+    return optical, sar, result

@@ -1,32 +1,237 @@
-"""Processing algorithm 'Detect keypoints' (shell; filled in by the provider issue)."""
+"""Processing algorithm 'Detect keypoints': Harris corners with NMS, read tile by tile."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+import numpy as np
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+
+from sar_optical_matcher import registration as reg
+from sar_optical_matcher.processing import common
+
+KEYPOINT_FIELDS = (("id", int), ("x_px", float), ("y_px", float), ("response", float))
+
+
+@dataclass(frozen=True)
+class DetectKeypointsSettings:
+    """Plain values of the algorithm's parameters.
+
+    Attributes:
+        raster_path: the optical raster file.
+        detect: detection settings (band, distances, extent, mask polygons in the raster CRS).
+    """
+
+    raster_path: str
+    detect: reg.DetectSettings
+
+
+def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str = "") -> None:
+    """Declare BAND, MIN_DISTANCE, MAX_COUNT, BORDER, MASK, EXTENT (shared with Register)."""
+    a = DetectKeypointsAlgorithm
+    common.add_param(
+        alg,
+        QgsProcessingParameterNumber(
+            prefix + a.MIN_DISTANCE,
+            "Minimum distance between keypoints (pixels)",
+            QgsProcessingParameterNumber.Double,
+            128.0,
+            minValue=1.0,
+        ),
+        "Non-maximum suppression radius: no two keypoints closer than this (optical pixels). "
+        "The template size (128) avoids overlapping templates.",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterNumber(
+            prefix + a.MAX_COUNT,
+            "Maximum number of keypoints",
+            QgsProcessingParameterNumber.Integer,
+            500,
+            minValue=1,
+        ),
+        "Keep at most this many keypoints, strongest Harris response first.",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterNumber(
+            prefix + a.BORDER,
+            "Border margin (pixels)",
+            QgsProcessingParameterNumber.Integer,
+            128,
+            minValue=0,
+        ),
+        "Keypoints keep this distance from the raster edges so that the search region "
+        "(256 px, half = 128) fits around them.",
+        advanced=True,
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterFeatureSource(
+            prefix + a.MASK, "Mask polygons", [QgsProcessing.TypeVectorPolygon], optional=True
+        ),
+        "Optional polygon layer (any CRS): keypoints only inside its polygons.",
+        advanced=True,
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterExtent(prefix + a.EXTENT, "Extent", optional=True),
+        "Optional extent: keypoints only inside it.",
+        advanced=True,
+    )
+
+
+def detect_settings_from(
+    alg: QgsProcessingAlgorithm,
+    parameters: dict[str, Any],
+    context: QgsProcessingContext,
+    raster_param: str,
+    band: int,
+    prefix: str = "",
+) -> reg.DetectSettings:
+    """DetectSettings from the parameters declared by :func:`declare_detect_params`."""
+    a = DetectKeypointsAlgorithm
+    layer = alg.parameterAsRasterLayer(parameters, raster_param, context)
+    crs = layer.crs()
+    extent = None
+    if parameters.get(prefix + a.EXTENT) not in (None, ""):
+        rect = alg.parameterAsExtent(parameters, prefix + a.EXTENT, context, crs)
+        if not rect.isNull() and not rect.isEmpty():
+            extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+    mask = None
+    source = alg.parameterAsSource(parameters, prefix + a.MASK, context)
+    if source is not None:
+        mask = common.polygons_wkt(source, crs, context)
+        if not mask:
+            raise QgsProcessingException(
+                "MASK has no polygons: choose another layer or leave " "it empty"
+            )
+    try:
+        return reg.DetectSettings(
+            band=band,
+            min_distance_px=alg.parameterAsDouble(parameters, prefix + a.MIN_DISTANCE, context),
+            max_count=alg.parameterAsInt(parameters, prefix + a.MAX_COUNT, context),
+            border_px=alg.parameterAsInt(parameters, prefix + a.BORDER, context),
+            extent_map=extent,
+            mask_wkt=mask,
+        )
+    except ValueError as exc:
+        raise QgsProcessingException(str(exc)) from exc
 
 
 class DetectKeypointsAlgorithm(QgsProcessingAlgorithm):
-    """Detect keypoints."""
+    """Harris keypoints of an optical raster, as a point layer in the raster's CRS."""
+
+    INPUT = "INPUT"
+    BAND = "BAND"
+    MIN_DISTANCE = "MIN_DISTANCE"
+    MAX_COUNT = "MAX_COUNT"
+    BORDER = "BORDER"
+    MASK = "MASK"
+    EXTENT = "EXTENT"
+    OUTPUT = "OUTPUT"
 
     def name(self) -> str:  # noqa: D102
         return "detectkeypoints"
 
-    def displayName(self) -> str:  # noqa: N802, D102
+    def displayName(self) -> str:  # noqa: D102
         return "Detect keypoints"
 
     def group(self) -> str:  # noqa: D102
-        return "SAR-optical matching"
+        return common.GROUP
 
-    def groupId(self) -> str:  # noqa: N802, D102
-        return "sarmatching"
+    def groupId(self) -> str:  # noqa: D102
+        return common.GROUP_ID
 
-    def createInstance(self) -> DetectKeypointsAlgorithm:  # noqa: N802, D102
+    def shortHelpString(self) -> str:  # noqa: D102
+        return common.help_html(
+            "Harris corners of the optical raster with non-maximum suppression, read tile by "
+            "tile. Outputs a point layer in the raster's CRS with id, pixel x/y (pixel centre = "
+            "+0.5) and Harris response.",
+            [
+                (self.INPUT, "optical raster"),
+                (self.BAND, "band to detect on"),
+                (self.MIN_DISTANCE, "minimum keypoint spacing, pixels"),
+                (self.MAX_COUNT, "maximum number of keypoints"),
+                (self.BORDER, "distance from the raster edges, pixels"),
+                (self.MASK, "optional polygons to search in"),
+                (self.EXTENT, "optional extent"),
+                (self.OUTPUT, "the keypoints"),
+            ],
+        )
+
+    def createInstance(self) -> DetectKeypointsAlgorithm:  # noqa: D102
         return type(self)()
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
-        pass
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
+        common.add_param(
+            self,
+            QgsProcessingParameterRasterLayer(self.INPUT, "Optical raster"),
+            "The optical raster (any GDAL format, georeferenced).",
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterBand(self.BAND, "Band", 1, self.INPUT, optional=True),
+            "Band of the optical raster to detect on; default 1.",
+        )
+        declare_detect_params(self, self.INPUT)
+        common.add_param(
+            self,
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT, "Keypoints", QgsProcessing.TypeVectorPoint
+            ),
+            "Point layer in the raster's CRS: id, x_px, y_px, response.",
+        )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802, D102
-        raise QgsProcessingException("Detect keypoints is not implemented yet")
+    def settings(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> DetectKeypointsSettings:
+        """Turn the parameters into plain values (no side effects)."""
+        path = common.raster_path(self, parameters, self.INPUT, context)
+        band = self.parameterAsInt(parameters, self.BAND, context)
+        return DetectKeypointsSettings(
+            path, detect_settings_from(self, parameters, context, self.INPUT, band)
+        )
+
+    def processAlgorithm(  # noqa: D102
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        s = self.settings(parameters, context)
+        info = common.open_raster_checked(s.raster_path, self.INPUT, s.detect.band)
+        with common.processing_errors():
+            keypoints = reg.detect_keypoints_tiled(
+                info,
+                s.detect,
+                common.progress_callback(feedback, 0, 95),
+                common.canceled_callback(feedback),
+            )
+        feedback.pushInfo(f"{len(keypoints.xy_px)} keypoints detected")
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        fields = common.make_fields(KEYPOINT_FIELDS)
+        sink, dest = self.parameterAsSink(
+            parameters, self.OUTPUT, context, fields, QgsWkbTypes.Point, layer.crs()
+        )
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        xy = np.asarray(keypoints.xy_px, np.float64).reshape(-1, 2)
+        rows = [(i, x, y, r) for i, ((x, y), r) in enumerate(zip(xy, keypoints.response))]
+        common.write_point_features(sink, fields, reg.pixel_to_map(info.geotransform, xy), rows)
+        feedback.setProgress(100)
+        return {self.OUTPUT: dest}

@@ -1,32 +1,428 @@
-"""Processing algorithm 'Register SAR to optical' (shell; filled in by the provider issue)."""
+"""Processing algorithm 'Register SAR to optical': match, RANSAC, fit, warp, GCPs, report.
+
+The keypoint and matching steps are the same pipeline functions the two other algorithms run
+(``registration`` / ``compute_correspondence.run_matching``), called directly rather than
+through ``processing.run`` child algorithms: one progress bar, one cancellation check per
+batch, and no intermediate layers. Nothing is written before the fit is accepted; every file
+output is written under a temporary name and renamed, and removed again if a later step fails.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+import numpy as np
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
+    QgsWkbTypes,
+)
+
+from sar_optical_matcher import gcp
+from sar_optical_matcher import registration as reg
+from sar_optical_matcher import report as rep
+from sar_optical_matcher.processing import common
+from sar_optical_matcher.processing.compute_correspondence import (
+    CorrespondenceSettings,
+    correspondence_settings,
+    declare_match_params,
+    run_matching,
+)
+from sar_optical_matcher.processing.detect_keypoints import declare_detect_params
+
+TIEPOINT_FIELDS = (
+    ("id", int),
+    ("opt_x_px", float),
+    ("opt_y_px", float),
+    ("sar_x_px", float),
+    ("sar_y_px", float),
+    ("dx_px", float),
+    ("dy_px", float),
+    ("confidence", float),
+    ("accepted", bool),
+    ("inlier", bool),
+    ("res_x_px", float),
+    ("res_y_px", float),
+    ("residual_px", float),
+)
+
+
+@dataclass(frozen=True)
+class RegisterSettings:
+    """Plain values of the algorithm's parameters.
+
+    Attributes:
+        correspondence: rasters, keypoints and matching settings.
+        transform: one of ``registration.TRANSFORM_KINDS``.
+        residual_threshold_px: RANSAC inlier threshold, optical pixels.
+        min_inliers: fewest inliers accepted (raised to the transform's minimum + 4).
+        seed: RANSAC random seed.
+        warp: GDAL warp settings.
+        output_path: registered raster (GeoTIFF).
+        gcp_path: ``.points`` file or ``None``.
+        report_path: HTML report or ``None``.
+    """
+
+    correspondence: CorrespondenceSettings
+    transform: str
+    residual_threshold_px: float
+    min_inliers: int
+    seed: int
+    warp: reg.WarpSettings
+    output_path: str
+    gcp_path: str | None
+    report_path: str | None
 
 
 class RegisterSarToOpticalAlgorithm(QgsProcessingAlgorithm):
-    """Register SAR to optical."""
+    """Register a SAR raster onto an optical raster's grid from learned correspondences."""
+
+    TRANSFORM = "TRANSFORM"
+    RESIDUAL_THRESHOLD = "RESIDUAL_THRESHOLD"
+    MIN_INLIERS = "MIN_INLIERS"
+    SEED = "SEED"
+    RESAMPLING = "RESAMPLING"
+    PIXEL_SIZE = "PIXEL_SIZE"
+    CREATION_OPTIONS = "CREATION_OPTIONS"
+    NODATA = "NODATA"
+    OUTPUT = "OUTPUT"
+    OUTPUT_GCP = "OUTPUT_GCP"
+    OUTPUT_TIEPOINTS = "OUTPUT_TIEPOINTS"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
 
     def name(self) -> str:  # noqa: D102
         return "registersartooptical"
 
-    def displayName(self) -> str:  # noqa: N802, D102
+    def displayName(self) -> str:  # noqa: D102
         return "Register SAR to optical"
 
     def group(self) -> str:  # noqa: D102
-        return "SAR-optical matching"
+        return common.GROUP
 
-    def groupId(self) -> str:  # noqa: N802, D102
-        return "sarmatching"
+    def groupId(self) -> str:  # noqa: D102
+        return common.GROUP_ID
 
-    def createInstance(self) -> RegisterSarToOpticalAlgorithm:  # noqa: N802, D102
+    def createInstance(self) -> RegisterSarToOpticalAlgorithm:  # noqa: D102
         return type(self)()
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
-        pass
+    def shortHelpString(self) -> str:  # noqa: D102
+        return common.help_html(
+            "Detects keypoints on the optical raster, finds them in the SAR raster with the "
+            "learned matcher, rejects outliers with RANSAC, fits the chosen transform and warps "
+            "the SAR raster onto the optical grid with GDAL. Too few confident inliers is an "
+            "error (no raster is written), never a silent bad warp.",
+            [
+                (self.TRANSFORM, "shift, affine, polynomial 1-3 or thin-plate spline"),
+                (self.RESIDUAL_THRESHOLD, "RANSAC inlier threshold, optical pixels"),
+                (self.MIN_INLIERS, "fewest inliers to accept the registration"),
+                (self.OUTPUT, "registered SAR raster on the optical grid"),
+                (self.OUTPUT_GCP, "QGIS Georeferencer .points file (tie points, inliers enabled)"),
+                (self.OUTPUT_TIEPOINTS, "tie points with residuals and inlier flags"),
+                (self.OUTPUT_REPORT, "HTML report: RMSE, inliers, residual plot, maps"),
+            ],
+        )
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802, D102
-        raise QgsProcessingException("Register SAR to optical is not implemented yet")
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
+        declare_match_params(self)
+        declare_detect_params(self, "OPTICAL")
+        self._declare_fit_params()
+        self._declare_outputs()
+
+    def _declare_fit_params(self) -> None:
+        common.add_param(
+            self,
+            QgsProcessingParameterEnum(
+                self.TRANSFORM, "Transform", list(reg.TRANSFORM_KINDS), defaultValue=1
+            ),
+            "Model fitted to the inlier tie points (SAR pixels -> optical pixels).",
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterNumber(
+                self.RESIDUAL_THRESHOLD,
+                "RANSAC residual threshold (pixels)",
+                QgsProcessingParameterNumber.Double,
+                3.0,
+                minValue=0.01,
+            ),
+            "Tie points farther than this from the fit (optical pixels) are outliers.",
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterNumber(
+                self.MIN_INLIERS,
+                "Minimum inliers",
+                QgsProcessingParameterNumber.Integer,
+                8,
+                minValue=1,
+            ),
+            "Registration is refused with fewer inliers (at least the transform's minimal "
+            "sample + 4 are always required).",
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterNumber(
+                self.SEED, "Random seed", QgsProcessingParameterNumber.Integer, 0, minValue=0
+            ),
+            "Seed of the RANSAC generator (results are reproducible).",
+            advanced=True,
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterEnum(
+                self.RESAMPLING, "Resampling", list(reg.RESAMPLINGS), defaultValue=1
+            ),
+            "GDAL resampling method of the warp.",
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterNumber(
+                self.PIXEL_SIZE,
+                "Output pixel size (0 = optical)",
+                QgsProcessingParameterNumber.Double,
+                0.0,
+                minValue=0.0,
+            ),
+            "Pixel size of the output in optical map units; 0 keeps the optical pixel size.",
+            advanced=True,
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterString(
+                self.CREATION_OPTIONS,
+                "GeoTIFF creation options",
+                "COMPRESS=DEFLATE|TILED=YES",
+                optional=True,
+            ),
+            "GDAL creation options separated by '|'.",
+            advanced=True,
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterNumber(
+                self.NODATA, "Output nodata", QgsProcessingParameterNumber.Double, optional=True
+            ),
+            "Nodata value of the output; empty: the SAR's nodata, else 0.",
+            advanced=True,
+        )
+
+    def _declare_outputs(self) -> None:
+        common.add_param(
+            self,
+            QgsProcessingParameterRasterDestination(self.OUTPUT, "Registered SAR"),
+            "The SAR raster warped onto the optical grid.",
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_GCP, "GCP file", "QGIS Georeferencer points (*.points)", optional=True
+            ),
+            "Tie points as a QGIS Georeferencer .points file (with #CRS).",
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT_TIEPOINTS, "Tie points", QgsProcessing.TypeVectorPoint, optional=True
+            ),
+            "Tie points (optical CRS) with residuals and inlier flags.",
+        )
+        common.add_param(
+            self,
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_REPORT, "Report", "HTML files (*.html)", optional=True
+            ),
+            "Self-contained HTML report.",
+        )
+        self.addOutput(QgsProcessingOutputNumber("RMSE_PX", "RMSE of the inliers (pixels)"))
+        self.addOutput(QgsProcessingOutputNumber("N_INLIERS", "Number of inliers"))
+
+    def settings(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> RegisterSettings:
+        """Turn the parameters into plain values (no side effects)."""
+        nodata = None
+        if parameters.get(self.NODATA) not in (None, ""):
+            nodata = self.parameterAsDouble(parameters, self.NODATA, context)
+        pixel = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
+        options = self.parameterAsString(parameters, self.CREATION_OPTIONS, context) or ""
+        resampling = reg.RESAMPLINGS[self.parameterAsEnum(parameters, self.RESAMPLING, context)]
+        try:
+            warp = reg.WarpSettings(
+                resampling=resampling,
+                pixel_size=pixel if pixel > 0 else None,
+                creation_options=tuple(o.strip() for o in options.split("|") if o.strip()),
+                nodata=nodata,
+            )
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        return RegisterSettings(
+            correspondence=correspondence_settings(self, parameters, context, keep_maps=True),
+            transform=reg.TRANSFORM_KINDS[
+                self.parameterAsEnum(parameters, self.TRANSFORM, context)
+            ],
+            residual_threshold_px=self.parameterAsDouble(
+                parameters, self.RESIDUAL_THRESHOLD, context
+            ),
+            min_inliers=self.parameterAsInt(parameters, self.MIN_INLIERS, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            warp=warp,
+            output_path=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            gcp_path=self.parameterAsFileOutput(parameters, self.OUTPUT_GCP, context) or None,
+            report_path=self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None,
+        )
+
+    def processAlgorithm(  # noqa: D102
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        s = self.settings(parameters, context)
+        optical, sar, result = run_matching(s.correspondence, feedback, 0, 70)
+        ties = reg.TiePoints.from_records(result.records)
+        half = (s.correspondence.match.search_size - s.correspondence.match.template_size) // 2
+        with common.processing_errors():
+            fit = reg.fit_tie_points(
+                ties,
+                s.transform,
+                s.residual_threshold_px,
+                s.min_inliers,
+                np.random.default_rng(s.seed),
+                half_range=half,
+            )
+        n_in = int(fit.inliers.sum())
+        feedback.pushInfo(
+            f"{n_in} inliers of {fit.n_accepted} accepted matches, RMSE "
+            f"{fit.rmse_px:.3f} px ({s.transform})"
+        )
+        written: list[Path] = []
+        try:
+            with common.processing_errors():
+                reg.warp_sar(
+                    sar,
+                    optical,
+                    fit,
+                    s.output_path,
+                    s.warp,
+                    common.canceled_callback(feedback),
+                    common.progress_callback(feedback, 70, 95),
+                )
+            written.append(Path(s.output_path))
+            outputs: dict[str, Any] = {self.OUTPUT: s.output_path}
+            if s.gcp_path:
+                written.append(write_gcp_file(s.gcp_path, ties, fit, optical, sar))
+                outputs[self.OUTPUT_GCP] = s.gcp_path
+            if s.report_path:
+                written.append(
+                    rep.write_report(s.report_path, report_data(s, ties, fit, result, optical))
+                )
+                outputs[self.OUTPUT_REPORT] = s.report_path
+            dest = self._write_tiepoints(parameters, context, ties, fit, result, optical)
+            if dest is not None:
+                outputs[self.OUTPUT_TIEPOINTS] = dest
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        feedback.setProgress(100)
+        outputs.update({"RMSE_PX": fit.rmse_px, "N_INLIERS": n_in})
+        return outputs
+
+    def _write_tiepoints(self, parameters, context, ties, fit, result, optical) -> Any:
+        layer = self.parameterAsRasterLayer(parameters, "OPTICAL", context)
+        fields = common.make_fields(TIEPOINT_FIELDS)
+        sink, dest = self.parameterAsSink(
+            parameters, self.OUTPUT_TIEPOINTS, context, fields, QgsWkbTypes.Point, layer.crs()
+        )
+        if sink is None:
+            return None
+        res = fit.residual_xy_px
+        rows = [
+            (
+                r.id,
+                r.opt_x_px,
+                r.opt_y_px,
+                r.sar_x_px,
+                r.sar_y_px,
+                r.dx_px,
+                r.dy_px,
+                r.confidence,
+                bool(ties.accepted[i]),
+                bool(fit.inliers[i]),
+                res[i, 0],
+                res[i, 1],
+                float(np.hypot(res[i, 0], res[i, 1])),
+            )
+            for i, r in enumerate(result.records)
+        ]
+        common.write_point_features(
+            sink, fields, reg.pixel_to_map(optical.geotransform, ties.dst_px), rows
+        )
+        return dest
+
+
+def write_gcp_file(
+    path: str, ties: reg.TiePoints, fit: reg.FitResult, optical: Any, sar: Any
+) -> Path:
+    """Accepted tie points as a Georeferencer ``.points`` file; inliers enabled."""
+    ok = ties.accepted
+    table = gcp.make_table(
+        map_xy=reg.pixel_to_map(optical.geotransform, ties.dst_px[ok]),
+        source_xy=gcp.source_from_pixels(ties.src_px[ok], sar.geotransform),
+        crs_wkt=optical.crs_wkt,
+        enabled=fit.inliers[ok],
+        residual_xy=fit.residual_xy_px[ok],
+    )
+    return gcp.write_points(path, table)
+
+
+def report_data(
+    s: RegisterSettings, ties: reg.TiePoints, fit: reg.FitResult, result: Any, optical: Any
+) -> rep.ReportData:
+    """What the HTML report shows."""
+    gt = optical.geotransform
+    pixel = float(np.hypot(gt[1], gt[4]))
+    summary = {
+        "SAR raster": s.correspondence.sar_path,
+        "optical raster": s.correspondence.optical_path,
+        "model": s.correspondence.match.model_path or "shipped default",
+        "transform": fit.kind,
+        "keypoints matched": len(ties.accepted),
+        "accepted matches": fit.n_accepted,
+        "RANSAC inliers": int(fit.inliers.sum()),
+        "residual threshold (px)": s.residual_threshold_px,
+        "RMSE (optical px)": fit.rmse_px,
+        "RMSE (map units)": fit.rmse_px * pixel,
+        "RANSAC seed": s.seed,
+    }
+    if fit.kind in ("shift", "affine", "poly1"):
+        summary["SAR px -> optical px [A | t]"] = np.array2string(
+            fit.transform.affine_matrix(), precision=4
+        )
+    conf = {int(r.id): float(r.confidence) for r in result.records}
+    inlier_ids = set(int(i) for i in ties.ids[fit.inliers])
+    maps = sorted(
+        ((i, m) for i, m in reg.iter_maps(result.maps, result.records) if i in inlier_ids),
+        key=lambda p: -conf.get(p[0], 0.0),
+    )[:4]
+    tp = np.column_stack([ties.dst_px, fit.residual_xy_px])
+    keep = np.isfinite(tp).all(axis=1)
+    return rep.ReportData(
+        title="SAR to optical registration",
+        summary=summary,
+        tie_points=tp[keep],
+        inliers=fit.inliers[keep],
+        maps=maps,
+    )

@@ -1,0 +1,195 @@
+"""Helpers shared by the algorithms: parameter declaration, raster inputs, errors, sinks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, Callable
+
+import numpy as np
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+GROUP = "SAR-optical matching"
+GROUP_ID = "sarmatching"
+SAR_SCALE_OPTIONS = ("auto", "linear", "db")
+SAR_SCALE_LABELS = [
+    "auto (uint8 / negative values: dB, else linear)",
+    "linear amplitude/intensity",
+    "dB",
+]
+DEVICE_OPTIONS = ("auto", "cpu", "cuda")
+
+FIELD_TYPES = {int: QVariant.Int, float: QVariant.Double, str: QVariant.String, bool: QVariant.Bool}
+
+
+def add_param(
+    alg: QgsProcessingAlgorithm,
+    param: QgsProcessingParameterDefinition,
+    help_text: str,
+    advanced: bool = False,
+) -> QgsProcessingParameterDefinition:
+    """Declare ``param`` on ``alg`` with its help string, flagged advanced if asked."""
+    param.setHelp(help_text)
+    if advanced:
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    alg.addParameter(param)
+    return param
+
+
+def help_html(intro: str, params: Sequence[tuple[str, str]]) -> str:
+    """A short help string: ``intro`` and one line per parameter."""
+    lines = "".join(f"<li><b>{name}</b>: {text}</li>" for name, text in params)
+    return f"<p>{intro}</p><ul>{lines}</ul>"
+
+
+def raster_path(
+    alg: QgsProcessingAlgorithm, parameters: dict, name: str, context: QgsProcessingContext
+) -> str:
+    """File path of the raster parameter ``name``; explains what is wrong when it is not usable."""
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException(
+            f"{name}: {parameters.get(name)!r} is not a readable raster; choose a GDAL raster "
+            "file (GeoTIFF, JP2, VRT, ...)"
+        )
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"{name}: layer {layer.name()!r} comes from the {layer.providerType()!r} provider; "
+            "only GDAL rasters are supported: save it as a GeoTIFF first"
+        )
+    return layer.source()
+
+
+def open_raster_checked(path: str, name: str, band: int | None = None) -> Any:
+    """``rasters.open_raster`` with its ValueError turned into a QgsProcessingException."""
+    from sar_optical_matcher import rasters
+
+    try:
+        info = rasters.open_raster(path)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise QgsProcessingException(f"{name}: {exc}") from exc
+    if band is not None and not 1 <= band <= info.band_count:
+        raise QgsProcessingException(
+            f"{name}: band {band} does not exist, the raster has {info.band_count} band(s); "
+            f"choose a band between 1 and {info.band_count}"
+        )
+    return info
+
+
+def progress_callback(
+    feedback: QgsProcessingFeedback | None, start: float, stop: float
+) -> Callable[[float], None]:
+    """Map a fraction in [0, 1] of one step onto the percentage range [start, stop]."""
+
+    def report(fraction: float) -> None:
+        if feedback is not None:
+            f = min(1.0, max(0.0, float(fraction)))
+            feedback.setProgress(start + (stop - start) * f)
+
+    return report
+
+
+def canceled_callback(feedback: QgsProcessingFeedback | None) -> Callable[[], bool]:
+    """``feedback.isCanceled`` as a plain callable (always False without feedback)."""
+    return (lambda: False) if feedback is None else feedback.isCanceled
+
+
+@contextlib.contextmanager
+def processing_errors() -> Iterator[None]:
+    """Turn the pipeline's exceptions into ``QgsProcessingException`` with the same message."""
+    try:
+        yield
+    except QgsProcessingException:
+        raise
+    except (ValueError, RuntimeError, OSError) as exc:
+        name = type(exc).__name__
+        text = str(exc) or name
+        if name == "Canceled":
+            text = "Canceled by the user; partial outputs were removed."
+        raise QgsProcessingException(text) from exc
+
+
+def make_fields(spec: Sequence[tuple[str, type]]) -> QgsFields:
+    """QgsFields from (name, python type) pairs."""
+    fields = QgsFields()
+    for name, kind in spec:
+        fields.append(QgsField(name, FIELD_TYPES[kind]))
+    return fields
+
+
+def points_in_crs(
+    source: Any, crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext
+) -> np.ndarray:
+    """(N, 2) float64 map coordinates in ``crs`` of a point feature source (multi: first part)."""
+    xform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+    out = []
+    for feature in source.getFeatures():
+        geom = feature.geometry()
+        if geom is None or geom.isEmpty():
+            continue
+        if QgsWkbTypes.geometryType(geom.wkbType()) != QgsWkbTypes.PointGeometry:
+            raise QgsProcessingException("KEYPOINTS must be a point layer")
+        pts = geom.asMultiPoint() if geom.isMultipart() else [geom.asPoint()]
+        if pts:
+            p = xform.transform(pts[0])
+            out.append((p.x(), p.y()))
+    return np.asarray(out, np.float64).reshape(-1, 2)
+
+
+def polygons_wkt(
+    source: Any, crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext
+) -> tuple[str, ...]:
+    """WKT of every polygon of ``source``, transformed to ``crs``."""
+    xform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+    out = []
+    for feature in source.getFeatures():
+        geom = QgsGeometry(feature.geometry())
+        if geom.isEmpty():
+            continue
+        geom.transform(xform)
+        out.append(geom.asWkt())
+    return tuple(out)
+
+
+def write_point_features(
+    sink: Any,
+    fields: QgsFields,
+    xy_map: np.ndarray,
+    rows: Sequence[Sequence[Any]],
+    feedback: QgsProcessingFeedback | None = None,
+) -> None:
+    """Add one point feature per row (attributes in ``fields`` order) at ``xy_map`` (N, 2)."""
+    for (x, y), row in zip(np.asarray(xy_map, np.float64).reshape(-1, 2), rows):
+        feature = QgsFeature(fields)
+        if np.isfinite(x) and np.isfinite(y):
+            feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(float(x), float(y))))
+        feature.setAttributes([_plain(v) for v in row])
+        if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
+            raise QgsProcessingException("could not write a feature to the output layer")
+        if feedback is not None and feedback.isCanceled():
+            break
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars to Python values (QVariant does not take numpy types); NaN to NULL."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

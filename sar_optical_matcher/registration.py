@@ -1,0 +1,585 @@
+"""The registration pipeline, without QGIS: keypoints -> matching -> RANSAC -> fit -> GDAL warp.
+
+The Processing algorithms are thin adapters over these functions (``Register SAR to optical``
+calls them directly rather than running the other algorithms as child steps, so that one
+cancellation callback and one progress bar cover the whole run and no intermediate layers are
+written). Progress is a plain callback ``progress(fraction in [0, 1])``, cancellation a plain
+``is_canceled() -> bool``.
+
+Frames: tie points are fitted from SAR pixels (``src``) to optical pixels (``dst``), so the
+residual threshold is in optical pixels whatever the CRSs; the warp then maps SAR pixels
+straight to optical map coordinates through GCPs generated from the fitted transform.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sar_optical_matcher.core import keypoints as kp
+from sar_optical_matcher.core import transforms as tf
+from sar_optical_matcher.core.tiling import iter_tiles
+
+Progress = Callable[[float], None]
+IsCanceled = Callable[[], bool]
+TRANSFORM_KINDS = ("shift", "affine", "poly1", "poly2", "poly3", "tps")
+RESAMPLINGS = ("near", "bilinear", "cubic", "cubicspline", "lanczos", "average")
+DETECT_TILE_PX = 1024
+#: Harris needs a little context around a tile; keypoints inside the halo belong to the neighbour.
+DETECT_HALO_PX = 16
+#: Redundancy required beyond the transform's minimal sample, so no exact fit counts as evidence.
+EXTRA_INLIERS = 4
+
+
+class RegistrationError(RuntimeError):
+    """Registration refused (too few confident inliers, bad geometry); the message says why."""
+
+
+class Canceled(RuntimeError):  # noqa: N818 - same name as matching.Canceled
+    """The user canceled; partial outputs have been removed."""
+
+
+def _check_canceled(is_canceled: IsCanceled | None) -> None:
+    if is_canceled is not None and is_canceled():
+        raise Canceled("canceled by the user")
+
+
+# --- pixel <-> map ------------------------------------------------------------------------------
+
+
+def pixel_to_map(gt: Sequence[float], xy_px: np.ndarray) -> np.ndarray:
+    """(N, 2) pixels (x, y) to (N, 2) map coordinates with GDAL geotransform ``gt``."""
+    xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
+    return np.column_stack(
+        [gt[0] + xy[:, 0] * gt[1] + xy[:, 1] * gt[2], gt[3] + xy[:, 0] * gt[4] + xy[:, 1] * gt[5]]
+    )
+
+
+def map_to_pixel(gt: Sequence[float], xy_map: np.ndarray) -> np.ndarray:
+    """(N, 2) map coordinates to (N, 2) pixels (x, y): inverse of :func:`pixel_to_map`."""
+    xy = np.asarray(xy_map, np.float64).reshape(-1, 2)
+    a = np.array([[gt[1], gt[2]], [gt[4], gt[5]]], np.float64)
+    return np.linalg.solve(a, (xy - [gt[0], gt[3]]).T).T
+
+
+# --- keypoints, tile by tile ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """Keypoint detection settings (see :func:`detect_keypoints_tiled`).
+
+    Attributes:
+        band: 1-based band of the optical raster.
+        min_distance_px: minimum distance between keypoints (non-maximum suppression).
+        max_count: maximum number of keypoints.
+        border_px: keypoints keep this distance from the raster edges (so patches fit).
+        extent_map: optional (xmin, ymin, xmax, ymax) in the raster's CRS to search in.
+        mask_wkt: optional polygons (WKT, raster CRS); keypoints only inside them.
+        tile_px: tile edge used to read the raster.
+    """
+
+    band: int = 1
+    min_distance_px: float = 128.0
+    max_count: int = 500
+    border_px: int = 128
+    extent_map: tuple[float, float, float, float] | None = None
+    mask_wkt: tuple[str, ...] | None = None
+    tile_px: int = DETECT_TILE_PX
+
+    def __post_init__(self) -> None:
+        """Validate ranges."""
+        if self.min_distance_px < 1 or self.max_count < 1 or self.border_px < 0:
+            raise ValueError(
+                "need min_distance_px >= 1, max_count >= 1 and border_px >= 0, got "
+                f"{self.min_distance_px}, {self.max_count}, {self.border_px}"
+            )
+
+
+def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, int]:
+    """Pixel window (x0, y0, x1, y1) where keypoints may lie: border, extent and raster edges."""
+    b = settings.border_px
+    x0, y0, x1, y1 = b, b, info.width - b, info.height - b
+    if settings.extent_map is not None:
+        xmin, ymin, xmax, ymax = settings.extent_map
+        corners = map_to_pixel(
+            info.geotransform, [[xmin, ymin], [xmin, ymax], [xmax, ymin], [xmax, ymax]]
+        )
+        x0, y0 = max(x0, math.floor(corners[:, 0].min())), max(y0, math.floor(corners[:, 1].min()))
+        x1, y1 = min(x1, math.ceil(corners[:, 0].max())), min(y1, math.ceil(corners[:, 1].max()))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(
+            f"no room for keypoints: the {info.width} x {info.height} px raster minus a border of "
+            f"{b} px (and the extent, if given) leaves nothing; use a larger raster or extent, or "
+            "a smaller border"
+        )
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _mask_window(settings: DetectSettings, gt: Sequence[float], win: tuple[int, ...]) -> Any:
+    """(h, w) bool: inside any mask polygon (all True without a mask)."""
+    x0, y0, w, h = win
+    if not settings.mask_wkt:
+        return np.ones((h, w), bool)
+    from osgeo import gdal, ogr
+
+    ds = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
+    origin = pixel_to_map(gt, [[x0, y0]])[0]
+    ds.SetGeoTransform((origin[0], gt[1], gt[2], origin[1], gt[4], gt[5]))
+    src = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = src.CreateLayer("mask")
+    for wkt in settings.mask_wkt:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    gdal.RasterizeLayer(ds, [1], layer, burn_values=[1])
+    return ds.ReadAsArray().astype(bool)
+
+
+def detect_keypoints_tiled(
+    info: Any,
+    settings: DetectSettings,
+    progress: Progress | None = None,
+    is_canceled: IsCanceled | None = None,
+) -> kp.Keypoints:
+    """Harris keypoints of a raster read tile by tile (never the whole raster in memory).
+
+    Each tile is read with a halo, keypoints are kept only in the tile's core and inside the
+    search window, and the tiles' keypoints are merged with a global non-maximum suppression.
+
+    Args:
+        info: ``rasters.RasterInfo`` of the optical raster.
+        settings: detection settings.
+        progress: optional callback with the fraction done.
+        is_canceled: optional callback; :class:`Canceled` is raised when it returns True.
+
+    Returns:
+        Keypoints with ``xy_px`` (N, 2) float64 in the raster's pixel frame, best first.
+    """
+    from sar_optical_matcher import rasters
+
+    if not 1 <= settings.band <= info.band_count:
+        raise ValueError(
+            f"band {settings.band} does not exist: the raster has bands " f"1..{info.band_count}"
+        )
+    sx0, sy0, sx1, sy1 = search_window(info, settings)
+    tiles = list(iter_tiles(sx1 - sx0, sy1 - sy0, settings.tile_px))
+    found = []
+    for i, (tx, ty, tw, th) in enumerate(tiles):
+        _check_canceled(is_canceled)
+        cx0, cy0 = sx0 + tx, sy0 + ty
+        rx0, ry0 = max(0, cx0 - DETECT_HALO_PX), max(0, cy0 - DETECT_HALO_PX)
+        rx1 = min(info.width, cx0 + tw + DETECT_HALO_PX)
+        ry1 = min(info.height, cy0 + th + DETECT_HALO_PX)
+        arr, valid = rasters.read_window(info, settings.band, rx0, ry0, rx1 - rx0, ry1 - ry0)
+        valid = valid & _mask_window(settings, info.geotransform, (rx0, ry0, rx1 - rx0, ry1 - ry0))
+        k = kp.detect_keypoints(
+            arr,
+            max_count=settings.max_count,
+            min_distance_px=settings.min_distance_px,
+            border_px=0,
+            valid=valid,
+        )
+        xy = k.xy_px + [rx0, ry0]
+        core = (xy[:, 0] >= cx0) & (xy[:, 0] < cx0 + tw) & (xy[:, 1] >= cy0) & (xy[:, 1] < cy0 + th)
+        found.append(kp.Keypoints(xy_px=xy[core], response=k.response[core]))
+        if progress is not None:
+            progress((i + 1) / len(tiles))
+    return kp.merge_keypoints(found, settings.min_distance_px, settings.max_count)
+
+
+# --- fitting --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TiePoints:
+    """Tie points from matches: SAR pixel (src) -> optical pixel (dst).
+
+    Attributes:
+        src_px: (N, 2) float64, SAR (x, y) pixels.
+        dst_px: (N, 2) float64, optical (x, y) pixels.
+        accepted: (N,) bool, the matcher's confident-and-accepted flag.
+        ids: (N,) int, match ids.
+    """
+
+    src_px: np.ndarray
+    dst_px: np.ndarray
+    accepted: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def from_records(cls, records: Sequence[Any]) -> TiePoints:
+        """Build from ``matching.MatchRecord``s; non-finite positions are never accepted."""
+        src = np.array([[r.sar_x_px, r.sar_y_px] for r in records], np.float64).reshape(-1, 2)
+        dst = np.array([[r.opt_x_px, r.opt_y_px] for r in records], np.float64).reshape(-1, 2)
+        ok = np.array([bool(r.accepted) for r in records], bool)
+        ok &= np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1)
+        return cls(src, dst, ok, np.array([int(r.id) for r in records], np.int64))
+
+
+@dataclass
+class FitResult:
+    """Fitted transform and per-tie-point diagnostics.
+
+    Attributes:
+        transform: fitted SAR px -> optical px transform (``core.transforms.Transform``).
+        kind: transform kind.
+        inliers: (N,) bool over all tie points (False for non-accepted ones).
+        residual_xy_px: (N, 2) float64, ``transform(src) - dst`` in optical pixels.
+        rmse_px: RMSE of the inliers' residuals.
+        n_accepted: accepted matches given to RANSAC.
+    """
+
+    transform: Any
+    kind: str
+    inliers: np.ndarray
+    residual_xy_px: np.ndarray
+    rmse_px: float
+    n_accepted: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def required_inliers(kind: str, min_inliers: int) -> int:
+    """Inliers needed to trust a ``kind`` fit: the user's minimum and a redundant sample."""
+    return max(int(min_inliers), tf.min_points(kind) + EXTRA_INLIERS)
+
+
+def too_few_message(found: int, need: int, ties: TiePoints, kind: str, half_range: int) -> str:
+    """The refusal message: what was found, what is needed, what to try."""
+    return (
+        f"Registration refused: only {found} confident inlier tie points were found "
+        f"({int(ties.accepted.sum())} accepted matches of {len(ties.accepted)} keypoints), "
+        f"{need} are needed for a '{kind}' transform. No output raster was written. Try: more "
+        "keypoints (higher MAX_COUNT, lower MIN_DISTANCE), a lower CONFIDENCE_THRESHOLD, a larger "
+        "RESIDUAL_THRESHOLD or a simpler TRANSFORM (shift/affine); a model with a larger search "
+        f"region if the misregistration exceeds +/-{half_range} px; and check that the two "
+        "rasters overlap and show the same place and bands."
+    )
+
+
+def fit_tie_points(
+    ties: TiePoints,
+    kind: str,
+    threshold_px: float,
+    min_inliers: int,
+    rng: np.random.Generator,
+    half_range: int = 64,
+) -> FitResult:
+    """RANSAC on the accepted tie points, then the final fit; refuse when evidence is thin.
+
+    Raises:
+        RegistrationError: fewer inliers than :func:`required_inliers`.
+    """
+    if kind not in TRANSFORM_KINDS:
+        raise ValueError(f"transform kind must be one of {TRANSFORM_KINDS}, not {kind!r}")
+    need = required_inliers(kind, min_inliers)
+    idx = np.flatnonzero(ties.accepted)
+    if idx.size < need:
+        raise RegistrationError(too_few_message(int(idx.size), need, ties, kind, half_range))
+    result = tf.ransac(
+        ties.src_px[idx], ties.dst_px[idx], kind, threshold_px, rng, min_inliers=need
+    )
+    found = int(np.count_nonzero(result.inliers))
+    if not result.ok or found < need:
+        raise RegistrationError(too_few_message(found, need, ties, kind, half_range))
+    inliers = np.zeros(len(ties.accepted), bool)
+    inliers[idx[np.asarray(result.inliers, bool)]] = True
+    resid = np.full(ties.src_px.shape, np.nan)
+    finite = np.isfinite(ties.src_px).all(axis=1)
+    resid[finite] = result.transform.apply(ties.src_px[finite]) - ties.dst_px[finite]
+    rmse = float(np.sqrt(np.mean(np.sum(resid[inliers] ** 2, axis=1))))
+    return FitResult(
+        result.transform,
+        kind,
+        inliers,
+        resid,
+        rmse,
+        int(idx.size),
+        {"ransac_iterations": int(getattr(result, "n_iterations", 0))},
+    )
+
+
+# --- outputs --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success, else delete it.
+
+    GDAL side files of the temporary name (``.aux.xml``) are removed too.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        for leftover in (Path(tmp), Path(tmp + ".aux.xml")):
+            leftover.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class WarpSettings:
+    """GDAL warp settings.
+
+    Attributes:
+        resampling: GDAL resampling name (see :data:`RESAMPLINGS`).
+        pixel_size: output pixel size in optical map units; ``None``: the optical pixel size.
+        creation_options: GDAL GTiff creation options, e.g. ``("COMPRESS=DEFLATE",)``.
+        nodata: output nodata value; ``None``: the SAR's nodata, else 0.
+        grid_points: GCPs per axis sampled from the fitted transform.
+    """
+
+    resampling: str = "bilinear"
+    pixel_size: float | None = None
+    creation_options: tuple[str, ...] = ("COMPRESS=DEFLATE", "TILED=YES")
+    nodata: float | None = None
+    grid_points: int = 12
+
+    def __post_init__(self) -> None:
+        """Validate."""
+        if self.resampling not in RESAMPLINGS:
+            raise ValueError(f"resampling must be one of {RESAMPLINGS}, not {self.resampling!r}")
+        if self.pixel_size is not None and not self.pixel_size > 0:
+            raise ValueError(
+                f"pixel_size must be > 0 (or None for the optical's), got " f"{self.pixel_size}"
+            )
+
+
+def gcp_grid(transform: Any, sar_width: int, sar_height: int, n: int) -> tuple[Any, Any]:
+    """(M, 2) SAR pixel grid (corners included) and its (M, 2) optical pixel images."""
+    gx, gy = np.meshgrid(np.linspace(0, sar_width, n), np.linspace(0, sar_height, n))
+    src = np.column_stack([gx.ravel(), gy.ravel()])
+    return src, transform.apply(src)
+
+
+def warp_sar(
+    sar: Any,
+    optical: Any,
+    fit: FitResult,
+    out_path: str | os.PathLike[str],
+    settings: WarpSettings,
+    is_canceled: IsCanceled | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Warp every band of the SAR raster onto the optical grid through the fitted transform.
+
+    GCPs (SAR pixel -> optical map coordinate) are sampled from the fitted transform on a grid
+    and given to ``gdal.Warp`` with the matching model: polynomial order 1 for shift/affine/
+    poly1, 2 and 3 for poly2/poly3 (exact for these kinds), thin-plate spline for tps. The output
+    covers the optical extent in the optical CRS; written atomically.
+    """
+    from osgeo import gdal
+
+    order = {"shift": 1, "affine": 1, "poly1": 1, "poly2": 2, "poly3": 3}.get(fit.kind)
+    n = max(settings.grid_points, 4 if order is None else order + 2)
+    src_px, dst_px = gcp_grid(fit.transform, sar.width, sar.height, n)
+    dst_map = pixel_to_map(optical.geotransform, dst_px)
+    gcps = [
+        gdal.GCP(float(mx), float(my), 0.0, float(px), float(py))
+        for (mx, my), (px, py) in zip(dst_map, src_px)
+    ]
+    vrt = gdal.Translate("", sar.path, format="VRT", GCPs=gcps, outputSRS=optical.crs_wkt)
+    gt = optical.geotransform
+    corners = pixel_to_map(
+        gt, [[0, 0], [optical.width, 0], [0, optical.height], [optical.width, optical.height]]
+    )
+    res_x, res_y = (
+        (abs(gt[1]), abs(gt[5]))
+        if settings.pixel_size is None
+        else (settings.pixel_size, settings.pixel_size)
+    )
+    src_nodata = vrt.GetRasterBand(1).GetNoDataValue()
+    nodata = (
+        settings.nodata
+        if settings.nodata is not None
+        else (src_nodata if src_nodata is not None else 0.0)
+    )
+
+    def callback(done: float, _msg: Any, _data: Any) -> int:
+        if progress is not None:
+            progress(done)
+        return 0 if (is_canceled is not None and is_canceled()) else 1
+
+    with atomic_output(out_path) as tmp:
+        ds = gdal.Warp(
+            tmp,
+            vrt,
+            format="GTiff",
+            dstSRS=optical.crs_wkt,
+            outputBounds=(
+                corners[:, 0].min(),
+                corners[:, 1].min(),
+                corners[:, 0].max(),
+                corners[:, 1].max(),
+            ),
+            xRes=res_x,
+            yRes=res_y,
+            resampleAlg=settings.resampling,
+            polynomialOrder=order,
+            tps=order is None,
+            dstNodata=nodata,
+            creationOptions=list(settings.creation_options),
+            callback=callback,
+        )
+        _check_canceled(is_canceled)
+        if ds is None:
+            raise RegistrationError(f"GDAL could not warp the SAR raster: {gdal.GetLastErrorMsg()}")
+        ds.FlushCache()
+        ds = None
+    return Path(out_path)
+
+
+def write_map_rasters(
+    folder: str | os.PathLike[str],
+    records: Sequence[Any],
+    maps: Any,
+    optical: Any,
+    search_size: int,
+    template_size: int,
+) -> list[Path]:
+    """Write each correspondence map as a small GeoTIFF on the optical grid of its offsets.
+
+    Map pixel (j, i) is the window offset (dx, dy) = (j, i); its centre is placed at the optical
+    position ``keypoint + (j - c, i - c)`` px with ``c = (S - T) / 2``, so the peak sits where
+    the SAR content of the keypoint was found.
+    """
+    from osgeo import gdal
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    c = (search_size - template_size) / 2.0
+    by_id = {int(r.id): r for r in records}
+    written = []
+    for ident, cmap in iter_maps(maps, records):
+        rec = by_id.get(ident)
+        if rec is None or cmap is None:
+            continue
+        arr = np.asarray(cmap, np.float32)
+        gt = optical.geotransform
+        origin = pixel_to_map(gt, [[rec.opt_x_px - c - 0.5, rec.opt_y_px - c - 0.5]])[0]
+        out = folder / f"map_{ident:05d}.tif"
+        with atomic_output(out) as tmp:
+            ds = gdal.GetDriverByName("GTiff").Create(
+                tmp, arr.shape[1], arr.shape[0], 1, gdal.GDT_Float32
+            )
+            ds.SetGeoTransform((origin[0], gt[1], gt[2], origin[1], gt[4], gt[5]))
+            ds.SetProjection(optical.crs_wkt)
+            ds.GetRasterBand(1).WriteArray(arr)
+            ds = None
+        written.append(out)
+    return written
+
+
+def iter_maps(maps: Any, records: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    """(record id, (m, m) map) pairs of the maps that were computed.
+
+    Args:
+        maps: ``MatchResult.maps``: (N, m, m) float32 in record order (NaN where skipped), or
+            ``None``.
+        records: the N match records.
+    """
+    if maps is None:
+        return
+    for rec, cmap in zip(records, maps):
+        if np.isfinite(cmap).any():
+            yield int(rec.id), cmap
+
+
+# --- matching -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """Matching settings (see ``matching.match_keypoints``).
+
+    Attributes:
+        model_path: ONNX model file; ``None``: the model shipped with the plugin.
+        template_size: expected template size T (must equal the model contract's).
+        search_size: expected search size S (must equal the model contract's).
+        sar_scale: ``"auto"``, ``"linear"`` or ``"db"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        batch_size: keypoints per batch (cancellation is checked per batch).
+        confidence_threshold: matches below it are not accepted.
+        keep_maps: return the correspondence maps.
+    """
+
+    model_path: str | None = None
+    template_size: int = 128
+    search_size: int = 256
+    sar_scale: str = "auto"
+    device: str = "auto"
+    batch_size: int = 8
+    confidence_threshold: float = 0.5
+    keep_maps: bool = False
+
+
+def load_matcher(settings: MatchSettings, log: Callable[[str], None] | None = None) -> Any:
+    """Open the model and check its sizes against the settings (ValueError when they differ)."""
+    from sar_optical_matcher.model import runtime
+
+    path = settings.model_path or runtime.default_model_path()
+    matcher = runtime.OnnxMatcher(path, device=settings.device, log=log)
+    c = matcher.contract
+    if (c.template_size, c.search_size) != (settings.template_size, settings.search_size):
+        raise ValueError(
+            f"the model {Path(path).name} works with template {c.template_size} px and search "
+            f"region {c.search_size} px, but TEMPLATE_SIZE={settings.template_size} and "
+            f"SEARCH_SIZE={settings.search_size} were given; set them to {c.template_size} and "
+            f"{c.search_size} or choose a model trained for the sizes you want"
+        )
+    return matcher
+
+
+def compute_matches(
+    optical: Any,
+    optical_band: int,
+    sar: Any,
+    sar_band: int,
+    keypoints_xy_px: np.ndarray,
+    matcher: Any,
+    settings: MatchSettings,
+    progress: Progress | None = None,
+    is_canceled: IsCanceled | None = None,
+) -> Any:
+    """Run ``matching.match_keypoints``; its ``Canceled`` becomes this module's :class:`Canceled`.
+
+    Returns:
+        ``matching.MatchResult`` (records, maps).
+    """
+    from sar_optical_matcher import matching
+
+    xy = np.asarray(keypoints_xy_px, np.float64).reshape(-1, 2)
+    if len(xy) == 0:
+        raise RegistrationError(
+            "there are no keypoints to match: the optical raster may be constant, all nodata, "
+            "or smaller than the search region plus border; use a textured area, a smaller "
+            "MIN_DISTANCE/BORDER, or give a KEYPOINTS layer"
+        )
+    try:
+        return matching.match_keypoints(
+            optical,
+            optical_band,
+            sar,
+            sar_band,
+            xy,
+            matcher,
+            sar_scale=settings.sar_scale,
+            batch_size=settings.batch_size,
+            confidence_threshold=settings.confidence_threshold,
+            keep_maps=settings.keep_maps,
+            progress=progress,
+            is_canceled=is_canceled,
+        )
+    except matching.Canceled as exc:
+        raise Canceled("canceled by the user") from exc

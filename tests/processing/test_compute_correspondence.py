@@ -1,0 +1,161 @@
+"""Processing algorithm 'Compute correspondence' with the twin model on a known pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.processing import (  # noqa: F401
+    EPSG,
+    Pair,
+    provider_fixture,
+    run_cli,
+    synthetic_pair_fixture,
+    twin_model_fixture,
+)
+
+
+def _params(pair: Pair, model: Path, **kw) -> dict:
+    return {
+        "SAR": str(pair.sar),
+        "OPTICAL": str(pair.optical),
+        "MODEL": str(model),
+        "TEMPLATE_SIZE": 64,
+        "SEARCH_SIZE": 96,
+        "MIN_DISTANCE": 24,
+        "BORDER": 56,
+        "CONFIDENCE_THRESHOLD": 0.0,
+        "MATCHES": "memory:",
+        **kw,
+    }
+
+
+def _true_sar_px(pair: Pair, opt_xy: np.ndarray) -> np.ndarray:
+    a = np.vstack([pair.a, [0, 0, 1]])
+    inv = np.linalg.inv(a)
+    return opt_xy @ inv[:2, :2].T + inv[:2, 2]
+
+
+def test_settings_translate_parameters(provider, synthetic_pair, twin_model) -> None:
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingContext, QgsVectorLayer
+
+    from sar_optical_matcher.processing.compute_correspondence import (
+        ComputeCorrespondenceAlgorithm,
+    )
+
+    kp = QgsVectorLayer("Point?crs=EPSG:4326", "kp", "memory")
+    f = QgsFeature()
+    f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(15.0, 37.0)))
+    kp.dataProvider().addFeatures([f])
+    alg = ComputeCorrespondenceAlgorithm()
+    alg.initAlgorithm()
+    s = alg.settings(
+        _params(
+            synthetic_pair,
+            twin_model,
+            KEYPOINTS=kp,
+            SAR_SCALE=2,
+            DEVICE=1,
+            BATCH_SIZE=3,
+            SAR_BAND=1,
+        ),
+        QgsProcessingContext(),
+    )
+    assert (s.sar_path, s.optical_path) == (str(synthetic_pair.sar), str(synthetic_pair.optical))
+    assert (s.sar_band, s.optical_band) == (1, 1)
+    m = s.match
+    assert (m.model_path, m.template_size, m.search_size) == (str(twin_model), 64, 96)
+    assert (m.sar_scale, m.device, m.batch_size, m.confidence_threshold) == ("db", "cpu", 3, 0.0)
+    assert not m.keep_maps and s.maps_folder is None
+    from osgeo import osr
+
+    wgs, utm = osr.SpatialReference(), osr.SpatialReference()
+    wgs.ImportFromEPSG(4326)
+    utm.ImportFromEPSG(EPSG)
+    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    utm.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    x, y, _ = osr.CoordinateTransformation(wgs, utm).TransformPoint(15.0, 37.0)
+    np.testing.assert_allclose(s.keypoints_map, [[x, y]], atol=0.01)
+    assert (s.detect.min_distance_px, s.detect.border_px) == (24, 56)
+
+
+def test_matches_are_within_a_pixel_of_the_truth(
+    provider,
+    synthetic_pair,
+    twin_model,
+    tmp_path: Path,
+) -> None:
+    import processing
+    from osgeo import gdal
+
+    res = processing.run(
+        "sarmatcher:computecorrespondence",
+        _params(synthetic_pair, twin_model, OUTPUT_MAPS=str(tmp_path / "maps")),
+    )
+    layer = res["MATCHES"]
+    names = [f.name() for f in layer.fields()]
+    for key in (
+        "opt_x_px",
+        "sar_x_px",
+        "sar_y_map",
+        "score",
+        "ratio",
+        "spread_px",
+        "confidence",
+        "accepted",
+        "status",
+    ):
+        assert key in names
+    feats = list(layer.getFeatures())
+    assert len(feats) >= 25
+    assert all(f["accepted"] for f in feats)  # threshold 0
+    opt = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats])
+    sar = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in feats])
+    err = np.linalg.norm(sar - _true_sar_px(synthetic_pair, opt), axis=1)
+    # the twin is a weak matcher; a broken pipeline (wrong frame, sign or offset) would put
+    # ~0 % within 1 px of the truth (a random offset in +/-16 px hits 1 px with p ~ 0.003)
+    assert (err < 1.0).mean() > 0.3, np.round(err, 1)
+    assert all(0.0 <= f["confidence"] <= 1.0 for f in feats)
+    maps = sorted((tmp_path / "maps").glob("*.tif"))
+    assert len(maps) == len(feats)
+    ds = gdal.Open(str(maps[0]))
+    assert (ds.RasterXSize, ds.RasterYSize) == (33, 33)
+    assert ds.GetGeoTransform()[1] == 10.0
+
+
+def test_sizes_that_differ_from_the_model_are_refused(
+    provider,
+    synthetic_pair,
+    twin_model,
+) -> None:
+    import processing
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="set them to 64 and 96"):
+        processing.run(
+            "sarmatcher:computecorrespondence",
+            _params(synthetic_pair, twin_model, TEMPLATE_SIZE=128, SEARCH_SIZE=256),
+        )
+
+
+def test_not_a_model_is_refused(provider, synthetic_pair, tmp_path: Path) -> None:
+    import processing
+    from qgis.core import QgsProcessingException
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file at all")
+    with pytest.raises(QgsProcessingException, match="bad.onnx"):
+        processing.run("sarmatcher:computecorrespondence", _params(synthetic_pair, bad))
+
+
+@pytest.mark.qgis_process
+def test_qgis_process_cli(qgis_profile, synthetic_pair, twin_model, tmp_path: Path) -> None:
+    from osgeo import ogr
+
+    out = tmp_path / "m.gpkg"
+    params = _params(synthetic_pair, twin_model, MATCHES=out)
+    run_cli(qgis_profile, "computecorrespondence", params)
+    ds = ogr.Open(str(out))  # keep the dataset alive while its layer is used
+    assert ds.GetLayer(0).GetFeatureCount() >= 25

@@ -1,0 +1,169 @@
+"""Processing algorithm 'Detect keypoints' through processing.run and qgis_process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.processing import EPSG, OPT_GT, _write, provider_fixture  # noqa: F401
+
+SQUARES = [(40, 50), (150, 60), (60, 160), (170, 170)]  # top-left (x, y) of 30 px squares
+
+
+def _squares_raster(folder: Path) -> tuple[Path, np.ndarray]:
+    """256 px raster with four bright squares; returns it and their (16, 2) corner positions."""
+    img = np.full((256, 256), 20, np.uint8)
+    corners = []
+    for x, y in SQUARES:
+        img[y : y + 30, x : x + 30] = 220
+        corners += [(x, y), (x + 30, y), (x, y + 30), (x + 30, y + 30)]
+    return _write(folder / "squares.tif", img, OPT_GT), np.array(corners, np.float64)
+
+
+def _features(layer) -> list:
+    return sorted(layer.getFeatures(), key=lambda f: f["id"])
+
+
+def test_settings_translate_parameters(provider, tmp_path: Path) -> None:
+    from qgis.core import QgsProcessingContext
+
+    from sar_optical_matcher.processing.detect_keypoints import DetectKeypointsAlgorithm
+
+    path, _ = _squares_raster(tmp_path)
+    alg = DetectKeypointsAlgorithm()
+    alg.initAlgorithm()
+    extent = f"500100,500900,4098000,4099900 [EPSG:{EPSG}]"
+    s = alg.settings(
+        {
+            "INPUT": str(path),
+            "BAND": 1,
+            "MIN_DISTANCE": 17.5,
+            "MAX_COUNT": 9,
+            "BORDER": 12,
+            "EXTENT": extent,
+        },
+        QgsProcessingContext(),
+    )
+    assert s.raster_path == str(path)
+    d = s.detect
+    assert (d.band, d.min_distance_px, d.max_count, d.border_px) == (1, 17.5, 9, 12)
+    assert d.extent_map == pytest.approx((500100, 4098000, 500900, 4099900))
+    assert d.mask_wkt is None
+    defaults = alg.settings({"INPUT": str(path)}, QgsProcessingContext()).detect
+    assert (defaults.min_distance_px, defaults.max_count, defaults.border_px) == (128, 500, 128)
+    assert alg.createInstance() is not alg and type(alg.createInstance()) is type(alg)
+
+
+def test_keypoints_land_on_the_square_corners(provider, tmp_path: Path) -> None:
+    import processing
+
+    path, corners = _squares_raster(tmp_path)
+    out = processing.run(
+        "sarmatcher:detectkeypoints",
+        {"INPUT": str(path), "MIN_DISTANCE": 12, "MAX_COUNT": 50, "BORDER": 8, "OUTPUT": "memory:"},
+    )["OUTPUT"]
+    feats = _features(out)
+    assert len(feats) == 16
+    assert [f.name() for f in out.fields()] == ["id", "x_px", "y_px", "response"]
+    xy = np.array([[f["x_px"], f["y_px"]] for f in feats])
+    d = np.linalg.norm(xy[:, None] - corners[None], axis=2)
+    assert d.min(axis=1).max() < 3.0, "every keypoint is on a square corner"
+    assert d.min(axis=0).max() < 3.0, "every corner got a keypoint"
+    # geometry in the raster CRS at the pixel position
+    p = feats[0].geometry().asPoint()
+    assert p.x() == pytest.approx(OPT_GT[0] + xy[0, 0] * OPT_GT[1])
+    assert p.y() == pytest.approx(OPT_GT[3] + xy[0, 1] * OPT_GT[5])
+    assert out.crs().authid() == f"EPSG:{EPSG}"
+    responses = [f["response"] for f in feats]
+    assert responses == sorted(responses, reverse=True)
+
+
+def test_mask_layer_in_another_crs_limits_keypoints(provider, tmp_path: Path) -> None:
+    import processing
+    from qgis.core import (
+        QgsCoordinateReferenceSystem,
+        QgsCoordinateTransform,
+        QgsFeature,
+        QgsGeometry,
+        QgsProject,
+        QgsRectangle,
+        QgsVectorLayer,
+    )
+
+    path, _ = _squares_raster(tmp_path)
+    # left half of the raster (x < 128 px), given in WGS 84
+    rect = QgsGeometry.fromRect(
+        QgsRectangle(OPT_GT[0], OPT_GT[3] - 2560, OPT_GT[0] + 1280, OPT_GT[3])
+    )
+    rect.transform(
+        QgsCoordinateTransform(
+            QgsCoordinateReferenceSystem(f"EPSG:{EPSG}"),
+            QgsCoordinateReferenceSystem("EPSG:4326"),
+            QgsProject.instance(),
+        )
+    )
+    mask = QgsVectorLayer("Polygon?crs=EPSG:4326", "mask", "memory")
+    f = QgsFeature()
+    f.setGeometry(rect)
+    mask.dataProvider().addFeatures([f])
+    out = processing.run(
+        "sarmatcher:detectkeypoints",
+        {"INPUT": str(path), "MIN_DISTANCE": 12, "BORDER": 8, "MASK": mask, "OUTPUT": "memory:"},
+    )["OUTPUT"]
+    xs = [f["x_px"] for f in out.getFeatures()]
+    assert len(xs) == 8 and max(xs) < 128
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"BAND": 3}, "band 3"),
+        ({"BORDER": 200}, "smaller border"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(provider, tmp_path: Path, params, message) -> None:
+    import processing
+    from qgis.core import QgsProcessingException
+
+    path, _ = _squares_raster(tmp_path)
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run(
+            "sarmatcher:detectkeypoints",
+            {"INPUT": str(path), "OUTPUT": str(tmp_path / "k.gpkg"), **params},
+        )
+    assert not (tmp_path / "k.gpkg").exists()
+
+
+def test_raster_without_georeference_is_refused(provider, tmp_path: Path) -> None:
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    path = tmp_path / "plain.tif"
+    gdal.GetDriverByName("GTiff").Create(str(path), 64, 64, 1, gdal.GDT_Byte).FlushCache()
+    with pytest.raises(QgsProcessingException, match="georeference"):
+        processing.run(
+            "sarmatcher:detectkeypoints", {"INPUT": str(path), "BORDER": 0, "OUTPUT": "memory:"}
+        )
+
+
+@pytest.mark.qgis_process
+def test_qgis_process_cli(qgis_profile: dict[str, str], tmp_path: Path) -> None:
+    from osgeo import ogr
+
+    path, _ = _squares_raster(tmp_path)
+    out = tmp_path / "kp.gpkg"
+    res = run_cli_detect(qgis_profile, path, out)
+    assert Path(res["results"]["OUTPUT"].split("|")[0]) == out
+    ds = ogr.Open(str(out))  # keep the dataset alive while its layer is used
+    assert ds.GetLayer(0).GetFeatureCount() == 16
+
+
+def run_cli_detect(env: dict[str, str], path: Path, out: Path) -> dict:
+    from tests.processing import run_cli
+
+    return run_cli(
+        env, "detectkeypoints", {"INPUT": path, "MIN_DISTANCE": 12, "BORDER": 8, "OUTPUT": out}
+    )

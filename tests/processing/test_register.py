@@ -1,0 +1,157 @@
+"""Processing algorithm 'Register SAR to optical' end to end on a known synthetic pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sar_optical_matcher import gcp
+from tests.processing import (  # noqa: F401
+    Pair,
+    provider_fixture,
+    run_cli,
+    synthetic_pair_fixture,
+    twin_model_fixture,
+    write_pair,
+)
+
+
+def _params(pair: Pair, model: Path, out: Path, **kw) -> dict:
+    return {
+        "SAR": str(pair.sar),
+        "OPTICAL": str(pair.optical),
+        "MODEL": str(model),
+        "TEMPLATE_SIZE": 64,
+        "SEARCH_SIZE": 96,
+        "MIN_DISTANCE": 24,
+        "BORDER": 56,
+        "CONFIDENCE_THRESHOLD": 0.0,
+        "RESIDUAL_THRESHOLD": 1.5,
+        "TRANSFORM": 1,
+        "OUTPUT": str(out / "reg.tif"),
+        "OUTPUT_GCP": str(out / "reg.points"),
+        "OUTPUT_REPORT": str(out / "reg.html"),
+        "OUTPUT_TIEPOINTS": "memory:",
+        **kw,
+    }
+
+
+def _alignment_error(pair: Pair, registered: Path) -> float:
+    """Median |registered - optical| in optical grey levels, interior only."""
+    from osgeo import gdal
+
+    warped = gdal.Open(str(registered)).ReadAsArray().astype(np.float64)[40:-40, 40:-40]
+    ref = gdal.Open(str(pair.optical)).ReadAsArray().astype(np.float64)[40:-40, 40:-40]
+    return float(np.median(np.abs((warped + 18.0) / 3.0 * 255.0 - ref)))
+
+
+def test_settings_translate_parameters(provider, synthetic_pair, twin_model, tmp_path) -> None:
+    from qgis.core import QgsProcessingContext
+
+    from sar_optical_matcher.processing.register import RegisterSarToOpticalAlgorithm
+
+    alg = RegisterSarToOpticalAlgorithm()
+    alg.initAlgorithm()
+    s = alg.settings(
+        _params(
+            synthetic_pair,
+            twin_model,
+            tmp_path,
+            TRANSFORM=3,
+            SEED=5,
+            RESAMPLING=2,
+            PIXEL_SIZE=20,
+            NODATA=-5,
+            CREATION_OPTIONS="COMPRESS=LZW|BIGTIFF=YES",
+        ),
+        QgsProcessingContext(),
+    )
+    assert (s.transform, s.residual_threshold_px, s.min_inliers, s.seed) == ("poly2", 1.5, 8, 5)
+    assert s.warp == s.warp.__class__("cubic", 20.0, ("COMPRESS=LZW", "BIGTIFF=YES"), -5.0)
+    assert s.output_path == str(tmp_path / "reg.tif")
+    assert (s.gcp_path, s.report_path) == (str(tmp_path / "reg.points"), str(tmp_path / "reg.html"))
+    assert s.correspondence.match.keep_maps
+    d = alg.settings(_params(synthetic_pair, twin_model, tmp_path), QgsProcessingContext())
+    assert d.warp.pixel_size is None and d.warp.nodata is None and d.transform == "affine"
+
+
+def test_registers_the_known_pair(provider, synthetic_pair, twin_model, tmp_path) -> None:
+    import processing
+
+    res = processing.run(
+        "sarmatcher:registersartooptical", _params(synthetic_pair, twin_model, tmp_path)
+    )
+    assert res["N_INLIERS"] >= 8 and res["RMSE_PX"] < 1.0
+    assert _alignment_error(synthetic_pair, Path(res["OUTPUT"])) < 4.0
+    # the tie points: inliers close to the truth
+    feats = list(res["OUTPUT_TIEPOINTS"].getFeatures())
+    inl = [f for f in feats if f["inlier"]]
+    assert len(inl) == res["N_INLIERS"]
+    sar = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in inl])
+    opt = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in inl])
+    assert np.median(np.linalg.norm(synthetic_pair.sar_to_optical(sar) - opt, axis=1)) < 1.0
+    # the .points file: inliers enabled, SAR pixels recoverable with the SAR geotransform
+    from sar_optical_matcher import rasters
+
+    table = gcp.read_points(res["OUTPUT_GCP"])
+    assert table.crs_wkt and int(table.enabled.sum()) == res["N_INLIERS"]
+    px = gcp.pixels_from_source(
+        table.source_xy, rasters.open_raster(synthetic_pair.sar).geotransform
+    )
+    gt = rasters.open_raster(synthetic_pair.optical).geotransform
+    opt_px = np.column_stack(
+        [(table.map_xy[:, 0] - gt[0]) / gt[1], (table.map_xy[:, 1] - gt[3]) / gt[5]]
+    )
+    err = np.linalg.norm(synthetic_pair.sar_to_optical(px) - opt_px, axis=1)[table.enabled]
+    assert np.median(err) < 1.0
+    html = Path(res["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    assert "RMSE (optical px)" in html and "data:image/png;base64," in html
+
+
+def test_unrelated_scene_is_refused_and_nothing_is_written(
+    provider,
+    twin_model,
+    tmp_path: Path,
+) -> None:
+    import processing
+    from qgis.core import QgsProcessingException
+
+    pair = write_pair(tmp_path / "in", seed=21, unrelated=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(QgsProcessingException, match="Registration refused") as err:
+        processing.run(
+            "sarmatcher:registersartooptical",
+            _params(pair, twin_model, out, OUTPUT_TIEPOINTS=str(out / "t.gpkg")),
+        )
+    assert "are needed" in str(err.value)
+    assert list(out.iterdir()) == []
+
+
+def test_canceled_run_leaves_no_output(provider, synthetic_pair, twin_model, tmp_path) -> None:
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda p: feedback.cancel() if p > 75 else None)
+    with pytest.raises(QgsProcessingException, match="Canceled"):
+        processing.run(
+            "sarmatcher:registersartooptical",
+            _params(synthetic_pair, twin_model, tmp_path),
+            feedback=feedback,
+        )
+    assert [p for p in tmp_path.iterdir()] == []
+
+
+@pytest.mark.slow
+@pytest.mark.qgis_process
+def test_qgis_process_cli(qgis_profile, synthetic_pair, twin_model, tmp_path) -> None:
+    params = _params(
+        synthetic_pair, twin_model, tmp_path, OUTPUT_TIEPOINTS=str(tmp_path / "tp.gpkg")
+    )
+    res = run_cli(qgis_profile, "registersartooptical", params)["results"]
+    assert res["RMSE_PX"] < 1.0 and res["N_INLIERS"] >= 8
+    assert _alignment_error(synthetic_pair, tmp_path / "reg.tif") < 4.0
+    assert len(gcp.read_points(tmp_path / "reg.points")) >= 8

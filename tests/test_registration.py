@@ -1,0 +1,265 @@
+"""The registration pipeline without QGIS: tiled keypoints, RANSAC fit, GDAL warp, report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sar_optical_matcher import registration as reg
+from sar_optical_matcher import report as rep
+from tests.processing import TRUE_A, Pair, write_pair
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
+    return write_pair(tmp_path_factory.mktemp("pair"))
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.model_fixtures import make_twin_model
+
+    return make_twin_model(tmp_path_factory.mktemp("model") / "twin.onnx")
+
+
+def _open(path: Path):
+    from sar_optical_matcher import rasters
+
+    return rasters.open_raster(str(path))
+
+
+def _ties(rng: np.random.Generator, n: int, outlier_fraction: float, noise: float = 0.05):
+    src = rng.uniform(0, 300, (n, 2))
+    dst = src @ TRUE_A[:, :2].T + TRUE_A[:, 2] + rng.normal(0, noise, (n, 2))
+    bad = rng.random(n) < outlier_fraction
+    dst[bad] += rng.uniform(-40, 40, (int(bad.sum()), 2)) + 10 * np.sign(rng.normal(size=2))
+    ties = reg.TiePoints(src, dst, np.ones(n, bool), np.arange(n))
+    return ties, bad
+
+
+def _true_ties(pair: Pair, n: int = 30) -> reg.TiePoints:
+    src = np.random.default_rng(5).uniform(20, pair.size - 20, (n, 2))
+    return reg.TiePoints(src, pair.sar_to_optical(src), np.ones(n, bool), np.arange(n))
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+
+def test_fit_recovers_affine_and_flags_outliers() -> None:
+    rng = np.random.default_rng(0)
+    ties, bad = _ties(rng, 60, 0.3)
+    ties.accepted[:3] = False  # not accepted: never inliers, still get residuals
+    fit = reg.fit_tie_points(ties, "affine", 1.0, 8, np.random.default_rng(1))
+    assert not fit.inliers[:3].any()
+    np.testing.assert_array_equal(fit.inliers[3:], ~bad[3:])
+    grid = np.stack(np.meshgrid(np.linspace(0, 300, 5), np.linspace(0, 300, 5)), -1).reshape(-1, 2)
+    truth = grid @ TRUE_A[:, :2].T + TRUE_A[:, 2]
+    assert np.abs(fit.transform.apply(grid) - truth).max() < 0.1
+    assert 0.03 < fit.rmse_px < 0.1
+    assert np.isfinite(fit.residual_xy_px).all()
+
+
+def test_fit_is_reproducible_with_the_same_seed() -> None:
+    ties, _ = _ties(np.random.default_rng(2), 40, 0.4)
+    a = reg.fit_tie_points(ties, "poly2", 1.0, 8, np.random.default_rng(7))
+    b = reg.fit_tie_points(ties, "poly2", 1.0, 8, np.random.default_rng(7))
+    np.testing.assert_array_equal(a.inliers, b.inliers)
+    assert a.rmse_px == b.rmse_px
+
+
+def test_random_matches_are_refused_with_advice() -> None:
+    rng = np.random.default_rng(3)
+    ties = reg.TiePoints(
+        rng.uniform(0, 300, (50, 2)), rng.uniform(0, 300, (50, 2)), np.ones(50, bool), np.arange(50)
+    )
+    with pytest.raises(reg.RegistrationError) as err:
+        reg.fit_tie_points(ties, "affine", 3.0, 8, np.random.default_rng(0))
+    text = str(err.value)
+    assert "needed" in text and "8 are needed" in text
+    for hint in ("MAX_COUNT", "CONFIDENCE_THRESHOLD", "overlap", "+/-64 px"):
+        assert hint in text
+
+
+def test_too_few_accepted_is_refused_before_ransac() -> None:
+    ties, _ = _ties(np.random.default_rng(4), 12, 0.0)
+    ties.accepted[5:] = False
+    with pytest.raises(reg.RegistrationError, match="only 5 confident"):
+        reg.fit_tie_points(ties, "affine", 3.0, 8, np.random.default_rng(0))
+
+
+def test_required_inliers_has_redundancy() -> None:
+    assert reg.required_inliers("affine", 1) == 7
+    assert reg.required_inliers("poly3", 8) == 14
+    assert reg.required_inliers("shift", 8) == 8
+
+
+# --- keypoints ---------------------------------------------------------------------------------
+
+
+def test_tiled_keypoints_agree_with_whole_image(pair: Pair) -> None:
+    from sar_optical_matcher.core.keypoints import detect_keypoints
+
+    info = _open(pair.optical)
+    s = reg.DetectSettings(min_distance_px=24, max_count=200, border_px=40, tile_px=100)
+    tiled = reg.detect_keypoints_tiled(info, s)
+    from osgeo import gdal
+
+    whole = detect_keypoints(
+        gdal.Open(str(pair.optical)).ReadAsArray(), max_count=200, min_distance_px=24, border_px=40
+    )
+    assert len(tiled) >= 0.8 * len(whole) and len(tiled) > 20
+    d = np.linalg.norm(tiled.xy_px[:, None] - whole.xy_px[None], axis=2)
+    assert (d.min(axis=1) < 1e-9).mean() > 0.8  # most are the very same pixels
+    spacing = np.linalg.norm(tiled.xy_px[:, None] - tiled.xy_px[None], axis=2)
+    assert spacing[~np.eye(len(tiled), dtype=bool)].min() >= 24
+    assert tiled.xy_px.min() >= 40 and tiled.xy_px.max() <= pair.size - 40
+
+
+def test_keypoints_respect_mask_and_extent(pair: Pair) -> None:
+    info = _open(pair.optical)
+    gt = info.geotransform
+    x_mid = gt[0] + gt[1] * 160
+    mask = (
+        f"POLYGON(({gt[0]} {gt[3]},{x_mid} {gt[3]},{x_mid} {gt[3] - 3200},"
+        f"{gt[0]} {gt[3] - 3200},{gt[0]} {gt[3]}))",
+    )
+    s = reg.DetectSettings(min_distance_px=20, max_count=100, border_px=10, mask_wkt=mask)
+    k = reg.detect_keypoints_tiled(info, s)
+    assert len(k) > 5 and k.xy_px[:, 0].max() < 160
+    ext = (gt[0] + 1000, gt[3] - 2000, gt[0] + 2500, gt[3] - 500)  # px x 100..250, y 50..200
+    k = reg.detect_keypoints_tiled(
+        info, reg.DetectSettings(min_distance_px=20, border_px=10, extent_map=ext)
+    )
+    assert len(k) > 5
+    assert k.xy_px[:, 0].min() >= 100 and k.xy_px[:, 0].max() <= 250
+    assert k.xy_px[:, 1].min() >= 50 and k.xy_px[:, 1].max() <= 200
+
+
+def test_no_room_for_keypoints_is_explained(pair: Pair) -> None:
+    with pytest.raises(ValueError, match="smaller border"):
+        reg.detect_keypoints_tiled(_open(pair.optical), reg.DetectSettings(border_px=200))
+
+
+# --- warp ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["affine", "poly2", "tps"])
+def test_warp_aligns_sar_with_optical(pair: Pair, tmp_path: Path, kind: str) -> None:
+    from osgeo import gdal
+
+    optical, sar = _open(pair.optical), _open(pair.sar)
+    fit = reg.fit_tie_points(_true_ties(pair), kind, 0.5, 8, np.random.default_rng(0))
+    out = reg.warp_sar(sar, optical, fit, tmp_path / "reg.tif", reg.WarpSettings())
+    ds = gdal.Open(str(out))
+    assert ds.GetGeoTransform() == pytest.approx(optical.geotransform)
+    assert (ds.RasterXSize, ds.RasterYSize) == (optical.width, optical.height)
+    warped = ds.ReadAsArray().astype(np.float64)[30:-30, 30:-30]
+    ref = gdal.Open(str(pair.optical)).ReadAsArray().astype(np.float64)[30:-30, 30:-30]
+    # the SAR is 3 * optical/255 - 18: undo the radiometry and compare pixel by pixel
+    err = np.abs((warped + 18.0) / 3.0 * 255.0 - ref)
+    assert np.median(err) < 2.5, np.median(err)
+    assert not list(tmp_path.glob(".*")), "temporary files left behind"
+
+
+def test_warp_output_pixel_size_and_nodata(pair: Pair, tmp_path: Path) -> None:
+    from osgeo import gdal
+
+    optical, sar = _open(pair.optical), _open(pair.sar)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    settings = reg.WarpSettings(pixel_size=20.0, nodata=-1.0, resampling="near")
+    ds = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", settings)))
+    assert ds.GetGeoTransform()[1] == 20.0 and ds.RasterXSize == pair.size // 2
+    assert ds.GetRasterBand(1).GetNoDataValue() == -1.0
+
+
+def test_canceled_warp_leaves_nothing(pair: Pair, tmp_path: Path) -> None:
+    optical, sar = _open(pair.optical), _open(pair.sar)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    with pytest.raises(reg.Canceled):
+        reg.warp_sar(
+            sar, optical, fit, tmp_path / "r.tif", reg.WarpSettings(), is_canceled=lambda: True
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_removes_partial_file(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), reg.atomic_output(tmp_path / "x.tif") as tmp:
+        Path(tmp).write_text("partial")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- end to end with the twin model ---------------------------------------------------------
+
+
+def _match(pair: Pair, twin: Path):
+    optical, sar = _open(pair.optical), _open(pair.sar)
+    ms = reg.MatchSettings(
+        model_path=str(twin),
+        template_size=64,
+        search_size=96,
+        keep_maps=True,
+        confidence_threshold=0.0,  # the twin's confidence is not calibrated
+    )
+    matcher = reg.load_matcher(ms)
+    kps = reg.detect_keypoints_tiled(optical, reg.DetectSettings(min_distance_px=24, border_px=56))
+    return optical, sar, reg.compute_matches(optical, 1, sar, 1, kps.xy_px, matcher, ms)
+
+
+def test_pipeline_recovers_the_true_affine(pair: Pair, twin: Path, tmp_path: Path) -> None:
+    optical, sar, result = _match(pair, twin)
+    ties = reg.TiePoints.from_records(result.records)
+    fit = reg.fit_tie_points(ties, "affine", 1.5, 8, np.random.default_rng(0), half_range=16)
+    grid = np.stack(np.meshgrid(np.linspace(0, 384, 5), np.linspace(0, 384, 5)), -1)
+    grid = grid.reshape(-1, 2)
+    err = np.abs(fit.transform.apply(grid) - pair.sar_to_optical(grid)).max()
+    assert err < 1.0, f"max transform error {err:.2f} px"
+    assert fit.inliers.sum() >= 8 and fit.rmse_px < 1.0
+    maps = reg.write_map_rasters(tmp_path / "maps", result.records, result.maps, optical, 96, 64)
+    assert maps and all(p.stat().st_size > 0 for p in maps)
+
+
+def test_sizes_must_equal_the_contract(twin: Path) -> None:
+    with pytest.raises(ValueError, match="set them to 64 and 96"):
+        reg.load_matcher(reg.MatchSettings(model_path=str(twin)))
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_unrelated_scenes_are_refused(tmp_path: Path, twin: Path, seed: int) -> None:
+    pair = write_pair(tmp_path, seed=seed, unrelated=True)
+    _, _, result = _match(pair, twin)
+    ties = reg.TiePoints.from_records(result.records)
+    with pytest.raises(reg.RegistrationError, match="Registration refused"):
+        reg.fit_tie_points(ties, "affine", 1.5, 8, np.random.default_rng(0), half_range=16)
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _report_data() -> rep.ReportData:
+    rng = np.random.default_rng(0)
+    tp = np.column_stack([rng.uniform(0, 300, (20, 2)), rng.normal(0, 0.4, (20, 2))])
+    return rep.ReportData(
+        "R",
+        {"RMSE (optical px)": 0.4321, "RANSAC inliers": 17},
+        tp,
+        np.arange(20) < 17,
+        maps=[(3, rng.random((33, 33)))],
+    )
+
+
+def test_report_is_self_contained(tmp_path: Path) -> None:
+    text = rep.write_report(tmp_path / "r.html", _report_data()).read_text(encoding="utf-8")
+    assert "0.432" in text and "RANSAC inliers" in text
+    assert text.count("data:image/png;base64,") == 2  # residual plot + one map
+    assert 'src="http' not in text
+
+
+def test_report_without_matplotlib_degrades_to_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    text = rep.render_html(_report_data())
+    assert "data:image/png" not in text and "pip install matplotlib" in text
+    assert text.count("<tr>") == 2 + 21  # summary rows + tie point header and rows
