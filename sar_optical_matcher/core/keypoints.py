@@ -1,0 +1,287 @@
+"""Harris keypoints with a minimum spacing, as in the paper's dataset construction.
+
+Hughes & Schmitt (2019, sec. 4) apply a Harris corner detector to the optical image and a
+non-maximum suppression with a spatial constraint so that keypoints are at least 128 px apart.
+:func:`detect_keypoints` does the same, vectorised: Harris response (``scipy.ndimage``
+filters), 3x3 local maxima as candidates, then an exact greedy suppression (strongest first)
+accelerated by a grid of cells holding at most one accepted point each.
+
+Coordinates follow ``core.__init__``: ``(x, y)`` with the centre of pixel ``[r, c]`` at
+``(c + 0.5, r + 0.5)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+_CHUNK = 1024  # candidates resolved per vectorised NMS step
+_MAX_GRID_CELLS = 1 << 22  # above this, NMS runs on KD-tree pairs alone
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """Detected keypoints, strongest first.
+
+    Attributes:
+        xy_px: ``(N, 2) float64`` pixel-centre coordinates ``(col + 0.5, row + 0.5)``.
+        response: ``(N,) float64`` Harris response, descending.
+    """
+
+    xy_px: np.ndarray
+    response: np.ndarray
+
+    def __post_init__(self) -> None:
+        """Validate shapes (N may be 0)."""
+        xy = np.asarray(self.xy_px, dtype=np.float64).reshape(-1, 2)
+        resp = np.asarray(self.response, dtype=np.float64).reshape(-1)
+        if len(xy) != len(resp):
+            raise ValueError(f"{len(xy)} keypoints but {len(resp)} responses")
+        object.__setattr__(self, "xy_px", xy)
+        object.__setattr__(self, "response", resp)
+
+    def __len__(self) -> int:
+        return len(self.response)
+
+    @classmethod
+    def empty(cls) -> Keypoints:
+        """No keypoints (N = 0)."""
+        return cls(np.zeros((0, 2)), np.zeros(0))
+
+
+def _valid_mask(image: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    ok = np.isfinite(image)
+    if valid is not None:
+        v = np.asarray(valid)
+        if v.shape != image.shape:
+            raise ValueError(
+                f"valid mask shape {v.shape} differs from image shape {image.shape}; pass a "
+                "boolean mask with one value per pixel (True = valid)"
+            )
+        ok &= v.astype(bool)
+    return ok
+
+
+def harris_response(
+    image: np.ndarray, sigma: float = 2.0, k: float = 0.04, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Harris corner response ``det(M) - k trace(M)^2`` of the structure tensor ``M``.
+
+    Gradients are central differences; ``M`` is smoothed with a Gaussian of ``sigma``. Invalid
+    pixels (NaN/Inf or ``valid == False``) are filled with the mean of the valid pixels and
+    the response is set to 0 within the filters' reach (``ceil(4 sigma) + 1`` px) of any
+    invalid pixel, so nodata edges never produce corners. The response is in image units to
+    the 4th power and is not normalised per call, so responses of tiles of one image are
+    comparable (see :func:`merge_keypoints`); thresholds are relative (``min_response_rel``).
+
+    Args:
+        image: ``(H, W)`` single band, any real dtype.
+        sigma: integration scale in pixels (> 0).
+        k: Harris sensitivity, typically 0.04-0.06.
+        valid: optional ``(H, W)`` bool mask, True where the pixel is usable.
+
+    Returns:
+        ``(H, W) float32`` response, finite everywhere.
+    """
+    img = np.asarray(image)
+    if img.ndim != 2 or min(img.shape) < 1:
+        raise ValueError(f"image must be a 2-D single band (H, W), got shape {img.shape}")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number of pixels, got {sigma}")
+    ok = _valid_mask(img, valid)
+    if not ok.any():
+        return np.zeros(img.shape, dtype=np.float32)
+    f = img.astype(np.float32, copy=True)
+    if not ok.all():  # any fill works: responses within reach of it are zeroed below
+        f[~ok] = np.float32(np.mean(f, where=ok, dtype=np.float64))
+    # In-place arithmetic keeps the peak memory near six float32 copies of the image.
+    ix = np.gradient(f, axis=1)  # central differences
+    iy = np.gradient(f, axis=0)
+    del f
+    prod = ix * ix
+    sxx = ndimage.gaussian_filter(prod, sigma, mode="reflect")
+    np.multiply(iy, iy, out=prod)
+    syy = ndimage.gaussian_filter(prod, sigma, mode="reflect")
+    np.multiply(ix, iy, out=prod)
+    del ix, iy
+    resp = ndimage.gaussian_filter(prod, sigma, mode="reflect")  # sxy for now
+    resp *= resp  # sxy^2
+    np.multiply(sxx, syy, out=prod)
+    np.subtract(prod, resp, out=resp)  # det
+    sxx += syy  # trace
+    del syy
+    sxx *= sxx
+    sxx *= np.float32(k)
+    resp -= sxx  # det - k trace^2
+    del sxx, prod
+    if not ok.all():
+        reach = int(np.ceil(4.0 * sigma)) + 1  # gaussian_filter truncates at 4 sigma; +1 gradient
+        near = ndimage.maximum_filter(~ok, size=2 * reach + 1, mode="constant", cval=0)
+        resp[near] = 0.0
+    return resp.astype(np.float32, copy=False)
+
+
+def _greedy_nms(xy: np.ndarray, min_distance: float, max_count: int) -> np.ndarray:
+    """Indices of ``xy (N, 2)`` (sorted strongest first) kept by greedy suppression.
+
+    Exact: a point is kept iff no previously kept point lies closer than ``min_distance``.
+    Kept points are stored in a grid of cells of side ``min_distance / sqrt(2)`` (at most one
+    per cell), so a candidate is checked against the 5x5 cells around its own at once.
+    """
+    if len(xy) == 0 or max_count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if min_distance <= 0:
+        return np.arange(min(len(xy), max_count))
+    cell = min_distance / np.sqrt(2.0)
+    origin = xy.min(axis=0)
+    with np.errstate(over="ignore"):
+        n_cells = np.prod((xy.max(axis=0) - origin) / cell + 5.0)
+    if n_cells > _MAX_GRID_CELLS:
+        # Tiny spacing relative to the extent: the KD-tree's conflict pairs are few anyway.
+        return np.asarray(_resolve_within(xy, np.arange(len(xy)), min_distance)[:max_count])
+    cij = np.floor((xy - origin) / cell).astype(np.int64) + 2  # +2: pad for the 5x5 lookup
+    grid = np.full(tuple(cij.max(axis=0) + 3), -1, dtype=np.int64)
+    offs = np.stack(np.meshgrid(np.arange(-2, 3), np.arange(-2, 3)), -1).reshape(-1, 2)
+    kept: list[int] = []
+    d2 = min_distance**2
+    for start in range(0, len(xy), _CHUNK):
+        idx = np.arange(start, min(start + _CHUNK, len(xy)))
+        nb = grid[tuple((cij[idx, None, :] + offs[None]).transpose(2, 0, 1))]  # (B, 25)
+        nb_xy = xy[np.where(nb >= 0, nb, 0)]
+        close = ((nb_xy - xy[idx, None]) ** 2).sum(axis=2) < d2
+        idx = idx[~(close & (nb >= 0)).any(axis=1)]
+        kept_chunk = _resolve_within(xy, idx, min_distance)
+        for i in kept_chunk:
+            grid[tuple(cij[i])] = i
+        kept.extend(kept_chunk)
+        if len(kept) >= max_count:
+            break
+    return np.asarray(kept[:max_count], dtype=np.int64)
+
+
+def _resolve_within(xy: np.ndarray, idx: np.ndarray, min_distance: float) -> list[int]:
+    """Greedy suppression among candidates ``idx`` (ascending = strongest first) only."""
+    if len(idx) < 2:
+        return idx.tolist()
+    pairs = cKDTree(xy[idx]).query_pairs(min_distance * (1 - 1e-12), output_type="ndarray")
+    if len(pairs) == 0:
+        return idx.tolist()
+    conflicts: dict[int, list[int]] = {}
+    for a, b in pairs:  # a < b after sorting: b is the weaker one
+        lo, hi = (a, b) if a < b else (b, a)
+        conflicts.setdefault(int(hi), []).append(int(lo))
+    alive = np.ones(len(idx), dtype=bool)
+    for j in range(len(idx)):
+        if any(alive[i] for i in conflicts.get(j, ())):
+            alive[j] = False
+    return idx[alive].tolist()
+
+
+def _local_maxima(resp: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """Mask of ``resp[r0:r1 + 1, c0:c1 + 1]`` pixels >= their 8 neighbours (outside = -inf)."""
+    pad = np.pad(resp, 1, mode="constant", constant_values=-np.inf)
+    inner = resp[r0 : r1 + 1, c0 : c1 + 1]
+    out = np.ones(inner.shape, dtype=bool)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr or dc:
+                out &= inner >= pad[r0 + 1 + dr : r1 + 2 + dr, c0 + 1 + dc : c1 + 2 + dc]
+    return out
+
+
+def detect_keypoints(
+    image: np.ndarray,
+    max_count: int = 500,
+    min_distance_px: float = 128.0,
+    border_px: int = 128,
+    valid: np.ndarray | None = None,
+    sigma: float = 2.0,
+    min_response_rel: float = 0.01,
+) -> Keypoints:
+    """Harris keypoints at least ``min_distance_px`` apart, strongest first.
+
+    Candidates are 3x3 local maxima of :func:`harris_response` with a response above
+    ``min_response_rel`` times the image's maximum (and > 0), on valid pixels, whose centre
+    is at least ``border_px`` from every image edge (``border_px <= col + 0.5 <= W -
+    border_px``, likewise for rows), so a region of ``2 * border_px`` around each fits in the
+    image. Greedy non-maximum suppression then keeps the strongest candidate and drops every
+    candidate closer than ``min_distance_px`` to a kept one, up to ``max_count`` points.
+    Whether a keypoint's neighbourhood contains invalid pixels is left to the caller.
+
+    Args:
+        image: ``(H, W)`` single band, any real dtype; NaN/Inf are treated as invalid.
+        max_count: maximum number of keypoints returned (>= 0).
+        min_distance_px: minimum Euclidean spacing between returned keypoints (>= 0).
+        border_px: minimum distance of a keypoint centre from the image edges (>= 0).
+        valid: optional ``(H, W)`` bool mask, True where pixels are usable.
+        sigma: Harris integration scale in pixels.
+        min_response_rel: relative response threshold in [0, 1).
+
+    Returns:
+        :class:`Keypoints` sorted by response, descending (possibly empty).
+
+    Raises:
+        ValueError: on a non-2-D image, a mismatched mask or out-of-range parameters.
+    """
+    if int(max_count) != max_count or max_count < 0:
+        raise ValueError(f"max_count must be a non-negative integer, got {max_count!r}")
+    if not (np.isfinite(min_distance_px) and min_distance_px >= 0) or border_px < 0:
+        raise ValueError("min_distance_px and border_px must be finite and >= 0")
+    if not 0 <= min_response_rel < 1:
+        raise ValueError(f"min_response_rel must be in [0, 1), got {min_response_rel}")
+    resp = harris_response(image, sigma=sigma, valid=valid)
+    h, w = resp.shape
+    ok = _valid_mask(np.asarray(image), valid)
+    r0, c0 = int(np.ceil(border_px - 0.5)), int(np.ceil(border_px - 0.5))
+    r1, c1 = int(np.floor(h - border_px - 0.5)), int(np.floor(w - border_px - 0.5))
+    if max_count == 0 or r1 < r0 or c1 < c0:
+        return Keypoints.empty()
+    inner = resp[r0 : r1 + 1, c0 : c1 + 1]
+    peak = float(inner.max())
+    if peak <= 0:
+        return Keypoints.empty()
+    cand = (inner > max(0.0, min_response_rel * peak)) & ok[r0 : r1 + 1, c0 : c1 + 1]
+    cand &= _local_maxima(resp, r0, r1, c0, c1)
+    rows, cols = np.nonzero(cand)
+    rows, cols = rows + r0, cols + c0
+    values = resp[rows, cols].astype(np.float64)
+    order = np.lexsort((cols, rows, -values))  # strongest first, ties in raster order
+    xy = np.column_stack([cols[order] + 0.5, rows[order] + 0.5])
+    keep = _greedy_nms(xy, float(min_distance_px), int(max_count))
+    return Keypoints(xy[keep], values[order][keep])
+
+
+def merge_keypoints(
+    parts: Sequence[Keypoints], min_distance_px: float, max_count: int
+) -> Keypoints:
+    """Merge keypoints detected on tiles (offsets already applied) with a global NMS.
+
+    The merged set is identical to whole-image detection when every tile is read with a halo
+    of at least ``ceil(4 sigma) + 2`` px, only points inside the tile's core are kept, and the
+    tiles are detected with ``min_distance_px=0`` and ``min_response_rel=0`` (all local
+    maxima). With the spacing applied per tile as well, spacing is still guaranteed but a few
+    points can be lost: a tile may suppress a point because of a neighbour that a stronger
+    point in another tile suppresses in turn.
+
+    Args:
+        parts: keypoint sets in one common pixel frame.
+        min_distance_px: minimum spacing of the merged set.
+        max_count: maximum number of merged keypoints.
+
+    Returns:
+        :class:`Keypoints` strongest first, every pair at least ``min_distance_px`` apart.
+    """
+    if int(max_count) != max_count or max_count < 0 or min_distance_px < 0:
+        raise ValueError("max_count and min_distance_px must be non-negative")
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Keypoints.empty()
+    xy = np.concatenate([p.xy_px for p in parts])
+    values = np.concatenate([p.response for p in parts])
+    order = np.lexsort((xy[:, 0], xy[:, 1], -values))
+    keep = _greedy_nms(xy[order], float(min_distance_px), int(max_count))
+    return Keypoints(xy[order][keep], values[order][keep])
