@@ -101,12 +101,11 @@ def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     return out
 
 
-def _pair(raw: bytes, key_field: int, value_field: int) -> tuple[str, Any]:
+def _pair(raw: bytes, key_field: int, value_field: int) -> tuple[str, str | int]:
     items = dict(_fields(raw))
-    key = items.get(key_field, b"")
-    key = key.decode("utf-8") if isinstance(key, bytes) else str(key)
-    value = items.get(value_field, b"")
-    return key, value.decode("utf-8") if isinstance(value, bytes) else value
+    key, value = items.get(key_field, b""), items.get(value_field, b"")
+    text = key.decode("utf-8") if isinstance(key, bytes) else str(key)
+    return text, value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _read_header(data: bytes) -> _Header:
@@ -278,7 +277,7 @@ def read_contract(path: str | Path) -> ModelContract:
 
 
 def resolve_providers(device: str = "auto") -> list[str]:
-    """onnxruntime execution providers for ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``)."""
+    """Execution providers of onnxruntime for ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``)."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
     ort = _import_ort()
@@ -303,3 +302,158 @@ def default_model_path() -> Path:
             "reinstall the plugin or choose a model file (.onnx) explicitly"
         )
     return DEFAULT_MODEL_PATH
+
+
+class Canceled(Exception):  # noqa: N818 - the user canceled, not an error condition
+    """The user canceled the computation (raised from inside long loops)."""
+
+
+def _as_stack(name: str, array: np.ndarray, min_side: int, exact_side: int | None) -> np.ndarray:
+    """Check a (B, H, W) stack of preprocessed square patches; return it as float32."""
+    arr = np.asarray(array)
+    if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or arr.shape[0] == 0:
+        raise ValueError(
+            f"{name} must be a non-empty (B, H, W) stack of square patches, got shape {arr.shape}; "
+            "stack single patches with np.stack or patch[None]"
+        )
+    if exact_side is not None and arr.shape[1] != exact_side:
+        raise ValueError(f"{name} must be {exact_side}x{exact_side} (template), got {arr.shape}")
+    if arr.shape[1] < min_side:
+        raise ValueError(f"{name} must be at least {min_side}x{min_side}, got {arr.shape}")
+    if arr.dtype.kind != "f":
+        raise ValueError(
+            f"{name} has dtype {arr.dtype}; feed preprocessed float32 patches "
+            "(sar_optical_matcher.core.preprocessing.preprocess)"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN/Inf; preprocess() sets invalid pixels to 0")
+    return arr
+
+
+class OnnxMatcher:
+    """A validated model in an onnxruntime session.
+
+    Attributes:
+        path: the model file.
+        contract: its :class:`ModelContract`.
+        provider: the execution provider that actually runs (e.g. ``"CPUExecutionProvider"``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "auto",
+        threads: int | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """Load and validate ``path`` (see :func:`read_contract`) for ``device``."""
+        ort = _import_ort()
+        self.path = Path(path)
+        self.contract, self._session = _open(self.path, resolve_providers(device), threads)
+        self.provider: str = self._session.get_providers()[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+            raise MissingDependencyError(
+                f"device 'cuda' requested but onnxruntime fell back to {self.provider}; check the "
+                "CUDA and cuDNN libraries required by your onnxruntime-gpu version"
+            )
+        message = (
+            f"SAR-Optical Matcher: running {self.contract.name} {self.contract.version} with "
+            f"{self.provider} (onnxruntime {ort.__version__})"
+        )
+        if log is None:
+            import logging
+
+            logging.getLogger(__name__).info(message)
+        else:
+            log(message)
+
+    def _run(self, optical: np.ndarray | None, sar: np.ndarray | None) -> list[np.ndarray]:
+        c = self.contract
+        dummy = np.zeros((1, 1, c.template_size, c.template_size), np.float32)
+        feeds = {
+            c.optical_input: dummy if optical is None else optical[:, None],
+            c.sar_input: dummy if sar is None else sar[:, None],
+        }
+        return self._session.run([c.optical_output, c.sar_output], feeds)
+
+    def optical_descriptors(self, templates: np.ndarray) -> np.ndarray:
+        """Descriptors of preprocessed templates (B, T, T) float32 -> (B, D) float32."""
+        t = self.contract.template_size
+        arr = _as_stack("templates", templates, t, t)
+        return self._run(arr, None)[0][:, :, 0, 0]
+
+    def sar_descriptors_dense(self, regions: np.ndarray) -> np.ndarray:
+        """Descriptors of every window of SAR regions (B, S, S) -> (B, D, S-T+1, S-T+1)."""
+        arr = _as_stack("regions", regions, self.contract.template_size, None)
+        return self._run(None, arr)[1]
+
+    def sar_descriptors_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Descriptors of individual SAR windows (B, T, T) -> (B, D) (the paper's procedure)."""
+        t = self.contract.template_size
+        arr = _as_stack("windows", windows, t, t)
+        return self._run(None, arr)[1][:, :, 0, 0]
+
+    def correspondence_maps(
+        self,
+        templates: np.ndarray,
+        regions: np.ndarray,
+        method: str = "dense",
+        batch_size: int = 8,
+        progress: Callable[[float], None] | None = None,
+        is_canceled: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Cosine similarity of each template with every window of its search region.
+
+        Args:
+            templates: (B, T, T) float32 preprocessed optical templates.
+            regions: (B, S, S) float32 preprocessed SAR search regions (any S >= T).
+            method: ``"dense"`` (one pass per region) or ``"per_window"`` (the paper's
+                reference: every window encoded separately, in batches of 256 windows).
+            batch_size: regions per onnxruntime call (dense).
+            progress: called with 0..100.
+            is_canceled: polled once per batch; when it returns True, :class:`Canceled` is raised.
+
+        Returns:
+            (B, m, m) float32 with ``map[b, dy, dx]`` = cosine of template b and the window of
+            region b whose top-left corner is at ``(dx, dy)``; m = S - T + 1.
+        """
+        t = self.contract.template_size
+        tpl = _as_stack("templates", templates, t, t)
+        reg = _as_stack("regions", regions, t, None)
+        if len(tpl) != len(reg):
+            raise ValueError(f"{len(tpl)} templates but {len(reg)} regions; pass one region each")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        m = reg.shape[1] - t + 1
+        maps = np.empty((len(tpl), m, m), np.float32)
+        step = batch_size if method == "dense" else 1
+        for start in range(0, len(tpl), step):
+            if is_canceled is not None and is_canceled():
+                raise Canceled("correspondence maps canceled")
+            sl = slice(start, start + step)
+            if method == "dense":
+                opt, sar = self._run(tpl[sl], reg[sl])
+                maps[sl] = np.einsum("bd,bdij->bij", opt[:, :, 0, 0], sar)
+            else:
+                maps[sl] = self._per_window_map(tpl[sl], reg[start], is_canceled)
+            if progress is not None:
+                progress(100.0 * min(start + step, len(tpl)) / len(tpl))
+        return maps
+
+    def _per_window_map(
+        self, template: np.ndarray, region: np.ndarray, is_canceled: Callable[[], bool] | None
+    ) -> np.ndarray:
+        t = self.contract.template_size
+        m = region.shape[0] - t + 1
+        windows = np.lib.stride_tricks.sliding_window_view(region, (t, t)).reshape(m * m, t, t)
+        opt = self.optical_descriptors(template)[0]
+        scores = np.empty(m * m, np.float32)
+        for start in range(0, m * m, WINDOW_BATCH):
+            if is_canceled is not None and is_canceled():
+                raise Canceled("correspondence maps canceled")
+            chunk = np.ascontiguousarray(windows[start : start + WINDOW_BATCH])
+            scores[start : start + len(chunk)] = self._run(None, chunk)[1][:, :, 0, 0] @ opt
+        return scores.reshape(1, m, m)

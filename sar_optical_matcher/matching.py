@@ -1,0 +1,280 @@
+"""The Compute correspondence engine: optical keypoints -> SAR matches with peak statistics.
+
+For every keypoint an optical template (T x T, centred on it) is compared with every window of
+a SAR search region (S x S, same centre) that is first resampled onto the OPTICAL pixel grid
+from the two georeferences (any CRS / pixel size). The correspondence map's peak gives the shift
+``(dx, dy)``: the template content is found at keypoint + (dx, dy) in the SAR-on-optical-grid
+image, i.e. where the SAR's current georeference puts it ((0, 0) = already aligned).
+
+Streaming: rasters are read window by window, ``batch_size`` keypoints at a time; memory is
+bounded by the batch (plus the maps when ``keep_maps``), never by the raster size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sar_optical_matcher.core.peaks import ConfidenceModel, analyse_maps
+from sar_optical_matcher.core.preprocessing import SAR_SCALES, preprocess
+from sar_optical_matcher.model.runtime import METHODS, Canceled, OnnxMatcher
+from sar_optical_matcher.rasters import (
+    RasterInfo,
+    map_to_pixel,
+    pixel_to_map,
+    read_on_grid,
+    read_window,
+    transform_points,
+)
+
+__all__ = ["Canceled", "MatchRecord", "MatchResult", "match_keypoints"]
+
+NAN = float("nan")
+
+
+@dataclass
+class MatchRecord:
+    """One keypoint's match (pixel coordinates follow ``core.__init__``).
+
+    Attributes:
+        id: index of the keypoint in the input.
+        opt_x_px: keypoint column in the optical raster.
+        opt_y_px: keypoint row in the optical raster.
+        dx_px: sub-pixel shift (optical pixels): the template content is found at
+            ``opt + (dx, dy)`` in the SAR resampled onto the optical grid; (0, 0) = aligned.
+        dy_px: see ``dx_px``.
+        sar_x_px: the matched point in the SAR raster's own pixel grid (column).
+        sar_y_px: the matched point in the SAR raster's own pixel grid (row).
+        opt_x_map: keypoint in the optical CRS.
+        opt_y_map: keypoint in the optical CRS.
+        sar_x_map: matched point in the SAR CRS.
+        sar_y_map: matched point in the SAR CRS.
+        score: peak cosine similarity.
+        second_score: best cosine outside the peak's exclusion radius.
+        ratio: peak-to-second-peak ratio (>= 1).
+        spread_px: RMS extent of the peak (map pixels).
+        confidence: match confidence in [0, 1].
+        accepted: ``status == "ok"`` and ``confidence >= confidence_threshold``.
+        status: ``"ok"`` or why the keypoint was skipped (``"nodata_optical"``,
+            ``"nodata_sar"``, ``"constant_optical"``, ``"constant_sar"``).
+    """
+
+    id: int
+    opt_x_px: float
+    opt_y_px: float
+    dx_px: float = NAN
+    dy_px: float = NAN
+    sar_x_px: float = NAN
+    sar_y_px: float = NAN
+    opt_x_map: float = NAN
+    opt_y_map: float = NAN
+    sar_x_map: float = NAN
+    sar_y_map: float = NAN
+    score: float = NAN
+    second_score: float = NAN
+    ratio: float = NAN
+    spread_px: float = NAN
+    confidence: float = 0.0
+    accepted: bool = False
+    status: str = "ok"
+
+
+@dataclass
+class MatchResult:
+    """All records, in keypoint order, and optionally the (N, m, m) maps (NaN where skipped)."""
+
+    records: list[MatchRecord]
+    template_size: int
+    search_size: int
+    maps: np.ndarray | None = None
+    sar_scale: str = "auto"
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> list[MatchRecord]:
+        """The accepted records."""
+        return [r for r in self.records if r.accepted]
+
+
+def _check_args(
+    optical: RasterInfo, optical_band: int, sar: RasterInfo, sar_band: int, keypoints: np.ndarray,
+    sar_scale: str, method: str, batch_size: int, min_valid_fraction: float,
+) -> np.ndarray:  # fmt: skip
+    optical.check_band(optical_band)
+    sar.check_band(sar_band)
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if kp.size == 0:
+        return kp.reshape(0, 2)
+    if kp.ndim != 2 or kp.shape[1] != 2 or not np.isfinite(kp).all():
+        raise ValueError(
+            f"keypoints must be a finite (N, 2) array of optical pixel (x, y), got {kp.shape}"
+        )
+    if sar_scale not in SAR_SCALES:
+        raise ValueError(f"sar_scale must be one of {SAR_SCALES}, not {sar_scale!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= min_valid_fraction <= 1.0:
+        raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
+    return kp
+
+
+def _confidence_model(matcher: OnnxMatcher) -> ConfidenceModel | None:
+    raw = matcher.contract.training.get("confidence_model")
+    return ConfidenceModel.from_dict(raw) if raw else None
+
+
+def _usable(data: np.ndarray, valid: np.ndarray, min_fraction: float, what: str) -> str:
+    """``"ok"`` or the reason a patch cannot be matched."""
+    if valid.mean() < min_fraction or not valid.any():
+        return f"nodata_{what}"
+    values = data[valid]
+    if float(values.max()) == float(values.min()):
+        return f"constant_{what}"
+    return "ok"
+
+
+def _read_pair(
+    optical: RasterInfo, optical_band: int, sar: RasterInfo, sar_band: int,
+    corner: tuple[int, int], t: int, s: int, min_fraction: float, sar_scale: str,
+    matcher: OnnxMatcher,
+) -> tuple[str, np.ndarray | None, np.ndarray | None]:  # fmt: skip
+    """Read and preprocess the template at ``corner`` and its search region."""
+    tx0, ty0 = corner
+    tpl, tpl_ok = read_window(optical, optical_band, tx0, ty0, t, t)
+    status = _usable(tpl, tpl_ok, min_fraction, "optical")
+    if status != "ok":
+        return status, None, None
+    off = (s - t) // 2
+    reg, reg_ok = read_on_grid(sar, sar_band, optical, tx0 - off, ty0 - off, s, s)
+    status = _usable(reg, reg_ok, min_fraction, "sar")
+    if status != "ok":
+        return status, None, None
+    c = matcher.contract
+    return (
+        "ok",
+        preprocess(tpl, c.optical, valid=tpl_ok),
+        preprocess(reg, c.sar, valid=reg_ok, sar_scale=sar_scale),
+    )
+
+
+def _locate(
+    optical: RasterInfo, sar: RasterInfo, xy_opt_px: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Optical pixels -> (optical map, SAR map, SAR pixel), each (N, 2)."""
+    opt_map = pixel_to_map(optical, xy_opt_px)
+    sar_map = transform_points(opt_map, optical.crs_wkt, sar.crs_wkt)
+    return opt_map, sar_map, map_to_pixel(sar, sar_map)
+
+
+def match_keypoints(
+    optical: RasterInfo,
+    optical_band: int,
+    sar: RasterInfo,
+    sar_band: int,
+    keypoints_xy_px: np.ndarray,
+    matcher: OnnxMatcher,
+    sar_scale: str = "auto",
+    method: str = "dense",
+    batch_size: int = 8,
+    min_valid_fraction: float = 0.9,
+    confidence_threshold: float = 0.5,
+    keep_maps: bool = False,
+    progress: Callable[[float], None] | None = None,
+    is_canceled: Callable[[], bool] | None = None,
+) -> MatchResult:
+    """Match optical keypoints in the SAR raster.
+
+    Args:
+        optical: the optical raster (its pixel grid is the matching grid).
+        optical_band: 1-based optical band.
+        sar: the SAR raster (any CRS / pixel size overlapping the optical).
+        sar_band: 1-based SAR band.
+        keypoints_xy_px: (N, 2) float, optical pixel (x, y) of the template centres.
+        matcher: the loaded model.
+        sar_scale: ``"auto"``, ``"linear"`` or ``"db"`` (``auto``: uint8 SAR is taken as dB /
+            display data, otherwise decided per region, see ``core.preprocessing``).
+        method: ``"dense"`` or ``"per_window"`` (the paper's reference procedure).
+        batch_size: keypoints read and matched at a time (bounds the memory).
+        min_valid_fraction: skip a keypoint whose template or search region has fewer valid
+            pixels than this.
+        confidence_threshold: records with at least this confidence are ``accepted``.
+        keep_maps: also return the (N, m, m) float32 correspondence maps.
+        progress: called with 0..100.
+        is_canceled: polled per batch; True raises :class:`Canceled`.
+
+    Returns:
+        A :class:`MatchResult` with one record per keypoint, in input order.
+
+    Raises:
+        Canceled: ``is_canceled()`` returned True.
+        ValueError: bad arguments (bands, keypoints shape, options).
+    """
+    kp = _check_args(optical, optical_band, sar, sar_band, keypoints_xy_px, sar_scale, method,
+                     batch_size, min_valid_fraction)  # fmt: skip
+    t, s = matcher.contract.template_size, matcher.contract.search_size
+    m, off = s - t + 1, (s - t) // 2
+    if sar_scale == "auto" and sar.dtypes[sar_band - 1] == "uint8":
+        sar_scale = "db"  # the warp returns float32: decide from the raster's type here
+    model = _confidence_model(matcher)
+    maps_out = np.full((len(kp), m, m), np.nan, np.float32) if keep_maps else None
+    records = []
+    for start in range(0, len(kp), batch_size):
+        if is_canceled is not None and is_canceled():
+            raise Canceled("matching canceled")
+        batch = kp[start : start + batch_size]
+        corners = [(math.floor(x - t / 2 + 0.5), math.floor(y - t / 2 + 0.5)) for x, y in batch]
+        pairs = [_read_pair(optical, optical_band, sar, sar_band, c, t, s, min_valid_fraction,
+                            sar_scale, matcher) for c in corners]  # fmt: skip
+        ready = [(i, tpl, reg) for i, (_, tpl, reg) in enumerate(pairs)
+                 if tpl is not None and reg is not None]  # fmt: skip
+        ok = [i for i, _, _ in ready]
+        stats = []
+        if ready:
+            maps = matcher.correspondence_maps(
+                np.stack([tpl for _, tpl, _ in ready]), np.stack([reg for _, _, reg in ready]),
+                method=method, batch_size=len(ready), is_canceled=is_canceled,
+            )  # fmt: skip
+            stats = analyse_maps(maps, confidence_model=model)
+            if maps_out is not None:
+                maps_out[[start + i for i in ok]] = maps
+        records += _records(optical, sar, batch, start, corners, pairs, ok, stats, t, off,
+                            confidence_threshold)  # fmt: skip
+        if progress is not None:
+            progress(100.0 * min(start + batch_size, len(kp)) / len(kp))
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return MatchResult(records, t, s, maps_out, sar_scale, counts)
+
+
+def _records(
+    optical: RasterInfo, sar: RasterInfo, batch: np.ndarray, start: int,
+    corners: list[tuple[int, int]], pairs: list, ok: list[int], stats: list, t: int, off: int,
+    threshold: float,
+) -> list[MatchRecord]:  # fmt: skip
+    """Build the batch's records; the shift is measured from the template's own corner."""
+    shift = np.full((len(batch), 2), np.nan)
+    for i, st in zip(ok, stats):
+        shift[i] = (st.subpixel_x_px - off, st.subpixel_y_px - off)
+    opt_map = pixel_to_map(optical, batch)
+    _, sar_map, sar_px = _locate(optical, sar, np.nan_to_num(batch + shift))
+    by_index = dict(zip(ok, stats))
+    out = []
+    for i, (x, y) in enumerate(batch):
+        rec = MatchRecord(start + i, float(x), float(y), opt_x_map=float(opt_map[i, 0]),
+                          opt_y_map=float(opt_map[i, 1]), status=pairs[i][0])  # fmt: skip
+        st = by_index.get(i)
+        if st is not None:
+            rec.dx_px, rec.dy_px = float(shift[i, 0]), float(shift[i, 1])
+            rec.sar_x_px, rec.sar_y_px = float(sar_px[i, 0]), float(sar_px[i, 1])
+            rec.sar_x_map, rec.sar_y_map = float(sar_map[i, 0]), float(sar_map[i, 1])
+            rec.score, rec.second_score, rec.ratio = st.score, st.second_score, st.ratio
+            rec.spread_px, rec.confidence = st.spread_px, st.confidence
+            rec.accepted = bool(st.confidence >= threshold)
+        out.append(rec)
+    return out

@@ -1,0 +1,415 @@
+"""GDAL windows in, numpy + georeference out; warping one raster onto another's pixel grid.
+
+Everything here reads only the window it needs (never a full raster). Pixel convention of
+``core.__init__``: ``(x, y)`` = (column, row), integer values are pixel corners, GDAL
+geotransform ``x_map = gt[0] + x * gt[1] + y * gt[2]``, ``y_map = gt[3] + x * gt[4] + y * gt[5]``.
+GDAL errors are collected and turned into ``ValueError`` with the GDAL text; the global
+``gdal.UseExceptions`` state is left as it is (QGIS and other plugins share it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike
+from osgeo import gdal, osr
+
+IDENTITY_GT = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+ASSIGN_CRS_HINT = (
+    "assign one in QGIS (Raster > Projections > Assign Projection, or Layer Properties > Source) "
+    "or with `gdal_edit.py -a_srs EPSG:<code> <file>`"
+)
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the matcher needs to know about a georeferenced raster (no pixel data).
+
+    Attributes:
+        path: the GDAL dataset name (file path or GDAL connection string).
+        width: columns.
+        height: rows.
+        band_count: number of bands.
+        geotransform: GDAL 6-tuple (pixel -> map).
+        crs_wkt: the CRS as WKT.
+        is_geographic: True for a geographic CRS (degrees).
+        dtypes: numpy dtype name of each band (``"uint8"``, ``"float32"``, ...).
+        nodata: nodata value of each band, None where unset.
+    """
+
+    path: str
+    width: int
+    height: int
+    band_count: int
+    geotransform: tuple[float, float, float, float, float, float]
+    crs_wkt: str
+    is_geographic: bool
+    dtypes: tuple[str, ...]
+    nodata: tuple[float | None, ...]
+
+    def check_band(self, band: int) -> None:
+        """Raise ``ValueError`` unless ``1 <= band <= band_count``."""
+        if not isinstance(band, (int, np.integer)) or not 1 <= band <= self.band_count:
+            raise ValueError(
+                f"band {band} does not exist: {Path(self.path).name} has {self.band_count} "
+                f"band(s); choose 1..{self.band_count}"
+            )
+
+
+@contextlib.contextmanager
+def _gdal_errors() -> Iterator[list[str]]:
+    """Silence GDAL's error printing and collect the messages instead."""
+    messages: list[str] = []
+
+    def handler(err_class: int, _num: int, msg: str) -> None:
+        if err_class >= gdal.CE_Failure:
+            messages.append(str(msg).strip())
+
+    gdal.PushErrorHandler(handler)
+    try:
+        yield messages
+    finally:
+        gdal.PopErrorHandler()
+
+
+def _open(path: str) -> gdal.Dataset:
+    with _gdal_errors() as errors:
+        try:
+            ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY)
+        except RuntimeError as exc:  # gdal.UseExceptions() set by someone else
+            errors.append(str(exc))
+            ds = None
+    if ds is None:
+        detail = "; ".join(errors) or "GDAL recognises no raster format"
+        exists = "" if os.path.exists(str(path)) else " (the file does not exist)"
+        raise ValueError(
+            f"cannot open {path!r} as a raster{exists}: {detail}; choose a raster file GDAL can "
+            "read (GeoTIFF, ...) and check that it is complete"
+        )
+    return ds
+
+
+def open_raster(path: str | Path, band: int | None = None) -> RasterInfo:
+    """Open a raster, check its georeference, and describe it.
+
+    Args:
+        path: file path or GDAL dataset name.
+        band: optional 1-based band to check.
+
+    Returns:
+        The :class:`RasterInfo`.
+
+    Raises:
+        ValueError: not a raster / corrupt, no geotransform (or GCPs only), no CRS, or ``band``
+            out of range; the message says how to fix it.
+    """
+    ds = _open(str(path))
+    name = Path(str(path)).name
+    gt = tuple(float(v) for v in ds.GetGeoTransform(can_return_null=True) or IDENTITY_GT)
+    if gt == IDENTITY_GT or gt[1] * gt[5] - gt[2] * gt[4] == 0:
+        if ds.GetGCPCount():
+            raise ValueError(
+                f"{name} is georeferenced by {ds.GetGCPCount()} GCPs only, not by a geotransform; "
+                "warp it first (QGIS Raster > Projections > Warp, or `gdalwarp in.tif out.tif`)"
+            )
+        raise ValueError(
+            f"{name} has no georeference (no geotransform, no GCPs): georeference it first, e.g. "
+            "with the QGIS Georeferencer, or set its extent with `gdal_translate -a_ullr`"
+        )
+    wkt = ds.GetProjection() or ""
+    srs = osr.SpatialReference()
+    if not wkt or srs.ImportFromWkt(wkt) != 0:
+        raise ValueError(f"{name} has no coordinate reference system (CRS); {ASSIGN_CRS_HINT}")
+    bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+    info = RasterInfo(
+        path=str(path),
+        width=ds.RasterXSize,
+        height=ds.RasterYSize,
+        band_count=ds.RasterCount,
+        geotransform=gt,  # type: ignore[arg-type]
+        crs_wkt=wkt,
+        is_geographic=bool(srs.IsGeographic()),
+        dtypes=tuple(_numpy_dtype(b.DataType) for b in bands),
+        nodata=tuple(b.GetNoDataValue() for b in bands),
+    )
+    if band is not None:
+        info.check_band(band)
+    return info
+
+
+def _numpy_dtype(gdal_type: int) -> str:
+    from osgeo import gdal_array
+
+    code = gdal_array.GDALTypeCodeToNumericTypeCode(gdal_type)
+    return np.dtype(code).name if code is not None else "float64"
+
+
+def _valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    valid = np.isfinite(data)
+    if nodata is not None and np.isfinite(nodata):
+        valid &= data != np.float32(nodata)
+    return valid
+
+
+def read_window(
+    info: RasterInfo, band: int, x0: int, y0: int, w: int, h: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read the pixel window ``[x0, x0 + w) x [y0, y0 + h)`` of one band.
+
+    Args:
+        info: the raster.
+        band: 1-based band.
+        x0: left column (may be outside the raster).
+        y0: top row (may be outside the raster).
+        w: width in pixels (> 0).
+        h: height in pixels (> 0).
+
+    Returns:
+        ``(data, valid)``: (h, w) float32 with NaN for nodata, NaN/Inf and outside pixels; and
+        the (h, w) bool mask of valid pixels.
+    """
+    info.check_band(band)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"window size must be positive, got {w}x{h}")
+    out = np.full((h, w), np.nan, np.float32)
+    cx0, cy0 = max(x0, 0), max(y0, 0)
+    cx1, cy1 = min(x0 + w, info.width), min(y0 + h, info.height)
+    if cx1 > cx0 and cy1 > cy0:
+        ds = _open(info.path)  # keep a reference: the band dies with its dataset
+        rb = ds.GetRasterBand(band)
+        with _gdal_errors() as errors:
+            data = rb.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0)
+        if data is None:
+            raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}")
+        data = data.astype(np.float32)
+        valid = _valid_mask(data, info.nodata[band - 1])
+        flags = rb.GetMaskFlags()
+        if not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):  # per-dataset mask or alpha
+            valid &= rb.GetMaskBand().ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0) > 0
+        data[~valid] = np.nan
+        out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = data
+    return out, np.isfinite(out)
+
+
+def _window_gt(gt: Sequence[float], x0: float, y0: float) -> tuple[float, ...]:
+    return (gt[0] + x0 * gt[1] + y0 * gt[2], gt[1], gt[2], gt[3] + x0 * gt[4] + y0 * gt[5],
+            gt[4], gt[5])  # fmt: skip
+
+
+def read_on_grid(
+    src: RasterInfo,
+    band: int,
+    dst: RasterInfo,
+    x0: int,
+    y0: int,
+    w: int,
+    h: int,
+    resampling: str = "bilinear",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample ``src`` onto the window ``[x0, x0 + w) x [y0, y0 + h)`` of ``dst``'s pixel grid.
+
+    Uses both georeferences (any CRS, pixel size or rotation; GDAL handles geographic CRSs).
+    GDAL's warper reads only the source window it needs.
+
+    Args:
+        src: raster to resample (e.g. the SAR image).
+        band: 1-based band of ``src``.
+        dst: raster whose grid is the target (e.g. the optical image).
+        x0: left column of the window in ``dst`` pixels.
+        y0: top row of the window in ``dst`` pixels.
+        w: window width in ``dst`` pixels.
+        h: window height in ``dst`` pixels.
+        resampling: GDAL resampling name (``"bilinear"``, ``"cubic"``, ``"near"``,
+            ``"average"``, ...).
+
+    Returns:
+        ``(data, valid)``: (h, w) float32 with NaN where ``src`` has no valid data, and the
+        (h, w) bool mask of valid pixels.
+    """
+    src.check_band(band)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"window size must be positive, got {w}x{h}")
+    dataset = _open(src.path)  # referenced until the warp is done (the VRT points into it)
+    source = gdal.Translate("", dataset, format="VRT", bandList=[band])
+    target = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float32)
+    target.SetGeoTransform(_window_gt(dst.geotransform, x0, y0))
+    target.SetProjection(dst.crs_wkt)
+    target.GetRasterBand(1).SetNoDataValue(float("nan"))
+    target.GetRasterBand(1).Fill(float("nan"))
+    nodata = src.nodata[band - 1]
+    options = gdal.WarpOptions(
+        resampleAlg=resampling,
+        srcNodata=nodata if nodata is not None else None,
+        dstNodata=float("nan"),
+        errorThreshold=0.0,
+        multithread=False,
+        warpOptions=["INIT_DEST=NO_DATA"],
+    )
+    with _gdal_errors() as errors:
+        ok = gdal.Warp(target, source, options=options)
+    if not ok:
+        raise ValueError(f"warping {src.path!r} onto the grid failed: {'; '.join(errors)}")
+    data = target.GetRasterBand(1).ReadAsArray().astype(np.float32)
+    valid = np.isfinite(data)
+    data[~valid] = np.nan
+    return data, valid
+
+
+def _srs(wkt: str) -> osr.SpatialReference:
+    srs = osr.SpatialReference()
+    if srs.ImportFromWkt(wkt) != 0:
+        raise ValueError(f"invalid CRS WKT: {wkt[:80]!r}")
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)  # (x=lon/easting, y=lat/northing)
+    return srs
+
+
+def _points(xy: ArrayLike, name: str) -> np.ndarray:
+    pts = np.asarray(xy, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"{name} must be an (N, 2) array of (x, y), got shape {pts.shape}")
+    return pts
+
+
+def transform_points(xy: ArrayLike, src_wkt: str, dst_wkt: str) -> np.ndarray:
+    """Transform (N, 2) map points ``(x, y)`` (x = easting/longitude) between two CRSs.
+
+    Returns:
+        (N, 2) float64; rows GDAL/PROJ cannot transform are NaN.
+    """
+    pts = _points(xy, "xy")
+    src, dst = _srs(src_wkt), _srs(dst_wkt)
+    if len(pts) == 0 or src.IsSame(dst):
+        return pts.copy()
+    transform = osr.CoordinateTransformation(src, dst)
+    with _gdal_errors():
+        try:
+            out = np.array(transform.TransformPoints(pts.tolist()), dtype=np.float64)[:, :2]
+        except RuntimeError:  # one bad point fails the batch under gdal.UseExceptions()
+            out = np.array([_transform_one(transform, p) for p in pts])
+    out[~np.isfinite(out).all(axis=1)] = np.nan
+    return out
+
+
+def _transform_one(transform: osr.CoordinateTransformation, p: np.ndarray) -> tuple[float, float]:
+    try:
+        x, y = transform.TransformPoint(float(p[0]), float(p[1]))[:2]
+        return x, y
+    except RuntimeError:
+        return np.nan, np.nan
+
+
+def pixel_to_map(info: RasterInfo, xy_px: ArrayLike) -> np.ndarray:
+    """(N, 2) pixel ``(x, y)`` of ``info`` -> (N, 2) map coordinates in its CRS."""
+    pts = _points(xy_px, "xy_px")
+    g = info.geotransform
+    return np.column_stack([g[0] + pts[:, 0] * g[1] + pts[:, 1] * g[2],
+                            g[3] + pts[:, 0] * g[4] + pts[:, 1] * g[5]])  # fmt: skip
+
+
+def map_to_pixel(info: RasterInfo, xy_map: ArrayLike) -> np.ndarray:
+    """(N, 2) map coordinates in ``info``'s CRS -> (N, 2) pixel ``(x, y)``."""
+    pts = _points(xy_map, "xy_map")
+    g = info.geotransform
+    a = np.array([[g[1], g[2]], [g[4], g[5]]])
+    return np.linalg.solve(a, (pts - [g[0], g[3]]).T).T
+
+
+def footprint_overlap(a: RasterInfo, b: RasterInfo, samples: int = 21) -> tuple[float, ...]:
+    """Bounding box of ``b``'s footprint in ``a``'s pixel grid, clipped to ``a``'s extent.
+
+    The edges of ``b`` are densified (``samples`` points per edge) so curved outlines after
+    reprojection are covered.
+
+    Returns:
+        ``(x0, y0, x1, y1)`` in ``a`` pixels with ``x1 >= x0``, ``y1 >= y0``; a zero width or
+        height means the rasters do not overlap.
+    """
+    t = np.linspace(0.0, 1.0, samples)
+    w, h = b.width, b.height
+    edges = np.concatenate(
+        [
+            np.column_stack([t * w, 0 * t]),
+            np.column_stack([t * w, h + 0 * t]),
+            np.column_stack([0 * t, t * h]),
+            np.column_stack([w + 0 * t, t * h]),
+        ]
+    )
+    xy = map_to_pixel(a, transform_points(pixel_to_map(b, edges), b.crs_wkt, a.crs_wkt))
+    xy = xy[np.isfinite(xy).all(axis=1)]
+    if len(xy) == 0:
+        return (0.0, 0.0, 0.0, 0.0)
+    x0, y0 = max(float(xy[:, 0].min()), 0.0), max(float(xy[:, 1].min()), 0.0)
+    x1, y1 = min(float(xy[:, 0].max()), float(a.width)), min(float(xy[:, 1].max()), float(a.height))
+    return (x0, y0, max(x0, x1), max(y0, y1))
+
+
+def partial_path(path: str | Path) -> Path:
+    """Temporary name beside ``path``: ``<stem>.partial-<pid><suffix>`` (same folder)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix or '.tif'}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path; rename it to ``path`` on success, remove it on any exception.
+
+    Cancellation (an exception raised inside the block) therefore leaves no partial file.
+    GDAL sidecars of the temporary file (``.aux.xml``, ``.ovr``, ``.msk``) are removed too.
+    """
+    final = Path(path)
+    tmp = partial_path(final)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise ValueError(f"nothing was written to {tmp}")
+        os.replace(tmp, final)
+    finally:
+        for leftover in (tmp, *(Path(f"{tmp}{ext}") for ext in (".aux.xml", ".ovr", ".msk"))):
+            if leftover.exists():
+                leftover.unlink()
+
+
+def write_raster_atomic(
+    path: str | Path,
+    array: np.ndarray,
+    geotransform: Sequence[float],
+    crs_wkt: str,
+    nodata: float | None = None,
+    creation_options: Sequence[str] = ("COMPRESS=DEFLATE", "TILED=YES"),
+) -> Path:
+    """Write a (H, W) or (B, H, W) array as a GeoTIFF, atomically (see :func:`atomic_output`)."""
+    data = np.asarray(array)
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise ValueError(f"array must be (H, W) or (B, H, W), got shape {data.shape}")
+    from osgeo import gdal_array
+
+    gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype)
+    if gdal_type is None:
+        raise ValueError(f"dtype {data.dtype} cannot be written to GeoTIFF; cast it first")
+    with atomic_output(path) as tmp:
+        with _gdal_errors() as errors:
+            ds = gdal.GetDriverByName("GTiff").Create(
+                str(tmp), data.shape[2], data.shape[1], data.shape[0], gdal_type,
+                options=list(creation_options),
+            )  # fmt: skip
+            if ds is None:
+                raise ValueError(f"cannot create {path}: {'; '.join(errors)}")
+            ds.SetGeoTransform(tuple(float(v) for v in geotransform))
+            ds.SetProjection(crs_wkt)
+            for i, plane in enumerate(data):
+                band = ds.GetRasterBand(i + 1)
+                if nodata is not None:
+                    band.SetNoDataValue(float(nodata))
+                band.WriteArray(plane)
+            ds.FlushCache()
+            ds = None
+        if errors:
+            raise ValueError(f"writing {path} failed: {'; '.join(errors)}")
+    return Path(path)

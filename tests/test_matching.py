@@ -1,0 +1,149 @@
+"""Compute correspondence engine: recover a known sub-pixel shift with the twin model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from scipy import ndimage
+
+from sar_optical_matcher.matching import Canceled, match_keypoints
+from sar_optical_matcher.model.runtime import OnnxMatcher
+from sar_optical_matcher.rasters import RasterInfo, open_raster
+from tests.model_fixtures import make_twin_model
+from tests.test_rasters import UTM_GT, make_tif
+
+SHIFT = (5.3, -7.8)  # (dx, dy) optical pixels: where the SAR's georeference puts the content
+KEYPOINTS = np.array([[80, 80], [176, 80], [80, 176], [176, 176], [128, 128], [100, 150]]) + 0.5
+
+
+def scene(seed: int = 0, size: int = 256) -> np.ndarray:
+    """Smooth uint8 texture that saturates ~10 % at each end, so the 2-98 % stretch of any
+    template or region is exactly [0, 255] and both branches see the same values."""
+    rng = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(rng.normal(size=(size, size)), 3.0)
+    return np.clip(128 + 100 * (x - x.mean()) / x.std(), 0, 255).astype(np.uint8)
+
+
+def shifted_gt(dx: float, dy: float) -> tuple[float, ...]:
+    """Geotransform that puts SAR pixel (u, v) where optical pixel (u + dx, v + dy) is."""
+    return (UTM_GT[0] + dx * UTM_GT[1], UTM_GT[1], 0.0, UTM_GT[3] + dy * UTM_GT[5], 0.0, UTM_GT[5])
+
+
+@pytest.fixture(scope="module")
+def matcher(tmp_path_factory: pytest.TempPathFactory) -> OnnxMatcher:
+    path = make_twin_model(tmp_path_factory.mktemp("model") / "twin.onnx")
+    return OnnxMatcher(path, device="cpu", log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[RasterInfo, RasterInfo]:
+    root = tmp_path_factory.mktemp("pair")
+    img = scene()
+    optical = open_raster(make_tif(root / "optical.tif", img, UTM_GT))
+    sar = open_raster(make_tif(root / "sar.tif", img, shifted_gt(*SHIFT)))
+    return optical, sar
+
+
+def test_recovers_known_subpixel_shift(matcher: OnnxMatcher, pair: tuple) -> None:
+    optical, sar = pair
+    seen: list[float] = []
+    result = match_keypoints(optical, 1, sar, 1, KEYPOINTS, matcher, batch_size=4,
+                             keep_maps=True, progress=seen.append)  # fmt: skip
+    assert seen == pytest.approx([4 / 6 * 100, 100.0])
+    assert [r.status for r in result.records] == ["ok"] * 6 and result.counts == {"ok": 6}
+    assert result.sar_scale == "db"  # uint8 SAR
+    for r, (x, y) in zip(result.records, KEYPOINTS):
+        assert (r.opt_x_px, r.opt_y_px) == (x, y)
+        assert abs(r.dx_px - SHIFT[0]) < 0.5 and abs(r.dy_px - SHIFT[1]) < 0.5, (r.dx_px, r.dy_px)
+        # the SAR raster holds the optical pixels unchanged: the match is the same pixel there
+        assert abs(r.sar_x_px - x) < 0.5 and abs(r.sar_y_px - y) < 0.5
+        assert (r.opt_x_map, r.opt_y_map) == (UTM_GT[0] + 10 * x, UTM_GT[3] - 10 * y)
+        assert r.sar_x_map == pytest.approx(UTM_GT[0] + 10 * (x + r.dx_px))
+        assert r.sar_y_map == pytest.approx(UTM_GT[3] - 10 * (y + r.dy_px))
+        assert 0.8 < r.score <= 1.0 + 1e-6 and r.ratio >= 1.0 and 0.0 <= r.confidence <= 1.0
+    assert result.maps is not None and result.maps.shape == (6, 33, 33)
+    peaks = [np.unravel_index(m.argmax(), m.shape) for m in result.maps]
+    assert all(abs(py - 16 - SHIFT[1]) <= 1 and abs(px - 16 - SHIFT[0]) <= 1 for py, px in peaks)
+
+
+def test_aligned_pair_gives_zero_shift(matcher: OnnxMatcher, tmp_path: Path) -> None:
+    img = scene(seed=1)
+    optical = open_raster(make_tif(tmp_path / "o.tif", img, UTM_GT))
+    sar = open_raster(make_tif(tmp_path / "s.tif", img, UTM_GT))
+    result = match_keypoints(optical, 1, sar, 1, KEYPOINTS[:3], matcher)
+    for r in result.records:
+        assert abs(r.dx_px) < 0.5 and abs(r.dy_px) < 0.5 and r.score == pytest.approx(1, abs=1e-4)
+
+
+def test_other_crs_and_pixel_size(matcher: OnnxMatcher, pair: tuple, tmp_path: Path) -> None:
+    optical, sar = pair
+    warped = tmp_path / "sar_3857.tif"
+    gdal.Warp(str(warped), sar.path, dstSRS="EPSG:3857", xRes=9.0, yRes=9.0,
+              resampleAlg="cubic")  # fmt: skip
+    sar2 = open_raster(warped)
+    result = match_keypoints(optical, 1, sar2, 1, KEYPOINTS[:4], matcher)
+    # independent check of the SAR pixel: GDAL's own optical-pixel -> SAR-pixel transformer
+    transformer = gdal.Transformer(gdal.Open(optical.path), gdal.Open(sar2.path), [])
+    for r in result.records:
+        assert r.status == "ok"
+        assert abs(r.dx_px - SHIFT[0]) < 0.5 and abs(r.dy_px - SHIFT[1]) < 0.5, (r.dx_px, r.dy_px)
+        ok, (u, v, _) = transformer.TransformPoint(0, r.opt_x_px + r.dx_px, r.opt_y_px + r.dy_px)
+        assert ok and abs(r.sar_x_px - u) < 1e-3 and abs(r.sar_y_px - v) < 1e-3
+
+
+def test_nodata_and_constant_regions_are_skipped(matcher: OnnxMatcher, tmp_path: Path) -> None:
+    img = scene(seed=2).astype(np.float32) + 1.0
+    opt_img = img.copy()
+    opt_img[150:, :60] = 7.0  # constant optical area
+    sar_img = img.copy()
+    sar_img[:, 150:] = -9999.0  # SAR nodata on the right
+    optical = open_raster(make_tif(tmp_path / "o.tif", opt_img, UTM_GT))
+    sar = open_raster(make_tif(tmp_path / "s.tif", sar_img, UTM_GT, nodata=-9999.0))
+    keypoints = np.array([[80.5, 80.5], [200.5, 100.5], [25.5, 220.5], [10.5, 10.5]])
+    result = match_keypoints(optical, 1, sar, 1, keypoints, matcher, sar_scale="db",
+                             keep_maps=True)  # fmt: skip
+    statuses = [r.status for r in result.records]
+    assert statuses == ["ok", "nodata_sar", "constant_optical", "nodata_optical"]
+    assert abs(result.records[0].dx_px) < 0.5 and abs(result.records[0].dy_px) < 0.5
+    for r in result.records[1:]:
+        assert not r.accepted and np.isnan(r.dx_px) and np.isnan(r.sar_x_px)
+        assert r.opt_x_map == UTM_GT[0] + 10 * r.opt_x_px  # still located
+    assert np.isfinite(result.maps[0]).all() and np.isnan(result.maps[1:]).all()
+
+
+def test_cancel_stops_after_the_current_batch(matcher: OnnxMatcher, pair: tuple) -> None:
+    optical, sar = pair
+    polls: list[int] = []
+    seen: list[float] = []
+
+    def cancel_after_first_batch() -> bool:
+        polls.append(1)
+        return bool(seen)  # canceled once one batch reported progress
+
+    with pytest.raises(Canceled):
+        match_keypoints(optical, 1, sar, 1, KEYPOINTS, matcher, batch_size=2,
+                        progress=seen.append, is_canceled=cancel_after_first_batch)  # fmt: skip
+    assert seen == pytest.approx([100 / 3])
+
+
+def test_empty_and_bad_arguments(matcher: OnnxMatcher, pair: tuple) -> None:
+    optical, sar = pair
+    assert match_keypoints(optical, 1, sar, 1, np.zeros((0, 2)), matcher).records == []
+    with pytest.raises(ValueError, match=r"has 1 band\(s\)"):
+        match_keypoints(optical, 1, sar, 2, KEYPOINTS, matcher)
+    with pytest.raises(ValueError, match="finite \\(N, 2\\) array"):
+        match_keypoints(optical, 1, sar, 1, np.array([[1.0, np.nan]]), matcher)
+    with pytest.raises(ValueError, match="sar_scale must be one of"):
+        match_keypoints(optical, 1, sar, 1, KEYPOINTS, matcher, sar_scale="log")
+
+
+def test_per_window_method_gives_the_same_matches(matcher: OnnxMatcher, pair: tuple) -> None:
+    optical, sar = pair
+    dense = match_keypoints(optical, 1, sar, 1, KEYPOINTS[:1], matcher, keep_maps=True)
+    reference = match_keypoints(optical, 1, sar, 1, KEYPOINTS[:1], matcher, method="per_window",
+                                keep_maps=True)  # fmt: skip
+    assert np.abs(dense.maps - reference.maps).max() <= 1e-4
+    assert dense.records[0].dx_px == pytest.approx(reference.records[0].dx_px, abs=1e-3)

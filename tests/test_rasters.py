@@ -1,0 +1,174 @@
+"""Raster I/O: georeference checks, windows with padding, warping onto another grid."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+
+from sar_optical_matcher.rasters import (
+    atomic_output,
+    footprint_overlap,
+    map_to_pixel,
+    open_raster,
+    pixel_to_map,
+    read_on_grid,
+    read_window,
+    transform_points,
+    write_raster_atomic,
+)
+
+
+def wkt(epsg: int) -> str:
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    return srs.ExportToWkt()
+
+
+def make_tif(path: Path, data: np.ndarray, gt: tuple, epsg: int | None = 32633,
+             nodata: float | None = None) -> Path:  # fmt: skip
+    data = data if data.ndim == 3 else data[None]
+    gdal_type = {np.uint8: gdal.GDT_Byte, np.float32: gdal.GDT_Float32,
+                 np.uint16: gdal.GDT_UInt16}[data.dtype.type]  # fmt: skip
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1],
+                                              data.shape[0], gdal_type)  # fmt: skip
+    if gt is not None:
+        ds.SetGeoTransform(gt)
+    if epsg is not None:
+        ds.SetProjection(wkt(epsg))
+    for i, plane in enumerate(data):
+        if nodata is not None:
+            ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
+        ds.GetRasterBand(i + 1).WriteArray(plane)
+    ds = None
+    return path
+
+
+UTM_GT = (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)
+
+
+def blob_image(size: int, centre_xy: tuple[float, float], gt: tuple, sigma_px: float) -> np.ndarray:
+    """Gaussian blob at ``centre_xy`` (pixel coords); returns float32."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    return np.exp(-((xx - centre_xy[0]) ** 2 + (yy - centre_xy[1]) ** 2) / (2 * sigma_px**2)
+                  ).astype(np.float32)  # fmt: skip
+
+
+def peak_xy(data: np.ndarray) -> np.ndarray:
+    """Intensity-weighted centroid of the top of a blob, in pixel coords (+0.5 convention)."""
+    d = np.nan_to_num(data)
+    d = np.where(d > 0.5 * d.max(), d, 0)
+    yy, xx = np.mgrid[0 : d.shape[0], 0 : d.shape[1]] + 0.5
+    return np.array([(d * xx).sum() / d.sum(), (d * yy).sum() / d.sum()])
+
+
+def test_open_raster_describes_it(tmp_path: Path) -> None:
+    data = np.arange(3 * 20 * 30, dtype=np.uint16).reshape(3, 20, 30)
+    info = open_raster(make_tif(tmp_path / "a.tif", data, UTM_GT, nodata=7), band=3)
+    assert (info.width, info.height, info.band_count) == (30, 20, 3)
+    assert info.geotransform == UTM_GT and not info.is_geographic
+    assert info.dtypes == ("uint16",) * 3 and info.nodata == (7.0,) * 3
+    assert open_raster(make_tif(tmp_path / "g.tif", data[0], (10, 0.001, 0, 50, 0, -0.001),
+                                epsg=4326)).is_geographic  # fmt: skip
+
+
+def test_open_raster_errors(tmp_path: Path) -> None:
+    data = np.zeros((10, 10), np.uint8)
+    (tmp_path / "text.tif").write_text("not a raster")
+    cases = {
+        str(tmp_path / "text.tif"): "cannot open .* as a raster",
+        str(tmp_path / "missing.tif"): "the file does not exist",
+        str(make_tif(tmp_path / "nogt.tif", data, None)): "no georeference.*Georeferencer",
+        str(make_tif(tmp_path / "nocrs.tif", data, UTM_GT, epsg=None)): "no coordinate reference"
+        ".*gdal_edit.py -a_srs",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            open_raster(path)
+    ok = make_tif(tmp_path / "ok.tif", data, UTM_GT)
+    with pytest.raises(ValueError, match=r"has 1 band\(s\); choose 1..1"):
+        open_raster(ok, band=2)
+    with pytest.raises(ValueError, match="choose 1..1"):
+        read_window(open_raster(ok), 0, 0, 0, 2, 2)
+
+
+def test_read_window_pads_and_masks(tmp_path: Path) -> None:
+    data = np.arange(100, dtype=np.float32).reshape(10, 10)
+    data[2, 3] = -9999
+    data[4, 4] = np.inf
+    info = open_raster(make_tif(tmp_path / "a.tif", data, UTM_GT, nodata=-9999))
+    win, valid = read_window(info, 1, -2, 1, 6, 4)  # columns -2..3, rows 1..4
+    assert win.shape == (4, 6) and win.dtype == np.float32
+    assert np.isnan(win[:, :2]).all() and not valid[:, :2].any()  # outside -> NaN
+    assert win[0, 2] == 10 and win[3, 5] == 43
+    assert np.isnan(win[1, 5]) and not valid[1, 5]  # nodata at row 2, col 3
+    assert valid.sum() == 4 * 4 - 1
+    win2, valid2 = read_window(info, 1, 2, 2, 4, 4)
+    assert np.isnan(win2[2, 2]) and not valid2[2, 2]  # Inf at row 4, col 4
+    far, far_valid = read_window(info, 1, 50, 50, 3, 3)
+    assert np.isnan(far).all() and not far_valid.any()
+
+
+def test_read_on_grid_other_crs_and_pixel_size(tmp_path: Path) -> None:
+    # optical: UTM 33N, 10 m pixels; a landmark at pixel (40.5, 60.5)
+    opt = open_raster(make_tif(tmp_path / "opt.tif", np.zeros((128, 128), np.uint8), UTM_GT))
+    landmark_map = pixel_to_map(opt, np.array([[40.5, 60.5]]))
+    # "SAR": Web Mercator, 10 m pixels (7.1 m on the ground at 45 N), a blob drawn at the
+    # landmark's position in its own grid
+    landmark_3857 = transform_points(landmark_map, opt.crs_wkt, wkt(3857))[0]
+    res = 10.0
+    sar_gt = (landmark_3857[0] - 50.3 * res, res, 0.0, landmark_3857[1] + 70.6 * res, 0.0, -res)
+    sar_data = blob_image(160, (50.3, 70.6), sar_gt, sigma_px=4.0)
+    sar = open_raster(make_tif(tmp_path / "sar.tif", sar_data, sar_gt, epsg=3857))
+    x0, y0 = 10, 20
+    on_grid, valid = read_on_grid(sar, 1, opt, x0, y0, 64, 64)
+    assert on_grid.shape == (64, 64) and valid.all()
+    found = peak_xy(on_grid) + [x0, y0]
+    assert np.abs(found - [40.5, 60.5]).max() < 0.1, found  # measured 0.02
+    # and map_to_pixel inverts pixel_to_map
+    np.testing.assert_allclose(map_to_pixel(opt, landmark_map), [[40.5, 60.5]], atol=1e-9)
+
+
+def test_read_on_grid_geographic_target_and_outside(tmp_path: Path) -> None:
+    sar = open_raster(make_tif(tmp_path / "sar.tif", np.full((50, 50), 3, np.float32), UTM_GT))
+    corner_ll = transform_points(np.array([[UTM_GT[0], UTM_GT[3]]]), sar.crs_wkt, wkt(4326))[0]
+    assert 14.0 < corner_ll[0] < 15.1 and 45.0 < corner_ll[1] < 45.2  # lon, lat order
+    deg = 1e-4  # ~8-11 m; grid starts 30 px west/north of the SAR corner
+    geo_gt = (corner_ll[0] - 30 * deg, deg, 0.0, corner_ll[1] + 30 * deg, 0.0, -deg)
+    geo = open_raster(make_tif(tmp_path / "geo.tif", np.zeros((100, 100), np.uint8), geo_gt,
+                               epsg=4326))  # fmt: skip
+    data, valid = read_on_grid(sar, 1, geo, 0, 0, 100, 100, resampling="near")
+    assert np.isnan(data[:25, :25]).all() and not valid[:25, :25].any()
+    assert (data[valid] == 3).all() and valid[35:60, 35:60].all()
+    x0, y0, x1, y1 = footprint_overlap(geo, sar)
+    # 500 m of SAR = 63.5 px of 1e-4 deg in longitude at 45.1 N, 45 px in latitude
+    assert abs(x0 - 30) < 0.5 and abs(y0 - 30) < 0.5
+    assert abs(x1 - 30 - 500 / (111320 * np.cos(np.radians(45.1)) * deg)) < 1.0
+    assert abs(y1 - 30 - 500 / (111130 * deg)) < 1.0
+    assert footprint_overlap(sar, geo)[:2] == (0.0, 0.0)
+
+
+def test_footprint_no_overlap(tmp_path: Path) -> None:
+    a = open_raster(make_tif(tmp_path / "a.tif", np.zeros((10, 10), np.uint8), UTM_GT))
+    far = (UTM_GT[0] + 1e5, 10.0, 0.0, UTM_GT[3], 0.0, -10.0)
+    b = open_raster(make_tif(tmp_path / "b.tif", np.zeros((10, 10), np.uint8), far))
+    x0, y0, x1, y1 = footprint_overlap(a, b)
+    assert x1 - x0 == 0 or y1 - y0 == 0
+
+
+def test_write_raster_atomic(tmp_path: Path) -> None:
+    out = tmp_path / "maps.tif"
+    data = np.random.default_rng(0).normal(size=(2, 8, 9)).astype(np.float32)
+    write_raster_atomic(out, data, UTM_GT, wkt(32633), nodata=-1)
+    info = open_raster(out)
+    assert info.band_count == 2 and info.nodata == (-1.0, -1.0)
+    np.testing.assert_array_equal(read_window(info, 2, 0, 0, 9, 8)[0], data[1])
+    with pytest.raises(KeyboardInterrupt):  # cancel mid-write: no partial, old file intact
+        with atomic_output(tmp_path / "x.tif") as tmp:
+            assert tmp.parent == tmp_path and f"partial-{os.getpid()}" in tmp.name
+            tmp.write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.tif"]

@@ -1,0 +1,213 @@
+"""Model runtime: contract validation, providers, descriptors, dense vs per-window parity."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sar_optical_matcher.model import runtime
+from sar_optical_matcher.model.runtime import (
+    Canceled,
+    MissingDependencyError,
+    ModelError,
+    OnnxMatcher,
+    read_contract,
+    resolve_providers,
+)
+from tests.model_fixtures import (
+    SEARCH,
+    TEMPLATE,
+    make_bad_models,
+    make_random_model,
+    make_twin_model,
+)
+
+M = SEARCH - TEMPLATE + 1
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    out = make_bad_models(root / "bad")
+    out["twin"] = make_twin_model(root / "twin.onnx", descriptor_size=32, widths=(4, 8, 8, 8))
+    out["random"] = make_random_model(root / "random.onnx", seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def twin(models: dict[str, Path]) -> OnnxMatcher:
+    return OnnxMatcher(models["twin"], device="cpu", threads=1, log=lambda _: None)
+
+
+def test_contract_read_back(models: dict[str, Path]) -> None:
+    contract = read_contract(models["twin"])
+    assert (contract.name, contract.template_size, contract.search_size) == ("twin", 64, 96)
+    assert contract.descriptor_size == 32 and contract.map_size == M
+    assert (contract.optical.mean, contract.optical.std) == (0.5, 0.2)
+
+
+def test_header_reader_agrees_with_onnx(models: dict[str, Path]) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(models["twin"]))
+    header = runtime._read_header(models["twin"].read_bytes())
+    assert header.ir_version == model.ir_version
+    assert header.opsets["ai.onnx"] == model.opset_import[0].version == 17
+    assert runtime.METADATA_KEY in header.metadata
+
+
+BAD = {
+    "not_onnx": "not an ONNX model or is truncated",
+    "empty": "not an ONNX model or is truncated",
+    "truncated": "runs past the end of the file",
+    "no_metadata": "no 'sar_optical_matcher.contract' entry",
+    "bad_json": "not valid JSON",
+    "wrong_size": "a 80x80 template gives optical descriptors (1, 8, 17, 17)",
+    "wrong_channels": "input 'optical' has 3 channels",
+    "swapped_inputs": "input names swapped between the modalities",
+    "single_encoder": "has inputs ['optical'] and outputs ['optical_descriptors']",
+    "newer_format": "contract format 2 is not supported by this plugin (expects 1)",
+    "new_opset": "needs opset 30, your onnxruntime",
+    "new_ir": "IR version 99, your onnxruntime",
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BAD))
+def test_bad_model_gives_precise_model_error(models: dict[str, Path], fault: str) -> None:
+    with pytest.raises(ModelError) as info:
+        read_contract(models[fault])
+    message = str(info.value)
+    assert BAD[fault] in message
+    assert f"{fault}.onnx" in message  # names the file
+    if fault == "new_opset":
+        import onnxruntime
+
+        assert f"{onnxruntime.__version__} supports up to 21" in message
+        assert "upgrade onnxruntime" in message
+
+
+def test_missing_file_is_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        read_contract(tmp_path / "nope.onnx")
+
+
+def test_missing_onnxruntime(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    for call in (lambda: read_contract(models["twin"]), lambda: resolve_providers("auto")):
+        with pytest.raises(MissingDependencyError) as info:
+            call()
+        text = str(info.value)
+        assert "pip install onnxruntime" in text and "onnxruntime-gpu" in text
+        assert "OSGeo4W" in text
+
+
+def test_providers(models: dict[str, Path]) -> None:
+    import onnxruntime
+
+    assert resolve_providers("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_providers("tpu")
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("CUDA present: the CPU-only expectations below do not apply")
+    assert resolve_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(MissingDependencyError, match="onnxruntime-gpu"):
+        resolve_providers("cuda")
+    lines: list[str] = []
+    matcher = OnnxMatcher(models["twin"], device="auto", log=lines.append)
+    assert matcher.provider == "CPUExecutionProvider"
+    assert lines == [
+        "SAR-Optical Matcher: running twin 0.0-test with CPUExecutionProvider "
+        f"(onnxruntime {onnxruntime.__version__})"
+    ]
+
+
+def test_default_model_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(runtime, "DEFAULT_MODEL_PATH", tmp_path / "default.onnx")
+    with pytest.raises(ModelError, match="default model .* is missing"):
+        runtime.default_model_path()
+    (tmp_path / "default.onnx").write_bytes(b"x")
+    assert runtime.default_model_path() == tmp_path / "default.onnx"
+
+
+def test_descriptors_are_unit_and_windows_match_dense(twin: OnnxMatcher) -> None:
+    rng = np.random.default_rng(0)
+    regions = rng.normal(size=(2, SEARCH, SEARCH)).astype(np.float32)
+    dense = twin.sar_descriptors_dense(regions)
+    assert dense.shape == (2, 32, M, M)
+    np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, atol=1e-5)
+    windows = np.stack([regions[1, 7 : 7 + TEMPLATE, 20 : 20 + TEMPLATE]])
+    by_window = twin.sar_descriptors_windows(windows)
+    np.testing.assert_allclose(by_window[0], dense[1, :, 7, 20], atol=1e-5)
+    # twin model: the optical encoder is the SAR encoder
+    np.testing.assert_allclose(twin.optical_descriptors(windows), by_window, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["twin", "random"])
+def test_dense_maps_equal_per_window_maps(models: dict[str, Path], name: str) -> None:
+    matcher = OnnxMatcher(models[name], device="cpu", threads=1, log=lambda _: None)
+    rng = np.random.default_rng(1)
+    regions = rng.normal(size=(2, SEARCH, SEARCH)).astype(np.float32)
+    templates = regions[:, 10 : 10 + TEMPLATE, 25 : 25 + TEMPLATE] + 0.3 * rng.normal(
+        size=(2, TEMPLATE, TEMPLATE)
+    ).astype(np.float32)
+    dense = matcher.correspondence_maps(templates, regions, method="dense", batch_size=1)
+    reference = matcher.correspondence_maps(templates, regions, method="per_window")
+    assert dense.shape == reference.shape == (2, M, M) and dense.dtype == np.float32
+    assert np.abs(dense - reference).max() <= 1e-4
+    assert [d.argmax() for d in dense] == [r.argmax() for r in reference]
+    assert np.abs(dense).max() <= 1.0 + 1e-5
+
+
+def test_twin_model_finds_an_exact_copy(twin: OnnxMatcher) -> None:
+    rng = np.random.default_rng(4)
+    regions = rng.normal(size=(4, SEARCH, SEARCH)).astype(np.float32)
+    offsets = [(0, 0), (25, 10), (32, 32), (3, 29)]  # (dx, dy)
+    templates = np.stack([r[dy : dy + TEMPLATE, dx : dx + TEMPLATE] for r, (dx, dy) in
+                          zip(regions, offsets)])  # fmt: skip
+    maps = twin.correspondence_maps(templates, regions)
+    for cmap, (dx, dy) in zip(maps, offsets):
+        assert np.unravel_index(cmap.argmax(), cmap.shape) == (dy, dx)
+        assert cmap[dy, dx] == pytest.approx(1.0, abs=1e-5)
+        assert np.median(cmap) < 0.9  # descriptors do not collapse (cosines spread out)
+
+
+def test_progress_and_cancel(twin: OnnxMatcher) -> None:
+    rng = np.random.default_rng(2)
+    regions = rng.normal(size=(3, SEARCH, SEARCH)).astype(np.float32)
+    templates = regions[:, :TEMPLATE, :TEMPLATE].copy()
+    seen: list[float] = []
+    twin.correspondence_maps(templates, regions, batch_size=2, progress=seen.append)
+    assert seen == pytest.approx([200 / 3, 100.0])
+    calls: list[int] = []
+
+    def cancel_on_second() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    for method in ("dense", "per_window"):
+        calls.clear()
+        with pytest.raises(Canceled):
+            twin.correspondence_maps(
+                templates, regions, method=method, batch_size=1, is_canceled=cancel_on_second
+            )
+        assert len(calls) == 2  # stopped at the first poll that said so
+
+
+def test_input_validation(twin: OnnxMatcher) -> None:
+    ok_t = np.zeros((1, TEMPLATE, TEMPLATE), np.float32)
+    ok_r = np.zeros((1, SEARCH, SEARCH), np.float32)
+    cases = [
+        (np.zeros((TEMPLATE, TEMPLATE), np.float32), ok_r, "stack of square patches"),
+        (np.zeros((1, 32, 32), np.float32), ok_r, "must be 64x64"),
+        (np.zeros((1, TEMPLATE, TEMPLATE), np.uint8), ok_r, "feed preprocessed float32"),
+        (np.full((1, TEMPLATE, TEMPLATE), np.nan, np.float32), ok_r, "NaN/Inf"),
+        (ok_t, np.zeros((2, SEARCH, SEARCH), np.float32), "1 templates but 2 regions"),
+        (ok_t, np.zeros((1, 40, 40), np.float32), "at least 64x64"),
+    ]
+    for templates, regions, message in cases:
+        with pytest.raises(ValueError, match=message):
+            twin.correspondence_maps(templates, regions)
+    with pytest.raises(ValueError, match="method must be one of"):
+        twin.correspondence_maps(ok_t, ok_r, method="fft")
