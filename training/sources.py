@@ -1,14 +1,27 @@
 """Co-registered SAR/optical pair records: the one input format of the trainer and evaluation.
 
-Loaders for each source (synthetic scenes, 3MOS tiles, SEN1-2 folders, GDAL raster pairs) return
-lists of :class:`PairRecord`. numpy only (no torch).
+Loaders for each source (:func:`load_synthetic`, :func:`load_3mos`, :func:`load_sen12`,
+:func:`load_gdal_pair`) return lists of :class:`PairRecord`; :func:`split_by_scene` splits them
+without ever splitting a scene. numpy only (no torch); PIL and GDAL are imported by the loaders
+that need them.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+#: Known x bias of the 3MOS GF-3 tiles (README of the 3MOS sample: "GF-3 tiles seem to carry a
+#: ~2 px x bias"), as ``PairRecord.offset_xy_px``; the sign is the README's, not re-measured.
+GF3_OFFSET_XY_PX = (2.0, 0.0)
+#: Rec. 601 luma weights: RGB -> one optical band.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass
@@ -50,3 +63,298 @@ class PairRecord:
             raise ValueError(f"{self.name}: sar_scale must be 'linear' or 'db'")
         if self.valid is not None and self.valid.shape != self.sar.shape:
             raise ValueError(f"{self.name}: valid mask shape differs from the images")
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB (any dtype, raw values) -> (H, W) float32 Rec. 601 luma; 2-D passes through."""
+    a = np.asarray(rgb, dtype=np.float32)
+    if a.ndim == 2:
+        return a
+    if a.ndim != 3 or a.shape[2] < 3:
+        raise ValueError(f"expected (H, W) or (H, W, >=3) image, got shape {a.shape}")
+    return (a[..., :3] @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)).astype(np.float32)
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def load_3mos(
+    root: str | Path = "../shared/data/3mos",
+    sensors: Sequence[str] | None = None,
+    scenes: Sequence[str] | None = None,
+) -> list[PairRecord]:
+    """The 3MOS tile pairs: ``<SENSOR>_<scene>/<k>_optical.png`` + ``<k>_sar.png``.
+
+    Optical RGB uint8 becomes luminance (float32, 0-255); the SAR is an 8-bit display rendering
+    (``sar_scale="db"``). Scene key = folder name (e.g. ``"SEN_city"``), sensor = its prefix.
+    GF-3 pairs carry :data:`GF3_OFFSET_XY_PX`.
+
+    Args:
+        root: folder holding the ``<SENSOR>_<scene>`` folders.
+        sensors: keep only these sensors (e.g. ``["SEN", "GF3"]``); None for all.
+        scenes: keep only these scene folders (e.g. ``["SEN_city"]``); None for all.
+
+    Returns:
+        Records sorted by scene, then tile number.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise ValueError(f"3MOS folder {base} not found: pass root= (e.g. ../shared/data/3mos)")
+    folders = sorted(d for d in base.iterdir() if d.is_dir() and "_" in d.name)
+    if scenes is not None:
+        missing = set(scenes) - {d.name for d in folders}
+        if missing:
+            raise ValueError(
+                f"3MOS scenes {sorted(missing)} not in {base}; have {[d.name for d in folders]}"
+            )
+        folders = [d for d in folders if d.name in set(scenes)]
+    if sensors is not None:
+        folders = [d for d in folders if d.name.split("_", 1)[0] in set(sensors)]
+    records = []
+    for folder in folders:
+        sensor = folder.name.split("_", 1)[0]
+        tiles = sorted(folder.glob("*_optical.png"), key=lambda p: int(p.name.split("_")[0]))
+        for opt_path in tiles:
+            k = opt_path.name.split("_")[0]
+            sar_path = folder / f"{k}_sar.png"
+            if not sar_path.is_file():
+                warnings.warn(f"3MOS: {sar_path} missing, pair skipped", stacklevel=2)
+                continue
+            records.append(
+                PairRecord(
+                    sar=luminance(_read_png(sar_path)),
+                    optical=luminance(_read_png(opt_path)),
+                    sar_scale="db",
+                    scene=folder.name,
+                    sensor=sensor,
+                    source="3mos",
+                    name=f"3mos/{folder.name}/{k}",
+                    offset_xy_px=GF3_OFFSET_XY_PX if sensor == "GF3" else (0.0, 0.0),
+                )
+            )
+    return records
+
+
+_SEN12_S1 = re.compile(r"^(?P<roi>ROIs\d+_[a-z]+)_s1_(?P<scene>\d+)_p(?P<patch>\d+)\.png$")
+
+
+def load_sen12(root: str | Path) -> list[PairRecord]:
+    """SEN1-2 patches: ``ROIs*/s1_<n>/<ROI>_<season>_s1_<n>_p<k>.png`` + the ``s2_<n>`` twin.
+
+    Scene key = ROI + season + scene number (``"ROIs1158_spring_1"``): patches of one scene
+    always fall into one split. SAR is 8-bit dB-scaled (``sar_scale="db"``); the optical RGB
+    becomes luminance. Pairs without an optical twin are skipped with a warning.
+
+    Args:
+        root: the SEN1-2 root holding the ``ROIs*`` season folders.
+
+    Returns:
+        Records sorted by path.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise ValueError(f"SEN1-2 folder {base} not found: pass the folder holding ROIs*/")
+    records, skipped = [], 0
+    for s1_path in sorted(base.glob("ROIs*/s1_*/*.png")):
+        m = _SEN12_S1.match(s1_path.name)
+        if m is None:
+            continue
+        s2_name = f"{m['roi']}_s2_{m['scene']}_p{m['patch']}.png"
+        s2_path = s1_path.parent.parent / f"s2_{m['scene']}" / s2_name
+        if not s2_path.is_file():
+            skipped += 1
+            continue
+        records.append(
+            PairRecord(
+                sar=luminance(_read_png(s1_path)),
+                optical=luminance(_read_png(s2_path)),
+                sar_scale="db",
+                scene=f"{m['roi']}_{m['scene']}",
+                sensor="S1",
+                source="sen12",
+                name=f"sen12/{s1_path.stem}",
+            )
+        )
+    if skipped:
+        warnings.warn(f"SEN1-2: {skipped} s1 patches without an s2 twin skipped", stacklevel=2)
+    return records
+
+
+def _read_optical(ds: Any, band: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """One optical band (luminance of bands 1-3 when ``band`` is None and there are 3) + valid."""
+    if band is not None and not 1 <= band <= ds.RasterCount:
+        raise ValueError(f"optical_band {band} out of range 1..{ds.RasterCount}")
+    bands = [band] if band is not None else ([1, 2, 3] if ds.RasterCount >= 3 else [1])
+    stack, valid = [], np.ones((ds.RasterYSize, ds.RasterXSize), dtype=bool)
+    for b in bands:
+        rb = ds.GetRasterBand(b)
+        a = rb.ReadAsArray().astype(np.float32)
+        nodata = rb.GetNoDataValue()
+        valid &= (
+            np.isfinite(a) if nodata is None or np.isnan(nodata) else np.isfinite(a) & (a != nodata)
+        )
+        stack.append(a)
+    return luminance(np.stack(stack, axis=-1)) if len(stack) == 3 else stack[0], valid
+
+
+def load_gdal_pair(
+    optical: str | Path,
+    sar: str | Path,
+    optical_band: int | None = None,
+    sar_band: int = 1,
+    sar_scale: str = "auto",
+    scene: str | None = None,
+    sensor: str = "unknown",
+) -> PairRecord:
+    """A georeferenced raster pair, the SAR resampled (bilinear) onto the optical grid.
+
+    The pair is as co-registered as its georeferences are: use it for data whose geocoding is
+    trusted (or for evaluation against such data).
+
+    Args:
+        optical: optical raster path (any GDAL format with a CRS and geotransform).
+        sar: SAR raster path (any CRS; reprojected by ``gdal.Warp``).
+        optical_band: band to use; None: luminance of bands 1-3 if there are >= 3, else band 1.
+        sar_band: SAR band (1-based).
+        sar_scale: ``"auto"`` (8-bit or negative data: dB, else linear), ``"linear"``, ``"db"``.
+        scene: split key; default the optical file's stem.
+        sensor: SAR sensor name for the record.
+
+    Returns:
+        One :class:`PairRecord` with ``valid`` = optical and SAR data (nodata/NaN excluded).
+    """
+    from osgeo import gdal
+
+    from sar_optical_matcher.core.preprocessing import resolve_sar_scale
+
+    for p in (optical, sar):
+        if not Path(p).is_file() and not str(p).startswith("/vsi"):
+            raise ValueError(f"raster {p} not found")
+    opt_ds, sar_ds = (gdal.OpenEx(str(p), gdal.OF_RASTER) for p in (optical, sar))
+    if opt_ds is None or sar_ds is None:
+        raise ValueError(f"cannot open {optical if opt_ds is None else sar} with GDAL")
+    if not opt_ds.GetProjection() or not sar_ds.GetProjection():
+        raise ValueError("both rasters need a CRS and a geotransform to be resampled together")
+    if not 1 <= sar_band <= sar_ds.RasterCount:
+        raise ValueError(f"sar_band {sar_band} out of range 1..{sar_ds.RasterCount}")
+    opt_values, opt_valid = _read_optical(opt_ds, optical_band)
+    src_nodata = sar_ds.GetRasterBand(sar_band).GetNoDataValue()
+    byte_data = sar_ds.GetRasterBand(sar_band).DataType == gdal.GDT_Byte
+    vrt = f"/vsimem/sources_{id(sar_ds)}_{sar_band}.vrt"
+    try:
+        if gdal.Translate(vrt, sar_ds, format="VRT", bandList=[sar_band]) is None:
+            raise ValueError(f"GDAL cannot read band {sar_band} of {sar}: {gdal.GetLastErrorMsg()}")
+        dst = gdal.GetDriverByName("MEM").Create(
+            "", opt_ds.RasterXSize, opt_ds.RasterYSize, 1, gdal.GDT_Float32
+        )
+        dst.SetGeoTransform(opt_ds.GetGeoTransform())
+        dst.SetProjection(opt_ds.GetProjection())
+        dst.GetRasterBand(1).Fill(np.nan)
+        dst.GetRasterBand(1).SetNoDataValue(np.nan)
+        ok = gdal.Warp(dst, vrt, resampleAlg="bilinear", srcNodata=src_nodata, dstNodata=np.nan)
+        if not ok:
+            raise ValueError(f"GDAL cannot warp {sar} onto {optical}: {gdal.GetLastErrorMsg()}")
+        sar_values = dst.GetRasterBand(1).ReadAsArray().astype(np.float32)
+    finally:
+        gdal.Unlink(vrt)
+    valid = opt_valid & np.isfinite(sar_values)
+    scale = (
+        "db"
+        if byte_data and sar_scale == "auto"
+        else resolve_sar_scale(sar_values[valid], sar_scale)
+    )
+    return PairRecord(
+        sar=np.where(valid, sar_values, np.nan).astype(np.float32),
+        optical=opt_values.astype(np.float32),
+        sar_scale=scale,
+        scene=scene if scene is not None else Path(optical).stem,
+        sensor=sensor,
+        source="gdal",
+        name=f"gdal/{Path(optical).name}+{Path(sar).name}",
+        valid=valid,
+    )
+
+
+def load_synthetic(n_scenes: int = 8, size_px: int = 512, seed: int = 0) -> list[PairRecord]:
+    """Synthetic scenes (``core.synthetic``), SAR resampled onto the optical grid with the truth.
+
+    Scene ``i`` comes from ``np.random.default_rng([seed, i])``: the same (seed, i) always gives
+    the same scene, whatever ``n_scenes``. SAR is linear amplitude with 4-look speckle.
+
+    Args:
+        n_scenes: number of scenes (>= 1).
+        size_px: side of each scene in pixels (>= 16).
+        seed: base seed.
+
+    Returns:
+        Records with scene keys ``"synthetic-<i>"``.
+    """
+    from sar_optical_matcher.core.synthetic import make_pair, warp_sar_to_optical
+
+    if n_scenes < 1:
+        raise ValueError(f"n_scenes must be >= 1, got {n_scenes}")
+    records = []
+    for i in range(int(n_scenes)):
+        pair = make_pair(int(size_px), np.random.default_rng([seed, i]), max_shift_px=8.0)
+        sar = warp_sar_to_optical(pair.sar, pair.truth)
+        valid = np.isfinite(sar)
+        records.append(
+            PairRecord(
+                sar=np.where(valid, sar, np.nan).astype(np.float32),
+                optical=luminance(pair.optical),
+                sar_scale="linear",
+                scene=f"synthetic-{i}",
+                sensor="synthetic",
+                source="synthetic",
+                name=f"synthetic/seed{seed}/{i}",
+                valid=None if valid.all() else valid,
+            )
+        )
+    return records
+
+
+def split_by_scene(
+    records: Sequence[PairRecord],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    holdout_scenes: Sequence[str] | None = None,
+) -> tuple[list[PairRecord], list[PairRecord], list[PairRecord]]:
+    """(train, val, test) records; a scene is never split, holdout scenes always go to test.
+
+    Scenes are shuffled with ``seed`` and handed one by one to the split furthest below its
+    target share of *records*; a split with fraction 0 gets none. Deterministic.
+
+    Args:
+        records: the records (any order; kept within each split).
+        fractions: (train, val, test) target shares, >= 0, not all 0.
+        seed: shuffle seed.
+        holdout_scenes: scene keys forced into the test split.
+
+    Returns:
+        The three lists.
+    """
+    frac = np.asarray(fractions, dtype=np.float64)
+    if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
+        raise ValueError(f"fractions must be 3 non-negative numbers, not all 0; got {fractions}")
+    holdout = set(holdout_scenes or ())
+    sizes: dict[str, int] = {}
+    for r in records:
+        sizes[r.scene] = sizes.get(r.scene, 0) + 1
+    free = sorted(set(sizes) - holdout)
+    order = [free[i] for i in np.random.default_rng(seed).permutation(len(free))]
+    target = frac / frac.sum() * sum(sizes[s] for s in free)
+    filled = np.zeros(3)
+    part = {s: 2 for s in holdout}
+    for s in order:
+        deficit = np.where(frac > 0, target - filled, -np.inf)
+        k = int(np.argmax(deficit))
+        part[s] = k
+        filled[k] += sizes[s]
+    out: tuple[list[PairRecord], list[PairRecord], list[PairRecord]] = ([], [], [])
+    for r in records:
+        out[part[r.scene]].append(r)
+    return out

@@ -1,0 +1,178 @@
+"""Pair loaders: real 3MOS tiles, a fake SEN1-2 tree, GDAL rasters, synthetic scenes; splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from PIL import Image
+
+from sar_optical_matcher.core import synthetic as syn
+from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
+from training import sources
+from training.sources import PairRecord
+
+THREE_MOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "3mos"
+
+
+@pytest.fixture(scope="module")
+def three_mos() -> list[PairRecord]:
+    if not THREE_MOS.is_dir():
+        pytest.skip(f"3MOS sample not found at {THREE_MOS}")
+    return sources.load_3mos(THREE_MOS)
+
+
+def test_3mos_all_pairs_scenes_and_sensors(three_mos):
+    assert len(three_mos) == 140
+    scenes = {r.scene for r in three_mos}
+    assert len(scenes) == 14 and "SEN_city" in scenes and "Redarsat_hills" in scenes
+    assert {r.sensor for r in three_mos} == {"SEN", "GF3", "RCM", "Redarsat"}
+    for r in three_mos:
+        assert r.sar.shape == r.optical.shape == (256, 256)
+        assert r.sar.dtype == r.optical.dtype == np.float32
+        assert r.sar_scale == "db" and r.source == "3mos"
+        assert 0 <= r.sar.min() and r.sar.max() <= 255 and r.optical.max() <= 255
+        assert r.offset_xy_px == ((2.0, 0.0) if r.sensor == "GF3" else (0.0, 0.0))
+    assert len({r.name for r in three_mos}) == 140
+
+
+def test_3mos_luminance_matches_the_png(three_mos):
+    rgb = np.asarray(Image.open(THREE_MOS / "SEN_city" / "3_optical.png"), dtype=np.float64)
+    rec = next(r for r in three_mos if r.name == "3mos/SEN_city/3")
+    np.testing.assert_allclose(rec.optical, rgb @ [0.299, 0.587, 0.114], atol=1e-3)
+    sar = np.asarray(Image.open(THREE_MOS / "SEN_city" / "3_sar.png"))
+    np.testing.assert_array_equal(rec.sar, sar.astype(np.float32))
+
+
+def test_3mos_filters_and_unknown_scene():
+    if not THREE_MOS.is_dir():
+        pytest.skip("3MOS sample not found")
+    recs = sources.load_3mos(THREE_MOS, sensors=["GF3"])
+    assert len(recs) == 30 and {r.scene for r in recs} == {"GF3_city", "GF3_plain", "GF3_water"}
+    assert len(sources.load_3mos(THREE_MOS, scenes=["SEN_water"])) == 10
+    with pytest.raises(ValueError, match="SEN_atlantis"):
+        sources.load_3mos(THREE_MOS, scenes=["SEN_atlantis"])
+
+
+def fake_sen12(root: Path) -> None:
+    """Two seasons, three scenes, 2 + 2 + 1 patches (64 px), one s1 patch without a twin."""
+    rng = np.random.default_rng(0)
+    layout = {
+        ("ROIs1158_spring", 1): [30, 31],
+        ("ROIs1158_spring", 2): [5],
+        ("ROIs2017_winter", 1): [7, 8],
+    }
+    for (roi, n), patches in layout.items():
+        for k in patches:
+            for s, shape in (("s1", (64, 64)), ("s2", (64, 64, 3))):
+                folder = root / roi / f"{s}_{n}"
+                folder.mkdir(parents=True, exist_ok=True)
+                img = rng.integers(0, 256, shape, dtype=np.uint8)
+                Image.fromarray(img).save(folder / f"{roi}_{s}_{n}_p{k}.png")
+    orphan = root / "ROIs1158_spring" / "s1_2" / "ROIs1158_spring_s1_2_p99.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(orphan)
+
+
+def test_sen12_pairs_twins_and_scene_keys(tmp_path):
+    fake_sen12(tmp_path)
+    with pytest.warns(UserWarning, match="1 s1 patches without an s2 twin"):
+        recs = sources.load_sen12(tmp_path)
+    assert len(recs) == 5
+    assert sorted({r.scene for r in recs}) == [
+        "ROIs1158_spring_1", "ROIs1158_spring_2", "ROIs2017_winter_1",
+    ]  # fmt: skip
+    rec = next(r for r in recs if r.name.endswith("ROIs2017_winter_s1_1_p8"))
+    s1 = np.asarray(Image.open(tmp_path / "ROIs2017_winter/s1_1/ROIs2017_winter_s1_1_p8.png"))
+    s2 = np.asarray(Image.open(tmp_path / "ROIs2017_winter/s2_1/ROIs2017_winter_s2_1_p8.png"))
+    np.testing.assert_array_equal(rec.sar, s1)
+    np.testing.assert_allclose(rec.optical, s2 @ np.array([0.299, 0.587, 0.114]), atol=1e-3)
+    assert all(
+        r.sar_scale == "db" and r.source == "sen12" and r.sar.shape == (64, 64) for r in recs
+    )
+
+
+def test_gdal_pair_is_resampled_onto_the_optical_grid_with_its_georeference(tmp_path):
+    # zero misregistration: the stored georeference is the truth, so GDAL's resampling must
+    # reproduce the truth warp (SAR stored in another CRS and pixel size)
+    pair = make_georeferenced_pair(
+        96, np.random.default_rng(1), sar_crs_epsg=32632, max_shift_px=0, max_affine=0,
+        sar_pixel_size_ratio=1.3, looks=None,
+    )  # fmt: skip
+    paths = write_pair(pair, tmp_path, sar_dtype="uint16")
+    rec = sources.load_gdal_pair(paths["optical"], paths["sar"], scene="s1")
+    assert rec.sar.shape == rec.optical.shape == (96, 96)
+    assert rec.sar_scale == "linear" and rec.scene == "s1" and rec.source == "gdal"
+    assert rec.valid is not None and rec.valid[4:-4, 4:-4].all()
+    expected = syn.warp_sar_to_optical(np.sqrt(pair.sar_sigma0), pair.truth) / 1e-3
+    inner = np.s_[4:-4, 4:-4]
+    np.testing.assert_allclose(rec.sar[inner], expected[inner], rtol=0.02, atol=2)
+    lum = (pair.optical * 10000) @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(rec.optical, lum, atol=1.0)
+    assert not [p for p in gdal.listdir("/vsimem/") if "sources_" in p.name]
+
+
+def test_gdal_pair_nodata_and_byte_scale(tmp_path):
+    pair = make_georeferenced_pair(64, np.random.default_rng(2), max_shift_px=0, max_affine=0)
+    paths = write_pair(pair, tmp_path, sar_dtype="uint8")
+    ds = gdal.Open(str(paths["sar"]), gdal.GA_Update)
+    arr = ds.GetRasterBand(1).ReadAsArray()
+    arr[:, : arr.shape[1] // 2] = 0  # nodata on the western half
+    ds.GetRasterBand(1).WriteArray(arr)
+    ds = None
+    rec = sources.load_gdal_pair(paths["optical"], paths["sar"], optical_band=2)
+    assert rec.sar_scale == "db"
+    x_nodata = pair.truth.sar_gt[0] + pair.truth.sar_shape[1] // 2 * pair.truth.sar_gt[1]
+    col = int((x_nodata - pair.truth.optical_gt[0]) / pair.truth.optical_gt[1])
+    assert not rec.valid[:, : col - 1].any() and rec.valid[:, col + 1 :].all()
+    assert np.isnan(rec.sar[~rec.valid]).all()
+    opt_ds = gdal.Open(str(paths["optical"]))  # keep the dataset alive while its band is used
+    band2 = opt_ds.GetRasterBand(2).ReadAsArray()
+    np.testing.assert_array_equal(rec.optical, band2.astype(np.float32))
+    with pytest.raises(ValueError, match="sar_band"):
+        sources.load_gdal_pair(paths["optical"], paths["sar"], sar_band=2)
+
+
+def test_synthetic_records_are_coregistered_and_deterministic():
+    recs = sources.load_synthetic(2, 64, seed=3)
+    again = sources.load_synthetic(1, 64, seed=3)
+    assert [r.scene for r in recs] == ["synthetic-0", "synthetic-1"]
+    np.testing.assert_array_equal(recs[0].sar, again[0].sar)
+    pair = syn.make_pair(64, np.random.default_rng([3, 0]), max_shift_px=8.0)
+    r = recs[0]
+    assert r.sar_scale == "linear" and r.sar.shape == r.optical.shape == (64, 64)
+    assert np.isfinite(r.sar).all() and r.sar.min() > 0
+    # co-registered: the SAR's bright (built-up) pixels are where the truth says
+    log_ref = np.log(pair.sigma0_optical_grid)
+    assert np.corrcoef(np.log(r.sar).ravel(), log_ref.ravel())[0, 1] > 0.6
+    shifted = np.corrcoef(np.log(r.sar)[:, 2:].ravel(), log_ref[:, :-2].ravel())[0, 1]
+    assert shifted < np.corrcoef(np.log(r.sar).ravel(), log_ref.ravel())[0, 1] - 0.1
+
+
+def record(scene: str, i: int) -> PairRecord:
+    z = np.zeros((4, 4), np.float32)
+    return PairRecord(z, z, "db", scene, "X", "test", f"{scene}/{i}")
+
+
+def test_split_never_shares_scenes_follows_fractions_and_is_deterministic():
+    recs = [record(f"s{k}", i) for k in range(20) for i in range(1 + k % 3)]
+    train, val, test = sources.split_by_scene(recs, (0.6, 0.2, 0.2), seed=1, holdout_scenes=["s3"])
+    scene_sets = [{r.scene for r in part} for part in (train, val, test)]
+    assert not (
+        scene_sets[0] & scene_sets[1]
+        or scene_sets[0] & scene_sets[2]
+        or scene_sets[1] & scene_sets[2]
+    )
+    assert "s3" in scene_sets[2]
+    assert len(train) + len(val) + len(test) == len(recs)
+    free = len(recs) - 1  # s3 has one record
+    assert abs(len(train) - 0.6 * free) <= 3 and abs(len(val) - 0.2 * free) <= 3
+    again = sources.split_by_scene(recs, (0.6, 0.2, 0.2), seed=1, holdout_scenes=["s3"])
+    assert [[r.name for r in p] for p in again] == [[r.name for r in p] for p in (train, val, test)]
+    other = sources.split_by_scene(recs, (0.6, 0.2, 0.2), seed=2)
+    assert {r.scene for r in other[0]} != scene_sets[0]
+    no_test = sources.split_by_scene(recs, (0.8, 0.2, 0.0), seed=0)
+    assert no_test[2] == [] and len(no_test[1]) > 0
+    with pytest.raises(ValueError, match="fractions"):
+        sources.split_by_scene(recs, (1.0, -0.1, 0.1))
