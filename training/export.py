@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -96,3 +97,156 @@ def export_onnx(optical: Encoder, sar: Encoder, contract: ModelContract, path: s
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def set_contract(path: str | Path, contract: ModelContract) -> None:
+    """Replace the contract in an exported model's metadata (atomically, graph untouched)."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    props = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, contract.to_json()
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def check_parity(
+    optical: Encoder, sar: Encoder, path: str | Path, contract: ModelContract, seed: int = 0
+) -> dict[str, float]:
+    """Max abs difference between torch and onnxruntime (CPU) on random inputs.
+
+    Checks both branches: a batch of two optical templates (T x T, 1 x 1 maps) and a SAR search
+    region (S x S, the full (S - T + 1)^2 dense map), plus a non-square optical region.
+
+    Returns:
+        ``{"optical": diff, "sar": diff, "optical_region": diff, "max": diff}``.
+    """
+    import onnxruntime as ort
+
+    t, s = contract.template_size, contract.search_size
+    gen = torch.Generator().manual_seed(seed)
+    cases = {
+        "optical": (torch.randn(2, 1, t, t, generator=gen), torch.randn(1, 1, t, t, generator=gen)),
+        "sar": (torch.randn(1, 1, t, t, generator=gen), torch.randn(1, 1, s, s, generator=gen)),
+        "optical_region": (
+            torch.randn(1, 1, t + 3, t + 9, generator=gen),
+            torch.randn(1, 1, t, t, generator=gen),
+        ),
+    }
+    graph = ExportGraph(optical, sar).eval()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out: dict[str, float] = {}
+    for name, (opt, sr) in cases.items():
+        with torch.no_grad():
+            ref = graph(opt, sr)
+        got = session.run(
+            None, {contract.optical_input: opt.numpy(), contract.sar_input: sr.numpy()}
+        )
+        k = 1 if name == "sar" else 0
+        out[name] = float((torch.from_numpy(got[k]) - ref[k]).abs().max())
+    out["max"] = max(out.values())
+    return out
+
+
+def export_checked(
+    optical: Encoder,
+    sar: Encoder,
+    contract: ModelContract,
+    path: str | Path,
+    tolerance: float = 1e-4,
+) -> tuple[Path, dict[str, float]]:
+    """Export, re-open with onnxruntime, check parity, record it in the contract.
+
+    Raises:
+        ValueError: the ONNX outputs differ from torch by more than ``tolerance`` (the file is
+            removed, nothing is left behind).
+    """
+    import dataclasses
+
+    path = export_onnx(optical, sar, contract, path)
+    try:
+        parity = check_parity(optical, sar, path, contract)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    if not parity["max"] < tolerance:
+        path.unlink(missing_ok=True)
+        raise ValueError(
+            f"ONNX export differs from torch by {parity['max']:.3g} (> {tolerance:g}) "
+            f"({parity}); the file was not kept. Check the onnx/onnxruntime versions."
+        )
+    training = dict(contract.training, onnx_parity_max_abs_diff=parity["max"])
+    set_contract(path, dataclasses.replace(contract, training=training))
+    return path, parity
+
+
+def export_checkpoint(
+    checkpoint: str | Path, path: str | Path, name: str | None = None, version: str | None = None
+) -> tuple[Path, ModelContract]:
+    """Export a training checkpoint to ONNX with its full contract (parity-checked).
+
+    The contract records the TRAINING-SET preprocessing statistics, and in ``training``: the
+    config hash, seed, data sources, completed epochs, the last and best validation metrics,
+    the torch version and the ONNX parity.
+
+    Returns:
+        (written path, contract as written).
+    """
+    from sar_optical_matcher.core.preprocessing import PreprocessSpec
+    from training.checkpoint import load_checkpoint
+    from training.config import config_from_dict
+    from training.loop import build_matcher
+
+    state = load_checkpoint(checkpoint)
+    cfg = config_from_dict(state["config"])
+    matcher = build_matcher(cfg)
+    matcher.load_state_dict(state["model"])
+    history = list(state["history"])
+    last = history[-1] if history else {}
+    val = {k: _finite_or_none(v) for k, v in last.items() if k.startswith("val_")}
+    contract = ModelContract(
+        name=name or cfg.name,
+        version=version or cfg.version,
+        template_size=cfg.data.template_size_px,
+        search_size=cfg.data.search_size_px,
+        descriptor_size=cfg.model.descriptor_size,
+        sar=PreprocessSpec(**state["specs"]["sar"]),
+        optical=PreprocessSpec(**state["specs"]["optical"]),
+        training={
+            "config_hash": state["config_hash"],
+            "seed": cfg.seed,
+            "data_sources": list(state["sources"]),
+            "supervision_ratio": cfg.data.supervision_ratio,
+            "epochs": int(state["epoch"]),
+            "global_step": int(state["global_step"]),
+            "validation": val,
+            "best_val_acc_1_3px": _finite_or_none(state["best_acc"]),
+            "torch_version": str(state["torch_version"]),
+        },
+    )
+    out, parity = export_checked(matcher.optical.encoder, matcher.sar.encoder, contract, path)
+    contract = dataclasses_replace_training(contract, onnx_parity_max_abs_diff=parity["max"])
+    return out, contract
+
+
+def dataclasses_replace_training(contract: ModelContract, **extra: object) -> ModelContract:
+    """A copy of ``contract`` with ``extra`` added to its ``training`` dict."""
+    import dataclasses
+
+    return dataclasses.replace(contract, training=dict(contract.training, **extra))
+
+
+def _finite_or_none(value: object) -> float | None:
+    """JSON-safe number: NaN/Inf (e.g. no validation split) become None."""
+    v = float(value)  # type: ignore[arg-type]
+    return v if math.isfinite(v) else None

@@ -1,0 +1,116 @@
+"""Exact resume (epoch boundary and mid-epoch kill), NaN stop, corrupt checkpoint detection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.training.test_loop import tiny_config, tiny_datasets
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.loop import LAST, NonFiniteLossError, Trainer
+
+
+class KilledError(Exception):
+    """Stands in for SIGKILL in the middle of an epoch."""
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_datasets()
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+    """An uninterrupted 2-epoch run: (history, final state dict)."""
+    torch.set_num_threads(1)
+    trainer = Trainer(tiny_config(), data, tmp_path_factory.mktemp("straight"))
+    history = trainer.fit()
+    return history, {k: v.clone() for k, v in trainer.matcher.state_dict().items()}
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_resume_at_epoch_boundary_is_exact(data, straight, tmp_path):
+    first = Trainer(tiny_config(), data, tmp_path)
+    first.fit(max_epochs=1)
+    resumed = Trainer(tiny_config(), data, tmp_path)  # a fresh process, same config
+    history = resumed.fit(resume=True)
+    for got, want in zip(history, straight[0]):
+        for key in ("train_loss", "train_recon", "train_match", "train_critic", "val_recon"):
+            assert got[key] == pytest.approx(want[key], abs=1e-6), key
+    _assert_same_weights(resumed.matcher.state_dict(), straight[1])
+
+
+def test_killed_mid_epoch_resumes_without_lost_or_repeated_steps(data, straight, tmp_path):
+    cfg = tiny_config(run={"checkpoint_every_steps": 2})
+    victim = Trainer(cfg, data, tmp_path)
+    per_epoch = victim.steps_per_epoch
+    kill_at = per_epoch + 3  # in epoch 2, one step after the step-(per_epoch + 2) checkpoint
+
+    def kill(tr: Trainer) -> None:
+        if tr.global_step == kill_at:
+            raise KilledError
+
+    with pytest.raises(KilledError):
+        victim.fit(on_step=kill)
+    saved = load_checkpoint(tmp_path / LAST)
+    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 2)
+    assert saved["global_step"] == per_epoch + 2
+    resumed = Trainer(cfg, data, tmp_path)
+    steps = []
+    resumed.fit(resume=True, on_step=lambda tr: steps.append(tr.global_step))
+    assert steps == list(range(per_epoch + 3, 2 * per_epoch + 1))  # each missing step once
+    assert resumed.sched.last_epoch == 2 * per_epoch
+    _assert_same_weights(resumed.matcher.state_dict(), straight[1])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
+    trainer = Trainer(tiny_config(), data, tmp_path)
+    good_step = trainer.steps_per_epoch
+
+    def poison(tr: Trainer) -> None:
+        if tr.global_step == good_step + 1:
+            with torch.no_grad():
+                tr.matcher.sar.encoder.head.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="not finite.*last good checkpoint"):
+        trainer.fit(on_step=poison)
+    state = load_checkpoint(tmp_path / LAST)
+    assert state["epoch"] == 1 and state["global_step"] == good_step
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_corrupt_truncated_and_foreign_checkpoints_are_detected(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"w": torch.arange(1000.0), "epoch": 3, "rng": torch.get_rng_state()}, path)
+    assert load_checkpoint(path)["epoch"] == 3
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 0xFF
+    (tmp_path / "flip.pt").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path / "flip.pt")
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a SAR-Optical Matcher checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_payload_with_code_is_refused(tmp_path):
+    save_checkpoint({"f": KilledError("x")}, tmp_path / "evil.pt")  # arbitrary objects need pickle
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_resume_with_another_config_is_refused(data, tmp_path):
+    Trainer(tiny_config(), data, tmp_path).fit(max_epochs=1)
+    other = Trainer(tiny_config(loss={"margin": 0.5}), data, tmp_path)
+    with pytest.raises(CheckpointError, match="config hash"):
+        other.fit(resume=True)

@@ -1,0 +1,190 @@
+"""Patch cutting, preprocessing identity with inference, statistics, batches and the plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sar_optical_matcher.core.preprocessing import PreprocessSpec, preprocess
+from sar_optical_matcher.core.synthetic import render_sar, render_scene
+from training.config import AugmentConfig, DataConfig
+from training.data import (
+    PatchSet,
+    build_patch_set,
+    epoch_plan,
+    make_batch,
+    negative_windows,
+    split_labelled,
+    standardise,
+    training_specs,
+)
+from training.sources import PairRecord
+
+
+def tiny_records(n: int, size: int = 256, seed: int = 0, offset=(0.0, 0.0)) -> list[PairRecord]:
+    """``n`` synthetic co-registered scenes (optical luminance, linear SAR amplitude)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        scene = render_scene(size, rng)
+        optical = scene.optical.mean(axis=2).astype(np.float32)
+        sar = render_sar(scene, rng, looks=4.0)
+        out.append(
+            PairRecord(
+                sar,
+                optical,
+                "linear",
+                f"scene{i}",
+                "synthetic",
+                "synthetic",
+                f"s{seed}_{i}",
+                offset_xy_px=offset,
+            )
+        )
+    return out
+
+
+def tiny_patch_set(n: int, seed: int = 0) -> PatchSet:
+    return build_patch_set(tiny_records(n, seed=seed), DataConfig(), np.random.default_rng(0))
+
+
+def test_tile_record_is_one_pair_and_matches_inference_preprocessing():
+    rec = tiny_records(1)[0]
+    ps = build_patch_set([rec], DataConfig(), np.random.default_rng(0))
+    assert len(ps) == 1 and ps.sar.shape == (1, 256, 256) and ps.optical.shape == (1, 128, 128)
+    np.testing.assert_array_equal(ps.true_xy_px, [[64.0, 64.0]])
+    sar_spec = PreprocessSpec("sar", mean=0.31, std=0.17)
+    opt_spec = PreprocessSpec("optical", mean=0.44, std=0.21)
+    # SAR: normalised over the whole 256 region, then cropped; optical: over its 128 crop.
+    expect_sar = preprocess(rec.sar, sar_spec, sar_scale="linear")[64:192, 64:192]
+    expect_opt = preprocess(rec.optical[64:192, 64:192], opt_spec, sar_scale="db")
+    np.testing.assert_allclose(
+        standardise(ps.sar[0], sar_spec)[64:192, 64:192], expect_sar, atol=1e-5
+    )
+    np.testing.assert_allclose(standardise(ps.optical[0], opt_spec), expect_opt, atol=1e-5)
+
+
+def test_large_scene_cuts_spaced_keypoint_pairs():
+    rec = tiny_records(1, size=512, seed=3)[0]
+    cfg = DataConfig(max_keypoints_per_scene=10, random_crops_per_scene=2)
+    ps = build_patch_set([rec], cfg, np.random.default_rng(0))
+    assert 3 <= len(ps) <= 12
+    centres = np.array([[int(v) for v in n.split("@")[1].split(",")] for n in ps.names])
+    assert ((centres >= 128) & (centres <= 384)).all()
+    kp = centres[: len(ps) - 2]
+    d = np.abs(kp[:, None] - kp[None]).max(-1) + np.eye(len(kp), dtype=int) * 999
+    assert np.hypot(*(kp[:, None] - kp[None]).transpose(2, 0, 1)).min() >= 0 and d.min() >= 90
+
+
+def test_training_specs_are_the_training_statistics():
+    ps = tiny_patch_set(2)
+    sar, opt = training_specs(ps, DataConfig())
+    assert sar.mean == pytest.approx(float(np.nanmean(ps.sar)), abs=1e-6)
+    assert opt.std == pytest.approx(float(np.nanstd(ps.optical)), abs=1e-6)
+    assert 0.2 < sar.mean < 0.8 and 0.05 < sar.std < 0.5
+    with pytest.raises(ValueError, match="no patch pairs"):
+        training_specs(PatchSet(ps.sar[:0], ps.optical[:0], ps.true_xy_px[:0]), DataConfig())
+
+
+def test_positive_window_follows_record_offset():
+    ps = build_patch_set(
+        tiny_records(1, offset=(3.0, -2.0)), DataConfig(), np.random.default_rng(0)
+    )
+    np.testing.assert_array_equal(ps.true_xy_px, [[67.0, 62.0]])
+    specs = training_specs(ps, DataConfig())
+    b = make_batch(
+        ps,
+        np.array([0]),
+        np.array([1]),
+        specs,
+        AugmentConfig(flip_p=0, optical_noise_std=0, scale_p=0),
+        8,
+        np.random.default_rng(0),
+    )
+    np.testing.assert_allclose(b.sar_target[0, 0].numpy(), ps.sar[0, 62:190, 67:195], atol=0)
+
+
+def test_negatives_are_far_enough_and_uniform():
+    rng = np.random.default_rng(1)
+    truth = np.tile([64.0, 64.0], (5000, 1))
+    neg = negative_windows(truth, 128, 8, rng)
+    assert (np.abs(neg - 64).max(1) >= 8).all() and neg.min() >= 0 and neg.max() <= 128
+    assert abs(neg.mean() - 64) < 2
+
+
+def test_labelled_pairs_share_flips_unlabelled_do_not():
+    ps = tiny_patch_set(1)
+    specs = training_specs(ps, DataConfig())
+    aug = AugmentConfig(flip_p=0.5, optical_noise_std=0.0, scale_p=0.0)
+    idx = np.zeros(64, dtype=np.int64)
+    lab = make_batch(ps, idx, np.ones(64, dtype=np.int64), specs, aug, 8, np.random.default_rng(0))
+    unl = make_batch(ps, idx, None, specs, aug, 8, np.random.default_rng(0))
+
+    def flipped(t, ref):  # which of the 4 flips of ref each image is
+        v = [ref, ref[:, ::-1], ref[::-1], ref[::-1, ::-1]]
+        return np.array([[np.allclose(img, c) for c in v].index(True) for img in t[:, 0].numpy()])
+
+    sar_ref, opt_ref = ps.sar[0, 64:192, 64:192], ps.optical[0]
+    same_lab = flipped(lab.sar_target, sar_ref) == flipped(lab.optical_target, opt_ref)
+    same_unl = flipped(unl.sar_target, sar_ref) == flipped(unl.optical_target, opt_ref)
+    assert same_lab.all() and 0.1 < same_unl.mean() < 0.5  # independent: 1/4 expected
+    assert lab.label is not None and unl.label is None
+
+
+def test_optical_noise_and_scale():
+    ps = tiny_patch_set(1)
+    specs = training_specs(ps, DataConfig())
+    aug = AugmentConfig(flip_p=0.0, optical_noise_std=0.02, scale_p=1.0)
+    b = make_batch(ps, np.zeros(16, dtype=np.int64), None, specs, aug, 8, np.random.default_rng(2))
+    ratio = b.sar_target[:, 0].numpy() / np.maximum(ps.sar[0, 64:192, 64:192], 1e-3)
+    k = np.median(ratio.reshape(16, -1), axis=1)
+    assert ((k >= 0.95 - 1e-4) & (k <= 1.05 + 1e-4)).all() and k.std() > 0.005
+    t, o = b.optical_target[:, 0].numpy().reshape(16, -1), ps.optical[0].reshape(-1)
+    k_opt = t @ o / (o @ o)  # the optical's own (independent) scale
+    assert ((k_opt > 0.949) & (k_opt < 1.051)).all() and not np.allclose(k_opt, k, atol=1e-3)
+    resid = t - k_opt[:, None] * o
+    assert resid.std() == pytest.approx(0.02, rel=0.05)  # noise on the optical only
+    sar = ps.sar[0, 64:192, 64:192]
+    np.testing.assert_allclose(b.sar_target[:, 0].numpy(), k[:, None, None] * sar, atol=1e-4)
+
+
+def test_split_and_plan_alternate_and_oversample():
+    lab, unl = split_labelled(100, 0.25, seed=4)
+    assert len(lab) == 25 and len(unl) == 75 and not set(lab) & set(unl)
+    plan = epoch_plan(lab, unl, batch_size=8, seed=4, epoch=0)
+    kinds = [p.label is not None for p in plan]
+    assert kinds == [True, False] * (len(plan) // 2) and len(plan) == 2 * 10  # ceil(75/8)
+    lab_idx = np.concatenate([p.index for p in plan if p.label is not None])
+    assert set(lab_idx) == set(lab) and all(len(p.index) == 8 for p in plan)
+    labels = np.concatenate([p.label for p in plan if p.label is not None])
+    assert 0.35 < labels.mean() < 0.65
+    again = epoch_plan(lab, unl, batch_size=8, seed=4, epoch=0)
+    assert all((a.index == b.index).all() for a, b in zip(plan, again))
+    assert not all((a.index == b.index).all() for a, b in zip(plan, epoch_plan(lab, unl, 8, 4, 1)))
+    shards = [plan[0].shard(r, 2) for r in range(2)]
+    assert sorted(np.concatenate([s.index for s in shards])) == sorted(plan[0].index)
+    only = epoch_plan(np.arange(10), np.arange(0), 4, 0, 0)
+    assert all(p.label is not None for p in only) and len(only) == 5  # 20 items / 4
+
+
+def test_build_datasets_splits_by_scene_and_caches(tmp_path):
+    from training.data import build_datasets
+
+    cfg = DataConfig(split_fractions=(0.5, 0.25, 0.25))
+    recs = tiny_records(4)
+    data = build_datasets(cfg, 0, records=recs)
+    scenes = [set(data.train.scenes), set(data.val.scenes), set(data.test.scenes)]
+    assert sum(len(s) for s in scenes) == 4 and not (scenes[0] & scenes[1] | scenes[0] & scenes[2])
+    assert data.sar_spec.mean == pytest.approx(float(np.nanmean(data.train.sar)))
+    # cache: the second call reads the file instead of loading sources
+    cfg2 = DataConfig(
+        sources=[{"kind": "synthetic", "n_scenes": 2, "size_px": 256, "seed": 1}],
+        split_fractions=(0.5, 0.5, 0.0),
+    )
+    first = build_datasets(cfg2, 0, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("patches_*.npz"))) == 1
+    again = build_datasets(cfg2, 0, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.train.sar, first.train.sar)
+    assert again.sar_spec == first.sar_spec and again.val.names == first.val.names
+    with pytest.raises(ValueError, match="kind"):
+        build_datasets(DataConfig(sources=[{"kind": "nope"}]), 0)

@@ -1,0 +1,88 @@
+"""Export of a trained checkpoint: valid ONNX, full contract, torch/onnxruntime parity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
+from tests.training.test_loop import tiny_config, tiny_datasets
+from training.checkpoint import load_checkpoint
+from training.cli import main
+from training.config import config_hash
+from training.export import export_checkpoint
+from training.loop import BEST, LAST, Trainer, build_matcher
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run")
+    Trainer(tiny_config(), tiny_datasets(), out).fit()
+    return out
+
+
+def test_export_writes_valid_onnx_with_contract_and_parity(run_dir, tmp_path):
+    path, contract = export_checkpoint(run_dir / LAST, tmp_path / "m.onnx", version="9.9")
+    onnx.checker.check_model(onnx.load(str(path)))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    parsed = ModelContract.from_json(meta[METADATA_KEY])
+    state = load_checkpoint(run_dir / LAST)
+    assert parsed == contract and parsed.version == "9.9" and parsed.descriptor_size == 16
+    assert parsed.sar.mean == pytest.approx(state["specs"]["sar"]["mean"])  # training stats
+    assert parsed.optical.std == pytest.approx(state["specs"]["optical"]["std"])
+    assert parsed.sar.mean != 0.5  # not the paper's default: computed from the training set
+    t = parsed.training
+    assert t["config_hash"] == config_hash(tiny_config()) and t["epochs"] == 2
+    assert t["onnx_parity_max_abs_diff"] < 1e-4 and t["seed"] == 0
+    assert "val_acc_1_3px" in t["validation"] and t["torch_version"] == torch.__version__
+    assert t["data_sources"] == ["synthetic:tiny"]
+    json.dumps(t, allow_nan=False)  # strict JSON
+
+    # the exported SAR branch gives the dense map of the trained torch encoder
+    matcher = build_matcher(tiny_config())
+    matcher.load_state_dict(state["model"])
+    matcher.eval()
+    sar = torch.randn(1, 1, 256, 256, generator=torch.Generator().manual_seed(3))
+    opt = torch.randn(1, 1, 128, 128, generator=torch.Generator().manual_seed(4))
+    got_o, got_s = session.run(None, {"optical": opt.numpy(), "sar": sar.numpy()})
+    assert got_s.shape == (1, 16, 129, 129) and got_o.shape == (1, 16, 1, 1)
+    with torch.no_grad():
+        z = torch.nn.functional.normalize(matcher.sar.encoder(sar[:, :, 10:138, 37:165]), dim=1)
+    np.testing.assert_allclose(got_s[0, :, 10, 37], z[0].numpy(), atol=1e-4)
+
+
+def test_cli_export_and_errors(run_dir, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "--checkpoint", str(run_dir / BEST), "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["path"] == str(out) and out.stat().st_size > 1000
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "not a SAR-Optical Matcher checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_parity_failure_removes_the_file(run_dir, tmp_path):
+    from training.export import export_checked
+
+    state = load_checkpoint(run_dir / LAST)
+    matcher = build_matcher(tiny_config())
+    matcher.load_state_dict(state["model"])
+    contract = ModelContract("m", "1", descriptor_size=16)
+    with pytest.raises(ValueError, match="differs from torch"):
+        export_checked(
+            matcher.optical.encoder,
+            matcher.sar.encoder,
+            contract,
+            tmp_path / "p.onnx",
+            tolerance=-1.0,
+        )
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,169 @@
+"""End-to-end CPU training on tiny synthetic data, validation matching, config handling."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from sar_optical_matcher.core.preprocessing import PreprocessSpec
+from tests.training.test_data import tiny_records
+from training.checkpoint import load_checkpoint
+from training.config import (
+    TrainConfig,
+    config_from_dict,
+    config_hash,
+    load_config,
+    save_config,
+)
+from training.data import Datasets, PatchSet, build_patch_set, training_specs
+from training.evaluate import matching_accuracy, subpixel_peak
+from training.loop import Trainer, build_matcher
+
+TINY = {
+    "seed": 0,
+    "model": {"widths": [4, 8, 8, 8], "descriptor_size": 16, "critic_hidden": [16, 8]},
+    "optim": {"epochs": 2, "batch_size": 4, "lr_max": 3e-3},
+    "data": {"supervision_ratio": 0.5, "max_val_pairs": 4},
+    "run": {"progress": False, "num_threads": 1, "device": "cpu", "amp": "none"},
+}
+
+
+def tiny_config(**sections) -> TrainConfig:
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return config_from_dict(raw)
+
+
+def tiny_datasets(n_train: int = 6, n_val: int = 2) -> Datasets:
+    cfg = TrainConfig().data
+    recs = tiny_records(n_train + n_val)
+    train = build_patch_set(recs[:n_train], cfg, np.random.default_rng(0))
+    val = build_patch_set(recs[n_train:], cfg, np.random.default_rng(0))
+    sar, opt = training_specs(train, cfg)
+    return Datasets(train, val, val, sar, opt, ["synthetic:tiny"])
+
+
+@pytest.fixture(scope="module")
+def data() -> Datasets:
+    return tiny_datasets()
+
+
+def test_two_epoch_cpu_run_reduces_loss_and_writes_outputs(tmp_path, data):
+    torch.set_num_threads(1)
+    trainer = Trainer(tiny_config(), data, tmp_path)
+    history = trainer.fit()
+    assert [r["epoch"] for r in history] == [1.0, 2.0]
+    assert history[1]["train_recon"] < 0.95 * history[0]["train_recon"]
+    assert history[1]["val_recon"] < history[0]["val_recon"]
+    assert all(np.isfinite(r["train_loss"]) and 0 <= r["val_acc_3px"] <= 1 for r in history)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert len(rows) == 2 and float(rows[1]["train_recon"]) == pytest.approx(
+        history[1]["train_recon"]
+    )
+    assert (tmp_path / "loss_curves.png").stat().st_size > 1000
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    state = load_checkpoint(tmp_path / "checkpoint_last.pt")  # weights_only=True inside
+    assert state["epoch"] == 2 and state["global_step"] == 2 * trainer.steps_per_epoch
+    assert state["config_hash"] == config_hash(tiny_config())
+    assert state["specs"]["sar"]["mean"] == pytest.approx(data.sar_spec.mean)
+    assert (tmp_path / "checkpoint_best.pt").is_file()
+
+
+def test_schedule_and_critic_constraints(tmp_path, data):
+    trainer = Trainer(tiny_config(), data, tmp_path)
+    trainer.fit(max_epochs=1)
+    lrs = trainer.sched.get_last_lr()
+    assert trainer.opt.param_groups[0]["betas"] == (0.9, 0.99)
+    assert trainer.opt.param_groups[0]["weight_decay"] == 1e-4
+    assert 0 < lrs[0] < 3e-3 and trainer.sched.total_steps == 2 * trainer.steps_per_epoch
+    g = trainer.critic_opt.param_groups[0]
+    assert (g["lr"], g["momentum"], g["weight_decay"]) == (4e-3, 0.9, 3e-4)
+    top = max(p.abs().max().item() for p in trainer.matcher.critic.parameters())
+    assert top == pytest.approx(0.1, abs=1e-7)  # clipping is active, never exceeded
+
+
+def _matching_set(true_xy: tuple[int, int]) -> tuple[PatchSet, tuple]:
+    rng = np.random.default_rng(5)
+    sar = rng.random((3, 256, 256), dtype=np.float32)
+    x, y = true_xy
+    opt = sar[:, y : y + 128, x : x + 128].copy()
+    truth = np.tile(np.array(true_xy, dtype=np.float64), (3, 1))
+    spec = (PreprocessSpec("sar", mean=0.5, std=0.3), PreprocessSpec("optical", mean=0.5, std=0.3))
+    return PatchSet(sar, opt, truth, ["a"] * 3, ["p0", "p1", "p2"]), spec
+
+
+@pytest.mark.parametrize("true_xy", [(64, 64), (70, 59)])
+def test_matching_accuracy_finds_known_offset(true_xy):
+    torch.manual_seed(0)
+    matcher = build_matcher(tiny_config())
+    matcher.sar.load_state_dict(matcher.optical.state_dict())  # same encoder both sides
+    ps, specs = _matching_set(true_xy)
+    acc = matching_accuracy(matcher, ps, specs, torch.device("cpu"))
+    assert acc["n"] == 3 and acc["acc_1_3px"] == 1.0 and acc["median_err_px"] < 0.2
+    ps.true_xy_px[:] += 5.0  # a wrong truth must be reported as an error of ~7 px
+    acc = matching_accuracy(matcher, ps, specs, torch.device("cpu"))
+    assert acc["acc_1px"] == 0.0 and 6.5 < acc["median_err_px"] < 7.6
+
+
+def test_subpixel_peak_recovers_parabola_vertex():
+    yy, xx = np.mgrid[0:20, 0:30]
+    cmap = -((xx - 10.3) ** 2) - 2 * (yy - 5.8) ** 2
+    np.testing.assert_allclose(subpixel_peak(cmap), [10.3, 5.8], atol=1e-9)
+    edge = -((xx - 0.0) ** 2) - (yy - 19.0) ** 2
+    np.testing.assert_array_equal(subpixel_peak(edge), [0.0, 19.0])
+
+
+def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
+    cfg = tiny_config()
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+    assert len(config_hash(cfg)) == 64
+    moved = load_config(tmp_path / "c.yaml", ["run.out_dir=elsewhere", "run.device=cuda"])
+    assert config_hash(moved) == config_hash(cfg)  # the run section does not change weights
+    changed = load_config(tmp_path / "c.yaml", ["loss.margin=2.0"])
+    assert changed.loss.margin == 2.0 and config_hash(changed) != config_hash(cfg)
+    assert TrainConfig().loss.prior_std == pytest.approx(5**0.5)  # N(0, 5): variance 5
+    with pytest.raises(ValueError, match="unknown config key.*'optim'"):
+        load_config(tmp_path / "c.yaml", ["optim.learning_rate=1"])
+    with pytest.raises(ValueError, match="supervision_ratio"):
+        load_config(tmp_path / "c.yaml", ["data.supervision_ratio=25"])
+    with pytest.raises(ValueError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "training" / "configs"
+    default = load_config(root / "default.yaml")
+    assert default.model.widths == (16, 32, 64, 64) and default.optim.batch_size == 32
+    assert default.loss.prior_std == pytest.approx(5**0.5)
+    assert load_config(root / "tiny.yaml").model.descriptor_size == 16
+
+
+def test_suggest_range_finds_steepest_descent():
+    from training.lr_find import suggest_range
+
+    lr = np.logspace(-7, 0, 200)
+    x = np.log10(lr)
+    loss = 1.0 - 0.8 / (1 + np.exp(-(x + 3.0) * 3))  # steepest fall at lr = 1e-3
+    loss[x > -1] += (x[x > -1] + 1) ** 2  # divergence at high lr
+    got = suggest_range(lr, loss, beta=0.0)
+    assert got["steepest_lr"] == pytest.approx(1e-3, rel=0.1)
+    assert 1e-4 < got["lr_low"] < 1e-3 < got["lr_high"] < 1e-2
+
+
+def test_lr_range_test_writes_csv_plot_and_range(tmp_path, data):
+    from training.lr_find import lr_range_test
+
+    result = lr_range_test(tiny_config(), data, tmp_path, steps=12, lr_start=1e-7, lr_end=1.0)
+    rows = list(csv.DictReader(open(tmp_path / "lr_find.csv")))
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))
+    assert len(rows) == result["steps"] and (tmp_path / "lr_find.png").stat().st_size > 1000
+    assert 1e-7 <= result["lr_low"] <= result["steepest_lr"] <= result["lr_high"] <= 1.0

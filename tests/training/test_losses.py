@@ -1,0 +1,67 @@
+"""Each loss term against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.losses import (
+    adversarial_loss,
+    contrastive_loss,
+    critic_loss,
+    reconstruction_loss,
+    sample_prior,
+)
+
+
+def test_reconstruction_is_per_pixel_mean_squared_error():
+    target = torch.zeros(2, 1, 2, 2)
+    recon = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [2.0, 0.0]]]])
+    # squared errors 1 and 4 over 8 pixels
+    assert reconstruction_loss(target, recon).item() == pytest.approx(5 / 8)
+    with pytest.raises(ValueError, match="differ"):
+        reconstruction_loss(target, recon[:1])
+
+
+def test_contrastive_on_normalised_codes_by_hand():
+    z_o = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 0.0], [1.0, 0.0]])
+    z_s = torch.tensor([[0.0, 5.0], [0.0, 7.0], [1.0, 1.0], [-4.0, 0.0]])
+    label = torch.tensor([1, 1, 0, 0])
+    # unit vectors: d = |a - b|^2 = 2 - 2 cos
+    d = [2.0, 0.0, 2 - 2 / math.sqrt(2), 4.0]
+    m = 1.0
+    expect = (d[0] + d[1] + max(0.0, m - d[2]) + max(0.0, m - d[3])) / 4
+    assert contrastive_loss(z_o, z_s, label, m).item() == pytest.approx(expect, abs=1e-6)
+    # margin 2: only the 45-degree negative (d = 0.586) is inside it
+    expect2 = (2.0 + 0.0 + (2 - d[2]) + 0.0) / 4
+    assert contrastive_loss(z_o, z_s, label, 2.0).item() == pytest.approx(expect2, abs=1e-6)
+    with pytest.raises(ValueError, match="label"):
+        contrastive_loss(z_o, z_s, label[:2], m)
+
+
+def test_contrastive_gradient_pulls_positives_together():
+    z_o = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    z_s = torch.tensor([[0.0, 1.0]])
+    contrastive_loss(z_o, z_s, torch.tensor([1]), 1.0).backward()
+    assert z_o.grad[0, 1] < 0  # moving z_o towards z_s (+y) lowers the loss
+
+
+def test_critic_and_adversarial_terms_by_hand():
+    s = torch.tensor([1.0, 3.0])
+    o = torch.tensor([-1.0, 0.0])
+    p = torch.tensor([0.5, 1.5])
+    # eq. 7: mean(Dis(z_s)) + mean(Dis(z_o)) - 2 mean(Dis(z_p)) = 2 - 0.5 - 2
+    assert critic_loss(s, o, p).item() == pytest.approx(-0.5)
+    # eq. 8 (encoders' part): -(mean Dis(z_s) + mean Dis(z_o))
+    assert adversarial_loss(s, o).item() == pytest.approx(-1.5)
+
+
+def test_prior_has_variance_prior_std_squared():
+    gen = torch.Generator().manual_seed(0)
+    z = sample_prior(20000, 8, math.sqrt(5.0), gen, torch.device("cpu"))
+    assert z.shape == (20000, 8)
+    assert z.var().item() == pytest.approx(5.0, rel=0.03) and abs(z.mean().item()) < 0.03
+    again = sample_prior(20000, 8, 1.0, torch.Generator().manual_seed(0), torch.device("cpu"))
+    torch.testing.assert_close(again * math.sqrt(5.0), z)  # seeded: reproducible

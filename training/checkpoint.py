@@ -1,0 +1,94 @@
+"""Atomic, integrity-checked checkpoints loadable with ``torch.load(weights_only=True)``.
+
+File layout: one header line ``SOMCKPT1 <sha256 hex> <payload length>`` (and a newline), then
+the ``torch.save`` bytes of the payload (a dict of tensors, numbers, strings, lists and dicts only,
+RNG states included as tensors, so that ``weights_only=True`` can read it: no pickle of code).
+A truncated or altered file fails the length or hash check with a clear error. Writes go to a
+temporary file in the same folder, are flushed to disk and then ``os.replace``-d over the
+target, so a run killed while saving keeps the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MAGIC = b"SOMCKPT1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated, corrupt or from another configuration."""
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> str:
+    """Write ``payload`` atomically; returns the payload's sha256 hex digest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(MAGIC + f" {digest} {len(data)}\n".encode())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return digest
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and verify a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, not a checkpoint, truncated or corrupt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; check the path or --out folder")
+    raw = path.read_bytes()
+    head, sep, data = raw.partition(b"\n")
+    parts = head.split(b" ")
+    if not sep or len(parts) != 3 or parts[0] != MAGIC:
+        raise CheckpointError(
+            f"{path} is not a SAR-Optical Matcher checkpoint (bad header); "
+            "pass a checkpoint_*.pt written by `python -m training train`"
+        )
+    digest, length = parts[1].decode(), int(parts[2])
+    if len(data) != length:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated ({len(data)} of {length} payload bytes); "
+            "the previous epoch's file may be lost: resume from checkpoint_best.pt or retrain"
+        )
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt (sha256 mismatch); do not use it: resume from "
+            "checkpoint_best.pt or retrain"
+        )
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch CPU (and CUDA) RNG states as tensors."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,145 @@
+"""Command line: ``python -m training {train,lr-find,evaluate,export}``.
+
+Examples::
+
+    python -m training train --config training/configs/default.yaml --out runs/exp1
+    python -m training train --config training/configs/default.yaml --out runs/exp1 --resume
+    torchrun --nproc_per_node=2 -m training train --config ... --out runs/ddp   # DDP
+    python -m training lr-find --config training/configs/default.yaml --out runs/lr
+    python -m training evaluate --checkpoint runs/exp1/checkpoint_best.pt --split test
+    python -m training export --checkpoint runs/exp1/checkpoint_best.pt --out model.onnx
+
+``--set section.key=value`` overrides any config value (YAML syntax), e.g.
+``--set optim.epochs=5 --set data.supervision_ratio=0.25``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from training.config import TrainConfig, apply_overrides, config_from_dict, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_ in (
+        ("train", "train (or --resume) a model"),
+        ("lr-find", "learning-rate range test"),
+        ("evaluate", "matching accuracy of a checkpoint"),
+        ("export", "export a checkpoint to ONNX with its contract"),
+    ):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--config", help="YAML config (export/evaluate: default from checkpoint)")
+        s.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config value, e.g. optim.epochs=5",
+        )
+        s.add_argument("--out", help="output folder (train, lr-find, evaluate) or .onnx file")
+        if name == "train":
+            s.add_argument(
+                "--resume", action="store_true", help="continue exactly from OUT/checkpoint_last.pt"
+            )
+        if name == "lr-find":
+            s.add_argument("--steps", type=int, default=100)
+            s.add_argument("--lr-start", type=float, default=1e-7)
+            s.add_argument("--lr-end", type=float, default=1.0)
+        if name in ("evaluate", "export"):
+            s.add_argument("--checkpoint", required=True, help="checkpoint_*.pt of a run")
+        if name == "evaluate":
+            s.add_argument("--split", choices=("val", "test", "train"), default="val")
+            s.add_argument("--max-pairs", type=int, default=1000)
+        if name == "export":
+            s.add_argument("--name", help="model name (default: config name)")
+            s.add_argument("--version", help="model version (default: config version)")
+    return p
+
+
+def _config(args: argparse.Namespace, fallback: dict | None = None) -> TrainConfig:
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    elif fallback is not None:
+        cfg = config_from_dict(apply_overrides(fallback, args.overrides))
+    else:
+        raise ValueError(f"`{args.command}` needs --config CONFIG.yaml")
+    if args.out and args.command in ("train", "lr-find"):
+        cfg.run.out_dir = args.out
+    return cfg
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    import torch
+
+    from sar_optical_matcher.core.preprocessing import PreprocessSpec
+    from training.checkpoint import load_checkpoint
+    from training.data import build_datasets
+    from training.evaluate import matching_accuracy
+    from training.loop import build_matcher
+
+    state = load_checkpoint(args.checkpoint)
+    cfg = _config(args, state["config"])
+    matcher = build_matcher(cfg)
+    matcher.load_state_dict(state["model"])
+    specs = (PreprocessSpec(**state["specs"]["sar"]), PreprocessSpec(**state["specs"]["optical"]))
+    data = build_datasets(cfg.data, cfg.seed, cache_dir=Path(args.checkpoint).parent)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result = matching_accuracy(
+        matcher.to(device), getattr(data, args.split), specs, device, args.max_pairs
+    )
+    report: dict = dict(result, split=args.split, checkpoint=str(args.checkpoint))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"evaluate_{args.split}.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    from training.loop import NonFiniteLossError
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        if args.command == "train":
+            from training.loop import run_training
+
+            history = run_training(_config(args), resume=args.resume)
+            print(json.dumps(history[-1] if history else {}, indent=1))
+        elif args.command == "lr-find":
+            from training.data import build_datasets
+            from training.lr_find import lr_range_test
+
+            cfg = _config(args)
+            result = lr_range_test(
+                cfg,
+                build_datasets(cfg.data, cfg.seed, cache_dir=cfg.run.out_dir),
+                cfg.run.out_dir,
+                args.steps,
+                args.lr_start,
+                args.lr_end,
+            )
+            print(json.dumps(result, indent=1))
+        elif args.command == "evaluate":
+            print(json.dumps(_evaluate(args), indent=1))
+        else:
+            from training.export import export_checkpoint
+
+            if not args.out:
+                raise ValueError("export needs --out MODEL.onnx")
+            path, contract = export_checkpoint(args.checkpoint, args.out, args.name, args.version)
+            print(json.dumps({"path": str(path), "training": contract.training}, indent=1))
+    except ValueError as exc:  # includes CheckpointError: a user error, not a crash
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,436 @@
+"""Training data: patch pairs cut from co-registered scenes, statistics, batches, augmentation.
+
+From :class:`training.sources.PairRecord` scenes (Hughes & Schmitt 2019, Sec. 4.1):
+
+* an S x S (256) patch pair is cut around each Harris corner of the optical image (corners at
+  least ``min_distance_px`` apart), plus optional random crops; a record that is itself S x S
+  (e.g. a 3MOS tile) is one patch pair;
+* the SAR patch is stretched to [0, 1] over the whole S x S search region and the optical patch
+  over its central T x T template, with ``core.preprocessing.preprocess`` -- the very function
+  inference uses (a spec with mean 0 and std 1 gives the [0, 1] stretch; standardising it with
+  the training statistics afterwards equals ``preprocess`` with the final spec);
+* positive pair: optical centre template and the SAR window at the centre shifted by the
+  record's ``offset_xy_px`` (SAR content of optical pixel p is at SAR pixel p + offset);
+  negative pair: the same template and a random SAR window at least ``negative_min_shift_px``
+  away (Chebyshev) from the true one.
+
+Arrays are kept in [0, 1] ("unit") form with NaN at invalid pixels; a batch is augmented in that
+form, then standardised for the encoders; the reconstruction target is the unit image (the
+decoders end in a ReLU). Memory: 4 (S^2 + T^2) bytes per pair, 320 KB at 256/128.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sar_optical_matcher.core.keypoints import detect_keypoints
+from sar_optical_matcher.core.preprocessing import PreprocessSpec, preprocess
+from training.config import AugmentConfig, DataConfig
+from training.sources import PairRecord, split_by_scene
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PatchSet:
+    """Cut and [0, 1]-stretched patch pairs.
+
+    Attributes:
+        sar: (N, S, S) float32 SAR search regions in [0, 1], NaN where invalid.
+        optical: (N, T, T) float32 optical templates in [0, 1], NaN where invalid.
+        true_xy_px: (N, 2) float64, (x, y) top-left of the SAR window that corresponds to the
+            template, in search-region pixels ((S - T) / 2 + record offset).
+        scenes: scene of each pair.
+        names: identifier of each pair (record name and centre).
+    """
+
+    sar: np.ndarray
+    optical: np.ndarray
+    true_xy_px: np.ndarray
+    scenes: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """Number of pairs."""
+        return int(self.sar.shape[0])
+
+    @property
+    def search_size(self) -> int:
+        """S."""
+        return int(self.sar.shape[-1])
+
+    @property
+    def template_size(self) -> int:
+        """T."""
+        return int(self.optical.shape[-1])
+
+
+def unit_spec(modality: str, cfg: DataConfig) -> PreprocessSpec:
+    """A spec whose ``preprocess`` output is the plain [0, 1] stretch (mean 0, std 1)."""
+    return PreprocessSpec(modality, cfg.low_percentile, cfg.high_percentile, mean=0.0, std=1.0)
+
+
+def _stretch(patch: np.ndarray, spec: PreprocessSpec, valid: np.ndarray | None, scale: str):
+    ok = np.isfinite(patch) if valid is None else valid & np.isfinite(patch)
+    out = preprocess(patch, spec, valid, sar_scale=scale)
+    out[~ok] = np.nan
+    return out
+
+
+def _centres(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) -> list[tuple]:
+    """Integer (col, row) centres of the S x S cuts of one record."""
+    h, w = record.sar.shape
+    s = cfg.search_size_px
+    if (h, w) == (s, s):
+        return [(s // 2, s // 2)]
+    if h < s or w < s:
+        log.warning(
+            "%s: %dx%d is smaller than the %d px search region; skipped", record.name, w, h, s
+        )
+        return []
+    xy = detect_keypoints(
+        record.optical, cfg.max_keypoints_per_scene, cfg.min_distance_px, s // 2, record.valid
+    )
+    out = [(int(x), int(y)) for x, y in xy.xy_px]
+    for _ in range(cfg.random_crops_per_scene):
+        out.append(
+            (int(rng.integers(s // 2, w - s // 2 + 1)), int(rng.integers(s // 2, h - s // 2 + 1)))
+        )
+    return out
+
+
+def cut_record(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) -> PatchSet:
+    """Cut and stretch the patch pairs of one record (see module docstring)."""
+    s, t = cfg.search_size_px, cfg.template_size_px
+    sar_list, opt_list, names = [], [], []
+    for cx, cy in _centres(record, cfg, rng):
+        x0, y0 = cx - s // 2, cy - s // 2
+        win = (slice(y0, y0 + s), slice(x0, x0 + s))
+        valid = None if record.valid is None else record.valid[win]
+        sar = _stretch(record.sar[win], unit_spec("sar", cfg), valid, record.sar_scale)
+        c = (s - t) // 2
+        tpl = (slice(c, c + t), slice(c, c + t))
+        opt_valid = None if valid is None else valid[tpl]
+        opt = _stretch(record.optical[win][tpl], unit_spec("optical", cfg), opt_valid, "db")
+        if np.isnan(opt).mean() > 0.5 or np.isnan(sar).mean() > 0.5:
+            continue  # mostly nodata: nothing to learn, nothing to match
+        sar_list.append(sar)
+        opt_list.append(opt)
+        names.append(f"{record.name}@{cx},{cy}")
+    n = len(names)
+    true_xy = np.tile(np.asarray(record.offset_xy_px, dtype=np.float64) + (s - t) // 2, (n, 1))
+    return PatchSet(
+        np.asarray(sar_list, dtype=np.float32).reshape(n, s, s),
+        np.asarray(opt_list, dtype=np.float32).reshape(n, t, t),
+        true_xy.reshape(n, 2),
+        [record.scene] * n,
+        names,
+    )
+
+
+def build_patch_set(
+    records: list[PairRecord], cfg: DataConfig, rng: np.random.Generator
+) -> PatchSet:
+    """Cut all records into one :class:`PatchSet` (empty input gives an empty set)."""
+    parts = [cut_record(r, cfg, rng) for r in records]
+    s, t = cfg.search_size_px, cfg.template_size_px
+    if not parts:
+        return PatchSet(
+            np.zeros((0, s, s), np.float32), np.zeros((0, t, t), np.float32), np.zeros((0, 2))
+        )
+    return PatchSet(
+        np.concatenate([p.sar for p in parts]),
+        np.concatenate([p.optical for p in parts]),
+        np.concatenate([p.true_xy_px for p in parts]),
+        [x for p in parts for x in p.scenes],
+        [x for p in parts for x in p.names],
+    )
+
+
+def training_specs(train: PatchSet, cfg: DataConfig) -> tuple[PreprocessSpec, PreprocessSpec]:
+    """(sar, optical) specs with the mean/std of the [0, 1] training patches (valid pixels)."""
+    if len(train) == 0:
+        raise ValueError("the training split has no patch pairs; add sources or scenes")
+
+    def stats(a: np.ndarray) -> tuple[float, float]:
+        v = a[np.isfinite(a)].astype(np.float64)
+        return float(v.mean()), float(max(v.std(), 1e-3))
+
+    (ms, ss), (mo, so) = stats(train.sar), stats(train.optical)
+    lo, hi = cfg.low_percentile, cfg.high_percentile
+    return PreprocessSpec("sar", lo, hi, ms, ss), PreprocessSpec("optical", lo, hi, mo, so)
+
+
+def standardise(unit: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """[0, 1] patch -> encoder input, exactly as ``preprocess`` does (invalid pixels -> 0)."""
+    return np.nan_to_num((unit - spec.mean) / spec.std, nan=0.0).astype(np.float32)
+
+
+def negative_windows(
+    true_xy_px: np.ndarray, span: int, min_shift: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(N, 2) int random window corners in [0, span] at least ``min_shift`` from the true ones.
+
+    Args:
+        true_xy_px: (N, 2) float, true window corners (x, y).
+        span: S - T, the largest corner coordinate.
+        min_shift: minimum Chebyshev distance to the rounded true corner.
+        rng: random generator.
+    """
+    true_i = np.rint(true_xy_px).astype(np.int64)
+    out = rng.integers(0, span + 1, size=true_i.shape)
+    for _ in range(100):
+        bad = np.abs(out - true_i).max(axis=1) < min_shift
+        if not bad.any():
+            return out
+        out[bad] = rng.integers(0, span + 1, size=(int(bad.sum()), 2))
+    raise ValueError(f"cannot place a negative {min_shift} px away within a {span} px span")
+
+
+def _augment(img: np.ndarray, flips: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Flip (B, 2) bool [horizontal, vertical] and scale (B,) a (B, H, W) batch."""
+    out = img.copy()
+    out[flips[:, 0]] = out[flips[:, 0], :, ::-1]
+    out[flips[:, 1]] = out[flips[:, 1], ::-1, :]
+    return out * scale[:, None, None].astype(np.float32)
+
+
+def _draw(n: int, aug: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    flips = rng.random((n, 2)) < aug.flip_p
+    scale = np.where(rng.random(n) < aug.scale_p, rng.uniform(*aug.scale_range, n), 1.0)
+    return flips, scale
+
+
+@dataclass
+class Batch:
+    """Tensors of one batch: inputs standardised, targets in [0, 1], labels or None."""
+
+    sar: torch.Tensor
+    optical: torch.Tensor
+    sar_target: torch.Tensor
+    optical_target: torch.Tensor
+    label: torch.Tensor | None
+
+    def to(self, device: torch.device) -> Batch:
+        """Move to ``device``."""
+        label = None if self.label is None else self.label.to(device)
+        return Batch(
+            self.sar.to(device),
+            self.optical.to(device),
+            self.sar_target.to(device),
+            self.optical_target.to(device),
+            label,
+        )
+
+
+def make_batch(
+    ps: PatchSet,
+    index: np.ndarray,
+    label: np.ndarray | None,
+    specs: tuple[PreprocessSpec, PreprocessSpec],
+    aug: AugmentConfig,
+    min_shift: int,
+    rng: np.random.Generator,
+) -> Batch:
+    """Assemble one augmented batch.
+
+    Args:
+        ps: the patch set.
+        index: (B,) int pair indices.
+        label: (B,) 1 positive / 0 negative for a labelled batch (same flips and scale for both
+            images of a pair); None for an unlabelled batch (true windows, independent
+            augmentation per image).
+        specs: (sar, optical) standardisation specs.
+        aug: augmentation parameters.
+        min_shift: minimum shift of negative windows.
+        rng: random generator for negatives and augmentation.
+    """
+    t, span = ps.template_size, ps.search_size - ps.template_size
+    corner = np.rint(ps.true_xy_px[index]).astype(np.int64)
+    if label is not None:
+        neg = negative_windows(ps.true_xy_px[index], span, min_shift, rng)
+        corner = np.where((label == 1)[:, None], corner, neg)
+    corner = np.clip(corner, 0, span)
+    sar = np.stack([ps.sar[i, y : y + t, x : x + t] for i, (x, y) in zip(index, corner)])
+    opt = ps.optical[index]
+    flips_s, scale_s = _draw(len(index), aug, rng)
+    flips_o, scale_o = (flips_s, scale_s) if label is not None else _draw(len(index), aug, rng)
+    sar = _augment(sar, flips_s, scale_s)
+    opt = _augment(opt, flips_o, scale_o)
+    opt = opt + rng.normal(0.0, aug.optical_noise_std, opt.shape).astype(np.float32)
+
+    def tensors(unit: np.ndarray, spec: PreprocessSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        target = np.nan_to_num(unit, nan=spec.mean)
+        return (
+            torch.from_numpy(standardise(unit, spec))[:, None],
+            torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[:, None],
+        )
+
+    (xs, ts), (xo, to) = tensors(sar, specs[0]), tensors(opt, specs[1])
+    lab = None if label is None else torch.from_numpy(label.astype(np.float32))
+    return Batch(xs, xo, ts, to, lab)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """One batch of an epoch: global pair indices and labels (None: unlabelled batch)."""
+
+    index: np.ndarray
+    label: np.ndarray | None
+
+    def shard(self, rank: int, world_size: int) -> BatchPlan:
+        """This rank's part of the global batch (like ``DistributedSampler``, strided)."""
+        label = None if self.label is None else self.label[rank::world_size]
+        return BatchPlan(self.index[rank::world_size], label)
+
+
+def split_labelled(n_pairs: int, ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled, unlabelled) pair indices: ``round(ratio n)`` labelled, chosen by ``seed``."""
+    perm = np.random.default_rng([seed, 101]).permutation(n_pairs)
+    n_lab = int(round(ratio * n_pairs))
+    return np.sort(perm[:n_lab]), np.sort(perm[n_lab:])
+
+
+def epoch_plan(
+    labelled: np.ndarray, unlabelled: np.ndarray, batch_size: int, seed: int, epoch: int
+) -> list[BatchPlan]:
+    """Batches of one epoch, alternating labelled / unlabelled, every batch full.
+
+    The labelled stream holds each labelled pair twice (positive and negative); the smaller
+    stream is oversampled (repeated permutations) to as many batches as the larger one needs,
+    so both get ``ceil(max(2 L, U) / B)`` batches. The plan depends only on (seed, epoch), so
+    a resumed run replays exactly the same batches.
+    """
+    rng = np.random.default_rng([seed, epoch, 7])
+    lab_items = np.concatenate(
+        [
+            np.stack([labelled, np.ones_like(labelled)], 1),
+            np.stack([labelled, np.zeros_like(labelled)], 1),
+        ]
+    )
+    unl_items = np.stack([unlabelled, -np.ones_like(unlabelled)], 1)
+    streams = [s for s in (lab_items, unl_items) if len(s)]
+    if not streams:
+        raise ValueError("no training pairs: both the labelled and unlabelled sets are empty")
+    n_batches = -(-max(len(s) for s in streams) // batch_size)
+
+    def cycle(items: np.ndarray) -> np.ndarray:
+        reps = -(-n_batches * batch_size // len(items))
+        order = np.concatenate([rng.permutation(len(items)) for _ in range(reps)])
+        return items[order[: n_batches * batch_size]].reshape(n_batches, batch_size, 2)
+
+    drawn = [cycle(s) for s in streams]
+    plan = []
+    for b in range(n_batches):
+        for d in drawn:
+            idx, lab = d[b, :, 0], d[b, :, 1]
+            plan.append(BatchPlan(idx.copy(), None if lab[0] < 0 else lab.copy()))
+    return plan
+
+
+@dataclass
+class Datasets:
+    """Train/validation/test patch sets and the training-set preprocessing specs."""
+
+    train: PatchSet
+    val: PatchSet
+    test: PatchSet
+    sar_spec: PreprocessSpec
+    optical_spec: PreprocessSpec
+    sources: list[str]
+
+
+def load_records(cfg: DataConfig) -> list[PairRecord]:
+    """Load the records of every configured source with ``training.sources``' loaders."""
+    from training import sources as src
+
+    records: list[PairRecord] = []
+    for spec in cfg.sources:
+        opts = dict(spec)
+        kind = opts.pop("kind", None)
+        loaders = {
+            "synthetic": "load_synthetic",
+            "3mos": "load_3mos",
+            "sen12": "load_sen12",
+            "gdal": "load_gdal_pair",
+        }
+        if kind not in loaders:
+            raise ValueError(f"data source kind {kind!r} unknown; use one of {sorted(loaders)}")
+        loader = getattr(src, loaders[kind], None)
+        if loader is None:
+            raise ValueError(f"training.sources has no {loaders[kind]} (source {kind!r})")
+        records += list(loader(**opts))
+    return records
+
+
+def build_datasets(
+    cfg: DataConfig,
+    seed: int,
+    records: list[PairRecord] | None = None,
+    cache_dir: str | Path | None = None,
+) -> Datasets:
+    """Load (or take) records, split by scene, cut patches, compute the training statistics.
+
+    With ``cache_dir`` (and no ``records``), the result is stored as
+    ``patches_<hash>.npz`` keyed by the data config and seed, and re-used by later calls
+    (resume, evaluate, export, lr-find): rendering synthetic scenes is the slow part.
+    """
+    key = hashlib.sha256(json.dumps([asdict(cfg), seed], sort_keys=True).encode()).hexdigest()
+    cache = None if cache_dir is None or records is not None else Path(cache_dir)
+    path = None if cache is None else cache / f"patches_{key[:16]}.npz"
+    if path is not None and path.is_file():
+        return _load_cached(path)
+    if records is None:
+        records = load_records(cfg)
+    parts = split_by_scene(records, tuple(cfg.split_fractions), seed, list(cfg.holdout_scenes))
+    rng = np.random.default_rng([seed, 11])
+    train, val, test = (build_patch_set(list(p), cfg, rng) for p in parts)
+    sar_spec, opt_spec = training_specs(train, cfg)
+    names = sorted({f"{r.source}:{r.scene}" for r in records})
+    data = Datasets(train, val, test, sar_spec, opt_spec, names)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            f"{n}_{a}": getattr(getattr(data, n), a)
+            for n in ("train", "val", "test")
+            for a in ("sar", "optical", "true_xy_px", "scenes", "names")
+        }
+        meta = json.dumps(
+            {"sar": sar_spec.to_dict(), "optical": opt_spec.to_dict(), "sources": names}
+        )
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # DDP ranks may race
+        np.savez(tmp, meta=np.array(meta), **{k: np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+    return data
+
+
+def _load_cached(path: Path) -> Datasets:
+    with np.load(path, allow_pickle=False) as z:
+        sets = [
+            PatchSet(
+                z[f"{n}_sar"],
+                z[f"{n}_optical"],
+                z[f"{n}_true_xy_px"],
+                [str(x) for x in z[f"{n}_scenes"]],
+                [str(x) for x in z[f"{n}_names"]],
+            )
+            for n in ("train", "val", "test")
+        ]
+        meta = json.loads(str(z["meta"]))
+    train, val, test = sets
+    return Datasets(
+        train,
+        val,
+        test,
+        PreprocessSpec(**meta["sar"]),
+        PreprocessSpec(**meta["optical"]),
+        list(meta["sources"]),
+    )

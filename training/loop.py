@@ -1,0 +1,498 @@
+"""The training loop: semi-supervised adversarial autoencoders (Hughes & Schmitt 2019, Sec. 3).
+
+One step (= one batch, labelled or unlabelled, alternating):
+
+1. both autoencoders encode and reconstruct their images (autocast on CUDA);
+2. the shared critic is updated ``critic_steps`` (5) times on the batch's codes (detached) against
+   fresh prior samples, eq. 7, weights clipped after each update. Re-using the batch's codes
+   instead of encoding 5 new batches keeps one encoder pass per step (6x cheaper on a CPU);
+3. the autoencoders take one Adam step on ``w_recon L_recon + w_match L_match - w_adv Dis(z)``
+   (eq. 5, 8; the matching term on labelled batches only); the one-cycle schedule advances.
+
+Determinism: every random draw of a step (negatives, augmentation, prior samples) comes from
+generators seeded by (seed, epoch, batch, rank), and the batch plan from (seed, epoch), so a
+resumed run replays exactly the batches and draws the uninterrupted run would have made.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from training import losses
+from training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
+from training.config import AugmentConfig, TrainConfig, config_hash, config_to_dict, save_config
+from training.data import Batch, BatchPlan, Datasets, epoch_plan, make_batch, split_labelled
+from training.evaluate import matching_accuracy
+from training.models import Critic, EncoderSpec, Matcher
+
+log = logging.getLogger(__name__)
+LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
+NO_AUG = AugmentConfig(flip_p=0.0, optical_noise_std=0.0, scale_p=0.0)
+TERMS = ("loss", "recon", "match", "adv", "critic")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; the run stopped and the last good checkpoint is kept."""
+
+
+class _AutoEncoders(nn.Module):
+    """Both autoencoders as one module (one DDP wrapper, one forward per step)."""
+
+    def __init__(self, matcher: Matcher) -> None:
+        super().__init__()
+        self.sar, self.optical = matcher.sar, matcher.optical
+
+    def forward(self, sar: torch.Tensor, optical: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z_s, r_s = self.sar(sar)
+        z_o, r_o = self.optical(optical)
+        return z_s, r_s, z_o, r_o
+
+
+def build_matcher(cfg: TrainConfig) -> Matcher:
+    """The networks of ``cfg.model`` (initialised from torch's current RNG)."""
+    spec = EncoderSpec(
+        tuple(cfg.model.widths),
+        tuple(cfg.model.convs_per_stage),
+        cfg.model.descriptor_size,
+        1,
+        cfg.data.template_size_px,
+    )
+    matcher = Matcher(spec)
+    hidden = (int(cfg.model.critic_hidden[0]), int(cfg.model.critic_hidden[1]))
+    matcher.critic = Critic(spec.descriptor_size, hidden)
+    return matcher
+
+
+def _seed_of(*keys: int) -> int:
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0]) >> 1
+
+
+class Trainer:
+    """Trains a :class:`Matcher` on :class:`Datasets`; rank 0 writes all outputs."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: Datasets,
+        out_dir: str | Path | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        """Build models, optimisers and schedule (seeded by ``cfg.seed``)."""
+        self.cfg, self.data, self.rank, self.world = cfg, data, rank, world_size
+        self.out = Path(out_dir or cfg.run.out_dir)
+        self.device = _device(cfg.run.device, rank)
+        self.specs = (data.sar_spec, data.optical_spec)
+        self.hash = config_hash(cfg)
+        torch.manual_seed(cfg.seed)
+        self.matcher = build_matcher(cfg).to(self.device)
+        self.ae: nn.Module = _AutoEncoders(self.matcher)
+        self.critic: nn.Module = self.matcher.critic
+        if world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ae = nn.parallel.DistributedDataParallel(self.ae, device_ids=ids)
+            self.critic = nn.parallel.DistributedDataParallel(self.critic, device_ids=ids)
+        o = cfg.optim
+        self.labelled, self.unlabelled = split_labelled(
+            len(data.train), cfg.data.supervision_ratio, cfg.seed
+        )
+        self.steps_per_epoch = len(self._plan(0))
+        ae_params = list(self.matcher.sar.parameters()) + list(self.matcher.optical.parameters())
+        self.opt = torch.optim.Adam(
+            ae_params, lr=o.lr_max / o.div_factor, betas=o.betas, weight_decay=o.weight_decay
+        )
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt,
+            max_lr=o.lr_max,
+            total_steps=o.epochs * self.steps_per_epoch,
+            pct_start=o.pct_start,
+            div_factor=o.div_factor,
+            cycle_momentum=False,
+        )
+        self.critic_opt = torch.optim.SGD(
+            self.matcher.critic.parameters(),
+            lr=o.critic_lr,
+            momentum=o.critic_momentum,
+            weight_decay=o.critic_weight_decay,
+        )
+        self.amp = cfg.run.amp if self.device.type == "cuda" else "none"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.best_acc = -math.inf
+        self.last_lr = float("nan")
+
+    # -- one step -------------------------------------------------------------------------
+    def _plan(self, epoch: int) -> list[BatchPlan]:
+        return epoch_plan(
+            self.labelled, self.unlabelled, self.cfg.optim.batch_size, self.cfg.seed, epoch
+        )
+
+    def _batch(self, plan: BatchPlan, epoch: int, b: int) -> Batch:
+        rng = np.random.default_rng([self.cfg.seed, epoch, b, self.rank, 3])
+        part = plan.shard(self.rank, self.world)
+        return make_batch(
+            self.data.train,
+            part.index,
+            part.label,
+            self.specs,
+            self.cfg.augment,
+            self.cfg.data.negative_min_shift_px,
+            rng,
+        )
+
+    def _autocast(self) -> Any:
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp != "none")
+
+    def _critic_updates(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        o, n = self.cfg.optim, z.shape[0] // 2
+        loss = torch.zeros((), device=self.device)
+        for _ in range(o.critic_steps):
+            prior = losses.sample_prior(n, z.shape[1], self.cfg.loss.prior_std, gen, self.device)
+            score = self.critic(torch.cat([z, prior]))
+            loss = losses.critic_loss(score[:n], score[n : 2 * n], score[2 * n :])
+            self.critic_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.critic_opt.step()
+            with torch.no_grad():
+                for p in self.matcher.critic.parameters():
+                    p.clamp_(-o.critic_clip, o.critic_clip)
+        return loss.detach()
+
+    def train_step(self, batch: Batch, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """One critic phase and one autoencoder update; returns the detached loss terms."""
+        w = self.cfg.loss
+        with self._autocast():
+            z_s, r_s, z_o, r_o = self.ae(batch.sar, batch.optical)
+        z_s, z_o = z_s.float(), z_o.float()
+        l_critic = self._critic_updates(torch.cat([z_s, z_o]).detach(), gen)
+        critic = self.matcher.critic
+        critic.requires_grad_(False)  # no critic gradients (nor DDP hooks) in this backward
+        try:
+            score = critic(torch.cat([z_s, z_o]))
+            l_adv = losses.adversarial_loss(score[: len(z_s)], score[len(z_s) :])
+            l_rec = losses.reconstruction_loss(batch.sar_target, r_s) + losses.reconstruction_loss(
+                batch.optical_target, r_o
+            )
+            l_match = torch.zeros((), device=self.device)
+            if batch.label is not None:
+                l_match = losses.contrastive_loss(z_o, z_s, batch.label, w.margin)
+            loss = w.w_recon * l_rec + w.w_match * l_match + w.w_adv * l_adv
+            terms = {
+                "loss": loss.detach(),
+                "recon": l_rec.detach(),
+                "match": l_match.detach(),
+                "adv": l_adv.detach(),
+                "critic": l_critic,
+            }
+            self._check_finite(terms)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.last_lr = float(self.opt.param_groups[0]["lr"])  # the rate this step used
+            self.sched.step()
+        finally:
+            critic.requires_grad_(True)
+        return terms
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        bad = torch.tensor(
+            [0.0 if all(torch.isfinite(v) for v in terms.values()) else 1.0], device=self.device
+        )
+        if self.world > 1:
+            dist.all_reduce(bad)
+        if bad.item() > 0:
+            values = {k: float(v) for k, v in terms.items()}
+            raise NonFiniteLossError(
+                f"loss is not finite at epoch {self.epoch + 1}, step {self.global_step + 1} "
+                f"({values}); stopped without saving, the last good checkpoint "
+                f"{self.out / LAST} is kept. Lower optim.lr_max (see `python -m training "
+                "lr-find`), check the data for NaN/Inf pixels, or set run.amp=none."
+            )
+
+    # -- epochs ---------------------------------------------------------------------------
+    def fit(
+        self,
+        resume: bool = False,
+        max_epochs: int | None = None,
+        on_step: Callable[[Trainer], None] | None = None,
+    ) -> list[dict[str, float]]:
+        """Train to ``cfg.optim.epochs`` (or stop after ``max_epochs`` in total).
+
+        Args:
+            resume: continue from ``out_dir/checkpoint_last.pt``.
+            max_epochs: stop after this many completed epochs without changing the schedule.
+            on_step: called after every optimiser step (tests use it to inject faults).
+
+        Returns:
+            The per-epoch metric history.
+        """
+        if resume:
+            self.load(self.out / LAST)
+        elif self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.out / "config.yaml")
+        end = min(self.cfg.optim.epochs, max_epochs or self.cfg.optim.epochs)
+        while self.epoch < end:
+            sums = self._run_epoch(on_step)
+            row = {"epoch": float(self.epoch + 1), "lr": self.last_lr}
+            row.update({f"train_{k}": v for k, v in sums.items()})
+            if self.rank == 0:
+                row.update(self.validate())
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.history.append(row)
+            if self.rank == 0:
+                self._end_of_epoch(row)
+            if self.world > 1:
+                dist.barrier()
+        return self.history
+
+    def _run_epoch(self, on_step: Callable[[Trainer], None] | None) -> dict[str, float]:
+        self.matcher.train()
+        plan = self._plan(self.epoch)
+        sums = torch.zeros(len(TERMS), dtype=torch.float64)
+        bar = tqdm(
+            total=len(plan),
+            initial=self.batch_in_epoch,
+            leave=False,
+            desc=f"epoch {self.epoch + 1}/{self.cfg.optim.epochs}",
+            disable=self.rank != 0 or not self.cfg.run.progress,
+        )
+        for b in range(self.batch_in_epoch, len(plan)):
+            batch = self._batch(plan[b], self.epoch, b).to(self.device)
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(_seed_of(self.cfg.seed, self.epoch, b, self.rank, 5))
+            terms = self.train_step(batch, gen)
+            sums += torch.tensor([float(terms[k]) for k in TERMS], dtype=torch.float64)
+            self.global_step, self.batch_in_epoch = self.global_step + 1, b + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(terms['loss']):.4f}")
+            every = self.cfg.run.checkpoint_every_steps
+            if every and self.global_step % every == 0 and b + 1 < len(plan) and self.rank == 0:
+                self.save(self.out / LAST)
+            if on_step is not None:
+                on_step(self)
+        bar.close()
+        if self.world > 1:
+            dist.all_reduce(sums)
+            sums /= self.world
+            self._sync_buffers()
+        # A resumed partial epoch only averages its own batches (the CSV says how many).
+        n = max(len(plan) - int(self._resumed_from), 1)
+        self._resumed_from = 0
+        return {k: float(v) / n for k, v in zip(TERMS, sums)}
+
+    _resumed_from = 0
+
+    def _sync_buffers(self) -> None:
+        """Average the BatchNorm running statistics over the ranks (each saw its own shard).
+
+        DDP keeps parameters identical but only broadcasts buffers before a forward pass, so
+        after the last step every rank holds its own statistics; averaging them makes every
+        rank (and the checkpoint) hold the same model.
+        """
+        for buf in self.matcher.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf)
+                buf /= self.world
+            else:
+                dist.broadcast(buf, 0)
+
+    def validate(self) -> dict[str, float]:
+        """Validation losses (positives and negatives, no augmentation) and matching accuracy."""
+        val = self.data.val
+        if len(val) == 0:
+            return {}
+        self.matcher.eval()
+        n = min(len(val), self.cfg.data.max_val_pairs)
+        rng = np.random.default_rng([self.cfg.seed, 23])
+        sums, count = np.zeros(2), 0
+        with torch.no_grad():
+            for start in range(0, n, 32):
+                index = np.arange(start, min(start + 32, n))
+                label = (index % 2).astype(np.int64)  # alternate positives and negatives
+                b = make_batch(
+                    val, index, label, self.specs, NO_AUG, self.cfg.data.negative_min_shift_px, rng
+                ).to(self.device)
+                z_s, r_s = self.matcher.sar(b.sar)
+                z_o, r_o = self.matcher.optical(b.optical)
+                rec = losses.reconstruction_loss(b.sar_target, r_s) + losses.reconstruction_loss(
+                    b.optical_target, r_o
+                )
+                match = losses.contrastive_loss(
+                    z_o, z_s, torch.from_numpy(label).to(z_o.device), self.cfg.loss.margin
+                )
+                sums += len(index) * np.array([float(rec), float(match)])
+                count += len(index)
+        out = {"val_recon": float(sums[0] / count), "val_match": float(sums[1] / count)}
+        acc = matching_accuracy(
+            self.matcher, val, self.specs, self.device, self.cfg.data.max_val_pairs
+        )
+        out.update({f"val_{k}": v for k, v in acc.items()})
+        self.matcher.train()
+        return out
+
+    def _end_of_epoch(self, row: dict[str, float]) -> None:
+        acc = row.get("val_acc_1_3px", float("nan"))
+        is_best = math.isfinite(acc) and acc >= self.best_acc
+        if is_best:
+            self.best_acc = acc
+        self.save(self.out / LAST)
+        if is_best:
+            self.save(self.out / BEST)
+        _write_logs(self.out, self.history, self.cfg.run.tensorboard)
+        log.info(
+            "epoch %d: %s", int(row["epoch"]), ", ".join(f"{k}={v:.4g}" for k, v in row.items())
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (weights_only-loadable)."""
+        return {
+            "format": 1,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_step": self.global_step,
+            "config_hash": self.hash,
+            "config": config_to_dict(self.cfg),
+            "model": self.matcher.state_dict(),
+            "opt": self.opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "history": [{k: float(v) for k, v in row.items()} for row in self.history],
+            "best_acc": self.best_acc,
+            "specs": {"sar": self.specs[0].to_dict(), "optical": self.specs[1].to_dict()},
+            "sources": list(self.data.sources),
+            "world_size": self.world,
+            "torch_version": str(torch.__version__),
+        }
+
+    def save(self, path: Path) -> None:
+        """Atomic checkpoint (rank 0 only)."""
+        if self.rank == 0:
+            save_checkpoint(self.state(), path)
+
+    def load(self, path: Path) -> None:
+        """Restore a checkpoint of the same configuration."""
+        state = load_checkpoint(path, map_location=self.device)
+        if state["config_hash"] != self.hash:
+            raise CheckpointError(
+                f"{path} was trained with config hash {state['config_hash'][:12]}, the current "
+                f"config has {self.hash[:12]}; resume with the same config (or a new --out)"
+            )
+        self.matcher.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        self.global_step = int(state["global_step"])
+        self.history, self.best_acc = list(state["history"]), float(state["best_acc"])
+        self._resumed_from = self.batch_in_epoch
+
+
+def run_training(
+    cfg: TrainConfig,
+    resume: bool = False,
+    out_dir: str | Path | None = None,
+    data: Datasets | None = None,
+) -> list[dict[str, float]]:
+    """Train from a config, single process or under ``torchrun`` (DDP, env:// rendezvous).
+
+    With ``WORLD_SIZE`` > 1 in the environment, every rank joins the process group (NCCL on
+    CUDA, gloo on CPU), builds the same datasets, trains its share of each global batch; rank 0
+    validates and writes. Returns the per-epoch metric history.
+    """
+    from training.data import build_datasets
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if cfg.run.num_threads:
+        torch.set_num_threads(cfg.run.num_threads)
+    if world > 1 and cfg.optim.batch_size % world:
+        raise ValueError(
+            f"optim.batch_size {cfg.optim.batch_size} is not divisible by the "
+            f"{world} ranks; choose a multiple of the world size"
+        )
+    if world > 1 and not dist.is_initialized():
+        cuda = _device(cfg.run.device, rank).type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        data = data or build_datasets(cfg.data, cfg.seed, cache_dir=cfg.run.out_dir)
+        trainer = Trainer(cfg, data, out_dir, rank, world)
+        return trainer.fit(resume=resume)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("run.device=cuda but no CUDA device is visible; use run.device=cpu")
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(name)
+
+
+def _write_logs(out: Path, history: list[dict[str, float]], tensorboard: bool) -> None:
+    """metrics.csv, loss_curves.png and TensorBoard scalars from the full history."""
+    keys = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
+    with open(out / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(out / "tb")) as tb:
+            row = history[-1]
+            for k, v in row.items():
+                if k != "epoch" and math.isfinite(v):
+                    tb.add_scalar(k.replace("_", "/", 1), v, int(row["epoch"]))
+    _plot(out / "loss_curves.png", history)
+
+
+def _plot(path: Path, history: list[dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, names in zip(
+        axes,
+        (
+            ("train_recon", "val_recon"),
+            ("train_match", "val_match"),
+            ("val_acc_1_3px", "val_acc_1px", "val_acc_3px"),
+        ),
+    ):
+        for k in names:
+            if any(k in r for r in history):
+                ax.plot(ep, [r.get(k, float("nan")) for r in history], marker="o", label=k)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

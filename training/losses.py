@@ -1,0 +1,85 @@
+"""Loss terms of the semi-supervised adversarial matcher (Hughes & Schmitt 2019, eq. 1-8).
+
+Sums over the data set in the paper become means over the batch here, so that the loss scale
+does not depend on the batch size (and so that DDP's gradient averaging gives the same update
+as one process with the whole batch).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+
+def reconstruction_loss(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 for one modality as the per-pixel mean squared error.
+
+    The paper writes ``||I - I~||_2``; we use the mean of the squared differences: independent
+    of the patch size and smooth at zero (the plain norm has an unbounded gradient there).
+
+    Args:
+        target: (B, C, H, W) float, the [0, 1] input patch.
+        recon: (B, C, H, W) float, the decoder output.
+
+    Returns:
+        Scalar tensor.
+    """
+    if target.shape != recon.shape:
+        raise ValueError(f"target {tuple(target.shape)} and recon {tuple(recon.shape)} differ")
+    return F.mse_loss(recon.float(), target.float())
+
+
+def contrastive_loss(
+    z_optical: torch.Tensor, z_sar: torch.Tensor, label: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Eq. 4 on L2-normalised codes, averaged over the batch.
+
+    ``y d + (1 - y) max(0, m - d)`` with ``d = ||z_o/|z_o| - z_s/|z_s| ||^2`` in [0, 4].
+
+    Args:
+        z_optical: (B, D) raw optical codes.
+        z_sar: (B, D) raw SAR codes.
+        label: (B,) 1 for corresponding pairs, 0 for non-corresponding ones.
+        margin: m, on the squared distance.
+
+    Returns:
+        Scalar tensor.
+    """
+    if z_optical.shape != z_sar.shape or z_optical.ndim != 2:
+        raise ValueError("z_optical and z_sar must both be (B, D)")
+    if label.shape != z_optical.shape[:1]:
+        raise ValueError(f"label must be (B,), got {tuple(label.shape)}")
+    d = (F.normalize(z_optical.float(), dim=1) - F.normalize(z_sar.float(), dim=1)).pow(2).sum(1)
+    y = label.float()
+    return (y * d + (1.0 - y) * F.relu(margin - d)).mean()
+
+
+def critic_loss(
+    score_sar: torch.Tensor, score_optical: torch.Tensor, score_prior: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 7 (Wasserstein critic): mean of ``Dis(z_s) + Dis(z_o) - 2 Dis(z_p)``.
+
+    Args:
+        score_sar: (B,) critic scores of SAR codes.
+        score_optical: (B,) critic scores of optical codes.
+        score_prior: (B,) critic scores of prior samples.
+
+    Returns:
+        Scalar tensor (minimised by the critic).
+    """
+    return (
+        score_sar.float().mean() + score_optical.float().mean() - 2.0 * score_prior.float().mean()
+    )
+
+
+def adversarial_loss(score_sar: torch.Tensor, score_optical: torch.Tensor) -> torch.Tensor:
+    """The encoders' term of eq. 8: ``-(Dis(z_s) + Dis(z_o))``, averaged over the batch."""
+    return -(score_sar.float().mean() + score_optical.float().mean())
+
+
+def sample_prior(
+    n: int, dim: int, prior_std: float, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """(n, dim) samples of the prior N(0, prior_std^2 I) (paper: variance 5)."""
+    z = torch.randn(n, dim, generator=generator, device=generator.device)
+    return (z * prior_std).to(device)
