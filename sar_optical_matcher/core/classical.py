@@ -1,0 +1,278 @@
+"""Classical template matchers: the peers the learned matcher is measured against.
+
+Every method has the signature of the learned matcher's correspondence map::
+
+    method(template (T, T) float, region (S, S) float) -> (S - T + 1, S - T + 1) float32
+
+with ``map[dy, dx]`` the similarity of the template with ``region[dy:dy + T, dx:dx + T]``
+(window offset, see ``core.__init__``); higher is better. Rectangular inputs work as well
+(``(th, tw)`` in ``(sh, sw)`` gives ``(sh - th + 1, sw - tw + 1)``). All maps are computed
+exactly over all offsets with FFTs (``scipy.fft``), no sub-sampling.
+
+* :func:`ncc_map` zero-mean normalised cross-correlation (Pearson r per window, in [-1, 1]).
+* :func:`mutual_information_map` histogram mutual information (nats), exact joint histograms
+  for every offset from FFT correlations of bin indicator images.
+* :func:`phase_correlation_map` the normalised cross-power spectrum (phase-only correlation).
+* :func:`cfog_map` CFOG (Ye et al. 2019, "Fast and robust matching for multimodal remote
+  sensing image registration", IEEE TGRS 57(11)): channel features of orientated gradients,
+  compared by SSD evaluated in the frequency domain; the map is the negative SSD.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage
+
+MapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _check_pair(template: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a template/region pair and return both as float64."""
+    t = np.asarray(template, dtype=np.float64)
+    r = np.asarray(region, dtype=np.float64)
+    if t.ndim != 2 or r.ndim != 2:
+        raise ValueError(
+            f"template and region must be 2-D single-band arrays, got shapes {t.shape} and "
+            f"{r.shape}; pass one band (e.g. luminance) of each image"
+        )
+    if t.shape[0] > r.shape[0] or t.shape[1] > r.shape[1] or min(t.shape) < 2:
+        raise ValueError(
+            f"template {t.shape} must be at least 2x2 and fit inside the region {r.shape}; "
+            "use a larger search region or a smaller template"
+        )
+    if not (np.isfinite(t).all() and np.isfinite(r).all()):
+        raise ValueError(
+            "template and region must be finite; replace NaN/nodata pixels first (e.g. with "
+            "the patch mean, as core.preprocessing.preprocess does)"
+        )
+    return t, r
+
+
+def _correlate_valid(region: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Valid cross-correlation of region stacks with kernel stacks, summed over the stack.
+
+    Args:
+        region: (C, S_h, S_w) or (S_h, S_w) float64.
+        kernels: (C, T_h, T_w) or (T_h, T_w) float64, same C as ``region``.
+
+    Returns:
+        (S_h - T_h + 1, S_w - T_w + 1) float64, ``out[dy, dx] = sum_c sum_ij
+        region[c, dy + i, dx + j] * kernels[c, i, j]``.
+    """
+    r = region[None] if region.ndim == 2 else region
+    k = kernels[None] if kernels.ndim == 2 else kernels
+    sh, sw = r.shape[-2:]
+    th, tw = k.shape[-2:]
+    # Circular correlation at size (S_h, S_w) is exact for offsets 0..S-T: no window wraps.
+    fr = sfft.rfft2(r, s=(sh, sw))
+    fk = sfft.rfft2(k, s=(sh, sw))
+    full = sfft.irfft2((fr * np.conj(fk)).sum(axis=0), s=(sh, sw))
+    return full[: sh - th + 1, : sw - tw + 1]
+
+
+def box_sums(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Sums of every ``height x width`` window via an integral image.
+
+    Args:
+        image: (H, W) or (C, H, W) array.
+        height: window height.
+        width: window width.
+
+    Returns:
+        (..., H - height + 1, W - width + 1) float64 window sums (summed over C too for 3-D).
+    """
+    a = np.asarray(image, dtype=np.float64)
+    if a.ndim == 3:
+        a = a.sum(axis=0)
+    ii = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
+    ii[1:, 1:] = a.cumsum(axis=0).cumsum(axis=1)
+    return ii[height:, width:] - ii[:-height, width:] - ii[height:, :-width] + ii[:-height, :-width]
+
+
+def ncc_map(template: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Zero-mean normalised cross-correlation of the template with every region window.
+
+    Numerator by FFT correlation with the zero-mean template; window means and energies by
+    integral images. Windows (or a template) without variance score 0.
+
+    Args:
+        template: (T_h, T_w) float.
+        region: (S_h, S_w) float.
+
+    Returns:
+        (S_h - T_h + 1, S_w - T_w + 1) float32 Pearson correlation in [-1, 1].
+    """
+    t, r = _check_pair(template, region)
+    r = r - r.mean()  # conditioning of the integral-image energies
+    t0 = t - t.mean()
+    n = t.size
+    num = _correlate_valid(r, t0)
+    s1 = box_sums(r, *t.shape)
+    s2 = box_sums(r * r, *t.shape)
+    var_r = np.maximum(s2 - s1 * s1 / n, 0.0)
+    den = np.sqrt(var_r * float((t0 * t0).sum()))
+    tiny = 1e-12 * max(float(np.abs(r).max()) ** 2, 1.0) * n
+    out = np.where(den > tiny, num / np.maximum(den, tiny), 0.0)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def phase_correlation_map(
+    template: np.ndarray, region: np.ndarray, eps: float = 1e-3
+) -> np.ndarray:
+    """Phase correlation: the inverse FFT of the normalised cross-power spectrum.
+
+    The zero-mean template is zero-padded to the region size; ``R = F(r) conj(F(t)) /
+    (|F(r) conj(F(t))| + eps * mean|.|)``; the real part of ``ifft(R)`` at the valid offsets
+    is the map (circular shifts that wrap a window are not returned). ``eps`` regularises
+    frequencies without energy.
+
+    Args:
+        template: (T_h, T_w) float.
+        region: (S_h, S_w) float.
+        eps: relative regularisation of the spectrum magnitude (> 0).
+
+    Returns:
+        (S_h - T_h + 1, S_w - T_w + 1) float32, sharp peak at the matching offset.
+    """
+    t, r = _check_pair(template, region)
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    sh, sw = r.shape
+    th, tw = t.shape
+    cross = sfft.rfft2(r - r.mean()) * np.conj(sfft.rfft2(t - t.mean(), s=(sh, sw)))
+    mag = np.abs(cross)
+    cross /= mag + eps * max(float(mag.mean()), 1e-300)
+    full = sfft.irfft2(cross, s=(sh, sw))
+    return full[: sh - th + 1, : sw - tw + 1].astype(np.float32)
+
+
+def _quantise(image: np.ndarray, bins: int) -> np.ndarray:
+    """Uniform bins between the 0.5 and 99.5 percentiles (outliers clipped): (H, W) int."""
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    if hi <= lo:
+        return np.zeros(image.shape, dtype=np.intp)
+    q = np.floor((image - lo) / (hi - lo) * bins)
+    return np.clip(q, 0, bins - 1).astype(np.intp)
+
+
+def _entropy_terms(counts: np.ndarray) -> np.ndarray:
+    """Elementwise ``c log c`` with ``0 log 0 = 0``."""
+    return np.where(counts > 0, counts * np.log(np.maximum(counts, 1.0)), 0.0)
+
+
+def mutual_information_map(template: np.ndarray, region: np.ndarray, bins: int = 32) -> np.ndarray:
+    """Histogram mutual information of the template with every region window (exact).
+
+    Each image is quantised into ``bins`` uniform bins over its own robust range. The joint
+    count ``H_ij(d)`` at offset d is the valid correlation of the indicator images
+    ``[t == i]`` and ``[r == j]``, computed by FFT for all offsets at once and rounded to the
+    exact integers; window marginals come from integral images. With n pixels per window,
+    ``MI = log n + (sum_ij H log H - sum_i A_i log A_i - sum_j B_j log B_j) / n``.
+
+    Args:
+        template: (T_h, T_w) float.
+        region: (S_h, S_w) float.
+        bins: histogram bins per image (2..256; cost grows with ``bins**2``).
+
+    Returns:
+        (S_h - T_h + 1, S_w - T_w + 1) float32 mutual information in nats (>= 0).
+    """
+    t, r = _check_pair(template, region)
+    if not 2 <= bins <= 256:
+        raise ValueError(f"bins must be in 2..256, got {bins}")
+    sh, sw = r.shape
+    th, tw = t.shape
+    n = t.size
+    qt, qr = _quantise(t, bins), _quantise(r, bins)
+    r_onehot = (qr[None] == np.arange(bins)[:, None, None]).astype(np.float32)
+    # float32 FFTs: counts <= n stay within ~1e-3 of their integers (checked against float64
+    # and brute-force histograms in the tests), so rounding recovers them exactly at half cost.
+    fr = sfft.rfft2(r_onehot)  # (bins, S_h, S_w // 2 + 1) complex64
+    joint_sum = np.zeros((sh - th + 1, sw - tw + 1))
+    for i in np.unique(qt):
+        ft = sfft.rfft2((qt == i).astype(np.float32), s=(sh, sw))
+        h = sfft.irfft2(fr * np.conj(ft)[None], s=(sh, sw))[:, : sh - th + 1, : sw - tw + 1]
+        joint_sum += _entropy_terms(np.rint(h).astype(np.float64)).sum(axis=0)
+    region_sum = sum(_entropy_terms(np.rint(box_sums(r_onehot[j], th, tw))) for j in range(bins))
+    template_sum = float(_entropy_terms(np.bincount(qt.ravel()).astype(np.float64)).sum())
+    mi = np.log(n) + (joint_sum - region_sum - template_sum) / n
+    return np.maximum(mi, 0.0).astype(np.float32)
+
+
+def cfog_features(
+    image: np.ndarray, n_orientations: int = 9, sigma_px: float = 0.8, eps: float = 1e-6
+) -> np.ndarray:
+    """CFOG descriptors of every pixel (Ye et al. 2019, section II).
+
+    Choices, following the paper's description:
+        * gradients ``g_x, g_y`` by central differences ([-1, 0, 1] / 2, edges replicated);
+        * ``n_orientations`` orientations ``theta_k = k * 180 deg / n`` over [0, 180) deg; the
+          oriented gradient is ``|cos(theta) g_x + sin(theta) g_y|`` (absolute value, so that
+          the gradient reversals between SAR and optical do not matter, and 180 deg periodic);
+        * 3-D Gaussian smoothing: a 2-D Gaussian (``sigma_px``) per channel, then the kernel
+          [1, 2, 1] / 4 along the orientations (circular, the orientations wrap at 180 deg);
+        * per-pixel L2 normalisation across the channels (``eps`` avoids 0 / 0 on flat areas).
+
+    Args:
+        image: (H, W) float.
+        n_orientations: number of orientation channels (>= 2).
+        sigma_px: spatial Gaussian sigma in pixels (>= 0).
+        eps: normalisation floor.
+
+    Returns:
+        (n_orientations, H, W) float64 features, unit length per pixel where gradients exist.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or min(img.shape) < 2:
+        raise ValueError(f"cfog_features expects a 2-D image of at least 2x2, got {img.shape}")
+    if n_orientations < 2 or sigma_px < 0:
+        raise ValueError("need n_orientations >= 2 and sigma_px >= 0")
+    gy, gx = np.gradient(img)
+    theta = np.arange(n_orientations) * np.pi / n_orientations
+    feats = np.abs(np.cos(theta)[:, None, None] * gx + np.sin(theta)[:, None, None] * gy)
+    if sigma_px > 0:
+        feats = ndimage.gaussian_filter(feats, sigma=(0.0, sigma_px, sigma_px), mode="nearest")
+    feats = (np.roll(feats, 1, axis=0) + 2.0 * feats + np.roll(feats, -1, axis=0)) / 4.0
+    norm = np.sqrt((feats * feats).sum(axis=0))
+    return feats / (norm + eps)
+
+
+def cfog_map(
+    template: np.ndarray, region: np.ndarray, n_orientations: int = 9, sigma_px: float = 0.8
+) -> np.ndarray:
+    """CFOG matching: negative SSD of CFOG descriptors, evaluated in the frequency domain.
+
+    ``SSD(d) = sum_window |D_r|^2 - 2 sum_c corr(D_r,c, D_t,c)(d) + sum |D_t|^2``: the first
+    term by an integral image, the second by FFT correlations summed over the channels (the
+    paper's fast SSD), the third is constant. Features are computed on the template and on
+    the whole region separately (the template cannot see beyond its borders). The map is
+    ``-SSD / n`` (n pixels per window), so it lies in [-2, 0] and higher is better.
+
+    Args:
+        template: (T_h, T_w) float.
+        region: (S_h, S_w) float.
+        n_orientations: orientation channels (paper: 9).
+        sigma_px: spatial smoothing sigma (paper: small, here 0.8 px).
+
+    Returns:
+        (S_h - T_h + 1, S_w - T_w + 1) float32 negative mean squared descriptor distance.
+    """
+    t, r = _check_pair(template, region)
+    ft = cfog_features(t, n_orientations, sigma_px)
+    fr = cfog_features(r, n_orientations, sigma_px)
+    th, tw = t.shape
+    energy_r = box_sums((fr * fr).sum(axis=0), th, tw)
+    cross = _correlate_valid(fr, ft)
+    ssd = energy_r - 2.0 * cross + float((ft * ft).sum())
+    return (-np.maximum(ssd, 0.0) / t.size).astype(np.float32)
+
+
+METHODS: dict[str, MapFn] = {
+    "ncc": ncc_map,
+    "mi": mutual_information_map,
+    "phase": phase_correlation_map,
+    "cfog": cfog_map,
+}

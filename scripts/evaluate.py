@@ -1,0 +1,289 @@
+"""Evaluate the learned matcher and the classical peers side by side on identical samples.
+
+Examples::
+
+    python scripts/evaluate.py --data 3mos:../shared/data/3mos:SEN_city,GF3_plain --out build/eval
+    python scripts/evaluate.py --model m.onnx --data synthetic:8 --methods learned,cfog,ncc
+    python scripts/evaluate.py --data gdal:opt.tif,sar.tif --samples-per-pair 50
+
+Writes to ``--out``: ``results.json`` (config, figures per method, per-sample errors),
+``results.md`` (the table), ``histograms.png`` (paper Fig. 4: error histogram with the mean and
+the 1-percentile), ``precision.png`` (precision of accepted matches and share kept vs the
+confidence threshold), ``maps.png`` (paper Fig. 5: template, search region and each method's
+map) and, with ``--calibrate-confidence``, ``confidence_model.json`` (a logistic confidence
+model fitted per method on these samples; store the ``learned`` one in the model contract as
+``training["confidence_model"]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sar_optical_matcher.core import classical, peaks  # noqa: E402
+from training import evaluation_harness as harness  # noqa: E402
+
+ALL_METHODS = ("learned", *classical.METHODS)
+SYNTHETIC_SEED_OFFSET = 10_000  # synthetic evaluation scenes never share a seed with training
+
+
+def load_records(spec: str, seed: int) -> list[Any]:
+    """PairRecords of one ``--data`` specification (see ``--help``)."""
+    from training import sources
+
+    kind, _, rest = spec.partition(":")
+    if kind == "3mos":
+        root, _, scenes = rest.partition(":")
+        return sources.load_3mos(root or "../shared/data/3mos", scenes=_split(scenes))
+    if kind == "synthetic":
+        n, _, size = rest.partition(":")
+        return sources.load_synthetic(int(n or 4), int(size or 512), seed + SYNTHETIC_SEED_OFFSET)
+    if kind == "sen12":
+        return sources.load_sen12(rest)
+    if kind == "gdal":
+        paths = _split(rest)
+        if paths is None or len(paths) != 2:
+            raise ValueError(f"--data gdal needs OPTICAL.tif,SAR.tif, got {rest!r}")
+        return [sources.load_gdal_pair(paths[0], paths[1])]
+    raise ValueError(
+        f"unknown --data kind {kind!r}; use 3mos:ROOT[:SCENES], synthetic:N[:SIZE], sen12:DIR "
+        "or gdal:OPTICAL.tif,SAR.tif"
+    )
+
+
+def _split(text: str) -> list[str] | None:
+    items = [t for t in text.split(",") if t]
+    return items or None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", help="ONNX model (default: the shipped model if present)")
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        help="3mos:ROOT[:SCENE,...] | synthetic:N[:SIZE] | sen12:DIR | gdal:OPT.tif,SAR.tif "
+        "(repeatable)",
+    )
+    p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods")
+    p.add_argument("--samples-per-pair", type=int, default=1, help="samples per pair record")
+    p.add_argument("--max-records", type=int, default=0, help="random subset of records (0: all)")
+    p.add_argument("--template", type=int, default=128, help="template side T (px)")
+    p.add_argument("--search", type=int, default=256, help="search region side S (px)")
+    p.add_argument("--max-rotation", type=float, default=0.0, help="template rotation (deg)")
+    p.add_argument("--max-scale", type=float, default=0.0, help="template scale, 1 +- this")
+    p.add_argument("--subpixel", action="store_true", help="continuous true offsets")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--batch", type=int, default=8, help="samples per batch")
+    p.add_argument("--correct-px", type=float, default=3.0, help="a match is correct within")
+    p.add_argument("--threshold", type=float, default=0.5, help="confidence threshold in table")
+    p.add_argument("--maps", type=int, default=4, help="samples shown in maps.png")
+    p.add_argument(
+        "--cfog-sigma", type=float, default=0.8, help="CFOG spatial smoothing (px, paper 0.8)"
+    )
+    p.add_argument("--calibrate-confidence", action="store_true")
+    p.add_argument("--out", default="build/evaluation", help="output folder")
+    return p.parse_args(argv)
+
+
+def resolve_methods(args: argparse.Namespace) -> tuple[list[str], Path | None]:
+    """The methods to run and the model path (None when ``learned`` is not run)."""
+    from sar_optical_matcher.model.runtime import DEFAULT_MODEL_PATH
+
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(ALL_METHODS))
+    if unknown or not methods:
+        raise SystemExit(f"unknown methods {unknown}; choose from {', '.join(ALL_METHODS)}")
+    if "learned" not in methods:
+        return methods, None
+    model = Path(args.model) if args.model else DEFAULT_MODEL_PATH
+    if not model.is_file():
+        if args.model:
+            raise SystemExit(f"model {model} not found")
+        print(f"note: no shipped model at {model}; skipping 'learned' (pass --model)")
+        return [m for m in methods if m != "learned"], None
+    return methods, model
+
+
+def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
+    """Load the records of every ``--data`` and cut the samples (seeded)."""
+    records = [r for spec in args.data for r in load_records(spec, args.seed)]
+    rng = np.random.default_rng(args.seed)
+    if args.max_records and len(records) > args.max_records:
+        keep = np.sort(rng.choice(len(records), args.max_records, replace=False))
+        records = [records[i] for i in keep]
+    if not records:
+        raise SystemExit("no pair records found in --data")
+    return harness.make_samples(
+        records,
+        args.samples_per_pair,
+        args.template,
+        args.search,
+        rng=rng,
+        max_rotation_deg=args.max_rotation,
+        max_scale=args.max_scale,
+        subpixel=args.subpixel,
+    )
+
+
+def run_all(
+    args: argparse.Namespace, samples: list[harness.Sample]
+) -> tuple[list[harness.Predictions], dict[str, Any]]:
+    """Run every method on the same samples; returns predictions and the fitted models."""
+    methods, model_path = resolve_methods(args)
+    results, fitted = [], {}
+    for name in methods:
+        conf_model = None
+        if name == "learned":
+            from sar_optical_matcher.model.runtime import OnnxMatcher
+
+            matcher = OnnxMatcher(model_path, device=args.device, log=print)
+            stored = matcher.contract.training.get("confidence_model")
+            conf_model = peaks.ConfidenceModel.from_dict(stored) if stored else None
+            fn = harness.learned_map_fn(matcher, args.batch)
+        elif name == "cfog":
+            fn = harness.classical_map_fn(partial(classical.cfog_map, sigma_px=args.cfog_sigma))
+        else:
+            fn = harness.classical_map_fn(name)
+        pred = harness.run_method(
+            samples, fn, args.batch, name=name, keep_maps=args.maps, confidence_model=conf_model
+        )
+        results.append(pred)
+        correct = pred.error_px <= args.correct_px
+        if args.calibrate_confidence and 0 < correct.sum() < correct.size:
+            fitted[name] = peaks.fit_confidence_model(pred.features, correct).to_dict()
+    return results, fitted
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_histograms(preds: Sequence[harness.Predictions], path: Path) -> None:
+    """Paper Fig. 4: per-method error histogram, dashed mean (black) and 1-percentile (blue)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(preds), figsize=(3.2 * len(preds), 2.8), squeeze=False)
+    top = max(float(np.percentile(np.concatenate([p.error_px for p in preds]), 99)), 10.0)
+    bins = np.linspace(0.0, top, 41)
+    for ax, p in zip(axes[0], preds):
+        ax.hist(np.minimum(p.error_px, top), bins=bins, color="0.6")
+        ax.axvline(float(p.error_px.mean()), color="k", ls="--", label="mean")
+        ax.axvline(float(np.percentile(p.error_px, 1)), color="b", ls="--", label="1-percentile")
+        ax.set_title(f"{p.method}: {np.mean(p.error_px <= 3):.0%} <= 3 px", fontsize=9)
+        ax.set_xlabel("error (px)")
+    axes[0][0].set_ylabel("matches")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_precision(summaries: Sequence[dict[str, Any]], path: Path) -> None:
+    """Precision of accepted matches and share kept vs threshold (model / cross-validated)."""
+    plt = _pyplot()
+    fig, (ax_p, ax_k) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for i, s in enumerate(summaries):
+        color = f"C{i}"
+        for key, ls in (("confidence", "-"), ("confidence_cv", ":")):
+            c = s[key]
+            label = f"{s['method']} ({'model' if ls == '-' else 'cv'}, AUC {c['auc']:.2f})"
+            ax_p.plot(c["thresholds"], c["precision"], ls, color=color, label=label)
+            ax_k.plot(c["thresholds"], c["kept"], ls, color=color)
+    ax_p.set(
+        xlabel="confidence threshold", ylabel=f"precision (<= {summaries[0]['correct_px']:g} px)"
+    )
+    ax_k.set(xlabel="confidence threshold", ylabel="share of matches kept")
+    ax_p.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_maps(
+    samples: Sequence[harness.Sample], preds: Sequence[harness.Predictions], path: Path
+) -> None:
+    """Paper Fig. 5: per sample, the template, the SAR region (true window) and each map."""
+    plt = _pyplot()
+    rows = min(len(p.maps) for p in preds)
+    cols = 2 + len(preds)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.1 * rows), squeeze=False)
+    for i in range(rows):
+        s = samples[i]
+        dx, dy = s.true_offset_xy_px
+        t = s.template.shape[0]
+        axes[i][0].imshow(s.template, cmap="gray")
+        axes[i][1].imshow(s.region, cmap="gray")
+        axes[i][1].add_patch(plt.Rectangle((dx - 0.5, dy - 0.5), t, t, fill=False, ec="r"))
+        for j, p in enumerate(preds):
+            ax = axes[i][2 + j]
+            ax.imshow(p.maps[i], cmap="jet")
+            ax.plot(dx, dy, "wx", ms=8)
+            ax.set_title(f"{p.method}: {p.error_px[i]:.1f} px", fontsize=8)
+        axes[i][0].set_title(s.record, fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    samples: list[harness.Sample],
+    preds: list[harness.Predictions],
+    fitted: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Write JSON, markdown, figures (and the calibrated models); return the summaries."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = [harness.summarise(p, args.correct_px) for p in preds]
+    table = harness.markdown_table(summaries, args.threshold)
+    config = dict(vars(args))
+    per_sample = {
+        "record": [s.record for s in samples],
+        "true_offset_xy_px": [list(s.true_offset_xy_px) for s in samples],
+        **{p.method: np.round(p.error_px, 3).tolist() for p in preds},
+    }
+    doc = {"config": config, "summaries": summaries, "errors_px": per_sample}
+    (out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
+    (out / "results.md").write_text(f"# Evaluation ({len(samples)} samples)\n\n{table}")
+    plot_histograms(preds, out / "histograms.png")
+    plot_precision(summaries, out / "precision.png")
+    if args.maps:
+        plot_maps(samples, preds, out / "maps.png")
+    if fitted:
+        (out / "confidence_model.json").write_text(json.dumps(fitted, indent=1))
+    print(table)
+    return summaries
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    samples = build_samples(args)
+    print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
+    preds, fitted = run_all(args, samples)
+    write_outputs(args, samples, preds, fitted)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""Evaluation harness: samples carry the true offset, metrics are right, the CLI writes files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from sar_optical_matcher.core import classical
+from training import evaluation_harness as harness
+from training.sources import PairRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_3MOS = ROOT.parent / "shared" / "data" / "3mos"
+
+
+def texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape)
+    for sigma in (1.5, 4.0):
+        layer = ndimage.gaussian_filter(rng.normal(size=shape), sigma)
+        out += layer / layer.std()
+    return 100.0 + 20.0 * out
+
+
+def shifted_record(
+    rng: np.random.Generator, shape=(90, 110), bias=(0, 0), name="rec", scene="scene-a"
+) -> PairRecord:
+    """SAR = optical displaced by ``bias`` (x, y): sar[y, x] = optical[y - by, x - bx]."""
+    pad = 8
+    base = texture(rng, (shape[0] + 2 * pad, shape[1] + 2 * pad))
+    optical = base[pad : pad + shape[0], pad : pad + shape[1]]
+    bx, by = bias
+    sar = base[pad - by : pad - by + shape[0], pad - bx : pad - bx + shape[1]]
+    return PairRecord(
+        sar=sar.astype(np.float32),
+        optical=optical.astype(np.float32),
+        sar_scale="db",
+        scene=scene,
+        sensor="TEST",
+        source="synthetic",
+        name=name,
+        offset_xy_px=(float(bx), float(by)),
+    )
+
+
+def test_error_metrics_hand_made() -> None:
+    m = harness.error_metrics(np.array([0.0, 1.0, 2.0, 10.0]))
+    assert m["n"] == 4
+    assert m["mean_px"] == pytest.approx(3.25)
+    assert m["median_px"] == pytest.approx(1.5)
+    assert m["p1_px"] == pytest.approx(0.03)  # linear interpolation between 0 and 1
+    assert (m["within_1px"], m["within_2px"], m["within_3px"], m["within_5px"]) == (
+        0.5,
+        0.75,
+        0.75,
+        0.75,
+    )
+    with pytest.raises(ValueError, match="at least one"):
+        harness.error_metrics(np.array([]))
+
+
+@pytest.mark.parametrize("bias", [(0, 0), (3, -2)])
+def test_make_samples_true_offset_matches_exactly(bias: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    rec = shifted_record(rng, bias=bias)
+    samples = harness.make_samples([rec], 12, template=24, search=56, rng=rng)
+    assert len(samples) == 12
+    seen = set()
+    for s in samples:
+        dx, dy = s.true_offset_xy_px
+        assert s.template.shape == (24, 24) and s.region.shape == (56, 56)
+        assert 0 <= dx <= 32 and 0 <= dy <= 32 and float(dx).is_integer()
+        window = s.region[int(dy) : int(dy) + 24, int(dx) : int(dx) + 24]
+        np.testing.assert_array_equal(s.template, window)  # the bias is corrected exactly
+        cmap = classical.ncc_map(s.template, s.region)
+        assert np.unravel_index(int(cmap.argmax()), cmap.shape) == (dy, dx)
+        seen.add((dx, dy))
+        assert (s.scene, s.sensor, s.record, s.sar_scale) == ("scene-a", "TEST", "rec", "db")
+    assert len(seen) > 8  # offsets are drawn, not fixed
+
+
+def test_make_samples_whole_tile_when_record_equals_search() -> None:
+    rng = np.random.default_rng(1)
+    rec = shifted_record(rng, shape=(64, 64), bias=(2, 0))
+    samples = harness.make_samples([rec], 30, template=32, search=64, rng=rng)
+    for s in samples:
+        np.testing.assert_array_equal(s.region, rec.sar)
+        dx, dy = s.true_offset_xy_px
+        assert 2 <= dx <= 32 and 0 <= dy <= 32  # the optical cut (dx - 2) stays inside
+
+
+def test_make_samples_rotation_scale_geometry() -> None:
+    """On a linear ramp optical = x (column), bilinear resampling is exact: check R and s."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:80, :80].astype(np.float32)
+    rec = PairRecord(xx.copy(), xx.copy(), "db", "ramp", "TEST", "synthetic", "ramp")
+    samples = harness.make_samples(
+        [rec], 8, template=31, search=60, rng=rng, max_rotation_deg=20.0, max_scale=0.2
+    )
+    assert len({round(s.rotation_deg, 6) for s in samples}) == 8
+    for s in samples:
+        dx, dy = s.true_offset_xy_px
+        x0 = s.region_origin_xy_px[0]
+        assert s.template[15, 15] == pytest.approx(x0 + dx + 15, abs=1e-4)  # centre stays put
+        d_row, d_col = np.gradient(s.template.astype(np.float64))
+        a = np.deg2rad(s.rotation_deg)
+        assert d_col.mean() == pytest.approx(s.scale * np.cos(a), abs=1e-4)
+        assert d_row.mean() == pytest.approx(s.scale * np.sin(a), abs=1e-4)
+        assert np.isfinite(s.template).all()  # margins keep the rotated cut inside
+
+
+def test_make_samples_subpixel_recovered_by_ncc() -> None:
+    rng = np.random.default_rng(3)
+    rec = shifted_record(rng, shape=(80, 80))
+    samples = harness.make_samples([rec], 10, template=32, search=64, rng=rng, subpixel=True)
+    assert any(not float(s.true_offset_xy_px[0]).is_integer() for s in samples)
+    pred = harness.run_method(samples, harness.classical_map_fn("ncc"), batch=4, name="ncc")
+    assert pred.error_px.max() < 0.3
+
+
+def test_make_samples_exceptions() -> None:
+    rng = np.random.default_rng(4)
+    rec = shifted_record(rng, shape=(40, 40))
+    with pytest.raises(ValueError, match="smaller than"):
+        harness.make_samples([rec], 1, template=16, search=48, rng=rng)
+    with pytest.raises(ValueError, match="template <= search"):
+        harness.make_samples([rec], 1, template=48, search=32, rng=rng)
+    with pytest.raises(ValueError, match="no offset keeps"):
+        harness.make_samples([shifted_record(rng, shape=(40, 40), bias=(6, 0))], 1, 38, 40, rng=rng)
+
+
+def test_run_method_and_summarise() -> None:
+    rng = np.random.default_rng(5)
+    records = [
+        shifted_record(rng, shape=(70, 70), name="a", scene="s1"),
+        shifted_record(rng, shape=(70, 70), name="b", scene="s2"),
+    ]
+    samples = harness.make_samples(records, 3, template=24, search=56, rng=rng)
+    pred = harness.run_method(
+        samples, harness.classical_map_fn("cfog"), 4, name="cfog", keep_maps=2
+    )
+    assert pred.maps.shape == (2, 33, 33)
+    assert pred.features.shape == (6, 4) and pred.confidence.shape == (6,)
+    np.testing.assert_allclose(pred.pred_offset_xy_px, pred.true_offset_xy_px, atol=0.5)
+    s = harness.summarise(pred)
+    assert s["within_1px"] == 1.0 and s["n"] == 6 and s["matches_per_s"] > 0
+    assert sorted(s["per_scene"]) == ["s1", "s2"] and s["per_scene"]["s1"]["n"] == 3
+    assert np.isnan(s["confidence"]["auc"])  # all correct: no ranking to measure
+    table = harness.markdown_table([s, {**s, "method": "other"}])
+    assert table.count("\n") == 4 and "| cfog | 6 |" in table
+
+
+def test_cross_validated_confidence_ranks_separable_data() -> None:
+    rng = np.random.default_rng(6)
+    correct = rng.random(200) < 0.4
+    features = rng.normal(size=(200, 4))
+    features[:, 3] += 3.0 * correct  # z-score separates correct matches
+    conf = harness.cross_validated_confidence(features, correct)
+    assert conf.shape == (200,) and ((conf >= 0) & (conf <= 1)).all()
+    m = harness.confidence_metrics(conf, correct)
+    assert m["auc"] > 0.9
+    i = m["thresholds"].index(0.5)
+    assert m["precision"][i] > 0.8 and 0.2 < m["kept"][i] < 0.6
+
+
+@pytest.mark.skipif(not DATA_3MOS.is_dir(), reason="3MOS sample data not available")
+def test_evaluate_cli_end_to_end_on_3mos(tmp_path: Path) -> None:
+    from scripts import evaluate
+
+    out = tmp_path / "eval"
+    argv = [
+        "--data",
+        f"3mos:{DATA_3MOS}:SEN_city",
+        "--max-records",
+        "2",
+        "--methods",
+        "ncc,cfog",
+        "--samples-per-pair",
+        "2",
+        "--maps",
+        "2",
+        "--calibrate-confidence",
+        "--out",
+        str(out),
+    ]
+    assert evaluate.main(argv) == 0
+    for name in ("results.json", "results.md", "histograms.png", "precision.png", "maps.png"):
+        assert (out / name).stat().st_size > 0, name
+    doc = json.loads((out / "results.json").read_text())
+    assert [s["method"] for s in doc["summaries"]] == ["ncc", "cfog"]
+    assert all(s["n"] == 4 for s in doc["summaries"])
+    assert len(doc["errors_px"]["cfog"]) == 4
+    assert "| cfog | 4 |" in (out / "results.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random-weight model (T=32, S=48) exported through the real ONNX path."""
+    torch = pytest.importorskip("torch")
+    from sar_optical_matcher.model.contract import ModelContract
+    from training.export import export_onnx
+    from training.models import Encoder, EncoderSpec
+
+    torch.manual_seed(0)
+    spec = EncoderSpec(widths=(4, 4), convs_per_stage=(2, 1), descriptor_size=8, patch_size=32)
+    contract = ModelContract("tiny", "0", template_size=32, search_size=48, descriptor_size=8)
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    return export_onnx(Encoder(spec).eval(), Encoder(spec).eval(), contract, path)
+
+
+def test_learned_map_fn_preprocesses_with_the_contract(tiny_model: Path) -> None:
+    from sar_optical_matcher.core.preprocessing import preprocess
+    from sar_optical_matcher.model.runtime import OnnxMatcher
+
+    matcher = OnnxMatcher(tiny_model, device="cpu")
+    rng = np.random.default_rng(7)
+    rec = shifted_record(rng, shape=(60, 60))
+    rec.sar = np.exp(rec.sar / 20.0).astype(np.float32)  # linear: the contract converts to dB
+    rec.sar_scale = "linear"
+    samples = harness.make_samples([rec], 3, template=32, search=48, rng=rng)
+    pred = harness.run_method(samples, harness.learned_map_fn(matcher), 2, name="learned")
+    assert pred.error_px.shape == (3,) and np.isfinite(pred.error_px).all()
+    c = matcher.contract
+    s = samples[0]
+    expected = matcher.correspondence_maps(
+        preprocess(s.template, c.optical)[None],
+        preprocess(s.region, c.sar, sar_scale="linear")[None],
+    )
+    got = harness.learned_map_fn(matcher)(s.template[None], s.region[None], ["linear"])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not np.allclose(
+        got, harness.learned_map_fn(matcher)(s.template[None], s.region[None], ["db"]), atol=1e-3
+    )
+    with pytest.raises(ValueError, match="expects 32px templates"):
+        harness.learned_map_fn(matcher)(np.zeros((1, 30, 30)), np.zeros((1, 48, 48)), ["db"])
+
+
+@pytest.mark.skipif(not DATA_3MOS.is_dir(), reason="3MOS sample data not available")
+def test_evaluate_cli_with_model(tmp_path: Path, tiny_model: Path) -> None:
+    from scripts import evaluate
+
+    argv = ["--data", f"3mos:{DATA_3MOS}:RCM_city", "--max-records", "2", "--model"]
+    argv += [str(tiny_model), "--methods", "learned,ncc", "--template", "32", "--search", "48"]
+    argv += ["--samples-per-pair", "3", "--device", "cpu", "--out", str(tmp_path)]
+    assert evaluate.main(argv) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [s["method"] for s in doc["summaries"]] == ["learned", "ncc"]
+    assert doc["summaries"][0]["n"] == 6
