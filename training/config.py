@@ -37,6 +37,11 @@ class DataConfig:
         max_keypoints_per_scene: Harris corners kept per scene larger than S.
         min_distance_px: non-maximum suppression spacing of the corners (paper: 128).
         random_crops_per_scene: extra random S x S crops per scene larger than S (0: none).
+        random_windows: draw the template window anywhere in the S x S pair (the SAR window
+            moves with it) instead of always at the centre: each training batch draws fresh
+            windows, the validation/test sets one fixed (seeded) window per pair. Without it a
+            256 px tile (3MOS) yields one positive only, and validation could not tell a
+            matcher from one that always answers "centre".
         negative_min_shift_px: a negative SAR window is at least this far (Chebyshev) from the
             true one. 8 px: a 128 window shifted by 8 px still shares 88 % of its pixels, so
             closer negatives would contradict the positives (the paper's correspondence maps
@@ -58,6 +63,7 @@ class DataConfig:
     max_keypoints_per_scene: int = 64
     min_distance_px: int = 128
     random_crops_per_scene: int = 0
+    random_windows: bool = True
     negative_min_shift_px: int = 8
     supervision_ratio: float = 1.0
     low_percentile: float = 2.0

@@ -21,6 +21,7 @@ decoders end in a ReLU). Memory: 4 (S^2 + T^2) bytes per pair, 320 KB at 256/128
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -50,6 +51,9 @@ class PatchSet:
             template, in search-region pixels ((S - T) / 2 + record offset).
         scenes: scene of each pair.
         names: identifier of each pair (record name and centre).
+        optical_region: optional (N, S, S) float32 RAW optical luminance of the whole pair
+            (NaN where invalid), for templates drawn anywhere in the pair (``random_windows``).
+        offset_xy_px: (N, 2) float64 record offsets (true corner = template corner + offset).
     """
 
     sar: np.ndarray
@@ -57,6 +61,8 @@ class PatchSet:
     true_xy_px: np.ndarray
     scenes: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    optical_region: np.ndarray | None = None
+    offset_xy_px: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Number of pairs."""
@@ -110,7 +116,7 @@ def _centres(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) -> l
 def cut_record(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) -> PatchSet:
     """Cut and stretch the patch pairs of one record (see module docstring)."""
     s, t = cfg.search_size_px, cfg.template_size_px
-    sar_list, opt_list, names = [], [], []
+    sar_list, opt_list, region_list, names = [], [], [], []
     for cx, cy in _centres(record, cfg, rng):
         x0, y0 = cx - s // 2, cy - s // 2
         win = (slice(y0, y0 + s), slice(x0, x0 + s))
@@ -124,15 +130,56 @@ def cut_record(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) ->
             continue  # mostly nodata: nothing to learn, nothing to match
         sar_list.append(sar)
         opt_list.append(opt)
+        region = record.optical[win].astype(np.float32)
+        region_list.append(region if valid is None else np.where(valid, region, np.nan))
         names.append(f"{record.name}@{cx},{cy}")
     n = len(names)
-    true_xy = np.tile(np.asarray(record.offset_xy_px, dtype=np.float64) + (s - t) // 2, (n, 1))
+    offset = np.tile(np.asarray(record.offset_xy_px, dtype=np.float64), (n, 1)).reshape(n, 2)
     return PatchSet(
         np.asarray(sar_list, dtype=np.float32).reshape(n, s, s),
         np.asarray(opt_list, dtype=np.float32).reshape(n, t, t),
-        true_xy.reshape(n, 2),
+        offset + (s - t) // 2,
         [record.scene] * n,
         names,
+        np.asarray(region_list, dtype=np.float32).reshape(n, s, s),
+        offset,
+    )
+
+
+def draw_windows(ps: PatchSet, rng: np.random.Generator) -> np.ndarray:
+    """(N, 2) int template corners, uniform over the pair, whose true SAR corner fits too."""
+    span = ps.search_size - ps.template_size
+    off = np.zeros((len(ps), 2)) if ps.offset_xy_px is None else ps.offset_xy_px
+    lo = np.clip(np.ceil(-off), 0, span).astype(np.int64)
+    hi = np.clip(np.floor(span - off), 0, span).astype(np.int64)
+    return rng.integers(lo, hi + 1)
+
+
+def optical_templates(
+    ps: PatchSet, index: np.ndarray, corners: np.ndarray, cfg_unit: PreprocessSpec
+) -> np.ndarray:
+    """(B, T, T) [0, 1] templates cut from ``optical_region`` at ``corners`` and stretched."""
+    if ps.optical_region is None:
+        raise ValueError("this patch set has no optical regions; rebuild it (cache is stale)")
+    t = ps.template_size
+    out = np.empty((len(index), t, t), np.float32)
+    for k, (i, (x, y)) in enumerate(zip(index, corners)):
+        crop = ps.optical_region[i, y : y + t, x : x + t]
+        out[k] = _stretch(crop, cfg_unit, np.isfinite(crop), "db")
+    return out
+
+
+def with_fixed_windows(ps: PatchSet, cfg: DataConfig, rng: np.random.Generator) -> PatchSet:
+    """A copy whose templates sit at one random (seeded) window per pair: for val/test."""
+    if len(ps) == 0 or ps.optical_region is None:
+        return ps
+    corners = draw_windows(ps, rng)
+    index = np.arange(len(ps))
+    off = np.zeros((len(ps), 2)) if ps.offset_xy_px is None else ps.offset_xy_px
+    return dataclasses.replace(
+        ps,
+        optical=optical_templates(ps, index, corners, unit_spec("optical", cfg)),
+        true_xy_px=corners + off,
     )
 
 
@@ -144,7 +191,11 @@ def build_patch_set(
     s, t = cfg.search_size_px, cfg.template_size_px
     if not parts:
         return PatchSet(
-            np.zeros((0, s, s), np.float32), np.zeros((0, t, t), np.float32), np.zeros((0, 2))
+            np.zeros((0, s, s), np.float32),
+            np.zeros((0, t, t), np.float32),
+            np.zeros((0, 2)),
+            optical_region=np.zeros((0, s, s), np.float32),
+            offset_xy_px=np.zeros((0, 2)),
         )
     return PatchSet(
         np.concatenate([p.sar for p in parts]),
@@ -152,6 +203,8 @@ def build_patch_set(
         np.concatenate([p.true_xy_px for p in parts]),
         [x for p in parts for x in p.scenes],
         [x for p in parts for x in p.names],
+        np.concatenate([p.optical_region for p in parts]),  # type: ignore[misc]
+        np.concatenate([p.offset_xy_px for p in parts]),  # type: ignore[misc]
     )
 
 
@@ -239,6 +292,8 @@ def make_batch(
     aug: AugmentConfig,
     min_shift: int,
     rng: np.random.Generator,
+    random_windows: bool = False,
+    unit_optical: PreprocessSpec | None = None,
 ) -> Batch:
     """Assemble one augmented batch.
 
@@ -252,15 +307,26 @@ def make_batch(
         aug: augmentation parameters.
         min_shift: minimum shift of negative windows.
         rng: random generator for negatives and augmentation.
+        random_windows: draw each template anywhere in its pair (needs ``optical_region``);
+            the positive SAR window moves with it.
+        unit_optical: the optical [0, 1] stretch spec, required with ``random_windows``.
     """
     t, span = ps.template_size, ps.search_size - ps.template_size
-    corner = np.rint(ps.true_xy_px[index]).astype(np.int64)
+    if random_windows and ps.optical_region is not None and unit_optical is not None:
+        tpl = draw_windows(
+            dataclasses.replace(ps, offset_xy_px=_offsets(ps)[index], sar=ps.sar[index]), rng
+        )
+        true_xy = tpl + _offsets(ps)[index]
+        opt = optical_templates(ps, index, tpl, unit_optical)
+    else:
+        true_xy = ps.true_xy_px[index]
+        opt = ps.optical[index]
+    corner = np.rint(true_xy).astype(np.int64)
     if label is not None:
-        neg = negative_windows(ps.true_xy_px[index], span, min_shift, rng)
+        neg = negative_windows(true_xy, span, min_shift, rng)
         corner = np.where((label == 1)[:, None], corner, neg)
     corner = np.clip(corner, 0, span)
     sar = np.stack([ps.sar[i, y : y + t, x : x + t] for i, (x, y) in zip(index, corner)])
-    opt = ps.optical[index]
     flips_s, scale_s = _draw(len(index), aug, rng)
     flips_o, scale_o = (flips_s, scale_s) if label is not None else _draw(len(index), aug, rng)
     sar = _augment(sar, flips_s, scale_s)
@@ -277,6 +343,10 @@ def make_batch(
     (xs, ts), (xo, to) = tensors(sar, specs[0]), tensors(opt, specs[1])
     lab = None if label is None else torch.from_numpy(label.astype(np.float32))
     return Batch(xs, xo, ts, to, lab)
+
+
+def _offsets(ps: PatchSet) -> np.ndarray:
+    return np.zeros((len(ps), 2)) if ps.offset_xy_px is None else ps.offset_xy_px
 
 
 @dataclass(frozen=True)
@@ -393,6 +463,9 @@ def build_datasets(
     parts = split_by_scene(records, tuple(cfg.split_fractions), seed, list(cfg.holdout_scenes))
     rng = np.random.default_rng([seed, 11])
     train, val, test = (build_patch_set(list(p), cfg, rng) for p in parts)
+    if cfg.random_windows:
+        val = with_fixed_windows(val, cfg, np.random.default_rng([seed, 13]))
+        test = with_fixed_windows(test, cfg, np.random.default_rng([seed, 17]))
     sar_spec, opt_spec = training_specs(train, cfg)
     names = sorted({f"{r.source}:{r.scene}" for r in records})
     data = Datasets(train, val, test, sar_spec, opt_spec, names)
@@ -401,7 +474,15 @@ def build_datasets(
         arrays = {
             f"{n}_{a}": getattr(getattr(data, n), a)
             for n in ("train", "val", "test")
-            for a in ("sar", "optical", "true_xy_px", "scenes", "names")
+            for a in (
+                "sar",
+                "optical",
+                "true_xy_px",
+                "scenes",
+                "names",
+                "optical_region",
+                "offset_xy_px",
+            )
         }
         meta = json.dumps(
             {"sar": sar_spec.to_dict(), "optical": opt_spec.to_dict(), "sources": names}
@@ -421,6 +502,8 @@ def _load_cached(path: Path) -> Datasets:
                 z[f"{n}_true_xy_px"],
                 [str(x) for x in z[f"{n}_scenes"]],
                 [str(x) for x in z[f"{n}_names"]],
+                z[f"{n}_optical_region"],
+                z[f"{n}_offset_xy_px"],
             )
             for n in ("train", "val", "test")
         ]

@@ -32,7 +32,15 @@ from tqdm import tqdm
 from training import losses
 from training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
 from training.config import AugmentConfig, TrainConfig, config_hash, config_to_dict, save_config
-from training.data import Batch, BatchPlan, Datasets, epoch_plan, make_batch, split_labelled
+from training.data import (
+    Batch,
+    BatchPlan,
+    Datasets,
+    epoch_plan,
+    make_batch,
+    split_labelled,
+    unit_spec,
+)
 from training.evaluate import matching_accuracy
 from training.models import Critic, EncoderSpec, Matcher
 
@@ -150,6 +158,8 @@ class Trainer:
             self.cfg.augment,
             self.cfg.data.negative_min_shift_px,
             rng,
+            random_windows=self.cfg.data.random_windows,
+            unit_optical=unit_spec("optical", self.cfg.data),
         )
 
     def _autocast(self) -> Any:

@@ -188,3 +188,40 @@ def test_build_datasets_splits_by_scene_and_caches(tmp_path):
     assert again.sar_spec == first.sar_spec and again.val.names == first.val.names
     with pytest.raises(ValueError, match="kind"):
         build_datasets(DataConfig(sources=[{"kind": "nope"}]), 0)
+
+
+def test_random_windows_move_template_and_sar_window_together() -> None:
+    """Positives drawn anywhere in the pair still show the same ground; val gets fixed windows."""
+    from training.config import AugmentConfig, DataConfig
+    from training.data import build_patch_set, make_batch, unit_spec, with_fixed_windows
+    from training.sources import PairRecord
+
+    rng = np.random.default_rng(0)
+    img = rng.random((256, 256)).astype(np.float32)
+    shifted = np.roll(img, (-2, 3), axis=(0, 1))  # SAR content of optical p at p + (3, -2)
+    rec = PairRecord(shifted, img, "db", "s", "x", "synthetic", "r", offset_xy_px=(3.0, -2.0))
+    cfg = DataConfig()
+    ps = build_patch_set([rec] * 4, cfg, rng)
+    no_aug = AugmentConfig(flip_p=0.0, optical_noise_std=0.0, scale_p=0.0)
+    specs = (unit_spec("sar", cfg), unit_spec("optical", cfg))
+    batch = make_batch(
+        ps,
+        np.arange(4),
+        np.ones(4, np.int64),
+        specs,
+        no_aug,
+        8,
+        rng,
+        random_windows=True,
+        unit_optical=unit_spec("optical", cfg),
+    )
+    sar, opt = batch.sar_target[:, 0].numpy(), batch.optical_target[:, 0].numpy()
+    for s, o in zip(sar, opt):
+        inner = (slice(4, -4), slice(4, -4))  # avoid the wrap-around border of np.roll
+        assert np.corrcoef(s[inner].ravel(), o[inner].ravel())[0, 1] > 0.99
+    assert len({o.tobytes() for o in opt}) == 4  # four different windows, not the centre
+    fixed = with_fixed_windows(ps, cfg, np.random.default_rng(1))
+    assert not np.allclose(fixed.true_xy_px, ps.true_xy_px)
+    corner = (fixed.true_xy_px[0] - [3.0, -2.0]).astype(int)
+    window = img[corner[1] : corner[1] + 128, corner[0] : corner[0] + 128]
+    assert np.corrcoef(window.ravel(), fixed.optical[0].ravel())[0, 1] > 0.999
