@@ -41,12 +41,20 @@ deploy: zip ## install the plugin into a QGIS profile (QGIS_PROFILE=default)
 	cd "$(QGIS_PLUGINS_DIR)" && $(CURDIR)/$(PY) -m zipfile -e $(CURDIR)/dist/$(PLUGIN).zip .
 	@echo "deployed to $(QGIS_PLUGINS_DIR)/$(PLUGIN); enable it in Plugins > Manage and Install"
 
-train-default: install ## train and export the shipped default model (reproducible: config + seed in repo)
-	$(PY) -m training train --config training/configs/default.yaml --out runs/default
-	$(PY) -m training export --checkpoint runs/default/best.pt --out $(PLUGIN)/default.onnx
+# Calibration data: the validation split's 3MOS scenes (never the held-out test scenes) and
+# synthetic scenes of unseen seeds.
+CALIBRATION_DATA := --data 3mos:../shared/data/3mos:GF3_plain,SEN_desert --data synthetic:8
+train-default: install ## train, export, calibrate the shipped default model (config + seed in repo)
+	$(PY) -m training train --config training/configs/default.yaml --out runs/default \
+		$(if $(wildcard runs/default/checkpoint_last.pt),--resume)
+	$(PY) -m training export --checkpoint runs/default/checkpoint_best.pt \
+		--out runs/default/model.onnx --name sar-optical-matcher-default
+	$(PY) scripts/calibrate_confidence.py --model runs/default/model.onnx $(CALIBRATION_DATA) \
+		--out $(PLUGIN)/default.onnx
 
+HELD_OUT := 3mos:../shared/data/3mos:RCM_city,RCM_plain,SEN_plain,GF3_water,Redarsat_hills
 evaluate: install ## evaluate the default model and classical peers on held-out 3MOS tiles
-	$(PY) scripts/evaluate.py --out build/eval
+	$(PY) scripts/evaluate.py --data $(HELD_OUT) --samples-per-pair 4 --out build/eval
 
 experiment: install ## the paper's experiment: 100/75/50/25/5 % supervision -> docs/results.md
 	$(PY) scripts/run_experiment.py --out runs/experiment --doc docs/results.md
