@@ -1,4 +1,4 @@
-"""Calibrate a model's match confidence and store it in the model's contract.
+r"""Calibrate a model's match confidence and store it in the model's contract.
 
 The confidence of a match is a logistic function of its correspondence map's structure (peak
 cosine, peak-to-second-peak ratio, peak spread, peak z-score; ``core.peaks``). This fits it to
@@ -7,7 +7,7 @@ which must be data the model's test evaluation never sees (validation scenes, un
 scenes), and writes a copy of the model whose contract carries the fitted parameters as
 ``training["confidence_model"]`` (read by the plugin and the evaluation).
 
-    .venv/bin/python scripts/calibrate_confidence.py --model runs/default/model.onnx \\
+    .venv/bin/python scripts/calibrate_confidence.py --model runs/default/model.onnx \
         --data 3mos:../shared/data/3mos:SEN_city --data synthetic:8 --out model.onnx
 """
 
