@@ -20,6 +20,10 @@ from numpy.typing import ArrayLike
 from osgeo import gdal, osr
 
 IDENTITY_GT = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+CORRUPT_HINT = (
+    "the file may be truncated or corrupt: check it with `gdalinfo -checksum <file>`, then copy, "
+    "download or export it again"
+)
 ASSIGN_CRS_HINT = (
     "assign one in QGIS (Raster > Projections > Assign Projection, or Layer Properties > Source) "
     "or with `gdal_edit.py -a_srs EPSG:<code> <file>`"
@@ -185,7 +189,7 @@ def read_window(
         with _gdal_errors() as errors:
             data = rb.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0)
         if data is None:
-            raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}")
+            raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}; {CORRUPT_HINT}")
         data = data.astype(np.float32)
         valid = _valid_mask(data, info.nodata[band - 1])
         flags = rb.GetMaskFlags()
@@ -253,7 +257,10 @@ def read_on_grid(
     with _gdal_errors() as errors:
         ok = gdal.Warp(target, source, options=options)
     if not ok:
-        raise ValueError(f"warping {src.path!r} onto the grid failed: {'; '.join(errors)}")
+        raise ValueError(
+            f"reading {src.path!r} onto the optical grid failed: {'; '.join(errors)[:300]}; "
+            f"{CORRUPT_HINT}"
+        )
     data = target.GetRasterBand(1).ReadAsArray().astype(np.float32)
     valid = np.isfinite(data)
     data[~valid] = np.nan

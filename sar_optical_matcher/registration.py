@@ -37,6 +37,12 @@ DETECT_TILE_PX = 1024
 DETECT_HALO_PX = 16
 #: Redundancy required beyond the transform's minimal sample, so no exact fit counts as evidence.
 EXTRA_INLIERS = 4
+#: A-contrario test: largest log10 of the expected number of chance fits this good (NFA).
+MAX_LOG10_NFA = -2.0
+#: Fewest inliers as a fraction of the usable matches (accepted, peak inside the map).
+MIN_INLIER_RATIO = 0.1
+#: Inliers' minor-axis spread over the usable matches' minor-axis spread (not a line/cluster).
+MIN_SPREAD_RATIO = 0.15
 
 
 class RegistrationError(RuntimeError):
@@ -208,12 +214,15 @@ class TiePoints:
         dst_px: (N, 2) float64, optical (x, y) pixels.
         accepted: (N,) bool, the matcher's confident-and-accepted flag.
         ids: (N,) int, match ids.
+        shift_px: optional (N, 2) float64, the matches' (dx, dy) peak offsets in optical
+            pixels; used to ignore peaks on the correspondence map's edge.
     """
 
     src_px: np.ndarray
     dst_px: np.ndarray
     accepted: np.ndarray
     ids: np.ndarray
+    shift_px: np.ndarray | None = None
 
     @classmethod
     def from_records(cls, records: Sequence[Any]) -> TiePoints:
@@ -222,7 +231,20 @@ class TiePoints:
         dst = np.array([[r.opt_x_px, r.opt_y_px] for r in records], np.float64).reshape(-1, 2)
         ok = np.array([bool(r.accepted) for r in records], bool)
         ok &= np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1)
-        return cls(src, dst, ok, np.array([int(r.id) for r in records], np.int64))
+        shift = np.array([[r.dx_px, r.dy_px] for r in records], np.float64).reshape(-1, 2)
+        return cls(src, dst, ok, np.array([int(r.id) for r in records], np.int64), shift)
+
+    def usable(self, half_range: int) -> np.ndarray:
+        """(N,) bool: accepted, and the peak not on the edge of the correspondence map.
+
+        A peak on the map's edge (``|dx|`` or ``|dy|`` at the search range ``half_range``) is
+        where unrelated content peaks most often and cannot be localised: it is no evidence.
+        """
+        ok = np.asarray(self.accepted, bool).copy()
+        if self.shift_px is not None:
+            edge = np.abs(np.asarray(self.shift_px, np.float64)) > half_range - 0.5
+            ok &= ~edge.any(axis=1)
+        return ok
 
 
 @dataclass
@@ -235,7 +257,9 @@ class FitResult:
         inliers: (N,) bool over all tie points (False for non-accepted ones).
         residual_xy_px: (N, 2) float64, ``transform(src) - dst`` in optical pixels.
         rmse_px: RMSE of the inliers' residuals.
-        n_accepted: accepted matches given to RANSAC.
+        n_accepted: accepted matches with a peak inside the map, given to RANSAC.
+        extra: diagnostics: ``ransac_iterations``, ``log10_nfa``, ``inlier_ratio``,
+            ``spread_ratio``, ``n_edge_peaks``.
     """
 
     transform: Any
@@ -265,6 +289,74 @@ def too_few_message(found: int, need: int, ties: TiePoints, kind: str, half_rang
     )
 
 
+def log10_nfa(n: int, k: int, m: int, threshold_px: float, half_range: int) -> float:
+    """log10 of the expected number of chance fits with ``k`` inliers among ``n`` matches.
+
+    A-contrario null model (ORSA, Moisan & Stival 2004): each match's peak is uniform over the
+    (2 * half_range - 1)^2 interior of the correspondence map, so it falls within
+    ``threshold_px`` of any prediction with probability ``p <= pi t^2 / (2 h - 1)^2``;
+    ``NFA = (n - m) C(n, k) C(k, m) p^(k - m)`` for a transform fixed by ``m`` points.
+    """
+    if k <= m or n <= m:
+        return math.inf
+    p = min(1.0, math.pi * threshold_px**2 / max(2 * half_range - 1, 1) ** 2)
+
+    def log10_comb(a: int, b: int) -> float:
+        return (math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)) / math.log(10)
+
+    return math.log10(n - m) + log10_comb(n, k) + log10_comb(k, m) + (k - m) * math.log10(p)
+
+
+def spread_ratio(src_in: np.ndarray, src_all: np.ndarray) -> float:
+    """Robust minor-axis spread of the inliers over that of all usable points (>= 0).
+
+    The spread is the median absolute deviation of the points along their covariance's minor
+    axis, so one or two points off a line do not make a line of inliers look spread out.
+    """
+
+    def minor(xy: np.ndarray) -> float:
+        xy = np.asarray(xy, np.float64).reshape(-1, 2)
+        if len(xy) < 3:
+            return 0.0
+        axis = np.linalg.eigh(np.cov(xy.T))[1][:, 0]
+        proj = (xy - np.median(xy, axis=0)) @ axis
+        return float(np.median(np.abs(proj - np.median(proj))))
+
+    ref = minor(src_all)
+    return minor(src_in) / ref if ref > 0 else 0.0
+
+
+def _weak_evidence(kind: str, usable: np.ndarray, inliers: np.ndarray,
+                   stats: dict[str, Any], half_range: int) -> str | None:  # fmt: skip
+    """Why ``inliers`` do not prove a registration (None when they do)."""
+    k, n = int(inliers.sum()), int(usable.sum())
+    advice = (
+        " No output raster was written. Check that the two rasters show the same place and "
+        "bands; try more keypoints, a higher CONFIDENCE_THRESHOLD (fewer, better matches), a "
+        f"smaller RESIDUAL_THRESHOLD, or a model with a search range beyond +/-{half_range} px."
+    )
+    if stats["log10_nfa"] > MAX_LOG10_NFA:
+        return (
+            f"Registration refused: the {k} inliers among {n} usable matches could be chance "
+            f"agreement (about 10^{stats['log10_nfa']:.1f} such fits are expected from random "
+            f"matches, at most 10^{MAX_LOG10_NFA:.0f} is accepted).{advice}"
+        )
+    if stats["inlier_ratio"] < MIN_INLIER_RATIO:
+        return (
+            f"Registration refused: only {k} of {n} usable matches "
+            f"({100 * stats['inlier_ratio']:.0f} %) agree on one '{kind}' transform, at least "
+            f"{100 * MIN_INLIER_RATIO:.0f} % are needed.{advice}"
+        )
+    if kind != "shift" and stats["spread_ratio"] < MIN_SPREAD_RATIO:
+        return (
+            f"Registration refused: the {k} inliers lie on a line or in a small cluster (spread "
+            f"{stats['spread_ratio']:.2f} of the matched area's, at least {MIN_SPREAD_RATIO} "
+            f"needed), so a '{kind}' transform would be extrapolated; use TRANSFORM shift or "
+            "add keypoints elsewhere (lower MIN_DISTANCE, higher MAX_COUNT)."
+        )
+    return None
+
+
 def fit_tie_points(
     ties: TiePoints,
     kind: str,
@@ -273,15 +365,30 @@ def fit_tie_points(
     rng: np.random.Generator,
     half_range: int = 64,
 ) -> FitResult:
-    """RANSAC on the accepted tie points, then the final fit; refuse when evidence is thin.
+    """RANSAC on the usable tie points, then the final fit; refuse when evidence is thin.
+
+    Usable tie points are accepted and peak inside the correspondence map (see
+    :meth:`TiePoints.usable`). The fit is refused unless it has :func:`required_inliers`
+    inliers, is statistically significant (:func:`log10_nfa` <= :data:`MAX_LOG10_NFA`), holds
+    at least :data:`MIN_INLIER_RATIO` of the usable matches and, beyond a shift, its inliers
+    are spread out (:func:`spread_ratio` >= :data:`MIN_SPREAD_RATIO`).
+
+    Args:
+        ties: the tie points.
+        kind: one of :data:`TRANSFORM_KINDS`.
+        threshold_px: RANSAC inlier threshold, optical pixels.
+        min_inliers: the user's minimum number of inliers.
+        rng: random generator of RANSAC.
+        half_range: the matcher's search range (search - template) // 2, optical pixels.
 
     Raises:
-        RegistrationError: fewer inliers than :func:`required_inliers`.
+        RegistrationError: the evidence does not prove a registration; the message says why.
     """
     if kind not in TRANSFORM_KINDS:
         raise ValueError(f"transform kind must be one of {TRANSFORM_KINDS}, not {kind!r}")
     need = required_inliers(kind, min_inliers)
-    idx = np.flatnonzero(ties.accepted)
+    usable = ties.usable(half_range)
+    idx = np.flatnonzero(usable)
     if idx.size < need:
         raise RegistrationError(too_few_message(int(idx.size), need, ties, kind, half_range))
     result = tf.ransac(
@@ -292,19 +399,21 @@ def fit_tie_points(
         raise RegistrationError(too_few_message(found, need, ties, kind, half_range))
     inliers = np.zeros(len(ties.accepted), bool)
     inliers[idx[np.asarray(result.inliers, bool)]] = True
+    stats = {
+        "ransac_iterations": int(getattr(result, "n_iterations", 0)),
+        "log10_nfa": log10_nfa(idx.size, found, tf.min_points(kind), threshold_px, half_range),
+        "inlier_ratio": found / idx.size,
+        "spread_ratio": spread_ratio(ties.src_px[inliers], ties.src_px[idx]),
+        "n_edge_peaks": int((ties.accepted & ~usable).sum()),
+    }
+    why = _weak_evidence(kind, usable, inliers, stats, half_range)
+    if why is not None:
+        raise RegistrationError(why)
     resid = np.full(ties.src_px.shape, np.nan)
     finite = np.isfinite(ties.src_px).all(axis=1)
     resid[finite] = result.transform.apply(ties.src_px[finite]) - ties.dst_px[finite]
     rmse = float(np.sqrt(np.mean(np.sum(resid[inliers] ** 2, axis=1))))
-    return FitResult(
-        result.transform,
-        kind,
-        inliers,
-        resid,
-        rmse,
-        int(idx.size),
-        {"ransac_iterations": int(getattr(result, "n_iterations", 0))},
-    )
+    return FitResult(result.transform, kind, inliers, resid, rmse, int(idx.size), stats)
 
 
 # --- outputs --------------------------------------------------------------------------------------

@@ -76,6 +76,29 @@ def raster_path(
     return layer.source()
 
 
+def check_raster_files(parameters: dict, names: Sequence[str]) -> tuple[bool, str]:
+    """``checkParameterValues`` helper: raster parameters given as file paths must open in GDAL.
+
+    QGIS's own check reports an unreadable file as "not found"; this names the real problem
+    (not a raster, corrupt, no georeference or CRS) and the fix.
+
+    Returns:
+        (ok, message).
+    """
+    import os
+
+    from sar_optical_matcher import rasters
+
+    for name in names:
+        value = parameters.get(name)
+        if isinstance(value, str) and value and os.path.isfile(value):
+            try:
+                rasters.open_raster(value)
+            except ValueError as exc:
+                return False, f"{name}: {exc}"
+    return True, ""
+
+
 def open_raster_checked(path: str, name: str, band: int | None = None) -> Any:
     """``rasters.open_raster`` with its ValueError turned into a QgsProcessingException."""
     from sar_optical_matcher import rasters
@@ -110,6 +133,15 @@ def canceled_callback(feedback: QgsProcessingFeedback | None) -> Callable[[], bo
     return (lambda: False) if feedback is None else feedback.isCanceled
 
 
+CANCELED_TEXT = "Canceled by the user; partial outputs were removed."
+
+
+def raise_if_canceled(feedback: QgsProcessingFeedback | None) -> None:
+    """Raise QgsProcessingException when the user canceled (call before writing outputs)."""
+    if feedback is not None and feedback.isCanceled():
+        raise QgsProcessingException(CANCELED_TEXT)
+
+
 @contextlib.contextmanager
 def processing_errors() -> Iterator[None]:
     """Turn the pipeline's exceptions into ``QgsProcessingException`` with the same message."""
@@ -121,7 +153,7 @@ def processing_errors() -> Iterator[None]:
         name = type(exc).__name__
         text = str(exc) or name
         if name == "Canceled":
-            text = "Canceled by the user; partial outputs were removed."
+            text = CANCELED_TEXT
         raise QgsProcessingException(text) from exc
 
 

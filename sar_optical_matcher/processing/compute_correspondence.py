@@ -128,6 +128,12 @@ class ComputeCorrespondenceAlgorithm(QgsProcessingAlgorithm):
             ],
         )
 
+    def checkParameterValues(  # noqa: D102
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        ok, message = common.check_raster_files(parameters, (self.SAR, self.OPTICAL))
+        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
+
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
         declare_match_params(self)
         declare_detect_params(self, self.OPTICAL)
@@ -162,10 +168,11 @@ class ComputeCorrespondenceAlgorithm(QgsProcessingAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         s = self.settings(parameters, context)
-        optical, sar, result = run_matching(s, feedback, 0, 90)
+        optical, sar, result = run_matching(s, feedback, 0, 90, allow_empty=True)
         records = result.records
         n_ok = sum(1 for r in records if r.accepted)
         feedback.pushInfo(f"{len(records)} keypoints matched, {n_ok} accepted")
+        common.raise_if_canceled(feedback)  # before the first output is created
         outputs: dict[str, Any] = {}
         if s.maps_folder:
             with common.processing_errors():
@@ -326,9 +333,20 @@ def correspondence_settings(
 
 
 def run_matching(
-    s: CorrespondenceSettings, feedback: QgsProcessingFeedback, start: float, stop: float
+    s: CorrespondenceSettings,
+    feedback: QgsProcessingFeedback,
+    start: float,
+    stop: float,
+    allow_empty: bool = False,
 ) -> tuple[Any, Any, Any]:
     """Open rasters and model, get keypoints, match; progress from ``start`` to ``stop`` %.
+
+    Args:
+        s: the settings.
+        feedback: progress, cancellation and log.
+        start: progress (%) at the start.
+        stop: progress (%) at the end.
+        allow_empty: with no keypoints, warn and return an empty result instead of raising.
 
     Returns:
         (optical RasterInfo, SAR RasterInfo, MatchResult).
@@ -344,26 +362,14 @@ def run_matching(
             f"model {matcher.contract.name} {matcher.contract.version}, "
             f"onnxruntime provider: {matcher.provider}"
         )
-        if s.keypoints_map is None:
-            kps = reg.detect_keypoints_tiled(
-                optical, s.detect, common.progress_callback(feedback, start, mid), canceled
-            )
-            xy_px = kps.xy_px
-            feedback.pushInfo(f"{len(xy_px)} keypoints detected on the optical raster")
-        else:
-            xy_px = reg.map_to_pixel(optical.geotransform, s.keypoints_map)
-            inside = (
-                (xy_px[:, 0] >= 0)
-                & (xy_px[:, 0] < optical.width)
-                & (xy_px[:, 1] >= 0)
-                & (xy_px[:, 1] < optical.height)
-            )
-            if not inside.all():
-                feedback.pushWarning(
-                    f"{int((~inside).sum())} keypoints lie outside the optical "
-                    "raster and are skipped"
-                )
-            xy_px = xy_px[inside]
+        check_overlap(optical, sar, s.match.search_size)
+        xy_px = _keypoints(s, optical, feedback, canceled, start, mid)
+        if len(xy_px) == 0:
+            why = no_keypoints_message(s.keypoints_map is not None)
+            if not allow_empty:
+                raise QgsProcessingException(why)
+            feedback.pushWarning(f"{why}; the output layer is empty")
+            return optical, sar, _empty_result(s)
         result = reg.compute_matches(
             optical,
             s.optical_band,
@@ -375,4 +381,87 @@ def run_matching(
             common.progress_callback(feedback, mid, stop),
             canceled,
         )
+    skipped = {k: v for k, v in result.counts.items() if k != "ok"}
+    if skipped:
+        feedback.pushWarning(f"keypoints skipped: {skipped_text(skipped)}")
     return optical, sar, result
+
+
+def _keypoints(
+    s: CorrespondenceSettings, optical: Any, feedback: QgsProcessingFeedback,
+    canceled: Callable[[], bool], start: float, stop: float,
+) -> np.ndarray:  # fmt: skip
+    """(N, 2) optical pixel keypoints: detected, or the KEYPOINTS layer's inside the raster."""
+    if s.keypoints_map is None:
+        kps = reg.detect_keypoints_tiled(
+            optical, s.detect, common.progress_callback(feedback, start, stop), canceled
+        )
+        feedback.pushInfo(f"{len(kps.xy_px)} keypoints detected on the optical raster")
+        return np.asarray(kps.xy_px, np.float64).reshape(-1, 2)
+    xy_px = reg.map_to_pixel(optical.geotransform, s.keypoints_map)
+    inside = (
+        (xy_px[:, 0] >= 0)
+        & (xy_px[:, 0] < optical.width)
+        & (xy_px[:, 1] >= 0)
+        & (xy_px[:, 1] < optical.height)
+    )
+    if not inside.all():
+        feedback.pushWarning(
+            f"{int((~inside).sum())} keypoints lie outside the optical raster and are skipped"
+        )
+    return xy_px[inside]
+
+
+def check_overlap(optical: Any, sar: Any, search_size: int) -> None:
+    """Raise unless the SAR footprint covers at least one search region of the optical grid."""
+    from sar_optical_matcher import rasters
+
+    x0, y0, x1, y1 = rasters.footprint_overlap(optical, sar)
+    w, h = int(x1 - x0), int(y1 - y0)
+    sizes = f"(OPTICAL {optical.width} x {optical.height} px, SAR {sar.width} x {sar.height} px)"
+    if w <= 0 or h <= 0:
+        raise QgsProcessingException(
+            f"the SAR and optical rasters do not overlap {sizes}: no SAR pixel lies on the "
+            "optical raster, so there is no search region to match in; choose two rasters of "
+            "the same place/area and check that their CRSs are set correctly"
+        )
+    if min(w, h) < search_size:
+        raise QgsProcessingException(
+            f"the SAR and optical rasters overlap by only {w} x {h} optical pixels {sizes}, "
+            f"smaller than one search region ({search_size} x {search_size} px); choose rasters "
+            "that cover more of the same place/area, or a model with a smaller search region"
+        )
+
+
+def no_keypoints_message(from_layer: bool) -> str:
+    """Why there is nothing to match, and what to do."""
+    if from_layer:
+        return (
+            "there are no keypoints to match: the KEYPOINTS layer has no point on the optical "
+            "raster; choose a layer that covers it, or leave KEYPOINTS empty to detect them"
+        )
+    return (
+        "there are no keypoints to match: no corner was found on the optical raster (constant, "
+        "all nodata or textureless there, or smaller than the search region plus BORDER); use a "
+        "textured area, a smaller MIN_DISTANCE/BORDER, or give a KEYPOINTS layer"
+    )
+
+
+#: What each skip status of a match record means for the user.
+SKIP_REASONS = {
+    "nodata_optical": "the optical template has too few valid pixels",
+    "nodata_sar": "the SAR raster has no valid data around the keypoint (nodata or outside it)",
+    "constant_optical": "the optical template is constant",
+    "constant_sar": "the SAR search region is constant",
+}
+
+
+def skipped_text(counts: dict[str, int]) -> str:
+    """``"nodata_sar: 12 (the SAR raster has ...)"`` for each skip status."""
+    return "; ".join(f"{k}: {n} ({SKIP_REASONS.get(k, k)})" for k, n in sorted(counts.items()))
+
+
+def _empty_result(s: CorrespondenceSettings) -> Any:
+    from sar_optical_matcher import matching
+
+    return matching.MatchResult([], s.match.template_size, s.match.search_size)

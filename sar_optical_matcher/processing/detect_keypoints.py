@@ -177,6 +177,12 @@ class DetectKeypointsAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self) -> DetectKeypointsAlgorithm:  # noqa: D102
         return type(self)()
 
+    def checkParameterValues(  # noqa: D102
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        ok, message = common.check_raster_files(parameters, (self.INPUT,))
+        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
+
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
         common.add_param(
             self,
@@ -222,7 +228,14 @@ class DetectKeypointsAlgorithm(QgsProcessingAlgorithm):
                 common.progress_callback(feedback, 0, 95),
                 common.canceled_callback(feedback),
             )
+        common.raise_if_canceled(feedback)  # before the output layer is created
         feedback.pushInfo(f"{len(keypoints.xy_px)} keypoints detected")
+        if len(keypoints.xy_px) == 0:
+            feedback.pushWarning(
+                "no keypoints found: the raster is constant, all nodata or textureless in the "
+                "search window; the output layer is empty. Use a textured area or band, or a "
+                "smaller BORDER/MIN_DISTANCE"
+            )
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         fields = common.make_fields(KEYPOINT_FIELDS)
         sink, dest = self.parameterAsSink(

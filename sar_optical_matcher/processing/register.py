@@ -39,6 +39,7 @@ from sar_optical_matcher.processing.compute_correspondence import (
     correspondence_settings,
     declare_match_params,
     run_matching,
+    skipped_text,
 )
 from sar_optical_matcher.processing.detect_keypoints import declare_detect_params
 
@@ -133,6 +134,12 @@ class RegisterSarToOpticalAlgorithm(QgsProcessingAlgorithm):
                 (self.OUTPUT_REPORT, "HTML report: RMSE, inliers, residual plot, maps"),
             ],
         )
+
+    def checkParameterValues(  # noqa: D102
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        ok, message = common.check_raster_files(parameters, ("SAR", "OPTICAL"))
+        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
         declare_match_params(self)
@@ -291,6 +298,12 @@ class RegisterSarToOpticalAlgorithm(QgsProcessingAlgorithm):
     ) -> dict[str, Any]:
         s = self.settings(parameters, context)
         optical, sar, result = run_matching(s.correspondence, feedback, 0, 70)
+        if result.records and not result.counts.get("ok"):
+            raise QgsProcessingException(
+                f"Registration refused: none of the {len(result.records)} keypoints could be "
+                f"matched ({skipped_text(result.counts)}). No output raster was written; check "
+                "the rasters' nodata values, bands and overlap."
+            )
         ties = reg.TiePoints.from_records(result.records)
         half = (s.correspondence.match.search_size - s.correspondence.match.template_size) // 2
         with common.processing_errors():
@@ -322,13 +335,16 @@ class RegisterSarToOpticalAlgorithm(QgsProcessingAlgorithm):
             written.append(Path(s.output_path))
             outputs: dict[str, Any] = {self.OUTPUT: s.output_path}
             if s.gcp_path:
+                common.raise_if_canceled(feedback)
                 written.append(write_gcp_file(s.gcp_path, ties, fit, optical, sar))
                 outputs[self.OUTPUT_GCP] = s.gcp_path
+            common.raise_if_canceled(feedback)
             if s.report_path:
                 written.append(
                     rep.write_report(s.report_path, report_data(s, ties, fit, result, optical))
                 )
                 outputs[self.OUTPUT_REPORT] = s.report_path
+            common.raise_if_canceled(feedback)  # the tie-point layer is the last output
             dest = self._write_tiepoints(parameters, context, ties, fit, result, optical)
             if dest is not None:
                 outputs[self.OUTPUT_TIEPOINTS] = dest

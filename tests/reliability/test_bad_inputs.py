@@ -1,0 +1,368 @@
+"""Bad inputs through processing.run: a clear error naming the problem and the fix, no outputs.
+
+Also the inputs that look odd but must work: NaN/Inf pixels, geographic CRSs (degrees), a
+keypoints layer in another CRS. Positions are checked against the synthetic truth.
+
+Zero keypoints: *Detect keypoints* and *Compute correspondence* write an empty layer and push a
+warning (a modeler/batch chain keeps running); *Register SAR to optical* raises an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.processing import (  # noqa: F401
+    EPSG,
+    OPT_GT,
+    Pair,
+    provider_fixture,
+    twin_model_fixture,
+    write_pair,
+)
+from tests.reliability import (
+    alg_params,
+    files_under,
+    map_to_px,
+    px_to_map,
+    read_array,
+    rewrite,
+    run_refused,
+    to_crs,
+    true_sar_px,
+    warp_to_epsg,
+    write_raster,
+)
+
+ALGS = ("detectkeypoints", "computecorrespondence", "registersartooptical")
+MATCHING = ALGS[1:]
+
+
+@pytest.fixture(name="pair", scope="module")
+def pair_fixture(tmp_path_factory: pytest.TempPathFactory) -> Pair:
+    """The default synthetic pair (384 px, truth ``A``)."""
+    return write_pair(tmp_path_factory.mktemp("pair"), seed=0)
+
+
+@pytest.fixture(name="out")
+def out_fixture(tmp_path: Path) -> Path:
+    """An empty output folder."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def _params(alg: str, pair: Pair, model: Path, out: Path, optical=None, sar=None, **kw) -> dict:
+    return alg_params(alg, optical or pair.optical, sar or pair.sar, model, out, **kw)
+
+
+def _run(alg: str, params: dict, feedback=None) -> dict:
+    import processing
+
+    return processing.run(f"sarmatcher:{alg}", params, feedback=feedback)
+
+
+class WarningLog:
+    """A QgsProcessingFeedback that records the warnings pushed to it."""
+
+    def __new__(cls):  # noqa: D102 - built lazily so the module imports without QGIS running
+        from qgis.core import QgsProcessingFeedback
+
+        class _Feedback(QgsProcessingFeedback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.warnings: list[str] = []
+
+            def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
+                self.warnings.append(text)
+                super().pushWarning(text)
+
+        return _Feedback()
+
+
+# --- unreadable and ungeoreferenced rasters ------------------------------------------------------
+
+
+def _not_a_raster(folder: Path) -> Path:
+    path = folder / "notes.tif"
+    path.write_text("this is a text file, not an image\n" * 50)
+    return path
+
+
+def _truncated(pair: Pair, folder: Path) -> Path:
+    path = folder / "truncated.tif"
+    data = pair.sar.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_non_raster_optical_is_refused(alg, provider, pair, twin_model, tmp_path, out) -> None:
+    bad = _not_a_raster(tmp_path)
+    key = "INPUT" if alg == "detectkeypoints" else "OPTICAL"
+    params = _params(alg, pair, twin_model, out, **{key: str(bad)})
+    run_refused(alg, params, out, key, "notes.tif|not a readable raster|raster", "GeoTIFF|GDAL")
+
+
+@pytest.mark.parametrize("alg", MATCHING)
+def test_truncated_sar_is_refused(alg, provider, pair, twin_model, tmp_path, out) -> None:
+    params = _params(alg, pair, twin_model, out, sar=_truncated(pair, tmp_path))
+    run_refused(alg, params, out, "truncated.tif", "truncated or corrupt", "gdalinfo -checksum")
+
+
+@pytest.mark.parametrize("alg", ALGS)
+@pytest.mark.parametrize("missing", ["georeference", "crs"])
+def test_ungeoreferenced_raster_is_refused(
+    alg, missing, provider, pair, twin_model, tmp_path, out
+) -> None:
+    arr, gt = read_array(pair.optical)
+    kw = {"gt": None, "epsg": None} if missing == "georeference" else {"epsg": None}
+    bad = write_raster(tmp_path / "bare.tif", arr.astype(np.uint8), **kw)
+    if alg == "detectkeypoints":
+        params = _params(alg, pair, twin_model, out, INPUT=str(bad))
+    else:  # the SAR without georeference, the harder case (the optical defines the grid)
+        params = _params(alg, pair, twin_model, out, sar=bad)
+    fix = "Georeferencer|gdal_translate" if missing == "georeference" else "Assign Projection"
+    run_refused(alg, params, out, "no georeference|no coordinate reference system", fix)
+
+
+# --- geometry: overlap, size, bands ---------------------------------------------------------------
+
+
+def _moved_sar(pair: Pair, folder: Path, dx_px: float, dy_px: float) -> Path:
+    """The pair's SAR with its georeference moved by (dx, dy) optical pixels."""
+    _, gt = read_array(pair.sar)
+    moved = (gt[0] + dx_px * OPT_GT[1], *gt[1:3], gt[3] + dy_px * OPT_GT[5], *gt[4:])
+    return rewrite(pair.sar, folder / f"sar_moved_{dx_px:g}.tif", lambda a: a, gt=moved)
+
+
+@pytest.mark.parametrize("alg", MATCHING)
+@pytest.mark.parametrize("shift", [10000.0, 330.0])  # far away; a 54 px strip (< 96 px region)
+def test_no_useful_overlap_is_refused(alg, shift, provider, pair, twin_model, tmp_path, out):
+    params = _params(alg, pair, twin_model, out, sar=_moved_sar(pair, tmp_path, shift, 0.0))
+    text = run_refused(alg, params, out, "overlap", "search region", "same (place|area)")
+    assert ("do not overlap" in text) == (shift > 1000)
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_raster_smaller_than_the_search_region_is_refused(
+    alg, provider, pair, twin_model, tmp_path, out
+) -> None:
+    arr, gt = read_array(pair.optical)
+    small = write_raster(tmp_path / "small.tif", arr[:80, :80].astype(np.uint8), gt=gt)
+    if alg == "detectkeypoints":  # detection alone only needs room for the BORDER (56 px)
+        params = _params(alg, pair, twin_model, out, INPUT=str(small))
+        run_refused(alg, params, out, "no room for keypoints", "80 x 80", "smaller border")
+    else:  # matching needs one search region (96 px) whatever the BORDER
+        params = _params(alg, pair, twin_model, out, optical=small, BORDER=0)
+        run_refused(alg, params, out, "OPTICAL 80 x 80 px", "smaller than one search region")
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_band_out_of_range_is_refused(alg, provider, pair, twin_model, out) -> None:
+    key = "BAND" if alg == "detectkeypoints" else "SAR_BAND"
+    params = _params(alg, pair, twin_model, out, **{key: 3})
+    run_refused(alg, params, out, "band 3", r"1 band|1\.\.1|between 1 and 1")
+
+
+# --- empty, constant and broken pixels ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["constant", "nodata"])
+def test_constant_or_nodata_optical(content, provider, pair, twin_model, tmp_path, out) -> None:
+    value = 77.0 if content == "constant" else -1.0
+    flat = rewrite(pair.optical, tmp_path / "flat.tif", lambda a: np.full_like(a, value),
+                   nodata=-1.0)  # fmt: skip
+    # Detect keypoints and Compute correspondence: an empty layer and a warning
+    for alg in ("detectkeypoints", "computecorrespondence"):
+        key = "INPUT" if alg == "detectkeypoints" else "OPTICAL"
+        params = _params(alg, pair, twin_model, out, **{key: str(flat)})
+        params.pop("OUTPUT_MAPS", None)
+        log = WarningLog()
+        res = _run(alg, {**params, "OUTPUT" if key == "INPUT" else "MATCHES": "memory:"}, log)
+        layer = res["OUTPUT" if key == "INPUT" else "MATCHES"]
+        assert layer.featureCount() == 0
+        assert any("no keypoints" in w.lower() for w in log.warnings), log.warnings
+    # Register: an error that says why and what to do
+    params = _params("registersartooptical", pair, twin_model, out, optical=flat)
+    run_refused("registersartooptical", params, out, "no keypoints", "constant|nodata", "textured")
+
+
+def test_all_nodata_sar_is_refused_by_register(provider, pair, twin_model, tmp_path, out) -> None:
+    empty = rewrite(pair.sar, tmp_path / "empty.tif", lambda a: np.full_like(a, -9999.0))
+    params = _params("registersartooptical", pair, twin_model, out, sar=empty)
+    run_refused("registersartooptical", params, out, "Registration refused", "nodata_sar")
+
+
+def test_nan_and_inf_pixels_are_skipped_not_fatal(provider, pair, twin_model, tmp_path, out):
+    """Float optical with a NaN block, SAR with NaN and +-Inf: registers, truth within 1 px."""
+    opt = rewrite(pair.optical, tmp_path / "opt_nan.tif", _with_holes(nan_block=True), nodata=None)
+    sar = rewrite(pair.sar, tmp_path / "sar_inf.tif", _with_holes(nan_block=False))
+    kp = _run("detectkeypoints", _params("detectkeypoints", pair, twin_model, out, INPUT=str(opt),
+                                         OUTPUT="memory:"))["OUTPUT"]  # fmt: skip
+    xy = np.array([[f["x_px"], f["y_px"]] for f in kp.getFeatures()])
+    assert len(xy) >= 20
+    assert not ((xy[:, 0] > 150 - 4) & (xy[:, 0] < 230 + 4) & (xy[:, 1] > 150 - 4)
+                & (xy[:, 1] < 230 + 4)).any()  # fmt: skip  # no keypoint in the NaN block
+    params = _params("registersartooptical", pair, twin_model, out, optical=opt, sar=sar,
+                     OUTPUT_TIEPOINTS="memory:")  # fmt: skip
+    res = _run("registersartooptical", params)
+    _assert_tiepoints_true(res["OUTPUT_TIEPOINTS"], pair, lambda p: p)
+    statuses = {f["accepted"] for f in res["OUTPUT_TIEPOINTS"].getFeatures()}
+    assert statuses == {True, False}  # some keypoints next to the holes were skipped
+    reg_arr, _ = read_array(Path(res["OUTPUT"]))
+    assert np.isfinite(reg_arr).mean() > 0.5
+
+
+def _with_holes(nan_block: bool):
+    def edit(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float32).copy()
+        if nan_block:
+            a[150:230, 150:230] = np.nan
+        else:
+            a[60:70, :] = np.inf
+            a[:, 300:305] = -np.inf
+            a[200:240, 40:90] = np.nan
+        return a
+
+    return edit
+
+
+def _assert_tiepoints_true(layer, pair: Pair, opt_px_to_utm_px) -> None:
+    """Median distance of the inliers' SAR positions to the truth < 1 px, >= 8 inliers."""
+    feats = [f for f in layer.getFeatures() if f["inlier"]]
+    assert len(feats) >= 8
+    opt = opt_px_to_utm_px(np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats]))
+    sar = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in feats])
+    err = np.linalg.norm(true_sar_px(pair, opt) - sar, axis=1)
+    assert np.median(err) < 1.0, np.median(err)
+
+
+# --- geographic CRSs and keypoints in another CRS -------------------------------------------------
+
+
+def test_sar_in_degrees_registers(provider, pair, twin_model, tmp_path, out) -> None:
+    """SAR reprojected to EPSG:4326, optical in UTM: registered as well as the UTM SAR."""
+    from osgeo import gdal
+
+    sar4326 = warp_to_epsg(pair.sar, tmp_path / "sar_4326.tif", 4326)
+    params = _params("registersartooptical", pair, twin_model, out, sar=sar4326,
+                     OUTPUT_TIEPOINTS="memory:")  # fmt: skip
+    res = _run("registersartooptical", params)
+    assert res["N_INLIERS"] >= 8 and res["RMSE_PX"] < 1.5
+    # truth of a tie point: SAR-4326 px -> degrees -> UTM -> original SAR px (the content)
+    gt4326 = gdal.Open(str(sar4326)).GetGeoTransform()
+    _, gt_sar = read_array(pair.sar)
+    feats = [f for f in res["OUTPUT_TIEPOINTS"].getFeatures() if f["inlier"]]
+    sar_px = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in feats])
+    content_px = map_to_px(gt_sar, to_crs(px_to_map(gt4326, sar_px), 4326, EPSG))
+    opt = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats])
+    assert np.median(np.linalg.norm(true_sar_px(pair, opt) - content_px, axis=1)) < 1.0
+    # the registered raster lies on the optical grid and matches the optical content
+    warped, gt = read_array(Path(res["OUTPUT"]))
+    ref, _ = read_array(pair.optical)
+    assert gt == OPT_GT and warped.shape == ref.shape
+    inner = (slice(40, -40), slice(40, -40))
+    err = np.nanmedian(np.abs((warped[inner] + 18.0) / 3.0 * 255.0 - ref[inner]))
+    assert err < 6.0, err
+
+
+def test_optical_in_degrees_gives_true_matches(provider, pair, twin_model, tmp_path, out) -> None:
+    """Optical reprojected to EPSG:4326: match positions (in degrees) agree with the truth."""
+    opt4326 = warp_to_epsg(pair.optical, tmp_path / "opt_4326.tif", 4326)
+    _, gt4326 = read_array(opt4326)
+    params = _params("computecorrespondence", pair, twin_model, out, optical=opt4326,
+                     MATCHES="memory:", OUTPUT_MAPS=None)  # fmt: skip
+    res = _run("computecorrespondence", params)
+    layer = res["MATCHES"]
+    assert layer.crs().authid() == "EPSG:4326"
+    feats = list(layer.getFeatures())
+    assert len(feats) >= 15
+    opt_px = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats])
+    geom = np.array([[f.geometry().asPoint().x(), f.geometry().asPoint().y()] for f in feats])
+    np.testing.assert_allclose(geom, px_to_map(gt4326, opt_px), atol=1e-9)
+    # found position in optical-4326 px -> degrees -> UTM px -> truth in SAR px
+    found = opt_px + np.array([[f["dx_px"], f["dy_px"]] for f in feats])
+    utm_px = map_to_px(OPT_GT, to_crs(px_to_map(gt4326, found), 4326, EPSG))
+    sar = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in feats])
+    kp_utm = map_to_px(OPT_GT, to_crs(geom, 4326, EPSG))
+    err = np.linalg.norm(true_sar_px(pair, kp_utm) - sar, axis=1)
+    assert np.mean(err < 1.5) > 0.5, np.round(np.sort(err), 1)
+    assert np.isfinite(utm_px).all()
+
+
+def test_keypoints_layer_in_another_crs_is_reprojected(provider, pair, twin_model, out) -> None:
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
+
+    opt_px = np.array([[96.5, 100.5], [200.5, 150.5], [290.5, 280.5], [150.5, 300.5]])
+    deg = to_crs(px_to_map(OPT_GT, opt_px), EPSG, 4326)
+    layer = QgsVectorLayer("Point?crs=EPSG:4326", "kp", "memory")
+    for x, y in deg:
+        feature = QgsFeature()
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(float(x), float(y))))
+        layer.dataProvider().addFeature(feature)
+    params = _params("computecorrespondence", pair, twin_model, out, KEYPOINTS=layer,
+                     MATCHES="memory:", OUTPUT_MAPS=None)  # fmt: skip
+    feats = sorted(_run("computecorrespondence", params)["MATCHES"].getFeatures(),
+                   key=lambda f: f["id"])  # fmt: skip
+    got = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats])
+    np.testing.assert_allclose(got, opt_px, atol=1e-6)
+    sar = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in feats])
+    assert np.median(np.linalg.norm(true_sar_px(pair, opt_px) - sar, axis=1)) < 1.0
+
+
+def test_empty_keypoints_layer(provider, pair, twin_model, out) -> None:
+    from qgis.core import QgsVectorLayer
+
+    empty = QgsVectorLayer("Point?crs=EPSG:4326", "kp", "memory")
+    params = _params("computecorrespondence", pair, twin_model, out, KEYPOINTS=empty,
+                     MATCHES="memory:", OUTPUT_MAPS=None)  # fmt: skip
+    log = WarningLog()
+    assert _run("computecorrespondence", params, log)["MATCHES"].featureCount() == 0
+    assert any("no keypoints" in w.lower() for w in log.warnings), log.warnings
+    params = _params("registersartooptical", pair, twin_model, out, KEYPOINTS=empty)
+    run_refused("registersartooptical", params, out, "no keypoints", "KEYPOINTS")
+
+
+# --- models that do not fit -----------------------------------------------------------------------
+
+
+@pytest.fixture(name="bad_models", scope="module")
+def bad_models_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.model_fixtures import make_bad_models
+
+    return make_bad_models(tmp_path_factory.mktemp("bad"))
+
+
+#: fault -> what the message must say (problem) and suggest (fix)
+MODEL_FAULTS = {
+    "not_onnx": ("not an ONNX model", "choose"),
+    "empty": ("not an ONNX model", "choose"),
+    "truncated": ("truncated|corrupt", "copy it again|choose"),
+    "no_metadata": ("not a SAR-Optical Matcher model", "re-export"),
+    "bad_json": ("invalid model contract", ""),
+    "wrong_size": ("template", "re-export|set them"),
+    "wrong_channels": ("channels", "re-export"),
+    "swapped_inputs": ("swapped", "re-export"),
+    "single_encoder": ("inputs", "re-export"),
+    "newer_format": ("format|version", "upgrade|update|plugin"),
+    "new_opset": ("opset 30", "upgrade onnxruntime"),
+    "new_ir": ("IR version 99", "upgrade onnxruntime"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(MODEL_FAULTS))
+def test_unusable_model_is_refused(fault, provider, pair, bad_models, out) -> None:
+    problem, fix = MODEL_FAULTS[fault]
+    for alg in MATCHING:
+        params = _params(alg, pair, bad_models[fault], out)
+        run_refused(alg, params, out, problem, fix)
+
+
+def test_outputs_of_a_good_run_for_reference(provider, pair, twin_model, out) -> None:
+    """The same parameters as the refusals above do write every output (the tests can fail)."""
+    res = _run("registersartooptical", _params("registersartooptical", pair, twin_model, out))
+    assert res["N_INLIERS"] >= 8
+    assert {"reg.tif", "reg.points", "reg.html", "tp.gpkg"} <= set(files_under(out))
