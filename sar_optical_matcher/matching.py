@@ -180,7 +180,7 @@ def match_keypoints(
     matcher: OnnxMatcher,
     sar_scale: str = "auto",
     method: str = "dense",
-    batch_size: int = 8,
+    batch_size: int = 4,
     min_valid_fraction: float = 0.9,
     confidence_threshold: float = 0.5,
     keep_maps: bool = False,

@@ -520,7 +520,9 @@ def warp_sar(
             progress(done)
         return 0 if (is_canceled is not None and is_canceled()) else 1
 
-    with atomic_output(out_path) as tmp:
+    from sar_optical_matcher.rasters import WARP_MEMORY_BYTES, gdal_cache_limit
+
+    with gdal_cache_limit(), atomic_output(out_path) as tmp:
         ds = gdal.Warp(
             tmp,
             vrt,
@@ -539,6 +541,7 @@ def warp_sar(
             tps=order is None,
             dstNodata=nodata,
             creationOptions=list(settings.creation_options),
+            warpMemoryLimit=WARP_MEMORY_BYTES,
             callback=callback,
         )
         _check_canceled(is_canceled)
@@ -628,7 +631,7 @@ class MatchSettings:
     search_size: int = 256
     sar_scale: str = "auto"
     device: str = "auto"
-    batch_size: int = 8
+    batch_size: int = 4
     confidence_threshold: float = 0.5
     keep_maps: bool = False
 
