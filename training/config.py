@@ -104,6 +104,10 @@ class LossConfig:
         w_recon: weight of the reconstruction term (per-pixel mean squared error, both images).
         w_match: weight of the contrastive matching term (labelled batches only).
         w_adv: weight of the encoders' adversarial term (eq. 8).
+        dense_negative_radius_px: r > 0 adds :func:`training.losses.dense_contrastive_loss`
+            on each labelled positive: the template against all windows within +-r px of the
+            true one (one dense pass over a (T + 2r)^2 region), every window >= the negative
+            shift away being a negative. 0: the paper's single random negative only.
     """
 
     margin: float = 1.0
@@ -111,6 +115,7 @@ class LossConfig:
     w_recon: float = 1.0
     w_match: float = 1.0
     w_adv: float = 1.0
+    dense_negative_radius_px: int = 0
 
 
 @dataclass

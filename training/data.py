@@ -271,16 +271,23 @@ class Batch:
     sar_target: torch.Tensor
     optical_target: torch.Tensor
     label: torch.Tensor | None
+    sar_region: torch.Tensor | None = None
+    region_true_xy: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         """Move to ``device``."""
-        label = None if self.label is None else self.label.to(device)
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         return Batch(
             self.sar.to(device),
             self.optical.to(device),
             self.sar_target.to(device),
             self.optical_target.to(device),
-            label,
+            move(self.label),
+            move(self.sar_region),
+            move(self.region_true_xy),
         )
 
 
@@ -294,6 +301,7 @@ def make_batch(
     rng: np.random.Generator,
     random_windows: bool = False,
     unit_optical: PreprocessSpec | None = None,
+    dense_radius: int = 0,
 ) -> Batch:
     """Assemble one augmented batch.
 
@@ -310,6 +318,9 @@ def make_batch(
         random_windows: draw each template anywhere in its pair (needs ``optical_region``);
             the positive SAR window moves with it.
         unit_optical: the optical [0, 1] stretch spec, required with ``random_windows``.
+        dense_radius: r > 0 (labelled batches): also the (T + 2r)^2 SAR neighbourhood of each
+            item's TRUE window, augmented like its window, and the true window's (x, y) in it,
+            for ``losses.dense_contrastive_loss``.
     """
     t, span = ps.template_size, ps.search_size - ps.template_size
     if random_windows and ps.optical_region is not None and unit_optical is not None:
@@ -342,7 +353,38 @@ def make_batch(
 
     (xs, ts), (xo, to) = tensors(sar, specs[0]), tensors(opt, specs[1])
     lab = None if label is None else torch.from_numpy(label.astype(np.float32))
-    return Batch(xs, xo, ts, to, lab)
+    region, rel = None, None
+    if label is not None and dense_radius > 0:
+        region, rel = _neighbourhoods(ps, index, true_xy, dense_radius, flips_s, scale_s)
+        region = torch.from_numpy(standardise(region, specs[0]))[:, None]
+        rel = torch.from_numpy(rel)
+    return Batch(xs, xo, ts, to, lab, region, rel)
+
+
+def _neighbourhoods(
+    ps: PatchSet,
+    index: np.ndarray,
+    true_xy: np.ndarray,
+    radius: int,
+    flips: np.ndarray,
+    scale: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T + 2r, T + 2r) unit SAR regions around the true windows and the true (x, y) in them.
+
+    The region is shifted where it would leave the search region, so the true window is not
+    always at its centre; flips move the true position with the pixels.
+    """
+    t, span = ps.template_size, ps.search_size - ps.template_size
+    size = t + 2 * radius
+    if size > ps.search_size:
+        raise ValueError(f"dense_negative_radius_px {radius} needs a search region >= {size} px")
+    true_c = np.clip(np.rint(true_xy).astype(np.int64), 0, span)
+    corner = np.clip(true_c - radius, 0, ps.search_size - size)
+    rel = true_c - corner
+    region = np.stack([ps.sar[i, y : y + size, x : x + size] for i, (x, y) in zip(index, corner)])
+    region = _augment(region, flips, scale)
+    rel = np.where(flips, 2 * radius - rel, rel)  # flips[:, 0] mirrors x, flips[:, 1] y
+    return region, rel.astype(np.int64)
 
 
 def _offsets(ps: PatchSet) -> np.ndarray:

@@ -42,7 +42,7 @@ from training.data import (
     unit_spec,
 )
 from training.evaluate import matching_accuracy
-from training.models import Critic, EncoderSpec, Matcher
+from training.models import Critic, DenseEncoder, EncoderSpec, Matcher
 
 log = logging.getLogger(__name__)
 LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
@@ -61,10 +61,13 @@ class _AutoEncoders(nn.Module):
         super().__init__()
         self.sar, self.optical = matcher.sar, matcher.optical
 
-    def forward(self, sar: torch.Tensor, optical: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, sar: torch.Tensor, optical: torch.Tensor, sar_region: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, ...]:
         z_s, r_s = self.sar(sar)
         z_o, r_o = self.optical(optical)
-        return z_s, r_s, z_o, r_o
+        dense = None if sar_region is None else DenseEncoder(self.sar.encoder)(sar_region)
+        return z_s, r_s, z_o, r_o, dense
 
 
 def build_matcher(cfg: TrainConfig) -> Matcher:
@@ -160,6 +163,7 @@ class Trainer:
             rng,
             random_windows=self.cfg.data.random_windows,
             unit_optical=unit_spec("optical", self.cfg.data),
+            dense_radius=self.cfg.loss.dense_negative_radius_px,
         )
 
     def _autocast(self) -> Any:
@@ -185,7 +189,7 @@ class Trainer:
         """One critic phase and one autoencoder update; returns the detached loss terms."""
         w = self.cfg.loss
         with self._autocast():
-            z_s, r_s, z_o, r_o = self.ae(batch.sar, batch.optical)
+            z_s, r_s, z_o, r_o, dense = self.ae(batch.sar, batch.optical, batch.sar_region)
         z_s, z_o = z_s.float(), z_o.float()
         l_critic = self._critic_updates(torch.cat([z_s, z_o]).detach(), gen)
         critic = self.matcher.critic
@@ -199,6 +203,16 @@ class Trainer:
             l_match = torch.zeros((), device=self.device)
             if batch.label is not None:
                 l_match = losses.contrastive_loss(z_o, z_s, batch.label, w.margin)
+            if dense is not None and batch.region_true_xy is not None:
+                pos = batch.label == 1
+                if bool(pos.any()):
+                    l_match = l_match + losses.dense_contrastive_loss(
+                        z_o[pos],
+                        dense[pos],
+                        batch.region_true_xy[pos],
+                        w.margin,
+                        self.cfg.data.negative_min_shift_px,
+                    )
             loss = w.w_recon * l_rec + w.w_match * l_match + w.w_adv * l_adv
             terms = {
                 "loss": loss.detach(),

@@ -83,3 +83,45 @@ def sample_prior(
     """(n, dim) samples of the prior N(0, prior_std^2 I) (paper: variance 5)."""
     z = torch.randn(n, dim, generator=generator, device=generator.device)
     return (z * prior_std).to(device)
+
+
+def dense_contrastive_loss(
+    z_optical: torch.Tensor,
+    dense_sar: torch.Tensor,
+    true_xy: torch.Tensor,
+    margin: float,
+    min_shift: int,
+) -> torch.Tensor:
+    """Eq. 4 of one template against every SAR window of a neighbourhood (one dense pass).
+
+    The paper pairs each template with ONE random off-centre SAR crop as its negative; here
+    every window of the neighbourhood at least ``min_shift`` px (Chebyshev) from the true one is
+    a negative, so each positive meets hundreds of hard, nearby negatives for about the cost of
+    two windows. The positive term is the squared distance at the true offset; the negative
+    term the hinge ``max(0, m - d^2)`` averaged over the negatives that violate the margin
+    (averaging over all of them would drown the few hard ones among the many easy ones).
+
+    Args:
+        z_optical: (B, D) raw optical codes.
+        dense_sar: (B, D, h, w) raw dense SAR codes of the neighbourhood regions.
+        true_xy: (B, 2) int64, (x, y) of the true window in the (h, w) map.
+        margin: m, on the squared distance of unit codes (in [0, 4]).
+        min_shift: windows closer than this (Chebyshev, px) to the true one are not negatives.
+
+    Returns:
+        Scalar loss: mean over the batch of positive term + negative term.
+    """
+    zo = F.normalize(z_optical.float(), dim=1)
+    ds = F.normalize(dense_sar.float(), dim=1)
+    d2 = 2.0 - 2.0 * torch.einsum("bd,bdhw->bhw", zo, ds)
+    b, h, w = d2.shape
+    idx = torch.arange(b, device=d2.device)
+    tx, ty = true_xy[:, 0].long(), true_xy[:, 1].long()
+    pos = d2[idx, ty, tx]
+    yy = torch.arange(h, device=d2.device).view(1, h, 1)
+    xx = torch.arange(w, device=d2.device).view(1, 1, w)
+    far = torch.maximum((yy - ty.view(b, 1, 1)).abs(), (xx - tx.view(b, 1, 1)).abs()) >= min_shift
+    hinge = F.relu(margin - d2) * far
+    active = (hinge > 0).sum(dim=(1, 2)).clamp(min=1)
+    neg = hinge.sum(dim=(1, 2)) / active
+    return (pos + neg).mean()

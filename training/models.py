@@ -113,7 +113,7 @@ class Encoder(nn.Module):
 
 
 class DenseEncoder(nn.Module):
-    """All-offset evaluation of an :class:`Encoder` (shares its weights, eval mode only).
+    """All-offset evaluation of an :class:`Encoder` (shares its weights; exact in eval mode).
 
     Input (B, C, H, W) with H, W >= patch_size; output (B, D, H - P + 1, W - P + 1) where
     ``out[b, :, y, x] == encoder(inp[b, :, y:y + P, x:x + P])`` (up to float rounding).
@@ -131,13 +131,16 @@ class DenseEncoder(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 x = F.conv2d(x, layer.weight, layer.bias, dilation=dilation)
             elif isinstance(layer, nn.BatchNorm2d):
+                # Running statistics in eval mode (exact: dense == per-window); batch statistics
+                # of the dense map in training mode (the dense matching loss).
                 x = F.batch_norm(
                     x,
                     layer.running_mean,
                     layer.running_var,
                     layer.weight,
                     layer.bias,
-                    training=False,
+                    training=layer.training,
+                    momentum=layer.momentum or 0.1,
                     eps=layer.eps,
                 )
             elif isinstance(layer, nn.LeakyReLU):
@@ -178,6 +181,11 @@ class Decoder(nn.Module):
             ]
         self.up = nn.Sequential(*ups)
         self.out = nn.Sequential(nn.Conv2d(chans[-1], spec.in_channels, 3, padding=1), nn.ReLU())
+        # The targets are [0, 1] images (mean ~0.45): starting the output at 0.5 keeps the
+        # paper's final ReLU alive. With the default init about half the output pixels start
+        # negative, and once the codes move the whole output can die (zero gradient), which
+        # froze the reconstruction loss at E[x^2] in our first default run.
+        nn.init.constant_(self.out[0].bias, 0.5)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Decode (B, D) codes."""

@@ -225,3 +225,34 @@ def test_random_windows_move_template_and_sar_window_together() -> None:
     corner = (fixed.true_xy_px[0] - [3.0, -2.0]).astype(int)
     window = img[corner[1] : corner[1] + 128, corner[0] : corner[0] + 128]
     assert np.corrcoef(window.ravel(), fixed.optical[0].ravel())[0, 1] > 0.999
+
+
+def test_neighbourhood_regions_follow_flips() -> None:
+    """The true window's position inside a flipped neighbourhood is mirrored with the pixels."""
+    from training.config import AugmentConfig, DataConfig
+    from training.data import build_patch_set, make_batch, unit_spec
+    from training.sources import PairRecord
+
+    rng = np.random.default_rng(3)
+    img = rng.random((256, 256)).astype(np.float32)
+    rec = PairRecord(img, img, "db", "s", "x", "synthetic", "r")
+    cfg = DataConfig()
+    ps = build_patch_set([rec] * 6, cfg, rng)
+    aug = AugmentConfig(flip_p=0.5, optical_noise_std=0.0, scale_p=0.0)
+    specs = (unit_spec("sar", cfg), unit_spec("optical", cfg))
+    b = make_batch(
+        ps,
+        np.arange(6),
+        np.ones(6, np.int64),
+        specs,
+        aug,
+        8,
+        rng,
+        random_windows=True,
+        unit_optical=unit_spec("optical", cfg),
+        dense_radius=16,
+    )
+    assert b.sar_region is not None and b.region_true_xy is not None
+    assert b.sar_region.shape == (6, 1, 160, 160)
+    for region, (x, y), window in zip(b.sar_region[:, 0], b.region_true_xy, b.sar[:, 0]):
+        np.testing.assert_allclose(region[y : y + 128, x : x + 128].numpy(), window.numpy())

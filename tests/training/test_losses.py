@@ -65,3 +65,21 @@ def test_prior_has_variance_prior_std_squared():
     assert z.var().item() == pytest.approx(5.0, rel=0.03) and abs(z.mean().item()) < 0.03
     again = sample_prior(20000, 8, 1.0, torch.Generator().manual_seed(0), torch.device("cpu"))
     torch.testing.assert_close(again * math.sqrt(5.0), z)  # seeded: reproducible
+
+
+def test_dense_contrastive_loss_by_hand() -> None:
+    """Tiny map: the positive's squared distance plus the mean violated hinge of far windows."""
+    from training.losses import dense_contrastive_loss
+
+    z_o = torch.tensor([[1.0, 0.0]])
+    # 1 x 2 x 3 map of codes; true window at (x=0, y=0); min_shift 2 -> only x=2 is a negative
+    dense = torch.tensor([[[[1.0, 0.0, 0.6]], [[0.0, 1.0, 0.8]]]])  # codes (1,0), (0,1), (.6,.8)
+    loss = dense_contrastive_loss(z_o, dense, torch.tensor([[0, 0]]), margin=1.0, min_shift=2)
+    # positive d2 = 0; negative at x=2: cos 0.6 -> d2 = 0.8 -> hinge 1 - 0.8 = 0.2
+    assert loss.item() == pytest.approx(0.2, abs=1e-6)
+    # with a margin the negative already satisfies, only the positive term is left
+    far = dense_contrastive_loss(z_o, dense, torch.tensor([[0, 0]]), margin=0.5, min_shift=2)
+    assert far.item() == pytest.approx(0.0, abs=1e-6)
+    moved = dense_contrastive_loss(z_o, dense, torch.tensor([[1, 0]]), margin=1.0, min_shift=1)
+    # positive at x=1: d2 = 2; negatives x=0 (d2 0 -> hinge 1) and x=2 (hinge 0.2): mean 0.6
+    assert moved.item() == pytest.approx(2.6, abs=1e-6)
