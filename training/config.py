@@ -108,6 +108,8 @@ class LossConfig:
             on each labelled positive: the template against all windows within +-r px of the
             true one (one dense pass over a (T + 2r)^2 region), every window >= the negative
             shift away being a negative. 0: the paper's single random negative only.
+        dense_negative_max_items: at most this many positives of a batch get the dense term
+            (its cost grows with (T + 2r)^2 per item: ~10 windows' worth at r = 16 on a CPU).
     """
 
     margin: float = 1.0
@@ -116,6 +118,7 @@ class LossConfig:
     w_match: float = 1.0
     w_adv: float = 1.0
     dense_negative_radius_px: int = 0
+    dense_negative_max_items: int = 8
 
 
 @dataclass

@@ -189,7 +189,9 @@ class Trainer:
         """One critic phase and one autoencoder update; returns the detached loss terms."""
         w = self.cfg.loss
         with self._autocast():
-            z_s, r_s, z_o, r_o, dense = self.ae(batch.sar, batch.optical, batch.sar_region)
+            sel = self._dense_items(batch)
+            region = None if sel is None else batch.sar_region[sel]  # type: ignore[index]
+            z_s, r_s, z_o, r_o, dense = self.ae(batch.sar, batch.optical, region)
         z_s, z_o = z_s.float(), z_o.float()
         l_critic = self._critic_updates(torch.cat([z_s, z_o]).detach(), gen)
         critic = self.matcher.critic
@@ -203,16 +205,14 @@ class Trainer:
             l_match = torch.zeros((), device=self.device)
             if batch.label is not None:
                 l_match = losses.contrastive_loss(z_o, z_s, batch.label, w.margin)
-            if dense is not None and batch.region_true_xy is not None:
-                pos = batch.label == 1
-                if bool(pos.any()):
-                    l_match = l_match + losses.dense_contrastive_loss(
-                        z_o[pos],
-                        dense[pos],
-                        batch.region_true_xy[pos],
-                        w.margin,
-                        self.cfg.data.negative_min_shift_px,
-                    )
+            if dense is not None and sel is not None and batch.region_true_xy is not None:
+                l_match = l_match + losses.dense_contrastive_loss(
+                    z_o[sel],
+                    dense,
+                    batch.region_true_xy[sel],
+                    w.margin,
+                    self.cfg.data.negative_min_shift_px,
+                )
             loss = w.w_recon * l_rec + w.w_match * l_match + w.w_adv * l_adv
             terms = {
                 "loss": loss.detach(),
@@ -231,6 +231,13 @@ class Trainer:
         finally:
             critic.requires_grad_(True)
         return terms
+
+    def _dense_items(self, batch: Batch) -> torch.Tensor | None:
+        """Indices of the positives (at most ``dense_negative_max_items``) for the dense term."""
+        if batch.sar_region is None or batch.label is None:
+            return None
+        pos = torch.nonzero(batch.label == 1).flatten()[: self.cfg.loss.dense_negative_max_items]
+        return pos if len(pos) else None
 
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
         bad = torch.tensor(
