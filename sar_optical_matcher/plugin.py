@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication
 
-from sar_optical_matcher.processing.provider import SarOpticalMatcherProvider
+from sar_optical_matcher.processing.provider import PROVIDER_ID, SarOpticalMatcherProvider
 
 
 class SarOpticalMatcherPlugin:
@@ -16,9 +16,17 @@ class SarOpticalMatcherPlugin:
         self.provider: SarOpticalMatcherProvider | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
-        """Create and register the provider."""
-        self.provider = SarOpticalMatcherProvider()
-        QgsApplication.processingRegistry().addProvider(self.provider)
+        """Create and register the provider (once: QGIS may call this and initGui)."""
+        if self.provider is not None:
+            return
+        registry = QgsApplication.processingRegistry()
+        if registry.providerById(PROVIDER_ID) is not None:
+            # Another copy (e.g. a second plugin folder) already serves these algorithms;
+            # registering ours would fail and QGIS would delete the object under us.
+            return
+        provider = SarOpticalMatcherProvider()
+        if registry.addProvider(provider):
+            self.provider = provider
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API name
         """Called by the desktop application; the provider is all the GUI there is."""

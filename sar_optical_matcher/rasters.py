@@ -19,6 +19,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from osgeo import gdal, osr
 
+from sar_optical_matcher.core import geotransform
+
 IDENTITY_GT = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 CORRUPT_HINT = (
     "the file may be truncated or corrupt: check it with `gdalinfo -checksum <file>`, then copy, "
@@ -275,20 +277,13 @@ def _srs(wkt: str) -> osr.SpatialReference:
     return srs
 
 
-def _points(xy: ArrayLike, name: str) -> np.ndarray:
-    pts = np.asarray(xy, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"{name} must be an (N, 2) array of (x, y), got shape {pts.shape}")
-    return pts
-
-
 def transform_points(xy: ArrayLike, src_wkt: str, dst_wkt: str) -> np.ndarray:
     """Transform (N, 2) map points ``(x, y)`` (x = easting/longitude) between two CRSs.
 
     Returns:
         (N, 2) float64; rows GDAL/PROJ cannot transform are NaN.
     """
-    pts = _points(xy, "xy")
+    pts = geotransform.as_points(xy, "xy")
     src, dst = _srs(src_wkt), _srs(dst_wkt)
     if len(pts) == 0 or src.IsSame(dst):
         return pts.copy()
@@ -312,18 +307,12 @@ def _transform_one(transform: osr.CoordinateTransformation, p: np.ndarray) -> tu
 
 def pixel_to_map(info: RasterInfo, xy_px: ArrayLike) -> np.ndarray:
     """(N, 2) pixel ``(x, y)`` of ``info`` -> (N, 2) map coordinates in its CRS."""
-    pts = _points(xy_px, "xy_px")
-    g = info.geotransform
-    return np.column_stack([g[0] + pts[:, 0] * g[1] + pts[:, 1] * g[2],
-                            g[3] + pts[:, 0] * g[4] + pts[:, 1] * g[5]])  # fmt: skip
+    return geotransform.pixel_to_map(info.geotransform, xy_px)
 
 
 def map_to_pixel(info: RasterInfo, xy_map: ArrayLike) -> np.ndarray:
     """(N, 2) map coordinates in ``info``'s CRS -> (N, 2) pixel ``(x, y)``."""
-    pts = _points(xy_map, "xy_map")
-    g = info.geotransform
-    a = np.array([[g[1], g[2]], [g[4], g[5]]])
-    return np.linalg.solve(a, (pts - [g[0], g[3]]).T).T
+    return geotransform.map_to_pixel(info.geotransform, xy_map)
 
 
 def footprint_overlap(a: RasterInfo, b: RasterInfo, samples: int = 21) -> tuple[float, ...]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from sar_optical_matcher.core import keypoints as kp
 from sar_optical_matcher.core import transforms as tf
+from sar_optical_matcher.core.geotransform import map_to_pixel, pixel_to_map
 from sar_optical_matcher.core.tiling import iter_tiles
 
 Progress = Callable[[float], None]
@@ -59,21 +60,6 @@ def _check_canceled(is_canceled: IsCanceled | None) -> None:
 
 
 # --- pixel <-> map ------------------------------------------------------------------------------
-
-
-def pixel_to_map(gt: Sequence[float], xy_px: np.ndarray) -> np.ndarray:
-    """(N, 2) pixels (x, y) to (N, 2) map coordinates with GDAL geotransform ``gt``."""
-    xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
-    return np.column_stack(
-        [gt[0] + xy[:, 0] * gt[1] + xy[:, 1] * gt[2], gt[3] + xy[:, 0] * gt[4] + xy[:, 1] * gt[5]]
-    )
-
-
-def map_to_pixel(gt: Sequence[float], xy_map: np.ndarray) -> np.ndarray:
-    """(N, 2) map coordinates to (N, 2) pixels (x, y): inverse of :func:`pixel_to_map`."""
-    xy = np.asarray(xy_map, np.float64).reshape(-1, 2)
-    a = np.array([[gt[1], gt[2]], [gt[4], gt[5]]], np.float64)
-    return np.linalg.solve(a, (xy - [gt[0], gt[3]]).T).T
 
 
 # --- keypoints, tile by tile ---------------------------------------------------------------------

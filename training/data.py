@@ -353,12 +353,13 @@ def make_batch(
 
     (xs, ts), (xo, to) = tensors(sar, specs[0]), tensors(opt, specs[1])
     lab = None if label is None else torch.from_numpy(label.astype(np.float32))
-    region, rel = None, None
+    region_t: torch.Tensor | None = None
+    rel_t: torch.Tensor | None = None
     if label is not None and dense_radius > 0:
         region, rel = _neighbourhoods(ps, index, true_xy, dense_radius, flips_s, scale_s)
-        region = torch.from_numpy(standardise(region, specs[0]))[:, None]
-        rel = torch.from_numpy(rel)
-    return Batch(xs, xo, ts, to, lab, region, rel)
+        region_t = torch.from_numpy(standardise(region, specs[0]))[:, None]
+        rel_t = torch.from_numpy(rel)
+    return Batch(xs, xo, ts, to, lab, region_t, rel_t)
 
 
 def _neighbourhoods(

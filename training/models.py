@@ -180,12 +180,14 @@ class Decoder(nn.Module):
                 nn.ReLU(),
             ]
         self.up = nn.Sequential(*ups)
-        self.out = nn.Sequential(nn.Conv2d(chans[-1], spec.in_channels, 3, padding=1), nn.ReLU())
+        last = nn.Conv2d(chans[-1], spec.in_channels, 3, padding=1)
+        self.out = nn.Sequential(last, nn.ReLU())
         # The targets are [0, 1] images (mean ~0.45): starting the output at 0.5 keeps the
         # paper's final ReLU alive. With the default init about half the output pixels start
         # negative, and once the codes move the whole output can die (zero gradient), which
         # froze the reconstruction loss at E[x^2] in our first default run.
-        nn.init.constant_(self.out[0].bias, 0.5)
+        assert last.bias is not None  # created with bias=True above
+        nn.init.constant_(last.bias, 0.5)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Decode (B, D) codes."""

@@ -1,0 +1,39 @@
+"""GDAL geotransform arithmetic (pixel <-> map), the one implementation used everywhere.
+
+``x_map = gt[0] + x * gt[1] + y * gt[2]``, ``y_map = gt[3] + x * gt[4] + y * gt[5]`` with
+``(x, y)`` continuous pixel coordinates (see the convention in ``core/__init__.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+def as_points(xy: ArrayLike, name: str) -> np.ndarray:
+    """``xy`` as an (N, 2) float64 array of (x, y); one point (2,) becomes (1, 2)."""
+    pts = np.asarray(xy, dtype=np.float64)
+    if pts.ndim == 1 and pts.shape == (2,):
+        pts = pts[None]
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (N, 2) as (x, y), got {pts.shape}")
+    return pts
+
+
+def pixel_to_map(gt: Sequence[float], xy_px: ArrayLike) -> np.ndarray:
+    """(N, 2) pixel ``(x, y)`` -> (N, 2) map coordinates with geotransform ``gt``."""
+    p = as_points(xy_px, "xy_px")
+    return np.column_stack(
+        [gt[0] + p[:, 0] * gt[1] + p[:, 1] * gt[2], gt[3] + p[:, 0] * gt[4] + p[:, 1] * gt[5]]
+    )
+
+
+def map_to_pixel(gt: Sequence[float], xy_map: ArrayLike) -> np.ndarray:
+    """(N, 2) map coordinates -> (N, 2) pixel ``(x, y)``: inverse of :func:`pixel_to_map`."""
+    p = as_points(xy_map, "xy_map")
+    a = np.array([[gt[1], gt[2]], [gt[4], gt[5]]], dtype=np.float64)
+    if abs(np.linalg.det(a)) < 1e-300:
+        raise ValueError(f"geotransform {tuple(gt)} is singular (zero pixel size)")
+    return np.linalg.solve(a, (p - [gt[0], gt[3]]).T).T
