@@ -103,13 +103,37 @@ class Encoder(nn.Module):
         self.features = nn.Sequential(*layers)
         # The fully connected layer, as a conv whose kernel covers the whole final map.
         self.head = nn.Conv2d(c_in, spec.descriptor_size, spec.final_size)
+        # BatchNorm on the latent code. A freshly initialised BN-VGG trunk gives nearly the same
+        # code for every input (cosine ~ 1), where the contrastive gradient 2 (a - b) vanishes:
+        # our first default runs sat exactly at that collapse (matching loss 0.5 + 1.0). This
+        # removes the common component; in eval mode it is a per-channel affine map, so the
+        # dense evaluation stays exact.
+        self.head_norm = nn.BatchNorm2d(spec.descriptor_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode patches of exactly ``patch_size``; returns (B, D)."""
         p = self.spec.patch_size
         if x.shape[-2:] != (p, p):
             raise ValueError(f"Encoder expects {p}x{p} patches, got {tuple(x.shape[-2:])}")
-        return self.head(self.features(x)).flatten(1)
+        return self.head_norm(self.head(self.features(x))).flatten(1)
+
+
+def _batch_norm(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
+    """``layer`` applied to a dense map.
+
+    Running statistics in eval mode (exact: dense == per-window); batch statistics of the dense
+    map in training mode (the dense matching loss).
+    """
+    return F.batch_norm(
+        x,
+        layer.running_mean,
+        layer.running_var,
+        layer.weight,
+        layer.bias,
+        training=layer.training,
+        momentum=layer.momentum or 0.1,
+        eps=layer.eps,
+    )
 
 
 class DenseEncoder(nn.Module):
@@ -131,18 +155,7 @@ class DenseEncoder(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 x = F.conv2d(x, layer.weight, layer.bias, dilation=dilation)
             elif isinstance(layer, nn.BatchNorm2d):
-                # Running statistics in eval mode (exact: dense == per-window); batch statistics
-                # of the dense map in training mode (the dense matching loss).
-                x = F.batch_norm(
-                    x,
-                    layer.running_mean,
-                    layer.running_var,
-                    layer.weight,
-                    layer.bias,
-                    training=layer.training,
-                    momentum=layer.momentum or 0.1,
-                    eps=layer.eps,
-                )
+                x = _batch_norm(x, layer)
             elif isinstance(layer, nn.LeakyReLU):
                 x = F.leaky_relu(x, LEAKY_SLOPE)
             elif isinstance(layer, nn.MaxPool2d):
@@ -151,7 +164,9 @@ class DenseEncoder(nn.Module):
             else:  # pragma: no cover - the encoder is built above
                 raise TypeError(f"unsupported layer {layer!r}")
         head = self.encoder.head
-        return F.conv2d(x, head.weight, head.bias, dilation=dilation)
+        return _batch_norm(
+            F.conv2d(x, head.weight, head.bias, dilation=dilation), self.encoder.head_norm
+        )
 
 
 class Decoder(nn.Module):
