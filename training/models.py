@@ -119,10 +119,13 @@ class Encoder(nn.Module):
 
 
 def _batch_norm(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
-    """``layer`` applied to a dense map.
+    """``layer`` applied to a dense map, always with its running statistics.
 
-    Running statistics in eval mode (exact: dense == per-window); batch statistics of the dense
-    map in training mode (the dense matching loss).
+    Also in training (the dense matching loss): batch statistics of a few highly correlated
+    neighbourhoods differ from those of a batch of windows, and letting them into the running
+    statistics made the trained encoder's eval-mode maps peak in the wrong place (measured:
+    cosine 0.62 at the true window, 0.80 elsewhere). With running statistics the dense term
+    trains exactly the function inference runs; the window batches alone update the statistics.
     """
     return F.batch_norm(
         x,
@@ -130,14 +133,13 @@ def _batch_norm(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
         layer.running_var,
         layer.weight,
         layer.bias,
-        training=layer.training,
-        momentum=layer.momentum or 0.1,
+        training=False,
         eps=layer.eps,
     )
 
 
 class DenseEncoder(nn.Module):
-    """All-offset evaluation of an :class:`Encoder` (shares its weights; exact in eval mode).
+    """All-offset evaluation of an :class:`Encoder` (shares its weights and BN statistics).
 
     Input (B, C, H, W) with H, W >= patch_size; output (B, D, H - P + 1, W - P + 1) where
     ``out[b, :, y, x] == encoder(inp[b, :, y:y + P, x:x + P])`` (up to float rounding).
