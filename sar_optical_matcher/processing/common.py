@@ -225,3 +225,27 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+class MatcherAlgorithm(QgsProcessingAlgorithm):
+    """What the provider's algorithms share: group, instance creation, raster file checks.
+
+    Subclasses list the keys of their raster parameters in ``RASTER_PARAMS``.
+    """
+
+    RASTER_PARAMS: tuple[str, ...] = ()
+
+    def group(self) -> str:  # noqa: D102
+        return GROUP
+
+    def groupId(self) -> str:  # noqa: D102
+        return GROUP_ID
+
+    def createInstance(self) -> MatcherAlgorithm:  # noqa: D102
+        return type(self)()
+
+    def checkParameterValues(  # noqa: D102
+        self, parameters: dict, context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        ok, message = check_raster_files(parameters, self.RASTER_PARAMS)
+        return (ok, message) if not ok else super().checkParameterValues(parameters, context)

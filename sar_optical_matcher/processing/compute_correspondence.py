@@ -77,8 +77,10 @@ class CorrespondenceSettings:
     maps_folder: str | None = None
 
 
-class ComputeCorrespondenceAlgorithm(QgsProcessingAlgorithm):
+class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
     """For each optical keypoint, the SAR position found by the model, with its quality."""
+
+    RASTER_PARAMS = ("SAR", "OPTICAL")
 
     SAR = "SAR"
     SAR_BAND = "SAR_BAND"
@@ -101,15 +103,6 @@ class ComputeCorrespondenceAlgorithm(QgsProcessingAlgorithm):
     def displayName(self) -> str:  # noqa: D102
         return "Compute correspondence"
 
-    def group(self) -> str:  # noqa: D102
-        return common.GROUP
-
-    def groupId(self) -> str:  # noqa: D102
-        return common.GROUP_ID
-
-    def createInstance(self) -> ComputeCorrespondenceAlgorithm:  # noqa: D102
-        return type(self)()
-
     def shortHelpString(self) -> str:  # noqa: D102
         return common.help_html(
             "For each optical keypoint, the optical template is compared with every window of "
@@ -127,12 +120,6 @@ class ComputeCorrespondenceAlgorithm(QgsProcessingAlgorithm):
                 (self.OUTPUT_MAPS, "optional folder of correspondence-map GeoTIFFs"),
             ],
         )
-
-    def checkParameterValues(  # noqa: D102
-        self, parameters: dict[str, Any], context: QgsProcessingContext
-    ) -> tuple[bool, str]:
-        ok, message = common.check_raster_files(parameters, (self.SAR, self.OPTICAL))
-        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
         declare_match_params(self)

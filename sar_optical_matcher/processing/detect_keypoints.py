@@ -133,8 +133,10 @@ def detect_settings_from(
         raise QgsProcessingException(str(exc)) from exc
 
 
-class DetectKeypointsAlgorithm(QgsProcessingAlgorithm):
+class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
     """Harris keypoints of an optical raster, as a point layer in the raster's CRS."""
+
+    RASTER_PARAMS = ("INPUT",)
 
     INPUT = "INPUT"
     BAND = "BAND"
@@ -150,12 +152,6 @@ class DetectKeypointsAlgorithm(QgsProcessingAlgorithm):
 
     def displayName(self) -> str:  # noqa: D102
         return "Detect keypoints"
-
-    def group(self) -> str:  # noqa: D102
-        return common.GROUP
-
-    def groupId(self) -> str:  # noqa: D102
-        return common.GROUP_ID
 
     def shortHelpString(self) -> str:  # noqa: D102
         return common.help_html(
@@ -173,15 +169,6 @@ class DetectKeypointsAlgorithm(QgsProcessingAlgorithm):
                 (self.OUTPUT, "the keypoints"),
             ],
         )
-
-    def createInstance(self) -> DetectKeypointsAlgorithm:  # noqa: D102
-        return type(self)()
-
-    def checkParameterValues(  # noqa: D102
-        self, parameters: dict[str, Any], context: QgsProcessingContext
-    ) -> tuple[bool, str]:
-        ok, message = common.check_raster_files(parameters, (self.INPUT,))
-        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
         common.add_param(

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -87,8 +86,10 @@ class RegisterSettings:
     report_path: str | None
 
 
-class RegisterSarToOpticalAlgorithm(QgsProcessingAlgorithm):
+class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
     """Register a SAR raster onto an optical raster's grid from learned correspondences."""
+
+    RASTER_PARAMS = ("SAR", "OPTICAL")
 
     TRANSFORM = "TRANSFORM"
     RESIDUAL_THRESHOLD = "RESIDUAL_THRESHOLD"
@@ -109,15 +110,6 @@ class RegisterSarToOpticalAlgorithm(QgsProcessingAlgorithm):
     def displayName(self) -> str:  # noqa: D102
         return "Register SAR to optical"
 
-    def group(self) -> str:  # noqa: D102
-        return common.GROUP
-
-    def groupId(self) -> str:  # noqa: D102
-        return common.GROUP_ID
-
-    def createInstance(self) -> RegisterSarToOpticalAlgorithm:  # noqa: D102
-        return type(self)()
-
     def shortHelpString(self) -> str:  # noqa: D102
         return common.help_html(
             "Detects keypoints on the optical raster, finds them in the SAR raster with the "
@@ -134,12 +126,6 @@ class RegisterSarToOpticalAlgorithm(QgsProcessingAlgorithm):
                 (self.OUTPUT_REPORT, "HTML report: RMSE, inliers, residual plot, maps"),
             ],
         )
-
-    def checkParameterValues(  # noqa: D102
-        self, parameters: dict[str, Any], context: QgsProcessingContext
-    ) -> tuple[bool, str]:
-        ok, message = common.check_raster_files(parameters, ("SAR", "OPTICAL"))
-        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: D102
         declare_match_params(self)
