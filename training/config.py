@@ -83,12 +83,16 @@ class ModelConfig:
         convs_per_stage: convolutions per stage; (2, 1, 1, 2) keeps the dense map exact.
         descriptor_size: latent code length (paper: 256).
         critic_hidden: sizes of the critic's two hidden layers (decreasing).
+        identical_init: start the SAR autoencoder from a copy of the optical one's random
+            initial weights. They share no weights and diverge in training; at step 0 the pair
+            is a random-feature template matcher instead of two unrelated functions.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 64)
     convs_per_stage: tuple[int, ...] = (2, 1, 1, 2)
     descriptor_size: int = 256
     critic_hidden: tuple[int, int] = (128, 64)
+    identical_init: bool = False
 
 
 @dataclass

@@ -82,6 +82,8 @@ def build_matcher(cfg: TrainConfig) -> Matcher:
     matcher = Matcher(spec)
     hidden = (int(cfg.model.critic_hidden[0]), int(cfg.model.critic_hidden[1]))
     matcher.critic = Critic(spec.descriptor_size, hidden)
+    if cfg.model.identical_init:
+        matcher.sar.load_state_dict(matcher.optical.state_dict())  # a copy, not shared
     return matcher
 
 

@@ -167,3 +167,20 @@ def test_lr_range_test_writes_csv_plot_and_range(tmp_path, data):
     assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))
     assert len(rows) == result["steps"] and (tmp_path / "lr_find.png").stat().st_size > 1000
     assert 1e-7 <= result["lr_low"] <= result["steepest_lr"] <= result["lr_high"] <= 1.0
+
+
+def test_identical_init_copies_weights_without_sharing_them() -> None:
+    import torch
+
+    from training.config import config_from_dict
+    from training.loop import build_matcher
+
+    cfg = config_from_dict(
+        {"model": {"widths": [4, 8, 8, 8], "descriptor_size": 16, "identical_init": True}}
+    )
+    m = build_matcher(cfg)
+    sar, opt = m.sar.state_dict(), m.optical.state_dict()
+    assert all(torch.equal(sar[k], opt[k]) for k in sar)
+    with torch.no_grad():
+        next(m.sar.parameters()).add_(1.0)  # no shared tensors: the optical one is unchanged
+    assert not torch.equal(next(m.sar.parameters()), next(m.optical.parameters()))
