@@ -50,7 +50,7 @@ train-default: install ## train, export, calibrate the shipped default model (co
 	$(PY) -m training export --checkpoint runs/default/checkpoint_best.pt \
 		--out runs/default/model.onnx --name sar-optical-matcher-default
 	$(PY) scripts/calibrate_confidence.py --model runs/default/model.onnx $(CALIBRATION_DATA) \
-		--out $(PLUGIN)/default.onnx
+		--out $(PLUGIN)/model/default.onnx
 
 HELD_OUT := 3mos:../shared/data/3mos:RCM_city,RCM_plain,SEN_plain,GF3_water,Redarsat_hills
 evaluate: install ## evaluate the default model and classical peers on held-out 3MOS tiles
