@@ -53,6 +53,12 @@ def train_and_export(args: argparse.Namespace, ratio: float) -> Path:
         f"data.supervision_ratio={ratio}",
         "--set",
         f"optim.epochs={args.epochs}",
+        # the paper's semi-supervised objective: reconstruction + adversarial terms on (the
+        # shipped default trains the matching term alone, see its config)
+        "--set",
+        "loss.w_recon=1.0",
+        "--set",
+        "loss.w_adv=0.1",
     ]
     if (out / "checkpoint_last.pt").is_file():
         cmd.append("--resume")
