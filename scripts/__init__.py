@@ -1,0 +1,1 @@
+"""Command-line scripts: install, demo, evaluation, benchmarks, dataset building."""
