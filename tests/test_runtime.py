@@ -211,3 +211,13 @@ def test_input_validation(twin: OnnxMatcher) -> None:
             twin.correspondence_maps(templates, regions)
     with pytest.raises(ValueError, match="method must be one of"):
         twin.correspondence_maps(ok_t, ok_r, method="fft")
+
+
+def test_shipped_default_model_passes_the_plugins_checks() -> None:
+    """The model in the plugin zip opens, fits the contract and carries its calibration."""
+    path = runtime.default_model_path()
+    contract = runtime.read_contract(path)
+    assert (contract.template_size, contract.search_size, contract.map_size) == (128, 256, 129)
+    assert "confidence_model" in contract.training
+    assert contract.training["onnx_parity_max_abs_diff"] < 1e-4
+    assert path.stat().st_size < 20e6  # fits the plugin zip budget
