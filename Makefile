@@ -20,7 +20,7 @@ test: install ## install if needed, then run the whole test suite (offscreen)
 test-fast: install ## the suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: install ## register a bundled synthetic SAR/optical pair with the default model
+demo: install ## run Register SAR to optical on a bundled synthetic pair with the default model
 	$(PY) scripts/demo.py --out build/demo
 
 lint: install ## ruff lint + format check, mypy on core/model/training
