@@ -146,12 +146,16 @@ def cut_record(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) ->
     )
 
 
-def draw_windows(ps: PatchSet, rng: np.random.Generator) -> np.ndarray:
-    """(N, 2) int template corners, uniform over the pair, whose true SAR corner fits too."""
-    span = ps.search_size - ps.template_size
-    off = np.zeros((len(ps), 2)) if ps.offset_xy_px is None else ps.offset_xy_px
-    lo = np.clip(np.ceil(-off), 0, span).astype(np.int64)
-    hi = np.clip(np.floor(span - off), 0, span).astype(np.int64)
+def draw_windows(offsets: np.ndarray, span: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, 2) int template corners in [0, span], uniform, whose true SAR corner fits too.
+
+    Args:
+        offsets: (N, 2) record offsets (true SAR corner = template corner + offset).
+        span: S - T, the largest corner coordinate.
+        rng: random generator.
+    """
+    lo = np.clip(np.ceil(-offsets), 0, span).astype(np.int64)
+    hi = np.clip(np.floor(span - offsets), 0, span).astype(np.int64)
     return rng.integers(lo, hi + 1)
 
 
@@ -173,9 +177,9 @@ def with_fixed_windows(ps: PatchSet, cfg: DataConfig, rng: np.random.Generator) 
     """A copy whose templates sit at one random (seeded) window per pair: for val/test."""
     if len(ps) == 0 or ps.optical_region is None:
         return ps
-    corners = draw_windows(ps, rng)
+    off = _offsets(ps)
+    corners = draw_windows(off, ps.search_size - ps.template_size, rng)
     index = np.arange(len(ps))
-    off = np.zeros((len(ps), 2)) if ps.offset_xy_px is None else ps.offset_xy_px
     return dataclasses.replace(
         ps,
         optical=optical_templates(ps, index, corners, unit_spec("optical", cfg)),
@@ -324,10 +328,9 @@ def make_batch(
     """
     t, span = ps.template_size, ps.search_size - ps.template_size
     if random_windows and ps.optical_region is not None and unit_optical is not None:
-        tpl = draw_windows(
-            dataclasses.replace(ps, offset_xy_px=_offsets(ps)[index], sar=ps.sar[index]), rng
-        )
-        true_xy = tpl + _offsets(ps)[index]
+        off = _offsets(ps)[index]
+        tpl = draw_windows(off, span, rng)
+        true_xy = tpl + off
         opt = optical_templates(ps, index, tpl, unit_optical)
     else:
         true_xy = ps.true_xy_px[index]
