@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +27,16 @@ OPT_GT = (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
 TRUE_A = np.array([[1.012, -0.010, 4.0], [0.011, 1.008, -3.0]])
 #: error of the SAR's written georeference, optical pixels (within the twin model's +/-16 px)
 SHIFT_PX = (6.0, -5.0)
+
+
+#: Parameters shared by the algorithm runs (sizes of the twin model, dense keypoints).
+MATCH_PARAMS: dict[str, Any] = {
+    "TEMPLATE_SIZE": 64,
+    "SEARCH_SIZE": 96,
+    "MIN_DISTANCE": 24,
+    "BORDER": 56,
+    "CONFIDENCE_THRESHOLD": 0.0,
+}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 
 from tests.processing import (  # noqa: F401
     EPSG,
+    MATCH_PARAMS,
     Pair,
     provider_fixture,
     run_cli,
@@ -22,11 +23,7 @@ def _params(pair: Pair, model: Path, **kw) -> dict:
         "SAR": str(pair.sar),
         "OPTICAL": str(pair.optical),
         "MODEL": str(model),
-        "TEMPLATE_SIZE": 64,
-        "SEARCH_SIZE": 96,
-        "MIN_DISTANCE": 24,
-        "BORDER": 56,
-        "CONFIDENCE_THRESHOLD": 0.0,
+        **MATCH_PARAMS,
         "MATCHES": "memory:",
         **kw,
     }

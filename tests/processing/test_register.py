@@ -9,6 +9,7 @@ import pytest
 
 from sar_optical_matcher import gcp
 from tests.processing import (  # noqa: F401
+    MATCH_PARAMS,
     Pair,
     provider_fixture,
     run_cli,
@@ -23,11 +24,7 @@ def _params(pair: Pair, model: Path, out: Path, **kw) -> dict:
         "SAR": str(pair.sar),
         "OPTICAL": str(pair.optical),
         "MODEL": str(model),
-        "TEMPLATE_SIZE": 64,
-        "SEARCH_SIZE": 96,
-        "MIN_DISTANCE": 24,
-        "BORDER": 56,
-        "CONFIDENCE_THRESHOLD": 0.0,
+        **MATCH_PARAMS,
         "RESIDUAL_THRESHOLD": 1.5,
         "TRANSFORM": 1,
         "OUTPUT": str(out / "reg.tif"),

@@ -15,16 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.processing import EPSG, Pair
-
-#: Parameters shared by the algorithm runs (sizes of the twin model, dense keypoints).
-MATCH_PARAMS: dict[str, Any] = {
-    "TEMPLATE_SIZE": 64,
-    "SEARCH_SIZE": 96,
-    "MIN_DISTANCE": 24,
-    "BORDER": 56,
-    "CONFIDENCE_THRESHOLD": 0.0,
-}
+from tests.processing import EPSG, MATCH_PARAMS, Pair
 
 
 def srs_wkt(epsg: int) -> str:
