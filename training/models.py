@@ -20,6 +20,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 LEAKY_SLOPE = 0.2
+FRONT_ENDS = ("learned", "oriented_gradients")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,12 @@ class EncoderSpec:
         descriptor_size: length of the latent code z.
         in_channels: input bands (1: one band per modality).
         patch_size: side of the square input patch (the template size).
+        front_end: ``"learned"`` (the paper: the first 3x3 conv is trained) or
+            ``"oriented_gradients"``: the first 3x3 conv is fixed to ``orientations`` oriented
+            Sobel derivatives followed by their absolute value (the sign-free gradient
+            channels of CFOG, Ye et al. 2019), then BatchNorm + LeakyReLU as every block. Same
+            size and receptive field as the learned conv, so the dense map stays exact.
+        orientations: channels of the oriented-gradient front end (angles over [0, pi)).
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 64)
@@ -44,11 +51,17 @@ class EncoderSpec:
     descriptor_size: int = 256
     in_channels: int = 1
     patch_size: int = 128
+    front_end: str = "learned"
+    orientations: int = 8
 
     def __post_init__(self) -> None:
         """Check that the stages fit the patch size."""
         if len(self.widths) != len(self.convs_per_stage) or not self.widths:
             raise ValueError("widths and convs_per_stage must be non-empty and equally long")
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end {self.front_end!r} unknown; use one of {FRONT_ENDS}")
+        if self.front_end == "oriented_gradients" and self.orientations < 2:
+            raise ValueError(f"orientations must be >= 2, got {self.orientations}")
         size = self.patch_size
         for n_convs in self.convs_per_stage:
             size -= 2 * n_convs
@@ -78,6 +91,32 @@ class EncoderSpec:
         return rf + (self.final_size - 1) * stride
 
 
+class OrientedGradients(nn.Module):
+    """Fixed valid 3x3 conv to ``n`` oriented Sobel derivatives, then ``abs`` (no parameters).
+
+    Channel k is ``|cos(t_k) d/dx + sin(t_k) d/dy|`` with ``t_k = k pi / n``: the magnitude of
+    the directional derivative, blind to the sign of the contrast. SAR and optical often show
+    the same boundary with opposite contrast; these channels are the modality-invariant start
+    CFOG builds on, and the trained layers above learn which structures to trust. The kernel
+    is a buffer, so it is saved with the model and never trained.
+    """
+
+    def __init__(self, in_channels: int, n: int) -> None:
+        """``n`` orientations over [0, pi), each summing the ``in_channels`` bands."""
+        super().__init__()
+        sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+        angles = torch.arange(n, dtype=torch.float64) * torch.pi / n
+        kernels = [float(torch.cos(a)) * sobel_x + float(torch.sin(a)) * sobel_x.T for a in angles]
+        weight = torch.stack(kernels)[:, None].repeat(1, in_channels, 1, 1) / in_channels
+        self.weight: torch.Tensor
+        self.register_buffer("weight", weight)
+        self.out_channels = n
+
+    def forward(self, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+        """(B, C, H, W) -> (B, n, H - 2 dilation, W - 2 dilation)."""
+        return F.conv2d(x, self.weight, dilation=dilation).abs()
+
+
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [
         nn.Conv2d(c_in, c_out, 3, padding=0, bias=False),
@@ -95,8 +134,15 @@ class Encoder(nn.Module):
         self.spec = spec
         layers: list[nn.Module] = []
         c_in = spec.in_channels
-        for width, n_convs in zip(spec.widths, spec.convs_per_stage, strict=True):
-            for _ in range(n_convs):
+        for stage, (width, n_convs) in enumerate(
+            zip(spec.widths, spec.convs_per_stage, strict=True)
+        ):
+            for k in range(n_convs):
+                if stage == 0 and k == 0 and spec.front_end == "oriented_gradients":
+                    fixed = OrientedGradients(c_in, spec.orientations)
+                    layers += [fixed, nn.BatchNorm2d(fixed.out_channels), nn.LeakyReLU(LEAKY_SLOPE)]
+                    c_in = fixed.out_channels
+                    continue
                 layers += _conv_block(c_in, width)
                 c_in = width
             layers.append(nn.MaxPool2d(2))
@@ -156,6 +202,8 @@ class DenseEncoder(nn.Module):
         for layer in self.encoder.features:
             if isinstance(layer, nn.Conv2d):
                 x = F.conv2d(x, layer.weight, layer.bias, dilation=dilation)
+            elif isinstance(layer, OrientedGradients):
+                x = layer(x, dilation)
             elif isinstance(layer, nn.BatchNorm2d):
                 x = _batch_norm(x, layer)
             elif isinstance(layer, nn.LeakyReLU):

@@ -31,9 +31,16 @@ def test_odd_sizes_are_rejected() -> None:
         EncoderSpec(convs_per_stage=(1, 1, 2, 2))
 
 
-@pytest.mark.parametrize("widths", [(4, 8, 8, 8), (16, 32, 64, 64)])
-def test_dense_equals_per_window(widths: tuple[int, ...]) -> None:
-    spec = EncoderSpec(widths=widths, descriptor_size=32)
+@pytest.mark.parametrize(
+    ("widths", "front_end"),
+    [
+        ((4, 8, 8, 8), "learned"),
+        ((16, 32, 64, 64), "learned"),
+        ((4, 8, 8, 8), "oriented_gradients"),
+    ],
+)
+def test_dense_equals_per_window(widths: tuple[int, ...], front_end: str) -> None:
+    spec = EncoderSpec(widths=widths, descriptor_size=32, front_end=front_end)
     enc = _randomised(spec, 0)
     x = torch.randn(2, 1, 160, 170)
     offsets = [(0, 0), (32, 42), (17, 5), (31, 0)]
@@ -63,3 +70,35 @@ def test_shapes_of_all_parts() -> None:
     assert not set(map(id, m.sar.parameters())) & set(map(id, m.optical.parameters()))
     with pytest.raises(ValueError, match="power of two"):
         Decoder(EncoderSpec(patch_size=96))
+
+
+def test_oriented_gradients_by_hand() -> None:
+    """A vertical step of height 8: central difference 4 beside it, times |cos t| at angle t."""
+    from training.models import OrientedGradients
+
+    fe = OrientedGradients(1, 4)  # 0, 45, 90, 135 degrees
+    x = torch.zeros(1, 1, 5, 6)
+    x[..., 3:] = 8.0  # step between columns 2 and 3
+    out = fe(x)
+    assert out.shape == (1, 4, 3, 4)
+    # Sobel x / 8 on a step of 8: (8 - 0) / 2 = 4 at the two columns touching the step
+    torch.testing.assert_close(out[0, 0, 0], torch.tensor([0.0, 4.0, 4.0, 0.0]))
+    c = 4 * torch.cos(torch.tensor(torch.pi / 4)).item()
+    torch.testing.assert_close(out[0, :, 1, 1], torch.tensor([4.0, c, 0.0, c]), atol=1e-6, rtol=0)
+    # the sign of the contrast does not matter
+    torch.testing.assert_close(fe(-x), out)
+    assert not list(fe.parameters())  # fixed: nothing to train
+    assert "weight" in fe.state_dict()  # saved with the model
+
+
+def test_oriented_front_end_replaces_the_first_conv_only() -> None:
+    learned = Encoder(EncoderSpec(widths=(4, 8, 8, 8), descriptor_size=16))
+    fixed = Encoder(
+        EncoderSpec(widths=(4, 8, 8, 8), descriptor_size=16, front_end="oriented_gradients")
+    )
+    n_learned = sum(isinstance(m, torch.nn.Conv2d) for m in learned.features)
+    n_fixed = sum(isinstance(m, torch.nn.Conv2d) for m in fixed.features)
+    assert n_fixed == n_learned - 1
+    assert fixed.spec.receptive_field == 128
+    with pytest.raises(ValueError, match="front_end"):
+        EncoderSpec(front_end="sobel")
