@@ -86,6 +86,9 @@ class ModelConfig:
         identical_init: start the SAR autoencoder from a copy of the optical one's random
             initial weights. They share no weights and diverge in training; at step 0 the pair
             is a random-feature template matcher instead of two unrelated functions.
+        front_end: ``"learned"`` (the paper) or ``"oriented_gradients"``: the first conv of
+            both encoders fixed to sign-free oriented derivatives (``training.models``).
+        orientations: channels of the oriented-gradient front end.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 64)
@@ -93,6 +96,8 @@ class ModelConfig:
     descriptor_size: int = 256
     critic_hidden: tuple[int, int] = (128, 64)
     identical_init: bool = False
+    front_end: str = "learned"
+    orientations: int = 8
 
 
 @dataclass
@@ -114,6 +119,13 @@ class LossConfig:
             shift away being a negative. 0: the paper's single random negative only.
         dense_negative_max_items: at most this many positives of a batch get the dense term
             (its cost grows with (T + 2r)^2 per item: ~10 windows' worth at r = 16 on a CPU).
+        dense_kind: ``"hinge"`` (eq. 4 against every window, ``dense_contrastive_loss``) or
+            ``"infonce"`` (cross-entropy of the whole map at the true offset,
+            ``dense_infonce_loss``): the argmax decision the matcher takes.
+        temperature: softmax temperature of the ``infonce`` term (on cosines).
+        dense_ignore_px: ``infonce``: windows this close (Chebyshev px) to the true one are
+            left out of the softmax.
+        w_dense: weight of the dense term.
     """
 
     margin: float = 1.0
@@ -123,6 +135,10 @@ class LossConfig:
     w_adv: float = 1.0
     dense_negative_radius_px: int = 0
     dense_negative_max_items: int = 8
+    dense_kind: str = "hinge"
+    temperature: float = 0.07
+    dense_ignore_px: int = 1
+    w_dense: float = 1.0
 
 
 @dataclass
@@ -222,6 +238,12 @@ class TrainConfig:
             raise ValueError("loss.prior_std and loss.margin must be positive")
         if self.run.amp not in ("bf16", "fp16", "none"):
             raise ValueError("run.amp must be 'bf16', 'fp16' or 'none'")
+        if self.loss.dense_kind not in ("hinge", "infonce"):
+            raise ValueError("loss.dense_kind must be 'hinge' or 'infonce'")
+        if self.loss.temperature <= 0:
+            raise ValueError("loss.temperature must be positive (e.g. 0.07)")
+        if self.model.front_end not in ("learned", "oriented_gradients"):
+            raise ValueError("model.front_end must be 'learned' or 'oriented_gradients'")
         if self.data.search_size_px < self.data.template_size_px:
             raise ValueError("data.search_size_px must be >= data.template_size_px")
 
@@ -250,8 +272,17 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
         default = getattr(cls(), key) if where != "<root>" else None
         if isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
+        if isinstance(default, float) and isinstance(value, (int, str)):
+            value = _as_float(value, where, key)  # YAML 1.1 reads "5e-4" as a string
         kwargs[key] = value
     return kwargs
+
+
+def _as_float(value: int | str, where: str, key: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{where}.{key} must be a number, got {value!r}") from None
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:

@@ -78,6 +78,8 @@ def build_matcher(cfg: TrainConfig) -> Matcher:
         cfg.model.descriptor_size,
         1,
         cfg.data.template_size_px,
+        cfg.model.front_end,
+        cfg.model.orientations,
     )
     matcher = Matcher(spec)
     hidden = (int(cfg.model.critic_hidden[0]), int(cfg.model.critic_hidden[1]))
@@ -208,13 +210,19 @@ class Trainer:
             if batch.label is not None:
                 l_match = losses.contrastive_loss(z_o, z_s, batch.label, w.margin)
             if dense is not None and sel is not None and batch.region_true_xy is not None:
-                l_match = l_match + losses.dense_contrastive_loss(
-                    z_o[sel],
-                    dense,
-                    batch.region_true_xy[sel],
-                    w.margin,
-                    self.cfg.data.negative_min_shift_px,
-                )
+                if w.dense_kind == "infonce":
+                    l_dense = losses.dense_infonce_loss(
+                        z_o[sel], dense, batch.region_true_xy[sel], w.temperature, w.dense_ignore_px
+                    )
+                else:
+                    l_dense = losses.dense_contrastive_loss(
+                        z_o[sel],
+                        dense,
+                        batch.region_true_xy[sel],
+                        w.margin,
+                        self.cfg.data.negative_min_shift_px,
+                    )
+                l_match = l_match + w.w_dense * l_dense
             loss = w.w_recon * l_rec + w.w_match * l_match + w.w_adv * l_adv
             terms = {
                 "loss": loss.detach(),

@@ -125,3 +125,43 @@ def dense_contrastive_loss(
     active = (hinge > 0).sum(dim=(1, 2)).clamp(min=1)
     neg = hinge.sum(dim=(1, 2)) / active
     return (pos + neg).mean()
+
+
+def dense_infonce_loss(
+    z_optical: torch.Tensor,
+    dense_sar: torch.Tensor,
+    true_xy: torch.Tensor,
+    temperature: float,
+    ignore_radius: int = 1,
+) -> torch.Tensor:
+    """Cross-entropy of the correspondence map: the true window against all the others.
+
+    The matcher's answer is the argmax of the cosine map over all offsets, so this term trains
+    exactly that decision: ``-log softmax(cos / t)`` at the true offset over every window of the
+    neighbourhood (InfoNCE with the whole map as the candidate set). Windows closer than
+    ``ignore_radius`` (Chebyshev, > 0) to the true one are left out of the softmax: a 1 px
+    shift shares 99 % of the pixels and lies within the reference data's own error.
+
+    Args:
+        z_optical: (B, D) raw optical codes.
+        dense_sar: (B, D, h, w) raw dense SAR codes of the neighbourhood regions.
+        true_xy: (B, 2) int64, (x, y) of the true window in the (h, w) map.
+        temperature: t > 0; smaller sharpens the map's peak.
+        ignore_radius: neighbours with 0 < Chebyshev distance <= this are not candidates.
+
+    Returns:
+        Scalar loss: mean over the batch.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    zo = F.normalize(z_optical.float(), dim=1)
+    ds = F.normalize(dense_sar.float(), dim=1)
+    logits = torch.einsum("bd,bdhw->bhw", zo, ds) / temperature
+    b, h, w = logits.shape
+    tx, ty = true_xy[:, 0].long(), true_xy[:, 1].long()
+    yy = torch.arange(h, device=logits.device).view(1, h, 1)
+    xx = torch.arange(w, device=logits.device).view(1, 1, w)
+    cheb = torch.maximum((yy - ty.view(b, 1, 1)).abs(), (xx - tx.view(b, 1, 1)).abs())
+    near = (cheb > 0) & (cheb <= ignore_radius)
+    logits = logits.masked_fill(near, float("-inf")).flatten(1)
+    return F.cross_entropy(logits, ty * w + tx)

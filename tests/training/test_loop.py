@@ -73,6 +73,21 @@ def test_two_epoch_cpu_run_reduces_loss_and_writes_outputs(tmp_path, data):
     assert (tmp_path / "checkpoint_best.pt").is_file()
 
 
+def test_shipped_recipe_oriented_front_end_and_map_cross_entropy(tmp_path, data):
+    """The default's recipe on tiny data: the fixed front end stays fixed, the map term runs."""
+    cfg = tiny_config(
+        model={"front_end": "oriented_gradients", "orientations": 4},
+        loss={"dense_negative_radius_px": 4, "dense_kind": "infonce", "w_recon": 0.0},
+    )
+    trainer = Trainer(cfg, data, tmp_path)
+    fixed = trainer.matcher.sar.encoder.features[0].weight.clone()
+    history = trainer.fit(max_epochs=1)
+    assert torch.equal(trainer.matcher.sar.encoder.features[0].weight, fixed)
+    # the map term alone is at least log(candidates) - a little at this stage: 81 - 8 windows
+    assert history[0]["train_match"] > 0.5 * np.log(81 - 8)
+    assert np.isfinite(history[0]["train_loss"])
+
+
 def test_schedule_and_critic_constraints(tmp_path, data):
     trainer = Trainer(tiny_config(), data, tmp_path)
     trainer.fit(max_epochs=1)
@@ -134,6 +149,14 @@ def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
         load_config(tmp_path / "c.yaml", ["data.supervision_ratio=25"])
     with pytest.raises(ValueError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+    # YAML 1.1 reads 5e-4 (no dot) as a string: float fields take it as the number it is
+    assert load_config(tmp_path / "c.yaml", ["optim.lr_max=5e-4"]).optim.lr_max == 5e-4
+    with pytest.raises(ValueError, match="optim.lr_max must be a number"):
+        load_config(tmp_path / "c.yaml", ["optim.lr_max=fast"])
+    with pytest.raises(ValueError, match="dense_kind"):
+        load_config(tmp_path / "c.yaml", ["loss.dense_kind=softmax"])
+    with pytest.raises(ValueError, match="front_end"):
+        load_config(tmp_path / "c.yaml", ["model.front_end=sobel"])
 
 
 def test_shipped_configs_parse():

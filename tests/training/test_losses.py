@@ -83,3 +83,27 @@ def test_dense_contrastive_loss_by_hand() -> None:
     moved = dense_contrastive_loss(z_o, dense, torch.tensor([[1, 0]]), margin=1.0, min_shift=1)
     # positive at x=1: d2 = 2; negatives x=0 (d2 0 -> hinge 1) and x=2 (hinge 0.2): mean 0.6
     assert moved.item() == pytest.approx(2.6, abs=1e-6)
+
+
+def test_dense_infonce_loss_by_hand() -> None:
+    """Cross-entropy of the cosine map at the true offset; direct neighbours left out."""
+    from training.losses import dense_infonce_loss
+
+    z_o = torch.tensor([[1.0, 0.0]])
+    # 1 x 1 x 4 map: codes (1,0), (0,1), (.6,.8), (-1,0) -> cosines 1, 0, 0.6, -1
+    dense = torch.tensor([[[[1.0, 0.0, 0.6, -1.0]], [[0.0, 1.0, 0.8, 0.0]]]])
+    t = 0.5
+    loss = dense_infonce_loss(z_o, dense, torch.tensor([[0, 0]]), t, ignore_radius=0)
+    logits = [1.0 / t, 0.0, 0.6 / t, -1.0 / t]
+    expected = -logits[0] + math.log(sum(math.exp(v) for v in logits))
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    # ignore_radius 1: the neighbour x=1 is no candidate
+    near = dense_infonce_loss(z_o, dense, torch.tensor([[0, 0]]), t, ignore_radius=1)
+    kept = [logits[0], logits[2], logits[3]]
+    assert near.item() == pytest.approx(-kept[0] + math.log(sum(math.exp(v) for v in kept)))
+    # the true window elsewhere (x=3, cosine -1): a large loss
+    wrong = dense_infonce_loss(z_o, dense, torch.tensor([[3, 0]]), t, ignore_radius=0)
+    assert wrong.item() == pytest.approx(-logits[3] + math.log(sum(math.exp(v) for v in logits)))
+    assert wrong.item() > loss.item() + 3
+    with pytest.raises(ValueError, match="temperature"):
+        dense_infonce_loss(z_o, dense, torch.tensor([[0, 0]]), 0.0)
