@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from itertools import product
 
@@ -77,7 +78,12 @@ def test_analyse_maps_matches_single_map_analysis() -> None:
     rng = np.random.default_rng(1)
     maps = rng.uniform(-1, 1, size=(5, 17, 23))
     maps[2] = gaussian(40, 40, 3)[:17, 30:53]
-    assert analyse_maps(maps) == [analyse_map(m) for m in maps]
+    batch, single = analyse_maps(maps), [analyse_map(m) for m in maps]
+    assert len(batch) == len(single) == 5
+    for b, s in zip(batch, single):
+        # same peaks; the float fields equal up to summation order (1e-17 seen on the logit)
+        assert (b.x_px, b.y_px) == (s.x_px, s.y_px)
+        assert dataclasses.astuple(b) == pytest.approx(dataclasses.astuple(s), rel=1e-12, abs=1e-12)
     assert analyse_maps(np.zeros((0, 9, 9))) == []
 
 
