@@ -43,7 +43,7 @@ deploy: zip ## install the plugin into a QGIS profile (QGIS_PROFILE=default)
 
 # Calibration data: the validation split's 3MOS scenes (never the held-out test scenes) and
 # synthetic scenes of unseen seeds.
-CALIBRATION_DATA := --data 3mos:../shared/data/3mos:GF3_plain,SEN_desert --data synthetic:8
+CALIBRATION_DATA := --data 3mos:../shared/data/3mos:SEN_water --data synthetic:8
 train-default: install ## train, export, calibrate the shipped default model (config + seed in repo)
 	$(PY) -m training train --config training/configs/default.yaml --out runs/default \
 		$(if $(wildcard runs/default/checkpoint_last.pt),--resume)

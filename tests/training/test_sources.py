@@ -176,3 +176,25 @@ def test_split_never_shares_scenes_follows_fractions_and_is_deterministic():
     assert no_test[2] == [] and len(no_test[1]) > 0
     with pytest.raises(ValueError, match="fractions"):
         sources.split_by_scene(recs, (1.0, -0.1, 0.1))
+
+
+def test_calibration_scenes_are_the_default_validation_scenes(three_mos):
+    """`make train-default` calibrates the confidence on validation scenes only."""
+    import re
+    from types import SimpleNamespace
+
+    from training.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "training" / "configs" / "default.yaml")
+    n_syn = next(s["n_scenes"] for s in cfg.data.sources if s["kind"] == "synthetic")
+    synthetic = [SimpleNamespace(scene=f"synthetic-{i}") for i in range(n_syn)]  # 1 record each
+    train, val, test = sources.split_by_scene(
+        [*three_mos, *synthetic], cfg.data.split_fractions, cfg.seed, cfg.data.holdout_scenes
+    )
+    makefile = (root / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if x.startswith("CALIBRATION_DATA"))
+    calib = set(re.search(r"3mos:[^:]+:(\S+)", line).group(1).split(","))
+    val_real = {r.scene for r in val} - {s.scene for s in synthetic}
+    assert calib and calib <= val_real
+    assert not calib & {r.scene for r in train + test}
