@@ -1,6 +1,6 @@
 """`make demo`: register a bundled synthetic SAR/optical pair with the default model.
 
-The pair is generated from a fixed seed (same files on every machine): a 1024 px optical scene
+The pair is generated from a fixed seed (same files on every machine): a 2048 px optical scene
 in UTM 33N and a physically rendered SAR image stored in EPSG:3857 whose georeference is wrong
 by a drawn shift and affine. "Register SAR to optical" runs through ``processing.run`` exactly
 as from PyQGIS; the script then prints the achieved RMSE and the TRUE error of the tie points and
@@ -76,7 +76,7 @@ def main() -> int:
     """Generate, register, report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "demo")
-    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=2019)
     parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--transform", type=int, default=1, help="0 shift, 1 affine, ...")
