@@ -234,10 +234,14 @@ class Trainer:
             self._check_finite(terms)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
             self.scaler.step(self.opt)
             self.scaler.update()
             self.last_lr = float(self.opt.param_groups[0]["lr"])  # the rate this step used
-            self.sched.step()
+            # fp16: a step the scaler skipped (inf/NaN gradients, scale lowered) does not
+            # advance the one-cycle schedule either
+            if not self.scaler.is_enabled() or self.scaler.get_scale() >= scale:
+                self.sched.step()
         finally:
             critic.requires_grad_(True)
         return terms

@@ -88,6 +88,44 @@ def test_shipped_recipe_oriented_front_end_and_map_cross_entropy(tmp_path, data)
     assert np.isfinite(history[0]["train_loss"])
 
 
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_step_on_cpu_autocast(tmp_path, data, amp):
+    """The CUDA mixed-precision branch (autocast + GradScaler for fp16), run on CPU autocast.
+
+    The trainer enables AMP only on CUDA; no GPU is available to the tests, so the same code
+    path is exercised with torch's CPU autocast: the step runs in reduced precision, the losses
+    are computed in float32, fp16 goes through the gradient scaler, and the weights move.
+    """
+    trainer = Trainer(tiny_config(), data, tmp_path)
+    trainer.amp = amp
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=amp == "fp16")
+    plan = trainer._plan(0)
+    before = [p.detach().clone() for p in trainer.matcher.optical.encoder.parameters()]
+    seen: list[torch.dtype] = []
+    hook = trainer.matcher.optical.encoder.head.register_forward_hook(
+        lambda _m, _i, out: seen.append(out.dtype)
+    )
+    params = list(trainer.matcher.optical.encoder.parameters())
+    moved, steps = False, 0
+    try:
+        # fp16: GradScaler skips the update while its initial scale (65536) overflows
+        while not moved and steps < len(plan):
+            batch = trainer._batch(plan[steps], 0, steps)
+            terms = trainer.train_step(batch, torch.Generator().manual_seed(steps))
+            assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in terms.values())
+            moved = any(not torch.equal(a, b) for a, b in zip(params, before))
+            steps += 1
+    finally:
+        hook.remove()
+    assert moved
+    assert trainer.sched.last_epoch == 1  # skipped fp16 steps do not advance the schedule
+    assert set(seen) == {torch.bfloat16 if amp == "bf16" else torch.float16}
+    if amp == "fp16":
+        assert trainer.scaler.is_enabled() and trainer.scaler.get_scale() <= 65536.0
+    else:
+        assert steps == 1 and not trainer.scaler.is_enabled()
+
+
 def test_schedule_and_critic_constraints(tmp_path, data):
     trainer = Trainer(tiny_config(), data, tmp_path)
     trainer.fit(max_epochs=1)
