@@ -21,6 +21,9 @@ from typing import Any
 
 import yaml
 
+#: ``model.front_end`` values (``training.models.Encoder`` builds them).
+FRONT_ENDS = ("learned", "oriented_gradients")
+
 
 @dataclass
 class DataConfig:
@@ -113,10 +116,9 @@ class LossConfig:
         w_recon: weight of the reconstruction term (per-pixel mean squared error, both images).
         w_match: weight of the contrastive matching term (labelled batches only).
         w_adv: weight of the encoders' adversarial term (eq. 8).
-        dense_negative_radius_px: r > 0 adds :func:`training.losses.dense_contrastive_loss`
-            on each labelled positive: the template against all windows within +-r px of the
-            true one (one dense pass over a (T + 2r)^2 region), every window >= the negative
-            shift away being a negative. 0: the paper's single random negative only.
+        dense_negative_radius_px: r > 0 adds a dense term (``dense_kind``) on each labelled
+            positive: the template against all windows within +-r px of the true one (one
+            dense pass over a (T + 2r)^2 region). 0: the paper's single random negative only.
         dense_negative_max_items: at most this many positives of a batch get the dense term
             (its cost grows with (T + 2r)^2 per item: ~10 windows' worth at r = 16 on a CPU).
         dense_kind: ``"hinge"`` (eq. 4 against every window, ``dense_contrastive_loss``) or
@@ -242,8 +244,8 @@ class TrainConfig:
             raise ValueError("loss.dense_kind must be 'hinge' or 'infonce'")
         if self.loss.temperature <= 0:
             raise ValueError("loss.temperature must be positive (e.g. 0.07)")
-        if self.model.front_end not in ("learned", "oriented_gradients"):
-            raise ValueError("model.front_end must be 'learned' or 'oriented_gradients'")
+        if self.model.front_end not in FRONT_ENDS:
+            raise ValueError(f"model.front_end must be one of {FRONT_ENDS}")
         if self.data.search_size_px < self.data.template_size_px:
             raise ValueError("data.search_size_px must be >= data.template_size_px")
 

@@ -85,6 +85,15 @@ def sample_prior(
     return (z * prior_std).to(device)
 
 
+def _chebyshev_from(true_xy: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(B, h, w) Chebyshev distance (px) of every map position to the (B, 2) true (x, y)."""
+    b, h, w = shape
+    tx, ty = true_xy[:, 0].long().view(b, 1, 1), true_xy[:, 1].long().view(b, 1, 1)
+    yy = torch.arange(h, device=true_xy.device).view(1, h, 1)
+    xx = torch.arange(w, device=true_xy.device).view(1, 1, w)
+    return torch.maximum((yy - ty).abs(), (xx - tx).abs())
+
+
 def dense_contrastive_loss(
     z_optical: torch.Tensor,
     dense_sar: torch.Tensor,
@@ -114,13 +123,11 @@ def dense_contrastive_loss(
     zo = F.normalize(z_optical.float(), dim=1)
     ds = F.normalize(dense_sar.float(), dim=1)
     d2 = 2.0 - 2.0 * torch.einsum("bd,bdhw->bhw", zo, ds)
-    b, h, w = d2.shape
+    b = d2.shape[0]
     idx = torch.arange(b, device=d2.device)
     tx, ty = true_xy[:, 0].long(), true_xy[:, 1].long()
     pos = d2[idx, ty, tx]
-    yy = torch.arange(h, device=d2.device).view(1, h, 1)
-    xx = torch.arange(w, device=d2.device).view(1, 1, w)
-    far = torch.maximum((yy - ty.view(b, 1, 1)).abs(), (xx - tx.view(b, 1, 1)).abs()) >= min_shift
+    far = _chebyshev_from(true_xy, d2.shape) >= min_shift
     hinge = F.relu(margin - d2) * far
     active = (hinge > 0).sum(dim=(1, 2)).clamp(min=1)
     neg = hinge.sum(dim=(1, 2)) / active
@@ -157,11 +164,9 @@ def dense_infonce_loss(
     zo = F.normalize(z_optical.float(), dim=1)
     ds = F.normalize(dense_sar.float(), dim=1)
     logits = torch.einsum("bd,bdhw->bhw", zo, ds) / temperature
-    b, h, w = logits.shape
+    w = logits.shape[2]
     tx, ty = true_xy[:, 0].long(), true_xy[:, 1].long()
-    yy = torch.arange(h, device=logits.device).view(1, h, 1)
-    xx = torch.arange(w, device=logits.device).view(1, 1, w)
-    cheb = torch.maximum((yy - ty.view(b, 1, 1)).abs(), (xx - tx.view(b, 1, 1)).abs())
+    cheb = _chebyshev_from(true_xy, logits.shape)
     near = (cheb > 0) & (cheb <= ignore_radius)
     logits = logits.masked_fill(near, float("-inf")).flatten(1)
     return F.cross_entropy(logits, ty * w + tx)

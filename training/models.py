@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from training.config import FRONT_ENDS
+
 LEAKY_SLOPE = 0.2
-FRONT_ENDS = ("learned", "oriented_gradients")
 
 
 @dataclass(frozen=True)
