@@ -81,30 +81,39 @@ def train_and_export(args: argparse.Namespace, ratio: float) -> Path:
 
 
 def evaluate(args: argparse.Namespace, ratio: float, model: Path) -> dict[str, Any]:
-    """Evaluate one model on the held-out samples (same seed: identical samples)."""
+    """Evaluate one model on the held-out real and the unseen synthetic samples.
+
+    The seed is fixed, so every supervision level sees identical samples. Returns the real
+    summary with the synthetic one under ``"synthetic"``.
+    """
     from scripts import evaluate as ev
 
-    out = args.out / f"eval_sup{int(round(ratio * 100)):03d}"
-    ev.main(
-        [
-            "--model",
-            str(model),
-            "--data",
-            args.data,
-            "--methods",
-            "learned",
-            "--samples-per-pair",
-            str(args.samples_per_pair),
-            "--seed",
-            "0",
-            "--maps",
-            "4",
-            "--out",
-            str(out),
-        ]
-    )
-    summary = json.loads((out / "results.json").read_text())["summaries"][0]
-    summary["histogram"] = out / "histograms.png"
+    tag = f"sup{int(round(ratio * 100)):03d}"
+    found = {}
+    for kind, data in (("real", args.data), ("synthetic", args.synthetic)):
+        out = args.out / f"eval_{tag}" / kind
+        ev.main(
+            [
+                "--model",
+                str(model),
+                "--data",
+                data,
+                "--methods",
+                "learned",
+                "--samples-per-pair",
+                str(args.samples_per_pair),
+                "--seed",
+                "0",
+                "--maps",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        found[kind] = json.loads((out / "results.json").read_text())["summaries"][0]
+        found[kind]["histogram"] = out / "histograms.png"
+    summary = found["real"]
+    summary["synthetic"] = found["synthetic"]
     return summary
 
 
@@ -121,16 +130,20 @@ def write_doc(
         f"evaluated on `{args.data}` ({args.samples_per_pair} samples per tile, uniform offsets "
         "over the 256 px search region).",
         "",
-        "| supervision | within 1 px | within 3 px | within 5 px | median px | mean px | "
-        "1-percentile px | AUC of confidence |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Real: the held-out 3MOS scenes; synthetic: `" + args.synthetic + "` with evaluation "
+        "seeds (never the training scenes). Histograms below are of the real samples.",
+        "",
+        "| supervision | real <=1 px | real <=3 px | real <=5 px | real median px | real mean px "
+        "| real AUC | synthetic <=3 px | synthetic <=5 px | synthetic median px |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for ratio, s in rows:
-        e = s["overall"] if "overall" in s else s
+        syn = s["synthetic"]
         lines.append(
-            f"| {ratio:.0%} | {e['within_1px']:.1%} | {e['within_3px']:.1%} | "
-            f"{e['within_5px']:.1%} | {e['median_px']:.1f} | {e['mean_px']:.1f} | "
-            f"{e['p1_px']:.2f} | {s['confidence']['auc']:.2f} |"
+            f"| {ratio:.0%} | {s['within_1px']:.1%} | {s['within_3px']:.1%} | "
+            f"{s['within_5px']:.1%} | {s['median_px']:.1f} | {s['mean_px']:.1f} | "
+            f"{s['confidence']['auc']:.2f} | {syn['within_3px']:.1%} | "
+            f"{syn['within_5px']:.1%} | {syn['median_px']:.1f} |"
         )
     lines.append("")
     for ratio, s in rows:
@@ -155,7 +168,8 @@ def main() -> int:
     p.add_argument("--ratios", default=",".join(map(str, RATIOS)))
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--data", default=HELD_OUT, help="evaluation data (scripts/evaluate.py)")
-    p.add_argument("--samples-per-pair", type=int, default=4)
+    p.add_argument("--synthetic", default="synthetic:8:1024", help="second evaluation set")
+    p.add_argument("--samples-per-pair", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--doc", type=Path, default=Path("docs/results.md"))
     p.add_argument("--force", action="store_true", help="retrain existing models")

@@ -1,0 +1,105 @@
+"""The paper's supervision experiment driver (scripts/run_experiment.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scripts import run_experiment as rx
+
+
+def _args(tmp_path: Path, **kw) -> argparse.Namespace:
+    base = dict(
+        config=Path("training/configs/default.yaml"),
+        epochs=3,
+        out=tmp_path / "exp",
+        force=False,
+        data="3mos:ROOT:A,B",
+        synthetic="synthetic:2:512",
+        samples_per_pair=2,
+    )
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_each_level_varies_only_the_supervision_ratio(tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(rx, "run", calls.append)
+    args = _args(tmp_path)
+    models = [rx.train_and_export(args, r) for r in (1.0, 0.05)]
+
+    assert [m.parent.name for m in models] == ["sup100", "sup005"]
+    train = [c for c in calls if c[2:4] == ["training", "train"]]
+    assert len(train) == 2 and len(calls) == 4  # train + export per level
+    sets = [[c[i + 1] for i, x in enumerate(c) if x == "--set"] for c in train]
+    assert sets[0][0] == "data.supervision_ratio=1.0"
+    assert sets[1][0] == "data.supervision_ratio=0.05"
+    # everything else identical: epochs and the paper's semi-supervised terms switched on
+    assert sets[0][1:] == sets[1][1:] == ["optim.epochs=3", "loss.w_recon=1.0", "loss.w_adv=0.1"]
+    assert "--resume" not in train[0]
+
+
+def test_existing_models_are_kept_and_interrupted_runs_resume(tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(rx, "run", calls.append)
+    args = _args(tmp_path)
+    done, partial = args.out / "sup100", args.out / "sup050"
+    done.mkdir(parents=True)
+    partial.mkdir(parents=True)
+    (done / "model.onnx").write_bytes(b"x")
+    (partial / "checkpoint_last.pt").write_bytes(b"x")
+
+    assert rx.train_and_export(args, 1.0) == done / "model.onnx"
+    assert calls == []
+    rx.train_and_export(args, 0.5)
+    assert "--resume" in calls[0]
+
+
+def _summary(within3: float, median: float, hist: Path) -> dict:
+    metrics = {
+        "within_1px": within3 / 2,
+        "within_3px": within3,
+        "within_5px": min(1.0, within3 * 1.5),
+        "median_px": median,
+        "mean_px": median * 2,
+        "confidence": {"auc": 0.7},
+        "histogram": hist,
+    }
+    return metrics
+
+
+def test_write_doc_replaces_only_the_experiment_section(tmp_path):
+    hist = tmp_path / "h.png"
+    hist.write_bytes(b"\x89PNG fake")
+    rows = []
+    for ratio, w3 in ((1.0, 0.25), (0.05, 0.125)):
+        s = _summary(w3, 12.0, hist)
+        s["synthetic"] = _summary(w3 * 2, 4.0, hist)
+        rows.append((ratio, s))
+    doc = tmp_path / "docs" / "results.md"
+    doc.parent.mkdir()
+    doc.write_text(f"# Results\n\nbefore\n\n{rx.START}\nold table\n{rx.END}\n\nafter\n")
+
+    rx.write_doc(doc, rows, _args(tmp_path))
+    text = doc.read_text()
+
+    assert "old table" not in text
+    assert text.startswith("# Results\n\nbefore\n") and text.rstrip().endswith("after")
+    assert "| 100% | 12.5% | 25.0% | 37.5% | 12.0 | 24.0 | 0.70 | 50.0% | 75.0% | 4.0 |" in text
+    assert "| 5% | 6.2% | 12.5% | 18.8% | 12.0 | 24.0 | 0.70 | 25.0% | 37.5% | 4.0 |" in text
+    for tag in ("sup100", "sup005"):
+        assert f"img/experiment_{tag}.png" in text
+        assert (doc.parent / "img" / f"experiment_{tag}.png").read_bytes() == hist.read_bytes()
+
+
+def test_write_doc_appends_a_section_when_markers_are_absent(tmp_path):
+    hist = tmp_path / "h.png"
+    hist.write_bytes(b"png")
+    s = _summary(0.5, 3.0, hist)
+    s["synthetic"] = _summary(0.5, 3.0, hist)
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n")
+    rx.write_doc(doc, [(0.25, s)], _args(tmp_path))
+    text = doc.read_text()
+    assert text.count(rx.START) == 1 and text.count(rx.END) == 1
+    assert "## The paper's experiment" in text and "| 25% |" in text
