@@ -4,6 +4,8 @@ PY := .venv/bin/python
 PLUGIN := sar_optical_matcher
 QGIS_PROFILE ?= default
 QGIS_PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
+# the paper's experiment: epochs per supervision level (20: ~18 min each on 2 CPU cores)
+EXPERIMENT_EPOCHS ?= 20
 export QT_QPA_PLATFORM ?= offscreen
 
 .PHONY: help install test test-fast demo lint format typecheck zip deploy train-default evaluate experiment bench clean
@@ -57,7 +59,7 @@ evaluate: install ## evaluate the default model and classical peers on held-out 
 	$(PY) scripts/evaluate.py --data $(HELD_OUT) --samples-per-pair 4 --out build/eval
 
 experiment: install ## the paper's experiment: 100/75/50/25/5 % supervision -> docs/results.md
-	$(PY) scripts/run_experiment.py --out runs/experiment --doc docs/results.md
+	$(PY) scripts/run_experiment.py --epochs $(EXPERIMENT_EPOCHS) --out runs/experiment --doc docs/results.md
 
 bench: install ## performance benchmarks (print figures; see docs/performance.md)
 	$(PY) scripts/bench_correspondence.py

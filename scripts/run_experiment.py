@@ -90,7 +90,11 @@ def evaluate(args: argparse.Namespace, ratio: float, model: Path) -> dict[str, A
 
     tag = f"sup{int(round(ratio * 100)):03d}"
     found = {}
-    for kind, data in (("real", args.data), ("synthetic", args.synthetic)):
+    sets = (
+        ("real", args.data, args.samples_per_pair),
+        ("synthetic", args.synthetic, args.synthetic_samples_per_pair),
+    )
+    for kind, data, per_pair in sets:
         out = args.out / f"eval_{tag}" / kind
         ev.main(
             [
@@ -101,7 +105,7 @@ def evaluate(args: argparse.Namespace, ratio: float, model: Path) -> dict[str, A
                 "--methods",
                 "learned",
                 "--samples-per-pair",
-                str(args.samples_per_pair),
+                str(per_pair),
                 "--seed",
                 "0",
                 "--maps",
@@ -127,8 +131,9 @@ def write_doc(
         START,
         f"Supervision experiment: `scripts/run_experiment.py --epochs {args.epochs}` "
         f"(config `{args.config}`, seed fixed, only `data.supervision_ratio` varies); "
-        f"evaluated on `{args.data}` ({args.samples_per_pair} samples per tile, uniform offsets "
-        "over the 256 px search region).",
+        f"evaluated on `{args.data}` ({args.samples_per_pair} samples per tile) and "
+        f"`{args.synthetic}` ({args.synthetic_samples_per_pair} per pair), uniform offsets over "
+        "the 256 px search region.",
         "",
         "Real: the held-out 3MOS scenes; synthetic: `" + args.synthetic + "` with evaluation "
         "seeds (never the training scenes). Histograms below are of the real samples.",
@@ -169,7 +174,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--data", default=HELD_OUT, help="evaluation data (scripts/evaluate.py)")
     p.add_argument("--synthetic", default="synthetic:8:1024", help="second evaluation set")
-    p.add_argument("--samples-per-pair", type=int, default=2)
+    p.add_argument("--samples-per-pair", type=int, default=2, help="per real tile")
+    p.add_argument("--synthetic-samples-per-pair", type=int, default=6)
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--doc", type=Path, default=Path("docs/results.md"))
     p.add_argument("--force", action="store_true", help="retrain existing models")

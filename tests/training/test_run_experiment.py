@@ -17,6 +17,7 @@ def _args(tmp_path: Path, **kw) -> argparse.Namespace:
         data="3mos:ROOT:A,B",
         synthetic="synthetic:2:512",
         samples_per_pair=2,
+        synthetic_samples_per_pair=6,
     )
     base.update(kw)
     return argparse.Namespace(**base)
@@ -103,3 +104,30 @@ def test_write_doc_appends_a_section_when_markers_are_absent(tmp_path):
     text = doc.read_text()
     assert text.count(rx.START) == 1 and text.count(rx.END) == 1
     assert "## The paper's experiment" in text and "| 25% |" in text
+
+
+def test_every_level_is_evaluated_on_real_and_synthetic_samples(tmp_path, monkeypatch):
+    import json
+
+    from scripts import evaluate as ev
+
+    seen: list[list[str]] = []
+
+    def fake_main(argv):
+        seen.append(list(argv))
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        median = 40.0 if "3mos" in argv[argv.index("--data") + 1] else 4.0
+        (out / "results.json").write_text(json.dumps({"summaries": [{"median_px": median}]}))
+        return 0
+
+    monkeypatch.setattr(ev, "main", fake_main)
+    s = rx.evaluate(_args(tmp_path), 0.25, tmp_path / "m.onnx")
+
+    assert s["median_px"] == 40.0 and s["synthetic"]["median_px"] == 4.0
+    assert s["histogram"] == tmp_path / "exp" / "eval_sup025" / "real" / "histograms.png"
+    data = [a[a.index("--data") + 1] for a in seen]
+    per_pair = [a[a.index("--samples-per-pair") + 1] for a in seen]
+    assert data == ["3mos:ROOT:A,B", "synthetic:2:512"] and per_pair == ["2", "6"]
+    # identical samples for every level: the evaluation seed never depends on the ratio
+    assert all(a[a.index("--seed") + 1] == "0" for a in seen)
