@@ -56,9 +56,9 @@ def train_and_export(args: argparse.Namespace, ratio: float) -> Path:
         # the paper's semi-supervised objective: reconstruction + adversarial terms on (the
         # shipped default trains the matching term alone, see its config)
         "--set",
-        "loss.w_recon=1.0",
+        f"loss.w_recon={args.w_recon}",
         "--set",
-        "loss.w_adv=0.1",
+        f"loss.w_adv={args.w_adv}",
     ]
     if (out / "checkpoint_last.pt").is_file():
         cmd.append("--resume")
@@ -129,7 +129,8 @@ def write_doc(
     img_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         START,
-        f"Supervision experiment: `scripts/run_experiment.py --epochs {args.epochs}` "
+        f"Supervision experiment: `scripts/run_experiment.py --epochs {args.epochs} "
+        f"--w-recon {args.w_recon:g} --w-adv {args.w_adv:g}` "
         f"(config `{args.config}`, seed fixed, only `data.supervision_ratio` varies); "
         f"evaluated on `{args.data}` ({args.samples_per_pair} samples per tile) and "
         f"`{args.synthetic}` ({args.synthetic_samples_per_pair} per pair), uniform offsets over "
@@ -172,6 +173,10 @@ def main() -> int:
     p.add_argument("--config", type=Path, default=Path("training/configs/default.yaml"))
     p.add_argument("--ratios", default=",".join(map(str, RATIOS)))
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--w-recon", type=float, default=1.0, help="reconstruction weight (paper: 1)")
+    p.add_argument(
+        "--w-adv", type=float, default=0.1, help="adversarial weight (paper: 1; at 1 it diverged)"
+    )
     p.add_argument("--data", default=HELD_OUT, help="evaluation data (scripts/evaluate.py)")
     p.add_argument("--synthetic", default="synthetic:8:1024", help="second evaluation set")
     p.add_argument("--samples-per-pair", type=int, default=2, help="per real tile")

@@ -18,6 +18,8 @@ def _args(tmp_path: Path, **kw) -> argparse.Namespace:
         synthetic="synthetic:2:512",
         samples_per_pair=2,
         synthetic_samples_per_pair=6,
+        w_recon=1.0,
+        w_adv=0.1,
     )
     base.update(kw)
     return argparse.Namespace(**base)
@@ -131,3 +133,10 @@ def test_every_level_is_evaluated_on_real_and_synthetic_samples(tmp_path, monkey
     assert data == ["3mos:ROOT:A,B", "synthetic:2:512"] and per_pair == ["2", "6"]
     # identical samples for every level: the evaluation seed never depends on the ratio
     assert all(a[a.index("--seed") + 1] == "0" for a in seen)
+
+
+def test_auxiliary_weights_come_from_the_command_line(tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(rx, "run", calls.append)
+    rx.train_and_export(_args(tmp_path, w_recon=0.5, w_adv=0.0), 0.05)
+    assert "loss.w_recon=0.5" in calls[0] and "loss.w_adv=0.0" in calls[0]
