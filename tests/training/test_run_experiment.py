@@ -75,10 +75,11 @@ def test_write_doc_replaces_only_the_experiment_section(tmp_path):
     hist = tmp_path / "h.png"
     hist.write_bytes(b"\x89PNG fake")
     rows = []
-    for ratio, w3 in ((1.0, 0.25), (0.05, 0.125)):
+    for ratio, w3 in ((1.0, 0.25), (0.05, 0.125), (0.5, 0.0)):
         s = _summary(w3, 12.0, hist)
         s["synthetic"] = _summary(w3 * 2, 4.0, hist)
         rows.append((ratio, s))
+    rows[-1][1]["confidence"]["auc"] = float("nan")  # no correct match: AUC undefined
     doc = tmp_path / "docs" / "results.md"
     doc.parent.mkdir()
     doc.write_text(f"# Results\n\nbefore\n\n{rx.START}\nold table\n{rx.END}\n\nafter\n")
@@ -90,6 +91,7 @@ def test_write_doc_replaces_only_the_experiment_section(tmp_path):
     assert text.startswith("# Results\n\nbefore\n") and text.rstrip().endswith("after")
     assert "| 100% | 12.5% | 25.0% | 37.5% | 12.0 | 24.0 | 0.70 | 50.0% | 75.0% | 4.0 |" in text
     assert "| 5% | 6.2% | 12.5% | 18.8% | 12.0 | 24.0 | 0.70 | 25.0% | 37.5% | 4.0 |" in text
+    assert "| 50% | 0.0% | 0.0% | 0.0% | 12.0 | 24.0 | - | 0.0% | 0.0% | 4.0 |" in text
     for tag in ("sup100", "sup005"):
         assert f"img/experiment_{tag}.png" in text
         assert (doc.parent / "img" / f"experiment_{tag}.png").read_bytes() == hist.read_bytes()
