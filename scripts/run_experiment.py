@@ -121,15 +121,12 @@ def evaluate(args: argparse.Namespace, ratio: float, model: Path) -> dict[str, A
     return summary
 
 
-def _auc(value: float) -> str:
-    """The confidence's AUC; "-" where it is undefined (no correct, or no wrong, match)."""
-    return "-" if value != value else f"{value:.2f}"
-
-
 def write_doc(
     doc: Path, rows: list[tuple[float, dict[str, Any]]], args: argparse.Namespace
 ) -> None:
     """Replace the experiment section of ``doc`` with the table and histograms."""
+    from training.evaluation_harness import fmt_figure
+
     img_dir = doc.parent / "img"
     img_dir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -153,7 +150,7 @@ def write_doc(
         lines.append(
             f"| {ratio:.0%} | {s['within_1px']:.1%} | {s['within_3px']:.1%} | "
             f"{s['within_5px']:.1%} | {s['median_px']:.1f} | {s['mean_px']:.1f} | "
-            f"{_auc(s['confidence']['auc'])} | {syn['within_3px']:.1%} | "
+            f"{fmt_figure(s['confidence']['auc'], '.2f')} | {syn['within_3px']:.1%} | "
             f"{syn['within_5px']:.1%} | {syn['median_px']:.1f} |"
         )
     lines.append("")

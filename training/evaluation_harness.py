@@ -462,7 +462,7 @@ def summarise(pred: Predictions, correct_px: float = 3.0) -> dict[str, Any]:
     }
 
 
-def _fmt(value: float, spec: str) -> str:
+def fmt_figure(value: float, spec: str) -> str:
     """Format a figure; NaN (undefined, e.g. precision with nothing accepted) becomes "-"."""
     return "-" if np.isnan(value) else format(value, spec)
 
@@ -489,7 +489,7 @@ def markdown_table(summaries: Sequence[dict[str, Any]], threshold: float = 0.5) 
             f"| {s['method']} | {s['n']} | {s['mean_px']:.1f} | {s['median_px']:.1f} "
             f"| {s['p1_px']:.2f} | {s['within_1px']:.1%} | {s['within_2px']:.1%} "
             f"| {s['within_3px']:.1%} | {s['within_5px']:.1%} | {s['matches_per_s']:.1f} "
-            f"| {_fmt(conf['auc'], '.2f')} | {_fmt(s['confidence_cv']['auc'], '.2f')} "
-            f"| {_fmt(conf['precision'][i], '.1%')} | {conf['kept'][i]:.1%} |"
+            f"| {fmt_figure(conf['auc'], '.2f')} | {fmt_figure(s['confidence_cv']['auc'], '.2f')} "
+            f"| {fmt_figure(conf['precision'][i], '.1%')} | {conf['kept'][i]:.1%} |"
         )
     return "\n".join(lines) + "\n"

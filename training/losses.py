@@ -85,6 +85,13 @@ def sample_prior(
     return (z * prior_std).to(device)
 
 
+def _cosine_map(z_optical: torch.Tensor, dense_sar: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) cosine of each optical code (B, D) with its dense SAR codes (B, D, h, w)."""
+    zo = F.normalize(z_optical.float(), dim=1)
+    ds = F.normalize(dense_sar.float(), dim=1)
+    return torch.einsum("bd,bdhw->bhw", zo, ds)
+
+
 def _chebyshev_from(true_xy: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """(B, h, w) Chebyshev distance (px) of every map position to the (B, 2) true (x, y)."""
     b, h, w = shape
@@ -120,9 +127,7 @@ def dense_contrastive_loss(
     Returns:
         Scalar loss: mean over the batch of positive term + negative term.
     """
-    zo = F.normalize(z_optical.float(), dim=1)
-    ds = F.normalize(dense_sar.float(), dim=1)
-    d2 = 2.0 - 2.0 * torch.einsum("bd,bdhw->bhw", zo, ds)
+    d2 = 2.0 - 2.0 * _cosine_map(z_optical, dense_sar)
     b = d2.shape[0]
     idx = torch.arange(b, device=d2.device)
     tx, ty = true_xy[:, 0].long(), true_xy[:, 1].long()
@@ -161,9 +166,7 @@ def dense_infonce_loss(
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    zo = F.normalize(z_optical.float(), dim=1)
-    ds = F.normalize(dense_sar.float(), dim=1)
-    logits = torch.einsum("bd,bdhw->bhw", zo, ds) / temperature
+    logits = _cosine_map(z_optical, dense_sar) / temperature
     w = logits.shape[2]
     tx, ty = true_xy[:, 0].long(), true_xy[:, 1].long()
     cheb = _chebyshev_from(true_xy, logits.shape)
