@@ -200,7 +200,8 @@ class RunConfig:
     Attributes:
         out_dir: output folder (checkpoints, metrics, plots, logs).
         device: ``auto``, ``cpu`` or ``cuda``.
-        amp: mixed precision on CUDA: ``bf16``, ``fp16`` or ``none`` (CPU is always fp32).
+        amp: mixed precision: ``bf16``, ``fp16`` or ``none``. On CUDA as given; on a CPU
+            only ``bf16``, and only where the CPU has native bf16 (else fp32): ``loop.amp_mode``.
         checkpoint_every_steps: also checkpoint every N steps inside an epoch (0: epochs only).
         progress: show tqdm bars.
         tensorboard: write TensorBoard event files.

@@ -2,12 +2,16 @@
 
 One step (= one batch, labelled or unlabelled, alternating):
 
-1. both autoencoders encode and reconstruct their images (autocast on CUDA);
+1. both autoencoders encode and reconstruct their images (autocast: see :func:`amp_mode`);
 2. the shared critic is updated ``critic_steps`` (5) times on the batch's codes (detached) against
    fresh prior samples, eq. 7, weights clipped after each update. Re-using the batch's codes
    instead of encoding 5 new batches keeps one encoder pass per step (6x cheaper on a CPU);
 3. the autoencoders take one Adam step on ``w_recon L_recon + w_match L_match - w_adv Dis(z)``
    (eq. 5, 8; the matching term on labelled batches only); the one-cycle schedule advances.
+
+A term whose weight is 0 is not computed: ``w_recon = 0`` skips the decoders in step 1,
+``w_adv = 0`` skips step 2 and the critic score (``scripts/bench_train_step.py`` measures the
+saving); the skipped terms are logged as NaN.
 
 Determinism: every random draw of a step (negatives, augmentation, prior samples) comes from
 generators seeded by (seed, epoch, batch, rank), and the batch plan from (seed, epoch), so a
@@ -20,6 +24,7 @@ import csv
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,17 +60,27 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _AutoEncoders(nn.Module):
-    """Both autoencoders as one module (one DDP wrapper, one forward per step)."""
+    """Both autoencoders as one module (one DDP wrapper, one forward per step).
 
-    def __init__(self, matcher: Matcher) -> None:
+    With ``decode=False`` (reconstruction weight 0) only the encoders run: the decoders would
+    cost a third of a CPU step and contribute nothing to the loss. Their reconstructions are
+    then ``None``.
+    """
+
+    def __init__(self, matcher: Matcher, decode: bool = True) -> None:
         super().__init__()
         self.sar, self.optical = matcher.sar, matcher.optical
+        self.decode = decode
 
     def forward(
         self, sar: torch.Tensor, optical: torch.Tensor, sar_region: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, ...]:
-        z_s, r_s = self.sar(sar)
-        z_o, r_o = self.optical(optical)
+        if self.decode:
+            z_s, r_s = self.sar(sar)
+            z_o, r_o = self.optical(optical)
+        else:
+            z_s, r_s = self.sar.encoder(sar), None
+            z_o, r_o = self.optical.encoder(optical), None
         dense = None if sar_region is None else DenseEncoder(self.sar.encoder)(sar_region)
         return z_s, r_s, z_o, r_o, dense
 
@@ -112,11 +127,17 @@ class Trainer:
         self.hash = config_hash(cfg)
         torch.manual_seed(cfg.seed)
         self.matcher = build_matcher(cfg).to(self.device)
-        self.ae: nn.Module = _AutoEncoders(self.matcher)
+        # Terms with weight 0 are not computed at all (no decoder pass, no critic updates):
+        # they would not change the encoders' update, only cost time. They are logged as NaN.
+        self.use_recon = cfg.loss.w_recon != 0
+        self.use_adv = cfg.loss.w_adv != 0
+        self.ae: nn.Module = _AutoEncoders(self.matcher, decode=self.use_recon)
         self.critic: nn.Module = self.matcher.critic
         if world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ae = nn.parallel.DistributedDataParallel(self.ae, device_ids=ids)
+            self.ae = nn.parallel.DistributedDataParallel(
+                self.ae, device_ids=ids, find_unused_parameters=not self.use_recon
+            )
             self.critic = nn.parallel.DistributedDataParallel(self.critic, device_ids=ids)
         o = cfg.optim
         self.labelled, self.unlabelled = split_labelled(
@@ -141,7 +162,9 @@ class Trainer:
             momentum=o.critic_momentum,
             weight_decay=o.critic_weight_decay,
         )
-        self.amp = cfg.run.amp if self.device.type == "cuda" else "none"
+        self.amp = amp_mode(cfg.run.amp, self.device)
+        if rank == 0:
+            log.info("training on %s, mixed precision: %s", self.device, self.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.history: list[dict[str, float]] = []
@@ -197,15 +220,22 @@ class Trainer:
             region = None if sel is None else batch.sar_region[sel]  # type: ignore[index]
             z_s, r_s, z_o, r_o, dense = self.ae(batch.sar, batch.optical, region)
         z_s, z_o = z_s.float(), z_o.float()
-        l_critic = self._critic_updates(torch.cat([z_s, z_o]).detach(), gen)
+        skipped = torch.tensor(float("nan"), device=self.device)
+        l_critic = (
+            self._critic_updates(torch.cat([z_s, z_o]).detach(), gen) if self.use_adv else skipped
+        )
         critic = self.matcher.critic
         critic.requires_grad_(False)  # no critic gradients (nor DDP hooks) in this backward
         try:
-            score = critic(torch.cat([z_s, z_o]))
-            l_adv = losses.adversarial_loss(score[: len(z_s)], score[len(z_s) :])
-            l_rec = losses.reconstruction_loss(batch.sar_target, r_s) + losses.reconstruction_loss(
-                batch.optical_target, r_o
-            )
+            l_adv, l_rec = skipped, skipped
+            if self.use_adv:
+                score = critic(torch.cat([z_s, z_o]))
+                l_adv = losses.adversarial_loss(score[: len(z_s)], score[len(z_s) :])
+            if self.use_recon:
+                assert r_s is not None and r_o is not None  # decoded when use_recon
+                l_rec = losses.reconstruction_loss(
+                    batch.sar_target, r_s
+                ) + losses.reconstruction_loss(batch.optical_target, r_o)
             l_match = torch.zeros((), device=self.device)
             if batch.label is not None:
                 l_match = losses.contrastive_loss(z_o, z_s, batch.label, w.margin)
@@ -223,7 +253,11 @@ class Trainer:
                         self.cfg.data.negative_min_shift_px,
                     )
                 l_match = l_match + w.w_dense * l_dense
-            loss = w.w_recon * l_rec + w.w_match * l_match + w.w_adv * l_adv
+            loss = w.w_match * l_match
+            if self.use_recon:
+                loss = loss + w.w_recon * l_rec
+            if self.use_adv:
+                loss = loss + w.w_adv * l_adv
             terms = {
                 "loss": loss.detach(),
                 "recon": l_rec.detach(),
@@ -232,6 +266,14 @@ class Trainer:
                 "critic": l_critic,
             }
             self._check_finite(terms)
+            if not loss.requires_grad:
+                # an unlabelled batch with both unsupervised terms off: nothing to learn from;
+                # the schedule still advances so the run keeps its planned length (torch warns
+                # when this precedes the first optimiser step; the order is intended here)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.sched.step()
+                return terms
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
@@ -254,8 +296,11 @@ class Trainer:
         return pos if len(pos) else None
 
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        skipped = {"recon": not self.use_recon, "adv": not self.use_adv}
+        skipped["critic"] = skipped["adv"]
+        computed = [v for k, v in terms.items() if not skipped.get(k, False)]
         bad = torch.tensor(
-            [0.0 if all(torch.isfinite(v) for v in terms.values()) else 1.0], device=self.device
+            [0.0 if all(torch.isfinite(v) for v in computed) else 1.0], device=self.device
         )
         if self.world > 1:
             dist.all_reduce(bad)
@@ -485,6 +530,27 @@ def run_training(
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - older or stripped torch builds
+        return False
+
+
+def amp_mode(requested: str, device: torch.device) -> str:
+    """The mixed precision a run actually uses for ``run.amp = requested`` on ``device``.
+
+    CUDA: as requested. CPU: ``bf16`` only where the CPU computes bf16 natively (measured on
+    an AMX Xeon by ``scripts/bench_train_step.py``: 0.62x the fp32 step time); emulated bf16
+    would be slower than fp32, and fp16 autocast has no fast CPU kernels, so both fall back to
+    fp32 (``none``).
+    """
+    if device.type == "cuda":
+        return requested
+    return "bf16" if requested == "bf16" and cpu_supports_bf16() else "none"
 
 
 def _device(name: str, rank: int) -> torch.device:

@@ -20,7 +20,7 @@ from training.config import (
 )
 from training.data import Datasets, PatchSet, build_patch_set, training_specs
 from training.evaluate import matching_accuracy, subpixel_peak
-from training.loop import Trainer, build_matcher
+from training.loop import Trainer, amp_mode, build_matcher
 
 TINY = {
     "seed": 0,
@@ -86,6 +86,90 @@ def test_shipped_recipe_oriented_front_end_and_map_cross_entropy(tmp_path, data)
     # after one tiny epoch the map term (ln 73 for 81 - 8 candidates at chance) is far from 0
     assert history[0]["train_match"] > 0.5 * np.log(81 - 8)
     assert np.isfinite(history[0]["train_loss"])
+
+
+def _count_calls(module: torch.nn.Module, calls: list[str], name: str) -> object:
+    return module.register_forward_hook(lambda _m, _i, _o: calls.append(name))
+
+
+def test_terms_with_weight_zero_are_not_computed(tmp_path, data):
+    """w_recon = w_adv = 0: no decoder pass, no critic update; the encoders still learn."""
+    cfg = tiny_config(
+        loss={"w_recon": 0.0, "w_adv": 0.0, "dense_negative_radius_px": 4},
+        data={"supervision_ratio": 1.0},
+    )
+    trainer = Trainer(cfg, data, tmp_path)
+    calls: list[str] = []
+    m = trainer.matcher
+    hooks = [
+        _count_calls(m.sar.decoder, calls, "decoder"),
+        _count_calls(m.optical.decoder, calls, "decoder"),
+        _count_calls(m.critic, calls, "critic"),
+        _count_calls(m.sar.encoder, calls, "encoder"),
+    ]
+    critic_before = [p.detach().clone() for p in m.critic.parameters()]
+    enc_before = [p.detach().clone() for p in m.optical.encoder.parameters()]
+    plan = trainer._plan(0)
+    try:
+        terms = trainer.train_step(trainer._batch(plan[0], 0, 0), torch.Generator().manual_seed(0))
+    finally:
+        for h in hooks:
+            h.remove()  # type: ignore[attr-defined]
+    assert calls == ["encoder"]
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, m.critic.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(enc_before, m.optical.encoder.parameters()))
+    assert torch.isnan(terms["recon"]) and torch.isnan(terms["adv"])
+    assert torch.isnan(terms["critic"])
+    assert torch.isfinite(terms["match"]) and float(terms["loss"]) == float(terms["match"])
+    # a full epoch logs the skipped terms as NaN and the computed ones as numbers
+    row = trainer.fit(max_epochs=1)[0]
+    assert np.isnan(row["train_recon"]) and np.isnan(row["train_adv"])
+    assert np.isfinite(row["train_match"]) and np.isfinite(row["train_loss"])
+
+
+def test_only_the_nonzero_unsupervised_term_is_computed(tmp_path, data):
+    cfg = tiny_config(loss={"w_recon": 1.0, "w_adv": 0.0})
+    trainer = Trainer(cfg, data, tmp_path)
+    calls: list[str] = []
+    hooks = [
+        _count_calls(trainer.matcher.sar.decoder, calls, "decoder"),
+        _count_calls(trainer.matcher.critic, calls, "critic"),
+    ]
+    try:
+        terms = trainer.train_step(
+            trainer._batch(trainer._plan(0)[0], 0, 0), torch.Generator().manual_seed(0)
+        )
+    finally:
+        for h in hooks:
+            h.remove()  # type: ignore[attr-defined]
+    assert calls == ["decoder"]
+    assert torch.isfinite(terms["recon"]) and torch.isnan(terms["adv"])
+
+
+def test_unlabelled_batch_without_unsupervised_terms_is_a_no_op_that_keeps_the_schedule(
+    tmp_path, data
+):
+    cfg = tiny_config(loss={"w_recon": 0.0, "w_adv": 0.0}, data={"supervision_ratio": 0.5})
+    trainer = Trainer(cfg, data, tmp_path)
+    plan = trainer._plan(0)
+    b = next(i for i, p in enumerate(plan) if p.label is None)
+    batch = trainer._batch(plan[b], 0, b)
+    assert batch.label is None  # an unlabelled batch
+    before = [p.detach().clone() for p in trainer.matcher.parameters()]
+    terms = trainer.train_step(batch, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, p) for a, p in zip(before, trainer.matcher.parameters()))
+    assert trainer.sched.last_epoch == 1 and float(terms["loss"]) == 0.0
+
+
+def test_amp_mode_uses_cpu_bf16_only_where_native(monkeypatch):
+    import training.loop as loop
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert [amp_mode(a, cuda) for a in ("bf16", "fp16", "none")] == ["bf16", "fp16", "none"]
+    monkeypatch.setattr(loop, "cpu_supports_bf16", lambda: True)
+    assert [amp_mode(a, cpu) for a in ("bf16", "fp16", "none")] == ["bf16", "none", "none"]
+    monkeypatch.setattr(loop, "cpu_supports_bf16", lambda: False)
+    assert amp_mode("bf16", cpu) == "none"
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
