@@ -64,6 +64,7 @@ experiment: install ## the paper's experiment: 100/75/50/25/5 % supervision -> d
 bench: install ## performance benchmarks (print figures; see docs/performance.md)
 	$(PY) scripts/bench_correspondence.py
 	$(PY) scripts/bench_register.py
+	$(PY) scripts/bench_train_step.py
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build dist .pytest_cache .ruff_cache .mypy_cache

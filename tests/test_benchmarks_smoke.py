@@ -128,6 +128,18 @@ def test_bench_register_tiny(tmp_path: Path) -> None:
     assert row["output_mb"] > 0
 
 
+def test_bench_train_step_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "train.json"
+    text = _run("bench_train_step.py", "--tiny", "--steps", "1", "--threads", "1",
+                "--json", str(out))  # fmt: skip
+    for row in ("shipped, fp32 (w_recon 0, w_adv 0)", "all terms computed", "bf16 autocast"):
+        assert row in text
+    fig = json.loads(out.read_text())
+    assert fig["batch_size"] == 4 and fig["threads"] == 1
+    assert len(fig["seconds_per_step"]) == 4
+    assert all(0 < s < 60 for s in fig["seconds_per_step"].values())
+
+
 def test_sar_geotransform_places_pixels_as_stated() -> None:
     shift, affine = np.array([7.5, -3.25]), np.array([[4e-4, -2e-4], [1e-4, 3e-4]])
     gt = sar_geotransform(1000, 10.0, shift, affine)
