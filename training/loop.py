@@ -63,8 +63,8 @@ class _AutoEncoders(nn.Module):
     """Both autoencoders as one module (one DDP wrapper, one forward per step).
 
     With ``decode=False`` (reconstruction weight 0) only the encoders run: the decoders would
-    cost a third of a CPU step and contribute nothing to the loss. Their reconstructions are
-    then ``None``.
+    contribute nothing to the loss (their cost is small beside the dense pass at full size,
+    see ``docs/performance.md``). Their reconstructions are then ``None``.
     """
 
     def __init__(self, matcher: Matcher, decode: bool = True) -> None:
@@ -544,9 +544,9 @@ def amp_mode(requested: str, device: torch.device) -> str:
     """The mixed precision a run actually uses for ``run.amp = requested`` on ``device``.
 
     CUDA: as requested. CPU: ``bf16`` only where the CPU computes bf16 natively (measured on
-    an AMX Xeon by ``scripts/bench_train_step.py``: 0.62x the fp32 step time); emulated bf16
-    would be slower than fp32, and fp16 autocast has no fast CPU kernels, so both fall back to
-    fp32 (``none``).
+    an AMX Xeon by ``scripts/bench_train_step.py``: 0.62x the fp32 step time); where bf16
+    would be emulated no gain is expected, and fp16 is not used on a CPU (no gradient scaling
+    there), so both fall back to fp32 (``none``).
     """
     if device.type == "cuda":
         return requested
