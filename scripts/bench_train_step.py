@@ -3,16 +3,16 @@
 Same config (``training/configs/default.yaml`` unless ``--config``), same batches, one process,
 variants timed in turn after a warm-up step each:
 
-* ``shipped``: the config's weights; terms with weight 0 are not computed (decoders and critic
-  skipped when ``w_recon`` / ``w_adv`` are 0);
-* ``shipped, all terms computed``: the same weights, but decoders and critic run anyway and
+* ``shipped, fp32``: the config's weights; terms with weight 0 are not computed (decoders and
+  critic skipped when ``w_recon`` / ``w_adv`` are 0);
+* ``shipped, fp32, all terms computed``: the same weights, but decoders and critic run anyway and
   their terms enter the loss with weight 0 (how the loop worked before it skipped them);
-* ``paper's objective``: ``w_recon = 1``, ``w_adv = 0.1`` (``make experiment``);
+* ``paper's objective, fp32``: ``w_recon = 1``, ``w_adv = 0.1`` (``make experiment``);
 * ``shipped, bf16 autocast``: the shipped variant under CPU/GPU bf16 autocast.
 
 The batches are cut from random images of the training sizes (256 px pairs, 128 px templates):
 the cost of a step depends on the shapes, not on the pixels. Prints seconds per step and the
-ratio to ``shipped``; ``--json`` writes the figures.
+ratio to ``shipped, fp32``; ``--json`` writes the figures.
 
     .venv/bin/python scripts/bench_train_step.py
     .venv/bin/python scripts/bench_train_step.py --steps 2 --tiny    # smoke test sizes
@@ -33,17 +33,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sar_optical_matcher.core.preprocessing import PreprocessSpec  # noqa: E402
-from training.config import config_from_dict, config_to_dict, load_config  # noqa: E402
+from training.config import TrainConfig, load_config  # noqa: E402
 from training.data import Datasets, PatchSet  # noqa: E402
 from training.loop import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-#: overrides that shrink the model and batch for ``--tiny`` (smoke tests)
-TINY = {
-    "model": {"widths": [4, 8, 8, 8], "descriptor_size": 16, "critic_hidden": [16, 8]},
-    "optim": {"batch_size": 4},
-    "loss": {"dense_negative_max_items": 2},
-}
+#: ``--set``-style overrides that shrink the model and batch for ``--tiny`` (smoke tests)
+TINY = [
+    "model.widths=[4, 8, 8, 8]",
+    "model.descriptor_size=16",
+    "model.critic_hidden=[16, 8]",
+    "optim.batch_size=4",
+    "loss.dense_negative_max_items=2",
+]
 
 
 def random_patch_set(n: int, search: int, template: int, seed: int = 0) -> PatchSet:
@@ -68,18 +70,10 @@ def random_patch_set(n: int, search: int, template: int, seed: int = 0) -> Patch
     )
 
 
-def _merge(raw: dict, extra: dict) -> dict:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    for section, values in extra.items():
-        out[section] = {**out.get(section, {}), **values}
-    return out
-
-
 def time_variant(
-    raw: dict, data: Datasets, steps: int, compute_all: bool = False, amp: str = "none"
+    cfg: TrainConfig, data: Datasets, steps: int, compute_all: bool = False, amp: str = "none"
 ) -> float:
     """Median seconds of ``steps`` training steps (after one warm-up step)."""
-    cfg = config_from_dict(raw)
     torch.manual_seed(0)
     trainer = Trainer(cfg, data, out_dir=Path("/nonexistent-bench-out"))
     if compute_all:
@@ -114,23 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--steps must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    raw = config_to_dict(load_config(args.config))
-    raw = _merge(raw, {"run": {"device": args.device, "progress": False, "tensorboard": False}})
-    if args.tiny:
-        raw = _merge(raw, TINY)
-    batch = int(raw["optim"]["batch_size"])
-    train = random_patch_set(
-        2 * batch, raw["data"]["search_size_px"], raw["data"]["template_size_px"]
-    )
+    overrides = [f"run.device={args.device}", "run.progress=false", "run.tensorboard=false"]
+    overrides += TINY if args.tiny else []
+    shipped = load_config(args.config, overrides)
+    paper = load_config(args.config, [*overrides, "loss.w_recon=1.0", "loss.w_adv=0.1"])
+    batch = shipped.optim.batch_size
+    train = random_patch_set(2 * batch, shipped.data.search_size_px, shipped.data.template_size_px)
     spec = (PreprocessSpec("sar", mean=0.5, std=0.3), PreprocessSpec("optical", mean=0.5, std=0.3))
     data = Datasets(train, train, train, spec[0], spec[1], ["bench"])
-    shipped_w = (raw["loss"]["w_recon"], raw["loss"]["w_adv"])
-    paper = _merge(raw, {"loss": {"w_recon": 1.0, "w_adv": 0.1}})
+    w = shipped.loss
     variants = [
-        (f"shipped, fp32 (w_recon {shipped_w[0]:g}, w_adv {shipped_w[1]:g})", raw, False, "none"),
-        ("shipped, fp32, all terms computed", raw, True, "none"),
+        (f"shipped, fp32 (w_recon {w.w_recon:g}, w_adv {w.w_adv:g})", shipped, False, "none"),
+        ("shipped, fp32, all terms computed", shipped, True, "none"),
         ("paper's objective, fp32 (w_recon 1, w_adv 0.1)", paper, False, "none"),
-        ("shipped, bf16 autocast", raw, False, "bf16"),
+        ("shipped, bf16 autocast", shipped, False, "bf16"),
     ]
     figures: dict[str, float] = {}
     for name, cfg, compute_all, amp in variants:
