@@ -32,7 +32,11 @@ class DataConfig:
     Attributes:
         sources: list of source specs, each a dict with ``kind`` in ``synthetic`` (``n_scenes``,
             ``size_px``, ``seed``), ``3mos`` (``root``), ``sen12`` (``root``), ``gdal``
-            (``sar``, ``optical``, optional ``scene``); forwarded to ``training.sources``.
+            (``sar``, ``optical``, optional ``scene``); forwarded to ``training.sources``. Any
+            spec may set ``repeat`` (integer >= 1, default 1): its training pairs are drawn
+            that many times per epoch (each time with a fresh window and augmentation), to
+            weight scarce real tiles over synthetic scenes. The labelled/unlabelled split is
+            made per pair before repeating, so all copies of a pair share its label status.
         split_fractions: (train, validation, test) fractions of the *scenes* (never patches).
         holdout_scenes: scene names forced into the test split.
         search_size_px: side S of the cut patch pair / SAR search region (paper: 256).
@@ -249,6 +253,13 @@ class TrainConfig:
             raise ValueError(f"model.front_end must be one of {FRONT_ENDS}")
         if self.data.search_size_px < self.data.template_size_px:
             raise ValueError("data.search_size_px must be >= data.template_size_px")
+        for spec in self.data.sources:
+            rep = spec.get("repeat", 1) if isinstance(spec, dict) else 1
+            if isinstance(rep, bool) or not isinstance(rep, int) or rep < 1:
+                raise ValueError(
+                    f"data.sources: repeat must be an integer >= 1 (times a source's pairs are "
+                    f"drawn per epoch), got {rep!r} in {spec}"
+                )
 
 
 _SECTIONS = {

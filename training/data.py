@@ -54,6 +54,8 @@ class PatchSet:
         optical_region: optional (N, S, S) float32 RAW optical luminance of the whole pair
             (NaN where invalid), for templates drawn anywhere in the pair (``random_windows``).
         offset_xy_px: (N, 2) float64 record offsets (true corner = template corner + offset).
+        repeat: optional (N,) int64 times each pair is drawn per training epoch (the source
+            spec's ``repeat``); None means once each.
     """
 
     sar: np.ndarray
@@ -63,6 +65,7 @@ class PatchSet:
     names: list[str] = field(default_factory=list)
     optical_region: np.ndarray | None = None
     offset_xy_px: np.ndarray | None = None
+    repeat: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Number of pairs."""
@@ -143,6 +146,7 @@ def cut_record(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) ->
         names,
         np.asarray(region_list, dtype=np.float32).reshape(n, s, s),
         offset,
+        np.full(n, record.repeat, dtype=np.int64),
     )
 
 
@@ -200,6 +204,7 @@ def build_patch_set(
             np.zeros((0, 2)),
             optical_region=np.zeros((0, s, s), np.float32),
             offset_xy_px=np.zeros((0, 2)),
+            repeat=np.zeros(0, np.int64),
         )
     return PatchSet(
         np.concatenate([p.sar for p in parts]),
@@ -209,6 +214,7 @@ def build_patch_set(
         [x for p in parts for x in p.names],
         np.concatenate([p.optical_region for p in parts]),  # type: ignore[misc]
         np.concatenate([p.offset_xy_px for p in parts]),  # type: ignore[misc]
+        np.concatenate([p.repeat for p in parts]),  # type: ignore[misc]
     )
 
 
@@ -408,6 +414,14 @@ class BatchPlan:
         return BatchPlan(self.index[rank::world_size], label)
 
 
+def repeated(index: np.ndarray, repeat: np.ndarray | None) -> np.ndarray:
+    """``index`` with each pair i listed ``repeat[i]`` times (unchanged when ``repeat`` is None).
+
+    Applied after :func:`split_labelled`, so every copy of a pair is labelled or none is.
+    """
+    return index if repeat is None else np.repeat(index, repeat[index])
+
+
 def split_labelled(n_pairs: int, ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(labelled, unlabelled) pair indices: ``round(ratio n)`` labelled, chosen by ``seed``."""
     perm = np.random.default_rng([seed, 101]).permutation(n_pairs)
@@ -472,6 +486,7 @@ def load_records(cfg: DataConfig) -> list[PairRecord]:
     for spec in cfg.sources:
         opts = dict(spec)
         kind = opts.pop("kind", None)
+        repeat = opts.pop("repeat", 1)
         loaders = {
             "synthetic": "load_synthetic",
             "3mos": "load_3mos",
@@ -483,7 +498,7 @@ def load_records(cfg: DataConfig) -> list[PairRecord]:
         loader = getattr(src, loaders[kind], None)
         if loader is None:
             raise ValueError(f"training.sources has no {loaders[kind]} (source {kind!r})")
-        records += list(loader(**opts))
+        records += [dataclasses.replace(r, repeat=repeat) for r in loader(**opts)]
     return records
 
 
@@ -528,6 +543,7 @@ def build_datasets(
                 "names",
                 "optical_region",
                 "offset_xy_px",
+                "repeat",
             )
         }
         meta = json.dumps(
@@ -550,6 +566,7 @@ def _load_cached(path: Path) -> Datasets:
                 [str(x) for x in z[f"{n}_names"]],
                 z[f"{n}_optical_region"],
                 z[f"{n}_offset_xy_px"],
+                z[f"{n}_repeat"] if f"{n}_repeat" in z.files else None,  # older caches
             )
             for n in ("train", "val", "test")
         ]

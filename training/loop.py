@@ -43,6 +43,7 @@ from training.data import (
     Datasets,
     epoch_plan,
     make_batch,
+    repeated,
     split_labelled,
     unit_spec,
 )
@@ -140,9 +141,9 @@ class Trainer:
             )
             self.critic = nn.parallel.DistributedDataParallel(self.critic, device_ids=ids)
         o = cfg.optim
-        self.labelled, self.unlabelled = split_labelled(
-            len(data.train), cfg.data.supervision_ratio, cfg.seed
-        )
+        labelled, unlabelled = split_labelled(len(data.train), cfg.data.supervision_ratio, cfg.seed)
+        self.labelled = repeated(labelled, data.train.repeat)
+        self.unlabelled = repeated(unlabelled, data.train.repeat)
         self.steps_per_epoch = len(self._plan(0))
         ae_params = list(self.matcher.sar.parameters()) + list(self.matcher.optical.parameters())
         self.opt = torch.optim.Adam(
@@ -165,6 +166,14 @@ class Trainer:
         self.amp = amp_mode(cfg.run.amp, self.device)
         if rank == 0:
             log.info("training on %s, mixed precision: %s", self.device, self.amp)
+            log.info(
+                "%d training pairs (%d labelled), %d draws an epoch with source repeats, "
+                "%d steps an epoch",
+                len(data.train),
+                len(labelled),
+                len(self.labelled) + len(self.unlabelled),
+                self.steps_per_epoch,
+            )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.history: list[dict[str, float]] = []

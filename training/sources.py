@@ -40,6 +40,8 @@ class PairRecord:
         valid: optional (H, W) bool mask of pixels valid in both images.
         offset_xy_px: known residual misregistration (x, y) of the SAR relative to the optical in
             pixels (e.g. the GF-3 x bias of 3MOS), (0, 0) when perfectly registered.
+        repeat: times the pairs cut from this record are drawn per training epoch (the source
+            spec's ``repeat``, e.g. to weight scarce real tiles over synthetic scenes).
     """
 
     sar: np.ndarray
@@ -51,6 +53,7 @@ class PairRecord:
     name: str
     valid: np.ndarray | None = None
     offset_xy_px: tuple[float, float] = (0.0, 0.0)
+    repeat: int = 1
 
     def __post_init__(self) -> None:
         """Check shapes and the scale."""
@@ -63,6 +66,8 @@ class PairRecord:
             raise ValueError(f"{self.name}: sar_scale must be 'linear' or 'db'")
         if self.valid is not None and self.valid.shape != self.sar.shape:
             raise ValueError(f"{self.name}: valid mask shape differs from the images")
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
+            raise ValueError(f"{self.name}: repeat must be an integer >= 1, got {self.repeat!r}")
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from training.data import (
     epoch_plan,
     make_batch,
     negative_windows,
+    repeated,
     split_labelled,
     standardise,
     training_specs,
@@ -165,6 +166,45 @@ def test_split_and_plan_alternate_and_oversample():
     assert sorted(np.concatenate([s.index for s in shards])) == sorted(plan[0].index)
     only = epoch_plan(np.arange(10), np.arange(0), 4, 0, 0)
     assert all(p.label is not None for p in only) and len(only) == 5  # 20 items / 4
+
+
+def test_source_repeat_weights_pairs_after_the_labelled_split(tmp_path):
+    from training.config import TrainConfig
+    from training.data import build_datasets
+
+    cfg = DataConfig(
+        sources=[
+            {"kind": "synthetic", "n_scenes": 2, "size_px": 256, "seed": 1, "repeat": 3},
+            {"kind": "synthetic", "n_scenes": 2, "size_px": 256, "seed": 2},
+        ],
+        split_fractions=(1.0, 0.0, 0.0),
+        random_crops_per_scene=0,
+        max_keypoints_per_scene=1,
+    )
+    data = build_datasets(cfg, 0, cache_dir=tmp_path)
+    rep = data.train.repeat
+    assert rep is not None and sorted(rep.tolist()) == [1, 1, 3, 3]
+    heavy = {n.split("@")[0] for n, r in zip(data.train.names, rep) if r == 3}
+    assert len(heavy) == 2 and all(n.startswith("synthetic/seed1/") for n in heavy), heavy
+    # the cache keeps the weights
+    again = build_datasets(cfg, 0, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.train.repeat, rep)
+    # every copy of a pair has its label status: the split is per pair, then repeated
+    lab, unl = split_labelled(len(rep), 0.5, seed=0)
+    lab_r, unl_r = repeated(lab, rep), repeated(unl, rep)
+    assert not set(lab_r) & set(unl_r)
+    assert len(lab_r) + len(unl_r) == 8
+    for i in range(4):
+        assert (lab_r == i).sum() + (unl_r == i).sum() == rep[i]
+    np.testing.assert_array_equal(repeated(lab, None), lab)
+    # the epoch draws a weighted pair that many times more often
+    plan = epoch_plan(repeated(np.arange(4), rep), np.arange(0), 2, 0, 0)
+    drawn = np.concatenate([p.index for p in plan])
+    counts = np.bincount(drawn, minlength=4)
+    np.testing.assert_array_equal(counts, 2 * rep)  # positive + negative of each copy
+    for bad in (0, 1.5, "3", True):
+        with pytest.raises(ValueError, match="repeat must be an integer >= 1"):
+            TrainConfig(data=DataConfig(sources=[{"kind": "synthetic", "repeat": bad}]))
 
 
 def test_build_datasets_splits_by_scene_and_caches(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -329,3 +330,16 @@ def test_identical_init_copies_weights_without_sharing_them() -> None:
     with torch.no_grad():
         next(m.sar.parameters()).add_(1.0)  # no shared tensors: the optical one is unchanged
     assert not torch.equal(next(m.sar.parameters()), next(m.optical.parameters()))
+
+
+def test_repeated_pairs_lengthen_the_epoch(tmp_path, data):
+    """A source's ``repeat`` draws its pairs that many times: more batches per epoch."""
+    plain = Trainer(tiny_config(data={"supervision_ratio": 0.5}), data, tmp_path / "a")
+    rep = np.ones(len(data.train), np.int64)
+    rep[:2] = 4
+    weighted = dataclasses.replace(data, train=dataclasses.replace(data.train, repeat=rep))
+    trainer = Trainer(tiny_config(data={"supervision_ratio": 0.5}), weighted, tmp_path / "b")
+    both = np.concatenate([trainer.labelled, trainer.unlabelled])
+    np.testing.assert_array_equal(np.bincount(both, minlength=len(rep)), rep)
+    assert set(trainer.labelled) == set(plain.labelled)  # same pairs labelled, only repeated
+    assert trainer.steps_per_epoch > plain.steps_per_epoch
