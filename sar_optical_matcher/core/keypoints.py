@@ -167,7 +167,10 @@ def _resolve_within(xy: np.ndarray, idx: np.ndarray, min_distance: float) -> lis
     """Greedy suppression among candidates ``idx`` (ascending = strongest first) only."""
     if len(idx) < 2:
         return idx.tolist()
-    pairs = cKDTree(xy[idx]).query_pairs(min_distance * (1 - 1e-12), output_type="ndarray")
+    pts = xy[idx]
+    pairs = cKDTree(pts).query_pairs(min_distance, output_type="ndarray")  # distance <= d
+    if len(pairs):  # conflict = strictly closer than d, the test the grid path applies
+        pairs = pairs[((pts[pairs[:, 0]] - pts[pairs[:, 1]]) ** 2).sum(axis=1) < min_distance**2]
     if len(pairs) == 0:
         return idx.tolist()
     conflicts: dict[int, list[int]] = {}
