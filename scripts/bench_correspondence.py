@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sar_optical_matcher.core.correlation import normalised_descriptors  # noqa: E402
 from sar_optical_matcher.model.runtime import (  # noqa: E402
     WINDOW_BATCH,
     MissingDependencyError,
@@ -181,11 +182,15 @@ def strided_model(path: Path) -> Any:
     The exported graph evaluates the encoder densely (stride-1 pooling, dilated convolutions);
     on a T x T window that computes every intermediate position at full resolution. Setting the
     pooling strides to 2 and all dilations to 1 gives back the plain strided encoder of one
-    window (``training.models.Encoder``), i.e. the cost of the paper's procedure.
+    window (``training.models.Encoder``), i.e. the cost of the paper's procedure. A code-map
+    encoder (``latent: map``) has no pooling: its graph on one window is already the plain
+    per-window encoder, and is returned unchanged.
     """
     import onnx
 
     model = onnx.load(str(path))
+    if not any(node.op_type == "MaxPool" for node in model.graph.node):
+        return model  # a code-map encoder: no pooling, its dilations are its own; nothing to undo
     del model.graph.value_info[:]
     for node in model.graph.node:
         for attr in node.attribute:
@@ -212,7 +217,8 @@ def _strided_session(model: Path, matcher: OnnxMatcher, threads: int | None) -> 
 def _window_maps(run: Any, templates: np.ndarray, regions: np.ndarray, n_win: int) -> np.ndarray:
     """(n, m, m) maps from per-window descriptors; only the first ``n_win`` windows (rest NaN).
 
-    ``run(optical (B, 1, T, T), sar (B, 1, T, T)) -> (optical (B, D), sar (B, D))``.
+    ``run(optical (B, 1, T, T), sar (B, 1, T, T)) -> (optical (B, L), sar (B, L))``, unit
+    descriptors of L = D k^2 numbers.
     """
     t = templates.shape[1]
     m = regions.shape[1] - t + 1
@@ -241,7 +247,7 @@ def _time_path(job: dict[str, Any]) -> dict[str, Any]:
         def run(opt: np.ndarray, sar: np.ndarray) -> list[np.ndarray]:
             out = session.run([c.optical_output, c.sar_output],
                               {c.optical_input: opt, c.sar_input: sar})  # fmt: skip
-            return [o[:, :, 0, 0] for o in out]
+            return [normalised_descriptors(o) for o in out]
 
     else:
 

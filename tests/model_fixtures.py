@@ -3,6 +3,8 @@
 * :func:`make_twin_model`: both encoders have IDENTICAL random weights and identical
   preprocessing, so an image matched against a shifted copy of itself peaks at the true shift.
 * :func:`make_random_model`: two DIFFERENT random encoders (for dense vs per-window parity).
+* both take ``latent="map"`` (with fitting ``convs_per_stage``) for code-map models:
+  :data:`MAP_SPEC`.
 * :func:`make_bad_models`: one file per fault the runtime must reject with a precise message.
 
 Sizes: template 64 (the smallest patch of a 4-stage encoder), search 96, map 33 x 33.
@@ -23,6 +25,11 @@ from training.models import DenseEncoder, Encoder, EncoderSpec
 
 TEMPLATE = 64
 SEARCH = 96
+#: EncoderSpec fields of a small code-map model: receptive field 1 + 2 (1 + 1 + 2 + 2) = 13,
+#: so a 64 px template has a 52 x 52 x D code.
+MAP_SPEC: dict[str, object] = {
+    "latent": "map", "convs_per_stage": (2, 2), "front_end": "oriented_gradients",
+}  # fmt: skip
 
 
 def _contract(descriptor_size: int, name: str, **kw) -> ModelContract:
@@ -59,7 +66,7 @@ def _encoder(spec: EncoderSpec, seed: int) -> Encoder:
     with torch.no_grad():
         encoder.train()(smooth)
         codes = encoder.eval()(smooth)
-        encoder.head.bias -= codes.mean(0)
+        encoder.head.bias -= codes.mean(0) if codes.ndim == 2 else codes.mean((0, 2, 3))
     return encoder
 
 
@@ -76,17 +83,20 @@ def make_twin_model(
     seed: int = 0,
     template_size: int = TEMPLATE,
     search_size: int = SEARCH,
+    **spec: object,
 ) -> Path:
     """Export a model whose SAR and optical encoders are the same random network.
 
     Matching an image against a (sub-pixel) shifted copy of itself finds the shift within
     ~0.4 px with the default widths (measured on smooth synthetic scenes). Narrow final stages
     (e.g. ``widths=(4, 8, 8, 8)``: 8 numbers per 64 x 64 template) only find exact copies.
+    ``spec`` passes further ``EncoderSpec`` fields (e.g. :data:`MAP_SPEC` for a code-map model).
     """
-    optical = _encoder(_spec(descriptor_size, widths, template_size), seed)
+    optical = _encoder(_spec(descriptor_size, widths, template_size, **spec), seed)
     contract = _contract(
-        descriptor_size, "twin", template_size=template_size, search_size=search_size
-    )
+        descriptor_size, "twin", template_size=template_size, search_size=search_size,
+        code_size=optical.spec.code_size,
+    )  # fmt: skip
     return export_onnx(optical, copy.deepcopy(optical), contract, path)
 
 
@@ -95,10 +105,11 @@ def make_random_model(
     descriptor_size: int = 32,
     widths: tuple[int, ...] = (4, 8, 8, 8),
     seed: int = 0,
+    **spec_kw: object,
 ) -> Path:
-    """Export a model with two different random encoders."""
-    spec = _spec(descriptor_size, widths, TEMPLATE)
-    contract = _contract(descriptor_size, "random")
+    """Export a model with two different random encoders (``spec_kw``: more spec fields)."""
+    spec = _spec(descriptor_size, widths, TEMPLATE, **spec_kw)
+    contract = _contract(descriptor_size, "random", code_size=spec.code_size)
     return export_onnx(_encoder(spec, seed), _encoder(spec, seed + 1), contract, path)
 
 
@@ -180,7 +191,7 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
         "no_metadata": None,
         "bad_json": "{not json",
         "wrong_size": json.dumps({**contract, "template_size": 80, "search_size": 96}),
-        "newer_format": json.dumps({**contract, "format_version": 2}),
+        "newer_format": json.dumps({**contract, "format_version": 3}),
     }
     for name, text in edits.items():
         model = onnx.load_from_string(data)

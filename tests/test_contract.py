@@ -27,6 +27,9 @@ def test_round_trip_and_map_size() -> None:
         (lambda d: d.update(search_size=64), "template_size <= search_size"),
         (lambda d: d.update(sar=d["optical"], optical=d["sar"]), "swapped"),
         (lambda d: d["sar"].update(std=0.0), "standardisation"),
+        (lambda d: d.update(code_size=0), "code_size must be in 1..template_size"),
+        (lambda d: d.update(code_size=129), "code_size must be in 1..template_size"),
+        (lambda d: d.update(format_version=1, code_size=4), "format-1 .* vector codes only"),
     ],
 )
 def test_invalid_contracts_are_rejected(edit, message: str) -> None:
@@ -39,3 +42,20 @@ def test_invalid_contracts_are_rejected(edit, message: str) -> None:
 def test_not_json() -> None:
     with pytest.raises(ValueError, match="not valid JSON"):
         ModelContract.from_json("{oops")
+
+
+def test_code_map_geometry() -> None:
+    c = ModelContract(name="m", version="2", descriptor_size=16, code_size=114)
+    assert c.receptive_field == 15 and c.descriptor_length == 16 * 114 * 114
+    assert c.code_map_size(256) == 242 and c.code_map_size(128) == c.code_size
+    vector = ModelContract(name="m", version="1")
+    assert vector.receptive_field == 128 and vector.descriptor_length == 256
+
+
+def test_format_1_contracts_are_read_as_vector_codes() -> None:
+    """A model exported before code_size existed still loads, with its meaning unchanged."""
+    raw = json.loads(ModelContract(name="old", version="0.1").to_json())
+    del raw["code_size"]
+    raw["format_version"] = 1
+    old = ModelContract.from_json(json.dumps(raw))
+    assert old.code_size == 1 and old.receptive_field == old.template_size

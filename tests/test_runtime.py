@@ -18,6 +18,7 @@ from sar_optical_matcher.model.runtime import (
     resolve_providers,
 )
 from tests.model_fixtures import (
+    MAP_SPEC,
     SEARCH,
     TEMPLATE,
     make_bad_models,
@@ -34,6 +35,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = make_bad_models(root / "bad")
     out["twin"] = make_twin_model(root / "twin.onnx", descriptor_size=32, widths=(4, 8, 8, 8))
     out["random"] = make_random_model(root / "random.onnx", seed=3)
+    out["twin_map"] = make_twin_model(root / "twin_map.onnx", 8, (6, 8), **MAP_SPEC)
+    out["random_map"] = make_random_model(root / "random_map.onnx", 8, (6, 8), 3, **MAP_SPEC)
     return out
 
 
@@ -68,7 +71,7 @@ BAD = {
     "wrong_channels": "input 'optical' has 3 channels",
     "swapped_inputs": "input names swapped between the modalities",
     "single_encoder": "has inputs ['optical'] and outputs ['optical_descriptors']",
-    "newer_format": "contract format 2 is not supported by this plugin (expects 1)",
+    "newer_format": "contract format 3 is not supported by this plugin (reads 1, 2)",
     "new_opset": "needs opset 30, your onnxruntime",
     "new_ir": "IR version 99, your onnxruntime",
 }
@@ -134,17 +137,19 @@ def test_default_model_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 def test_descriptors_are_unit_and_windows_match_dense(twin: OnnxMatcher) -> None:
     rng = np.random.default_rng(0)
     regions = rng.normal(size=(2, SEARCH, SEARCH)).astype(np.float32)
-    dense = twin.sar_descriptors_dense(regions)
+    dense = twin.sar_descriptors_dense(regions)  # raw code map: one vector code per window
     assert dense.shape == (2, 32, M, M)
-    np.testing.assert_allclose(np.linalg.norm(dense, axis=1), 1.0, atol=1e-5)
+    assert np.linalg.norm(dense, axis=1).std() > 0.01  # not normalised in the graph
     windows = np.stack([regions[1, 7 : 7 + TEMPLATE, 20 : 20 + TEMPLATE]])
     by_window = twin.sar_descriptors_windows(windows)
-    np.testing.assert_allclose(by_window[0], dense[1, :, 7, 20], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(by_window, axis=1), 1.0, atol=1e-5)
+    code = dense[1, :, 7, 20]
+    np.testing.assert_allclose(by_window[0], code / np.linalg.norm(code), atol=1e-5)
     # twin model: the optical encoder is the SAR encoder
     np.testing.assert_allclose(twin.optical_descriptors(windows), by_window, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["twin", "random"])
+@pytest.mark.parametrize("name", ["twin", "random", "twin_map", "random_map"])
 def test_dense_maps_equal_per_window_maps(models: dict[str, Path], name: str) -> None:
     matcher = OnnxMatcher(models[name], device="cpu", threads=1, log=lambda _: None)
     rng = np.random.default_rng(1)
@@ -160,7 +165,24 @@ def test_dense_maps_equal_per_window_maps(models: dict[str, Path], name: str) ->
     assert np.abs(dense).max() <= 1.0 + 1e-5
 
 
-def test_twin_model_finds_an_exact_copy(twin: OnnxMatcher) -> None:
+def test_code_map_model_contract_and_descriptors(models: dict[str, Path]) -> None:
+    matcher = OnnxMatcher(models["twin_map"], device="cpu", threads=1, log=lambda _: None)
+    c = matcher.contract
+    assert (c.code_size, c.receptive_field, c.descriptor_size) == (52, 13, 8)
+    rng = np.random.default_rng(5)
+    regions = rng.normal(size=(1, SEARCH, SEARCH)).astype(np.float32)
+    dense = matcher.sar_descriptors_dense(regions)
+    assert dense.shape == (1, 8, SEARCH - 12, SEARCH - 12)
+    window = regions[:, 9 : 9 + TEMPLATE, 30 : 30 + TEMPLATE]
+    desc = matcher.sar_descriptors_windows(window)
+    assert desc.shape == (1, 8 * 52 * 52)
+    block = dense[0, :, 9 : 9 + 52, 30 : 30 + 52].ravel()
+    np.testing.assert_allclose(desc[0], block / np.linalg.norm(block), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["twin", "twin_map"])
+def test_twin_models_find_an_exact_copy(models: dict[str, Path], name: str) -> None:
+    twin = OnnxMatcher(models[name], device="cpu", threads=1, log=lambda _: None)
     rng = np.random.default_rng(4)
     regions = rng.normal(size=(4, SEARCH, SEARCH)).astype(np.float32)
     offsets = [(0, 0), (25, 10), (32, 32), (3, 29)]  # (dx, dy)

@@ -23,6 +23,8 @@ import yaml
 
 #: ``model.front_end`` values (``training.models.Encoder`` builds them).
 FRONT_ENDS = ("learned", "oriented_gradients")
+#: ``model.latent`` values: the paper's pooled vector code, or a spatial code map.
+LATENTS = ("vector", "map")
 
 
 @dataclass
@@ -88,7 +90,8 @@ class ModelConfig:
             about 1 s and a full 129 x 129 dense map about 0.14 s per keypoint in onnxruntime on
             2 cores, so the model can be trained on a laptop and runs in QGIS without a GPU.
         convs_per_stage: convolutions per stage; (2, 1, 1, 2) keeps the dense map exact.
-        descriptor_size: latent code length (paper: 256).
+        descriptor_size: channels D of the latent code: its length for a ``vector`` code
+            (paper: 256), its channels at each position for a ``map`` code.
         critic_hidden: sizes of the critic's two hidden layers (decreasing).
         identical_init: start the SAR autoencoder from a copy of the optical one's random
             initial weights. They share no weights and diverge in training; at step 0 the pair
@@ -96,6 +99,9 @@ class ModelConfig:
         front_end: ``"learned"`` (the paper) or ``"oriented_gradients"``: the first conv of
             both encoders fixed to sign-free oriented derivatives (``training.models``).
         orientations: channels of the oriented-gradient front end.
+        latent: ``"vector"`` (the paper: pooled stages, fully connected head, one D-vector per
+            patch) or ``"map"`` (no pooling, stage i's convs dilated by 2^i, 1x1 head: a
+            D x k x k code map; ``training.models``).
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 64)
@@ -105,6 +111,7 @@ class ModelConfig:
     identical_init: bool = False
     front_end: str = "learned"
     orientations: int = 8
+    latent: str = "vector"
 
 
 @dataclass
@@ -186,12 +193,15 @@ class AugmentConfig:
 
     Attributes:
         flip_p: probability of a horizontal and (independently) a vertical flip.
+        transpose_p: probability of transposing (rows <-> columns) before the flips; with
+            flips it gives all 8 rotations/reflections of the square (paper: 0, not used).
         optical_noise_std: std of Gaussian noise added to the [0, 1] optical image.
         scale_p: probability of an intensity scaling.
         scale_range: range of the intensity scale factor.
     """
 
     flip_p: float = 0.5
+    transpose_p: float = 0.0
     optical_noise_std: float = 0.02
     scale_p: float = 0.2
     scale_range: tuple[float, float] = (0.95, 1.05)
@@ -251,6 +261,8 @@ class TrainConfig:
             raise ValueError("loss.temperature must be positive (e.g. 0.07)")
         if self.model.front_end not in FRONT_ENDS:
             raise ValueError(f"model.front_end must be one of {FRONT_ENDS}")
+        if self.model.latent not in LATENTS:
+            raise ValueError(f"model.latent must be one of {LATENTS}")
         if self.data.search_size_px < self.data.template_size_px:
             raise ValueError("data.search_size_px must be >= data.template_size_px")
         for spec in self.data.sources:

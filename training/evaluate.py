@@ -2,7 +2,8 @@
 
 For each pair the optical T x T template is encoded once and the S x S SAR search region densely
 (``training.models.DenseEncoder``, every one of the (S - T + 1)^2 windows, exactly as the paper's
-sliding window); the correspondence map is the cosine similarity. Its peak, refined to subpixel
+sliding window); the correspondence map is the cosine similarity of the codes
+(``losses.window_cosine``). Its peak, refined to subpixel
 by a parabola through the peak and its two neighbours on each axis, is compared with the true
 window corner ``PatchSet.true_xy_px``.
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
 
 from sar_optical_matcher.core.preprocessing import PreprocessSpec
 from training.data import PatchSet, standardise
+from training.losses import window_cosine
 from training.models import DenseEncoder, Matcher
 
 
@@ -50,9 +51,9 @@ def correspondence_maps(
     try:
         sar = torch.from_numpy(standardise(ps.sar[index], specs[0]))[:, None].to(device)
         opt = torch.from_numpy(standardise(ps.optical[index], specs[1]))[:, None].to(device)
-        z_o = F.normalize(matcher.optical.encoder(opt), dim=1)
-        dense = F.normalize(DenseEncoder(matcher.sar.encoder)(sar), dim=1)
-        return torch.einsum("bd,bdhw->bhw", z_o, dense).float().cpu().numpy()
+        z_o = matcher.optical.encoder(opt)
+        dense = DenseEncoder(matcher.sar.encoder)(sar)
+        return window_cosine(z_o, dense).float().cpu().numpy()
     finally:
         matcher.train(was_training)
 

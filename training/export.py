@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
@@ -18,7 +17,7 @@ OPSET = 17
 
 
 class ExportGraph(nn.Module):
-    """Both dense encoders side by side with L2-normalised outputs."""
+    """Both dense encoders side by side: the code maps of the model contract (not normalised)."""
 
     def __init__(self, optical: Encoder, sar: Encoder) -> None:
         """Wrap the two trained encoders (used in eval mode)."""
@@ -27,11 +26,12 @@ class ExportGraph(nn.Module):
         self.sar = DenseEncoder(sar)
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Return (optical_descriptors, sar_descriptors), each (B, D, h, w), unit length on D."""
-        return (
-            F.normalize(self.optical(optical), dim=1, eps=1e-12),
-            F.normalize(self.sar(sar), dim=1, eps=1e-12),
-        )
+        """Return (optical_descriptors, sar_descriptors), each a (B, D, h, w) code map.
+
+        The runtime normalises each window's k x k block (``core.correlation``); normalising
+        per position here would be wrong for k > 1 and is redundant for k = 1.
+        """
+        return self.optical(optical), self.sar(sar)
 
 
 def export_onnx(optical: Encoder, sar: Encoder, contract: ModelContract, path: str | Path) -> Path:
@@ -52,6 +52,11 @@ def export_onnx(optical: Encoder, sar: Encoder, contract: ModelContract, path: s
         raise ValueError("contract descriptor_size differs from the encoders'")
     if optical.spec.patch_size != contract.template_size:
         raise ValueError("contract template_size differs from the encoders' patch size")
+    if optical.spec.code_size != contract.code_size:
+        raise ValueError(
+            f"contract code_size {contract.code_size} differs from the encoders' "
+            f"({optical.spec.code_size})"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = ExportGraph(optical, sar).eval()
@@ -125,8 +130,8 @@ def check_parity(
 ) -> dict[str, float]:
     """Max abs difference between torch and onnxruntime (CPU) on random inputs.
 
-    Checks both branches: a batch of two optical templates (T x T, 1 x 1 maps) and a SAR search
-    region (S x S, the full (S - T + 1)^2 dense map), plus a non-square optical region.
+    Checks both branches: a batch of two optical templates (T x T: one window's code) and a SAR
+    search region (S x S, the full dense code map), plus a non-square optical region.
 
     Returns:
         ``{"optical": diff, "sar": diff, "optical_region": diff, "max": diff}``.
@@ -220,6 +225,7 @@ def export_checkpoint(
         template_size=cfg.data.template_size_px,
         search_size=cfg.data.search_size_px,
         descriptor_size=cfg.model.descriptor_size,
+        code_size=matcher.spec.code_size,
         sar=PreprocessSpec(**state["specs"]["sar"]),
         optical=PreprocessSpec(**state["specs"]["optical"]),
         training={

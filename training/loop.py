@@ -48,12 +48,15 @@ from training.data import (
     unit_spec,
 )
 from training.evaluate import matching_accuracy
-from training.models import Critic, DenseEncoder, EncoderSpec, Matcher
+from training.models import Critic, DenseEncoder, EncoderSpec, Matcher, code_vectors
 
 log = logging.getLogger(__name__)
 LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
 NO_AUG = AugmentConfig(flip_p=0.0, optical_noise_std=0.0, scale_p=0.0)
 TERMS = ("loss", "recon", "match", "adv", "critic")
+#: Positions of each ``map`` code the critic scores (``models.code_vectors``); vector codes are
+#: scored whole.
+CRITIC_POSITIONS_PER_CODE = 16
 
 
 class NonFiniteLossError(RuntimeError):
@@ -96,6 +99,7 @@ def build_matcher(cfg: TrainConfig) -> Matcher:
         cfg.data.template_size_px,
         cfg.model.front_end,
         cfg.model.orientations,
+        cfg.model.latent,
     )
     matcher = Matcher(spec)
     hidden = (int(cfg.model.critic_hidden[0]), int(cfg.model.critic_hidden[1]))
@@ -230,16 +234,20 @@ class Trainer:
             z_s, r_s, z_o, r_o, dense = self.ae(batch.sar, batch.optical, region)
         z_s, z_o = z_s.float(), z_o.float()
         skipped = torch.tensor(float("nan"), device=self.device)
-        l_critic = (
-            self._critic_updates(torch.cat([z_s, z_o]).detach(), gen) if self.use_adv else skipped
+        vectors = (
+            code_vectors(torch.cat([z_s, z_o]), CRITIC_POSITIONS_PER_CODE, gen)
+            if self.use_adv
+            else None
         )
+        l_critic = self._critic_updates(vectors.detach(), gen) if vectors is not None else skipped
         critic = self.matcher.critic
         critic.requires_grad_(False)  # no critic gradients (nor DDP hooks) in this backward
         try:
             l_adv, l_rec = skipped, skipped
-            if self.use_adv:
-                score = critic(torch.cat([z_s, z_o]))
-                l_adv = losses.adversarial_loss(score[: len(z_s)], score[len(z_s) :])
+            if vectors is not None:
+                score = critic(vectors)
+                half = len(vectors) // 2
+                l_adv = losses.adversarial_loss(score[:half], score[half:])
             if self.use_recon:
                 assert r_s is not None and r_o is not None  # decoded when use_recon
                 l_rec = losses.reconstruction_loss(

@@ -37,19 +37,20 @@ def contrastive_loss(
     ``y d + (1 - y) max(0, m - d)`` with ``d = ||z_o/|z_o| - z_s/|z_s| ||^2`` in [0, 4].
 
     Args:
-        z_optical: (B, D) raw optical codes.
-        z_sar: (B, D) raw SAR codes.
+        z_optical: (B, D) raw optical codes, or (B, D, k, k) code maps (flattened here).
+        z_sar: raw SAR codes of the same shape.
         label: (B,) 1 for corresponding pairs, 0 for non-corresponding ones.
         margin: m, on the squared distance.
 
     Returns:
         Scalar tensor.
     """
-    if z_optical.shape != z_sar.shape or z_optical.ndim != 2:
-        raise ValueError("z_optical and z_sar must both be (B, D)")
+    if z_optical.shape != z_sar.shape or z_optical.ndim not in (2, 4):
+        raise ValueError("z_optical and z_sar must both be (B, D) or both (B, D, k, k)")
     if label.shape != z_optical.shape[:1]:
         raise ValueError(f"label must be (B,), got {tuple(label.shape)}")
-    d = (F.normalize(z_optical.float(), dim=1) - F.normalize(z_sar.float(), dim=1)).pow(2).sum(1)
+    zo, zs = z_optical.float().flatten(1), z_sar.float().flatten(1)
+    d = (F.normalize(zo, dim=1) - F.normalize(zs, dim=1)).pow(2).sum(1)
     y = label.float()
     return (y * d + (1.0 - y) * F.relu(margin - d)).mean()
 
@@ -85,11 +86,38 @@ def sample_prior(
     return (z * prior_std).to(device)
 
 
-def _cosine_map(z_optical: torch.Tensor, dense_sar: torch.Tensor) -> torch.Tensor:
-    """(B, h, w) cosine of each optical code (B, D) with its dense SAR codes (B, D, h, w)."""
-    zo = F.normalize(z_optical.float(), dim=1)
-    ds = F.normalize(dense_sar.float(), dim=1)
-    return torch.einsum("bd,bdhw->bhw", zo, ds)
+def _box_sums(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, H, W) -> (B, H - h + 1, W - w + 1) sums of every h x w window (float64 integral)."""
+    ii = F.pad(x.double().cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+    return ii[:, h:, w:] - ii[:, :-h, w:] - ii[:, h:, :-w] + ii[:, :-h, :-w]
+
+
+def window_cosine(z_optical: torch.Tensor, dense_sar: torch.Tensor) -> torch.Tensor:
+    """Cosine of each optical code with the code of every window of its SAR code map.
+
+    The torch twin of ``core.correlation.window_cosine_maps`` (differentiable).
+
+    Args:
+        z_optical: (B, D) vector codes or (B, D, k, k) code maps of the templates.
+        dense_sar: (B, D, H, W) SAR code maps (``models.DenseEncoder``).
+
+    Returns:
+        (B, H - k + 1, W - k + 1) float32 cosines.
+    """
+    z = z_optical.float()
+    dense = dense_sar.float()
+    if z.ndim == 2:
+        z = z[:, :, None, None]
+    kh, kw = z.shape[-2:]
+    if kh == kw == 1:
+        zo = F.normalize(z[:, :, 0, 0], dim=1)
+        return torch.einsum("bd,bdhw->bhw", zo, F.normalize(dense, dim=1))
+    size = dense.shape[-2:]
+    spectrum = torch.fft.rfft2(dense, s=size) * torch.fft.rfft2(z, s=size).conj()
+    num = torch.fft.irfft2(spectrum.sum(1), s=size)[:, : size[0] - kh + 1, : size[1] - kw + 1]
+    energy = _box_sums(dense.pow(2).sum(1), kh, kw).clamp_min(1e-12)
+    norm = (energy * z.pow(2).sum((1, 2, 3)).double().clamp_min(1e-12)[:, None, None]).sqrt()
+    return num / norm.float()
 
 
 def _chebyshev_from(true_xy: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -118,8 +146,9 @@ def dense_contrastive_loss(
     (averaging over all of them would drown the few hard ones among the many easy ones).
 
     Args:
-        z_optical: (B, D) raw optical codes.
-        dense_sar: (B, D, h, w) raw dense SAR codes of the neighbourhood regions.
+        z_optical: (B, D) raw optical codes or (B, D, k, k) code maps.
+        dense_sar: (B, D, H, W) raw dense SAR code maps of the neighbourhood regions, whose
+            (h, w) = (H - k + 1, W - k + 1) windows are compared.
         true_xy: (B, 2) int64, (x, y) of the true window in the (h, w) map.
         margin: m, on the squared distance of unit codes (in [0, 4]).
         min_shift: windows closer than this (Chebyshev, px) to the true one are not negatives.
@@ -127,7 +156,7 @@ def dense_contrastive_loss(
     Returns:
         Scalar loss: mean over the batch of positive term + negative term.
     """
-    d2 = 2.0 - 2.0 * _cosine_map(z_optical, dense_sar)
+    d2 = 2.0 - 2.0 * window_cosine(z_optical, dense_sar)
     b = d2.shape[0]
     idx = torch.arange(b, device=d2.device)
     tx, ty = true_xy[:, 0].long(), true_xy[:, 1].long()
@@ -155,8 +184,9 @@ def dense_infonce_loss(
     shift shares 99 % of the pixels and lies within the reference data's own error.
 
     Args:
-        z_optical: (B, D) raw optical codes.
-        dense_sar: (B, D, h, w) raw dense SAR codes of the neighbourhood regions.
+        z_optical: (B, D) raw optical codes or (B, D, k, k) code maps.
+        dense_sar: (B, D, H, W) raw dense SAR code maps of the neighbourhood regions, whose
+            (h, w) = (H - k + 1, W - k + 1) windows are compared.
         true_xy: (B, 2) int64, (x, y) of the true window in the (h, w) map.
         temperature: t > 0; smaller sharpens the map's peak.
         ignore_radius: neighbours with 0 < Chebyshev distance <= this are not candidates.
@@ -166,7 +196,7 @@ def dense_infonce_loss(
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = _cosine_map(z_optical, dense_sar) / temperature
+    logits = window_cosine(z_optical, dense_sar) / temperature
     w = logits.shape[2]
     tx, ty = true_xy[:, 0].long(), true_xy[:, 1].long()
     cheb = _chebyshev_from(true_xy, logits.shape)

@@ -1,13 +1,22 @@
 """Networks of the semi-supervised matcher (Hughes & Schmitt 2019, Fig. 2).
 
-The encoder is VGG11-style (3x3 conv + BatchNorm + LeakyReLU(0.2), 2x2 max-pooling) with one
-deliberate change: every convolution is *valid* (no padding) and the last layer is a fully
-connected layer over the final feature map written as a convolution. Zero padding would make a
-window's features depend on where the window's border falls, so the features of the 16,641
-windows of a search region could not be shared. Without padding the encoder is translation
-equivariant, and :class:`DenseEncoder` evaluates it at *every* offset of a larger region with
-dilated ("a trous") convolutions and stride-1 pooling. This gives exactly the per-window
-descriptors of the paper's sliding window at a fraction of the cost (issue 5).
+The encoder is VGG11-style (3x3 conv + BatchNorm + LeakyReLU(0.2)) with every convolution
+*valid* (no padding). Zero padding would make a window's features depend on where the window's
+border falls, so the features of the 16,641 windows of a search region could not be shared.
+Without padding the encoder is translation equivariant. Its latent code comes in two layouts
+(``EncoderSpec.latent``):
+
+* ``"vector"`` (the paper): stages end in 2x2 max-pooling and a fully connected layer over the
+  final map (written as a convolution) gives one D-vector per 128 px patch.
+  :class:`DenseEncoder` evaluates it at *every* offset of a larger region with dilated ("a
+  trous") convolutions and stride-1 pooling: exactly the per-window codes of the paper's
+  sliding window at a fraction of the cost (issue 5).
+* ``"map"``: the same trunk evaluated a trous WITHOUT the pooling (stage i's convs dilated by
+  2^i, which is where the pooled network's later stages sample) and a 1x1 head: the code is a
+  D x k x k map of the patch (k = patch - receptive field + 1). It keeps the spatial layout that
+  the vector code has to squeeze into 256 numbers, so the cosine of two codes is a normalised
+  cross-correlation of learned feature maps, sharp at the true offset. The encoder is its own
+  dense evaluation: a region's code map holds every window's code as a k x k block.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from training.config import FRONT_ENDS
+from training.config import FRONT_ENDS, LATENTS
 
 LEAKY_SLOPE = 0.2
 
@@ -45,6 +54,9 @@ class EncoderSpec:
             channels of CFOG, Ye et al. 2019), then BatchNorm + LeakyReLU as every block. Same
             size and receptive field as the learned conv, so the dense map stays exact.
         orientations: channels of the oriented-gradient front end (angles over [0, pi)).
+        latent: ``"vector"`` (pooled stages + fully connected head: one D-vector per patch) or
+            ``"map"`` (no pooling, stage i dilated by 2^i, 1x1 head: a D x k x k code map);
+            see the module docstring.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 64)
@@ -54,6 +66,7 @@ class EncoderSpec:
     patch_size: int = 128
     front_end: str = "learned"
     orientations: int = 8
+    latent: str = "vector"
 
     def __post_init__(self) -> None:
         """Check that the stages fit the patch size."""
@@ -61,8 +74,19 @@ class EncoderSpec:
             raise ValueError("widths and convs_per_stage must be non-empty and equally long")
         if self.front_end not in FRONT_ENDS:
             raise ValueError(f"front_end {self.front_end!r} unknown; use one of {FRONT_ENDS}")
+        if self.latent not in LATENTS:
+            raise ValueError(f"latent {self.latent!r} unknown; use one of {LATENTS}")
         if self.front_end == "oriented_gradients" and self.orientations < 2:
             raise ValueError(f"orientations must be >= 2, got {self.orientations}")
+        if min(self.convs_per_stage) < 1:
+            raise ValueError(f"every stage needs a convolution, got {self.convs_per_stage}")
+        if self.latent == "map":
+            if self.receptive_field > self.patch_size:
+                raise ValueError(
+                    f"the map encoder's receptive field ({self.receptive_field} px) exceeds the "
+                    f"{self.patch_size} px patch; use fewer or less dilated stages"
+                )
+            return
         size = self.patch_size
         for n_convs in self.convs_per_stage:
             size -= 2 * n_convs
@@ -75,8 +99,18 @@ class EncoderSpec:
             size //= 2
 
     @property
+    def dilations(self) -> tuple[int, ...]:
+        """Dilation of every 3x3 conv of a ``map`` encoder (stage i: 2^i), front end included."""
+        return tuple(2**i for i, n in enumerate(self.convs_per_stage) for _ in range(n))
+
+    @property
+    def code_size(self) -> int:
+        """Side k of a patch's code: 1 for ``vector``, patch - receptive field + 1 for ``map``."""
+        return 1 if self.latent == "vector" else self.patch_size - self.receptive_field + 1
+
+    @property
     def final_size(self) -> int:
-        """Side of the feature map entering the fully connected layer."""
+        """Side of the feature map entering the fully connected layer (``vector``)."""
         size = self.patch_size
         for n_convs in self.convs_per_stage:
             size = (size - 2 * n_convs) // 2
@@ -84,7 +118,9 @@ class EncoderSpec:
 
     @property
     def receptive_field(self) -> int:
-        """Side of the input region one descriptor depends on (equals ``patch_size``)."""
+        """Side of the input region one code position depends on (``vector``: the patch)."""
+        if self.latent == "map":
+            return 1 + 2 * sum(self.dilations)
         rf, stride = 1, 1
         for n_convs in self.convs_per_stage:
             rf += 2 * n_convs * stride + stride
@@ -118,38 +154,45 @@ class OrientedGradients(nn.Module):
         return F.conv2d(x, self.weight, dilation=dilation).abs()
 
 
-def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+def _conv_block(c_in: int, c_out: int, dilation: int = 1) -> list[nn.Module]:
     return [
-        nn.Conv2d(c_in, c_out, 3, padding=0, bias=False),
+        nn.Conv2d(c_in, c_out, 3, padding=0, dilation=dilation, bias=False),
         nn.BatchNorm2d(c_out),
         nn.LeakyReLU(LEAKY_SLOPE),
     ]
 
 
 class Encoder(nn.Module):
-    """Patch encoder: (B, C, P, P) -> (B, D) latent code (not normalised)."""
+    """Patch encoder: (B, C, P, P) -> latent code, (B, D) (``vector``) or (B, D, k, k) (``map``).
+
+    The code is not normalised here; the descriptor is the L2-normalised flattened code.
+    """
 
     def __init__(self, spec: EncoderSpec) -> None:
         """Build the stages from ``spec``."""
         super().__init__()
         self.spec = spec
+        pooled = spec.latent == "vector"
         layers: list[nn.Module] = []
         c_in = spec.in_channels
         for stage, (width, n_convs) in enumerate(
             zip(spec.widths, spec.convs_per_stage, strict=True)
         ):
+            dilation = 1 if pooled else 2**stage
             for k in range(n_convs):
                 if stage == 0 and k == 0 and spec.front_end == "oriented_gradients":
                     fixed = OrientedGradients(c_in, spec.orientations)
                     layers += [fixed, nn.BatchNorm2d(fixed.out_channels), nn.LeakyReLU(LEAKY_SLOPE)]
                     c_in = fixed.out_channels
                     continue
-                layers += _conv_block(c_in, width)
+                layers += _conv_block(c_in, width, dilation)
                 c_in = width
-            layers.append(nn.MaxPool2d(2))
+            if pooled:
+                layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        # The fully connected layer, as a conv whose kernel covers the whole final map.
-        self.head = nn.Conv2d(c_in, spec.descriptor_size, spec.final_size)
+        # vector: the fully connected layer, as a conv whose kernel covers the whole final map;
+        # map: a 1x1 conv, the same linear map at every position.
+        self.head = nn.Conv2d(c_in, spec.descriptor_size, spec.final_size if pooled else 1)
         # BatchNorm on the latent code. A freshly initialised BN-VGG trunk gives nearly the same
         # code for every input (cosine ~ 1), where the contrastive gradient 2 (a - b) vanishes:
         # our first default runs sat exactly at that collapse (matching loss 0.5 + 1.0). This
@@ -158,11 +201,20 @@ class Encoder(nn.Module):
         self.head_norm = nn.BatchNorm2d(spec.descriptor_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode patches of exactly ``patch_size``; returns (B, D)."""
+        """Encode patches of exactly ``patch_size``; returns (B, D) or (B, D, k, k)."""
         p = self.spec.patch_size
         if x.shape[-2:] != (p, p):
             raise ValueError(f"Encoder expects {p}x{p} patches, got {tuple(x.shape[-2:])}")
-        return self.head_norm(self.head(self.features(x))).flatten(1)
+        code = self.code_map(x)
+        return code.flatten(1) if self.spec.latent == "vector" else code
+
+    def code_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk and head on any input of at least the receptive field: (B, D, h, w).
+
+        For a ``map`` encoder this is its dense evaluation (BatchNorm in the module's mode);
+        for a ``vector`` encoder it is only meaningful on a patch (use :class:`DenseEncoder`).
+        """
+        return self.head_norm(self.head(self.features(x)))
 
 
 def _batch_norm(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
@@ -188,8 +240,14 @@ def _batch_norm(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
 class DenseEncoder(nn.Module):
     """All-offset evaluation of an :class:`Encoder` (shares its weights and BN statistics).
 
-    Input (B, C, H, W) with H, W >= patch_size; output (B, D, H - P + 1, W - P + 1) where
-    ``out[b, :, y, x] == encoder(inp[b, :, y:y + P, x:x + P])`` (up to float rounding).
+    Input (B, C, H, W) with H, W >= patch_size; output (B, D, H - r + 1, W - r + 1) (r the
+    receptive field) where the code of window ``inp[b, :, y:y + P, x:x + P]`` is the k x k block
+    ``out[b, :, y:y + k, x:x + k]`` (up to float rounding; k = 1 for ``vector``).
+
+    ``vector``: the a trous evaluation below, whose BatchNorm layers always use their running
+    statistics. ``map``: the encoder's own :meth:`Encoder.code_map` (fully convolutional,
+    BatchNorm in the module's mode: a region's positions have the statistics of a batch of
+    windows, so in training they normalise with batch statistics like the window passes).
     """
 
     def __init__(self, encoder: Encoder) -> None:
@@ -198,7 +256,9 @@ class DenseEncoder(nn.Module):
         self.encoder = encoder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Dense descriptors at every window offset."""
+        """Dense codes at every window offset."""
+        if self.encoder.spec.latent == "map":
+            return self.encoder.code_map(x)
         dilation = 1
         for layer in self.encoder.features:
             if isinstance(layer, nn.Conv2d):
@@ -261,8 +321,44 @@ class Decoder(nn.Module):
         return self.out(self.up(x))
 
 
+class MapDecoder(nn.Module):
+    """Code map (B, D, k, k) -> reconstructed patch (B, C, P, P) in [0, inf) (ReLU output).
+
+    The mirror of a ``map`` encoder: a 1x1 conv + ReLU, then one 3x3 transposed conv + ReLU per
+    encoder conv in reverse order, each with that conv's dilation (a valid 3x3 conv of dilation
+    d shrinks the map by 2d, its transposed conv grows it back), then a 3x3 conv + ReLU (paper,
+    Sec. 3.1). The paper's transposed convs have stride 2 because its encoder pools; this
+    encoder replaces the pooling by dilation, so the decoder dilates instead of striding.
+    """
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        """Build a decoder mirroring the ``map`` encoder of ``spec``."""
+        super().__init__()
+        if spec.latent != "map":
+            raise ValueError("MapDecoder needs a 'map' encoder spec; use Decoder for 'vector'")
+        widths = [w for w, n in zip(spec.widths, spec.convs_per_stage) for _ in range(n)]
+        c_in = widths[-1]
+        layers: list[nn.Module] = [nn.Conv2d(spec.descriptor_size, c_in, 1), nn.ReLU()]
+        for width, dilation in zip(reversed(widths), reversed(spec.dilations)):
+            layers += [nn.ConvTranspose2d(c_in, width, 3, dilation=dilation), nn.ReLU()]
+            c_in = width
+        self.up = nn.Sequential(*layers)
+        last = nn.Conv2d(c_in, spec.in_channels, 3, padding=1)
+        self.out = nn.Sequential(last, nn.ReLU())
+        assert last.bias is not None  # created with bias=True above
+        nn.init.constant_(last.bias, 0.5)  # as Decoder: keeps the final ReLU alive
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode (B, D, k, k) code maps."""
+        return self.out(self.up(z))
+
+
 class Critic(nn.Module):
-    """Shared Wasserstein critic: three FC layers of decreasing size, LeakyReLU(0.2)."""
+    """Shared Wasserstein critic: three FC layers of decreasing size, LeakyReLU(0.2).
+
+    It scores D-vectors: the whole code of a ``vector`` encoder, the code at one position of a
+    ``map`` encoder (:func:`code_vectors`).
+    """
 
     def __init__(self, descriptor_size: int, hidden: tuple[int, int] = (128, 64)) -> None:
         """Build D -> hidden[0] -> hidden[1] -> 1."""
@@ -280,6 +376,24 @@ class Critic(nn.Module):
         return self.net(z).squeeze(-1)
 
 
+def code_vectors(z: torch.Tensor, per_code: int, generator: torch.Generator) -> torch.Tensor:
+    """The D-vectors the critic compares with the prior.
+
+    A ``vector`` code (N, D) is returned as it is. A ``map`` code (N, D, k, k) gives
+    ``per_code`` positions of each code (uniform, from ``generator``): (N * per_code, D), code
+    n's vectors at rows ``n * per_code ...``. The prior N(0, s^2 I) on a flattened code map is
+    the same prior on every position's D-vector, so a critic of position vectors pulls the whole
+    code map to it at a fraction of the cost of a critic over D k^2 inputs.
+    """
+    if z.ndim == 2:
+        return z
+    n, d, h, w = z.shape
+    positions = z.flatten(2).transpose(1, 2)  # (N, h w, D)
+    pick = torch.randint(0, h * w, (n, per_code), generator=generator, device=generator.device)
+    rows = torch.arange(n, device=z.device)[:, None]
+    return positions[rows, pick.to(z.device)].reshape(n * per_code, d)
+
+
 class AutoEncoder(nn.Module):
     """One modality's adversarial autoencoder (encoder + decoder)."""
 
@@ -287,7 +401,7 @@ class AutoEncoder(nn.Module):
         """Build encoder and decoder for ``spec``."""
         super().__init__()
         self.encoder = Encoder(spec)
-        self.decoder = Decoder(spec)
+        self.decoder: nn.Module = Decoder(spec) if spec.latent == "vector" else MapDecoder(spec)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (raw latent code z, reconstruction)."""

@@ -26,6 +26,8 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
+from sar_optical_matcher.core.correlation import box_sums, correlate_valid
+
 MapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -51,47 +53,6 @@ def _check_pair(template: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, n
     return t, r
 
 
-def _correlate_valid(region: np.ndarray, kernels: np.ndarray) -> np.ndarray:
-    """Valid cross-correlation of region stacks with kernel stacks, summed over the stack.
-
-    Args:
-        region: (C, S_h, S_w) or (S_h, S_w) float64.
-        kernels: (C, T_h, T_w) or (T_h, T_w) float64, same C as ``region``.
-
-    Returns:
-        (S_h - T_h + 1, S_w - T_w + 1) float64, ``out[dy, dx] = sum_c sum_ij
-        region[c, dy + i, dx + j] * kernels[c, i, j]``.
-    """
-    r = region[None] if region.ndim == 2 else region
-    k = kernels[None] if kernels.ndim == 2 else kernels
-    sh, sw = r.shape[-2:]
-    th, tw = k.shape[-2:]
-    # Circular correlation at size (S_h, S_w) is exact for offsets 0..S-T: no window wraps.
-    fr = sfft.rfft2(r, s=(sh, sw))
-    fk = sfft.rfft2(k, s=(sh, sw))
-    full = sfft.irfft2((fr * np.conj(fk)).sum(axis=0), s=(sh, sw))
-    return full[: sh - th + 1, : sw - tw + 1]
-
-
-def box_sums(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Sums of every ``height x width`` window via an integral image.
-
-    Args:
-        image: (H, W) or (C, H, W) array.
-        height: window height.
-        width: window width.
-
-    Returns:
-        (..., H - height + 1, W - width + 1) float64 window sums (summed over C too for 3-D).
-    """
-    a = np.asarray(image, dtype=np.float64)
-    if a.ndim == 3:
-        a = a.sum(axis=0)
-    ii = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
-    ii[1:, 1:] = a.cumsum(axis=0).cumsum(axis=1)
-    return ii[height:, width:] - ii[:-height, width:] - ii[height:, :-width] + ii[:-height, :-width]
-
-
 def ncc_map(template: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Zero-mean normalised cross-correlation of the template with every region window.
 
@@ -109,7 +70,7 @@ def ncc_map(template: np.ndarray, region: np.ndarray) -> np.ndarray:
     r = r - r.mean()  # conditioning of the integral-image energies
     t0 = t - t.mean()
     n = t.size
-    num = _correlate_valid(r, t0)
+    num = correlate_valid(r, t0)
     s1 = box_sums(r, *t.shape)
     s2 = box_sums(r * r, *t.shape)
     var_r = np.maximum(s2 - s1 * s1 / n, 0.0)
@@ -265,7 +226,7 @@ def cfog_map(
     fr = cfog_features(r, n_orientations, sigma_px)
     th, tw = t.shape
     energy_r = box_sums((fr * fr).sum(axis=0), th, tw)
-    cross = _correlate_valid(fr, ft)
+    cross = correlate_valid(fr, ft)
     ssd = energy_r - 2.0 * cross + float((ft * ft).sum())
     return (-np.maximum(ssd, 0.0) / t.size).astype(np.float32)
 

@@ -1,20 +1,26 @@
 """The model contract: the one definition of what a SAR-Optical Matcher ONNX file is.
 
-A model is ONE ONNX file holding both encoders as two independent sub-graphs:
+A model is ONE ONNX file holding both encoders as two independent sub-graphs, each fully
+convolutional with receptive field r = T - k + 1 (T = template size, k = ``code_size``):
 
-* input ``optical``  float32 (B_o, 1, H_o, W_o), H_o, W_o >= template_size, preprocessed;
-  output ``optical_descriptors`` float32 (B_o, D, H_o - T + 1, W_o - T + 1);
-* input ``sar``      float32 (B_s, 1, H_s, W_s), H_s, W_s >= template_size, preprocessed;
-  output ``sar_descriptors`` float32 (B_s, D, H_s - T + 1, W_s - T + 1).
+* input ``optical``  float32 (B_o, 1, H_o, W_o), H_o, W_o >= T, preprocessed;
+  output ``optical_descriptors`` float32 (B_o, D, H_o - r + 1, W_o - r + 1);
+* input ``sar``      float32 (B_s, 1, H_s, W_s), H_s, W_s >= T, preprocessed;
+  output ``sar_descriptors`` float32 (B_s, D, H_s - r + 1, W_s - r + 1).
 
-Each output holds the L2-normalised descriptor of every T x T window of its input (dense,
-exact evaluation of the encoder, see ``training.models.DenseEncoder``); a T x T input gives the
-plain per-window descriptor (1 x 1 map). Both inputs must be fed on every run (ONNX has no
-optional inputs): a branch that is not needed gets a T x T dummy.
+Each output is the *code map* of its input: the D-channel latent code at every position. The
+descriptor of the T x T window with top-left corner (x, y) is the k x k block
+``out[:, :, y:y + k, x:x + k]``, flattened to D k^2 numbers and L2-normalised; the
+correspondence map is the cosine of the template's descriptor with every window's
+(``core.correlation.window_cosine_maps``). With k = 1 this is the paper's vector code (one
+D-vector per window, evaluated densely, ``training.models.DenseEncoder``); with k > 1 the latent
+code is a spatial map and the cosine a normalised cross-correlation of code maps. A T x T input
+gives exactly one window's code block. Both inputs must be fed on every run (ONNX has no optional
+inputs): a branch that is not needed gets a T x T dummy.
 
 The contract travels as JSON in the ONNX ``metadata_props`` under :data:`METADATA_KEY` and is
-read back from onnxruntime's ``custom_metadata_map``. Training imports this module, never the
-other way round.
+read back from onnxruntime's ``custom_metadata_map``. Format 1 (before ``code_size``) is read as
+``code_size = 1``. Training imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from typing import Any
 from sar_optical_matcher.core.preprocessing import PreprocessSpec
 
 METADATA_KEY = "sar_optical_matcher.contract"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Formats this plugin reads: 1 is format 2 with ``code_size = 1`` (vector codes only).
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,10 @@ class ModelContract:
         version: model version string.
         template_size: side T of the optical template and of each SAR window (paper: 128).
         search_size: side S of the SAR search region (paper: 256).
-        descriptor_size: length D of the latent code.
+        descriptor_size: channels D of the latent code at each position (the whole code for
+            ``code_size`` 1); a window's descriptor has ``D * code_size**2`` numbers.
+        code_size: side k of a window's code block (1: vector code; > 1: spatial code map);
+            the encoders' receptive field is ``template_size - code_size + 1``.
         sar: preprocessing of the SAR input (normalised over the search region).
         optical: preprocessing of the optical input (normalised over the template).
         optical_input: name of the optical graph input.
@@ -54,6 +65,7 @@ class ModelContract:
     template_size: int = 128
     search_size: int = 256
     descriptor_size: int = 256
+    code_size: int = 1
     sar: PreprocessSpec = field(default_factory=lambda: PreprocessSpec("sar", mean=0.5, std=0.2))
     optical: PreprocessSpec = field(
         default_factory=lambda: PreprocessSpec("optical", mean=0.45, std=0.15)
@@ -67,11 +79,14 @@ class ModelContract:
 
     def __post_init__(self) -> None:
         """Validate sizes and modalities."""
-        if self.format_version != FORMAT_VERSION:
+        if self.format_version not in READABLE_FORMATS:
             raise ValueError(
                 f"model contract format {self.format_version} is not supported by this plugin "
-                f"(expects {FORMAT_VERSION}); update the plugin or re-export the model"
+                f"(reads {', '.join(map(str, READABLE_FORMATS))}); update the plugin or "
+                "re-export the model"
             )
+        if self.format_version == 1 and self.code_size != 1:
+            raise ValueError("a format-1 contract has vector codes only (code_size 1)")
         if self.template_size < 8 or self.search_size < self.template_size:
             raise ValueError(
                 f"need 8 <= template_size <= search_size, got {self.template_size}, "
@@ -79,6 +94,11 @@ class ModelContract:
             )
         if self.descriptor_size < 1:
             raise ValueError("descriptor_size must be positive")
+        if not 1 <= self.code_size <= self.template_size:
+            raise ValueError(
+                f"code_size must be in 1..template_size ({self.template_size}), got "
+                f"{self.code_size}"
+            )
         if self.sar.modality != "sar" or self.optical.modality != "optical":
             raise ValueError("contract preprocessing modalities are swapped or wrong")
 
@@ -86,6 +106,20 @@ class ModelContract:
     def map_size(self) -> int:
         """Side of the correspondence map: S - T + 1 (paper: 129)."""
         return self.search_size - self.template_size + 1
+
+    @property
+    def receptive_field(self) -> int:
+        """Side r of the input region one code position depends on: T - k + 1."""
+        return self.template_size - self.code_size + 1
+
+    @property
+    def descriptor_length(self) -> int:
+        """Numbers in one window's descriptor: D k^2."""
+        return self.descriptor_size * self.code_size**2
+
+    def code_map_size(self, input_size: int) -> int:
+        """Side of the code map of an ``input_size`` x ``input_size`` input: S - r + 1."""
+        return input_size - self.receptive_field + 1
 
     def to_json(self) -> str:
         """Serialise for the ONNX metadata."""

@@ -5,7 +5,8 @@ algorithm can say exactly what to install. The ONNX file is validated without th
 package: a minimal protobuf reader (:func:`_read_header`) gets the IR version, the opsets and the
 metadata, then an onnxruntime session and one smoke run check the graph against the contract.
 
-Shapes: T = template size, S = search size, m = S - T + 1, D = descriptor size.
+Shapes: T = template size, S = search size, m = S - T + 1, D = code channels (descriptor_size),
+k = code block side (code_size), r = T - k + 1 the encoders' receptive field.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from sar_optical_matcher.core.correlation import normalised_descriptors, window_cosine_maps
 from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "default.onnx"
@@ -208,8 +210,8 @@ def _check_io(path: Path, session: Any, contract: ModelContract) -> None:
 
 
 def _smoke_run(path: Path, session: Any, contract: ModelContract) -> None:
-    """Run once with different sizes per branch: checks T, D and that no branch is swapped."""
-    t, d = contract.template_size, contract.descriptor_size
+    """Run once with different sizes per branch: checks T, D, k and that no branch is swapped."""
+    t, d, k = contract.template_size, contract.descriptor_size, contract.code_size
     feeds = {
         contract.optical_input: np.zeros((1, 1, t, t), np.float32),
         contract.sar_input: np.zeros((1, 1, t + 1, t + 2), np.float32),
@@ -221,17 +223,18 @@ def _smoke_run(path: Path, session: Any, contract: ModelContract) -> None:
             f"{path.name} fails on a {t}x{t} template, the contract's template size; the network "
             f"was built for another patch size ({str(exc).strip()[-200:]}); {REEXPORT_HINT}"
         ) from exc
-    if opt.shape == (1, d, 2, 3) and sar.shape == (1, d, 1, 1):
+    want_opt, want_sar = (1, d, k, k), (1, d, k + 1, k + 2)
+    if opt.shape == want_sar and sar.shape == want_opt:
         raise ModelError(
             f"{path.name}: the optical output is computed from the SAR input and vice versa (input "
             f"names swapped between the modalities); {REEXPORT_HINT}"
         )
-    if opt.shape != (1, d, 1, 1) or sar.shape != (1, d, 2, 3):
+    if opt.shape != want_opt or sar.shape != want_sar:
         raise ModelError(
             f"{path.name}: a {t}x{t} template gives optical descriptors {opt.shape} and a "
             f"{t + 1}x{t + 2} region SAR descriptors {sar.shape}; the contract expects "
-            f"(1, {d}, 1, 1) and (1, {d}, 2, 3): the contract's template_size/descriptor_size do "
-            f"not fit the network; {REEXPORT_HINT}"
+            f"{want_opt} and {want_sar}: the contract's template_size/descriptor_size/code_size "
+            f"do not fit the network; {REEXPORT_HINT}"
         )
 
 
@@ -378,21 +381,25 @@ class OnnxMatcher:
         return self._session.run([c.optical_output, c.sar_output], feeds)
 
     def optical_descriptors(self, templates: np.ndarray) -> np.ndarray:
-        """Descriptors of preprocessed templates (B, T, T) float32 -> (B, D) float32."""
+        """Unit descriptors of preprocessed templates (B, T, T) float32 -> (B, D k^2) float32."""
         t = self.contract.template_size
         arr = _as_stack("templates", templates, t, t)
-        return self._run(arr, None)[0][:, :, 0, 0]
+        return normalised_descriptors(self._run(arr, None)[0])
 
     def sar_descriptors_dense(self, regions: np.ndarray) -> np.ndarray:
-        """Descriptors of every window of SAR regions (B, S, S) -> (B, D, S-T+1, S-T+1)."""
+        """Code maps of SAR regions (B, S, S) -> (B, D, S - r + 1, S - r + 1), not normalised.
+
+        The descriptor of the window at (x, y) is the k x k block at (x, y), flattened and
+        L2-normalised (``model.contract``); with k = 1 each position is one window's code.
+        """
         arr = _as_stack("regions", regions, self.contract.template_size, None)
         return self._run(None, arr)[1]
 
     def sar_descriptors_windows(self, windows: np.ndarray) -> np.ndarray:
-        """Descriptors of individual SAR windows (B, T, T) -> (B, D) (the paper's procedure)."""
+        """Unit descriptors of individual SAR windows (B, T, T) -> (B, D k^2) (the paper's way)."""
         t = self.contract.template_size
         arr = _as_stack("windows", windows, t, t)
-        return self._run(None, arr)[1][:, :, 0, 0]
+        return normalised_descriptors(self._run(None, arr)[1])
 
     def correspondence_maps(
         self,
@@ -436,7 +443,7 @@ class OnnxMatcher:
             sl = slice(start, start + step)
             if method == "dense":
                 opt, sar = self._run(tpl[sl], reg[sl])
-                maps[sl] = np.einsum("bd,bdij->bij", opt[:, :, 0, 0], sar)
+                maps[sl] = window_cosine_maps(opt, sar)
             else:
                 maps[sl] = self._per_window_map(tpl[sl], reg[start], is_canceled)
             if progress is not None:
@@ -455,5 +462,5 @@ class OnnxMatcher:
             if is_canceled is not None and is_canceled():
                 raise Canceled("correspondence maps canceled")
             chunk = np.ascontiguousarray(windows[start : start + WINDOW_BATCH])
-            scores[start : start + len(chunk)] = self._run(None, chunk)[1][:, :, 0, 0] @ opt
+            scores[start : start + len(chunk)] = self.sar_descriptors_windows(chunk) @ opt
         return scores.reshape(1, m, m)

@@ -107,3 +107,40 @@ def test_dense_infonce_loss_by_hand() -> None:
     assert wrong.item() > loss.item() + 3
     with pytest.raises(ValueError, match="temperature"):
         dense_infonce_loss(z_o, dense, torch.tensor([[0, 0]]), 0.0)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_window_cosine_is_the_cores_map_and_differentiable(k: int) -> None:
+    """The torch map (training) equals the numpy map (plugin) for vector and map codes."""
+    import numpy as np
+
+    from sar_optical_matcher.core.correlation import window_cosine_maps
+    from training.losses import window_cosine
+
+    gen = torch.Generator().manual_seed(k)
+    dense = torch.randn(2, 4, 17, 19, generator=gen)
+    z = torch.randn(2, 4, k, k, generator=gen, requires_grad=True)
+    got = window_cosine(z if k > 1 else z[:, :, 0, 0], dense)
+    assert got.shape == (2, 17 - k + 1, 19 - k + 1)
+    want = window_cosine_maps(z.detach().numpy(), dense.numpy())
+    np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-5)
+    got[:, 3, 2].sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_map_codes_in_the_paper_and_map_losses() -> None:
+    """Code maps are flattened for eq. 4; the map cross-entropy ranks the copied block first."""
+    from training.losses import dense_infonce_loss
+
+    gen = torch.Generator().manual_seed(0)
+    dense = torch.randn(1, 3, 20, 20, generator=gen)
+    block = dense[:, :, 4:12, 9:17].clone()  # k = 8 block at (x, y) = (9, 4)
+    # eq. 4 on maps = eq. 4 on their flattened codes
+    other = torch.randn(1, 3, 8, 8, generator=gen)
+    flat = contrastive_loss(block.flatten(1), other.flatten(1), torch.tensor([1.0]), 1.0)
+    assert contrastive_loss(block, other, torch.tensor([1.0]), 1.0).item() == pytest.approx(
+        flat.item()
+    )
+    right = dense_infonce_loss(block, dense, torch.tensor([[9, 4]]), 0.1, ignore_radius=1)
+    wrong = dense_infonce_loss(block, dense, torch.tensor([[2, 10]]), 0.1, ignore_radius=1)
+    assert right.item() < 0.05 < 5.0 < wrong.item()

@@ -102,3 +102,67 @@ def test_oriented_front_end_replaces_the_first_conv_only() -> None:
     assert fixed.spec.receptive_field == 128
     with pytest.raises(ValueError, match="front_end"):
         EncoderSpec(front_end="sobel")
+
+
+# --- the code-map latent ------------------------------------------------------------------------
+
+MAP_SPEC = EncoderSpec(
+    widths=(8, 8), convs_per_stage=(3, 2), descriptor_size=6, front_end="oriented_gradients",
+    latent="map",
+)  # fmt: skip
+
+
+def test_map_spec_arithmetic() -> None:
+    # convs at dilations 1, 1, 1 (stage 0, front end first) and 2, 2: each widens the field by 2d
+    assert MAP_SPEC.dilations == (1, 1, 1, 2, 2)
+    assert MAP_SPEC.receptive_field == 1 + 2 * 7 == 15
+    assert MAP_SPEC.code_size == 128 - 15 + 1 == 114
+    assert EncoderSpec().code_size == 1  # the paper's vector code
+    with pytest.raises(ValueError, match="receptive field"):
+        EncoderSpec(widths=(4,) * 4, convs_per_stage=(1, 1, 1, 8), latent="map")
+    with pytest.raises(ValueError, match="latent"):
+        EncoderSpec(latent="grid")
+
+
+@pytest.mark.parametrize("front_end", ["learned", "oriented_gradients"])
+def test_map_code_of_a_window_is_a_block_of_the_region_code(front_end: str) -> None:
+    spec = EncoderSpec(widths=(4, 8), convs_per_stage=(2, 2), descriptor_size=5,
+                       patch_size=32, front_end=front_end, latent="map")  # fmt: skip
+    enc = _randomised(spec, 1)
+    k = spec.code_size
+    x = torch.randn(2, 1, 50, 47)
+    with torch.no_grad():
+        dense = DenseEncoder(enc)(x)
+        assert dense.shape == (2, 5, 50 - spec.receptive_field + 1, 47 - spec.receptive_field + 1)
+        for y, x0 in [(0, 0), (18, 15), (7, 3)]:
+            code = enc(x[:, :, y : y + 32, x0 : x0 + 32])
+            assert code.shape == (2, 5, k, k)
+            torch.testing.assert_close(dense[:, :, y : y + k, x0 : x0 + k], code)
+    # pooling-free: the map trunk is convs (with the stage dilations), BN and LeakyReLU only
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in enc.modules())
+    convs = [m for m in enc.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.dilation[0] for c in convs] == list(spec.dilations[1 if front_end != "learned" else 0 :])
+
+
+def test_map_decoder_mirrors_the_encoder_and_critic_scores_positions() -> None:
+    from training.models import MapDecoder, code_vectors
+
+    m = Matcher(MAP_SPEC)
+    x = torch.rand(3, 1, 128, 128)
+    z, rec = m.sar(x)
+    assert z.shape == (3, 6, 114, 114) and rec.shape == (3, 1, 128, 128)
+    assert (rec >= 0).all()
+    dilations = [c.dilation[0] for c in m.sar.decoder.up if isinstance(c, torch.nn.ConvTranspose2d)]
+    assert dilations == [2, 2, 1, 1, 1]
+    gen = torch.Generator().manual_seed(0)
+    vec = code_vectors(z, 4, gen)
+    assert vec.shape == (12, 6) and m.critic(vec).shape == (12,)
+    # every picked row is the D-vector at one position of its own code
+    flat = z.detach().flatten(2).transpose(1, 2)
+    for n in range(3):
+        for row in vec[4 * n : 4 * n + 4].detach():
+            assert (flat[n] == row).all(dim=1).any()
+    vector_code = torch.randn(5, 6)
+    assert code_vectors(vector_code, 4, gen) is vector_code
+    with pytest.raises(ValueError, match="map"):
+        MapDecoder(EncoderSpec())

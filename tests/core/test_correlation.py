@@ -1,0 +1,78 @@
+"""Window-cosine maps of code maps equal the brute-force cosine of every window's descriptor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sar_optical_matcher.core.correlation import (
+    box_sums,
+    correlate_valid,
+    normalised_descriptors,
+    window_cosine_maps,
+)
+
+
+def brute_force(t: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """(B, C, k, k), (B, C, H, W) -> cosine of every flattened window block, by loops."""
+    b, _, kh, kw = t.shape
+    out = np.zeros((b, r.shape[2] - kh + 1, r.shape[3] - kw + 1))
+    for i in range(b):
+        a = t[i].ravel().astype(np.float64)
+        for y in range(out.shape[1]):
+            for x in range(out.shape[2]):
+                w = r[i, :, y : y + kh, x : x + kw].ravel().astype(np.float64)
+                out[i, y, x] = a @ w / (np.linalg.norm(a) * np.linalg.norm(w))
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_equals_brute_force_cosine(k: int) -> None:
+    rng = np.random.default_rng(k)
+    region = rng.normal(size=(2, 5, 20, 23)).astype(np.float32)
+    template = rng.normal(size=(2, 5, k, k)).astype(np.float32)
+    got = window_cosine_maps(template, region)
+    assert got.shape == (2, 20 - k + 1, 23 - k + 1) and got.dtype == np.float32
+    np.testing.assert_allclose(got, brute_force(template, region), atol=2e-6)
+
+
+def test_a_copied_block_scores_one_at_its_offset_only() -> None:
+    rng = np.random.default_rng(0)
+    region = rng.normal(size=(1, 4, 40, 40)).astype(np.float32)
+    template = region[:, :, 11:27, 5:21].copy()  # k = 16 block at (x, y) = (5, 11)
+    cmap = window_cosine_maps(template, region)[0]
+    assert np.unravel_index(cmap.argmax(), cmap.shape) == (11, 5)
+    assert cmap[11, 5] == pytest.approx(1.0, abs=1e-6)
+    cmap[11, 5] = 0
+    assert cmap.max() < 0.5  # white codes: every other window is nearly orthogonal
+
+
+def test_zero_codes_score_zero_and_scale_does_not_matter() -> None:
+    rng = np.random.default_rng(1)
+    region = rng.normal(size=(1, 3, 30, 30)).astype(np.float32)
+    region[:, :, :12, :] = 0.0  # e.g. nodata: a window of zero codes has no direction
+    template = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
+    cmap = window_cosine_maps(template, region)[0]
+    assert np.all(cmap[:5] == 0.0) and np.all(np.abs(cmap[5:]) > 0)
+    np.testing.assert_allclose(window_cosine_maps(template * 1e3, region * 1e-3)[0], cmap,
+                               atol=1e-5)  # fmt: skip
+    assert np.all(window_cosine_maps(np.zeros_like(template), region) == 0.0)
+
+
+def test_descriptors_and_helpers() -> None:
+    codes = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    codes[1] = 0
+    d = normalised_descriptors(codes)
+    assert d.shape == (2, 12)
+    np.testing.assert_allclose(np.linalg.norm(d[0]), 1.0, rtol=1e-6)
+    assert np.all(d[1] == 0)
+    img = np.arange(20.0).reshape(4, 5)
+    assert box_sums(img, 2, 3)[1, 2] == img[1:3, 2:5].sum()
+    np.testing.assert_allclose(correlate_valid(img, np.ones((2, 3))), box_sums(img, 2, 3))
+
+
+def test_shape_errors_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="same batch size B and channels C"):
+        window_cosine_maps(np.zeros((1, 3, 2, 2)), np.zeros((1, 4, 9, 9)))
+    with pytest.raises(ValueError, match="must fit inside"):
+        window_cosine_maps(np.zeros((1, 3, 12, 12)), np.zeros((1, 3, 9, 9)))
