@@ -259,8 +259,15 @@ def negative_windows(
 
 
 def _augment(img: np.ndarray, flips: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Flip (B, 2) bool [horizontal, vertical] and scale (B,) a (B, H, W) batch."""
+    """Transpose, flip and scale a (B, H, W) batch of square images.
+
+    ``flips`` (B, 3) bool [horizontal, vertical, transpose]: the transpose (rows <-> columns)
+    comes first, then the flips; with all three the 8 rotations/reflections of the square
+    occur. ``scale`` (B,) multiplies the intensities.
+    """
     out = img.copy()
+    if flips[:, 2].any():
+        out[flips[:, 2]] = out[flips[:, 2]].transpose(0, 2, 1)
     out[flips[:, 0]] = out[flips[:, 0], :, ::-1]
     out[flips[:, 1]] = out[flips[:, 1], ::-1, :]
     return out * scale[:, None, None].astype(np.float32)
@@ -268,6 +275,9 @@ def _augment(img: np.ndarray, flips: np.ndarray, scale: np.ndarray) -> np.ndarra
 
 def _draw(n: int, aug: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     flips = rng.random((n, 2)) < aug.flip_p
+    # drawn only when enabled, so configs without it keep their random streams
+    transpose = rng.random(n) < aug.transpose_p if aug.transpose_p > 0 else np.zeros(n, bool)
+    flips = np.concatenate([flips, transpose[:, None]], axis=1)
     scale = np.where(rng.random(n) < aug.scale_p, rng.uniform(*aug.scale_range, n), 1.0)
     return flips, scale
 
@@ -382,7 +392,7 @@ def _neighbourhoods(
     """(B, T + 2r, T + 2r) unit SAR regions around the true windows and the true (x, y) in them.
 
     The region is shifted where it would leave the search region, so the true window is not
-    always at its centre; flips move the true position with the pixels.
+    always at its centre; transposes and flips move the true position with the pixels.
     """
     t, span = ps.template_size, ps.search_size - ps.template_size
     size = t + 2 * radius
@@ -393,7 +403,8 @@ def _neighbourhoods(
     rel = true_c - corner
     region = np.stack([ps.sar[i, y : y + size, x : x + size] for i, (x, y) in zip(index, corner)])
     region = _augment(region, flips, scale)
-    rel = np.where(flips, 2 * radius - rel, rel)  # flips[:, 0] mirrors x, flips[:, 1] y
+    rel = np.where(flips[:, 2:], rel[:, ::-1], rel)  # the transpose swaps x and y, first
+    rel = np.where(flips[:, :2], 2 * radius - rel, rel)  # flips[:, 0] mirrors x, flips[:, 1] y
     return region, rel.astype(np.int64)
 
 

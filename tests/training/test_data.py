@@ -267,8 +267,10 @@ def test_random_windows_move_template_and_sar_window_together() -> None:
     assert np.corrcoef(window.ravel(), fixed.optical[0].ravel())[0, 1] > 0.999
 
 
-def test_neighbourhood_regions_follow_flips() -> None:
-    """The true window's position inside a flipped neighbourhood is mirrored with the pixels."""
+@pytest.mark.parametrize(("transpose_p", "radius"), [(0.0, 16), (0.5, 16), (1.0, 64)])
+def test_neighbourhood_regions_follow_flips(transpose_p: float, radius: int) -> None:
+    """The true window's position inside a flipped (transposed) neighbourhood moves with the
+    pixels, and the template shows the same ground as that window."""
     from training.config import AugmentConfig, DataConfig
     from training.data import build_patch_set, make_batch, unit_spec
     from training.sources import PairRecord
@@ -278,7 +280,7 @@ def test_neighbourhood_regions_follow_flips() -> None:
     rec = PairRecord(img, img, "db", "s", "x", "synthetic", "r")
     cfg = DataConfig()
     ps = build_patch_set([rec] * 6, cfg, rng)
-    aug = AugmentConfig(flip_p=0.5, optical_noise_std=0.0, scale_p=0.0)
+    aug = AugmentConfig(flip_p=0.5, transpose_p=transpose_p, optical_noise_std=0.0, scale_p=0.0)
     specs = (unit_spec("sar", cfg), unit_spec("optical", cfg))
     b = make_batch(
         ps,
@@ -290,9 +292,18 @@ def test_neighbourhood_regions_follow_flips() -> None:
         rng,
         random_windows=True,
         unit_optical=unit_spec("optical", cfg),
-        dense_radius=16,
+        dense_radius=radius,
     )
     assert b.sar_region is not None and b.region_true_xy is not None
-    assert b.sar_region.shape == (6, 1, 160, 160)
-    for region, (x, y), window in zip(b.sar_region[:, 0], b.region_true_xy, b.sar[:, 0]):
+    assert b.sar_region.shape == (6, 1, 128 + 2 * radius, 128 + 2 * radius)
+    pairs = zip(b.sar_region[:, 0], b.region_true_xy, b.sar[:, 0], b.optical_target[:, 0])
+    for region, (x, y), window, template in pairs:
         np.testing.assert_allclose(region[y : y + 128, x : x + 128].numpy(), window.numpy())
+        # SAR = optical here: the (stretched) template is the same ground as the window
+        assert np.corrcoef(template.numpy().ravel(), window.numpy().ravel())[0, 1] > 0.999
+    if radius == 64:  # the whole search region: with transpose_p 1 every one is transposed
+        flipped = [
+            any(np.allclose(r, v) for v in (t, t[::-1], t[:, ::-1], t[::-1, ::-1]))
+            for r, t in zip(b.sar_region[:, 0].numpy(), ps.sar.transpose(0, 2, 1))
+        ]
+        assert all(flipped)
