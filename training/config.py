@@ -23,6 +23,8 @@ import yaml
 
 #: ``model.front_end`` values (``training.models.Encoder`` builds them).
 FRONT_ENDS = ("learned", "oriented_gradients")
+#: ``optim.select_by`` values: validation shares within 1/3, 1 and 3 px.
+SELECT_BY = ("acc_1_3px", "acc_1px", "acc_3px")
 #: ``model.latent`` values: the paper's pooled vector code, or a spatial code map.
 LATENTS = ("vector", "map")
 
@@ -41,6 +43,8 @@ class DataConfig:
             made per pair before repeating, so all copies of a pair share its label status.
         split_fractions: (train, validation, test) fractions of the *scenes* (never patches).
         holdout_scenes: scene names forced into the test split.
+        validation_scenes: scene names forced into the validation split (model selection and
+            confidence calibration use them; never training, never the held-out test).
         search_size_px: side S of the cut patch pair / SAR search region (paper: 256).
         template_size_px: side T of the optical template and the SAR window (paper: 128).
         max_keypoints_per_scene: Harris corners kept per scene larger than S.
@@ -60,6 +64,9 @@ class DataConfig:
         low_percentile: lower stretch percentile of the preprocessing.
         high_percentile: upper stretch percentile of the preprocessing.
         max_val_pairs: cap on validation pairs evaluated per epoch (dense maps cost time).
+        val_windows_per_pair: with ``random_windows``, each validation pair is used this many
+            times, each with its own fixed (seeded) template window: more validation samples
+            from few real tiles (e.g. 10 tiles x 4), so that model selection is less noisy.
     """
 
     sources: list[dict[str, Any]] = field(
@@ -67,6 +74,7 @@ class DataConfig:
     )
     split_fractions: tuple[float, float, float] = (0.8, 0.2, 0.0)
     holdout_scenes: list[str] = field(default_factory=list)
+    validation_scenes: list[str] = field(default_factory=list)
     search_size_px: int = 256
     template_size_px: int = 128
     max_keypoints_per_scene: int = 64
@@ -78,6 +86,7 @@ class DataConfig:
     low_percentile: float = 2.0
     high_percentile: float = 98.0
     max_val_pairs: int = 200
+    val_windows_per_pair: int = 1
 
 
 @dataclass
@@ -102,6 +111,8 @@ class ModelConfig:
         latent: ``"vector"`` (the paper: pooled stages, fully connected head, one D-vector per
             patch) or ``"map"`` (no pooling, stage i's convs dilated by 2^i, 1x1 head: a
             D x k x k code map; ``training.models``).
+        position_norm: ``map`` only: L2-normalise the code at every position (CFOG's
+            per-pixel normalisation), so bright scatterers cannot dominate a window's cosine.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 64)
@@ -112,6 +123,7 @@ class ModelConfig:
     front_end: str = "learned"
     orientations: int = 8
     latent: str = "vector"
+    position_norm: bool = False
 
 
 @dataclass
@@ -171,6 +183,9 @@ class OptimConfig:
         critic_weight_decay: SGD weight decay of the critic.
         critic_steps: critic updates per encoder update.
         critic_clip: critic weights are clipped to [-clip, clip] after each update.
+        select_by: validation figure that picks ``checkpoint_best.pt`` (highest wins, the later
+            epoch on a tie): ``acc_1_3px``, ``acc_1px`` or ``acc_3px`` (shares of validation
+            matches within 1/3, 1 or 3 px).
     """
 
     epochs: int = 100
@@ -185,6 +200,7 @@ class OptimConfig:
     critic_weight_decay: float = 3e-4
     critic_steps: int = 5
     critic_clip: float = 0.1
+    select_by: str = "acc_1_3px"
 
 
 @dataclass
@@ -247,24 +263,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Validate the values that would otherwise fail late."""
-        if not 0.0 <= self.data.supervision_ratio <= 1.0:
-            raise ValueError("data.supervision_ratio must be in [0, 1] (e.g. 0.25 for 25 %)")
-        if self.optim.batch_size < 2 or self.optim.epochs < 1:
-            raise ValueError("optim.batch_size must be >= 2 and optim.epochs >= 1")
-        if self.loss.prior_std <= 0 or self.loss.margin <= 0:
-            raise ValueError("loss.prior_std and loss.margin must be positive")
-        if self.run.amp not in ("bf16", "fp16", "none"):
-            raise ValueError("run.amp must be 'bf16', 'fp16' or 'none'")
-        if self.loss.dense_kind not in ("hinge", "infonce"):
-            raise ValueError("loss.dense_kind must be 'hinge' or 'infonce'")
-        if self.loss.temperature <= 0:
-            raise ValueError("loss.temperature must be positive (e.g. 0.07)")
-        if self.model.front_end not in FRONT_ENDS:
-            raise ValueError(f"model.front_end must be one of {FRONT_ENDS}")
-        if self.model.latent not in LATENTS:
-            raise ValueError(f"model.latent must be one of {LATENTS}")
-        if self.data.search_size_px < self.data.template_size_px:
-            raise ValueError("data.search_size_px must be >= data.template_size_px")
+        self._check_ranges()
+        choices = {
+            "run.amp": (self.run.amp, ("bf16", "fp16", "none")),
+            "optim.select_by": (self.optim.select_by, SELECT_BY),
+            "loss.dense_kind": (self.loss.dense_kind, ("hinge", "infonce")),
+            "model.front_end": (self.model.front_end, FRONT_ENDS),
+            "model.latent": (self.model.latent, LATENTS),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {value!r}")
         for spec in self.data.sources:
             rep = spec.get("repeat", 1) if isinstance(spec, dict) else 1
             if isinstance(rep, bool) or not isinstance(rep, int) or rep < 1:
@@ -272,6 +281,20 @@ class TrainConfig:
                     f"data.sources: repeat must be an integer >= 1 (times a source's pairs are "
                     f"drawn per epoch), got {rep!r} in {spec}"
                 )
+
+    def _check_ranges(self) -> None:
+        if not 0.0 <= self.data.supervision_ratio <= 1.0:
+            raise ValueError("data.supervision_ratio must be in [0, 1] (e.g. 0.25 for 25 %)")
+        if self.optim.batch_size < 2 or self.optim.epochs < 1:
+            raise ValueError("optim.batch_size must be >= 2 and optim.epochs >= 1")
+        if self.loss.prior_std <= 0 or self.loss.margin <= 0:
+            raise ValueError("loss.prior_std and loss.margin must be positive")
+        if self.data.val_windows_per_pair < 1:
+            raise ValueError("data.val_windows_per_pair must be >= 1")
+        if self.loss.temperature <= 0:
+            raise ValueError("loss.temperature must be positive (e.g. 0.07)")
+        if self.data.search_size_px < self.data.template_size_px:
+            raise ValueError("data.search_size_px must be >= data.template_size_px")
 
 
 _SECTIONS = {

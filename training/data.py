@@ -191,6 +191,26 @@ def with_fixed_windows(ps: PatchSet, cfg: DataConfig, rng: np.random.Generator) 
     )
 
 
+def repeat_pairs(ps: PatchSet, k: int) -> PatchSet:
+    """``ps`` with every pair listed ``k`` times in a row (each copy then gets its own window)."""
+    if k == 1 or len(ps) == 0:
+        return ps
+
+    def rep(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.repeat(a, k, axis=0)
+
+    return PatchSet(
+        np.repeat(ps.sar, k, axis=0),
+        np.repeat(ps.optical, k, axis=0),
+        np.repeat(ps.true_xy_px, k, axis=0),
+        [s for s in ps.scenes for _ in range(k)],
+        [f"{n}#{j}" for n in ps.names for j in range(k)],
+        rep(ps.optical_region),
+        rep(ps.offset_xy_px),
+        rep(ps.repeat),
+    )
+
+
 def build_patch_set(
     records: list[PairRecord], cfg: DataConfig, rng: np.random.Generator
 ) -> PatchSet:
@@ -532,11 +552,19 @@ def build_datasets(
         return _load_cached(path)
     if records is None:
         records = load_records(cfg)
-    parts = split_by_scene(records, tuple(cfg.split_fractions), seed, list(cfg.holdout_scenes))
+    parts = split_by_scene(
+        records,
+        tuple(cfg.split_fractions),
+        seed,
+        list(cfg.holdout_scenes),
+        list(cfg.validation_scenes),
+    )
     rng = np.random.default_rng([seed, 11])
     train, val, test = (build_patch_set(list(p), cfg, rng) for p in parts)
     if cfg.random_windows:
-        val = with_fixed_windows(val, cfg, np.random.default_rng([seed, 13]))
+        val = with_fixed_windows(
+            repeat_pairs(val, cfg.val_windows_per_pair), cfg, np.random.default_rng([seed, 13])
+        )
         test = with_fixed_windows(test, cfg, np.random.default_rng([seed, 17]))
     sar_spec, opt_spec = training_specs(train, cfg)
     names = sorted({f"{r.source}:{r.scene}" for r in records})

@@ -236,7 +236,8 @@ def export_checkpoint(
             "epochs": int(state["epoch"]),
             "global_step": int(state["global_step"]),
             "validation": val,
-            "best_val_acc_1_3px": _finite_or_none(state["best_acc"]),
+            "selected_by": f"val_{cfg.optim.select_by}",
+            "best_val": _finite_or_none(state["best_acc"]),
             "torch_version": str(state["torch_version"]),
         },
     )

@@ -100,6 +100,7 @@ def build_matcher(cfg: TrainConfig) -> Matcher:
         cfg.model.front_end,
         cfg.model.orientations,
         cfg.model.latent,
+        cfg.model.position_norm,
     )
     matcher = Matcher(spec)
     hidden = (int(cfg.model.critic_hidden[0]), int(cfg.model.critic_hidden[1]))
@@ -453,7 +454,7 @@ class Trainer:
         return out
 
     def _end_of_epoch(self, row: dict[str, float]) -> None:
-        acc = row.get("val_acc_1_3px", float("nan"))
+        acc = row.get(f"val_{self.cfg.optim.select_by}", float("nan"))
         is_best = math.isfinite(acc) and acc >= self.best_acc
         if is_best:
             self.best_acc = acc

@@ -57,6 +57,9 @@ class EncoderSpec:
         latent: ``"vector"`` (pooled stages + fully connected head: one D-vector per patch) or
             ``"map"`` (no pooling, stage i dilated by 2^i, 1x1 head: a D x k x k code map);
             see the module docstring.
+        position_norm: ``map`` only: L2-normalise the code at every position (as CFOG
+            normalises its feature vector per pixel), so that every position of a window weighs
+            the same in the cosine and a few bright scatterers cannot dominate it.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 64)
@@ -67,6 +70,7 @@ class EncoderSpec:
     front_end: str = "learned"
     orientations: int = 8
     latent: str = "vector"
+    position_norm: bool = False
 
     def __post_init__(self) -> None:
         """Check that the stages fit the patch size."""
@@ -78,6 +82,8 @@ class EncoderSpec:
             raise ValueError(f"latent {self.latent!r} unknown; use one of {LATENTS}")
         if self.front_end == "oriented_gradients" and self.orientations < 2:
             raise ValueError(f"orientations must be >= 2, got {self.orientations}")
+        if self.position_norm and self.latent != "map":
+            raise ValueError("position_norm needs latent 'map' (a vector code has one position)")
         if min(self.convs_per_stage) < 1:
             raise ValueError(f"every stage needs a convolution, got {self.convs_per_stage}")
         if self.latent == "map":
@@ -214,7 +220,8 @@ class Encoder(nn.Module):
         For a ``map`` encoder this is its dense evaluation (BatchNorm in the module's mode);
         for a ``vector`` encoder it is only meaningful on a patch (use :class:`DenseEncoder`).
         """
-        return self.head_norm(self.head(self.features(x)))
+        code = self.head_norm(self.head(self.features(x)))
+        return F.normalize(code, dim=1, eps=1e-6) if self.spec.position_norm else code
 
 
 def _batch_norm(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:

@@ -327,6 +327,7 @@ def split_by_scene(
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     holdout_scenes: Sequence[str] | None = None,
+    validation_scenes: Sequence[str] | None = None,
 ) -> tuple[list[PairRecord], list[PairRecord], list[PairRecord]]:
     """(train, val, test) records; a scene is never split, holdout scenes always go to test.
 
@@ -338,6 +339,8 @@ def split_by_scene(
         fractions: (train, val, test) target shares, >= 0, not all 0.
         seed: shuffle seed.
         holdout_scenes: scene keys forced into the test split.
+        validation_scenes: scene keys forced into the validation split (they count towards its
+            share; the other scenes fill the splits as before).
 
     Returns:
         The three lists.
@@ -346,14 +349,24 @@ def split_by_scene(
     if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
         raise ValueError(f"fractions must be 3 non-negative numbers, not all 0; got {fractions}")
     holdout = set(holdout_scenes or ())
+    validation = set(validation_scenes or ())
+    if holdout & validation:
+        raise ValueError(
+            f"scenes {sorted(holdout & validation)} are both held out and validation scenes; "
+            "name each scene in one of data.holdout_scenes / data.validation_scenes"
+        )
     sizes: dict[str, int] = {}
     for r in records:
         sizes[r.scene] = sizes.get(r.scene, 0) + 1
     free = sorted(set(sizes) - holdout)
-    order = [free[i] for i in np.random.default_rng(seed).permutation(len(free))]
     target = frac / frac.sum() * sum(sizes[s] for s in free)
     filled = np.zeros(3)
     part = {s: 2 for s in holdout}
+    for s in sorted(validation & set(sizes)):
+        part[s] = 1
+        filled[1] += sizes[s]
+    free = [s for s in free if s not in validation]
+    order = [free[i] for i in np.random.default_rng(seed).permutation(len(free))]
     for s in order:
         deficit = np.where(frac > 0, target - filled, -np.inf)
         k = int(np.argmax(deficit))

@@ -343,3 +343,65 @@ def test_repeated_pairs_lengthen_the_epoch(tmp_path, data):
     np.testing.assert_array_equal(np.bincount(both, minlength=len(rep)), rep)
     assert set(trainer.labelled) == set(plain.labelled)  # same pairs labelled, only repeated
     assert trainer.steps_per_epoch > plain.steps_per_epoch
+
+
+MAP_MODEL = {
+    "latent": "map", "widths": [4, 6], "convs_per_stage": [2, 2], "descriptor_size": 4,
+    "front_end": "oriented_gradients", "orientations": 4, "critic_hidden": [16, 8],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("position_norm", [False, True])
+def test_map_latent_trains_with_every_term_and_exports_its_maps(tmp_path, data, position_norm):
+    """The paper's full objective on code maps: decoders, position critic, eq. 4, map term."""
+    from sar_optical_matcher.model.runtime import OnnxMatcher
+    from training.export import export_checkpoint
+    from training.losses import window_cosine
+
+    cfg = tiny_config(
+        model={**MAP_MODEL, "position_norm": position_norm},
+        loss={"w_recon": 1.0, "w_adv": 0.1, "dense_negative_radius_px": 8,
+              "dense_kind": "infonce", "temperature": 0.05, "dense_ignore_px": 0},
+        augment={"transpose_p": 0.5},
+    )  # fmt: skip
+    trainer = Trainer(cfg, data, tmp_path)
+    critic_before = [p.detach().clone() for p in trainer.matcher.critic.parameters()]
+    history = trainer.fit()
+    assert trainer.matcher.critic.net[0].in_features == 4  # scores one position's D-vector
+    critic_after = trainer.matcher.critic.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(critic_before, critic_after))
+    assert history[1]["train_recon"] < history[0]["train_recon"]
+    for key in ("train_loss", "train_recon", "train_match", "train_adv", "train_critic"):
+        assert all(np.isfinite(r[key]) for r in history), key
+    path, contract = export_checkpoint(tmp_path / "checkpoint_last.pt", tmp_path / "m.onnx")
+    assert contract.code_size == 128 - 13 + 1 and contract.receptive_field == 13
+    # the plugin's map of the exported model equals the trained torch model's map
+    m = trainer.matcher.eval()
+    rng = np.random.default_rng(0)
+    region = rng.normal(size=(1, 256, 256)).astype(np.float32)
+    template = region[:, 40:168, 90:218] + 0.5 * rng.normal(size=(1, 128, 128)).astype(np.float32)
+    with torch.no_grad():
+        want = window_cosine(m.optical.encoder(torch.from_numpy(template)[:, None]),
+                             m.sar.encoder.code_map(torch.from_numpy(region)[:, None]))  # fmt: skip
+    runtime = OnnxMatcher(path, device="cpu", threads=1, log=lambda _m: None)
+    got = runtime.correspondence_maps(template, region)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_validation_windows_per_pair_and_selection_figure(tmp_path):
+    """Each validation tile gives several fixed windows; checkpoint_best follows select_by."""
+    from training.data import build_datasets
+
+    cfg = tiny_config(data={"val_windows_per_pair": 3, "split_fractions": [0.5, 0.5, 0.0]},
+                      optim={"select_by": "acc_3px", "epochs": 3})  # fmt: skip
+    ds = build_datasets(cfg.data, 0, records=tiny_records(4))
+    assert len(ds.val) == 3 * 2 and len(set(ds.val.names)) == 6
+    assert len({tuple(xy) for xy in ds.val.true_xy_px}) > 2  # copies got their own windows
+    trainer = Trainer(cfg, ds, tmp_path)
+    history = trainer.fit()
+    best = max(range(3), key=lambda i: (history[i]["val_acc_3px"], i))
+    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["epoch"] == best + 1
+    with pytest.raises(ValueError, match="select_by"):
+        tiny_config(optim={"select_by": "loss"})
+    with pytest.raises(ValueError, match="position_norm"):
+        build_matcher(tiny_config(model={"position_norm": True}))

@@ -178,6 +178,18 @@ def test_split_never_shares_scenes_follows_fractions_and_is_deterministic():
         sources.split_by_scene(recs, (1.0, -0.1, 0.1))
 
 
+def test_validation_scenes_are_forced_into_validation_and_count_towards_it():
+    recs = [record(f"s{k}", i) for k in range(10) for i in range(2)]
+    train, val, test = sources.split_by_scene(
+        recs, (0.8, 0.2, 0.0), seed=0, holdout_scenes=["s0"], validation_scenes=["s9"]
+    )
+    assert "s9" in {r.scene for r in val} and {r.scene for r in test} == {"s0"}
+    assert len(val) == 4 and len(train) == 14  # s9 counts: one more scene tops val up to 20 %
+    with pytest.raises(ValueError, match="both held out and validation"):
+        sources.split_by_scene(recs, (0.8, 0.2, 0.0), holdout_scenes=["s1"],
+                               validation_scenes=["s1"])  # fmt: skip
+
+
 def test_calibration_scenes_are_the_default_validation_scenes(three_mos):
     """`make train-default` calibrates the confidence on validation scenes only."""
     import re
@@ -187,11 +199,12 @@ def test_calibration_scenes_are_the_default_validation_scenes(three_mos):
 
     root = Path(__file__).resolve().parents[2]
     cfg = load_config(root / "training" / "configs" / "default.yaml")
-    n_syn = next(s["n_scenes"] for s in cfg.data.sources if s["kind"] == "synthetic")
+    n_syn = sum(s.get("n_scenes", 0) for s in cfg.data.sources if s["kind"] == "synthetic")
     synthetic = [SimpleNamespace(scene=f"synthetic-{i}") for i in range(n_syn)]  # 1 record each
     train, val, test = sources.split_by_scene(
-        [*three_mos, *synthetic], cfg.data.split_fractions, cfg.seed, cfg.data.holdout_scenes
-    )
+        [*three_mos, *synthetic], cfg.data.split_fractions, cfg.seed, cfg.data.holdout_scenes,
+        cfg.data.validation_scenes,
+    )  # fmt: skip
     makefile = (root / "Makefile").read_text()
     line = next(x for x in makefile.splitlines() if x.startswith("CALIBRATION_DATA"))
     calib = set(re.search(r"3mos:[^:]+:(\S+)", line).group(1).split(","))
