@@ -91,17 +91,22 @@ def load_3mos(
     root: str | Path = "../shared/data/3mos",
     sensors: Sequence[str] | None = None,
     scenes: Sequence[str] | None = None,
+    offsets_px: dict[str, Sequence[float]] | None = None,
 ) -> list[PairRecord]:
     """The 3MOS tile pairs: ``<SENSOR>_<scene>/<k>_optical.png`` + ``<k>_sar.png``.
 
     Optical RGB uint8 becomes luminance (float32, 0-255); the SAR is an 8-bit display rendering
     (``sar_scale="db"``). Scene key = folder name (e.g. ``"SEN_city"``), sensor = its prefix.
-    GF-3 pairs carry :data:`GF3_OFFSET_XY_PX`.
+    GF-3 pairs carry :data:`GF3_OFFSET_XY_PX`, other pairs (0, 0), unless ``offsets_px`` names
+    their scene.
 
     Args:
         root: folder holding the ``<SENSOR>_<scene>`` folders.
         sensors: keep only these sensors (e.g. ``["SEN", "GF3"]``); None for all.
         scenes: keep only these scene folders (e.g. ``["SEN_city"]``); None for all.
+        offsets_px: ``{scene: (x, y)}``, the residual misregistration (``offset_xy_px``) of
+            the named scenes, e.g. measured by ``scripts/measure_offsets.py``; replaces the
+            default of those scenes.
 
     Returns:
         Records sorted by scene, then tile number.
@@ -119,6 +124,10 @@ def load_3mos(
         folders = [d for d in folders if d.name in set(scenes)]
     if sensors is not None:
         folders = [d for d in folders if d.name.split("_", 1)[0] in set(sensors)]
+    measured = {k: (float(v[0]), float(v[1])) for k, v in (offsets_px or {}).items()}
+    unknown = set(measured) - {d.name for d in base.iterdir() if d.is_dir()}
+    if unknown:
+        raise ValueError(f"3MOS offsets_px names scenes {sorted(unknown)} that are not in {base}")
     records = []
     for folder in folders:
         sensor = folder.name.split("_", 1)[0]
@@ -138,7 +147,9 @@ def load_3mos(
                     sensor=sensor,
                     source="3mos",
                     name=f"3mos/{folder.name}/{k}",
-                    offset_xy_px=GF3_OFFSET_XY_PX if sensor == "GF3" else (0.0, 0.0),
+                    offset_xy_px=measured.get(
+                        folder.name, GF3_OFFSET_XY_PX if sensor == "GF3" else (0.0, 0.0)
+                    ),
                 )
             )
     return records

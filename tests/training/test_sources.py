@@ -54,6 +54,14 @@ def test_3mos_filters_and_unknown_scene():
     assert len(sources.load_3mos(THREE_MOS, scenes=["SEN_water"])) == 10
     with pytest.raises(ValueError, match="SEN_atlantis"):
         sources.load_3mos(THREE_MOS, scenes=["SEN_atlantis"])
+    measured = sources.load_3mos(
+        THREE_MOS, scenes=["GF3_plain", "SEN_city"], offsets_px={"GF3_plain": [-2.8, -0.7]}
+    )
+    assert {r.scene: r.offset_xy_px for r in measured} == {
+        "GF3_plain": (-2.8, -0.7), "SEN_city": (0.0, 0.0)
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="offsets_px names scenes"):
+        sources.load_3mos(THREE_MOS, offsets_px={"GF3_atlantis": [1, 2]})
 
 
 def fake_sen12(root: Path) -> None:
