@@ -42,10 +42,17 @@ from sar_optical_matcher.model.runtime import (  # noqa: E402
 
 #: (EncoderSpec keyword arguments, search size) of the random models ``--random-model`` writes.
 RANDOM_SPECS: dict[str, tuple[dict[str, Any], int]] = {
-    "default": ({}, 256),
+    # the shipped architecture (training/configs/default.yaml): a 16 x 114 x 114 code map
+    "default": ({"latent": "map", "widths": (32, 32), "convs_per_stage": (3, 2),
+                 "descriptor_size": 16, "front_end": "oriented_gradients"}, 256),
+    # the paper's vector code (the 0.1 models): 256 numbers per 128 px window
+    "vector": ({}, 256),
     # 18 -> 16 -> 8 -> 6 -> 3: the smallest valid-conv encoder; search 34 gives a 17 x 17 map.
     "tiny": ({"widths": (4, 8), "convs_per_stage": (1, 1), "descriptor_size": 16,
               "patch_size": 18}, 34),
+    # receptive field 9 of an 18 px template: a 10 x 10 x 4 code map
+    "tiny-map": ({"latent": "map", "widths": (4, 6), "convs_per_stage": (2, 1),
+                  "descriptor_size": 4, "patch_size": 18}, 34),
 }  # fmt: skip
 
 
@@ -57,7 +64,9 @@ def write_random_model(folder: Path, size: str = "default", seed: int = 0) -> Pa
 
     Args:
         folder: where ``random_<size>.onnx`` is written.
-        size: ``"default"`` (``EncoderSpec()``, template 128, search 256) or ``"tiny"``.
+        size: a key of :data:`RANDOM_SPECS`: ``"default"`` (the shipped code-map architecture,
+            template 128, search 256), ``"vector"`` (the paper's vector code), ``"tiny"`` or
+            ``"tiny-map"``.
         seed: torch seed of the weights.
 
     Returns:
@@ -88,7 +97,7 @@ def write_random_model(folder: Path, size: str = "default", seed: int = 0) -> Pa
         encoders.append(enc.eval())
     contract = ModelContract(
         name=f"random-{size}", version="0.0-bench", template_size=spec.patch_size,
-        search_size=search, descriptor_size=spec.descriptor_size,
+        search_size=search, descriptor_size=spec.descriptor_size, code_size=spec.code_size,
     )  # fmt: skip
     return export_onnx(encoders[0], encoders[1], contract, Path(folder) / f"random_{size}.onnx")
 

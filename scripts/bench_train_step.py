@@ -40,8 +40,9 @@ from training.loop import Trainer  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 #: ``--set``-style overrides that shrink the model and batch for ``--tiny`` (smoke tests)
 TINY = [
-    "model.widths=[4, 8, 8, 8]",
-    "model.descriptor_size=16",
+    "model.widths=[4, 6]",
+    "model.convs_per_stage=[2, 1]",
+    "model.descriptor_size=4",
     "model.critic_hidden=[16, 8]",
     "optim.batch_size=4",
     "loss.dense_negative_max_items=2",

@@ -65,6 +65,19 @@ def test_bench_correspondence_tiny(tmp_path: Path) -> None:
     assert all(v > 0 for v in fig["peak_rss_mb"].values())
 
 
+def test_bench_correspondence_tiny_code_map_model(tmp_path: Path) -> None:
+    """A code-map model: no pooling to undo, so both per-window paths are the same encoder."""
+    out = tmp_path / "corr.json"
+    _run("bench_correspondence.py", "--random-model", "tiny-map", "--reference-keypoints", "1",
+         "--dense-keypoints", "2", "--batch", "2", "--threads", "1", "--json", str(out))  # fmt: skip
+    fig = json.loads(out.read_text())
+    for path in ("per_window", "per_window_strided"):
+        assert fig["max_abs_map_difference_vs_dense"][path] <= 1e-4
+        assert fig["same_peak_every_keypoint"][path] is True
+    flop = fig["gflop_per_keypoint"]
+    assert flop["per_window"] == flop["per_window_strided"] > 5 * flop["dense"] > 0
+
+
 def test_bench_correspondence_partial_reference(tmp_path: Path) -> None:
     out = tmp_path / "corr.json"
     text = _run(
