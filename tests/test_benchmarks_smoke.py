@@ -68,8 +68,8 @@ def test_bench_correspondence_tiny(tmp_path: Path) -> None:
 def test_bench_correspondence_tiny_code_map_model(tmp_path: Path) -> None:
     """A code-map model: no pooling to undo, so both per-window paths are the same encoder."""
     out = tmp_path / "corr.json"
-    _run("bench_correspondence.py", "--random-model", "tiny-map", "--reference-keypoints", "1",
-         "--dense-keypoints", "2", "--batch", "2", "--threads", "1", "--json", str(out))  # fmt: skip
+    args = ["--random-model", "tiny-map", "--reference-keypoints", "1", "--dense-keypoints", "2"]
+    _run("bench_correspondence.py", *args, "--batch", "2", "--threads", "1", "--json", str(out))
     fig = json.loads(out.read_text())
     for path in ("per_window", "per_window_strided"):
         assert fig["max_abs_map_difference_vs_dense"][path] <= 1e-4
