@@ -94,6 +94,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--cfog-sigma", type=float, default=0.8, help="CFOG spatial smoothing (px, paper 0.8)"
     )
+    p.add_argument(
+        "--scene-offset",
+        action="append",
+        default=[],
+        metavar="SCENE=X,Y",
+        help="replace the ground-truth offset_xy_px of a scene's records (repeatable), e.g. to "
+        "evaluate against a measured registration bias (scripts/measure_offsets.py); results "
+        "against the data set's own truth are the ones to report as such",
+    )
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
     return p.parse_args(argv)
@@ -118,9 +127,32 @@ def resolve_methods(args: argparse.Namespace) -> tuple[list[str], Path | None]:
     return methods, model
 
 
+def scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """``["SCENE=X,Y", ...]`` -> ``{scene: (x, y)}`` (``--scene-offset``)."""
+    out = {}
+    for item in items:
+        scene, _, xy = item.partition("=")
+        try:
+            x, y = (float(v) for v in xy.split(","))
+        except ValueError:
+            raise SystemExit(f"--scene-offset needs SCENE=X,Y (pixels), got {item!r}") from None
+        out[scene] = (x, y)
+    return out
+
+
 def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     """Load the records of every ``--data`` and cut the samples (seeded)."""
+    import dataclasses
+
     records = [r for spec in args.data for r in load_records(spec, args.seed)]
+    offsets = scene_offsets(getattr(args, "scene_offset", []))
+    unknown = set(offsets) - {r.scene for r in records}
+    if unknown:
+        raise SystemExit(f"--scene-offset names scenes {sorted(unknown)} not in --data")
+    records = [
+        dataclasses.replace(r, offset_xy_px=offsets[r.scene]) if r.scene in offsets else r
+        for r in records
+    ]
     rng = np.random.default_rng(args.seed)
     if args.max_records and len(records) > args.max_records:
         keep = np.sort(rng.choice(len(records), args.max_records, replace=False))

@@ -292,3 +292,25 @@ def test_measure_offsets_cli_prints_the_table_and_mapping(capsys: pytest.Capture
     assert "| SEN_city |" in out and "offsets_px: {GF3_plain: [" in out
     city = found[1]
     assert city.corrected and abs(city.residual_xy_px[0]) < 1.0  # SEN_city is well registered
+
+
+def test_scene_offset_option_replaces_the_truth_of_a_scene() -> None:
+    from scripts import evaluate
+
+    assert evaluate.scene_offsets(["A=1.5,-2", "B=0,0"]) == {"A": (1.5, -2.0), "B": (0.0, 0.0)}
+    with pytest.raises(SystemExit, match="SCENE=X,Y"):
+        evaluate.scene_offsets(["A=1.5"])
+    if not DATA_3MOS.is_dir():
+        pytest.skip(f"3MOS sample not found at {DATA_3MOS}")
+    from training.sources import load_3mos
+
+    base = ["--data", f"3mos:{DATA_3MOS}:SEN_city", "--samples-per-pair", "1", "--seed", "3"]
+    moved = evaluate.build_samples(evaluate.parse_args([*base, "--scene-offset", "SEN_city=3,-2"]))
+    optical = {r.name: r.optical for r in load_3mos(DATA_3MOS, scenes=["SEN_city"])}
+    assert len(moved) == 10
+    for s in moved:  # the truth says: SAR window (dx, dy) shows optical (dx - 3, dy + 2)
+        dx, dy = (int(v) for v in s.true_offset_xy_px)
+        cut = optical[s.record][dy + 2 : dy + 2 + 128, dx - 3 : dx - 3 + 128]
+        np.testing.assert_array_equal(s.template, cut)
+    with pytest.raises(SystemExit, match="not in --data"):
+        evaluate.build_samples(evaluate.parse_args([*base, "--scene-offset", "GF3_city=1,1"]))
