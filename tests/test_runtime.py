@@ -240,6 +240,7 @@ def test_shipped_default_model_passes_the_plugins_checks() -> None:
     path = runtime.default_model_path()
     contract = runtime.read_contract(path)
     assert (contract.template_size, contract.search_size, contract.map_size) == (128, 256, 129)
-    assert "confidence_model" in contract.training
+    assert (contract.descriptor_size, contract.code_size, contract.receptive_field) == (16, 114, 15)
+    assert contract.format_version == 2 and "confidence_model" in contract.training
     assert contract.training["onnx_parity_max_abs_diff"] < 1e-4
     assert path.stat().st_size < 20e6  # fits the plugin zip budget

@@ -262,8 +262,9 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
             minValue=1,
         ),
         "Keypoints per model run; cancellation is checked per batch. Each keypoint of a batch "
-        "holds a 256 x 129 x 129 descriptor volume (~17 MB) plus onnxruntime's working memory: "
-        "4 keeps matching under ~0.5 GB, larger batches gain only a few percent on a CPU.",
+        "holds its search region's code map (default model: 16 x 242 x 242 values, ~4 MB) plus "
+        "onnxruntime's working memory (~8 MB per layer of the default model): 4 keeps matching "
+        "well under 0.5 GB, larger batches gain only a few percent on a CPU.",
         advanced=True,
     )
     common.add_param(
