@@ -258,7 +258,8 @@ def plot_maps(
     cols = 2 + len(preds)
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.1 * rows), squeeze=False)
     for i in range(rows):
-        s = samples[i]
+        k = int(preds[0].map_indices[i])  # every method kept the same samples
+        s = samples[k]
         dx, dy = s.true_offset_xy_px
         t = s.template.shape[0]
         axes[i][0].imshow(s.template, cmap="gray")
@@ -268,7 +269,7 @@ def plot_maps(
             ax = axes[i][2 + j]
             ax.imshow(p.maps[i], cmap="jet")
             ax.plot(dx, dy, "wx", ms=8)
-            ax.set_title(f"{p.method}: {p.error_px[i]:.1f} px", fontsize=8)
+            ax.set_title(f"{p.method}: {p.error_px[k]:.1f} px", fontsize=8)
         axes[i][0].set_title(s.record, fontsize=7)
     for ax in axes.ravel():
         ax.set_xticks([])

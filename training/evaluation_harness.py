@@ -282,7 +282,8 @@ class Predictions:
         elapsed_s: wall time of maps + peak analysis.
         sensors: (N,) sensor per sample.
         scenes: (N,) scene per sample.
-        maps: (K, m, m) float32 maps of the first K samples (for the figure).
+        maps: (K, m, m) float32 maps of K samples spread evenly over the set (for the figure).
+        map_indices: (K,) the sample index of each kept map.
     """
 
     method: str
@@ -295,6 +296,7 @@ class Predictions:
     sensors: list[str]
     scenes: list[str]
     maps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
+    map_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def run_method(
@@ -314,7 +316,8 @@ def run_method(
         map_fn: batch map function (see module docstring).
         batch: samples per call of ``map_fn``.
         name: method name recorded in the result.
-        keep_maps: keep the maps of the first ``keep_maps`` samples.
+        keep_maps: keep the maps of this many samples, spread evenly over ``samples`` (so
+            that a figure shows several records and scenes, not the first record only).
         confidence_model: ``core.peaks.ConfidenceModel`` (None: the default model).
         exclusion_radius_px: second-peak exclusion radius for the peak analysis.
 
@@ -327,6 +330,8 @@ def run_method(
     feats: list[np.ndarray] = []
     conf: list[float] = []
     kept: list[np.ndarray] = []
+    keep = np.unique(np.linspace(0, len(samples) - 1, min(keep_maps, len(samples))).round())
+    keep = keep.astype(np.int64) if keep_maps > 0 else np.zeros(0, np.int64)
     start = time.perf_counter()
     for i in range(0, len(samples), batch):
         chunk = samples[i : i + batch]
@@ -341,8 +346,7 @@ def run_method(
         preds += [(st.subpixel_x_px, st.subpixel_y_px) for st in stats]
         conf += [st.confidence for st in stats]
         feats.append(peaks.map_features(stats))
-        if len(kept) < keep_maps:
-            kept += list(maps[: keep_maps - len(kept)])
+        kept += [maps[j - i] for j in keep if i <= j < i + len(chunk)]
     elapsed = time.perf_counter() - start
     pred = np.asarray(preds, dtype=np.float64)
     true = np.asarray([s.true_offset_xy_px for s in samples], dtype=np.float64)
@@ -358,6 +362,7 @@ def run_method(
         sensors=[s.sensor for s in samples],
         scenes=[s.scene for s in samples],
         maps=np.asarray(kept, np.float32) if kept else np.zeros((0, m, m), np.float32),
+        map_indices=keep,
     )
 
 

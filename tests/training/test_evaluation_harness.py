@@ -143,6 +143,10 @@ def test_run_method_and_summarise() -> None:
         samples, harness.classical_map_fn("cfog"), 4, name="cfog", keep_maps=2
     )
     assert pred.maps.shape == (2, 33, 33)
+    assert pred.map_indices.tolist() == [0, 5]  # spread over the set: records a and b
+    last = samples[5]  # the second kept map is that sample's map
+    direct = harness.classical_map_fn("cfog")(last.template[None], last.region[None], ["db"])
+    np.testing.assert_allclose(pred.maps[1], direct[0], atol=1e-6)
     assert pred.features.shape == (6, 4) and pred.confidence.shape == (6,)
     np.testing.assert_allclose(pred.pred_offset_xy_px, pred.true_offset_xy_px, atol=0.5)
     s = harness.summarise(pred)
