@@ -287,7 +287,9 @@ def test_shipped_configs_parse():
 
     root = Path(__file__).resolve().parents[2] / "training" / "configs"
     default = load_config(root / "default.yaml")
-    assert default.model.widths == (16, 32, 64, 64) and default.optim.batch_size == 32
+    assert default.model.widths == (32, 32) and default.optim.batch_size == 16
+    assert default.model.latent == "map" and build_matcher(default).spec.code_size == 114
+    assert default.data.validation_scenes == ["SEN_water"]
     assert default.loss.prior_std == pytest.approx(5**0.5)
     assert load_config(root / "tiny.yaml").model.descriptor_size == 16
 
