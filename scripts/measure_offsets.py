@@ -2,7 +2,7 @@
 
 CFOG (a classical matcher, independent of any trained model) matches known-offset samples of
 every scene; the median residual (prediction - truth) of its matches within ``--radius`` px is
-the scene's bias (``evaluation_harness.scene_offsets``). Prints a table and the
+the scene's bias (``training.scene_bias.scene_offsets``). Prints a table and the
 ``offsets_px`` mapping for a ``3mos`` source in a training config. Use it on training scenes
 only: validation and test scenes keep the data set's own truth, or the evaluation would be
 judged against a matcher's answer.
@@ -24,9 +24,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from training import evaluation_harness as harness  # noqa: E402
+from training import scene_bias  # noqa: E402
 
 
-def main(argv: Sequence[str] | None = None) -> list[harness.SceneOffset]:
+def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
     """Measure, print the table and the YAML mapping; return the measurements."""
     from scripts import evaluate as ev
 
@@ -44,8 +45,8 @@ def main(argv: Sequence[str] | None = None) -> list[harness.SceneOffset]:
         records, args.samples_per_pair, rng=np.random.default_rng(args.seed)
     )
     pred = harness.run_method(samples, harness.classical_map_fn("cfog"), name="cfog")
-    current = {r.scene: tuple(map(float, r.offset_xy_px)) for r in records}
-    found = harness.scene_offsets(pred, current, args.radius, args.min_used)  # type: ignore[arg-type]
+    current = {r.scene: (float(r.offset_xy_px[0]), float(r.offset_xy_px[1])) for r in records}
+    found = scene_bias.scene_offsets(pred, current, args.radius, args.min_used)
     print("| scene | used / samples | residual x, y px | MAD x, y px | offset x, y px |")
     print("|---|---|---|---|---|")
     for f in found:
