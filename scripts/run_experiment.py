@@ -153,12 +153,19 @@ def write_doc(
             f"{fmt_figure(s['confidence']['auc'], '.2f')} | {syn['within_3px']:.1%} | "
             f"{syn['within_5px']:.1%} | {syn['median_px']:.1f} |"
         )
-    lines.append("")
+    # the histograms side by side under their supervision level, as the paper's Fig. 4
+    images = []
     for ratio, s in rows:
         name = f"experiment_sup{int(round(ratio * 100)):03d}.png"
         (img_dir / name).write_bytes(Path(s["histogram"]).read_bytes())
-        lines.append(f"![{ratio:.0%} supervision](img/{name})")
-    lines.append(END)
+        images.append(f"![{ratio:.0%} supervision](img/{name})")
+    lines += [
+        "",
+        "| " + " | ".join(f"{ratio:.0%} supervision" for ratio, _ in rows) + " |",
+        "|" + " --- |" * len(rows),
+        "| " + " | ".join(images) + " |",
+        END,
+    ]
     text = doc.read_text() if doc.is_file() else "# Results\n\n"
     if START in text and END in text:
         head, _, rest = text.partition(START)

@@ -92,6 +92,8 @@ def test_write_doc_replaces_only_the_experiment_section(tmp_path):
     assert "| 100% | 12.5% | 25.0% | 37.5% | 12.0 | 24.0 | 0.70 | 50.0% | 75.0% | 4.0 |" in text
     assert "| 5% | 6.2% | 12.5% | 18.8% | 12.0 | 24.0 | 0.70 | 25.0% | 37.5% | 4.0 |" in text
     assert "| 50% | 0.0% | 0.0% | 0.0% | 12.0 | 24.0 | - | 0.0% | 0.0% | 4.0 |" in text
+    # the histograms in one row under their supervision levels (paper Fig. 4)
+    assert "| 100% supervision | 5% supervision | 50% supervision |" in text
     for tag in ("sup100", "sup005"):
         assert f"img/experiment_{tag}.png" in text
         assert (doc.parent / "img" / f"experiment_{tag}.png").read_bytes() == hist.read_bytes()
