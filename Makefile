@@ -59,7 +59,7 @@ evaluate: install ## evaluate the default model and classical peers on held-out 
 	$(PY) scripts/evaluate.py --data $(HELD_OUT) --samples-per-pair 4 --out build/eval
 
 experiment: install ## the paper's experiment: 100/75/50/25/5 % supervision -> docs/results.md
-	$(PY) scripts/run_experiment.py --epochs $(EXPERIMENT_EPOCHS) --out runs/experiment --doc docs/results.md
+	$(PY) scripts/run_experiment.py --epochs $(EXPERIMENT_EPOCHS) --samples-per-pair 4 --out runs/experiment --doc docs/results.md
 
 bench: install ## performance benchmarks (print figures; see docs/performance.md)
 	$(PY) scripts/bench_correspondence.py
