@@ -18,6 +18,7 @@ model fitted per method on these samples; store the ``learned`` one in the model
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -127,7 +128,7 @@ def resolve_methods(args: argparse.Namespace) -> tuple[list[str], Path | None]:
     return methods, model
 
 
-def scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
+def parse_scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
     """``["SCENE=X,Y", ...]`` -> ``{scene: (x, y)}`` (``--scene-offset``)."""
     out = {}
     for item in items:
@@ -142,10 +143,8 @@ def scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
 
 def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     """Load the records of every ``--data`` and cut the samples (seeded)."""
-    import dataclasses
-
     records = [r for spec in args.data for r in load_records(spec, args.seed)]
-    offsets = scene_offsets(getattr(args, "scene_offset", []))
+    offsets = parse_scene_offsets(args.scene_offset)
     unknown = set(offsets) - {r.scene for r in records}
     if unknown:
         raise SystemExit(f"--scene-offset names scenes {sorted(unknown)} not in --data")

@@ -258,9 +258,10 @@ def test_evaluate_cli_with_model(tmp_path: Path, tiny_model: Path) -> None:
 def test_scene_offset_option_replaces_the_truth_of_a_scene() -> None:
     from scripts import evaluate
 
-    assert evaluate.scene_offsets(["A=1.5,-2", "B=0,0"]) == {"A": (1.5, -2.0), "B": (0.0, 0.0)}
+    parsed = evaluate.parse_scene_offsets(["A=1.5,-2", "B=0,0"])
+    assert parsed == {"A": (1.5, -2.0), "B": (0.0, 0.0)}
     with pytest.raises(SystemExit, match="SCENE=X,Y"):
-        evaluate.scene_offsets(["A=1.5"])
+        evaluate.parse_scene_offsets(["A=1.5"])
     if not DATA_3MOS.is_dir():
         pytest.skip(f"3MOS sample not found at {DATA_3MOS}")
     from training.sources import load_3mos
