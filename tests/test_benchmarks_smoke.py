@@ -145,7 +145,13 @@ def test_bench_train_step_tiny(tmp_path: Path) -> None:
     out = tmp_path / "train.json"
     text = _run("bench_train_step.py", "--tiny", "--steps", "1", "--threads", "1",
                 "--json", str(out))  # fmt: skip
-    for row in ("shipped, fp32 (w_recon 0, w_adv 0)", "all terms computed", "bf16 autocast"):
+    rows = (
+        "shipped, fp32 (w_recon 1, w_adv 0.1)",
+        "matching terms only, fp32 (w_recon 0, w_adv 0)",
+        "all terms computed",
+        "bf16 autocast",
+    )
+    for row in rows:
         assert row in text
     fig = json.loads(out.read_text())
     assert fig["batch_size"] == 4 and fig["threads"] == 1
