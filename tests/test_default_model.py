@@ -25,7 +25,7 @@ def matcher() -> OnnxMatcher:
 
 
 def test_unseen_synthetic_scenes_are_matched(matcher: OnnxMatcher) -> None:
-    """Scenes of a seed no training run used (docs: 97.9 % within 3 px on 48 samples)."""
+    """Scenes of a seed no training run used (docs: 100 % within 3 px on 48 samples)."""
     records = sources.load_synthetic(2, 512, seed=10_007)
     samples = harness.make_samples(records, 8, rng=np.random.default_rng(1))
     pred = harness.run_method(samples, harness.learned_map_fn(matcher), name="learned")
@@ -36,12 +36,12 @@ def test_unseen_synthetic_scenes_are_matched(matcher: OnnxMatcher) -> None:
 
 @pytest.mark.skipif(not DATA_3MOS.is_dir(), reason="3MOS sample data not available")
 def test_held_out_real_tiles_beat_cfog_on_the_same_samples(matcher: OnnxMatcher) -> None:
-    """docs/results.md, 100 held-out samples (seed 0): 47 % within 3 px vs CFOG's 38 %, median
-    3.6 vs 6.0 px. Checked here as: at least CFOG's share and a lower median."""
+    """docs/results.md, 100 held-out samples (seed 0): 54 % within 3 px vs CFOG's 38 %, median
+    2.8 vs 6.0 px. Checked here as: >= 50 %, >= 1.25x CFOG's share and a lower median."""
     records = sources.load_3mos(DATA_3MOS, scenes=HELD_OUT)
     samples = harness.make_samples(records, 2, rng=np.random.default_rng(0))
     learned = harness.run_method(samples, harness.learned_map_fn(matcher), name="learned")
     cfog = harness.run_method(samples, harness.classical_map_fn("cfog"), name="cfog")
     ours, theirs = (learned.error_px <= 3).mean(), (cfog.error_px <= 3).mean()
-    assert ours >= 0.42 and ours >= theirs
+    assert ours >= 0.5 and ours >= 1.25 * theirs
     assert np.median(learned.error_px) < np.median(cfog.error_px)
