@@ -7,12 +7,13 @@ Examples::
     python scripts/evaluate.py --data gdal:opt.tif,sar.tif --samples-per-pair 50
 
 Writes to ``--out``: ``results.json`` (config, figures per method, per-sample errors),
-``results.md`` (the table), ``histograms.png`` (paper Fig. 4: error histogram with the mean and
-the 1-percentile), ``precision.png`` (precision of accepted matches and share kept vs the
-confidence threshold), ``maps.png`` (paper Fig. 5: template, search region and each method's
-map) and, with ``--calibrate-confidence``, ``confidence_model.json`` (a logistic confidence
-model fitted per method on these samples; store the ``learned`` one in the model contract as
-``training["confidence_model"]``).
+``results.md`` (the table; with both ``learned`` and ``cfog``, also how often the two agree and
+how often the truth scores their agreed matches right), ``histograms.png`` (paper Fig. 4: error
+histogram with the mean and the 1-percentile), ``precision.png`` (precision of accepted matches
+and share kept vs the confidence threshold), ``maps.png`` (paper Fig. 5: template, search region
+and each method's map) and, with ``--calibrate-confidence``, ``confidence_model.json`` (a
+logistic confidence model fitted per method on these samples; store the ``learned`` one in the
+model contract as ``training["confidence_model"]``).
 """
 
 from __future__ import annotations
@@ -295,7 +296,30 @@ def write_outputs(
         "true_offset_xy_px": [list(s.true_offset_xy_px) for s in samples],
         **{p.method: np.round(p.error_px, 3).tolist() for p in preds},
     }
-    doc = {"config": config, "summaries": summaries, "errors_px": per_sample}
+    doc: dict[str, Any] = {"config": config, "summaries": summaries, "errors_px": per_sample}
+    by_name = {p.method: p for p in preds}
+    if "learned" in by_name and "cfog" in by_name:
+        # how far the ground truth itself limits any confidence (harness.agreement)
+        rows = harness.agreement(by_name["learned"], by_name["cfog"], correct_px=args.correct_px)
+        doc["agreement_learned_cfog"] = rows
+        table += "\n" + harness.agreement_table(rows, "learned", "cfog", args.correct_px)
+        tiles = harness.agreed_residuals(
+            by_name["learned"], by_name["cfog"], [s.record for s in samples]
+        )
+        doc["agreed_residuals_per_record"] = tiles
+        off = [t for t in tiles if t["residual_px"] > args.correct_px and t["spread_px"] <= 1.0]
+        table += (
+            f"\nRecords with >= 2 matches both agree on (within 1 px) that share one residual "
+            f"(spread <= 1 px) farther than {args.correct_px:g} px from the truth: "
+            f"{len(off)} of {len(tiles)}"
+            + "".join(
+                f"\n- {t['group']}: {t['n_agreed']} matches at "
+                f"({t['residual_xy_px'][0]:+.1f}, {t['residual_xy_px'][1]:+.1f}) px, "
+                f"spread {t['spread_px']:.1f} px"
+                for t in off
+            )
+            + "\n"
+        )
     (out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
     (out / "results.md").write_text(f"# Evaluation ({len(samples)} samples)\n\n{table}")
     plot_histograms(preds, out / "histograms.png")

@@ -498,3 +498,146 @@ def markdown_table(summaries: Sequence[dict[str, Any]], threshold: float = 0.5) 
             f"| {fmt_figure(conf['precision'][i], '.1%')} | {conf['kept'][i]:.1%} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def agreement(
+    a: Predictions,
+    b: Predictions,
+    radii_px: Sequence[float] = (1.0, 2.0, 3.0),
+    correct_px: float = 3.0,
+    loose_px: float = 5.0,
+) -> list[dict[str, Any]]:
+    """How often two methods agree, and how often ``a`` is right where they do.
+
+    Two independent methods (the learned matcher and CFOG) that put the peak at the same
+    offset are rarely both wrong by chance, so the share of such agreed matches that the
+    ground truth scores wrong bounds what any confidence can reach against that truth: it
+    measures the truth (or a shared failure, such as a straight line both lock onto), not
+    either method.
+
+    Args:
+        a: predictions of the method whose correctness is scored.
+        b: predictions of the other method, on the same samples.
+        radii_px: agreement radii (distance between the two predicted offsets).
+        correct_px: radius of a correct match, as in :func:`summarise`.
+        loose_px: a second, looser correctness radius.
+
+    Returns:
+        One dict per radius: ``radius_px``, ``n_agree``, ``kept`` (share of all samples),
+        ``precision`` (share of the agreed matches of ``a`` within ``correct_px``; NaN when
+        none agree), ``precision_loose`` (within ``loose_px``) and ``per_scene``
+        (``{scene: [n_agree, precision]}``).
+
+    Raises:
+        ValueError: the predictions are not of the same samples.
+    """
+    if a.true_offset_xy_px.shape != b.true_offset_xy_px.shape or not np.allclose(
+        a.true_offset_xy_px, b.true_offset_xy_px
+    ):
+        raise ValueError(
+            f"{a.method} and {b.method} were not run on the same samples; run both methods "
+            "in one evaluation"
+        )
+    dist = np.hypot(*(a.pred_offset_xy_px - b.pred_offset_xy_px).T)
+    scenes = np.asarray(a.scenes)
+    out = []
+    for r in radii_px:
+        agree = dist <= r
+        prec = float(np.mean(a.error_px[agree] <= correct_px)) if agree.any() else float("nan")
+        loose = float(np.mean(a.error_px[agree] <= loose_px)) if agree.any() else float("nan")
+        per_scene = {}
+        for s in sorted(set(a.scenes)):
+            k = agree & (scenes == s)
+            p = float(np.mean(a.error_px[k] <= correct_px)) if k.any() else float("nan")
+            per_scene[str(s)] = [int(k.sum()), p]
+        out.append(
+            {
+                "radius_px": float(r),
+                "n_agree": int(agree.sum()),
+                "kept": float(agree.mean()),
+                "precision": prec,
+                "precision_loose": loose,
+                "per_scene": per_scene,
+            }
+        )
+    return out
+
+
+def agreement_table(
+    rows: Sequence[dict[str, Any]], a: str, b: str, correct_px: float = 3.0, loose_px: float = 5.0
+) -> str:
+    """Markdown table of :func:`agreement` rows."""
+    lines = [
+        f"Agreement of {a} and {b} (matches where both put the peak within r px of each other):",
+        "",
+        f"| r px | agreed | kept | {a} within {correct_px:g} px | {a} within {loose_px:g} px "
+        "| per scene: agreed / within |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        scenes = ", ".join(
+            f"{s} {n} / {fmt_figure(p, '.0%')}" for s, (n, p) in row["per_scene"].items()
+        )
+        lines.append(
+            f"| {row['radius_px']:g} | {row['n_agree']} | {row['kept']:.1%} "
+            f"| {fmt_figure(row['precision'], '.1%')} "
+            f"| {fmt_figure(row['precision_loose'], '.1%')} "
+            f"| {scenes} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def agreed_residuals(
+    a: Predictions,
+    b: Predictions,
+    groups: Sequence[str],
+    agree_px: float = 1.0,
+    min_agreed: int = 2,
+) -> list[dict[str, Any]]:
+    """Per group (e.g. tile), the residual ``prediction - truth`` of the agreed matches.
+
+    Several windows of one tile on which two independent methods agree to ``agree_px`` and
+    that share one residual (small ``spread_px``) measure that tile's registration error: a
+    wrong peak would not repeat at the same offset for different templates.
+
+    Args:
+        a: predictions of one method (the residuals are its own).
+        b: predictions of the other method, on the same samples.
+        groups: one group name per sample (``Sample.record`` for tiles).
+        agree_px: agreement radius between the two predicted offsets.
+        min_agreed: groups with fewer agreed matches are left out.
+
+    Returns:
+        One dict per group with at least ``min_agreed`` agreed matches, in group order:
+        ``group``, ``n_agreed``, ``residual_xy_px`` (mean), ``residual_px`` (its length) and
+        ``spread_px`` (largest distance of a residual from the mean).
+
+    Raises:
+        ValueError: ``groups`` does not have one entry per sample, or ``a`` and ``b`` were not
+            run on the same samples.
+    """
+    if len(groups) != len(a.error_px):
+        raise ValueError(f"{len(groups)} groups for {len(a.error_px)} samples; give one each")
+    if a.true_offset_xy_px.shape != b.true_offset_xy_px.shape or not np.allclose(
+        a.true_offset_xy_px, b.true_offset_xy_px
+    ):
+        raise ValueError(f"{a.method} and {b.method} were not run on the same samples")
+    agree = np.hypot(*(a.pred_offset_xy_px - b.pred_offset_xy_px).T) <= agree_px
+    residual = a.pred_offset_xy_px - a.true_offset_xy_px
+    names = np.asarray(groups)
+    out = []
+    for g in sorted(set(groups)):
+        r = residual[agree & (names == g)]
+        if len(r) < min_agreed:
+            continue
+        mean = r.mean(axis=0)
+        out.append(
+            {
+                "group": str(g),
+                "n_agreed": int(len(r)),
+                "residual_xy_px": [float(mean[0]), float(mean[1])],
+                "residual_px": float(np.hypot(*mean)),
+                "spread_px": float(np.hypot(*(r - mean).T).max()),
+            }
+        )
+    return out

@@ -253,6 +253,15 @@ def test_evaluate_cli_with_model(tmp_path: Path, tiny_model: Path) -> None:
     doc = json.loads((tmp_path / "results.json").read_text())
     assert [s["method"] for s in doc["summaries"]] == ["learned", "ncc"]
     assert doc["summaries"][0]["n"] == 6
+    assert "agreement_learned_cfog" not in doc  # needs both learned and cfog
+    argv[argv.index("learned,ncc")] = "learned,cfog"
+    assert evaluate.main(argv) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    rows = doc["agreement_learned_cfog"]
+    assert [r["radius_px"] for r in rows] == [1.0, 2.0, 3.0]
+    assert all(0 <= r["n_agree"] <= 6 for r in rows)
+    assert [r["n_agree"] for r in rows] == sorted(r["n_agree"] for r in rows)
+    assert "Agreement of learned and cfog" in (tmp_path / "results.md").read_text()
 
 
 def test_scene_offset_option_replaces_the_truth_of_a_scene() -> None:
@@ -276,3 +285,81 @@ def test_scene_offset_option_replaces_the_truth_of_a_scene() -> None:
         np.testing.assert_array_equal(s.template, cut)
     with pytest.raises(SystemExit, match="not in --data"):
         evaluate.build_samples(evaluate.parse_args([*base, "--scene-offset", "GF3_city=1,1"]))
+
+
+def _predictions(
+    name: str, pred: np.ndarray, true: np.ndarray, scenes: list[str]
+) -> harness.Predictions:
+    n = len(true)
+    return harness.Predictions(
+        method=name,
+        pred_offset_xy_px=pred,
+        true_offset_xy_px=true,
+        error_px=np.hypot(*(pred - true).T),
+        features=np.zeros((n, 4)),
+        confidence=np.zeros(n),
+        elapsed_s=1.0,
+        sensors=["s"] * n,
+        scenes=scenes,
+    )
+
+
+def test_agreement_counts_agreed_matches_and_scores_them_against_the_truth() -> None:
+    true = np.zeros((6, 2))
+    # learned: right, right, off by 4 px (a biased truth), right, wrong, wrong
+    a = np.array([[0, 0], [1, 0], [4, 0], [0, 2], [40, 0], [0, 30]], dtype=float)
+    # cfog agrees with samples 0 (0 px), 1 (1.5 px), 2 (0.5 px), 4 (2.5 px); not 3, 5
+    b = np.array([[0, 0], [1, 1.5], [4.5, 0], [20, 20], [40, 2.5], [50, 50]], dtype=float)
+    scenes = ["x", "x", "y", "y", "y", "x"]
+    rows = harness.agreement(
+        _predictions("learned", a, true, scenes), _predictions("cfog", b, true, scenes)
+    )
+    assert [r["radius_px"] for r in rows] == [1.0, 2.0, 3.0]
+    assert [r["n_agree"] for r in rows] == [2, 3, 4]
+    assert rows[0]["precision"] == 0.5  # samples 0 and 2: 2 is 4 px from the truth
+    assert rows[1]["precision"] == pytest.approx(2 / 3) and rows[1]["kept"] == 0.5
+    assert rows[2]["precision"] == 0.5 and rows[2]["precision_loose"] == 0.75
+    assert rows[1]["per_scene"] == {"x": [2, 1.0], "y": [1, 0.0]}
+    table = harness.agreement_table(rows, "learned", "cfog")
+    assert "| 2 | 3 | 50.0% | 66.7% | 100.0% | x 2 / 100%, y 1 / 0% |" in table
+    none = harness.agreement(
+        _predictions("learned", a, true, scenes), _predictions("cfog", a + 9, true, scenes)
+    )
+    assert none[0]["n_agree"] == 0 and np.isnan(none[0]["precision"])
+    assert "| 1 | 0 | 0.0% | - | - | x 0 / -, y 0 / - |" in harness.agreement_table(none, "a", "b")
+    with pytest.raises(ValueError, match="not run on the same samples"):
+        harness.agreement(
+            _predictions("learned", a, true, scenes), _predictions("cfog", b, true + 1, scenes)
+        )
+
+
+def test_agreed_residuals_find_a_tile_whose_truth_is_off() -> None:
+    true = np.array([[10, 10], [50, 20], [90, 70], [30, 30], [60, 60], [5, 5], [7, 7]], float)
+    off = np.array([-4.0, 1.0])  # tile "t1": its truth is 4 px off, every window shows it
+    a = true.copy()
+    a[:3] += off + np.array([[0.1, 0.0], [-0.1, 0.2], [0.0, -0.1]])
+    a[3:5] += [[0.5, 0.0], [-0.5, 0.0]]  # tile "t2": right, within 1 px
+    a[5] += [30.0, 0.0]  # tile "t3": one agreed (too few), one disagreed
+    b = a + 0.3
+    b[6] += 20.0
+    groups = ["t1", "t1", "t1", "t2", "t2", "t3", "t3"]
+    rows = harness.agreed_residuals(
+        _predictions("learned", a, true, ["s"] * 7),
+        _predictions("cfog", b, true, ["s"] * 7),
+        groups,
+    )
+    assert [r["group"] for r in rows] == ["t1", "t2"]  # t3 has 1 agreed match
+    t1, t2 = rows
+    assert t1["n_agreed"] == 3 and t2["n_agreed"] == 2
+    np.testing.assert_allclose(t1["residual_xy_px"], [-4.0, 1.0 + 0.1 / 3], atol=1e-9)
+    assert t1["residual_px"] > 4.0 and t1["spread_px"] < 0.25
+    assert t2["residual_px"] < 1e-9 and t2["spread_px"] == pytest.approx(0.5)
+    assert harness.agreed_residuals(
+        _predictions("learned", a, true, ["s"] * 7), _predictions("cfog", b, true, ["s"] * 7),
+        groups, min_agreed=3,
+    )[0]["group"] == "t1"  # fmt: skip
+    with pytest.raises(ValueError, match="groups for 7 samples"):
+        harness.agreed_residuals(
+            _predictions("learned", a, true, ["s"] * 7), _predictions("cfog", b, true, ["s"] * 7),
+            groups[:3],
+        )  # fmt: skip
