@@ -500,6 +500,16 @@ def markdown_table(summaries: Sequence[dict[str, Any]], threshold: float = 0.5) 
     return "\n".join(lines) + "\n"
 
 
+def _check_same_samples(a: Predictions, b: Predictions) -> None:
+    if a.true_offset_xy_px.shape != b.true_offset_xy_px.shape or not np.allclose(
+        a.true_offset_xy_px, b.true_offset_xy_px
+    ):
+        raise ValueError(
+            f"{a.method} and {b.method} were not run on the same samples; run both methods "
+            "in one evaluation"
+        )
+
+
 def agreement(
     a: Predictions,
     b: Predictions,
@@ -510,10 +520,10 @@ def agreement(
     """How often two methods agree, and how often ``a`` is right where they do.
 
     Two independent methods (the learned matcher and CFOG) that put the peak at the same
-    offset are rarely both wrong by chance, so the share of such agreed matches that the
-    ground truth scores wrong bounds what any confidence can reach against that truth: it
-    measures the truth (or a shared failure, such as a straight line both lock onto), not
-    either method.
+    offset are rarely both wrong at the same place by chance, so the share of such agreed
+    matches that the ground truth scores wrong measures the truth (or a failure both share,
+    such as a straight line both lock onto), not either method; it bounds what a confidence
+    that judges match quality can reach against that truth.
 
     Args:
         a: predictions of the method whose correctness is scored.
@@ -531,13 +541,7 @@ def agreement(
     Raises:
         ValueError: the predictions are not of the same samples.
     """
-    if a.true_offset_xy_px.shape != b.true_offset_xy_px.shape or not np.allclose(
-        a.true_offset_xy_px, b.true_offset_xy_px
-    ):
-        raise ValueError(
-            f"{a.method} and {b.method} were not run on the same samples; run both methods "
-            "in one evaluation"
-        )
+    _check_same_samples(a, b)
     dist = np.hypot(*(a.pred_offset_xy_px - b.pred_offset_xy_px).T)
     scenes = np.asarray(a.scenes)
     out = []
@@ -618,10 +622,7 @@ def agreed_residuals(
     """
     if len(groups) != len(a.error_px):
         raise ValueError(f"{len(groups)} groups for {len(a.error_px)} samples; give one each")
-    if a.true_offset_xy_px.shape != b.true_offset_xy_px.shape or not np.allclose(
-        a.true_offset_xy_px, b.true_offset_xy_px
-    ):
-        raise ValueError(f"{a.method} and {b.method} were not run on the same samples")
+    _check_same_samples(a, b)
     agree = np.hypot(*(a.pred_offset_xy_px - b.pred_offset_xy_px).T) <= agree_px
     residual = a.pred_offset_xy_px - a.true_offset_xy_px
     names = np.asarray(groups)
