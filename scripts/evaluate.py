@@ -303,14 +303,18 @@ def write_outputs(
         rows = harness.agreement(by_name["learned"], by_name["cfog"], correct_px=args.correct_px)
         doc["agreement_learned_cfog"] = rows
         table += "\n" + harness.agreement_table(rows, "learned", "cfog", args.correct_px)
+        agree_px = 1.0  # agreement radius, and the spread of one shared residual
         tiles = harness.agreed_residuals(
-            by_name["learned"], by_name["cfog"], [s.record for s in samples]
+            by_name["learned"], by_name["cfog"], [s.record for s in samples], agree_px
         )
         doc["agreed_residuals_per_record"] = tiles
-        off = [t for t in tiles if t["residual_px"] > args.correct_px and t["spread_px"] <= 1.0]
+        off = [
+            t for t in tiles if t["residual_px"] > args.correct_px and t["spread_px"] <= agree_px
+        ]
         table += (
-            f"\nRecords with >= 2 matches both agree on (within 1 px) that share one residual "
-            f"(spread <= 1 px) farther than {args.correct_px:g} px from the truth: "
+            f"\nRecords with >= 2 matches both agree on (within {agree_px:g} px) that share one "
+            f"residual (spread <= {agree_px:g} px) farther than {args.correct_px:g} px from the "
+            "truth: "
             f"{len(off)} of {len(tiles)}"
             + "".join(
                 f"\n- {t['group']}: {t['n_agreed']} matches at "

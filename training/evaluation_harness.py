@@ -500,7 +500,8 @@ def markdown_table(summaries: Sequence[dict[str, Any]], threshold: float = 0.5) 
     return "\n".join(lines) + "\n"
 
 
-def _check_same_samples(a: Predictions, b: Predictions) -> None:
+def _peak_distance(a: Predictions, b: Predictions) -> np.ndarray:
+    """(N,) distance between two methods' predicted offsets, after checking the samples match."""
     if a.true_offset_xy_px.shape != b.true_offset_xy_px.shape or not np.allclose(
         a.true_offset_xy_px, b.true_offset_xy_px
     ):
@@ -508,6 +509,12 @@ def _check_same_samples(a: Predictions, b: Predictions) -> None:
             f"{a.method} and {b.method} were not run on the same samples; run both methods "
             "in one evaluation"
         )
+    return np.hypot(*(a.pred_offset_xy_px - b.pred_offset_xy_px).T)
+
+
+def _share_within(error_px: np.ndarray, radius_px: float) -> float:
+    """Share of ``error_px`` within ``radius_px``; NaN for no errors."""
+    return float(np.mean(error_px <= radius_px)) if error_px.size else float("nan")
 
 
 def agreement(
@@ -541,26 +548,22 @@ def agreement(
     Raises:
         ValueError: the predictions are not of the same samples.
     """
-    _check_same_samples(a, b)
-    dist = np.hypot(*(a.pred_offset_xy_px - b.pred_offset_xy_px).T)
+    dist = _peak_distance(a, b)
     scenes = np.asarray(a.scenes)
     out = []
     for r in radii_px:
         agree = dist <= r
-        prec = float(np.mean(a.error_px[agree] <= correct_px)) if agree.any() else float("nan")
-        loose = float(np.mean(a.error_px[agree] <= loose_px)) if agree.any() else float("nan")
         per_scene = {}
         for s in sorted(set(a.scenes)):
             k = agree & (scenes == s)
-            p = float(np.mean(a.error_px[k] <= correct_px)) if k.any() else float("nan")
-            per_scene[str(s)] = [int(k.sum()), p]
+            per_scene[str(s)] = [int(k.sum()), _share_within(a.error_px[k], correct_px)]
         out.append(
             {
                 "radius_px": float(r),
                 "n_agree": int(agree.sum()),
                 "kept": float(agree.mean()),
-                "precision": prec,
-                "precision_loose": loose,
+                "precision": _share_within(a.error_px[agree], correct_px),
+                "precision_loose": _share_within(a.error_px[agree], loose_px),
                 "per_scene": per_scene,
             }
         )
@@ -622,8 +625,7 @@ def agreed_residuals(
     """
     if len(groups) != len(a.error_px):
         raise ValueError(f"{len(groups)} groups for {len(a.error_px)} samples; give one each")
-    _check_same_samples(a, b)
-    agree = np.hypot(*(a.pred_offset_xy_px - b.pred_offset_xy_px).T) <= agree_px
+    agree = _peak_distance(a, b) <= agree_px
     residual = a.pred_offset_xy_px - a.true_offset_xy_px
     names = np.asarray(groups)
     out = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -12,8 +14,6 @@ from training import scene_bias
 
 def test_scene_offsets_measure_a_mislabelled_scene_bias() -> None:
     """A scene whose records claim no offset but are displaced by (3, -2) px is measured so."""
-    import dataclasses
-
     rng = np.random.default_rng(4)
     right = [shifted_record(rng, bias=(1, 0), name=f"a{i}", scene="scene-a") for i in range(3)]
     wrong = [
