@@ -8,14 +8,26 @@ only: validation and test scenes keep the data set's own truth, or the evaluatio
 judged against a matcher's answer.
 
     .venv/bin/python scripts/measure_offsets.py --data 3mos:../shared/data/3mos:GF3_city,SEN_city
+
+``--per-tile`` measures each tile instead, on top of the scene offsets given with
+``--scene-offset`` (the ones the training config already applies), and prints the
+``tile_offsets_px`` mapping of a ``3mos`` source: only tiles whose CFOG matches agree on one
+shift (``--max-mad``, default 1 px) that is not within CFOG's own noise (``--min-residual``,
+default 1 px) are corrected, e.g.::
+
+    .venv/bin/python scripts/measure_offsets.py --per-tile --samples-per-pair 16 --seed 5 \
+        --data 3mos:../shared/data/3mos:GF3_plain,SEN_city \
+        --scene-offset GF3_plain=-2.84,-0.74 --scene-offset SEN_city=-0.02,0.76
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,30 +47,77 @@ def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
     p.add_argument("--data", action="append", required=True, help="as scripts/evaluate.py")
     p.add_argument("--samples-per-pair", type=int, default=8)
     p.add_argument("--radius", type=float, default=8.0, help="matches within this are used")
-    p.add_argument("--min-used", type=int, default=10, help="fewer used matches: no correction")
+    p.add_argument(
+        "--min-used",
+        type=int,
+        default=None,
+        help="fewer used matches: no correction (10; 4 per tile)",
+    )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-tile", action="store_true", help="measure each tile, not each scene")
+    p.add_argument("--max-mad", type=float, default=None, help="(px) larger spread: no correction")
+    p.add_argument("--min-residual", type=float, default=None, help="(px) smaller: no correction")
+    p.add_argument(
+        "--scene-offset",
+        action="append",
+        default=[],
+        metavar="SCENE=X,Y",
+        help="the scene's current offset (repeatable), e.g. a config's offsets_px",
+    )
     args = p.parse_args(argv)
+    # per tile, few samples a group: defaults that ask the matches to agree
+    min_used = args.min_used if args.min_used is not None else (4 if args.per_tile else 10)
+    max_mad = args.max_mad if args.max_mad is not None else (1.0 if args.per_tile else np.inf)
+    min_res = args.min_residual if args.min_residual is not None else float(args.per_tile)
     records = [r for spec in args.data for r in ev.load_records(spec, args.seed)]
     if not records:
         raise SystemExit("no pair records found in --data")
+    offsets = ev.parse_scene_offsets(args.scene_offset)
+    unknown = set(offsets) - {r.scene for r in records}
+    if unknown:
+        raise SystemExit(f"--scene-offset names scenes {sorted(unknown)} not in --data")
+    records = [
+        dataclasses.replace(r, offset_xy_px=offsets[r.scene]) if r.scene in offsets else r
+        for r in records
+    ]
     samples = harness.make_samples(
         records, args.samples_per_pair, rng=np.random.default_rng(args.seed)
     )
     pred = harness.run_method(samples, harness.classical_map_fn("cfog"), name="cfog")
-    current = {r.scene: (float(r.offset_xy_px[0]), float(r.offset_xy_px[1])) for r in records}
-    found = scene_bias.scene_offsets(pred, current, args.radius, args.min_used)
-    print("| scene | used / samples | residual x, y px | MAD x, y px | offset x, y px |")
+    key = tile_key if args.per_tile else (lambda r: r.scene)
+    current = {key(r): (float(r.offset_xy_px[0]), float(r.offset_xy_px[1])) for r in records}
+    by_name = {r.name: r for r in records}
+    found = scene_bias.scene_offsets(
+        pred,
+        current,
+        args.radius,
+        min_used,
+        keys=[key(by_name[s.record]) for s in samples],
+        max_mad_px=max_mad,
+        min_residual_px=min_res,
+    )
+    print(
+        f"| {'tile' if args.per_tile else 'scene'} | used / samples | residual x, y px | "
+        "MAD x, y px | offset x, y px |"
+    )
     print("|---|---|---|---|---|")
     for f in found:
-        mark = "" if f.corrected else " (kept: too few matches)"
+        mark = "" if f.corrected else " (kept)"
         print(
             f"| {f.scene} | {f.n_used} / {f.n_samples} | {f.residual_xy_px[0]:+.2f}, "
             f"{f.residual_xy_px[1]:+.2f} | {f.mad_xy_px[0]:.2f}, {f.mad_xy_px[1]:.2f} | "
             f"{f.offset_xy_px[0]:+.2f}, {f.offset_xy_px[1]:+.2f}{mark} |"
         )
-    pairs = ", ".join(f"{f.scene}: [{f.offset_xy_px[0]}, {f.offset_xy_px[1]}]" for f in found)
-    print(f"\noffsets_px: {{{pairs}}}")
+    chosen = [f for f in found if f.corrected or not args.per_tile]
+    pairs = ", ".join(f"{f.scene}: [{f.offset_xy_px[0]}, {f.offset_xy_px[1]}]" for f in chosen)
+    print(f"\n{'tile_offsets_px' if args.per_tile else 'offsets_px'}: {{{pairs}}}")
     return found
+
+
+def tile_key(record: Any) -> str:
+    """``"<scene>/<k>"`` of a 3MOS record (``tile_offsets_px`` key); other records: their name."""
+    prefix = "3mos/"
+    return record.name[len(prefix) :] if record.name.startswith(prefix) else record.name
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ class DataConfig:
 
     Attributes:
         sources: list of source specs, each a dict with ``kind`` in ``synthetic`` (``n_scenes``,
-            ``size_px``, ``seed``), ``3mos`` (``root``), ``sen12`` (``root``), ``gdal``
+            ``size_px``, ``seed``), ``3mos`` (``root``; optional ``offsets_px`` and
+            ``tile_offsets_px``: measured label corrections per scene and per tile,
+            ``scripts/measure_offsets.py``), ``sen12`` (``root``), ``gdal``
             (``sar``, ``optical``, optional ``scene``); forwarded to ``training.sources``. Any
             spec may set ``repeat`` (integer >= 1, default 1): its training pairs are drawn
             that many times per epoch (each time with a fresh window and augmentation), to

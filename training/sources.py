@@ -92,6 +92,7 @@ def load_3mos(
     sensors: Sequence[str] | None = None,
     scenes: Sequence[str] | None = None,
     offsets_px: dict[str, Sequence[float]] | None = None,
+    tile_offsets_px: dict[str, Sequence[float]] | None = None,
 ) -> list[PairRecord]:
     """The 3MOS tile pairs: ``<SENSOR>_<scene>/<k>_optical.png`` + ``<k>_sar.png``.
 
@@ -107,6 +108,9 @@ def load_3mos(
         offsets_px: ``{scene: (x, y)}``, the residual misregistration (``offset_xy_px``) of
             the named scenes, e.g. measured by ``scripts/measure_offsets.py``; replaces the
             default of those scenes.
+        tile_offsets_px: ``{"<scene>/<k>": (x, y)}``, the same for single tiles (e.g. measured
+            by ``scripts/measure_offsets.py --per-tile``); replaces the scene's offset for the
+            named tiles.
 
     Returns:
         Records sorted by scene, then tile number.
@@ -128,6 +132,8 @@ def load_3mos(
     unknown = set(measured) - {d.name for d in base.iterdir() if d.is_dir()}
     if unknown:
         raise ValueError(f"3MOS offsets_px names scenes {sorted(unknown)} that are not in {base}")
+    per_tile = {k: (float(v[0]), float(v[1])) for k, v in (tile_offsets_px or {}).items()}
+    found: set[str] = set()
     records = []
     for folder in folders:
         sensor = folder.name.split("_", 1)[0]
@@ -138,6 +144,11 @@ def load_3mos(
             if not sar_path.is_file():
                 warnings.warn(f"3MOS: {sar_path} missing, pair skipped", stacklevel=2)
                 continue
+            tile = f"{folder.name}/{k}"
+            offset = measured.get(folder.name, GF3_OFFSET_XY_PX if sensor == "GF3" else (0.0, 0.0))
+            if tile in per_tile:
+                found.add(tile)
+                offset = per_tile[tile]
             records.append(
                 PairRecord(
                     sar=luminance(_read_png(sar_path)),
@@ -146,12 +157,16 @@ def load_3mos(
                     scene=folder.name,
                     sensor=sensor,
                     source="3mos",
-                    name=f"3mos/{folder.name}/{k}",
-                    offset_xy_px=measured.get(
-                        folder.name, GF3_OFFSET_XY_PX if sensor == "GF3" else (0.0, 0.0)
-                    ),
+                    name=f"3mos/{tile}",
+                    offset_xy_px=offset,
                 )
             )
+    missing_tiles = set(per_tile) - found
+    if missing_tiles:
+        raise ValueError(
+            f"3MOS tile_offsets_px names tiles {sorted(missing_tiles)} that were not loaded from "
+            f"{base} (keys are '<scene>/<k>', e.g. 'GF3_plain/3', and the scene must be selected)"
+        )
     return records
 
 

@@ -64,6 +64,25 @@ def test_3mos_filters_and_unknown_scene():
         sources.load_3mos(THREE_MOS, offsets_px={"GF3_atlantis": [1, 2]})
 
 
+def test_3mos_tile_offsets_replace_the_scene_offset_of_one_tile():
+    if not THREE_MOS.is_dir():
+        pytest.skip("3MOS sample not found")
+    recs = sources.load_3mos(
+        THREE_MOS,
+        scenes=["GF3_plain", "SEN_city"],
+        offsets_px={"GF3_plain": [-2.8, -0.7]},
+        tile_offsets_px={"GF3_plain/3": [-9.8, -0.8], "SEN_city/0": [0.5, 1]},
+    )
+    got = {r.name: r.offset_xy_px for r in recs}
+    assert got["3mos/GF3_plain/3"] == (-9.8, -0.8) and got["3mos/SEN_city/0"] == (0.5, 1.0)
+    others = {v for k, v in got.items() if k not in ("3mos/GF3_plain/3", "3mos/SEN_city/0")}
+    assert others == {(-2.8, -0.7), (0.0, 0.0)}  # the other 18 tiles keep their scene's
+    # a tile key that names no loaded tile (typo, or its scene not selected) is an error
+    for bad in ({"GF3_plain/30": [1, 2]}, {"SEN_water/0": [1, 2]}, {"GF3_plain": [1, 2]}):
+        with pytest.raises(ValueError, match="tile_offsets_px names tiles"):
+            sources.load_3mos(THREE_MOS, scenes=["GF3_plain"], tile_offsets_px=bad)
+
+
 def fake_sen12(root: Path) -> None:
     """Two seasons, three scenes, 2 + 2 + 1 patches (64 px), one s1 patch without a twin."""
     rng = np.random.default_rng(0)
