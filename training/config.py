@@ -361,17 +361,35 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings to a nested dict (returns a copy)."""
+    """Apply ``a.b=value`` strings to a nested dict (returns a copy).
+
+    A numeric part indexes a list: ``data.sources.0.repeat=3`` sets the first source's
+    ``repeat``. Values are YAML (``data.sources.0.tile_offsets_px={GF3_plain/3: [-9.8, -0.8]}``).
+    """
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
-        node = raw
+        node: Any = raw
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ValueError(
+                        f"override {key!r}: {'.'.join(parts[:i])} is a list of {len(node)}; "
+                        f"index it with 0..{len(node) - 1}, not {part!r}"
+                    )
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ValueError(f"override {key!r}: {'.'.join(parts[:i])} holds no keys")
+            if last:
+                node[part] = yaml.safe_load(value)
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                node = node[part]
     return raw
 
 

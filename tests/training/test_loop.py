@@ -292,6 +292,20 @@ def test_shipped_configs_parse():
     assert default.data.validation_scenes == ["SEN_water"]
     assert default.loss.prior_std == pytest.approx(5**0.5)
     assert load_config(root / "tiny.yaml").model.descriptor_size == 16
+    # --set indexes lists: one source's option, as docs/results.md's tile-label run does
+    tiles = load_config(
+        root / "default.yaml", ["data.sources.0.tile_offsets_px={GF3_plain/3: [-9.81, -0.83]}"]
+    )
+    assert tiles.data.sources[0]["tile_offsets_px"] == {"GF3_plain/3": [-9.81, -0.83]}
+    assert tiles.data.sources[0]["offsets_px"] == default.data.sources[0]["offsets_px"]
+    assert tiles.data.sources[1] == default.data.sources[1]
+    assert config_hash(tiles) != config_hash(default)
+    with pytest.raises(ValueError, match=r"data.sources is a list of 2; index it with 0..1"):
+        load_config(root / "default.yaml", ["data.sources.5.repeat=3"])
+    with pytest.raises(ValueError, match="data.sources is a list"):
+        load_config(root / "default.yaml", ["data.sources.first.repeat=3"])
+    with pytest.raises(ValueError, match="seed holds no keys"):
+        load_config(root / "default.yaml", ["seed.value=3"])
 
 
 def test_suggest_range_finds_steepest_descent():
