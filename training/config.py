@@ -381,15 +381,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                         f"override {key!r}: {'.'.join(parts[:i])} is a list of {len(node)}; "
                         f"index it with 0..{len(node) - 1}, not {part!r}"
                     )
-                part = int(part)
-            elif not isinstance(node, dict):
-                raise ValueError(f"override {key!r}: {'.'.join(parts[:i])} holds no keys")
-            if last:
-                node[part] = yaml.safe_load(value)
+                if last:
+                    node[int(part)] = yaml.safe_load(value)
+                else:
+                    node = node[int(part)]
             elif isinstance(node, dict):
-                node = node.setdefault(part, {})
+                if last:
+                    node[part] = yaml.safe_load(value)
+                else:
+                    node = node.setdefault(part, {})
             else:
-                node = node[part]
+                raise ValueError(f"override {key!r}: {'.'.join(parts[:i])} holds no keys")
     return raw
 
 
