@@ -142,17 +142,22 @@ def parse_scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
     return out
 
 
-def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
-    """Load the records of every ``--data`` and cut the samples (seeded)."""
-    records = [r for spec in args.data for r in load_records(spec, args.seed)]
-    offsets = parse_scene_offsets(args.scene_offset)
+def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
+    """The records with each ``--scene-offset SCENE=X,Y`` replacing its scene's offset."""
+    offsets = parse_scene_offsets(items)
     unknown = set(offsets) - {r.scene for r in records}
     if unknown:
         raise SystemExit(f"--scene-offset names scenes {sorted(unknown)} not in --data")
-    records = [
+    return [
         dataclasses.replace(r, offset_xy_px=offsets[r.scene]) if r.scene in offsets else r
         for r in records
     ]
+
+
+def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
+    """Load the records of every ``--data`` and cut the samples (seeded)."""
+    records = [r for spec in args.data for r in load_records(spec, args.seed)]
+    records = with_scene_offsets(records, args.scene_offset)
     rng = np.random.default_rng(args.seed)
     if args.max_records and len(records) > args.max_records:
         keep = np.sort(rng.choice(len(records), args.max_records, replace=False))

@@ -23,7 +23,6 @@ default 1 px) are corrected, e.g.::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,14 +71,7 @@ def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
     records = [r for spec in args.data for r in ev.load_records(spec, args.seed)]
     if not records:
         raise SystemExit("no pair records found in --data")
-    offsets = ev.parse_scene_offsets(args.scene_offset)
-    unknown = set(offsets) - {r.scene for r in records}
-    if unknown:
-        raise SystemExit(f"--scene-offset names scenes {sorted(unknown)} not in --data")
-    records = [
-        dataclasses.replace(r, offset_xy_px=offsets[r.scene]) if r.scene in offsets else r
-        for r in records
-    ]
+    records = ev.with_scene_offsets(records, args.scene_offset)
     samples = harness.make_samples(
         records, args.samples_per_pair, rng=np.random.default_rng(args.seed)
     )
