@@ -26,7 +26,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -36,6 +35,7 @@ if str(ROOT) not in sys.path:
 
 from training import evaluation_harness as harness  # noqa: E402
 from training import scene_bias  # noqa: E402
+from training.sources import tile_key  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
@@ -76,15 +76,19 @@ def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
         records, args.samples_per_pair, rng=np.random.default_rng(args.seed)
     )
     pred = harness.run_method(samples, harness.classical_map_fn("cfog"), name="cfog")
-    key = tile_key if args.per_tile else (lambda r: r.scene)
-    current = {key(r): (float(r.offset_xy_px[0]), float(r.offset_xy_px[1])) for r in records}
-    by_name = {r.name: r for r in records}
+    current = {
+        tile_key(r.name) if args.per_tile else r.scene: (
+            float(r.offset_xy_px[0]),
+            float(r.offset_xy_px[1]),
+        )
+        for r in records
+    }
     found = scene_bias.scene_offsets(
         pred,
         current,
         args.radius,
         min_used,
-        keys=[key(by_name[s.record]) for s in samples],
+        keys=[tile_key(s.record) for s in samples] if args.per_tile else None,
         max_mad_px=max_mad,
         min_residual_px=min_res,
     )
@@ -104,12 +108,6 @@ def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
     pairs = ", ".join(f"{f.scene}: [{f.offset_xy_px[0]}, {f.offset_xy_px[1]}]" for f in chosen)
     print(f"\n{'tile_offsets_px' if args.per_tile else 'offsets_px'}: {{{pairs}}}")
     return found
-
-
-def tile_key(record: Any) -> str:
-    """``"<scene>/<k>"`` of a 3MOS record (``tile_offsets_px`` key); other records: their name."""
-    prefix = "3mos/"
-    return record.name[len(prefix) :] if record.name.startswith(prefix) else record.name
 
 
 if __name__ == "__main__":

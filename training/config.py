@@ -374,24 +374,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         node: Any = raw
         parts = key.strip().split(".")
         for i, part in enumerate(parts):
-            last = i == len(parts) - 1
+            index: int | str = part
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
                     raise ValueError(
                         f"override {key!r}: {'.'.join(parts[:i])} is a list of {len(node)}; "
                         f"index it with 0..{len(node) - 1}, not {part!r}"
                     )
-                if last:
-                    node[int(part)] = yaml.safe_load(value)
-                else:
-                    node = node[int(part)]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = yaml.safe_load(value)
-                else:
-                    node = node.setdefault(part, {})
-            else:
+                index = int(part)
+            elif not isinstance(node, dict):
                 raise ValueError(f"override {key!r}: {'.'.join(parts[:i])} holds no keys")
+            if i == len(parts) - 1:
+                node[index] = yaml.safe_load(value)
+            else:
+                node = node.setdefault(index, {}) if isinstance(node, dict) else node[index]
     return raw
 
 

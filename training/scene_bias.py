@@ -75,16 +75,16 @@ def scene_offsets(
     groups = list(pred.scenes) if keys is None else list(keys)
     if len(groups) != len(pred.error_px):
         raise ValueError(f"keys has {len(groups)} entries for {len(pred.error_px)} predictions")
-    scenes = np.asarray(groups)
+    names = np.asarray(groups)
     residual = pred.pred_offset_xy_px - pred.true_offset_xy_px
     out = []
-    for scene in sorted(set(groups)):
-        in_scene = scenes == scene
-        used = in_scene & (pred.error_px <= radius_px)
+    for group in sorted(set(groups)):
+        in_group = names == group
+        used = in_group & (pred.error_px <= radius_px)
         n_used = int(used.sum())
         med = np.median(residual[used], axis=0) if n_used else np.zeros(2)
         mad = np.median(np.abs(residual[used] - med), axis=0) if n_used else np.zeros(2)
-        base = current_xy_px.get(scene, (0.0, 0.0))
+        base = current_xy_px.get(group, (0.0, 0.0))
         fix = (
             n_used >= min_used
             and float(mad.max()) <= max_mad_px
@@ -93,8 +93,8 @@ def scene_offsets(
         offset = (base[0] + med[0], base[1] + med[1]) if fix else base
         out.append(
             SceneOffset(
-                scene,
-                int(in_scene.sum()),
+                group,
+                int(in_group.sum()),
                 n_used,
                 (float(med[0]), float(med[1])),
                 (float(mad[0]), float(mad[1])),

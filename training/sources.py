@@ -87,6 +87,17 @@ def _read_png(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
+_3MOS_PREFIX = "3mos/"
+
+
+def tile_key(record_name: str) -> str:
+    """The ``tile_offsets_px`` key ``"<scene>/<k>"`` of a record name ``"3mos/<scene>/<k>"``.
+
+    A record of another source keeps its name.
+    """
+    return record_name.removeprefix(_3MOS_PREFIX)
+
+
 def load_3mos(
     root: str | Path = "../shared/data/3mos",
     sensors: Sequence[str] | None = None,
@@ -157,7 +168,7 @@ def load_3mos(
                     scene=folder.name,
                     sensor=sensor,
                     source="3mos",
-                    name=f"3mos/{tile}",
+                    name=f"{_3MOS_PREFIX}{tile}",
                     offset_xy_px=offset,
                 )
             )
