@@ -216,6 +216,13 @@ class AugmentConfig:
         optical_noise_std: std of Gaussian noise added to the [0, 1] optical image.
         scale_p: probability of an intensity scaling.
         scale_range: range of the intensity scale factor.
+        gamma_p: probability of a contrast (gamma) change ``unit ** g`` of an image, drawn for
+            each image of a pair independently (sensors render the two modalities with
+            different tone curves; not in the paper: 0 there).
+        gamma_range: range of ``g`` (log-uniform).
+        sar_noise_std: extra additive noise on the [0, 1] SAR image, its std uniform in
+            [0, sar_noise_std] per image (more speckle than the training sensors show; on
+            log/display data multiplicative speckle is additive). 0: off (the paper).
     """
 
     flip_p: float = 0.5
@@ -223,6 +230,9 @@ class AugmentConfig:
     optical_noise_std: float = 0.02
     scale_p: float = 0.2
     scale_range: tuple[float, float] = (0.95, 1.05)
+    gamma_p: float = 0.0
+    gamma_range: tuple[float, float] = (0.7, 1.4)
+    sar_noise_std: float = 0.0
 
 
 @dataclass
@@ -297,6 +307,15 @@ class TrainConfig:
             raise ValueError("loss.temperature must be positive (e.g. 0.07)")
         if self.data.search_size_px < self.data.template_size_px:
             raise ValueError("data.search_size_px must be >= data.template_size_px")
+        aug = self.augment
+        lo, hi = aug.gamma_range
+        if not (0.0 <= aug.gamma_p <= 1.0 and 0.0 < lo <= hi):
+            raise ValueError(
+                f"augment.gamma_p must be in [0, 1] and augment.gamma_range positive and "
+                f"ordered (e.g. [0.7, 1.4]); got {aug.gamma_p} and {list(aug.gamma_range)}"
+            )
+        if aug.sar_noise_std < 0:
+            raise ValueError(f"augment.sar_noise_std must be >= 0, got {aug.sar_noise_std}")
 
 
 _SECTIONS = {
@@ -396,9 +415,22 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
+# Keys added after runs were made, with a default that changes nothing: left out of the hash
+# while at that default, so the runs made before them (the shipped 0.3.0 one included) keep their
+# hash and can still be resumed.
+_HASH_NEUTRAL: dict[tuple[str, str], Any] = {
+    ("augment", "gamma_p"): 0.0,
+    ("augment", "gamma_range"): [0.7, 1.4],
+    ("augment", "sar_noise_std"): 0.0,
+}
+
+
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 of the canonical JSON of every section that changes the weights (not ``run``)."""
     data = config_to_dict(cfg)
     data.pop("run")
+    for (section, key), neutral in _HASH_NEUTRAL.items():
+        if data[section][key] == neutral:
+            data[section].pop(key)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -302,6 +302,38 @@ def _draw(n: int, aug: AugmentConfig, rng: np.random.Generator) -> tuple[np.ndar
     return flips, scale
 
 
+@dataclass(frozen=True)
+class Photometric:
+    """Per-image contrast (gamma) and extra additive noise std of a (B, H, W) batch."""
+
+    gamma: np.ndarray
+    noise_std: np.ndarray
+
+    def apply(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``max(img, 0) ** gamma`` plus Gaussian noise of the per-image std (NaN stays NaN)."""
+        out = np.maximum(img, 0.0) ** self.gamma[:, None, None]
+        if self.noise_std.any():
+            out = out + rng.normal(0.0, 1.0, img.shape) * self.noise_std[:, None, None]
+        return out.astype(np.float32)
+
+
+def _draw_photometric(
+    n: int, aug: AugmentConfig, rng: np.random.Generator, noise_max: float
+) -> Photometric | None:
+    """Gamma and noise std of ``n`` images; None when both are off.
+
+    Nothing is drawn then, so configs without them keep their random streams.
+    """
+    if aug.gamma_p <= 0 and noise_max <= 0:
+        return None
+    gamma = np.ones(n)
+    if aug.gamma_p > 0:
+        lo, hi = np.log(aug.gamma_range[0]), np.log(aug.gamma_range[1])
+        gamma = np.where(rng.random(n) < aug.gamma_p, np.exp(rng.uniform(lo, hi, n)), 1.0)
+    noise = rng.uniform(0.0, noise_max, n) if noise_max > 0 else np.zeros(n)
+    return Photometric(gamma, noise)
+
+
 @dataclass
 class Batch:
     """Tensors of one batch: inputs standardised, targets in [0, 1], labels or None."""
@@ -382,6 +414,12 @@ def make_batch(
     sar = _augment(sar, flips_s, scale_s)
     opt = _augment(opt, flips_o, scale_o)
     opt = opt + rng.normal(0.0, aug.optical_noise_std, opt.shape).astype(np.float32)
+    photo_s = _draw_photometric(len(index), aug, rng, aug.sar_noise_std)
+    photo_o = _draw_photometric(len(index), aug, rng, 0.0)
+    if photo_s is not None:
+        sar = photo_s.apply(sar, rng)
+    if photo_o is not None:
+        opt = photo_o.apply(opt, rng)
 
     def tensors(unit: np.ndarray, spec: PreprocessSpec) -> tuple[torch.Tensor, torch.Tensor]:
         target = np.nan_to_num(unit, nan=spec.mean)
@@ -396,6 +434,8 @@ def make_batch(
     rel_t: torch.Tensor | None = None
     if label is not None and dense_radius > 0:
         region, rel = _neighbourhoods(ps, index, true_xy, dense_radius, flips_s, scale_s)
+        if photo_s is not None:  # the window's contrast; noise drawn afresh
+            region = photo_s.apply(region, rng)
         region_t = torch.from_numpy(standardise(region, specs[0]))[:, None]
         rel_t = torch.from_numpy(rel)
     return Batch(xs, xo, ts, to, lab, region_t, rel_t)

@@ -307,3 +307,59 @@ def test_neighbourhood_regions_follow_flips(transpose_p: float, radius: int) -> 
             for r, t in zip(b.sar_region[:, 0].numpy(), ps.sar.transpose(0, 2, 1))
         ]
         assert all(flipped)
+
+
+def test_gamma_and_sar_noise_augmentation() -> None:
+    """Contrast changes are per image (the two modalities independent, a SAR window and its
+    neighbourhood alike) within the range; SAR noise has a per-image std within [0, max]."""
+    from training.data import unit_spec
+
+    rng = np.random.default_rng(4)
+    img = (0.05 + 0.9 * rng.random((256, 256))).astype(np.float32)
+    rec = PairRecord(img, img, "db", "s", "x", "synthetic", "r")
+    cfg = DataConfig()
+    ps = build_patch_set([rec], cfg, rng)
+    specs = (unit_spec("sar", cfg), unit_spec("optical", cfg))
+    sar_ref, opt_ref = ps.sar[0, 64:192, 64:192], ps.optical[0]
+    off = dict(flip_p=0.0, optical_noise_std=0.0, scale_p=0.0)
+    idx, lab = np.zeros(64, np.int64), np.ones(64, np.int64)
+
+    aug = AugmentConfig(**off, gamma_p=0.5, gamma_range=(0.7, 1.4))
+    b = make_batch(ps, idx, lab, specs, aug, 8, np.random.default_rng(0), dense_radius=16)
+
+    def gammas(t: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        inner = (ref > 0.05) & (ref < 0.95)  # the stretch puts its percentiles at 0 and 1
+        return np.median(np.log(t[:, inner]) / np.log(ref[inner]), axis=1)
+
+    g_sar = gammas(b.sar_target[:, 0].numpy(), sar_ref)
+    g_opt = gammas(b.optical_target[:, 0].numpy(), opt_ref)
+    for g in (g_sar, g_opt):
+        assert ((g > 0.7 - 1e-3) & (g < 1.4 + 1e-3)).all()
+        assert 0.3 < np.mean(np.abs(g - 1) > 1e-3) < 0.7  # gamma_p 0.5
+    assert np.mean(np.abs(g_sar - g_opt) > 1e-3) > 0.3  # drawn independently
+    assert b.sar_region is not None and b.region_true_xy is not None
+    for region, (x, y), window in zip(b.sar_region[:, 0], b.region_true_xy, b.sar[:, 0]):
+        np.testing.assert_allclose(region[y : y + 128, x : x + 128].numpy(), window.numpy())
+
+    aug = AugmentConfig(**off, sar_noise_std=0.1)
+    b = make_batch(ps, idx, lab, specs, aug, 8, np.random.default_rng(1), dense_radius=16)
+    std = (b.sar_target[:, 0].numpy() - sar_ref).reshape(64, -1).std(axis=1)
+    assert std.max() < 0.1 + 5e-3 and 0.035 < std.mean() < 0.065  # uniform in [0, 0.1]
+    opt = b.optical_target[:, 0].numpy()
+    np.testing.assert_allclose(opt, np.broadcast_to(opt_ref, opt.shape))  # SAR only
+    assert b.sar_region is not None and b.region_true_xy is not None
+    x, y = b.region_true_xy[0]
+    again = b.sar_region[0, 0, y : y + 128, x : x + 128].numpy() - b.sar[0, 0].numpy()
+    assert np.abs(again).max() > 0  # the neighbourhood has noise of its own
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"gamma_p": 1.5}, {"gamma_range": (1.4, 0.7)}, {"gamma_range": (0.0, 1.0)}]
+    + [{"sar_noise_std": -0.1}],
+)
+def test_photometric_config_errors(bad: dict) -> None:
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(augment=AugmentConfig(**bad))

@@ -300,6 +300,12 @@ def test_shipped_configs_parse():
     assert tiles.data.sources[0]["offsets_px"] == default.data.sources[0]["offsets_px"]
     assert tiles.data.sources[1] == default.data.sources[1]
     assert config_hash(tiles) != config_hash(default)
+    # keys added later with a neutral default do not move the hash of runs made before them
+    neutral = ["augment.gamma_p=0.0", "augment.gamma_range=[0.7, 1.4]", "augment.sar_noise_std=0"]
+    assert config_hash(load_config(root / "default.yaml", neutral)) == config_hash(default)
+    on = ("augment.gamma_p=0.5", "augment.gamma_range=[0.8, 1.2]", "augment.sar_noise_std=0.08")
+    for key in on:
+        assert config_hash(load_config(root / "default.yaml", [key])) != config_hash(default)
     with pytest.raises(ValueError, match=r"data.sources is a list of 2; index it with 0..1"):
         load_config(root / "default.yaml", ["data.sources.5.repeat=3"])
     with pytest.raises(ValueError, match="data.sources is a list"):
