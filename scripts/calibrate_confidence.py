@@ -4,11 +4,17 @@ The confidence of a match is a logistic function of its correspondence map's str
 cosine, peak-to-second-peak ratio, peak spread, peak z-score; ``core.peaks``). This fits it to
 "the match is within ``--correct-px`` of the truth" on calibration samples with known offsets,
 which must be data the model's test evaluation never sees (validation scenes, unseen synthetic
-scenes), and writes a copy of the model whose contract carries the fitted parameters as
-``training["confidence_model"]`` (read by the plugin and the evaluation).
+scenes, the model's own real training tiles with ``--training-tiles``), and writes a copy of the
+model whose contract carries the fitted parameters as ``training["confidence_model"]`` (read by
+the plugin and the evaluation).
 
     .venv/bin/python scripts/calibrate_confidence.py --model runs/default/model.onnx \
-        --data 3mos:../shared/data/3mos:SEN_city --data synthetic:8 --out model.onnx
+        --data 3mos:../shared/data/3mos:SEN_water --training-tiles training/configs/default.yaml \
+        --out model.onnx
+
+A confidence fitted on one scene learns that scene's mix of easy and hard matches; the real
+training tiles add the other sensors and scenes (docs/results.md measures both on held-out
+sensors).
 """
 
 from __future__ import annotations
@@ -29,25 +35,42 @@ from sar_optical_matcher.model.runtime import OnnxMatcher, read_contract  # noqa
 from training import evaluation_harness as harness  # noqa: E402
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Fit the confidence model on the calibration samples and write the calibrated model."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, required=True, help="exported ONNX model")
     p.add_argument(
         "--data",
         action="append",
-        required=True,
+        default=[],
         help="calibration data, as scripts/evaluate.py --data (repeatable)",
+    )
+    p.add_argument(
+        "--training-tiles",
+        type=Path,
+        metavar="CONFIG",
+        help="also calibrate on the real (not synthetic) pairs of this training config's "
+        "training split, with the labels the training used (e.g. its offsets_px)",
     )
     p.add_argument("--samples-per-pair", type=int, default=4)
     p.add_argument("--correct-px", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True, help="calibrated model to write")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     from scripts import evaluate as ev
 
+    if not args.data and args.training_tiles is None:
+        p.error("give calibration data: --data and/or --training-tiles")
     records = [r for spec in args.data for r in ev.load_records(spec, args.seed)]
+    described = list(args.data)
+    if args.training_tiles is not None:
+        tiles = training_tiles(args.training_tiles)
+        overlap = {r.scene for r in tiles} & {r.scene for r in records}
+        if overlap:
+            raise SystemExit(f"--data repeats training scenes {sorted(overlap)}: drop them")
+        records += tiles
+        described.append(f"training tiles of {args.training_tiles} ({len(tiles)} pairs)")
     rng = np.random.default_rng(args.seed)
     samples = harness.make_samples(records, args.samples_per_pair, rng=rng)
     matcher = OnnxMatcher(args.model, device="auto", log=print)
@@ -72,7 +95,7 @@ def main() -> int:
     training = dict(contract.training)
     training["confidence_model"] = model.to_dict()
     training["confidence_calibration"] = {
-        "data": args.data,
+        "data": described,
         "samples": len(samples),
         "correct_px": args.correct_px,
         "share_correct": float(correct.mean()),
@@ -90,6 +113,23 @@ def main() -> int:
     tmp.replace(args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def training_tiles(config_path: Path) -> list:
+    """The real pairs of a training config's training split, labelled as training saw them.
+
+    The split is the training's own (``split_by_scene`` over all its sources, synthetic
+    included, with its seed), so held-out and validation scenes never come back here.
+    """
+    from training import data
+    from training.config import load_config
+
+    cfg = load_config(config_path)
+    train, _, _ = data.split_records(data.load_records(cfg.data), cfg.data, cfg.seed)
+    real = [r for r in train if r.source != "synthetic"]
+    if not real:
+        raise SystemExit(f"{config_path}: its training split holds no real pairs")
+    return real
 
 
 if __name__ == "__main__":

@@ -573,6 +573,19 @@ def load_records(cfg: DataConfig) -> list[PairRecord]:
     return records
 
 
+def split_records(
+    records: list[PairRecord], cfg: DataConfig, seed: int
+) -> tuple[list[PairRecord], list[PairRecord], list[PairRecord]]:
+    """(train, val, test) records as training splits them (by scene, ``cfg``'s rules)."""
+    return split_by_scene(
+        records,
+        tuple(cfg.split_fractions),
+        seed,
+        list(cfg.holdout_scenes),
+        list(cfg.validation_scenes),
+    )
+
+
 def build_datasets(
     cfg: DataConfig,
     seed: int,
@@ -592,13 +605,7 @@ def build_datasets(
         return _load_cached(path)
     if records is None:
         records = load_records(cfg)
-    parts = split_by_scene(
-        records,
-        tuple(cfg.split_fractions),
-        seed,
-        list(cfg.holdout_scenes),
-        list(cfg.validation_scenes),
-    )
+    parts = split_records(records, cfg, seed)
     rng = np.random.default_rng([seed, 11])
     train, val, test = (build_patch_set(list(p), cfg, rng) for p in parts)
     if cfg.random_windows:

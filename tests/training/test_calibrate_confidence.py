@@ -1,0 +1,62 @@
+"""scripts/calibrate_confidence.py: calibration data, the training tiles option, its errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sar_optical_matcher.model import runtime
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_3MOS = ROOT.parent / "shared" / "data" / "3mos"
+pytestmark = pytest.mark.skipif(not DATA_3MOS.is_dir(), reason="3MOS sample data not available")
+
+
+def small_config(tmp_path: Path) -> Path:
+    """Three real scenes: SEN_city trains (labels moved by offsets_px), SEN_water validates,
+    RCM_city is held out."""
+    cfg = {
+        "seed": 0,
+        "data": {
+            "sources": [
+                {
+                    "kind": "3mos",
+                    "root": str(DATA_3MOS),
+                    "scenes": ["SEN_city", "SEN_water", "RCM_city"],
+                    "offsets_px": {"SEN_city": [1.5, -0.5]},
+                },
+            ],
+            "split_fractions": [0.95, 0.05, 0.0],
+            "holdout_scenes": ["RCM_city"],
+            "validation_scenes": ["SEN_water"],
+        },
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_training_tiles_are_the_training_split_with_its_labels(tmp_path: Path) -> None:
+    from scripts.calibrate_confidence import training_tiles
+
+    tiles = training_tiles(small_config(tmp_path))
+    assert {r.scene for r in tiles} == {"SEN_city"} and len(tiles) == 10
+    assert all(r.offset_xy_px == (1.5, -0.5) for r in tiles)
+
+
+def test_calibration_on_training_tiles_writes_a_calibrated_model(tmp_path: Path) -> None:
+    from scripts.calibrate_confidence import main
+
+    cfg, out = small_config(tmp_path), tmp_path / "calibrated.onnx"
+    argv = ["--model", str(runtime.default_model_path()), "--training-tiles", str(cfg)]
+    assert main([*argv, "--samples-per-pair", "3", "--out", str(out)]) == 0
+    calib = runtime.read_contract(out).training["confidence_calibration"]
+    assert calib["samples"] == 30 and 0.0 < calib["share_correct"] < 1.0
+    assert calib["data"] == [f"training tiles of {cfg} (10 pairs)"]
+    with pytest.raises(SystemExit, match=r"repeats training scenes \['SEN_city'\]"):
+        main([*argv, "--data", f"3mos:{DATA_3MOS}:SEN_city", "--out", str(tmp_path / "x.onnx")])
+    with pytest.raises(SystemExit):
+        main(["--model", str(runtime.default_model_path()), "--out", str(tmp_path / "y.onnx")])
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
