@@ -43,9 +43,10 @@ deploy: zip ## install the plugin into a QGIS profile (QGIS_PROFILE=default)
 	cd "$(QGIS_PLUGINS_DIR)" && $(CURDIR)/$(PY) -m zipfile -e $(CURDIR)/dist/$(PLUGIN).zip .
 	@echo "deployed to $(QGIS_PLUGINS_DIR)/$(PLUGIN); enable it in Plugins > Manage and Install"
 
-# Calibration data: the validation split's real 3MOS scene (never a training or held-out test
-# scene), 16 known-offset samples a tile.
-CALIBRATION_DATA := --data 3mos:../shared/data/3mos:SEN_water --samples-per-pair 16
+# Calibration data: the validation split's real 3MOS scene and the real tiles of the training
+# split (labelled as in training), never a held-out test scene; 8 known-offset samples a tile.
+CALIBRATION_DATA := --data 3mos:../shared/data/3mos:SEN_water \
+	--training-tiles training/configs/default.yaml --samples-per-pair 8
 train-default: install ## train, export, calibrate the shipped default model (config + seed in repo)
 	$(PY) -m training train --config training/configs/default.yaml --out runs/default \
 		$(if $(wildcard runs/default/checkpoint_last.pt),--resume)

@@ -218,7 +218,8 @@ def test_validation_scenes_are_forced_into_validation_and_count_towards_it():
 
 
 def test_calibration_scenes_are_the_default_validation_scenes(three_mos):
-    """`make train-default` calibrates the confidence on validation scenes only."""
+    """`make train-default` calibrates the confidence on validation scenes (and, through
+    ``--training-tiles``, the training split's), never on a held-out test scene."""
     import re
     from types import SimpleNamespace
 
@@ -238,3 +239,4 @@ def test_calibration_scenes_are_the_default_validation_scenes(three_mos):
     val_real = {r.scene for r in val} - {s.scene for s in synthetic}
     assert calib and calib <= val_real
     assert not calib & {r.scene for r in train + test}
+    assert "--training-tiles training/configs/default.yaml --samples-per-pair" in makefile
