@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sar_optical_matcher.core import peaks
 from sar_optical_matcher.model.runtime import OnnxMatcher, default_model_path
 from training import evaluation_harness as harness
 from training import sources
@@ -34,14 +35,35 @@ def test_unseen_synthetic_scenes_are_matched(matcher: OnnxMatcher) -> None:
     assert np.median(pred.error_px) < 1.5
 
 
-@pytest.mark.skipif(not DATA_3MOS.is_dir(), reason="3MOS sample data not available")
-def test_held_out_real_tiles_beat_cfog_on_the_same_samples(matcher: OnnxMatcher) -> None:
-    """docs/results.md, 100 held-out samples (seed 0): 54 % within 3 px vs CFOG's 38 %, median
-    2.8 vs 6.0 px. Checked here as: >= 50 %, >= 1.25x CFOG's share and a lower median."""
+@pytest.fixture(scope="module")
+def held_out(matcher: OnnxMatcher) -> tuple[list, harness.Predictions]:
+    """The 100 held-out samples of docs/results.md (seed 0), matched with the shipped
+    confidence."""
+    if not DATA_3MOS.is_dir():
+        pytest.skip("3MOS sample data not available")
     records = sources.load_3mos(DATA_3MOS, scenes=HELD_OUT)
     samples = harness.make_samples(records, 2, rng=np.random.default_rng(0))
-    learned = harness.run_method(samples, harness.learned_map_fn(matcher), name="learned")
+    conf = peaks.ConfidenceModel.from_dict(matcher.contract.training["confidence_model"])
+    fn = harness.learned_map_fn(matcher)
+    return samples, harness.run_method(samples, fn, name="learned", confidence_model=conf)
+
+
+def test_held_out_real_tiles_beat_cfog_on_the_same_samples(held_out) -> None:
+    """docs/results.md, 100 held-out samples (seed 0): 54 % within 3 px vs CFOG's 38 %, median
+    2.8 vs 6.0 px. Checked here as: >= 50 %, >= 1.25x CFOG's share and a lower median."""
+    samples, learned = held_out
     cfog = harness.run_method(samples, harness.classical_map_fn("cfog"), name="cfog")
     ours, theirs = (learned.error_px <= 3).mean(), (cfog.error_px <= 3).mean()
     assert ours >= 0.5 and ours >= 1.25 * theirs
     assert np.median(learned.error_px) < np.median(cfog.error_px)
+
+
+def test_held_out_confidence_is_calibrated_and_ranks(held_out) -> None:
+    """Measured on these samples: mean confidence 0.61 against 54 % correct; at 0.5 it keeps
+    58 % at 70.7 % precision. (Calibrated on SEN_water alone, 0.3.0: 0.74, and 79 % kept at
+    62 %: it promised 20 points more than it held.)"""
+    _, learned = held_out
+    correct = learned.error_px <= 3
+    accepted = learned.confidence >= 0.5
+    assert abs(learned.confidence.mean() - correct.mean()) <= 0.1
+    assert accepted.mean() >= 0.3 and correct[accepted].mean() >= correct.mean() + 0.1
