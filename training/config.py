@@ -415,22 +415,23 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-# Keys added after runs were made, with a default that changes nothing: left out of the hash
-# while at that default, so the runs made before them (the shipped 0.3.0 one included) keep their
-# hash and can still be resumed.
-_HASH_NEUTRAL: dict[tuple[str, str], Any] = {
-    ("augment", "gamma_p"): 0.0,
-    ("augment", "gamma_range"): [0.7, 1.4],
-    ("augment", "sar_noise_std"): 0.0,
-}
+# Keys added after runs were made, whose default changes nothing: left out of the hash while at
+# their dataclass default, so the runs made before them (the shipped 0.3.0 one included) keep
+# their hash and can still be resumed.
+_HASH_NEUTRAL: tuple[tuple[str, str], ...] = (
+    ("augment", "gamma_p"),
+    ("augment", "gamma_range"),
+    ("augment", "sar_noise_std"),
+)
 
 
 def config_hash(cfg: TrainConfig) -> str:
     """sha256 of the canonical JSON of every section that changes the weights (not ``run``)."""
     data = config_to_dict(cfg)
     data.pop("run")
-    for (section, key), neutral in _HASH_NEUTRAL.items():
-        if data[section][key] == neutral:
+    defaults = config_to_dict(TrainConfig())
+    for section, key in _HASH_NEUTRAL:
+        if data[section][key] == defaults[section][key]:
             data[section].pop(key)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
