@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sar_optical_matcher.core.preprocessing import PreprocessSpec
-from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
+from sar_optical_matcher.model.contract import FORMAT_VERSION, METADATA_KEY, ModelContract
 from training.export import OPSET, ExportGraph, export_onnx
 from training.models import DenseEncoder, Encoder, EncoderSpec
 
@@ -191,7 +191,7 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
         "no_metadata": None,
         "bad_json": "{not json",
         "wrong_size": json.dumps({**contract, "template_size": 80, "search_size": 96}),
-        "newer_format": json.dumps({**contract, "format_version": 3}),
+        "newer_format": json.dumps({**contract, "format_version": FORMAT_VERSION + 1}),
     }
     for name, text in edits.items():
         model = onnx.load_from_string(data)

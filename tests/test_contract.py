@@ -30,6 +30,12 @@ def test_round_trip_and_map_size() -> None:
         (lambda d: d.update(code_size=0), "code_size must be in 1..template_size"),
         (lambda d: d.update(code_size=129), "code_size must be in 1..template_size"),
         (lambda d: d.update(format_version=1, code_size=4), "format-1 .* vector codes only"),
+        (lambda d: d.update(map_smoothing_px=-0.5), "map_smoothing_px must be a number in 0..8"),
+        (lambda d: d.update(map_smoothing_px=9.0), "map_smoothing_px must be a number in 0..8"),
+        (lambda d: d.update(map_smoothing_px="1"), "map_smoothing_px must be a number"),
+        (lambda d: d.update(map_smoothing_px=True), "map_smoothing_px must be a number"),
+        (lambda d: d.update(map_smoothing_px=float("nan")), "map_smoothing_px must be a number"),
+        (lambda d: d.update(format_version=2, map_smoothing_px=1.0), "format-2 .* no map smooth"),
     ],
 )
 def test_invalid_contracts_are_rejected(edit, message: str) -> None:
@@ -59,3 +65,15 @@ def test_format_1_contracts_are_read_as_vector_codes() -> None:
     raw["format_version"] = 1
     old = ModelContract.from_json(json.dumps(raw))
     assert old.code_size == 1 and old.receptive_field == old.template_size
+
+
+def test_format_2_contracts_are_read_with_the_raw_map() -> None:
+    """A model exported before map_smoothing_px existed (plugin <= 0.3.1) keeps its raw map."""
+    raw = json.loads(ModelContract(name="old", version="0.3.0", code_size=114).to_json())
+    del raw["map_smoothing_px"]
+    raw["format_version"] = 2
+    old = ModelContract.from_json(json.dumps(raw))
+    assert old.map_smoothing_px == 0.0 and old.code_size == 114
+    new = ModelContract(name="new", version="0.3.2", code_size=114, map_smoothing_px=1.0)
+    assert new.format_version == FORMAT_VERSION == 3
+    assert ModelContract.from_json(new.to_json()).map_smoothing_px == 1.0

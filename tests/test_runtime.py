@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sar_optical_matcher.core.correlation import smooth_maps
 from sar_optical_matcher.model import runtime
 from sar_optical_matcher.model.runtime import (
     Canceled,
@@ -71,7 +72,7 @@ BAD = {
     "wrong_channels": "input 'optical' has 3 channels",
     "swapped_inputs": "input names swapped between the modalities",
     "single_encoder": "has inputs ['optical'] and outputs ['optical_descriptors']",
-    "newer_format": "contract format 3 is not supported by this plugin (reads 1, 2)",
+    "newer_format": "contract format 4 is not supported by this plugin (reads 1, 2, 3)",
     "new_opset": "needs opset 30, your onnxruntime",
     "new_ir": "IR version 99, your onnxruntime",
 }
@@ -165,6 +166,36 @@ def test_dense_maps_equal_per_window_maps(models: dict[str, Path], name: str) ->
     assert np.abs(dense).max() <= 1.0 + 1e-5
 
 
+@pytest.mark.parametrize("method", ["dense", "per_window"])
+def test_contract_map_smoothing_is_applied_to_every_map(
+    models: dict[str, Path], tmp_path: Path, method: str
+) -> None:
+    """A model whose contract says ``map_smoothing_px`` returns the raw maps smoothed by it."""
+    import dataclasses
+    import shutil
+
+    from training.export import set_contract
+
+    smoothed_path = tmp_path / "smoothed.onnx"
+    shutil.copyfile(models["random_map"], smoothed_path)
+    set_contract(
+        smoothed_path,
+        dataclasses.replace(read_contract(models["random_map"]), map_smoothing_px=1.5),
+    )
+    plain = OnnxMatcher(models["random_map"], device="cpu", threads=1, log=lambda _: None)
+    lines: list[str] = []
+    smoothed = OnnxMatcher(smoothed_path, device="cpu", threads=1, log=lines.append)
+    assert (plain.contract.map_smoothing_px, smoothed.contract.map_smoothing_px) == (0.0, 1.5)
+    assert lines[0].endswith("; correspondence maps smoothed by 1.5 px")
+    rng = np.random.default_rng(6)
+    regions = rng.normal(size=(2, SEARCH, SEARCH)).astype(np.float32)
+    templates = regions[:, 5 : 5 + TEMPLATE, 12 : 12 + TEMPLATE].copy()
+    raw = plain.correspondence_maps(templates, regions, method=method)
+    got = smoothed.correspondence_maps(templates, regions, method=method)
+    np.testing.assert_allclose(got, smooth_maps(raw, 1.5), atol=1e-6)
+    assert np.abs(got - raw).max() > 0.01  # really smoothed, not the raw map again
+
+
 def test_code_map_model_contract_and_descriptors(models: dict[str, Path]) -> None:
     matcher = OnnxMatcher(models["twin_map"], device="cpu", threads=1, log=lambda _: None)
     c = matcher.contract
@@ -241,6 +272,7 @@ def test_shipped_default_model_passes_the_plugins_checks() -> None:
     contract = runtime.read_contract(path)
     assert (contract.template_size, contract.search_size, contract.map_size) == (128, 256, 129)
     assert (contract.descriptor_size, contract.code_size, contract.receptive_field) == (16, 114, 15)
-    assert contract.format_version == 2 and "confidence_model" in contract.training
+    assert contract.format_version == 3 and "confidence_model" in contract.training
+    assert contract.map_smoothing_px == 1.0  # chosen on validation (docs/results.md)
     assert contract.training["onnx_parity_max_abs_diff"] < 1e-4
     assert path.stat().st_size < 20e6  # fits the plugin zip budget

@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         if name == "export":
             s.add_argument("--name", help="model name (default: config name)")
             s.add_argument("--version", help="model version (default: config version)")
+            s.add_argument(
+                "--map-smoothing-px",
+                type=float,
+                default=0.0,
+                help="Gaussian sigma (px) on the correspondence map before its peak "
+                "(default 0: the raw cosine map, as validated in training)",
+            )
     return p
 
 
@@ -134,8 +141,19 @@ def main(argv: list[str] | None = None) -> int:
 
             if not args.out:
                 raise ValueError("export needs --out MODEL.onnx")
-            path, contract = export_checkpoint(args.checkpoint, args.out, args.name, args.version)
-            print(json.dumps({"path": str(path), "training": contract.training}, indent=1))
+            path, contract = export_checkpoint(
+                args.checkpoint, args.out, args.name, args.version, args.map_smoothing_px
+            )
+            print(
+                json.dumps(
+                    {
+                        "path": str(path),
+                        "map_smoothing_px": contract.map_smoothing_px,
+                        "training": contract.training,
+                    },
+                    indent=1,
+                )
+            )
     except ValueError as exc:  # includes CheckpointError: a user error, not a crash
         print(f"error: {exc}", file=sys.stderr)
         return 2

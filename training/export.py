@@ -196,13 +196,19 @@ def export_checked(
 
 
 def export_checkpoint(
-    checkpoint: str | Path, path: str | Path, name: str | None = None, version: str | None = None
+    checkpoint: str | Path,
+    path: str | Path,
+    name: str | None = None,
+    version: str | None = None,
+    map_smoothing_px: float = 0.0,
 ) -> tuple[Path, ModelContract]:
     """Export a training checkpoint to ONNX with its full contract (parity-checked).
 
     The contract records the TRAINING-SET preprocessing statistics, and in ``training``: the
     config hash, seed, data sources, completed epochs, the last and best validation metrics,
-    the torch version and the ONNX parity.
+    the torch version and the ONNX parity. ``map_smoothing_px`` (the contract's Gaussian on the
+    correspondence map before the peak; 0: the raw cosine map, which training validates on) is
+    an inference setting chosen after training; it does not touch the weights.
 
     Returns:
         (written path, contract as written).
@@ -226,6 +232,7 @@ def export_checkpoint(
         search_size=cfg.data.search_size_px,
         descriptor_size=cfg.model.descriptor_size,
         code_size=matcher.spec.code_size,
+        map_smoothing_px=float(map_smoothing_px),
         sar=PreprocessSpec(**state["specs"]["sar"]),
         optical=PreprocessSpec(**state["specs"]["optical"]),
         training={

@@ -12,15 +12,18 @@ Each output is the *code map* of its input: the D-channel latent code at every p
 descriptor of the T x T window with top-left corner (x, y) is the k x k block
 ``out[:, :, y:y + k, x:x + k]``, flattened to D k^2 numbers and L2-normalised; the
 correspondence map is the cosine of the template's descriptor with every window's
-(``core.correlation.window_cosine_maps``). With k = 1 this is the paper's vector code (one
-D-vector per window, evaluated densely, ``training.models.DenseEncoder``); with k > 1 the latent
-code is a spatial map and the cosine a normalised cross-correlation of code maps. A T x T input
-gives exactly one window's code block. Both inputs must be fed on every run (ONNX has no optional
-inputs): a branch that is not needed gets a T x T dummy.
+(``core.correlation.window_cosine_maps``), smoothed by a Gaussian of ``map_smoothing_px``
+(format 3; 0, the paper's raw cosine map, for formats 1 and 2) before its peak is taken. With
+k = 1 this is the paper's vector code (one D-vector per window, evaluated densely,
+``training.models.DenseEncoder``); with k > 1 the latent code is a spatial map and the cosine a
+normalised cross-correlation of code maps. A T x T input gives exactly one window's code
+block. Both inputs must be fed on every run (ONNX has no optional inputs): a branch that is not
+needed gets a T x T dummy.
 
 The contract travels as JSON in the ONNX ``metadata_props`` under :data:`METADATA_KEY` and is
 read back from onnxruntime's ``custom_metadata_map``. Format 1 (before ``code_size``) is read as
-``code_size = 1``. Training imports this module, never the other way round.
+``code_size = 1``; formats 1 and 2 (before ``map_smoothing_px``) as ``map_smoothing_px = 0``.
+Training imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ from typing import Any
 from sar_optical_matcher.core.preprocessing import PreprocessSpec
 
 METADATA_KEY = "sar_optical_matcher.contract"
-FORMAT_VERSION = 2
-#: Formats this plugin reads: 1 is format 2 with ``code_size = 1`` (vector codes only).
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+#: Formats this plugin reads: 1 is format 2 with ``code_size = 1`` (vector codes only); 2 is
+#: format 3 with ``map_smoothing_px = 0`` (the raw cosine map).
+READABLE_FORMATS = (1, 2, 3)
+#: Largest accepted map smoothing (px): beyond this the Gaussian blurs the peak away.
+MAX_MAP_SMOOTHING_PX = 8.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,9 @@ class ModelContract:
             ``code_size`` 1); a window's descriptor has ``D * code_size**2`` numbers.
         code_size: side k of a window's code block (1: vector code; > 1: spatial code map);
             the encoders' receptive field is ``template_size - code_size + 1``.
+        map_smoothing_px: standard deviation (px) of the Gaussian the correspondence map is
+            smoothed with before its peak is taken (``core.correlation.smooth_maps``); 0 keeps
+            the paper's raw cosine map. Chosen after training, on validation data.
         sar: preprocessing of the SAR input (normalised over the search region).
         optical: preprocessing of the optical input (normalised over the template).
         optical_input: name of the optical graph input.
@@ -66,6 +75,7 @@ class ModelContract:
     search_size: int = 256
     descriptor_size: int = 256
     code_size: int = 1
+    map_smoothing_px: float = 0.0
     sar: PreprocessSpec = field(default_factory=lambda: PreprocessSpec("sar", mean=0.5, std=0.2))
     optical: PreprocessSpec = field(
         default_factory=lambda: PreprocessSpec("optical", mean=0.45, std=0.15)
@@ -98,6 +108,21 @@ class ModelContract:
             raise ValueError(
                 f"code_size must be in 1..template_size ({self.template_size}), got "
                 f"{self.code_size}"
+            )
+        smoothing = self.map_smoothing_px
+        if (
+            isinstance(smoothing, bool)
+            or not isinstance(smoothing, (int, float))
+            or not 0.0 <= smoothing <= MAX_MAP_SMOOTHING_PX
+        ):
+            raise ValueError(
+                f"map_smoothing_px must be a number in 0..{MAX_MAP_SMOOTHING_PX:g} px, got "
+                f"{smoothing!r}"
+            )
+        if self.format_version < 3 and smoothing != 0:
+            raise ValueError(
+                f"a format-{self.format_version} contract has no map smoothing "
+                "(map_smoothing_px 0); re-export the model"
             )
         if self.sar.modality != "sar" or self.optical.modality != "optical":
             raise ValueError("contract preprocessing modalities are swapped or wrong")

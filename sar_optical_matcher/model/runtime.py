@@ -19,7 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from sar_optical_matcher.core.correlation import normalised_descriptors, window_cosine_maps
+from sar_optical_matcher.core.correlation import (
+    normalised_descriptors,
+    smooth_maps,
+    window_cosine_maps,
+)
 from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "default.onnx"
@@ -364,6 +368,8 @@ class OnnxMatcher:
             f"SAR-Optical Matcher: running {self.contract.name} {self.contract.version} with "
             f"{self.provider} (onnxruntime {ort.__version__})"
         )
+        if self.contract.map_smoothing_px > 0:
+            message += f"; correspondence maps smoothed by {self.contract.map_smoothing_px:g} px"
         if log is None:
             import logging
 
@@ -410,7 +416,11 @@ class OnnxMatcher:
         progress: Callable[[float], None] | None = None,
         is_canceled: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """Cosine similarity of each template with every window of its search region.
+        """Correspondence maps: cosine of each template with every window of its search region.
+
+        Each map is smoothed by the contract's ``map_smoothing_px`` (0: the raw cosine map),
+        so its peak is the match; that is the map every caller (matching, evaluation,
+        calibration, the plugin's map output) sees.
 
         Args:
             templates: (B, T, T) float32 preprocessed optical templates.
@@ -423,7 +433,7 @@ class OnnxMatcher:
 
         Returns:
             (B, m, m) float32 with ``map[b, dy, dx]`` = cosine of template b and the window of
-            region b whose top-left corner is at ``(dx, dy)``; m = S - T + 1.
+            region b whose top-left corner is at ``(dx, dy)`` (smoothed as above); m = S - T + 1.
         """
         t = self.contract.template_size
         tpl = _as_stack("templates", templates, t, t)
@@ -443,9 +453,10 @@ class OnnxMatcher:
             sl = slice(start, start + step)
             if method == "dense":
                 opt, sar = self._run(tpl[sl], reg[sl])
-                maps[sl] = window_cosine_maps(opt, sar)
+                raw = window_cosine_maps(opt, sar)
             else:
-                maps[sl] = self._per_window_map(tpl[sl], reg[start], is_canceled)
+                raw = self._per_window_map(tpl[sl], reg[start], is_canceled)
+            maps[sl] = smooth_maps(raw, self.contract.map_smoothing_px)
             if progress is not None:
                 progress(100.0 * min(start + step, len(tpl)) / len(tpl))
         return maps

@@ -108,7 +108,8 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
             "For each optical keypoint, the optical template is compared with every window of "
             "the SAR search region (warped into the optical pixel grid from the georeferencing) "
             "by a learned descriptor (Hughes &amp; Schmitt 2019). The peak of the correspondence "
-            "map gives the SAR position; its sharpness gives a confidence in [0, 1].",
+            "map (cosine similarities, smoothed as the model file says: a 1 px Gaussian for the "
+            "shipped model) gives the SAR position; its sharpness gives a confidence in [0, 1].",
             [
                 (self.SAR, "SAR raster"),
                 (self.OPTICAL, "optical raster"),

@@ -9,6 +9,7 @@ from sar_optical_matcher.core.correlation import (
     box_sums,
     correlate_valid,
     normalised_descriptors,
+    smooth_maps,
     window_cosine_maps,
 )
 
@@ -76,3 +77,43 @@ def test_shape_errors_say_what_is_wrong() -> None:
         window_cosine_maps(np.zeros((1, 3, 2, 2)), np.zeros((1, 4, 9, 9)))
     with pytest.raises(ValueError, match="must fit inside"):
         window_cosine_maps(np.zeros((1, 3, 12, 12)), np.zeros((1, 3, 9, 9)))
+
+
+def test_smoothing_lets_a_broad_peak_beat_a_lone_spike() -> None:
+    """The case smoothing is for: a 1-window spike tops a broad ridge on the raw map."""
+    yy, xx = np.mgrid[:129, :129]
+    ridge = 0.6 * np.exp(-((xx - 40.0) ** 2 + (yy - 90.0) ** 2) / (2 * 2.0**2))
+    rng = np.random.default_rng(0)
+    raw = (ridge + 0.02 * rng.normal(size=ridge.shape)).astype(np.float32)
+    raw[20, 100] = 0.7  # one window, no neighbour agrees
+    assert np.unravel_index(raw.argmax(), raw.shape) == (20, 100)
+    smooth = smooth_maps(raw, 1.0)
+    assert smooth.shape == raw.shape and smooth.dtype == np.float32
+    y, x = np.unravel_index(smooth.argmax(), smooth.shape)
+    assert abs(y - 90) <= 1 and abs(x - 40) <= 1
+    assert smooth[20, 100] < 0.2  # the spike is spread over its neighbours
+
+
+def test_smoothing_keeps_maps_batched_independent_and_edges_unbiased() -> None:
+    rng = np.random.default_rng(1)
+    maps = rng.normal(size=(3, 33, 33)).astype(np.float32)
+    np.testing.assert_array_equal(smooth_maps(maps, 0.0), maps)  # 0: the raw map
+    batch = smooth_maps(maps, 1.5)
+    for i in range(3):  # no bleeding between the maps of a batch
+        np.testing.assert_allclose(batch[i], smooth_maps(maps[i], 1.5), atol=1e-6)
+    flat = np.full((9, 9), 0.4, np.float32)  # nearest-value borders: a constant map stays put
+    np.testing.assert_allclose(smooth_maps(flat, 2.0), 0.4, atol=1e-6)
+    edge = np.zeros((21, 21), np.float32)
+    edge[0, 0] = 1.0  # a peak in the corner of the search range stays in the corner
+    assert np.unravel_index(smooth_maps(edge, 1.0).argmax(), edge.shape) == (0, 0)
+
+
+@pytest.mark.parametrize("sigma", [-1.0, float("nan"), float("inf")])
+def test_smoothing_rejects_bad_sigma(sigma: float) -> None:
+    with pytest.raises(ValueError, match="sigma_px must be a finite number >= 0"):
+        smooth_maps(np.zeros((5, 5), np.float32), sigma)
+
+
+def test_smoothing_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(B, H, W\)"):
+        smooth_maps(np.zeros(5, np.float32), 1.0)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
+from sar_optical_matcher.model.runtime import read_contract
 from tests.training.test_loop import tiny_config, tiny_datasets
 from training.checkpoint import load_checkpoint
 from training.cli import main
@@ -63,6 +64,15 @@ def test_cli_export_and_errors(run_dir, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(run_dir / BEST), "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["path"] == str(out) and out.stat().st_size > 1000
+    assert printed["map_smoothing_px"] == read_contract(out).map_smoothing_px == 0.0
+    smoothed = tmp_path / "smoothed.onnx"
+    argv = ["export", "--checkpoint", str(run_dir / BEST), "--out", str(smoothed)]
+    assert main([*argv, "--map-smoothing-px", "1.25"]) == 0
+    capsys.readouterr()
+    assert read_contract(smoothed).map_smoothing_px == 1.25
+    assert main([*argv[:-1], str(tmp_path / "y.onnx"), "--map-smoothing-px", "-1"]) == 2
+    assert "map_smoothing_px must be a number in 0..8" in capsys.readouterr().err
+    assert not (tmp_path / "y.onnx").exists()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "x.onnx")]) == 2
