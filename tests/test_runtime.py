@@ -194,6 +194,10 @@ def test_contract_map_smoothing_is_applied_to_every_map(
     got = smoothed.correspondence_maps(templates, regions, method=method)
     np.testing.assert_allclose(got, smooth_maps(raw, 1.5), atol=1e-6)
     assert np.abs(got - raw).max() > 0.01  # really smoothed, not the raw map again
+    unsmoothed = smoothed.correspondence_maps(templates, regions, method=method, smoothing_px=0)
+    np.testing.assert_allclose(unsmoothed, raw, atol=1e-6)  # the caller's override wins
+    with pytest.raises(ValueError, match="smoothing_px must be a finite number >= 0"):
+        smoothed.correspondence_maps(templates, regions, smoothing_px=-1.0)
 
 
 def test_code_map_model_contract_and_descriptors(models: dict[str, Path]) -> None:

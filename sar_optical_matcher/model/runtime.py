@@ -415,6 +415,7 @@ class OnnxMatcher:
         batch_size: int = 8,
         progress: Callable[[float], None] | None = None,
         is_canceled: Callable[[], bool] | None = None,
+        smoothing_px: float | None = None,
     ) -> np.ndarray:
         """Correspondence maps: cosine of each template with every window of its search region.
 
@@ -430,6 +431,8 @@ class OnnxMatcher:
             batch_size: regions per onnxruntime call (dense).
             progress: called with 0..100.
             is_canceled: polled once per batch; when it returns True, :class:`Canceled` is raised.
+            smoothing_px: Gaussian sigma (px) instead of the contract's; 0 gives the raw cosine
+                map (e.g. to compare with the paper's per-window cosines).
 
         Returns:
             (B, m, m) float32 with ``map[b, dy, dx]`` = cosine of template b and the window of
@@ -444,6 +447,9 @@ class OnnxMatcher:
             raise ValueError(f"method must be one of {METHODS}, not {method!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sigma = self.contract.map_smoothing_px if smoothing_px is None else smoothing_px
+        if not 0.0 <= sigma < float("inf"):
+            raise ValueError(f"smoothing_px must be a finite number >= 0, got {smoothing_px!r}")
         m = reg.shape[1] - t + 1
         maps = np.empty((len(tpl), m, m), np.float32)
         step = batch_size if method == "dense" else 1
@@ -456,7 +462,7 @@ class OnnxMatcher:
                 raw = window_cosine_maps(opt, sar)
             else:
                 raw = self._per_window_map(tpl[sl], reg[start], is_canceled)
-            maps[sl] = smooth_maps(raw, self.contract.map_smoothing_px)
+            maps[sl] = smooth_maps(raw, sigma)
             if progress is not None:
                 progress(100.0 * min(start + step, len(tpl)) / len(tpl))
         return maps
