@@ -59,12 +59,30 @@ class RasterInfo:
     nodata: tuple[float | None, ...]
 
     def check_band(self, band: int) -> None:
-        """Raise ``ValueError`` unless ``1 <= band <= band_count``."""
+        """Raise ``ValueError`` unless ``1 <= band <= band_count`` and the band is real-valued.
+
+        A complex band (a single-look complex SAR product) would lose its imaginary part when
+        read as numbers, a silently wrong image; it is refused with the way to detect it.
+        """
         if not isinstance(band, (int, np.integer)) or not 1 <= band <= self.band_count:
             raise ValueError(
                 f"band {band} does not exist: {Path(self.path).name} has {self.band_count} "
                 f"band(s); choose 1..{self.band_count}"
             )
+        dtype = self.dtypes[int(band) - 1] if len(self.dtypes) >= int(band) else ""
+        if dtype.startswith("complex"):
+            raise complex_band_error(self.path, int(band), dtype)
+
+
+def complex_band_error(path: str | Path, band: int, dtype: str) -> ValueError:
+    """The error for a complex band: what it is and how to turn it into a usable image."""
+    return ValueError(
+        f"band {band} of {Path(str(path)).name} is complex ({dtype}), e.g. a single-look "
+        "complex (SLC) SAR product: the matcher needs a detected amplitude or intensity "
+        "image on a map grid. Detect and geocode it first (SNAP: Calibration, TOPSAR "
+        "Deburst, Multilook, Terrain Correction), or take the amplitude of a geocoded "
+        "complex raster with a GDAL VRT using the 'mod' pixel function"
+    )
 
 
 @contextlib.contextmanager

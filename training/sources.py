@@ -283,6 +283,14 @@ def load_gdal_pair(
         raise ValueError("both rasters need a CRS and a geotransform to be resampled together")
     if not 1 <= sar_band <= sar_ds.RasterCount:
         raise ValueError(f"sar_band {sar_band} out of range 1..{sar_ds.RasterCount}")
+    from sar_optical_matcher.rasters import complex_band_error
+
+    opt_bands = [optical_band] if optical_band is not None else [1, 2, 3]
+    for path, ds, bands in ((sar, sar_ds, [sar_band]), (optical, opt_ds, opt_bands)):
+        for b in bands:
+            if 1 <= b <= ds.RasterCount and gdal.DataTypeIsComplex(ds.GetRasterBand(b).DataType):
+                name = gdal.GetDataTypeName(ds.GetRasterBand(b).DataType)
+                raise complex_band_error(path, b, name)
     opt_values, opt_valid = _read_optical(opt_ds, optical_band)
     src_nodata = sar_ds.GetRasterBand(sar_band).GetNoDataValue()
     byte_data = sar_ds.GetRasterBand(sar_band).DataType == gdal.GDT_Byte

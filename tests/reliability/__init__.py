@@ -38,7 +38,11 @@ def write_raster(
     from osgeo import gdal
 
     data = arr[None] if arr.ndim == 2 else arr
-    types = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.float32): gdal.GDT_Float32}
+    types = {
+        np.dtype(np.uint8): gdal.GDT_Byte,
+        np.dtype(np.float32): gdal.GDT_Float32,
+        np.dtype(np.complex64): gdal.GDT_CFloat32,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = gdal.GetDriverByName("GTiff").Create(
         str(path), data.shape[2], data.shape[1], data.shape[0], types[data.dtype]

@@ -167,6 +167,20 @@ def test_band_out_of_range_is_refused(alg, provider, pair, twin_model, out) -> N
     run_refused(alg, params, out, "band 3", r"1 band|1\.\.1|between 1 and 1")
 
 
+@pytest.mark.parametrize("alg", ALGS)
+def test_complex_raster_is_refused(alg, provider, pair, twin_model, tmp_path, out) -> None:
+    """A single-look complex (SLC) band would otherwise lose its imaginary part silently."""
+    arr, gt = read_array(pair.sar)
+    phase = np.exp(1j * np.random.default_rng(0).uniform(0, 2 * np.pi, arr.shape))
+    slc = write_raster(tmp_path / "slc.tif", (arr * phase).astype(np.complex64), gt=gt)
+    if alg == "detectkeypoints":
+        params = _params(alg, pair, twin_model, out, INPUT=str(slc))
+    else:
+        params = _params(alg, pair, twin_model, out, sar=slc)
+    text = run_refused(alg, params, out, "slc.tif", "complex64", "amplitude or intensity", "SNAP")
+    assert "'mod' pixel function" in text
+
+
 # --- empty, constant and broken pixels ------------------------------------------------------------
 
 

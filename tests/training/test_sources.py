@@ -161,6 +161,24 @@ def test_gdal_pair_nodata_and_byte_scale(tmp_path):
         sources.load_gdal_pair(paths["optical"], paths["sar"], sar_band=2)
 
 
+def test_gdal_pair_with_a_complex_sar_band_is_refused(tmp_path):
+    """An SLC band would lose its imaginary part in the warp: refused with the way out."""
+    pair = make_georeferenced_pair(48, np.random.default_rng(3), max_shift_px=0, max_affine=0)
+    paths = write_pair(pair, tmp_path, sar_dtype="uint16")
+    src = gdal.Open(str(paths["sar"]))
+    slc_path = tmp_path / "slc.tif"
+    slc = gdal.GetDriverByName("GTiff").Create(
+        str(slc_path), src.RasterXSize, src.RasterYSize, 1, gdal.GDT_CFloat32
+    )
+    slc.SetGeoTransform(src.GetGeoTransform())
+    slc.SetProjection(src.GetProjection())
+    amp = src.GetRasterBand(1).ReadAsArray().astype(np.float32)
+    slc.GetRasterBand(1).WriteArray((amp * np.exp(1j * 0.7)).astype(np.complex64))
+    slc = src = None
+    with pytest.raises(ValueError, match=r"band 1 of slc\.tif is complex \(CFloat32\).*SNAP"):
+        sources.load_gdal_pair(paths["optical"], slc_path)
+
+
 def test_synthetic_records_are_coregistered_and_deterministic():
     recs = sources.load_synthetic(2, 64, seed=3)
     again = sources.load_synthetic(1, 64, seed=3)
