@@ -2,9 +2,12 @@
 
 For every keypoint an optical template (T x T, centred on it) is compared with every window of
 a SAR search region (S x S, same centre) that is first resampled onto the OPTICAL pixel grid
-from the two georeferences (any CRS / pixel size). The correspondence map's peak gives the shift
-``(dx, dy)``: the template content is found at keypoint + (dx, dy) in the SAR-on-optical-grid
-image, i.e. where the SAR's current georeference puts it ((0, 0) = already aligned).
+from the two georeferences (any CRS / pixel size). With ``grid_scale`` k > 1 both are resampled
+onto the optical grid with k times larger pixels (e.g. the SAR's pixel size when the optical
+is much finer), so the model sees the scale it was trained at; records stay in optical pixels.
+The correspondence map's peak gives the shift ``(dx, dy)``: the template content is found at
+keypoint + (dx, dy) in the SAR-on-optical-grid image, i.e. where the SAR's current georeference
+puts it ((0, 0) = already aligned).
 
 Streaming: rasters are read window by window, ``batch_size`` keypoints at a time; memory is
 bounded by the batch (plus the maps when ``keep_maps``), never by the raster size.
@@ -27,6 +30,7 @@ from sar_optical_matcher.rasters import (
     pixel_to_map,
     read_on_grid,
     read_window,
+    scaled_grid,
     transform_points,
 )
 
@@ -92,6 +96,7 @@ class MatchResult:
     maps: np.ndarray | None = None
     sar_scale: str = "auto"
     counts: dict[str, int] = field(default_factory=dict)
+    grid_scale: float = 1.0
 
     @property
     def accepted(self) -> list[MatchRecord]:
@@ -141,16 +146,23 @@ def _usable(data: np.ndarray, valid: np.ndarray, min_fraction: float, what: str)
 def _read_pair(
     optical: RasterInfo, optical_band: int, sar: RasterInfo, sar_band: int,
     corner: tuple[int, int], t: int, s: int, min_fraction: float, sar_scale: str,
-    matcher: OnnxMatcher,
+    matcher: OnnxMatcher, grid: RasterInfo | None = None, sar_resampling: str = "bilinear",
 ) -> tuple[str, np.ndarray | None, np.ndarray | None]:  # fmt: skip
-    """Read and preprocess the template at ``corner`` and its search region."""
+    """Read and preprocess the template at ``corner`` and its search region.
+
+    ``corner`` is in pixels of ``grid`` (None: the optical grid itself, read as stored).
+    """
     tx0, ty0 = corner
-    tpl, tpl_ok = read_window(optical, optical_band, tx0, ty0, t, t)
+    if grid is None:
+        tpl, tpl_ok = read_window(optical, optical_band, tx0, ty0, t, t)
+    else:
+        tpl, tpl_ok = read_on_grid(optical, optical_band, grid, tx0, ty0, t, t, "average")
     status = _usable(tpl, tpl_ok, min_fraction, "optical")
     if status != "ok":
         return status, None, None
     off = (s - t) // 2
-    reg, reg_ok = read_on_grid(sar, sar_band, optical, tx0 - off, ty0 - off, s, s)
+    target = optical if grid is None else grid
+    reg, reg_ok = read_on_grid(sar, sar_band, target, tx0 - off, ty0 - off, s, s, sar_resampling)
     status = _usable(reg, reg_ok, min_fraction, "sar")
     if status != "ok":
         return status, None, None
@@ -186,11 +198,14 @@ def match_keypoints(
     keep_maps: bool = False,
     progress: Callable[[float], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
+    grid_scale: float = 1.0,
+    sar_resampling: str = "bilinear",
 ) -> MatchResult:
     """Match optical keypoints in the SAR raster.
 
     Args:
-        optical: the optical raster (its pixel grid is the matching grid).
+        optical: the optical raster (its pixel grid, or that grid with ``grid_scale`` times
+            larger pixels, is the matching grid).
         optical_band: 1-based optical band.
         sar: the SAR raster (any CRS / pixel size overlapping the optical).
         sar_band: 1-based SAR band.
@@ -206,6 +221,12 @@ def match_keypoints(
         keep_maps: also return the (N, m, m) float32 correspondence maps.
         progress: called with 0..100.
         is_canceled: polled per batch; True raises :class:`Canceled`.
+        grid_scale: matching-grid pixel size in optical pixels (>= 1; 1: the optical grid as
+            stored). Templates are averaged onto it, the SAR resampled with ``sar_resampling``;
+            keypoints, shifts and SAR positions of the records stay in optical pixels, and the
+            maps' offsets are in matching-grid pixels.
+        sar_resampling: GDAL resampling of the SAR onto the matching grid (``"bilinear"``;
+            ``"average"`` when the SAR pixels are much smaller than the grid's).
 
     Returns:
         A :class:`MatchResult` with one record per keypoint, in input order.
@@ -216,6 +237,11 @@ def match_keypoints(
     """
     kp = _check_args(optical, optical_band, sar, sar_band, keypoints_xy_px, sar_scale, method,
                      batch_size, min_valid_fraction)  # fmt: skip
+    if not (math.isfinite(grid_scale) and grid_scale >= 1.0):
+        raise ValueError(
+            f"grid_scale must be >= 1 (matching-grid pixels in optical pixels), got {grid_scale}"
+        )
+    grid = None if grid_scale == 1.0 else scaled_grid(optical, grid_scale)
     t, s = matcher.contract.template_size, matcher.contract.search_size
     m, off = s - t + 1, (s - t) // 2
     if sar_scale == "auto" and sar.dtypes[sar_band - 1] == "uint8":
@@ -227,9 +253,11 @@ def match_keypoints(
         if is_canceled is not None and is_canceled():
             raise Canceled("matching canceled")
         batch = kp[start : start + batch_size]
-        corners = [(math.floor(x - t / 2 + 0.5), math.floor(y - t / 2 + 0.5)) for x, y in batch]
+        on_grid = batch / grid_scale  # continuous pixel coordinates scale with the pixel size
+        corners = [(math.floor(x - t / 2 + 0.5), math.floor(y - t / 2 + 0.5)) for x, y in on_grid]
         pairs = [_read_pair(optical, optical_band, sar, sar_band, c, t, s, min_valid_fraction,
-                            sar_scale, matcher) for c in corners]  # fmt: skip
+                            sar_scale, matcher, grid, sar_resampling)
+                 for c in corners]  # fmt: skip
         ready = [(i, tpl, reg) for i, (_, tpl, reg) in enumerate(pairs)
                  if tpl is not None and reg is not None]  # fmt: skip
         ok = [i for i, _, _ in ready]
@@ -243,24 +271,28 @@ def match_keypoints(
             if maps_out is not None:
                 maps_out[[start + i for i in ok]] = maps
         records += _records(optical, sar, batch, start, corners, pairs, ok, stats, t, off,
-                            confidence_threshold)  # fmt: skip
+                            confidence_threshold, grid_scale)  # fmt: skip
         if progress is not None:
             progress(100.0 * min(start + batch_size, len(kp)) / len(kp))
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
-    return MatchResult(records, t, s, maps_out, sar_scale, counts)
+    return MatchResult(records, t, s, maps_out, sar_scale, counts, grid_scale)
 
 
 def _records(
     optical: RasterInfo, sar: RasterInfo, batch: np.ndarray, start: int,
     corners: list[tuple[int, int]], pairs: list, ok: list[int], stats: list, t: int, off: int,
-    threshold: float,
+    threshold: float, grid_scale: float = 1.0,
 ) -> list[MatchRecord]:  # fmt: skip
-    """Build the batch's records; the shift is measured from the template's own corner."""
+    """Build the batch's records.
+
+    The shift is measured from the template's own corner in matching-grid pixels and reported
+    in optical pixels.
+    """
     shift = np.full((len(batch), 2), np.nan)
     for i, st in zip(ok, stats):
-        shift[i] = (st.subpixel_x_px - off, st.subpixel_y_px - off)
+        shift[i] = ((st.subpixel_x_px - off) * grid_scale, (st.subpixel_y_px - off) * grid_scale)
     opt_map = pixel_to_map(optical, batch)
     _, sar_map, sar_px = _locate(optical, sar, np.nan_to_num(batch + shift))
     by_index = dict(zip(ok, stats))

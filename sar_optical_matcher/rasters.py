@@ -362,6 +362,45 @@ def footprint_overlap(a: RasterInfo, b: RasterInfo, samples: int = 21) -> tuple[
     return (x0, y0, max(x0, x1), max(y0, y1))
 
 
+def scaled_grid(info: RasterInfo, scale: float) -> RasterInfo:
+    """The pixel grid of ``info`` with pixels ``scale`` times larger, same origin and axes.
+
+    Continuous pixel coordinates map as ``x_scaled = x / scale``. The result describes a grid
+    to resample onto (``read_on_grid``'s ``dst``), not a file to read windows from.
+    """
+    import dataclasses
+
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"grid scale must be a positive number, got {scale!r}")
+    gt = info.geotransform
+    return dataclasses.replace(
+        info,
+        width=max(int(info.width / scale), 1),
+        height=max(int(info.height / scale), 1),
+        geotransform=(gt[0], gt[1] * scale, gt[2] * scale, gt[3], gt[4] * scale, gt[5] * scale),
+    )
+
+
+def pixel_size_ratio(optical: RasterInfo, sar: RasterInfo) -> float:
+    """Side of one SAR pixel in optical pixels, at the centre of the two rasters' overlap.
+
+    Measured through both georeferences (any CRS): the SAR pixel there is mapped into the
+    optical grid and the square root of its area is returned. 1 means the same pixel size;
+    3 means a SAR pixel covers 3 x 3 optical pixels. NaN where the rasters do not overlap.
+    """
+    x0, y0, x1, y1 = footprint_overlap(optical, sar)
+    if x1 <= x0 or y1 <= y0:
+        return float("nan")
+    centre = np.array([[(x0 + x1) / 2.0, (y0 + y1) / 2.0]])
+    sar_px = map_to_pixel(sar, transform_points(pixel_to_map(optical, centre), optical.crs_wkt,
+                                                sar.crs_wkt))  # fmt: skip
+    corners = sar_px + np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    opt_px = map_to_pixel(optical, transform_points(pixel_to_map(sar, corners), sar.crs_wkt,
+                                                    optical.crs_wkt))  # fmt: skip
+    ex, ey = opt_px[1] - opt_px[0], opt_px[2] - opt_px[0]
+    return float(np.sqrt(abs(ex[0] * ey[1] - ex[1] * ey[0])))
+
+
 def partial_path(path: str | Path) -> Path:
     """Temporary name beside ``path``: ``<stem>.partial-<pid><suffix>`` (same folder)."""
     path = Path(path)

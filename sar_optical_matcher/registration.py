@@ -545,12 +545,14 @@ def write_map_rasters(
     optical: Any,
     search_size: int,
     template_size: int,
+    grid_scale: float = 1.0,
 ) -> list[Path]:
     """Write each correspondence map as a small GeoTIFF on the optical grid of its offsets.
 
-    Map pixel (j, i) is the window offset (dx, dy) = (j, i); its centre is placed at the optical
-    position ``keypoint + (j - c, i - c)`` px with ``c = (S - T) / 2``, so the peak sits where
-    the SAR content of the keypoint was found.
+    Map pixel (j, i) is the window offset (dx, dy) = (j, i) in matching-grid pixels (``grid_scale``
+    optical pixels each); its centre is placed at the optical position ``keypoint + k (j - c,
+    i - c)`` px with ``c = (S - T) / 2`` and ``k = grid_scale``, so the peak sits where the SAR
+    content of the keypoint was found.
     """
     from osgeo import gdal
 
@@ -564,14 +566,15 @@ def write_map_rasters(
         if rec is None or cmap is None:
             continue
         arr = np.asarray(cmap, np.float32)
-        gt = optical.geotransform
-        origin = pixel_to_map(gt, [[rec.opt_x_px - c - 0.5, rec.opt_y_px - c - 0.5]])[0]
+        gt, k = optical.geotransform, float(grid_scale)
+        corner = [[rec.opt_x_px - (c + 0.5) * k, rec.opt_y_px - (c + 0.5) * k]]
+        origin = pixel_to_map(gt, corner)[0]
         out = folder / f"map_{ident:05d}.tif"
         with atomic_output(out) as tmp:
             ds = gdal.GetDriverByName("GTiff").Create(
                 tmp, arr.shape[1], arr.shape[0], 1, gdal.GDT_Float32
             )
-            ds.SetGeoTransform((origin[0], gt[1], gt[2], origin[1], gt[4], gt[5]))
+            ds.SetGeoTransform((origin[0], gt[1] * k, gt[2] * k, origin[1], gt[4] * k, gt[5] * k))
             ds.SetProjection(optical.crs_wkt)
             ds.GetRasterBand(1).WriteArray(arr)
             ds = None
@@ -610,6 +613,9 @@ class MatchSettings:
         batch_size: keypoints per batch (cancellation is checked per batch).
         confidence_threshold: matches below it are not accepted.
         keep_maps: return the correspondence maps.
+        match_pixel_size: pixel size of the matching grid in optical map units; 0: automatic
+            (:func:`matching_grid`: the optical grid, or the SAR's pixel size where that is
+            more than 1.5x the optical's).
     """
 
     model_path: str | None = None
@@ -620,6 +626,92 @@ class MatchSettings:
     batch_size: int = 4
     confidence_threshold: float = 0.5
     keep_maps: bool = False
+    match_pixel_size: float = 0.0
+
+
+#: SAR/optical pixel-size ratio beyond which the automatic matching grid leaves the optical grid
+#: (and a SAR this much finer than the grid is averaged onto it instead of bilinearly sampled).
+PIXEL_RATIO_AUTO = 1.5
+
+
+@dataclass(frozen=True)
+class MatchingGrid:
+    """Where matching runs (see ``matching.match_keypoints``'s ``grid_scale``).
+
+    Attributes:
+        scale: matching-grid pixel size in optical pixels (1: the optical grid).
+        sar_resampling: GDAL resampling of the SAR onto that grid.
+        pixel_ratio: SAR pixel size / optical pixel size (NaN without overlap).
+        note: what was decided and why, for the log ("" when the grid is the optical one).
+        warning: True when ``note`` is a warning (the chosen grid costs accuracy).
+    """
+
+    scale: float
+    sar_resampling: str
+    pixel_ratio: float
+    note: str = ""
+    warning: bool = False
+
+
+def matching_grid(optical: Any, sar: Any, match_pixel_size: float = 0.0) -> MatchingGrid:
+    """The matching grid for a raster pair.
+
+    The shipped model was trained on pairs of one pixel size (3.5-12.5 m). Matching on the
+    optical grid when the SAR pixel is much larger upsamples the SAR and shows the model
+    structures larger than it learned (docs/results.md: at 2x, half the matches within 3 px
+    are lost), so the automatic grid (``match_pixel_size`` 0) takes the SAR's pixel size
+    there. A SAR much finer than the grid is averaged onto it (multilooked), not sampled.
+
+    Raises:
+        ValueError: ``match_pixel_size`` negative, not finite, or finer than the optical pixel.
+    """
+    from sar_optical_matcher import rasters
+
+    size = float(match_pixel_size)
+    if not math.isfinite(size) or size < 0:
+        raise ValueError(f"MATCH_PIXEL_SIZE must be 0 (automatic) or positive, got {size!r}")
+    ratio = rasters.pixel_size_ratio(optical, sar)
+    gt = optical.geotransform
+    opt_size = math.hypot(gt[1], gt[4])
+    if size > 0:
+        scale = size / opt_size
+        if scale < 1.0 - 1e-9:
+            raise ValueError(
+                f"MATCH_PIXEL_SIZE {size:g} is finer than the optical pixel ({opt_size:.4g} "
+                "optical map units): matching cannot run on a grid finer than the optical "
+                "raster; use 0 (automatic) or at least the optical pixel size"
+            )
+        scale = max(scale, 1.0)
+    else:
+        scale = ratio if math.isfinite(ratio) and ratio > PIXEL_RATIO_AUTO else 1.0
+    if not math.isfinite(ratio):
+        return MatchingGrid(scale, "bilinear", ratio)
+    sizes = f"SAR {opt_size * ratio:.4g}, optical {opt_size:.4g} optical map units a pixel"
+    grid_size = f"{opt_size * scale:.4g}"
+    sar_vs_grid = ratio / scale
+    resampling = "average" if sar_vs_grid < 1.0 / PIXEL_RATIO_AUTO else "bilinear"
+    if sar_vs_grid > PIXEL_RATIO_AUTO:
+        return MatchingGrid(scale, resampling, ratio, (
+            f"the SAR pixel is {sar_vs_grid:.1f}x the matching-grid pixel ({sizes}; grid "
+            f"{grid_size}): the SAR is upsampled and the model sees structures "
+            f"{sar_vs_grid:.1f}x larger than the pairs it was trained on, which costs accuracy "
+            "(docs/results.md: 2x halves the matches within 3 px). Set MATCH_PIXEL_SIZE to 0 "
+            f"(automatic) or to the SAR pixel size, {opt_size * ratio:.4g}"
+        ), True)  # fmt: skip
+    parts = []
+    if scale > 1.0:
+        how = "automatic" if size == 0 else "MATCH_PIXEL_SIZE"
+        parts.append(
+            f"matching on a grid of {grid_size} optical map units a pixel ({how}; {sizes}), "
+            f"{scale:.2f}x the optical pixel: the optical templates are averaged onto it; "
+            "positions are reported in optical pixels"
+        )
+    if resampling == "average":
+        parts.append(
+            f"the SAR pixel is {1.0 / sar_vs_grid:.1f}x smaller than the matching-grid pixel "
+            f"({sizes}): the SAR is averaged onto the grid (multilooked)"
+        )
+    return MatchingGrid(scale, resampling, ratio, "; ".join(parts))
 
 
 def load_matcher(settings: MatchSettings, log: Callable[[str], None] | None = None) -> Any:
@@ -657,6 +749,7 @@ def compute_matches(
     """
     from sar_optical_matcher import matching
 
+    grid = matching_grid(optical, sar, settings.match_pixel_size)
     xy = np.asarray(keypoints_xy_px, np.float64).reshape(-1, 2)
     if len(xy) == 0:
         raise RegistrationError(
@@ -678,6 +771,8 @@ def compute_matches(
             keep_maps=settings.keep_maps,
             progress=progress,
             is_canceled=is_canceled,
+            grid_scale=grid.scale,
+            sar_resampling=grid.sar_resampling,
         )
     except matching.Canceled as exc:
         raise Canceled("canceled by the user") from exc

@@ -22,14 +22,22 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def make_demo_pair(out: Path, size: int, seed: int) -> dict[str, Path]:
+def make_demo_pair(
+    out: Path,
+    size: int,
+    seed: int,
+    sar_pixel_ratio: float = 1.2,
+    pixel_size_m: float = 10.0,
+    max_shift_px: float = 24.0,
+) -> dict[str, Path]:
     """Write the deterministic demo pair (optical, SAR, truth JSON) into ``out``."""
     from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
 
     rng = np.random.default_rng(seed)
     pair = make_georeferenced_pair(
-        size, rng, sar_crs_epsg=3857, max_shift_px=24.0, max_affine=0.01, sar_pixel_size_ratio=1.2
-    )
+        size, rng, sar_crs_epsg=3857, max_shift_px=max_shift_px, max_affine=0.01,
+        sar_pixel_size_ratio=sar_pixel_ratio, pixel_size_m=pixel_size_m,
+    )  # fmt: skip
     return write_pair(pair, out, stem="demo", sar_dtype="float32")
 
 
@@ -80,11 +88,20 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2019)
     parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--transform", type=int, default=1, help="0 shift, 1 affine, ...")
+    parser.add_argument("--pixel-size", type=float, default=10.0, help="optical pixel (m)")
+    parser.add_argument("--sar-pixel-ratio", type=float, default=1.2, help="SAR / optical pixel")
+    parser.add_argument("--max-shift", type=float, default=24.0, help="misregistration (opt. px)")
+    parser.add_argument(
+        "--match-pixel-size", type=float, default=0.0, help="MATCH_PIXEL_SIZE (0: automatic)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    paths = make_demo_pair(args.out / "input", args.size, args.seed)
+    paths = make_demo_pair(
+        args.out / "input", args.size, args.seed, args.sar_pixel_ratio, args.pixel_size,
+        args.max_shift,
+    )  # fmt: skip
     print(f"demo pair: {paths['optical'].name} (EPSG:32633), {paths['sar'].name} (EPSG:3857)")
     app, _provider = start_qgis()
     import processing
@@ -101,6 +118,7 @@ def main() -> int:
         "SAR": str(paths["sar"]),
         "OPTICAL": str(paths["optical"]),
         "TRANSFORM": args.transform,
+        "MATCH_PIXEL_SIZE": args.match_pixel_size,
         "OUTPUT": str(args.out / "sar_registered.tif"),
         "OUTPUT_GCP": str(args.out / "sar_registered.points"),
         "OUTPUT_TIEPOINTS": str(args.out / "tiepoints.gpkg"),

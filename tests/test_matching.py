@@ -147,3 +147,43 @@ def test_per_window_method_gives_the_same_matches(matcher: OnnxMatcher, pair: tu
                                 keep_maps=True)  # fmt: skip
     assert np.abs(dense.maps - reference.maps).max() <= 1e-4
     assert dense.records[0].dx_px == pytest.approx(reference.records[0].dx_px, abs=1e-3)
+
+
+def test_matching_on_a_coarser_grid_reports_optical_pixels(
+    matcher: OnnxMatcher, tmp_path: Path
+) -> None:
+    """Optical at 5 m, SAR at 15 m (the optical's 3 x 3 block means), its georeference off by
+    (9, 6) optical px: on a grid of 15 m pixels (grid_scale 3) the template is the same block
+    mean as the SAR, and the records give the shift and the SAR positions in optical pixels."""
+    fine = np.repeat(np.repeat(scene(seed=4, size=256), 3, axis=0), 3, axis=1)  # 768 px, 5 m
+    opt_gt = (UTM_GT[0], 5.0, 0.0, UTM_GT[3], 0.0, -5.0)
+    optical = open_raster(make_tif(tmp_path / "fine.tif", fine, opt_gt))
+    coarse = fine.reshape(256, 3, 256, 3).mean(axis=(1, 3)).astype(np.uint8)
+    sar_gt = (opt_gt[0] + 9 * 5.0, 15.0, 0.0, opt_gt[3] - 6 * 5.0, 0.0, -15.0)  # 45 m E, 30 m S
+    sar = open_raster(make_tif(tmp_path / "coarse.tif", coarse, sar_gt))
+    kps = np.array([[300.0, 300.0], [450.0, 330.0], [360.0, 480.0]])
+    result = match_keypoints(optical, 1, sar, 1, kps, matcher, grid_scale=3.0, keep_maps=True)
+    assert result.grid_scale == 3.0 and result.counts == {"ok": 3}
+    for r, (x, y) in zip(result.records, kps):
+        assert (r.opt_x_px, r.opt_y_px) == (x, y)
+        assert abs(r.dx_px - 9) < 1.0 and abs(r.dy_px - 6) < 1.0, (r.dx_px, r.dy_px)
+        # SAR pixel (u, v) holds the content of optical pixels [3u, 3u + 3) x [3v, 3v + 3)
+        assert abs(r.sar_x_px - x / 3) < 0.34 and abs(r.sar_y_px - y / 3) < 0.34
+        assert r.sar_x_map == pytest.approx(opt_gt[0] + 5.0 * (x + r.dx_px))
+    assert result.maps is not None and result.maps.shape == (3, 33, 33)
+    peaks = [np.unravel_index(m.argmax(), m.shape) for m in result.maps]
+    assert peaks == [(16 + 2, 16 + 3)] * 3  # (dy, dx) offsets in 15 m grid pixels
+    # the map GeoTIFFs have 15 m pixels and put each peak where the SAR content was found
+    from sar_optical_matcher.registration import write_map_rasters
+
+    paths = write_map_rasters(tmp_path / "maps", result.records, result.maps, optical, 96, 64,
+                              result.grid_scale)  # fmt: skip
+    for path, r, (py, px) in zip(paths, result.records, peaks):
+        ds = gdal.Open(str(path))
+        gt = ds.GetGeoTransform()
+        assert (gt[1], gt[5]) == (15.0, -15.0)
+        centre = (gt[0] + (px + 0.5) * gt[1], gt[3] + (py + 0.5) * gt[5])
+        found = (opt_gt[0] + 5.0 * (r.opt_x_px + r.dx_px), opt_gt[3] - 5.0 * (r.opt_y_px + r.dy_px))
+        assert abs(centre[0] - found[0]) < 7.5 and abs(centre[1] - found[1]) < 7.5
+    with pytest.raises(ValueError, match="grid_scale must be >= 1"):
+        match_keypoints(optical, 1, sar, 1, kps, matcher, grid_scale=0.5)

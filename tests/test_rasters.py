@@ -14,6 +14,7 @@ from sar_optical_matcher.rasters import (
     footprint_overlap,
     map_to_pixel,
     open_raster,
+    pixel_size_ratio,
     pixel_to_map,
     read_on_grid,
     read_window,
@@ -149,6 +150,28 @@ def test_read_on_grid_geographic_target_and_outside(tmp_path: Path) -> None:
     assert abs(x1 - 30 - 500 / (111320 * np.cos(np.radians(45.1)) * deg)) < 1.0
     assert abs(y1 - 30 - 500 / (111130 * deg)) < 1.0
     assert footprint_overlap(sar, geo)[:2] == (0.0, 0.0)
+
+
+def test_pixel_size_ratio_through_both_georeferences(tmp_path: Path) -> None:
+    opt = open_raster(make_tif(tmp_path / "opt.tif", np.zeros((200, 200), np.uint8), UTM_GT))
+    same_gt = (UTM_GT[0] + 300, 10.0, 0.0, UTM_GT[3] - 300, 0.0, -10.0)
+    same = open_raster(make_tif(tmp_path / "same.tif", np.zeros((50, 50), np.uint8), same_gt))
+    coarse = open_raster(make_tif(tmp_path / "coarse.tif", np.zeros((50, 50), np.uint8),
+                                  (UTM_GT[0], 30.0, 0.0, UTM_GT[3], 0.0, -30.0)))  # fmt: skip
+    assert pixel_size_ratio(opt, same) == pytest.approx(1.0, abs=1e-6)
+    assert pixel_size_ratio(opt, coarse) == pytest.approx(3.0, abs=1e-6)
+    assert pixel_size_ratio(coarse, opt) == pytest.approx(1 / 3, abs=1e-6)
+    # Web Mercator 10 m pixels are 10 * cos(45.1 deg) = 7.06 m on the ground at 45.1 N
+    centre = transform_points(pixel_to_map(opt, np.array([[100.0, 100.0]])), opt.crs_wkt,
+                              wkt(3857))[0]  # fmt: skip
+    merc_gt = (centre[0] - 1000.0, 10.0, 0.0, centre[1] + 1000.0, 0.0, -10.0)
+    merc = open_raster(make_tif(tmp_path / "merc.tif", np.zeros((200, 200), np.uint8), merc_gt,
+                                epsg=3857))  # fmt: skip
+    lat = transform_points(np.array([centre]), wkt(3857), wkt(4326))[0][1]
+    assert pixel_size_ratio(opt, merc) == pytest.approx(np.cos(np.radians(lat)), rel=0.01)
+    far = (UTM_GT[0] + 1e6, 10.0, 0.0, UTM_GT[3], 0.0, -10.0)
+    apart = open_raster(make_tif(tmp_path / "far.tif", np.zeros((10, 10), np.uint8), far))
+    assert np.isnan(pixel_size_ratio(opt, apart))
 
 
 def test_footprint_no_overlap(tmp_path: Path) -> None:

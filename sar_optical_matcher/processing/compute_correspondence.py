@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -93,6 +94,7 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
     SAR_SCALE = "SAR_SCALE"
     DEVICE = "DEVICE"
     BATCH_SIZE = "BATCH_SIZE"
+    MATCH_PIXEL_SIZE = "MATCH_PIXEL_SIZE"
     CONFIDENCE_THRESHOLD = "CONFIDENCE_THRESHOLD"
     OUTPUT_MAPS = "OUTPUT_MAPS"
     MATCHES = "MATCHES"
@@ -171,6 +173,7 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
                     optical,
                     s.match.search_size,
                     s.match.template_size,
+                    result.grid_scale,
                 )
             outputs[self.OUTPUT_MAPS] = s.maps_folder
         layer = self.parameterAsRasterLayer(parameters, self.OPTICAL, context)
@@ -280,6 +283,21 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         ),
         "Matches whose confidence (sharp single peak = high) is below it are not accepted.",
     )
+    common.add_param(
+        alg,
+        QgsProcessingParameterNumber(
+            A.MATCH_PIXEL_SIZE,
+            "Matching pixel size (0 = automatic)",
+            QgsProcessingParameterNumber.Double,
+            0.0,
+            minValue=0.0,
+        ),
+        "Pixel size, in optical map units, of the grid the templates and search regions are "
+        "resampled onto for matching. 0: the optical grid, or the SAR's pixel size where that "
+        "is more than 1.5x the optical's (the model was trained on pairs of one pixel size, "
+        "3.5-12.5 m). Results are always in optical pixels and map units.",
+        advanced=True,
+    )
 
 
 def correspondence_settings(
@@ -310,6 +328,7 @@ def correspondence_settings(
         batch_size=alg.parameterAsInt(parameters, A.BATCH_SIZE, context),
         confidence_threshold=alg.parameterAsDouble(parameters, A.CONFIDENCE_THRESHOLD, context),
         keep_maps=keep_maps or maps is not None,
+        match_pixel_size=alg.parameterAsDouble(parameters, A.MATCH_PIXEL_SIZE, context),
     )
     return CorrespondenceSettings(
         sar_path=sar_path,
@@ -353,7 +372,10 @@ def run_matching(
             f"model {matcher.contract.name} {matcher.contract.version}, "
             f"onnxruntime provider: {matcher.provider}"
         )
-        check_overlap(optical, sar, s.match.search_size)
+        grid = reg.matching_grid(optical, sar, s.match.match_pixel_size)
+        if grid.note:
+            (feedback.pushWarning if grid.warning else feedback.pushInfo)(grid.note)
+        check_overlap(optical, sar, s.match.search_size, grid.scale)
         xy_px = _keypoints(s, optical, feedback, canceled, start, mid)
         if len(xy_px) == 0:
             why = no_keypoints_message(s.keypoints_map is not None)
@@ -403,12 +425,16 @@ def _keypoints(
     return xy_px[inside]
 
 
-def check_overlap(optical: Any, sar: Any, search_size: int) -> None:
-    """Raise unless the SAR footprint covers at least one search region of the optical grid."""
+def check_overlap(optical: Any, sar: Any, search_size: int, grid_scale: float = 1.0) -> None:
+    """Raise unless the SAR footprint covers at least one search region of the matching grid.
+
+    The matching grid has pixels of ``grid_scale`` optical pixels.
+    """
     from sar_optical_matcher import rasters
 
     x0, y0, x1, y1 = rasters.footprint_overlap(optical, sar)
     w, h = int(x1 - x0), int(y1 - y0)
+    needed = int(math.ceil(search_size * grid_scale))
     sizes = f"(OPTICAL {optical.width} x {optical.height} px, SAR {sar.width} x {sar.height} px)"
     if w <= 0 or h <= 0:
         raise QgsProcessingException(
@@ -416,11 +442,13 @@ def check_overlap(optical: Any, sar: Any, search_size: int) -> None:
             "optical raster, so there is no search region to match in; choose two rasters of "
             "the same place/area and check that their CRSs are set correctly"
         )
-    if min(w, h) < search_size:
+    if min(w, h) < needed:
+        grid = "" if grid_scale == 1.0 else f" of {grid_scale:.2f}x optical pixels"
         raise QgsProcessingException(
             f"the SAR and optical rasters overlap by only {w} x {h} optical pixels {sizes}, "
-            f"smaller than one search region ({search_size} x {search_size} px); choose rasters "
-            "that cover more of the same place/area, or a model with a smaller search region"
+            f"smaller than one search region ({search_size} x {search_size} px{grid}, "
+            f"{needed} optical px); choose rasters that cover more of the same place/area, or "
+            "a model with a smaller search region"
         )
 
 

@@ -181,6 +181,74 @@ def test_complex_raster_is_refused(alg, provider, pair, twin_model, tmp_path, ou
     assert "'mod' pixel function" in text
 
 
+class FeedbackLog:
+    """A QgsProcessingFeedback that records the infos and warnings pushed to it."""
+
+    def __new__(cls):  # noqa: D102 - built lazily so the module imports without QGIS running
+        from qgis.core import QgsProcessingFeedback
+
+        class _Feedback(QgsProcessingFeedback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.infos: list[str] = []
+                self.warnings: list[str] = []
+
+            def pushInfo(self, text: str) -> None:  # noqa: N802 - QGIS API name
+                self.infos.append(text)
+                super().pushInfo(text)
+
+            def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
+                self.warnings.append(text)
+                super().pushWarning(text)
+
+        return _Feedback()
+
+
+def _scaled_sar(pair: Pair, folder: Path, factor: float) -> Path:
+    """The pair's SAR with pixels ``factor`` times the optical's (content meaningless)."""
+    _, gt = read_array(pair.sar)
+    scaled = (gt[0] - 100.0, gt[1] * factor, 0.0, gt[3] + 100.0, 0.0, gt[5] * factor)
+    return rewrite(pair.sar, folder / f"sar_x{factor:.2f}.tif", lambda a: a, gt=scaled)
+
+
+@pytest.mark.parametrize(
+    ("factor", "pixel_size", "kind", "expected"),
+    [
+        (3.0, 0.0, "info", "matching on a grid of 30.3 optical map units a pixel (automatic"),
+        (3.0, 10.0, "warning", "SAR pixel is 3.0x the matching-grid pixel"),
+        (1.0 / 3.0, 0.0, "info", "3.0x smaller than the matching-grid pixel"),
+        (1.0, 0.0, None, None),
+    ],
+)
+def test_pixel_size_mismatch_sets_or_warns_about_the_matching_grid(
+    factor, pixel_size, kind, expected, provider, pair, twin_model, tmp_path, out
+) -> None:
+    """A SAR pixel 3x larger than the optical one is matched on the SAR's pixel size (or, when
+    MATCH_PIXEL_SIZE forces the optical grid, warned about with the fix); a 3x smaller one is
+    averaged onto the grid; the same size says nothing."""
+    sar = pair.sar if factor == 1.0 else _scaled_sar(pair, tmp_path, factor)
+    log = FeedbackLog()
+    params = _params("computecorrespondence", pair, twin_model, out, sar=sar,
+                     MATCH_PIXEL_SIZE=pixel_size)  # fmt: skip
+    _run("computecorrespondence", params, feedback=log)
+    notes = [m for m in log.infos + log.warnings if "matching-grid pixel" in m or "a grid of" in m]
+    if kind is None:
+        assert notes == []
+        return
+    assert len(notes) == 1 and expected in notes[0], notes
+    assert notes[0] in (log.warnings if kind == "warning" else log.infos)
+    if kind == "warning":
+        assert "Set MATCH_PIXEL_SIZE to 0 (automatic) or to the SAR pixel size, 30.3" in notes[0]
+
+
+def test_matching_pixel_size_finer_than_the_optical_is_refused(
+    provider, pair, twin_model, out
+) -> None:
+    params = _params("computecorrespondence", pair, twin_model, out, MATCH_PIXEL_SIZE=5.0)
+    run_refused("computecorrespondence", params, out, "MATCH_PIXEL_SIZE 5 is finer than the "
+                "optical pixel", "use 0 \\(automatic\\)")  # fmt: skip
+
+
 # --- empty, constant and broken pixels ------------------------------------------------------------
 
 
