@@ -64,8 +64,8 @@ def _run(alg: str, params: dict, feedback=None) -> dict:
     return processing.run(f"sarmatcher:{alg}", params, feedback=feedback)
 
 
-class WarningLog:
-    """A QgsProcessingFeedback that records the warnings pushed to it."""
+class FeedbackLog:
+    """A QgsProcessingFeedback that records the infos and warnings pushed to it."""
 
     def __new__(cls):  # noqa: D102 - built lazily so the module imports without QGIS running
         from qgis.core import QgsProcessingFeedback
@@ -73,7 +73,12 @@ class WarningLog:
         class _Feedback(QgsProcessingFeedback):
             def __init__(self) -> None:
                 super().__init__()
+                self.infos: list[str] = []
                 self.warnings: list[str] = []
+
+            def pushInfo(self, text: str) -> None:  # noqa: N802 - QGIS API name
+                self.infos.append(text)
+                super().pushInfo(text)
 
             def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
                 self.warnings.append(text)
@@ -181,29 +186,6 @@ def test_complex_raster_is_refused(alg, provider, pair, twin_model, tmp_path, ou
     assert "'mod' pixel function" in text
 
 
-class FeedbackLog:
-    """A QgsProcessingFeedback that records the infos and warnings pushed to it."""
-
-    def __new__(cls):  # noqa: D102 - built lazily so the module imports without QGIS running
-        from qgis.core import QgsProcessingFeedback
-
-        class _Feedback(QgsProcessingFeedback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.infos: list[str] = []
-                self.warnings: list[str] = []
-
-            def pushInfo(self, text: str) -> None:  # noqa: N802 - QGIS API name
-                self.infos.append(text)
-                super().pushInfo(text)
-
-            def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
-                self.warnings.append(text)
-                super().pushWarning(text)
-
-        return _Feedback()
-
-
 def _scaled_sar(pair: Pair, folder: Path, factor: float) -> Path:
     """The pair's SAR with pixels ``factor`` times the optical's (content meaningless)."""
     _, gt = read_array(pair.sar)
@@ -262,7 +244,7 @@ def test_constant_or_nodata_optical(content, provider, pair, twin_model, tmp_pat
         key = "INPUT" if alg == "detectkeypoints" else "OPTICAL"
         params = _params(alg, pair, twin_model, out, **{key: str(flat)})
         params.pop("OUTPUT_MAPS", None)
-        log = WarningLog()
+        log = FeedbackLog()
         res = _run(alg, {**params, "OUTPUT" if key == "INPUT" else "MATCHES": "memory:"}, log)
         layer = res["OUTPUT" if key == "INPUT" else "MATCHES"]
         assert layer.featureCount() == 0
@@ -401,7 +383,7 @@ def test_empty_keypoints_layer(provider, pair, twin_model, out) -> None:
     empty = QgsVectorLayer("Point?crs=EPSG:4326", "kp", "memory")
     params = _params("computecorrespondence", pair, twin_model, out, KEYPOINTS=empty,
                      MATCHES="memory:", OUTPUT_MAPS=None)  # fmt: skip
-    log = WarningLog()
+    log = FeedbackLog()
     assert _run("computecorrespondence", params, log)["MATCHES"].featureCount() == 0
     assert any("no keypoints" in w.lower() for w in log.warnings), log.warnings
     params = _params("registersartooptical", pair, twin_model, out, KEYPOINTS=empty)
