@@ -243,6 +243,30 @@ def _read_optical(ds: Any, band: int | None) -> tuple[np.ndarray, np.ndarray]:
     return luminance(np.stack(stack, axis=-1)) if len(stack) == 3 else stack[0], valid
 
 
+def _refuse_complex(path: str | Path, ds: Any, bands: Sequence[int]) -> None:
+    """Raise the plugin's complex-band error for the first complex band of ``bands``."""
+    from osgeo import gdal
+
+    from sar_optical_matcher.rasters import complex_band_error
+
+    for b in bands:
+        if 1 <= b <= ds.RasterCount and gdal.DataTypeIsComplex(ds.GetRasterBand(b).DataType):
+            raise complex_band_error(path, b, gdal.GetDataTypeName(ds.GetRasterBand(b).DataType))
+
+
+def _coarser(ds: Any, scale: float, path: str | Path) -> Any:
+    """``ds`` averaged onto its own grid with ``scale`` times larger pixels (an in-memory copy)."""
+    from osgeo import gdal
+
+    gt = ds.GetGeoTransform()
+    res = float(np.hypot(gt[1], gt[4])) * scale
+    out = gdal.Warp("", ds, format="MEM", resampleAlg="average", xRes=res, yRes=res,
+                    errorThreshold=0.0)  # fmt: skip
+    if out is None:
+        raise ValueError(f"GDAL cannot resample {path}: {gdal.GetLastErrorMsg()}")
+    return out
+
+
 def load_gdal_pair(
     optical: str | Path,
     sar: str | Path,
@@ -251,11 +275,15 @@ def load_gdal_pair(
     sar_scale: str = "auto",
     scene: str | None = None,
     sensor: str = "unknown",
+    match_pixel_size: float = 0.0,
 ) -> PairRecord:
     """A georeferenced raster pair, the SAR resampled (bilinear) onto the optical grid.
 
     The pair is as co-registered as its georeferences are: use it for data whose geocoding is
-    trusted (or for evaluation against such data).
+    trusted (or for evaluation against such data). The grid is the plugin's matching grid
+    (``registration.matching_grid``): the optical grid, or, where the SAR pixel is more than
+    1.5x the optical's, the optical grid with the SAR's pixel size, the optical averaged onto
+    it; a much finer SAR is averaged onto the grid. The record's pixels are that grid's.
 
     Args:
         optical: optical raster path (any GDAL format with a CRS and geotransform).
@@ -265,13 +293,16 @@ def load_gdal_pair(
         sar_scale: ``"auto"`` (8-bit or negative data: dB, else linear), ``"linear"``, ``"db"``.
         scene: split key; default the optical file's stem.
         sensor: SAR sensor name for the record.
+        match_pixel_size: grid pixel size in optical map units (0: automatic, as above).
 
     Returns:
         One :class:`PairRecord` with ``valid`` = optical and SAR data (nodata/NaN excluded).
     """
     from osgeo import gdal
 
+    from sar_optical_matcher import rasters
     from sar_optical_matcher.core.preprocessing import resolve_sar_scale
+    from sar_optical_matcher.registration import matching_grid
 
     for p in (optical, sar):
         if not Path(p).is_file() and not str(p).startswith("/vsi"):
@@ -283,14 +314,11 @@ def load_gdal_pair(
         raise ValueError("both rasters need a CRS and a geotransform to be resampled together")
     if not 1 <= sar_band <= sar_ds.RasterCount:
         raise ValueError(f"sar_band {sar_band} out of range 1..{sar_ds.RasterCount}")
-    from sar_optical_matcher.rasters import complex_band_error
-
-    opt_bands = [optical_band] if optical_band is not None else [1, 2, 3]
-    for path, ds, bands in ((sar, sar_ds, [sar_band]), (optical, opt_ds, opt_bands)):
-        for b in bands:
-            if 1 <= b <= ds.RasterCount and gdal.DataTypeIsComplex(ds.GetRasterBand(b).DataType):
-                name = gdal.GetDataTypeName(ds.GetRasterBand(b).DataType)
-                raise complex_band_error(path, b, name)
+    _refuse_complex(sar, sar_ds, [sar_band])
+    _refuse_complex(optical, opt_ds, [optical_band] if optical_band is not None else [1, 2, 3])
+    grid = matching_grid(rasters.open_raster(optical), rasters.open_raster(sar), match_pixel_size)
+    if grid.scale > 1.0:  # the optical averaged onto the coarser grid, every band
+        opt_ds = _coarser(opt_ds, grid.scale, optical)
     opt_values, opt_valid = _read_optical(opt_ds, optical_band)
     src_nodata = sar_ds.GetRasterBand(sar_band).GetNoDataValue()
     byte_data = sar_ds.GetRasterBand(sar_band).DataType == gdal.GDT_Byte
@@ -305,7 +333,9 @@ def load_gdal_pair(
         dst.SetProjection(opt_ds.GetProjection())
         dst.GetRasterBand(1).Fill(np.nan)
         dst.GetRasterBand(1).SetNoDataValue(np.nan)
-        ok = gdal.Warp(dst, vrt, resampleAlg="bilinear", srcNodata=src_nodata, dstNodata=np.nan)
+        ok = gdal.Warp(
+            dst, vrt, resampleAlg=grid.sar_resampling, srcNodata=src_nodata, dstNodata=np.nan
+        )
         if not ok:
             raise ValueError(f"GDAL cannot warp {sar} onto {optical}: {gdal.GetLastErrorMsg()}")
         sar_values = dst.GetRasterBand(1).ReadAsArray().astype(np.float32)

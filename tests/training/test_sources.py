@@ -161,6 +161,30 @@ def test_gdal_pair_nodata_and_byte_scale(tmp_path):
         sources.load_gdal_pair(paths["optical"], paths["sar"], sar_band=2)
 
 
+def test_gdal_pair_with_a_coarser_sar_is_evaluated_on_the_matching_grid(tmp_path):
+    """SAR pixel 3x the optical's: the record is on the plugin's automatic matching grid (the
+    SAR's pixel size, the optical averaged onto it); MATCH_PIXEL_SIZE = the optical's keeps
+    the optical grid."""
+    pair = make_georeferenced_pair(
+        192, np.random.default_rng(4), max_shift_px=0, max_affine=0, sar_pixel_size_ratio=3.0,
+        looks=None,
+    )  # fmt: skip
+    paths = write_pair(pair, tmp_path, sar_dtype="float32")
+    rec = sources.load_gdal_pair(paths["optical"], paths["sar"])
+    assert rec.sar.shape == rec.optical.shape == (64, 64)
+    lum = (pair.optical * 10000) @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(rec.optical, lum.reshape(64, 3, 64, 3).mean(axis=(1, 3)),
+                               rtol=1e-3, atol=0.5)  # fmt: skip
+    fine = sources.load_gdal_pair(paths["optical"], paths["sar"], match_pixel_size=10.0)
+    assert fine.sar.shape == fine.optical.shape == (192, 192)
+    # the same SAR on both grids: the fine one's 3 x 3 block means are the coarse record
+    blocks = fine.sar.reshape(64, 3, 64, 3).mean(axis=(1, 3))
+    inner = np.s_[2:-2, 2:-2]
+    ok = np.isfinite(blocks[inner]) & np.isfinite(rec.sar[inner])
+    assert ok.mean() > 0.95
+    assert np.corrcoef(blocks[inner][ok], rec.sar[inner][ok])[0, 1] > 0.95
+
+
 def test_gdal_pair_with_a_complex_sar_band_is_refused(tmp_path):
     """An SLC band would lose its imaginary part in the warp: refused with the way out."""
     pair = make_georeferenced_pair(48, np.random.default_rng(3), max_shift_px=0, max_affine=0)
