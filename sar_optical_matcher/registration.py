@@ -741,15 +741,20 @@ def compute_matches(
     settings: MatchSettings,
     progress: Progress | None = None,
     is_canceled: IsCanceled | None = None,
+    grid: MatchingGrid | None = None,
 ) -> Any:
     """Run ``matching.match_keypoints``; its ``Canceled`` becomes this module's :class:`Canceled`.
+
+    ``grid``: the pair's :func:`matching_grid` when the caller has it already (None: decided
+    here from ``settings.match_pixel_size``).
 
     Returns:
         ``matching.MatchResult`` (records, maps).
     """
     from sar_optical_matcher import matching
 
-    grid = matching_grid(optical, sar, settings.match_pixel_size)
+    if grid is None:
+        grid = matching_grid(optical, sar, settings.match_pixel_size)
     xy = np.asarray(keypoints_xy_px, np.float64).reshape(-1, 2)
     if len(xy) == 0:
         raise RegistrationError(

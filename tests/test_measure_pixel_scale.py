@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,7 @@ from training import sources
 
 def test_zoomed_record_scales_images_mask_and_known_offset() -> None:
     rec = sources.load_synthetic(1, 64, seed=1)[0]
-    rec = type(rec)(**{**rec.__dict__, "valid": np.ones(rec.sar.shape, bool),
-                       "offset_xy_px": (2.0, -1.0)})  # fmt: skip
+    rec = dataclasses.replace(rec, valid=np.ones(rec.sar.shape, bool), offset_xy_px=(2.0, -1.0))
     big = mps.zoomed(rec, 2.0)
     assert big.sar.shape == big.optical.shape == big.valid.shape == (128, 128)
     assert big.offset_xy_px == (4.0, -2.0) and big.sar.dtype == np.float32

@@ -277,7 +277,7 @@ def load_gdal_pair(
     sensor: str = "unknown",
     match_pixel_size: float = 0.0,
 ) -> PairRecord:
-    """A georeferenced raster pair, the SAR resampled (bilinear) onto the optical grid.
+    """A georeferenced raster pair, the SAR resampled onto the optical (matching) grid.
 
     The pair is as co-registered as its georeferences are: use it for data whose geocoding is
     trusted (or for evaluation against such data). The grid is the plugin's matching grid

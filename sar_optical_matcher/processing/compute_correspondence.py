@@ -393,6 +393,7 @@ def run_matching(
             s.match,
             common.progress_callback(feedback, mid, stop),
             canceled,
+            grid,
         )
     skipped = {k: v for k, v in result.counts.items() if k != "ok"}
     if skipped:
