@@ -46,6 +46,8 @@ class RasterInfo:
         is_geographic: True for a geographic CRS (degrees).
         dtypes: numpy dtype name of each band (``"uint8"``, ``"float32"``, ...).
         nodata: nodata value of each band, None where unset.
+        gdal_types: GDAL data type name of each band (``"Byte"``, ``"CInt16"``, ...), as
+            ``gdalinfo`` prints it.
     """
 
     path: str
@@ -57,6 +59,7 @@ class RasterInfo:
     is_geographic: bool
     dtypes: tuple[str, ...]
     nodata: tuple[float | None, ...]
+    gdal_types: tuple[str, ...] = ()
 
     def check_band(self, band: int) -> None:
         """Raise ``ValueError`` unless ``1 <= band <= band_count`` and the band is real-valued.
@@ -71,7 +74,8 @@ class RasterInfo:
             )
         dtype = self.dtypes[int(band) - 1] if len(self.dtypes) >= int(band) else ""
         if dtype.startswith("complex"):
-            raise complex_band_error(self.path, int(band), dtype)
+            named = self.gdal_types[int(band) - 1] if len(self.gdal_types) >= int(band) else dtype
+            raise complex_band_error(self.path, int(band), named)
 
 
 def complex_band_error(path: str | Path, band: int, dtype: str) -> ValueError:
@@ -129,6 +133,22 @@ def open_raster(path: str | Path, band: int | None = None) -> RasterInfo:
         The :class:`RasterInfo`.
 
     Raises:
+        ValueError: as :func:`open_dataset`.
+    """
+    return open_dataset(path, band)[1]
+
+
+def open_dataset(path: str | Path, band: int | None = None) -> tuple[gdal.Dataset, RasterInfo]:
+    """:func:`open_raster`, also returning the open GDAL dataset (one header read for both).
+
+    Args:
+        path: file path or GDAL dataset name.
+        band: optional 1-based band to check.
+
+    Returns:
+        ``(dataset, info)``; the caller owns the dataset.
+
+    Raises:
         ValueError: not a raster / corrupt, no geotransform (or GCPs only), no CRS, or ``band``
             out of range; the message says how to fix it.
     """
@@ -160,10 +180,11 @@ def open_raster(path: str | Path, band: int | None = None) -> RasterInfo:
         is_geographic=bool(srs.IsGeographic()),
         dtypes=tuple(_numpy_dtype(b.DataType) for b in bands),
         nodata=tuple(b.GetNoDataValue() for b in bands),
+        gdal_types=tuple(gdal.GetDataTypeName(b.DataType) for b in bands),
     )
     if band is not None:
         info.check_band(band)
-    return info
+    return ds, info
 
 
 def _numpy_dtype(gdal_type: int) -> str:

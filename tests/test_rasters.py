@@ -13,6 +13,7 @@ from sar_optical_matcher.rasters import (
     atomic_output,
     footprint_overlap,
     map_to_pixel,
+    open_dataset,
     open_raster,
     pixel_size_ratio,
     pixel_to_map,
@@ -72,6 +73,9 @@ def test_open_raster_describes_it(tmp_path: Path) -> None:
     assert (info.width, info.height, info.band_count) == (30, 20, 3)
     assert info.geotransform == UTM_GT and not info.is_geographic
     assert info.dtypes == ("uint16",) * 3 and info.nodata == (7.0,) * 3
+    assert info.gdal_types == ("UInt16",) * 3
+    ds, same = open_dataset(tmp_path / "a.tif", band=3)  # the dataset it was read from, too
+    assert same == info and ds.GetRasterBand(3).ReadAsArray()[0, 0] == data[2, 0, 0]
     assert open_raster(make_tif(tmp_path / "g.tif", data[0], (10, 0.001, 0, 50, 0, -0.001),
                                 epsg=4326)).is_geographic  # fmt: skip
 
@@ -94,6 +98,12 @@ def test_open_raster_errors(tmp_path: Path) -> None:
         open_raster(ok, band=2)
     with pytest.raises(ValueError, match="choose 1..1"):
         read_window(open_raster(ok), 0, 0, 0, 2, 2)
+    slc = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "slc.tif"), 4, 4, 1, gdal.GDT_CInt16)
+    slc.SetGeoTransform(UTM_GT)
+    slc.SetProjection(wkt(32633))
+    slc = None  # a complex band is named by its GDAL type, as gdalinfo prints it
+    with pytest.raises(ValueError, match=r"band 1 of slc\.tif is complex \(CInt16\).*'mod'"):
+        open_raster(tmp_path / "slc.tif", band=1)
 
 
 def test_read_window_pads_and_masks(tmp_path: Path) -> None:

@@ -243,17 +243,6 @@ def _read_optical(ds: Any, band: int | None) -> tuple[np.ndarray, np.ndarray]:
     return luminance(np.stack(stack, axis=-1)) if len(stack) == 3 else stack[0], valid
 
 
-def _refuse_complex(path: str | Path, ds: Any, bands: Sequence[int]) -> None:
-    """Raise the plugin's complex-band error for the first complex band of ``bands``."""
-    from osgeo import gdal
-
-    from sar_optical_matcher.rasters import complex_band_error
-
-    for b in bands:
-        if 1 <= b <= ds.RasterCount and gdal.DataTypeIsComplex(ds.GetRasterBand(b).DataType):
-            raise complex_band_error(path, b, gdal.GetDataTypeName(ds.GetRasterBand(b).DataType))
-
-
 def _coarser(ds: Any, scale: float, path: str | Path) -> Any:
     """``ds`` averaged onto its own grid with ``scale`` times larger pixels (an in-memory copy)."""
     from osgeo import gdal
@@ -307,16 +296,13 @@ def load_gdal_pair(
     for p in (optical, sar):
         if not Path(p).is_file() and not str(p).startswith("/vsi"):
             raise ValueError(f"raster {p} not found")
-    opt_ds, sar_ds = (gdal.OpenEx(str(p), gdal.OF_RASTER) for p in (optical, sar))
-    if opt_ds is None or sar_ds is None:
-        raise ValueError(f"cannot open {optical if opt_ds is None else sar} with GDAL")
-    if not opt_ds.GetProjection() or not sar_ds.GetProjection():
-        raise ValueError("both rasters need a CRS and a geotransform to be resampled together")
-    if not 1 <= sar_band <= sar_ds.RasterCount:
-        raise ValueError(f"sar_band {sar_band} out of range 1..{sar_ds.RasterCount}")
-    _refuse_complex(sar, sar_ds, [sar_band])
-    _refuse_complex(optical, opt_ds, [optical_band] if optical_band is not None else [1, 2, 3])
-    grid = matching_grid(rasters.open_raster(optical), rasters.open_raster(sar), match_pixel_size)
+    # the plugin's checks and messages: georeference, CRS, band range, complex (SLC) bands
+    opt_ds, opt_info = rasters.open_dataset(optical)
+    sar_ds, sar_info = rasters.open_dataset(sar, band=sar_band)
+    luminance_bands = [1, 2, 3] if opt_info.band_count >= 3 else [1]
+    for b in [optical_band] if optical_band is not None else luminance_bands:
+        opt_info.check_band(b)
+    grid = matching_grid(opt_info, sar_info, match_pixel_size)
     if grid.scale > 1.0:  # the optical averaged onto the coarser grid, every band
         opt_ds = _coarser(opt_ds, grid.scale, optical)
     opt_values, opt_valid = _read_optical(opt_ds, optical_band)

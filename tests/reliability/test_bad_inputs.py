@@ -182,7 +182,7 @@ def test_complex_raster_is_refused(alg, provider, pair, twin_model, tmp_path, ou
         params = _params(alg, pair, twin_model, out, INPUT=str(slc))
     else:
         params = _params(alg, pair, twin_model, out, sar=slc)
-    text = run_refused(alg, params, out, "slc.tif", "complex64", "amplitude or intensity", "SNAP")
+    text = run_refused(alg, params, out, "slc.tif", "CFloat32", "amplitude or intensity", "SNAP")
     assert "'mod' pixel function" in text
 
 

@@ -157,8 +157,10 @@ def test_gdal_pair_nodata_and_byte_scale(tmp_path):
     opt_ds = gdal.Open(str(paths["optical"]))  # keep the dataset alive while its band is used
     band2 = opt_ds.GetRasterBand(2).ReadAsArray()
     np.testing.assert_array_equal(rec.optical, band2.astype(np.float32))
-    with pytest.raises(ValueError, match="sar_band"):
+    with pytest.raises(ValueError, match=r"band 2 does not exist: pair_sar\.tif has 1 band\(s\)"):
         sources.load_gdal_pair(paths["optical"], paths["sar"], sar_band=2)
+    with pytest.raises(ValueError, match=r"band 4 does not exist: pair_optical\.tif has 3 band"):
+        sources.load_gdal_pair(paths["optical"], paths["sar"], optical_band=4)
 
 
 def test_gdal_pair_with_a_coarser_sar_is_evaluated_on_the_matching_grid(tmp_path):
