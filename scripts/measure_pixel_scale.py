@@ -69,6 +69,8 @@ def gdal_pair(record, factor: float, folder: Path) -> tuple[Path, Path]:
     """
     from osgeo import gdal, osr
 
+    from sar_optical_matcher.rasters import write_raster_atomic
+
     if tuple(record.offset_xy_px) != (0.0, 0.0):
         raise ValueError(
             f"{record.name} has a known offset {record.offset_xy_px}: --through-gdal needs "
@@ -78,17 +80,12 @@ def gdal_pair(record, factor: float, folder: Path) -> tuple[Path, Path]:
     srs.ImportFromEPSG(32633)
     gt = (500000.0, SAR_PIXEL_M, 0.0, 5000000.0, 0.0, -SAR_PIXEL_M)
     stem = folder / record.name.replace("/", "_")
-    paths = []
-    for kind, image in (("optical", record.optical), ("sar", record.sar)):
-        path = Path(f"{stem}_{kind}{'_native' if kind == 'optical' else ''}.tif")
-        ds = gdal.GetDriverByName("GTiff").Create(
-            str(path), image.shape[1], image.shape[0], 1, gdal.GDT_Float32
+    paths = [
+        write_raster_atomic(
+            f"{stem}_{kind}.tif", np.asarray(image, np.float32), gt, srs.ExportToWkt()
         )
-        ds.SetGeoTransform(gt)
-        ds.SetProjection(srs.ExportToWkt())
-        ds.GetRasterBand(1).WriteArray(np.asarray(image, np.float32))
-        ds = None
-        paths.append(path)
+        for kind, image in (("optical_native", record.optical), ("sar", record.sar))
+    ]
     fine = Path(f"{stem}_optical.tif")
     res = SAR_PIXEL_M / factor
     if gdal.Warp(str(fine), str(paths[0]), xRes=res, yRes=res, resampleAlg="bilinear") is None:

@@ -226,11 +226,13 @@ def load_sen12(root: str | Path) -> list[PairRecord]:
     return records
 
 
-def _read_optical(ds: Any, band: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """One optical band (luminance of bands 1-3 when ``band`` is None and there are 3) + valid."""
-    if band is not None and not 1 <= band <= ds.RasterCount:
-        raise ValueError(f"optical_band {band} out of range 1..{ds.RasterCount}")
-    bands = [band] if band is not None else ([1, 2, 3] if ds.RasterCount >= 3 else [1])
+def _optical_bands(band: int | None, band_count: int) -> list[int]:
+    """The optical bands read: ``band``, or bands 1-3 (luminance) if there are 3, else band 1."""
+    return [band] if band is not None else ([1, 2, 3] if band_count >= 3 else [1])
+
+
+def _read_optical(ds: Any, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The optical image of ``bands`` (luminance when they are 3, checked by the caller) + valid."""
     stack, valid = [], np.ones((ds.RasterYSize, ds.RasterXSize), dtype=bool)
     for b in bands:
         rb = ds.GetRasterBand(b)
@@ -299,13 +301,13 @@ def load_gdal_pair(
     # the plugin's checks and messages: georeference, CRS, band range, complex (SLC) bands
     opt_ds, opt_info = rasters.open_dataset(optical)
     sar_ds, sar_info = rasters.open_dataset(sar, band=sar_band)
-    luminance_bands = [1, 2, 3] if opt_info.band_count >= 3 else [1]
-    for b in [optical_band] if optical_band is not None else luminance_bands:
+    optical_bands = _optical_bands(optical_band, opt_info.band_count)
+    for b in optical_bands:
         opt_info.check_band(b)
     grid = matching_grid(opt_info, sar_info, match_pixel_size)
     if grid.scale > 1.0:  # the optical averaged onto the coarser grid, every band
         opt_ds = _coarser(opt_ds, grid.scale, optical)
-    opt_values, opt_valid = _read_optical(opt_ds, optical_band)
+    opt_values, opt_valid = _read_optical(opt_ds, optical_bands)
     src_nodata = sar_ds.GetRasterBand(sar_band).GetNoDataValue()
     byte_data = sar_ds.GetRasterBand(sar_band).DataType == gdal.GDT_Byte
     vrt = f"/vsimem/sources_{id(sar_ds)}_{sar_band}.vrt"
