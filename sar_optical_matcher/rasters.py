@@ -10,6 +10,7 @@ GDAL errors are collected and turned into ``ValueError`` with the GDAL text; the
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -394,10 +395,12 @@ def scaled_grid(info: RasterInfo, scale: float) -> RasterInfo:
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"grid scale must be a positive number, got {scale!r}")
     gt = info.geotransform
+    # whole coarse pixels only; a scale measured through the georeferences (3 * (1 + 1e-15))
+    # must not drop the last one of an exact multiple
     return dataclasses.replace(
         info,
-        width=max(int(info.width / scale), 1),
-        height=max(int(info.height / scale), 1),
+        width=max(int(math.floor(info.width / scale + 1e-6)), 1),
+        height=max(int(math.floor(info.height / scale + 1e-6)), 1),
         geotransform=(gt[0], gt[1] * scale, gt[2] * scale, gt[3], gt[4] * scale, gt[5] * scale),
     )
 

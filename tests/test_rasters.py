@@ -19,6 +19,7 @@ from sar_optical_matcher.rasters import (
     pixel_to_map,
     read_on_grid,
     read_window,
+    scaled_grid,
     transform_points,
     write_raster_atomic,
 )
@@ -182,6 +183,24 @@ def test_pixel_size_ratio_through_both_georeferences(tmp_path: Path) -> None:
     far = (UTM_GT[0] + 1e6, 10.0, 0.0, UTM_GT[3], 0.0, -10.0)
     apart = open_raster(make_tif(tmp_path / "far.tif", np.zeros((10, 10), np.uint8), far))
     assert np.isnan(pixel_size_ratio(opt, apart))
+
+
+def test_scaled_grid_keeps_origin_and_axes(tmp_path: Path) -> None:
+    """Pixels ``scale`` times larger on the same origin and axes (a rotated grid stays rotated);
+    whole coarse pixels only, and an exact multiple measured with float noise keeps its last."""
+    c, s = 10.0 * np.cos(np.radians(30.0)), 10.0 * np.sin(np.radians(30.0))
+    rotated = (500000.0, c, s, 5000000.0, s, -c)
+    info = open_raster(make_tif(tmp_path / "rot.tif", np.zeros((100, 192), np.uint8), rotated))
+    grid = scaled_grid(info, 3.0 * (1 + 1e-12))
+    assert (grid.width, grid.height) == (64, 33)
+    np.testing.assert_allclose(grid.geotransform, (500000.0, 3 * c, 3 * s, 5000000.0, 3 * s,
+                                                   -3 * c), rtol=1e-9)  # fmt: skip
+    xy = np.array([[0.0, 0.0], [30.0, 12.0], [191.0, 99.0]])
+    np.testing.assert_allclose(pixel_to_map(grid, xy / 3.0), pixel_to_map(info, xy), atol=1e-6)
+    assert (scaled_grid(info, 2.5).width, scaled_grid(info, 1000.0).width) == (76, 1)
+    for bad in (0.0, -2.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="grid scale must be a positive number"):
+            scaled_grid(info, bad)
 
 
 def test_footprint_no_overlap(tmp_path: Path) -> None:

@@ -231,31 +231,29 @@ def _optical_bands(band: int | None, band_count: int) -> list[int]:
     return [band] if band is not None else ([1, 2, 3] if band_count >= 3 else [1])
 
 
-def _read_optical(ds: Any, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The optical image of ``bands`` (luminance when they are 3, checked by the caller) + valid."""
-    stack, valid = [], np.ones((ds.RasterYSize, ds.RasterXSize), dtype=bool)
+def _read_optical(
+    ds: Any, info: Any, bands: Sequence[int], grid: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The optical image of ``bands`` on ``grid`` (luminance when they are 3) + its valid mask.
+
+    ``grid`` is ``info`` itself (read as stored) or a coarser grid (``rasters.scaled_grid``),
+    which every band is averaged onto by ``rasters.read_on_grid``, as the plugin reads its
+    templates. Bands are checked by the caller.
+    """
+    from sar_optical_matcher import rasters
+
+    stack, valid = [], np.ones((grid.height, grid.width), dtype=bool)
     for b in bands:
-        rb = ds.GetRasterBand(b)
-        a = rb.ReadAsArray().astype(np.float32)
-        nodata = rb.GetNoDataValue()
-        valid &= (
-            np.isfinite(a) if nodata is None or np.isnan(nodata) else np.isfinite(a) & (a != nodata)
-        )
+        if grid is info:
+            a = ds.GetRasterBand(b).ReadAsArray().astype(np.float32)
+            nodata = info.nodata[b - 1]
+            ok = np.isfinite(a) & (True if nodata is None or np.isnan(nodata) else a != nodata)
+        else:
+            a, ok = rasters.read_on_grid(info, b, grid, 0, 0, grid.width, grid.height,
+                                         "average")  # fmt: skip
+        valid &= ok
         stack.append(a)
     return luminance(np.stack(stack, axis=-1)) if len(stack) == 3 else stack[0], valid
-
-
-def _coarser(ds: Any, scale: float, path: str | Path) -> Any:
-    """``ds`` averaged onto its own grid with ``scale`` times larger pixels (an in-memory copy)."""
-    from osgeo import gdal
-
-    gt = ds.GetGeoTransform()
-    res = float(np.hypot(gt[1], gt[4])) * scale
-    out = gdal.Warp("", ds, format="MEM", resampleAlg="average", xRes=res, yRes=res,
-                    errorThreshold=0.0)  # fmt: skip
-    if out is None:
-        raise ValueError(f"GDAL cannot resample {path}: {gdal.GetLastErrorMsg()}")
-    return out
 
 
 def load_gdal_pair(
@@ -289,8 +287,6 @@ def load_gdal_pair(
     Returns:
         One :class:`PairRecord` with ``valid`` = optical and SAR data (nodata/NaN excluded).
     """
-    from osgeo import gdal
-
     from sar_optical_matcher import rasters
     from sar_optical_matcher.core.preprocessing import resolve_sar_scale
     from sar_optical_matcher.registration import matching_grid
@@ -300,35 +296,19 @@ def load_gdal_pair(
             raise ValueError(f"raster {p} not found")
     # the plugin's checks and messages: georeference, CRS, band range, complex (SLC) bands
     opt_ds, opt_info = rasters.open_dataset(optical)
-    sar_ds, sar_info = rasters.open_dataset(sar, band=sar_band)
+    sar_info = rasters.open_raster(sar, band=sar_band)
     optical_bands = _optical_bands(optical_band, opt_info.band_count)
     for b in optical_bands:
         opt_info.check_band(b)
     grid = matching_grid(opt_info, sar_info, match_pixel_size)
-    if grid.scale > 1.0:  # the optical averaged onto the coarser grid, every band
-        opt_ds = _coarser(opt_ds, grid.scale, optical)
-    opt_values, opt_valid = _read_optical(opt_ds, optical_bands)
-    src_nodata = sar_ds.GetRasterBand(sar_band).GetNoDataValue()
-    byte_data = sar_ds.GetRasterBand(sar_band).DataType == gdal.GDT_Byte
-    vrt = f"/vsimem/sources_{id(sar_ds)}_{sar_band}.vrt"
-    try:
-        if gdal.Translate(vrt, sar_ds, format="VRT", bandList=[sar_band]) is None:
-            raise ValueError(f"GDAL cannot read band {sar_band} of {sar}: {gdal.GetLastErrorMsg()}")
-        dst = gdal.GetDriverByName("MEM").Create(
-            "", opt_ds.RasterXSize, opt_ds.RasterYSize, 1, gdal.GDT_Float32
-        )
-        dst.SetGeoTransform(opt_ds.GetGeoTransform())
-        dst.SetProjection(opt_ds.GetProjection())
-        dst.GetRasterBand(1).Fill(np.nan)
-        dst.GetRasterBand(1).SetNoDataValue(np.nan)
-        ok = gdal.Warp(
-            dst, vrt, resampleAlg=grid.sar_resampling, srcNodata=src_nodata, dstNodata=np.nan
-        )
-        if not ok:
-            raise ValueError(f"GDAL cannot warp {sar} onto {optical}: {gdal.GetLastErrorMsg()}")
-        sar_values = dst.GetRasterBand(1).ReadAsArray().astype(np.float32)
-    finally:
-        gdal.Unlink(vrt)
+    # the plugin's grid and reads: the optical grid, or the same origin and axes with the
+    # coarser pixel (every optical band averaged onto it); the SAR resampled onto that grid
+    target = opt_info if grid.scale == 1.0 else rasters.scaled_grid(opt_info, grid.scale)
+    opt_values, opt_valid = _read_optical(opt_ds, opt_info, optical_bands, target)
+    byte_data = sar_info.gdal_types[sar_band - 1] == "Byte"
+    sar_values, _ = rasters.read_on_grid(
+        sar_info, sar_band, target, 0, 0, target.width, target.height, grid.sar_resampling
+    )
     valid = opt_valid & np.isfinite(sar_values)
     scale = (
         "db"

@@ -11,6 +11,7 @@ from PIL import Image
 
 from sar_optical_matcher.core import synthetic as syn
 from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
+from tests.test_rasters import make_tif
 from training import sources
 from training.sources import PairRecord
 
@@ -185,6 +186,28 @@ def test_gdal_pair_with_a_coarser_sar_is_evaluated_on_the_matching_grid(tmp_path
     ok = np.isfinite(blocks[inner]) & np.isfinite(rec.sar[inner])
     assert ok.mean() > 0.95
     assert np.corrcoef(blocks[inner][ok], rec.sar[inner][ok])[0, 1] > 0.95
+
+
+def test_gdal_pair_with_a_rotated_optical_keeps_its_axes_on_the_coarser_grid(tmp_path):
+    """A rotated optical geotransform (30 degrees), SAR pixel 3x the optical's on the same axes:
+    the record is on the plugin's coarser grid (``rasters.scaled_grid``: same origin and axes),
+    so its optical is the 3 x 3 block means of the optical as stored and its SAR the SAR as
+    stored. A north-up resampling would turn the image and change its size."""
+    rng = np.random.default_rng(7)
+    optical = rng.random((192, 192)).astype(np.float32) * 100.0
+    optical[:9, :9] = -1.0  # nodata: the coarse pixels over it are left out
+    c, s = 10.0 * np.cos(np.radians(30.0)), 10.0 * np.sin(np.radians(30.0))
+    gt = (500000.0, c, s, 4000000.0, s, -c)
+    blocks = optical.reshape(64, 3, 64, 3)
+    expected = blocks.mean(axis=(1, 3))  # 3 x 3 means (the nodata blocks are not compared)
+    sar = (expected[::-1] + 5.0).astype(np.float32)  # any content: flipped, so it differs
+    make_tif(tmp_path / "opt.tif", optical, gt, nodata=-1.0)
+    make_tif(tmp_path / "sar.tif", sar, (gt[0], 3 * c, 3 * s, gt[3], 3 * s, -3 * c))
+    rec = sources.load_gdal_pair(tmp_path / "opt.tif", tmp_path / "sar.tif", sar_scale="linear")
+    assert rec.optical.shape == rec.sar.shape == (64, 64)
+    assert not rec.valid[:3, :3].any() and rec.valid[3:, 3:].all()
+    np.testing.assert_allclose(rec.optical[3:, 3:], expected[3:, 3:], rtol=1e-4)
+    np.testing.assert_allclose(rec.sar[3:, 3:], sar[3:, 3:], rtol=1e-4)
 
 
 def test_gdal_pair_with_a_complex_sar_band_is_refused(tmp_path):
