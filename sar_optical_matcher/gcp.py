@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from sar_optical_matcher.core.files import write_text_atomic
 
 HEADER = "mapX,mapY,sourceX,sourceY,enable,dX,dY,residual"
 CRS_PREFIX = "#CRS: "
@@ -164,17 +165,7 @@ def write_points(path: str | os.PathLike[str], table: GcpTable) -> Path:
     Returns:
         The written path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(format_points(table))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, format_points(table), newline="\n")
 
 
 def read_points(path: str | os.PathLike[str]) -> GcpTable:

@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 from osgeo import gdal, osr
 
 from sar_optical_matcher.core import geotransform
+from sar_optical_matcher.core.files import atomic_output
 
 IDENTITY_GT = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 CORRUPT_HINT = (
@@ -425,12 +426,6 @@ def pixel_size_ratio(optical: RasterInfo, sar: RasterInfo) -> float:
     return float(np.sqrt(abs(ex[0] * ey[1] - ex[1] * ey[0])))
 
 
-def partial_path(path: str | Path) -> Path:
-    """Temporary name beside ``path``: ``<stem>.partial-<pid><suffix>`` (same folder)."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix or '.tif'}")
-
-
 WARP_CACHE_BYTES = 256 * 2**20
 WARP_MEMORY_BYTES = 64 * 2**20
 
@@ -449,26 +444,6 @@ def gdal_cache_limit(max_bytes: int = WARP_CACHE_BYTES) -> Iterator[None]:
         yield
     finally:
         gdal.SetCacheMax(old)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path; rename it to ``path`` on success, remove it on any exception.
-
-    Cancellation (an exception raised inside the block) therefore leaves no partial file.
-    GDAL sidecars of the temporary file (``.aux.xml``, ``.ovr``, ``.msk``) are removed too.
-    """
-    final = Path(path)
-    tmp = partial_path(final)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise ValueError(f"nothing was written to {tmp}")
-        os.replace(tmp, final)
-    finally:
-        for leftover in (tmp, *(Path(f"{tmp}{ext}") for ext in (".aux.xml", ".ovr", ".msk"))):
-            if leftover.exists():
-                leftover.unlink()
 
 
 def write_raster_atomic(

@@ -13,10 +13,8 @@ straight to optical map coordinates through GCPs generated from the fitted trans
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 
 from sar_optical_matcher.core import keypoints as kp
 from sar_optical_matcher.core import transforms as tf
+from sar_optical_matcher.core.files import atomic_output
 from sar_optical_matcher.core.geotransform import map_to_pixel, pixel_to_map
 from sar_optical_matcher.core.tiling import iter_tiles
 
@@ -405,24 +404,6 @@ def fit_tie_points(
 # --- outputs --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success, else delete it.
-
-    GDAL side files of the temporary name (``.aux.xml``) are removed too.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        for leftover in (Path(tmp), Path(tmp + ".aux.xml")):
-            leftover.unlink(missing_ok=True)
-
-
 @dataclass(frozen=True)
 class WarpSettings:
     """GDAL warp settings.
@@ -510,7 +491,7 @@ def warp_sar(
 
     with gdal_cache_limit(), atomic_output(out_path) as tmp:
         ds = gdal.Warp(
-            tmp,
+            str(tmp),
             vrt,
             format="GTiff",
             dstSRS=optical.crs_wkt,
@@ -572,7 +553,7 @@ def write_map_rasters(
         out = folder / f"map_{ident:05d}.tif"
         with atomic_output(out) as tmp:
             ds = gdal.GetDriverByName("GTiff").Create(
-                tmp, arr.shape[1], arr.shape[0], 1, gdal.GDT_Float32
+                str(tmp), arr.shape[1], arr.shape[0], 1, gdal.GDT_Float32
             )
             ds.SetGeoTransform((origin[0], gt[1] * k, gt[2] * k, origin[1], gt[4] * k, gt[5] * k))
             ds.SetProjection(optical.crs_wkt)

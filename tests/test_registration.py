@@ -185,13 +185,6 @@ def test_canceled_warp_leaves_nothing(pair: Pair, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_output_removes_partial_file(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError), reg.atomic_output(tmp_path / "x.tif") as tmp:
-        Path(tmp).write_text("partial")
-        raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-
-
 # --- end to end with the twin model ---------------------------------------------------------
 
 

@@ -1,0 +1,91 @@
+"""Atomic file outputs: written under a temporary name beside the target, renamed on success.
+
+Every file the plugin writes goes through here, so a failure or a cancel leaves no partial file
+and never replaces an earlier result with half of a new one. Temporary files are created by the
+writer itself (GDAL, ``open``), so the outputs get the usual permissions of the user's umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+SIDECARS = (".aux.xml", ".ovr", ".msk")
+
+
+def temporary_name(path: str | os.PathLike[str]) -> Path:
+    """A fresh name beside ``path``: ``<stem>.partial-<pid>-<random><suffix>`` (not created)."""
+    path = Path(path)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return path.with_name(f"{path.stem}.partial-{token}{path.suffix or '.tif'}")
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, *(Path(f"{path}{ext}") for ext in SIDECARS)):
+        leftover.unlink(missing_ok=True)
+
+
+class StagedOutputs:
+    """Several output files written under temporary names and renamed together at the end.
+
+    ``path(final)`` hands out the temporary name to write ``final`` under; :meth:`commit`
+    renames them all once everything is written; :meth:`discard` removes what is left.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | os.PathLike[str]) -> Path:
+        """The temporary name to write ``final`` under (its folder is created if missing)."""
+        target = Path(final)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_name(target)
+        self._staged.append((tmp, target))
+        return tmp
+
+    def commit(self) -> None:
+        """Rename every staged file to its final name (an earlier file of that name is replaced)."""
+        for tmp, final in self._staged:
+            if not tmp.exists():
+                raise ValueError(f"nothing was written to {final}")
+        for tmp, final in self._staged:
+            os.replace(tmp, final)
+
+    def discard(self) -> None:
+        """Remove the temporary files still there (and GDAL's sidecars of them)."""
+        for tmp, _ in self._staged:
+            _remove(tmp)
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator[StagedOutputs]:
+    """A :class:`StagedOutputs` committed when the block succeeds and discarded in any case."""
+    stage = StagedOutputs()
+    try:
+        yield stage
+        stage.commit()
+    finally:
+        stage.discard()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success, else remove it.
+
+    Cancellation (an exception raised inside the block) therefore leaves no partial file and an
+    earlier ``path`` intact. The folder is created if missing. GDAL sidecars of the temporary
+    file (``.aux.xml``, ``.ovr``, ``.msk``) are removed too.
+    """
+    with staged_outputs() as stage:
+        yield stage.path(path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, newline: str | None = None) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
+            f.write(text)
+    return Path(path)

@@ -1,0 +1,69 @@
+"""Atomic and staged file outputs: no partial file, earlier results kept, umask permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from sar_optical_matcher.core.files import (
+    atomic_output,
+    staged_outputs,
+    temporary_name,
+    write_text_atomic,
+)
+
+
+def test_write_text_atomic_creates_the_folder_and_follows_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        out = write_text_atomic(tmp_path / "new" / "r.points", "a,b\n")
+        assert out.read_text(encoding="utf-8") == "a,b\n"
+        # mkstemp's 0600 made outputs unreadable to the group on shared folders
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        os.umask(0o077)
+        assert stat.S_IMODE(write_text_atomic(tmp_path / "p.txt", "x").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["r.points"]
+
+
+def test_atomic_output_failure_keeps_the_earlier_file(tmp_path: Path) -> None:
+    target = tmp_path / "x.tif"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_output(target) as tmp:
+        assert tmp.parent == tmp_path and f"partial-{os.getpid()}-" in tmp.name
+        tmp.write_text("half")
+        Path(f"{tmp}.aux.xml").write_text("sidecar")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tif"]
+    assert target.read_text() == "old"
+    with pytest.raises(ValueError, match="nothing was written to"), atomic_output(target):
+        pass
+    assert target.read_text() == "old"
+
+
+def test_staged_outputs_are_renamed_together_or_not_at_all(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.tif", tmp_path / "sub" / "b.html"
+    a.write_text("old a")
+    with pytest.raises(RuntimeError, match="sink failed"), staged_outputs() as stage:
+        stage.path(a).write_text("new a")
+        stage.path(b).write_text("new b")
+        raise RuntimeError("sink failed")  # a later output failed: the earlier ones stay
+    assert a.read_text() == "old a" and not b.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.tif"]
+    with staged_outputs() as stage:
+        stage.path(a).write_text("new a")
+        stage.path(b).write_text("new b")
+        assert a.read_text() == "old a"  # nothing renamed before the end of the block
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.tif", "b.html"]
+
+
+def test_temporary_names_are_unique_beside_the_target(tmp_path: Path) -> None:
+    names = {temporary_name(tmp_path / "r.tif") for _ in range(100)}
+    assert len(names) == 100
+    assert all(n.parent == tmp_path and n.suffix == ".tif" for n in names)
+    assert temporary_name(tmp_path / "noext").suffix == ".tif"
