@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
@@ -10,6 +11,7 @@ import numpy as np
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsCsException,
     QgsFeature,
     QgsFeatureSink,
     QgsField,
@@ -168,19 +170,37 @@ def make_fields(spec: Sequence[tuple[str, type]]) -> QgsFields:
 def points_in_crs(
     source: Any, crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext
 ) -> np.ndarray:
-    """(N, 2) float64 map coordinates in ``crs`` of a point feature source (multi: first part)."""
+    """(N, 2) float64 map coordinates in ``crs`` of a point feature source (every part).
+
+    Raises:
+        QgsProcessingException: the layer is not a point layer, or some points cannot be
+            transformed to ``crs`` (usually a layer whose CRS is set wrongly).
+    """
     xform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
-    out = []
+    out, bad = [], []
     for feature in source.getFeatures():
         geom = feature.geometry()
         if geom is None or geom.isEmpty():
             continue
         if QgsWkbTypes.geometryType(geom.wkbType()) != QgsWkbTypes.PointGeometry:
             raise QgsProcessingException("KEYPOINTS must be a point layer")
-        pts = geom.asMultiPoint() if geom.isMultipart() else [geom.asPoint()]
-        if pts:
-            p = xform.transform(pts[0])
-            out.append((p.x(), p.y()))
+        for p in geom.asMultiPoint() if geom.isMultipart() else [geom.asPoint()]:
+            try:
+                q = xform.transform(p)
+            except QgsCsException:
+                q = None
+            if q is None or not (math.isfinite(q.x()) and math.isfinite(q.y())):
+                bad.append((feature.id(), p.x(), p.y()))
+            else:
+                out.append((q.x(), q.y()))
+    if bad:
+        fid, x, y = bad[0]
+        raise QgsProcessingException(
+            f"KEYPOINTS: {len(bad)} point(s) cannot be transformed from "
+            f"{source.sourceCrs().authid() or 'the layer CRS'} to the optical raster's CRS "
+            f"{crs.authid() or crs.description()} (first: feature {fid} at {x:g}, {y:g}); check "
+            "that the layer's CRS is the one its coordinates are in, or remove those points"
+        )
     return np.asarray(out, np.float64).reshape(-1, 2)
 
 
