@@ -92,7 +92,7 @@ def complex_band_error(path: str | Path, band: int, dtype: str) -> ValueError:
 
 
 @contextlib.contextmanager
-def _gdal_errors() -> Iterator[list[str]]:
+def gdal_errors() -> Iterator[list[str]]:
     """Silence GDAL's error printing and collect the messages instead."""
     messages: list[str] = []
 
@@ -108,7 +108,7 @@ def _gdal_errors() -> Iterator[list[str]]:
 
 
 def _open(path: str) -> gdal.Dataset:
-    with _gdal_errors() as errors:
+    with gdal_errors() as errors:
         try:
             ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY)
         except RuntimeError as exc:  # gdal.UseExceptions() set by someone else
@@ -229,7 +229,7 @@ def read_window(
     if cx1 > cx0 and cy1 > cy0:
         ds = _open(info.path)  # keep a reference: the band dies with its dataset
         rb = ds.GetRasterBand(band)
-        with _gdal_errors() as errors:
+        with gdal_errors() as errors:
             data = rb.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0)
         if data is None:
             raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}; {CORRUPT_HINT}")
@@ -297,7 +297,7 @@ def read_on_grid(
         multithread=False,
         warpOptions=["INIT_DEST=NO_DATA"],
     )
-    with _gdal_errors() as errors:
+    with gdal_errors() as errors:
         ok = gdal.Warp(target, source, options=options)
     if not ok:
         raise ValueError(
@@ -329,7 +329,7 @@ def transform_points(xy: ArrayLike, src_wkt: str, dst_wkt: str) -> np.ndarray:
     if len(pts) == 0 or src.IsSame(dst):
         return pts.copy()
     transform = osr.CoordinateTransformation(src, dst)
-    with _gdal_errors():
+    with gdal_errors():
         try:
             out = np.array(transform.TransformPoints(pts.tolist()), dtype=np.float64)[:, :2]
         except RuntimeError:  # one bad point fails the batch under gdal.UseExceptions()
@@ -426,6 +426,70 @@ def pixel_size_ratio(optical: RasterInfo, sar: RasterInfo) -> float:
     return float(np.sqrt(abs(ex[0] * ey[1] - ex[1] * ey[0])))
 
 
+# extensions no GDAL raster writer should take for an output: a VRT written through a temporary
+# name would point at files that are gone
+REFUSED_OUTPUT_DRIVERS = ("VRT", "MEM", "Derived")
+
+
+def output_driver(path: str | Path) -> str:
+    """The GDAL driver that writes a raster named ``path``, chosen by its extension.
+
+    ``.tif``, ``.tiff`` and no extension: GTiff. Otherwise the first GDAL raster driver that
+    lists the extension and can create files (``Create`` or ``CreateCopy``), as QGIS picks
+    one for a file name.
+
+    Raises:
+        ValueError: no GDAL raster writer takes the extension, or it is a virtual format.
+    """
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext in ("", "tif", "tiff"):
+        return "GTiff"
+    for i in range(gdal.GetDriverCount()):
+        driver = gdal.GetDriver(i)
+        md = driver.GetMetadata() or {}
+        if md.get(gdal.DCAP_RASTER) != "YES":
+            continue
+        if ext not in (md.get(gdal.DMD_EXTENSIONS) or "").lower().split():
+            continue
+        if driver.ShortName in REFUSED_OUTPUT_DRIVERS:
+            raise ValueError(
+                f"cannot write a raster named {Path(path).name!r}: '.{ext}' is GDAL's virtual "
+                f"{driver.ShortName} format, which would only point at other files; use .tif "
+                "(GeoTIFF) or another format that holds the pixels"
+            )
+        if "YES" in (md.get(gdal.DCAP_CREATE), md.get(gdal.DCAP_CREATECOPY)):
+            return str(driver.ShortName)
+    raise ValueError(
+        f"cannot write a raster named {Path(path).name!r}: no GDAL raster format here writes "
+        f"'.{ext}' files; use .tif (GeoTIFF), or another format GDAL can create such as .img"
+    )
+
+
+def output_extensions() -> list[str]:
+    """File extensions :func:`output_driver` writes, ``tif`` first (for QGIS's file dialogs)."""
+    found: set[str] = set()
+    for i in range(gdal.GetDriverCount()):
+        driver = gdal.GetDriver(i)
+        md = driver.GetMetadata() or {}
+        if md.get(gdal.DCAP_RASTER) != "YES" or driver.ShortName in REFUSED_OUTPUT_DRIVERS:
+            continue
+        if "YES" in (md.get(gdal.DCAP_CREATE), md.get(gdal.DCAP_CREATECOPY)):
+            found.update((md.get(gdal.DMD_EXTENSIONS) or "").lower().split())
+    others = []
+    for ext in sorted(found - {"tif", "tiff"}):
+        try:
+            output_driver(f"x.{ext}")
+        except ValueError:  # an extension a refused driver lists first (e.g. vrt)
+            continue
+        others.append(ext)
+    return ["tif", "tiff", *others]
+
+
+def can_create(driver: str) -> bool:
+    """Whether GDAL driver ``driver`` writes files with ``Create`` (else only ``CreateCopy``)."""
+    return gdal.GetDriverByName(driver).GetMetadataItem(gdal.DCAP_CREATE) == "YES"
+
+
 WARP_CACHE_BYTES = 256 * 2**20
 WARP_MEMORY_BYTES = 64 * 2**20
 
@@ -466,7 +530,7 @@ def write_raster_atomic(
     if gdal_type is None:
         raise ValueError(f"dtype {data.dtype} cannot be written to GeoTIFF; cast it first")
     with atomic_output(path) as tmp:
-        with _gdal_errors() as errors:
+        with gdal_errors() as errors:
             ds = gdal.GetDriverByName("GTiff").Create(
                 str(tmp), data.shape[2], data.shape[1], data.shape[0], gdal_type,
                 options=list(creation_options),

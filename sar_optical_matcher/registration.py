@@ -13,6 +13,7 @@ straight to optical map coordinates through GCPs generated from the fitted trans
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +25,12 @@ import numpy as np
 
 from sar_optical_matcher.core import keypoints as kp
 from sar_optical_matcher.core import transforms as tf
-from sar_optical_matcher.core.files import atomic_output
+from sar_optical_matcher.core.files import (
+    StagedOutputs,
+    atomic_output,
+    remove_with_sidecars,
+    temporary_name,
+)
 from sar_optical_matcher.core.geotransform import map_to_pixel, pixel_to_map
 from sar_optical_matcher.core.tiling import iter_tiles
 
@@ -439,6 +445,38 @@ def gcp_grid(transform: Any, sar_width: int, sar_height: int, n: int) -> tuple[A
     return src, transform.apply(src)
 
 
+def output_grid(optical: Any, pixel_size: float | None) -> tuple[tuple[float, ...], int, int]:
+    """Geotransform, width and height of the registered raster's grid.
+
+    The optical grid itself, or with ``pixel_size`` the same origin and axes (a rotated grid
+    stays rotated) with pixels of that side, covering the optical extent to the nearest whole
+    pixel.
+    """
+    gt = optical.geotransform
+    if pixel_size is None:
+        return tuple(float(v) for v in gt), int(optical.width), int(optical.height)
+    kx = pixel_size / math.hypot(gt[1], gt[4])  # column step, scaled to pixel_size
+    ky = pixel_size / math.hypot(gt[2], gt[5])  # row step
+    out_gt = (gt[0], gt[1] * kx, gt[2] * ky, gt[3], gt[4] * kx, gt[5] * ky)
+    return out_gt, max(round(optical.width / kx), 1), max(round(optical.height / ky), 1)
+
+
+def _check_nodata_fits(nodata: float, gdal_type: int) -> None:
+    """The output nodata must be storable in the SAR's data type (GDAL would clamp it)."""
+    from osgeo import gdal, gdal_array
+
+    dtype = gdal_array.GDALTypeCodeToNumericTypeCode(gdal_type)
+    if dtype is None or not np.issubdtype(dtype, np.integer):
+        return
+    info = np.iinfo(dtype)
+    if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+        raise RegistrationError(
+            f"output nodata {nodata:g} cannot be stored in the SAR's "
+            f"{gdal.GetDataTypeName(gdal_type)} data type ({info.min} to {info.max}); choose a "
+            "NODATA value in that range, or convert the SAR raster to Float32 first"
+        )
+
+
 def warp_sar(
     sar: Any,
     optical: Any,
@@ -453,10 +491,25 @@ def warp_sar(
     GCPs (SAR pixel -> optical map coordinate) are sampled from the fitted transform on a grid
     and given to ``gdal.Warp`` with the matching model: polynomial order 1 for shift/affine/
     poly1, 2 and 3 for poly2/poly3 (exact for these kinds), thin-plate spline for tps. The output
-    covers the optical extent in the optical CRS; written atomically.
+    is the optical grid (:func:`output_grid`; rotated grids included) in the optical CRS, in
+    the format of ``out_path``'s extension (``rasters.output_driver``); written atomically.
+
+    Raises:
+        RegistrationError: the nodata value does not fit the SAR's data type, or GDAL fails.
+        ValueError: no GDAL format writes ``out_path``'s extension.
+        Canceled: ``is_canceled`` returned True.
     """
     from osgeo import gdal
 
+    from sar_optical_matcher.rasters import (
+        WARP_MEMORY_BYTES,
+        can_create,
+        gdal_cache_limit,
+        gdal_errors,
+        output_driver,
+    )
+
+    driver = output_driver(Path(out_path))
     order = {"shift": 1, "affine": 1, "poly1": 1, "poly2": 2, "poly3": 3}.get(fit.kind)
     n = max(settings.grid_points, 4 if order is None else order + 2)
     src_px, dst_px = gcp_grid(fit.transform, sar.width, sar.height, n)
@@ -466,56 +519,78 @@ def warp_sar(
         for (mx, my), (px, py) in zip(dst_map, src_px)
     ]
     vrt = gdal.Translate("", sar.path, format="VRT", GCPs=gcps, outputSRS=optical.crs_wkt)
-    gt = optical.geotransform
-    corners = pixel_to_map(
-        gt, [[0, 0], [optical.width, 0], [0, optical.height], [optical.width, optical.height]]
-    )
-    res_x, res_y = (
-        (abs(gt[1]), abs(gt[5]))
-        if settings.pixel_size is None
-        else (settings.pixel_size, settings.pixel_size)
-    )
-    src_nodata = vrt.GetRasterBand(1).GetNoDataValue()
+    first = vrt.GetRasterBand(1)
+    src_nodata = first.GetNoDataValue()
     nodata = (
         settings.nodata
         if settings.nodata is not None
         else (src_nodata if src_nodata is not None else 0.0)
     )
+    _check_nodata_fits(nodata, first.DataType)
+    out_gt, width, height = output_grid(optical, settings.pixel_size)
+    options = list(settings.creation_options)
 
     def callback(done: float, _msg: Any, _data: Any) -> int:
         if progress is not None:
             progress(done)
         return 0 if (is_canceled is not None and is_canceled()) else 1
 
-    from sar_optical_matcher.rasters import WARP_MEMORY_BYTES, gdal_cache_limit
+    def warp_into(path: Path, name: str, create_options: list[str]) -> None:
+        with gdal_errors() as errors:
+            ds = gdal.GetDriverByName(name).Create(
+                str(path), width, height, vrt.RasterCount, first.DataType, options=create_options
+            )
+            if ds is None:
+                raise RegistrationError(
+                    f"GDAL ({name}) cannot create {Path(out_path).name}: "
+                    f"{'; '.join(errors) or gdal.GetLastErrorMsg()}"
+                )
+            ds.SetGeoTransform(out_gt)
+            ds.SetProjection(optical.crs_wkt)
+            for b in range(1, vrt.RasterCount + 1):
+                band = ds.GetRasterBand(b)
+                band.SetNoDataValue(float(nodata))
+                band.SetDescription(vrt.GetRasterBand(b).GetDescription())
+            compressed = any(o.upper().startswith("COMPRESS=") for o in create_options)
+            ok = gdal.Warp(
+                ds,
+                vrt,
+                resampleAlg=settings.resampling,
+                polynomialOrder=order,
+                tps=order is None,
+                dstNodata=nodata,
+                warpOptions=["INIT_DEST=NO_DATA"] + (["OPTIMIZE_SIZE=TRUE"] if compressed else []),
+                warpMemoryLimit=WARP_MEMORY_BYTES,
+                callback=callback,
+            )
+            _check_canceled(is_canceled)
+            if not ok:
+                raise RegistrationError(
+                    f"GDAL could not warp the SAR raster: {gdal.GetLastErrorMsg()}"
+                )
+            ds.FlushCache()
+            ds = None
 
     with gdal_cache_limit(), atomic_output(out_path) as tmp:
-        ds = gdal.Warp(
-            str(tmp),
-            vrt,
-            format="GTiff",
-            dstSRS=optical.crs_wkt,
-            outputBounds=(
-                corners[:, 0].min(),
-                corners[:, 1].min(),
-                corners[:, 0].max(),
-                corners[:, 1].max(),
-            ),
-            xRes=res_x,
-            yRes=res_y,
-            resampleAlg=settings.resampling,
-            polynomialOrder=order,
-            tps=order is None,
-            dstNodata=nodata,
-            creationOptions=list(settings.creation_options),
-            warpMemoryLimit=WARP_MEMORY_BYTES,
-            callback=callback,
-        )
-        _check_canceled(is_canceled)
-        if ds is None:
-            raise RegistrationError(f"GDAL could not warp the SAR raster: {gdal.GetLastErrorMsg()}")
-        ds.FlushCache()
-        ds = None
+        if can_create(driver):
+            warp_into(tmp, driver, options)
+        else:  # CreateCopy-only formats (PNG, JPEG, COG, ...): warp to a GeoTIFF, then copy
+            staging = temporary_name(tmp.with_suffix(".tif"))
+            try:
+                warp_into(staging, "GTiff", ["TILED=YES", "BIGTIFF=IF_SAFER"])
+                with gdal_errors() as errors:
+                    copy = gdal.GetDriverByName(driver).CreateCopy(
+                        str(tmp), gdal.Open(str(staging)), options=options
+                    )
+                    if copy is None:
+                        raise RegistrationError(
+                            f"GDAL ({driver}) cannot write {Path(out_path).name}: "
+                            f"{'; '.join(errors) or gdal.GetLastErrorMsg()}; write a .tif instead"
+                        )
+                    copy.FlushCache()
+                    copy = None
+            finally:
+                remove_with_sidecars(staging)
     return Path(out_path)
 
 
@@ -527,18 +602,19 @@ def write_map_rasters(
     search_size: int,
     template_size: int,
     grid_scale: float = 1.0,
+    stage: StagedOutputs | None = None,
 ) -> list[Path]:
     """Write each correspondence map as a small GeoTIFF on the optical grid of its offsets.
 
     Map pixel (j, i) is the window offset (dx, dy) = (j, i) in matching-grid pixels (``grid_scale``
     optical pixels each); its centre is placed at the optical position ``keypoint + k (j - c,
     i - c)`` px with ``c = (S - T) / 2`` and ``k = grid_scale``, so the peak sits where the SAR
-    content of the keypoint was found.
+    content of the keypoint was found. Each map is written atomically; with ``stage`` they
+    are only staged, and appear when the caller commits it (with its other outputs).
     """
     from osgeo import gdal
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     c = (search_size - template_size) / 2.0
     by_id = {int(r.id): r for r in records}
     written = []
@@ -551,7 +627,8 @@ def write_map_rasters(
         corner = [[rec.opt_x_px - (c + 0.5) * k, rec.opt_y_px - (c + 0.5) * k]]
         origin = pixel_to_map(gt, corner)[0]
         out = folder / f"map_{ident:05d}.tif"
-        with atomic_output(out) as tmp:
+        with contextlib.ExitStack() as scope:
+            tmp = stage.path(out) if stage is not None else scope.enter_context(atomic_output(out))
             ds = gdal.GetDriverByName("GTiff").Create(
                 str(tmp), arr.shape[1], arr.shape[0], 1, gdal.GDT_Float32
             )

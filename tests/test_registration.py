@@ -161,7 +161,7 @@ def test_warp_aligns_sar_with_optical(pair: Pair, tmp_path: Path, kind: str) -> 
     # the SAR is 3 * optical/255 - 18: undo the radiometry and compare pixel by pixel
     err = np.abs((warped + 18.0) / 3.0 * 255.0 - ref)
     assert np.median(err) < 2.5, np.median(err)
-    assert not list(tmp_path.glob(".*")), "temporary files left behind"
+    assert [p.name for p in tmp_path.iterdir()] == ["reg.tif"], "temporary files left"
 
 
 def test_warp_output_pixel_size_and_nodata(pair: Pair, tmp_path: Path) -> None:
@@ -173,6 +173,95 @@ def test_warp_output_pixel_size_and_nodata(pair: Pair, tmp_path: Path) -> None:
     ds = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", settings)))
     assert ds.GetGeoTransform()[1] == 20.0 and ds.RasterXSize == pair.size // 2
     assert ds.GetRasterBand(1).GetNoDataValue() == -1.0
+
+
+def _with_gt(src: Path, dst: Path, gt: tuple) -> Path:
+    from osgeo import gdal
+
+    gdal.Translate(str(dst), str(src), format="GTiff").SetGeoTransform(gt)
+    return dst
+
+
+@pytest.mark.parametrize("angle", [10.0, 90.0])
+def test_warp_onto_a_rotated_optical_grid(pair: Pair, tmp_path: Path, angle: float) -> None:
+    """The output is the optical's own grid, rotation included: its pixels are those of the
+    north-up case (the fit is in pixels). GDAL's -tr from |gt[1]|, |gt[5]| made a 10 degree
+    grid 452 px of 9.85 m for 384 px of 10 m, and failed at 90 degrees (gt[1] = gt[5] = 0)."""
+    from osgeo import gdal
+
+    optical, sar = _open(pair.optical), _open(pair.sar)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    ref = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "up.tif", reg.WarpSettings())))
+    gt0 = optical.geotransform
+    c, s = gt0[1] * np.cos(np.radians(angle)), gt0[1] * np.sin(np.radians(angle))
+    rot_gt = (gt0[0], c, s, gt0[3], s, -c)
+    rotated = _open(_with_gt(pair.optical, tmp_path / "rot.tif", rot_gt))
+    out = gdal.Open(str(reg.warp_sar(sar, rotated, fit, tmp_path / "r.tif", reg.WarpSettings())))
+    assert out.GetGeoTransform() == pytest.approx(rot_gt)
+    assert (out.RasterXSize, out.RasterYSize) == (optical.width, optical.height)
+    a, b = ref.ReadAsArray().astype(float), out.ReadAsArray().astype(float)
+    assert np.abs(a - b)[20:-20, 20:-20].max() < 1.0
+    coarse = reg.warp_sar(sar, rotated, fit, tmp_path / "c.tif", reg.WarpSettings(pixel_size=20.0))
+    cds = gdal.Open(str(coarse))
+    assert cds.GetGeoTransform() == pytest.approx((gt0[0], 2 * c, 2 * s, gt0[3], 2 * s, -2 * c))
+    assert (cds.RasterXSize, cds.RasterYSize) == (optical.width // 2, optical.height // 2)
+
+
+def test_warp_writes_the_format_of_the_extension(pair: Pair, tmp_path: Path) -> None:
+    """The extension picks the GDAL format (it was always GeoTIFF, whatever the name);
+    CreateCopy-only formats go through a temporary GeoTIFF; a VRT or an unknown extension is
+    refused before any work; nothing but the output is left."""
+    from osgeo import gdal
+
+    optical, sar = _open(pair.optical), _open(pair.sar)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    ref = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "ref.tif", reg.WarpSettings())))
+    plain = reg.WarpSettings(creation_options=())
+    for name, driver in (("r.img", "HFA"), ("r.gpkg", "GPKG")):
+        ds = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / name, plain)))
+        assert ds.GetDriver().ShortName == driver, name
+        np.testing.assert_array_equal(ds.ReadAsArray(), ref.ReadAsArray())
+        ds = None
+    # PNG holds 8 and 16 bit only: GDAL's reason, and the way out
+    with pytest.raises(
+        reg.RegistrationError,
+        match=r"GDAL \(PNG\) cannot write r\.png: PNG "
+        r"driver doesn't support data type Float32.*write a \.tif instead",
+    ):
+        reg.warp_sar(sar, optical, fit, tmp_path / "r.png", plain)
+    byte_sar = tmp_path / "sar8.tif"
+    gdal.Translate(str(byte_sar), str(pair.sar), outputType=gdal.GDT_Byte, scaleParams=[[]])
+    sar8 = _open(byte_sar)
+    ds = gdal.Open(str(reg.warp_sar(sar8, optical, fit, tmp_path / "r.png", plain)))
+    ref8 = gdal.Open(str(reg.warp_sar(sar8, optical, fit, tmp_path / "r8.tif", plain)))
+    assert ds.GetDriver().ShortName == "PNG"
+    np.testing.assert_array_equal(ds.ReadAsArray(), ref8.ReadAsArray())
+    assert ds.GetGeoTransform() == pytest.approx(optical.geotransform)
+    ds = None
+    for bad, why in (("r.vrt", "virtual VRT format"), ("r.nosuchformat", "no GDAL raster")):
+        with pytest.raises(ValueError, match=rf"cannot write a raster named .*{why}.*use \.tif"):
+            reg.warp_sar(sar, optical, fit, tmp_path / bad, reg.WarpSettings())
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".aux.xml"))
+    assert left == ["r.gpkg", "r.img", "r.png", "r8.tif", "ref.tif", "sar8.tif"]
+
+
+def test_warp_refuses_a_nodata_the_sar_type_cannot_hold(pair: Pair, tmp_path: Path) -> None:
+    """A byte SAR and NODATA -9999: GDAL clamped it to 0 with a warning; now a clear error."""
+    from osgeo import gdal
+
+    optical = _open(pair.optical)
+    byte_sar = tmp_path / "sar8.tif"
+    gdal.Translate(str(byte_sar), str(pair.sar), outputType=gdal.GDT_Byte, scaleParams=[[]])
+    sar = _open(byte_sar)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    for bad in (-9999.0, 256.0, 0.5):
+        with pytest.raises(reg.RegistrationError, match=r"cannot be stored in the SAR's Byte "
+                           r"data type \(0 to 255\).*Float32"):  # fmt: skip
+            reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", reg.WarpSettings(nodata=bad))
+    ds = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "r.tif",
+                                    reg.WarpSettings(nodata=255.0))))  # fmt: skip
+    assert ds.GetRasterBand(1).GetNoDataValue() == 255.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tif", "sar8.tif"]
 
 
 def test_canceled_warp_leaves_nothing(pair: Pair, tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ def temporary_name(path: str | os.PathLike[str]) -> Path:
     return path.with_name(f"{path.stem}.partial-{token}{path.suffix or '.tif'}")
 
 
-def _remove(path: Path) -> None:
+def remove_with_sidecars(path: str | os.PathLike[str]) -> None:
+    """Remove ``path`` and GDAL's sidecars of it (``.aux.xml``, ``.ovr``, ``.msk``), if there."""
+    path = Path(path)
     for leftover in (path, *(Path(f"{path}{ext}") for ext in SIDECARS)):
         leftover.unlink(missing_ok=True)
 
@@ -32,7 +34,8 @@ class StagedOutputs:
     """Several output files written under temporary names and renamed together at the end.
 
     ``path(final)`` hands out the temporary name to write ``final`` under; :meth:`commit`
-    renames them all once everything is written; :meth:`discard` removes what is left.
+    renames them all (with their GDAL sidecars) once everything is written; :meth:`discard`
+    removes what is left.
     """
 
     def __init__(self) -> None:
@@ -53,11 +56,17 @@ class StagedOutputs:
                 raise ValueError(f"nothing was written to {final}")
         for tmp, final in self._staged:
             os.replace(tmp, final)
+            for ext in SIDECARS:  # GDAL's side files belong to the file (PNG: its georeference)
+                side, old = Path(f"{tmp}{ext}"), Path(f"{final}{ext}")
+                if side.exists():
+                    os.replace(side, old)
+                else:
+                    old.unlink(missing_ok=True)  # the replaced file's, stale now
 
     def discard(self) -> None:
         """Remove the temporary files still there (and GDAL's sidecars of them)."""
         for tmp, _ in self._staged:
-            _remove(tmp)
+            remove_with_sidecars(tmp)
 
 
 @contextlib.contextmanager
@@ -77,7 +86,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Cancellation (an exception raised inside the block) therefore leaves no partial file and an
     earlier ``path`` intact. The folder is created if missing. GDAL sidecars of the temporary
-    file (``.aux.xml``, ``.ovr``, ``.msk``) are removed too.
+    file (``.aux.xml``, ``.ovr``, ``.msk``) go with it: renamed on success (an earlier
+    ``path``'s are replaced or removed), removed on failure.
     """
     with staged_outputs() as stage:
         yield stage.path(path)

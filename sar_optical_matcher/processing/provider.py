@@ -35,5 +35,10 @@ class SarOpticalMatcherProvider(QgsProcessingProvider):
     def longName(self) -> str:  # noqa: N802, D102
         return "SAR-Optical Matcher (semi-supervised SAR-optical matching)"
 
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802, D102
+        from sar_optical_matcher import rasters
+
+        return rasters.output_extensions()
+
     def icon(self) -> QIcon:  # noqa: D102
         return QIcon(str(Path(__file__).resolve().parent.parent / "icon.svg"))

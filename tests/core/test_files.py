@@ -67,3 +67,16 @@ def test_temporary_names_are_unique_beside_the_target(tmp_path: Path) -> None:
     assert len(names) == 100
     assert all(n.parent == tmp_path and n.suffix == ".tif" for n in names)
     assert temporary_name(tmp_path / "noext").suffix == ".tif"
+
+
+def test_gdal_sidecars_go_with_the_file(tmp_path: Path) -> None:
+    """A PNG's georeference lives in its .aux.xml: renamed with it; a replaced file's stale
+    sidecar is removed."""
+    target = tmp_path / "r.png"
+    with atomic_output(target) as tmp:
+        tmp.write_text("png")
+        Path(f"{tmp}.aux.xml").write_text("<PAMDataset/>")
+    assert Path(f"{target}.aux.xml").read_text() == "<PAMDataset/>"
+    with atomic_output(target) as tmp:
+        tmp.write_text("png without side file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.png"]
