@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -157,6 +159,57 @@ def processing_errors() -> Iterator[None]:
         if name == "Canceled":
             text = CANCELED_TEXT
         raise QgsProcessingException(text) from exc
+
+
+# destinations that are not plain files (QGIS memory layers, OGR/database URIs, temporary outputs)
+NOT_A_FILE_PREFIXES = (
+    "memory:",
+    "ogr:",
+    "postgis:",
+    "postgres:",
+    "spatialite:",
+    "TEMPORARY_OUTPUT",
+)
+
+
+def check_output_path(path: str | None, name: str, folder: bool = False) -> None:
+    """Say before any work when a file output cannot be written where it is asked for.
+
+    The output's folder must exist (or be creatable: the writers create missing folders) and
+    be writable. ``folder``: ``path`` is itself a folder of outputs.
+
+    Raises:
+        QgsProcessingException: naming the parameter, the path and the fix.
+    """
+    if not path or str(path).startswith(NOT_A_FILE_PREFIXES):
+        return
+    target = Path(path)
+    if folder and target.exists() and not target.is_dir():
+        raise QgsProcessingException(
+            f"{name}: {target} is a file, not a folder; choose a folder for the outputs"
+        )
+    parent = target if folder else target.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise QgsProcessingException(
+            f"{name}: cannot write {target}: {existing} is a file, not a folder; choose an "
+            "output path in a folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise QgsProcessingException(
+            f"{name}: cannot write {target}: no permission to write in {existing}; choose a "
+            "folder you can write to"
+        )
+    if not folder and target.is_dir():
+        raise QgsProcessingException(f"{name}: {target} is a folder; give a file name")
+
+
+def make_output_folder(destination: str | None) -> None:
+    """Create the missing folder of a file destination (QGIS's vector writer does not)."""
+    if destination and not str(destination).startswith(NOT_A_FILE_PREFIXES):
+        Path(destination).parent.mkdir(parents=True, exist_ok=True)
 
 
 def make_fields(spec: Sequence[tuple[str, type]]) -> QgsFields:

@@ -25,6 +25,7 @@ from qgis.core import (
 )
 
 from sar_optical_matcher import registration as reg
+from sar_optical_matcher.core import files
 from sar_optical_matcher.processing import common
 from sar_optical_matcher.processing.detect_keypoints import (
     declare_detect_params,
@@ -164,8 +165,9 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
         feedback.pushInfo(f"{len(records)} keypoints matched, {n_ok} accepted")
         common.raise_if_canceled(feedback)  # before the first output is created
         outputs: dict[str, Any] = {}
-        if s.maps_folder:
-            with common.processing_errors():
+        # the maps are renamed into their folder only once the match layer is written
+        with common.processing_errors(), files.staged_outputs() as stage:
+            if s.maps_folder:
                 reg.write_map_rasters(
                     s.maps_folder,
                     records,
@@ -174,18 +176,22 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
                     s.match.search_size,
                     s.match.template_size,
                     result.grid_scale,
+                    stage=stage,
                 )
-            outputs[self.OUTPUT_MAPS] = s.maps_folder
-        layer = self.parameterAsRasterLayer(parameters, self.OPTICAL, context)
-        fields = common.make_fields(MATCH_FIELDS)
-        sink, dest = self.parameterAsSink(
-            parameters, self.MATCHES, context, fields, QgsWkbTypes.Point, layer.crs()
-        )
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.MATCHES))
-        rows = [[getattr(r, name) for name, _ in MATCH_FIELDS] for r in records]
-        xy = np.array([[r.opt_x_map, r.opt_y_map] for r in records], np.float64)
-        common.write_point_features(sink, fields, xy, rows)
+                outputs[self.OUTPUT_MAPS] = s.maps_folder
+            layer = self.parameterAsRasterLayer(parameters, self.OPTICAL, context)
+            fields = common.make_fields(MATCH_FIELDS)
+            common.make_output_folder(
+                self.parameterAsOutputLayer(parameters, self.MATCHES, context)
+            )
+            sink, dest = self.parameterAsSink(
+                parameters, self.MATCHES, context, fields, QgsWkbTypes.Point, layer.crs()
+            )
+            if sink is None:
+                raise QgsProcessingException(self.invalidSinkError(parameters, self.MATCHES))
+            rows = [[getattr(r, name) for name, _ in MATCH_FIELDS] for r in records]
+            xy = np.array([[r.opt_x_map, r.opt_y_map] for r in records], np.float64)
+            common.write_point_features(sink, fields, xy, rows)
         feedback.setProgress(100)
         outputs[self.MATCHES] = dest
         return outputs
@@ -318,6 +324,10 @@ def correspondence_settings(
     maps = None
     if A.OUTPUT_MAPS in parameters and parameters.get(A.OUTPUT_MAPS):
         maps = alg.parameterAsString(parameters, A.OUTPUT_MAPS, context) or None
+        common.check_output_path(maps, A.OUTPUT_MAPS, folder=True)
+    if A.MATCHES in parameters:
+        common.check_output_path(alg.parameterAsOutputLayer(parameters, A.MATCHES, context),
+                                 A.MATCHES)  # fmt: skip
     model = alg.parameterAsFile(parameters, A.MODEL, context) or None
     match = reg.MatchSettings(
         model_path=model,

@@ -4,7 +4,9 @@ The keypoint and matching steps are the same pipeline functions the two other al
 (``registration`` / ``compute_correspondence.run_matching``), called directly rather than
 through ``processing.run`` child algorithms: one progress bar, one cancellation check per
 batch, and no intermediate layers. Nothing is written before the fit is accepted; every file
-output is written under a temporary name and renamed, and removed again if a later step fails.
+output is written under a temporary name, and all are renamed together once the last one (the
+tie-point layer) is written, so a failing step leaves no partial file and an earlier result of
+the same names intact.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from qgis.core import (
 from sar_optical_matcher import gcp
 from sar_optical_matcher import registration as reg
 from sar_optical_matcher import report as rep
+from sar_optical_matcher.core import files
 from sar_optical_matcher.processing import common
 from sar_optical_matcher.processing.compute_correspondence import (
     CorrespondenceSettings,
@@ -41,6 +44,7 @@ from sar_optical_matcher.processing.compute_correspondence import (
     skipped_text,
 )
 from sar_optical_matcher.processing.detect_keypoints import declare_detect_params
+from sar_optical_matcher.rasters import output_driver
 
 TIEPOINT_FIELDS = (
     ("id", int),
@@ -70,7 +74,7 @@ class RegisterSettings:
         min_inliers: fewest inliers accepted (raised to the transform's minimum + 4).
         seed: RANSAC random seed.
         warp: GDAL warp settings.
-        output_path: registered raster (GeoTIFF).
+        output_path: registered raster (format from its extension; GeoTIFF for .tif).
         gcp_path: ``.points`` file or ``None``.
         report_path: HTML report or ``None``.
     """
@@ -260,6 +264,22 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             )
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
+        output_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        gcp_path = self.parameterAsFileOutput(parameters, self.OUTPUT_GCP, context) or None
+        report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None
+        tiepoints = self.parameterAsOutputLayer(parameters, self.OUTPUT_TIEPOINTS, context)
+        destinations = {
+            self.OUTPUT: output_path,
+            self.OUTPUT_GCP: gcp_path,
+            self.OUTPUT_REPORT: report_path,
+            self.OUTPUT_TIEPOINTS: tiepoints,
+        }
+        for name, path in destinations.items():  # said now, not after the matching and warp
+            common.check_output_path(path, name)
+        try:
+            output_driver(output_path)
+        except ValueError as exc:
+            raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc
         return RegisterSettings(
             correspondence=correspondence_settings(self, parameters, context, keep_maps=True),
             transform=reg.TRANSFORM_KINDS[
@@ -271,9 +291,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             min_inliers=self.parameterAsInt(parameters, self.MIN_INLIERS, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             warp=warp,
-            output_path=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-            gcp_path=self.parameterAsFileOutput(parameters, self.OUTPUT_GCP, context) or None,
-            report_path=self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None,
+            output_path=output_path,
+            gcp_path=gcp_path,
+            report_path=report_path,
         )
 
     def processAlgorithm(  # noqa: D102
@@ -306,38 +326,32 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             f"{n_in} inliers of {fit.n_accepted} accepted matches, RMSE "
             f"{fit.rmse_px:.3f} px ({s.transform})"
         )
-        written: list[Path] = []
-        try:
-            with common.processing_errors():
-                reg.warp_sar(
-                    sar,
-                    optical,
-                    fit,
-                    s.output_path,
-                    s.warp,
-                    common.canceled_callback(feedback),
-                    common.progress_callback(feedback, 70, 95),
-                )
-            written.append(Path(s.output_path))
-            outputs: dict[str, Any] = {self.OUTPUT: s.output_path}
+        outputs: dict[str, Any] = {self.OUTPUT: s.output_path}
+        # every file is written under a temporary name and renamed only once all outputs,
+        # the tie-point layer included, are written: a failure leaves earlier results intact
+        with common.processing_errors(), files.staged_outputs() as stage:
+            reg.warp_sar(
+                sar,
+                optical,
+                fit,
+                stage.path(s.output_path),
+                s.warp,
+                common.canceled_callback(feedback),
+                common.progress_callback(feedback, 70, 95),
+            )
             if s.gcp_path:
                 common.raise_if_canceled(feedback)
-                written.append(write_gcp_file(s.gcp_path, ties, fit, optical, sar))
+                write_gcp_file(stage.path(s.gcp_path), ties, fit, optical, sar)
                 outputs[self.OUTPUT_GCP] = s.gcp_path
             common.raise_if_canceled(feedback)
             if s.report_path:
-                written.append(
-                    rep.write_report(s.report_path, report_data(s, ties, fit, result, optical))
-                )
+                data = report_data(s, ties, fit, result, optical)
+                rep.write_report(stage.path(s.report_path), data)
                 outputs[self.OUTPUT_REPORT] = s.report_path
             common.raise_if_canceled(feedback)  # the tie-point layer is the last output
             dest = self._write_tiepoints(parameters, context, ties, fit, result, optical)
             if dest is not None:
                 outputs[self.OUTPUT_TIEPOINTS] = dest
-        except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise
         feedback.setProgress(100)
         outputs.update({"RMSE_PX": fit.rmse_px, "N_INLIERS": n_in})
         return outputs
@@ -345,6 +359,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
     def _write_tiepoints(self, parameters, context, ties, fit, result, optical) -> Any:
         layer = self.parameterAsRasterLayer(parameters, "OPTICAL", context)
         fields = common.make_fields(TIEPOINT_FIELDS)
+        common.make_output_folder(
+            self.parameterAsOutputLayer(parameters, self.OUTPUT_TIEPOINTS, context)
+        )
         sink, dest = self.parameterAsSink(
             parameters, self.OUTPUT_TIEPOINTS, context, fields, QgsWkbTypes.Point, layer.crs()
         )
@@ -376,7 +393,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
 
 
 def write_gcp_file(
-    path: str, ties: reg.TiePoints, fit: reg.FitResult, optical: Any, sar: Any
+    path: str | Path, ties: reg.TiePoints, fit: reg.FitResult, optical: Any, sar: Any
 ) -> Path:
     """Accepted tie points as a Georeferencer ``.points`` file; inliers enabled."""
     ok = ties.accepted

@@ -198,3 +198,36 @@ def test_qgis_process_cli(qgis_profile, synthetic_pair, twin_model, tmp_path: Pa
     run_cli(qgis_profile, "computecorrespondence", params)
     ds = ogr.Open(str(out))  # keep the dataset alive while its layer is used
     assert ds.GetLayer(0).GetFeatureCount() >= 25
+
+
+def test_maps_appear_only_with_the_match_layer(
+    provider, synthetic_pair, twin_model, tmp_path: Path, monkeypatch
+) -> None:
+    """The match layer fails after the maps are written: no map file is left (36 were); a
+    match layer in a folder that does not exist yet is written (the folder is created)."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from sar_optical_matcher.processing import common
+
+    maps = tmp_path / "maps"
+    res = processing.run(
+        "sarmatcher:computecorrespondence",
+        _params(synthetic_pair, twin_model, OUTPUT_MAPS=str(maps),
+                MATCHES=str(tmp_path / "new" / "m.gpkg")),
+    )  # fmt: skip
+    n_maps = len(list(maps.iterdir()))
+    assert n_maps >= 25 and Path(res["MATCHES"].split("|")[0]).is_file()
+
+    def disk_full(*_args, **_kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(common, "write_point_features", disk_full)
+    again = tmp_path / "maps2"
+    with pytest.raises(QgsProcessingException, match="No space left on device"):
+        processing.run(
+            "sarmatcher:computecorrespondence",
+            _params(synthetic_pair, twin_model, OUTPUT_MAPS=str(again)),
+        )
+    assert not again.exists() or list(again.iterdir()) == []
+    assert len(list(maps.iterdir())) == n_maps

@@ -142,6 +142,90 @@ def test_canceled_run_leaves_no_output(provider, synthetic_pair, twin_model, tmp
     assert [p for p in tmp_path.iterdir()] == []
 
 
+def test_a_failing_last_output_keeps_the_earlier_results(
+    provider, synthetic_pair, twin_model, tmp_path, monkeypatch
+) -> None:
+    """The tie-point layer fails after the raster, GCPs and report are written (a full disk):
+    the earlier files of the same names stay as they were and no new or partial file is left.
+    The raster used to be renamed over the old one first, then deleted by the cleanup."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from sar_optical_matcher.processing.register import RegisterSarToOpticalAlgorithm
+
+    for name in ("reg.tif", "reg.points", "reg.html"):
+        (tmp_path / name).write_text(f"earlier {name}")
+
+    def disk_full(*_args, **_kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RegisterSarToOpticalAlgorithm, "_write_tiepoints", disk_full)
+    with pytest.raises(QgsProcessingException, match="No space left on device"):
+        processing.run(
+            "sarmatcher:registersartooptical", _params(synthetic_pair, twin_model, tmp_path)
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.html", "reg.points", "reg.tif"]
+    for name in ("reg.tif", "reg.points", "reg.html"):
+        assert (tmp_path / name).read_text() == f"earlier {name}"
+
+
+def test_unwritable_outputs_are_refused_before_any_work(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """A destination inside a file, or a raster format GDAL cannot write, is said at once
+    (the run used to match and warp first, then fail with a traceback or '[Errno 17]')."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    a_file = tmp_path / "optical_copy.tif"
+    a_file.write_text("x")
+    progress: list[float] = []
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(progress.append)
+    cases = {
+        "OUTPUT_GCP": (str(a_file / "x.points"), r"OUTPUT_GCP: cannot write .* is a file, not "
+                       r"a folder"),
+        "OUTPUT_REPORT": (str(a_file / "sub" / "r.html"), r"OUTPUT_REPORT: .* is a file, not"),
+        "OUTPUT_TIEPOINTS": (str(a_file / "tp.gpkg"), r"OUTPUT_TIEPOINTS: .* is a file, not"),
+        "OUTPUT": (str(tmp_path / "reg.vrt"), r"vrt"),
+    }  # fmt: skip
+    for key, (dest, pattern) in cases.items():
+        out = tmp_path / "out"
+        params = _params(synthetic_pair, twin_model, out, **{key: dest})
+        with pytest.raises(QgsProcessingException, match=pattern):
+            processing.run("sarmatcher:registersartooptical", params, feedback=feedback)
+        assert not out.exists(), key
+    assert max(progress, default=0.0) == 0.0  # nothing was matched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optical_copy.tif"]
+
+
+def test_outputs_follow_the_umask_and_the_tie_point_folder_is_created(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    import os
+    import stat
+
+    import processing
+
+    old = os.umask(0o022)
+    try:
+        res = processing.run(
+            "sarmatcher:registersartooptical",
+            _params(synthetic_pair, twin_model, tmp_path / "a",
+                    OUTPUT_TIEPOINTS=str(tmp_path / "new" / "tp.gpkg")),
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    for key in ("OUTPUT", "OUTPUT_GCP", "OUTPUT_REPORT"):
+        assert stat.S_IMODE(Path(res[key]).stat().st_mode) == 0o644, key
+    assert (tmp_path / "new" / "tp.gpkg").is_file()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "reg.html",
+        "reg.points",
+        "reg.tif",
+    ]
+
+
 @pytest.mark.slow
 @pytest.mark.qgis_process
 def test_qgis_process_cli(qgis_profile, synthetic_pair, twin_model, tmp_path) -> None:
