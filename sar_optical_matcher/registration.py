@@ -79,9 +79,13 @@ class DetectSettings:
         min_distance_px: minimum distance between keypoints (non-maximum suppression).
         max_count: maximum number of keypoints.
         border_px: keypoints keep this distance from the raster edges (so patches fit).
-        extent_map: optional (xmin, ymin, xmax, ymax) in the raster's CRS to search in.
+        extent_map: optional (xmin, ymin, xmax, ymax) in the raster's CRS to search in
+            (exactly: on a rotated raster too).
         mask_wkt: optional polygons (WKT, raster CRS); keypoints only inside them.
         tile_px: tile edge used to read the raster.
+        within_px: optional (x0, y0, x1, y1) pixel window keypoints must lie in, e.g. where a
+            search region fits on the SAR footprint, so the budget of ``max_count`` is not spent
+            where none does.
     """
 
     band: int = 1
@@ -91,6 +95,7 @@ class DetectSettings:
     extent_map: tuple[float, float, float, float] | None = None
     mask_wkt: tuple[str, ...] | None = None
     tile_px: int = DETECT_TILE_PX
+    within_px: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         """Validate ranges."""
@@ -112,13 +117,27 @@ def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, i
         )
         x0, y0 = max(x0, math.floor(corners[:, 0].min())), max(y0, math.floor(corners[:, 1].min()))
         x1, y1 = min(x1, math.ceil(corners[:, 0].max())), min(y1, math.ceil(corners[:, 1].max()))
+    if settings.within_px is not None:
+        wx0, wy0, wx1, wy1 = settings.within_px
+        x0, y0 = max(x0, math.ceil(wx0)), max(y0, math.ceil(wy0))
+        x1, y1 = min(x1, math.floor(wx1)), min(y1, math.floor(wy1))
     if x1 <= x0 or y1 <= y0:
+        within = "; and the SAR footprint" if settings.within_px is not None else ""
         raise ValueError(
             f"no room for keypoints: the {info.width} x {info.height} px raster minus a border of "
-            f"{b} px (and the extent, if given) leaves nothing; use a larger raster or extent, or "
-            "a smaller border"
+            f"{b} px (and the extent, if given{within}) leaves nothing; use a larger raster, "
+            "overlap or extent, or a smaller border"
         )
     return int(x0), int(y0), int(x1), int(y1)
+
+
+def _in_extent(gt: Sequence[float], xy_px: Any, extent: tuple[float, ...] | None) -> Any:
+    """(N,) bool: pixel positions whose map coordinates lie in ``extent`` (all without one)."""
+    if extent is None:
+        return np.ones(len(xy_px), bool)
+    xy = pixel_to_map(gt, xy_px)
+    xmin, ymin, xmax, ymax = extent
+    return (xy[:, 0] >= xmin) & (xy[:, 0] <= xmax) & (xy[:, 1] >= ymin) & (xy[:, 1] <= ymax)
 
 
 def _mask_window(settings: DetectSettings, gt: Sequence[float], win: tuple[int, ...]) -> Any:
@@ -187,6 +206,7 @@ def detect_keypoints_tiled(
         )
         xy = k.xy_px + [rx0, ry0]
         core = (xy[:, 0] >= cx0) & (xy[:, 0] < cx0 + tw) & (xy[:, 1] >= cy0) & (xy[:, 1] < cy0 + th)
+        core &= _in_extent(info.geotransform, xy, settings.extent_map)  # the window is its bbox
         found.append(kp.Keypoints(xy_px=xy[core], response=k.response[core]))
         if progress is not None:
             progress((i + 1) / len(tiles))

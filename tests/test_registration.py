@@ -138,6 +138,26 @@ def test_keypoints_respect_mask_and_extent(pair: Pair) -> None:
     assert k.xy_px[:, 1].min() >= 50 and k.xy_px[:, 1].max() <= 200
 
 
+def test_extent_is_exact_on_a_rotated_raster(pair: Pair, tmp_path: Path) -> None:
+    """The extent's pixel bounding box is larger than the extent on a rotated grid: keypoints
+    are kept only where their map position is inside it (one lay 21 m outside)."""
+    gt0 = _open(pair.optical).geotransform
+    c, s = 10.0 * np.cos(np.radians(30.0)), 10.0 * np.sin(np.radians(30.0))
+    info = _open(_with_gt(pair.optical, tmp_path / "rot.tif", (gt0[0], c, s, gt0[3], s, -c)))
+    centre = reg.pixel_to_map(info.geotransform, [[192.0, 192.0]])[0]
+    ext = (centre[0] - 1000, centre[1] - 1000, centre[0] + 1000, centre[1] + 1000)
+    k = reg.detect_keypoints_tiled(
+        info, reg.DetectSettings(min_distance_px=12, border_px=10, extent_map=ext)
+    )
+    xy = reg.pixel_to_map(info.geotransform, k.xy_px)
+    assert len(k) > 10
+    assert (xy[:, 0] >= ext[0]).all() and (xy[:, 0] <= ext[2]).all()
+    assert (xy[:, 1] >= ext[1]).all() and (xy[:, 1] <= ext[3]).all()
+    inside = reg.DetectSettings(min_distance_px=12, border_px=10, within_px=(200, 0, 384, 150))
+    k = reg.detect_keypoints_tiled(info, inside)
+    assert len(k) > 5 and k.xy_px[:, 0].min() >= 200 and k.xy_px[:, 1].max() <= 150
+
+
 def test_no_room_for_keypoints_is_explained(pair: Pair) -> None:
     with pytest.raises(ValueError, match="smaller border"):
         reg.detect_keypoints_tiled(_open(pair.optical), reg.DetectSettings(border_px=200))

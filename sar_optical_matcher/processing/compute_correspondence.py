@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -386,7 +387,7 @@ def run_matching(
         if grid.note:
             (feedback.pushWarning if grid.warning else feedback.pushInfo)(grid.note)
         check_overlap(optical, sar, s.match.search_size, grid.scale)
-        xy_px = _keypoints(s, optical, feedback, canceled, start, mid)
+        xy_px = _keypoints(s, optical, sar, grid.scale, feedback, canceled, start, mid)
         if len(xy_px) == 0:
             why = no_keypoints_message(s.keypoints_map is not None)
             if not allow_empty:
@@ -412,15 +413,24 @@ def run_matching(
 
 
 def _keypoints(
-    s: CorrespondenceSettings, optical: Any, feedback: QgsProcessingFeedback,
-    canceled: Callable[[], bool], start: float, stop: float,
+    s: CorrespondenceSettings, optical: Any, sar: Any, grid_scale: float,
+    feedback: QgsProcessingFeedback, canceled: Callable[[], bool], start: float, stop: float,
 ) -> np.ndarray:  # fmt: skip
-    """(N, 2) optical pixel keypoints: detected, or the KEYPOINTS layer's inside the raster."""
+    """(N, 2) optical pixel keypoints: detected inside the SAR footprint, or the layer's."""
     if s.keypoints_map is None:
-        kps = reg.detect_keypoints_tiled(
-            optical, s.detect, common.progress_callback(feedback, start, stop), canceled
+        from sar_optical_matcher import rasters
+
+        x0, y0, x1, y1 = rasters.footprint_overlap(optical, sar)
+        half = s.match.search_size * grid_scale / 2.0  # a search region must fit on the SAR
+        within = (x0 + half, y0 + half, x1 - half, y1 - half)
+        detect = dataclasses.replace(s.detect, within_px=within)
+        with common.processing_errors():
+            kps = reg.detect_keypoints_tiled(
+                optical, detect, common.progress_callback(feedback, start, stop), canceled
+            )
+        feedback.pushInfo(
+            f"{len(kps.xy_px)} keypoints detected on the optical raster, inside the SAR footprint"
         )
-        feedback.pushInfo(f"{len(kps.xy_px)} keypoints detected on the optical raster")
         return np.asarray(kps.xy_px, np.float64).reshape(-1, 2)
     xy_px = reg.map_to_pixel(optical.geotransform, s.keypoints_map)
     inside = (

@@ -151,6 +151,21 @@ def test_no_useful_overlap_is_refused(alg, shift, provider, pair, twin_model, tm
     assert ("do not overlap" in text) == (shift > 1000)
 
 
+def test_keypoints_are_detected_where_the_sar_leaves_room(provider, pair, twin_model, out):
+    """A SAR moved 160 px right covers only part of the optical: keypoints are detected only
+    where a whole search region lies on it (17 of 23 were skipped as nodata_sar before)."""
+    sar = _moved_sar(pair, out.parent, 160.0, 0.0)
+    feedback = FeedbackLog()
+    params = _params("computecorrespondence", pair, twin_model, out, sar=sar,
+                     MATCHES="memory:", OUTPUT_MAPS=None)  # fmt: skip
+    res = _run("computecorrespondence", params, feedback)
+    feats = list(res["MATCHES"].getFeatures())
+    x = np.array([f["opt_x_px"] for f in feats])
+    assert len(feats) >= 5 and x.min() >= 160 + 48  # half the 96 px search region
+    assert {f["status"] for f in feats} == {"ok"}, [f["status"] for f in feats]
+    assert not any("skipped" in w for w in feedback.warnings), feedback.warnings
+
+
 @pytest.mark.parametrize("alg", ALGS)
 def test_raster_smaller_than_the_search_region_is_refused(
     alg, provider, pair, twin_model, tmp_path, out
