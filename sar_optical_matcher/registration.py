@@ -497,6 +497,22 @@ def _check_nodata_fits(nodata: float, gdal_type: int) -> None:
         )
 
 
+def _copy_descriptions(src: Any, dst: Any, nodata: float) -> None:
+    """Metadata, band descriptions, colour interpretation/table, scale/offset: as gdalwarp."""
+    dst.SetMetadata(src.GetMetadata() or {})
+    for b in range(1, src.RasterCount + 1):
+        sb, db = src.GetRasterBand(b), dst.GetRasterBand(b)
+        db.SetNoDataValue(float(nodata))
+        db.SetDescription(sb.GetDescription())
+        db.SetMetadata(sb.GetMetadata() or {})
+        db.SetColorInterpretation(sb.GetColorInterpretation())
+        if sb.GetColorTable() is not None:
+            db.SetColorTable(sb.GetColorTable())
+        if sb.GetScale() not in (None, 1.0) or sb.GetOffset() not in (None, 0.0):
+            db.SetScale(sb.GetScale() or 1.0)
+            db.SetOffset(sb.GetOffset() or 0.0)
+
+
 def warp_sar(
     sar: Any,
     optical: Any,
@@ -556,40 +572,41 @@ def warp_sar(
         return 0 if (is_canceled is not None and is_canceled()) else 1
 
     def warp_into(path: Path, name: str, create_options: list[str]) -> None:
+        ds = None
         with gdal_errors() as errors:
-            ds = gdal.GetDriverByName(name).Create(
-                str(path), width, height, vrt.RasterCount, first.DataType, options=create_options
-            )
-            if ds is None:
-                raise RegistrationError(
-                    f"GDAL ({name}) cannot create {Path(out_path).name}: "
-                    f"{'; '.join(errors) or gdal.GetLastErrorMsg()}"
+            try:
+                ds = gdal.GetDriverByName(name).Create(
+                    str(path), width, height, vrt.RasterCount, first.DataType, create_options
                 )
-            ds.SetGeoTransform(out_gt)
-            ds.SetProjection(optical.crs_wkt)
-            for b in range(1, vrt.RasterCount + 1):
-                band = ds.GetRasterBand(b)
-                band.SetNoDataValue(float(nodata))
-                band.SetDescription(vrt.GetRasterBand(b).GetDescription())
-            compressed = any(o.upper().startswith("COMPRESS=") for o in create_options)
-            ok = gdal.Warp(
-                ds,
-                vrt,
-                resampleAlg=settings.resampling,
-                polynomialOrder=order,
-                tps=order is None,
-                dstNodata=nodata,
-                warpOptions=["INIT_DEST=NO_DATA"] + (["OPTIMIZE_SIZE=TRUE"] if compressed else []),
-                warpMemoryLimit=WARP_MEMORY_BYTES,
-                callback=callback,
-            )
-            _check_canceled(is_canceled)
-            if not ok:
-                raise RegistrationError(
-                    f"GDAL could not warp the SAR raster: {gdal.GetLastErrorMsg()}"
+                if ds is None:
+                    raise RegistrationError(
+                        f"GDAL ({name}) cannot create {Path(out_path).name}: "
+                        f"{'; '.join(errors) or gdal.GetLastErrorMsg()}"
+                    )
+                ds.SetGeoTransform(out_gt)
+                ds.SetProjection(optical.crs_wkt)
+                _copy_descriptions(vrt, ds, nodata)  # what gdalwarp keeps of the source
+                compressed = any(o.upper().startswith("COMPRESS=") for o in create_options)
+                ok = gdal.Warp(
+                    ds,
+                    vrt,
+                    resampleAlg=settings.resampling,
+                    polynomialOrder=order,
+                    tps=order is None,
+                    dstNodata=nodata,
+                    warpOptions=["INIT_DEST=NO_DATA"]
+                    + (["OPTIMIZE_SIZE=TRUE"] if compressed else []),
+                    warpMemoryLimit=WARP_MEMORY_BYTES,
+                    callback=callback,
                 )
-            ds.FlushCache()
-            ds = None
+                _check_canceled(is_canceled)
+                if not ok:
+                    raise RegistrationError(
+                        f"GDAL could not warp the SAR raster: {gdal.GetLastErrorMsg()}"
+                    )
+                ds.FlushCache()
+            finally:
+                ds = None  # closed before the file is renamed or removed
 
     with gdal_cache_limit(), atomic_output(out_path) as tmp:
         if can_create(driver):

@@ -265,6 +265,30 @@ def test_warp_writes_the_format_of_the_extension(pair: Pair, tmp_path: Path) -> 
     assert left == ["r.gpkg", "r.img", "r.png", "r8.tif", "ref.tif", "sar8.tif"]
 
 
+def test_warp_keeps_the_sar_metadata(pair: Pair, tmp_path: Path) -> None:
+    """Dataset and band metadata, band descriptions and scale/offset survive, as with gdalwarp
+    (a SAR product's polarisation and acquisition time are in them)."""
+    from osgeo import gdal
+
+    src = tmp_path / "sar_md.tif"
+    ds = gdal.Translate(str(src), str(pair.sar))
+    ds.SetMetadata({"POLARISATION": "VV", "ACQUISITION": "2026-11-30T05:41:00"})
+    band = ds.GetRasterBand(1)
+    band.SetDescription("Sigma0_VV")
+    band.SetMetadata({"UNITS": "dB"})
+    band.SetScale(0.5)
+    band.SetOffset(-10.0)
+    ds = band = None
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    out = reg.warp_sar(_open(src), _open(pair.optical), fit, tmp_path / "r.tif", reg.WarpSettings())
+    ds = gdal.Open(str(out))
+    assert ds.GetMetadata()["POLARISATION"] == "VV"
+    assert ds.GetMetadata()["ACQUISITION"] == "2026-11-30T05:41:00"
+    b = ds.GetRasterBand(1)
+    assert b.GetDescription() == "Sigma0_VV" and b.GetMetadata()["UNITS"] == "dB"
+    assert (b.GetScale(), b.GetOffset()) == (0.5, -10.0)
+
+
 def test_warp_refuses_a_nodata_the_sar_type_cannot_hold(pair: Pair, tmp_path: Path) -> None:
     """A byte SAR and NODATA -9999: GDAL clamped it to 0 with a warning; now a clear error."""
     from osgeo import gdal
