@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,7 @@ class TrainConfig:
             "loss.dense_kind": (self.loss.dense_kind, ("hinge", "infonce")),
             "model.front_end": (self.model.front_end, FRONT_ENDS),
             "model.latent": (self.model.latent, LATENTS),
+            "run.device": (self.run.device, ("auto", "cpu", "cuda")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -337,22 +339,75 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
         raise ValueError(
             f"unknown config key(s) {unknown} in {where!r}; valid keys: {sorted(known)}"
         )
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        default = getattr(cls(), key) if where != "<root>" else None
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        if isinstance(default, float) and isinstance(value, (int, str)):
-            value = _as_float(value, where, key)  # YAML 1.1 reads "5e-4" as a string
-        kwargs[key] = value
+        name = key if where == "<root>" else f"{where}.{key}"
+        kwargs[key] = value if key in _SECTIONS else _typed(value, hints[key], name)
     return kwargs
 
 
-def _as_float(value: int | str, where: str, key: str) -> float:
+def _typed(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against the field's type (lists become tuples where a tuple is due).
+
+    YAML and ``--set`` give ints for floats ("1" for 1.0) and, in YAML 1.1, strings for
+    exponents ("5e-4"): both are taken as floats. Nothing else is converted: a string is never
+    a bool or a number, so ``random_windows="false"`` is an error, not a true value.
+    """
+    if hint in _SCALARS:
+        return _scalar(value, hint, key)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list, e.g. {_example(args)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_typed(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(
+                f"{key} must be a list of {len(args)} values, e.g. {_example(args)}, got {value!r}"
+            )
+        return tuple(_typed(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list and not isinstance(value, list):
+        raise ValueError(f"{key} must be a list, got {value!r}")
+    if origin is list:
+        return [_typed(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict and not isinstance(value, dict):
+        raise ValueError(f"{key} must be a mapping, got {value!r}")
+    return value  # dict[str, Any], Any
+
+
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _scalar(value: Any, hint: type, key: str) -> Any:
+    is_bool = isinstance(value, bool)
+    if hint is bool and is_bool:
+        return value
+    if hint is int and isinstance(value, int) and not is_bool:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not is_bool:
+        return float(value)
+    if hint is float and isinstance(value, str):
+        return _as_float(value, key)
+    if hint is str and isinstance(value, str):
+        return value
+    raise ValueError(f"{key} must be {_SCALARS[hint]}, got {value!r}")
+
+
+def _example(args: tuple[Any, ...]) -> str:
+    kinds = [a for a in args if a is not Ellipsis]
+    return (
+        "["
+        + ", ".join("1" if a is int else "1.0" for a in kinds)
+        + (", ...]" if Ellipsis in args else "]")
+    )
+
+
+def _as_float(value: str, key: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise ValueError(f"{where}.{key} must be a number, got {value!r}") from None
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:

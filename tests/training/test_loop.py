@@ -282,6 +282,31 @@ def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
         load_config(tmp_path / "c.yaml", ["model.front_end=sobel"])
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.epochs=five", "optim.epochs must be an integer, got 'five'"),
+        ("optim.epochs=2.7", "optim.epochs must be an integer, got 2.7"),
+        ("optim.batch_size=2.5", "optim.batch_size must be an integer"),
+        ("seed=abc", "seed must be an integer"),
+        ("model.widths=8", "model.widths must be a list"),
+        ("model.widths=[32, 32.5]", r"model.widths\[1\] must be an integer"),
+        ("augment.gamma_range=[0.7]", "augment.gamma_range must be a list of 2 values"),
+        ('data.random_windows="false"', "data.random_windows must be true or false"),
+        ("data.supervision_ratio=true", "data.supervision_ratio must be a number, got True"),
+        ("data.holdout_scenes=SEN_city", "data.holdout_scenes must be a list"),
+        ("run.device=gpu", r"run.device must be one of \('auto', 'cpu', 'cuda'\)"),
+        ("name=[1]", "name must be a string"),
+    ],
+)
+def test_config_values_are_type_checked(tmp_path, override, message):
+    """A wrong type is an error naming the key (it crashed later in torch or numpy, or, for
+    "false" and true, was silently taken as true and as 1.0)."""
+    save_config(tiny_config(), tmp_path / "c.yaml")
+    with pytest.raises(ValueError, match=message):
+        load_config(tmp_path / "c.yaml", [override])
+
+
 def test_shipped_configs_parse():
     from pathlib import Path
 
