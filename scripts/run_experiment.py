@@ -60,7 +60,11 @@ def train_and_export(args: argparse.Namespace, ratio: float) -> Path:
         "--set",
         f"loss.w_adv={args.w_adv}",
     ]
-    if (out / "checkpoint_last.pt").is_file():
+    if args.force:  # retrain from scratch: the earlier run's checkpoints go (the trainer
+        # refuses a fresh run beside them, and --resume would re-export the same model)
+        for name in ("checkpoint_last.pt", "checkpoint_best.pt", "model.onnx"):
+            (out / name).unlink(missing_ok=True)
+    elif (out / "checkpoint_last.pt").is_file():
         cmd.append("--resume")
     run(cmd)
     run(

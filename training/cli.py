@@ -154,9 +154,13 @@ def main(argv: list[str] | None = None) -> int:
                     indent=1,
                 )
             )
-    except ValueError as exc:  # includes CheckpointError: a user error, not a crash
+    except (ValueError, OSError) as exc:  # CheckpointError and unwritable --out included
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = " (continue with --resume)" if args.command == "train" else ""
+        print(f"interrupted{resume}", file=sys.stderr)
+        return 130
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

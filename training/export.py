@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from sar_optical_matcher.core.files import atomic_output
 from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
 from training.models import DenseEncoder, Encoder
 
@@ -57,19 +56,16 @@ def export_onnx(optical: Encoder, sar: Encoder, contract: ModelContract, path: s
             f"contract code_size {contract.code_size} differs from the encoders' "
             f"({optical.spec.code_size})"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _destination(path)
     graph = ExportGraph(optical, sar).eval()
     t, s = contract.template_size, contract.search_size
     dummy = (torch.zeros(1, 1, t, t), torch.zeros(1, 1, s, s))
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         with torch.no_grad():
             torch.onnx.export(
                 graph,
                 dummy,
-                tmp,
+                str(tmp),
                 input_names=[contract.optical_input, contract.sar_input],
                 output_names=[contract.optical_output, contract.sar_output],
                 dynamic_axes={
@@ -89,18 +85,27 @@ def export_onnx(optical: Encoder, sar: Encoder, contract: ModelContract, path: s
                 opset_version=OPSET,
                 dynamo=False,
             )
-        model = onnx.load(tmp)
+        model = onnx.load(str(tmp))
         entry = model.metadata_props.add()
         entry.key = METADATA_KEY
         entry.value = contract.to_json()
         model.producer_name = "sar_optical_matcher.training"
         model.doc_string = f"SAR-Optical Matcher model {contract.name} {contract.version}"
         onnx.checker.check_model(model)
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        onnx.save(model, str(tmp))
+    return path
+
+
+def _destination(path: str | Path) -> Path:
+    """``path`` as a model file to write: not a folder, its folder creatable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give the model file, e.g. {path}/model.onnx")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {path}: {parent} is a file, not a folder")
     return path
 
 
@@ -115,14 +120,8 @@ def set_contract(path: str | Path, contract: ModelContract) -> None:
     model.metadata_props.extend(props)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, contract.to_json()
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def check_parity(
@@ -173,25 +172,24 @@ def export_checked(
     """Export, re-open with onnxruntime, check parity, record it in the contract.
 
     Raises:
-        ValueError: the ONNX outputs differ from torch by more than ``tolerance`` (the file is
-            removed, nothing is left behind).
+        ValueError: the ONNX outputs differ from torch by more than ``tolerance`` (nothing is
+            written; an earlier file at ``path`` is kept).
     """
     import dataclasses
 
-    path = export_onnx(optical, sar, contract, path)
-    try:
-        parity = check_parity(optical, sar, path, contract)
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
-    if not parity["max"] < tolerance:
-        path.unlink(missing_ok=True)
-        raise ValueError(
-            f"ONNX export differs from torch by {parity['max']:.3g} (> {tolerance:g}) "
-            f"({parity}); the file was not kept. Check the onnx/onnxruntime versions."
-        )
-    training = dict(contract.training, onnx_parity_max_abs_diff=parity["max"])
-    set_contract(path, dataclasses.replace(contract, training=training))
+    path = _destination(path)
+    # exported, checked and given its final contract under a temporary name: a failed check
+    # leaves an earlier model of that name as it was
+    with atomic_output(path) as tmp:
+        export_onnx(optical, sar, contract, tmp)
+        parity = check_parity(optical, sar, tmp, contract)
+        if not parity["max"] < tolerance:
+            raise ValueError(
+                f"ONNX export differs from torch by {parity['max']:.3g} (> {tolerance:g}) "
+                f"({parity}); the file was not written. Check the onnx/onnxruntime versions."
+            )
+        training = dict(contract.training, onnx_parity_max_abs_diff=parity["max"])
+        set_contract(tmp, dataclasses.replace(contract, training=training))
     return path, parity
 
 

@@ -351,6 +351,7 @@ class Trainer:
         if resume:
             self.load(self.out / LAST)
         elif self.rank == 0:
+            refuse_earlier_run(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
         end = min(self.cfg.optim.epochs, max_epochs or self.cfg.optim.epochs)
@@ -541,6 +542,8 @@ def run_training(
     if world > 1 and not dist.is_initialized():
         cuda = _device(cfg.run.device, rank).type == "cuda"
         dist.init_process_group("nccl" if cuda else "gloo")
+    if not resume and rank == 0:  # before the data are built: said at once
+        refuse_earlier_run(Path(out_dir or cfg.run.out_dir))
     try:
         data = data or build_datasets(cfg.data, cfg.seed, cache_dir=cfg.run.out_dir)
         trainer = Trainer(cfg, data, out_dir, rank, world)
@@ -548,6 +551,22 @@ def run_training(
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def refuse_earlier_run(out: Path) -> None:
+    """A fresh run must not start in a folder holding another run's checkpoints.
+
+    It would overwrite ``checkpoint_last.pt`` and leave the earlier ``checkpoint_best.pt``
+    (which export and the experiment script take) from the other run.
+    """
+    if out.is_file():
+        raise ValueError(f"--out {out} is a file; give a folder for the run")
+    earlier = [name for name in (LAST, BEST) if (out / name).exists()]
+    if earlier:
+        raise ValueError(
+            f"{out} already holds a run ({', '.join(earlier)}); continue it with --resume, or "
+            "train into a new --out folder (or delete that run's checkpoints first)"
+        )
 
 
 def cpu_supports_bf16() -> bool:

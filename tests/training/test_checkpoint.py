@@ -7,7 +7,8 @@ import torch
 
 from tests.training.test_loop import tiny_config, tiny_datasets
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.loop import LAST, NonFiniteLossError, Trainer
+from training.config import save_config
+from training.loop import BEST, LAST, NonFiniteLossError, Trainer
 
 
 class KilledError(Exception):
@@ -107,6 +108,23 @@ def test_payload_with_code_is_refused(tmp_path):
     save_checkpoint({"f": KilledError("x")}, tmp_path / "evil.pt")  # arbitrary objects need pickle
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_a_fresh_run_in_a_folder_with_another_run_is_refused(data, tmp_path):
+    """Training again into a run's folder without --resume overwrote its last checkpoint and
+    left its best one, which export takes, from the other run."""
+    from training.cli import main
+
+    Trainer(tiny_config(), data, tmp_path).fit(max_epochs=1)
+    before = (tmp_path / BEST).read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a run \(checkpoint_last.pt, "
+                       r"checkpoint_best.pt\); continue it with --resume"):  # fmt: skip
+        Trainer(tiny_config(loss={"margin": 0.5}), data, tmp_path).fit()
+    assert (tmp_path / BEST).read_bytes() == before
+    cfg = tmp_path / "c.yaml"
+    save_config(tiny_config(), cfg)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path)]) == 2
+    assert main(["train", "--config", str(cfg), "--out", str(cfg)]) == 2  # a file
 
 
 def test_resume_with_another_config_is_refused(data, tmp_path):

@@ -96,3 +96,22 @@ def test_parity_failure_removes_the_file(run_dir, tmp_path):
             tolerance=-1.0,
         )
     assert not list(tmp_path.iterdir())
+    # over an earlier model: a failed check keeps it (it was replaced first, then deleted)
+    good = tmp_path / "good.onnx"
+    export_checked(matcher.optical.encoder, matcher.sar.encoder, contract, good)
+    before = good.read_bytes()
+    with pytest.raises(ValueError, match="the file was not written"):
+        export_checked(matcher.optical.encoder, matcher.sar.encoder, contract, good, tolerance=-1.0)
+    assert good.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "good.onnx"
+    ]
+
+
+def test_cli_export_to_a_folder_or_inside_a_file_is_a_clear_error(run_dir, tmp_path, capsys):
+    argv = ["export", "--checkpoint", str(run_dir / BEST), "--out"]
+    assert main([*argv, str(tmp_path)]) == 2
+    assert "is a folder; give the model file" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main([*argv, str(tmp_path / "afile" / "m.onnx")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -58,6 +58,20 @@ def test_existing_models_are_kept_and_interrupted_runs_resume(tmp_path, monkeypa
     assert "--resume" in calls[0]
 
 
+def test_force_retrains_from_scratch(tmp_path, monkeypatch):
+    """--force resumed a finished run for 0 epochs and re-exported the same model."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(rx, "run", calls.append)
+    args = _args(tmp_path, force=True)
+    level = args.out / "sup100"
+    level.mkdir(parents=True)
+    for name in ("model.onnx", "checkpoint_last.pt", "checkpoint_best.pt", "metrics.csv"):
+        (level / name).write_bytes(b"x")
+    rx.train_and_export(args, 1.0)
+    assert calls[0][2:4] == ["training", "train"] and "--resume" not in calls[0]
+    assert sorted(p.name for p in level.iterdir()) == ["metrics.csv"]
+
+
 def _summary(within3: float, median: float, hist: Path) -> dict:
     metrics = {
         "within_1px": within3 / 2,
