@@ -197,17 +197,24 @@ def detect_keypoints_tiled(
         ry1 = min(info.height, cy0 + th + DETECT_HALO_PX)
         arr, valid = rasters.read_window(info, settings.band, rx0, ry0, rx1 - rx0, ry1 - ry0)
         valid = valid & _mask_window(settings, info.geotransform, (rx0, ry0, rx1 - rx0, ry1 - ry0))
+        # keypoints only in the tile's core (and the extent): the halo feeds the response but
+        # takes none of the max_count budget
+        cols = rx0 + np.arange(rx1 - rx0) + 0.5
+        rows = ry0 + np.arange(ry1 - ry0) + 0.5
+        core = ((rows >= cy0) & (rows < cy0 + th))[:, None] & ((cols >= cx0) & (cols < cx0 + tw))
+        if settings.extent_map is not None:  # the search window is the extent's pixel bbox
+            gx, gy = np.meshgrid(cols, rows)
+            xy_all = np.column_stack([gx.ravel(), gy.ravel()])
+            core &= _in_extent(info.geotransform, xy_all, settings.extent_map).reshape(core.shape)
         k = kp.detect_keypoints(
             arr,
             max_count=settings.max_count,
             min_distance_px=settings.min_distance_px,
             border_px=0,
             valid=valid,
+            candidates=core,
         )
-        xy = k.xy_px + [rx0, ry0]
-        core = (xy[:, 0] >= cx0) & (xy[:, 0] < cx0 + tw) & (xy[:, 1] >= cy0) & (xy[:, 1] < cy0 + th)
-        core &= _in_extent(info.geotransform, xy, settings.extent_map)  # the window is its bbox
-        found.append(kp.Keypoints(xy_px=xy[core], response=k.response[core]))
+        found.append(kp.Keypoints(xy_px=k.xy_px + [rx0, ry0], response=k.response))
         if progress is not None:
             progress((i + 1) / len(tiles))
     return kp.merge_keypoints(found, settings.min_distance_px, settings.max_count)

@@ -158,6 +158,35 @@ def test_extent_is_exact_on_a_rotated_raster(pair: Pair, tmp_path: Path) -> None
     assert len(k) > 5 and k.xy_px[:, 0].min() >= 200 and k.xy_px[:, 1].max() <= 150
 
 
+@pytest.mark.parametrize("tile_px", [100, 4096])
+def test_max_count_is_spent_inside_the_search_window(pair: Pair, tile_px: int) -> None:
+    """The budget went to the strongest points of the tile's halo, border or outside the
+    extent, which were dropped after: MAX_COUNT 5 gave 4, 10 gave 8, and 3 with an extent 0."""
+    info = _open(pair.optical)
+    every = reg.detect_keypoints_tiled(
+        info, reg.DetectSettings(min_distance_px=24, border_px=56, tile_px=tile_px)
+    )
+    assert len(every) > 20
+    for n in (1, 3, 5, 10):
+        s = reg.DetectSettings(min_distance_px=24, border_px=56, max_count=n, tile_px=tile_px)
+        k = reg.detect_keypoints_tiled(info, s)
+        assert len(k) == n
+        np.testing.assert_array_equal(k.xy_px, every.xy_px[:n])  # the n strongest
+    gt = info.geotransform
+    ext = (gt[0] + 1500, gt[3] - 2500, gt[0] + 2500, gt[3] - 1500)  # px 150..250
+    inside = reg.detect_keypoints_tiled(
+        info, reg.DetectSettings(min_distance_px=24, border_px=56, extent_map=ext, tile_px=tile_px)
+    )
+    assert len(inside) >= 4
+    k = reg.detect_keypoints_tiled(
+        info,
+        reg.DetectSettings(
+            min_distance_px=24, border_px=56, extent_map=ext, max_count=3, tile_px=tile_px
+        ),
+    )
+    np.testing.assert_array_equal(k.xy_px, inside.xy_px[:3])
+
+
 def test_no_room_for_keypoints_is_explained(pair: Pair) -> None:
     with pytest.raises(ValueError, match="smaller border"):
         reg.detect_keypoints_tiled(_open(pair.optical), reg.DetectSettings(border_px=200))

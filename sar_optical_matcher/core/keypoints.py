@@ -125,24 +125,36 @@ def harris_response(
     return resp.astype(np.float32, copy=False)
 
 
-def _greedy_nms(xy: np.ndarray, min_distance: float, max_count: int) -> np.ndarray:
+def _greedy_nms(
+    xy: np.ndarray, min_distance: float, max_count: int, counts: np.ndarray | None = None
+) -> np.ndarray:
     """Indices of ``xy (N, 2)`` (sorted strongest first) kept by greedy suppression.
 
     Exact: a point is kept iff no previously kept point lies closer than ``min_distance``.
     Kept points are stored in a grid of cells of side ``min_distance / sqrt(2)`` (at most one
     per cell), so a candidate is checked against the 5x5 cells around its own at once.
+    ``counts`` (N,) bool: only these points count towards ``max_count`` (the others still
+    suppress their neighbours); the result ends at the ``max_count``-th counted point.
     """
     if len(xy) == 0 or max_count <= 0:
         return np.zeros(0, dtype=np.int64)
+    if counts is None:
+        counts = np.ones(len(xy), bool)
+
+    def upto_budget(kept: Sequence[int] | np.ndarray) -> np.ndarray:
+        kept = np.asarray(kept, dtype=np.int64)
+        cut = int(np.searchsorted(np.cumsum(counts[kept]), max_count)) + 1
+        return kept[:cut]
+
     if min_distance <= 0:
-        return np.arange(min(len(xy), max_count))
+        return upto_budget(np.arange(len(xy)))
     cell = min_distance / np.sqrt(2.0)
     origin = xy.min(axis=0)
     with np.errstate(over="ignore"):
         n_cells = np.prod((xy.max(axis=0) - origin) / cell + 5.0)
     if n_cells > _MAX_GRID_CELLS:
         # Tiny spacing relative to the extent: the KD-tree's conflict pairs are few anyway.
-        return np.asarray(_resolve_within(xy, np.arange(len(xy)), min_distance)[:max_count])
+        return upto_budget(_resolve_within(xy, np.arange(len(xy)), min_distance))
     cij = np.floor((xy - origin) / cell).astype(np.int64) + 2  # +2: pad for the 5x5 lookup
     grid = np.full(tuple(cij.max(axis=0) + 3), -1, dtype=np.int64)
     offs = np.stack(np.meshgrid(np.arange(-2, 3), np.arange(-2, 3)), -1).reshape(-1, 2)
@@ -158,9 +170,9 @@ def _greedy_nms(xy: np.ndarray, min_distance: float, max_count: int) -> np.ndarr
         for i in kept_chunk:
             grid[tuple(cij[i])] = i
         kept.extend(kept_chunk)
-        if len(kept) >= max_count:
+        if int(counts[np.asarray(kept, dtype=np.int64)].sum()) >= max_count:
             break
-    return np.asarray(kept[:max_count], dtype=np.int64)
+    return upto_budget(kept)
 
 
 def _resolve_within(xy: np.ndarray, idx: np.ndarray, min_distance: float) -> list[int]:
@@ -204,6 +216,7 @@ def detect_keypoints(
     valid: np.ndarray | None = None,
     sigma: float = 2.0,
     min_response_rel: float = 0.01,
+    candidates: np.ndarray | None = None,
 ) -> Keypoints:
     """Harris keypoints at least ``min_distance_px`` apart, strongest first.
 
@@ -223,6 +236,10 @@ def detect_keypoints(
         valid: optional ``(H, W)`` bool mask, True where pixels are usable.
         sigma: Harris integration scale in pixels.
         min_response_rel: relative response threshold in [0, 1).
+        candidates: optional ``(H, W)`` bool mask of where returned keypoints may lie (a
+            tile's core, an extent). Unlike ``valid`` it leaves the response untouched, and
+            points outside it still suppress their neighbours but are neither returned nor
+            counted towards ``max_count``.
 
     Returns:
         :class:`Keypoints` sorted by response, descending (possibly empty).
@@ -238,6 +255,8 @@ def detect_keypoints(
         raise ValueError(f"min_response_rel must be in [0, 1), got {min_response_rel}")
     resp = harris_response(image, sigma=sigma, valid=valid)
     h, w = resp.shape
+    if candidates is not None and np.shape(candidates) != (h, w):
+        raise ValueError(f"candidates mask shape {np.shape(candidates)} != image {(h, w)}")
     ok = _valid_mask(np.asarray(image), valid)
     r0, c0 = int(np.ceil(border_px - 0.5)), int(np.ceil(border_px - 0.5))
     r1, c1 = int(np.floor(h - border_px - 0.5)), int(np.floor(w - border_px - 0.5))
@@ -254,7 +273,12 @@ def detect_keypoints(
     values = resp[rows, cols].astype(np.float64)
     order = np.lexsort((cols, rows, -values))  # strongest first, ties in raster order
     xy = np.column_stack([cols[order] + 0.5, rows[order] + 0.5])
-    keep = _greedy_nms(xy, float(min_distance_px), int(max_count))
+    inside = None
+    if candidates is not None:
+        inside = np.asarray(candidates, bool)[rows[order], cols[order]]
+    keep = _greedy_nms(xy, float(min_distance_px), int(max_count), inside)
+    if inside is not None:
+        keep = keep[inside[keep]]
     return Keypoints(xy[keep], values[order][keep])
 
 

@@ -76,6 +76,25 @@ def test_spacing_border_cap_and_order_on_noise() -> None:
     np.testing.assert_array_equal(top.xy_px, kp.xy_px[:7])
 
 
+def test_candidates_mask_takes_the_budget_and_keeps_outside_suppressors() -> None:
+    """Points outside ``candidates`` still suppress (the whole-image result, restricted to the
+    mask) but take none of ``max_count``."""
+    img = smooth_noise(3)
+    mask = np.zeros(img.shape, bool)
+    mask[:, 128:] = True
+    every = detect_keypoints(img, max_count=10_000, min_distance_px=20.0, border_px=10)
+    right = every.xy_px[every.xy_px[:, 0] >= 128]
+    got = detect_keypoints(img, max_count=10_000, min_distance_px=20.0, border_px=10,
+                           candidates=mask)  # fmt: skip
+    np.testing.assert_array_equal(got.xy_px, right)
+    for n in (1, 4, 9):
+        top = detect_keypoints(img, max_count=n, min_distance_px=20.0, border_px=10,
+                               candidates=mask)  # fmt: skip
+        np.testing.assert_array_equal(top.xy_px, right[:n])
+    with pytest.raises(ValueError, match="candidates mask shape"):
+        detect_keypoints(img, candidates=mask[:10])
+
+
 def test_nms_is_exact_greedy() -> None:
     rng = np.random.default_rng(1)
     for d, n in [(25.0, 3000), (3.0, 3000), (0.5, 500)]:  # grid path and KD-tree path
