@@ -170,7 +170,8 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
     Faults: ``not_onnx``, ``empty``, ``truncated``, ``no_metadata``, ``bad_json``,
     ``wrong_size`` (contract template size 80, network 64), ``wrong_channels`` (3-band inputs),
     ``swapped_inputs``, ``single_encoder``, ``newer_format``, ``new_opset`` (opset 30),
-    ``new_ir`` (IR version 99).
+    ``new_ir`` (IR version 99), ``float_size`` (template_size 64.0), ``training_not_object``,
+    ``confidence_incomplete`` (no weights), ``nan_weights``, ``fixed_batch`` (batch 1 only).
     """
     import onnx
 
@@ -181,7 +182,8 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
     out = {name: directory / f"{name}.onnx" for name in (
         "not_onnx", "empty", "truncated", "no_metadata", "bad_json", "wrong_size",
         "wrong_channels", "swapped_inputs", "single_encoder", "newer_format", "new_opset",
-        "new_ir",
+        "new_ir", "float_size", "training_not_object", "confidence_incomplete", "nan_weights",
+        "fixed_batch",
     )}  # fmt: skip
     out["not_onnx"].write_bytes(b"GIF89a this is a picture, not a model\n" * 20)
     out["empty"].write_bytes(b"")
@@ -192,6 +194,11 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
         "bad_json": "{not json",
         "wrong_size": json.dumps({**contract, "template_size": 80, "search_size": 96}),
         "newer_format": json.dumps({**contract, "format_version": FORMAT_VERSION + 1}),
+        "float_size": json.dumps({**contract, "template_size": float(contract["template_size"])}),
+        "training_not_object": json.dumps({**contract, "training": "oops"}),
+        "confidence_incomplete": json.dumps(
+            {**contract, "training": {"confidence_model": {"kind": "logistic", "bias": 0.0}}}
+        ),
     }
     for name, text in edits.items():
         model = onnx.load_from_string(data)
@@ -208,6 +215,21 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
     model = onnx.load_from_string(data)
     model.ir_version = 99
     onnx.save(model, str(out["new_ir"]))
+    model = onnx.load_from_string(data)
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:  # the first float weight tensor gets a NaN
+        array = numpy_helper.to_array(init)
+        if array.dtype.kind == "f" and array.size > 1:
+            array = array.copy()
+            array.flat[0] = float("nan")
+            init.CopyFrom(numpy_helper.from_array(array, init.name))
+            break
+    onnx.save(model, str(out["nan_weights"]))
+    model = onnx.load_from_string(data)
+    for value in model.graph.input:  # batch dimension fixed to 1
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(model, str(out["fixed_batch"]))
     _three_channel(out["wrong_channels"], descriptor_size)
     _single_encoder(out["single_encoder"], descriptor_size)
     return out

@@ -68,13 +68,18 @@ BAD = {
     "truncated": "runs past the end of the file",
     "no_metadata": "no 'sar_optical_matcher.contract' entry",
     "bad_json": "not valid JSON",
-    "wrong_size": "a 80x80 template gives optical descriptors (1, 8, 17, 17)",
+    "wrong_size": "two 80x80 templates give optical descriptors (2, 8, 17, 17)",
     "wrong_channels": "input 'optical' has 3 channels",
     "swapped_inputs": "input names swapped between the modalities",
     "single_encoder": "has inputs ['optical'] and outputs ['optical_descriptors']",
     "newer_format": "contract format 4 is not supported by this plugin (reads 1, 2, 3)",
     "new_opset": "needs opset 30, your onnxruntime",
     "new_ir": "IR version 99, your onnxruntime",
+    "float_size": "template_size must be an integer, got 64.0",
+    "training_not_object": "training must be a JSON object, got 'oops'",
+    "confidence_incomplete": "confidence model must be an object with 'weights' and 'bias'",
+    "nan_weights": "outputs NaN or infinite descriptors",
+    "fixed_batch": "its batch dimension is fixed",
 }
 
 
@@ -105,6 +110,23 @@ def test_missing_onnxruntime(models: dict[str, Path], monkeypatch: pytest.Monkey
         text = str(info.value)
         assert "pip install onnxruntime" in text and "onnxruntime-gpu" in text
         assert "OSGeo4W" in text
+
+
+def test_a_failing_run_is_a_model_error(models: dict[str, Path]) -> None:
+    """onnxruntime's own exceptions (Fail, InvalidArgument, a CUDA out-of-memory) derive from
+    Exception, not RuntimeError: they reached the user as tracebacks."""
+    matcher = OnnxMatcher(models["twin"], device="cpu", threads=1, log=lambda _: None)
+
+    class Fail(Exception):  # noqa: N818 - the name onnxruntime gives it
+        pass
+
+    def out_of_memory(*_args, **_kw):
+        raise Fail("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory")
+
+    matcher._session.run = out_of_memory
+    with pytest.raises(ModelError, match=r"failed on a batch of 3 patch\(es\): .*allocate "
+                       r"memory; a smaller BATCH_SIZE"):  # fmt: skip
+        matcher.optical_descriptors(np.zeros((3, TEMPLATE, TEMPLATE), np.float32))
 
 
 def test_providers(models: dict[str, Path]) -> None:

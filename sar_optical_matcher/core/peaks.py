@@ -105,7 +105,11 @@ class ConfidenceModel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConfidenceModel:
-        """Rebuild a model written by :meth:`to_dict`."""
+        """Rebuild a model written by :meth:`to_dict`; ``ValueError`` says what is wrong."""
+        if not isinstance(d, dict) or "weights" not in d or "bias" not in d:
+            raise ValueError(
+                f"confidence model must be an object with 'weights' and 'bias', got {d!r}"
+            )
         if d.get("kind", "logistic") != "logistic":
             raise ValueError(f"unsupported confidence model kind {d.get('kind')!r}")
         names = tuple(str(n) for n in d.get("feature_names", FEATURE_NAMES))
@@ -114,7 +118,10 @@ class ConfidenceModel:
                 f"confidence model uses features {names}, this version computes "
                 f"{FEATURE_NAMES}; recalibrate it with fit_confidence_model"
             )
-        return cls(tuple(float(w) for w in d["weights"]), float(d["bias"]), names)
+        try:
+            return cls(tuple(float(w) for w in d["weights"]), float(d["bias"]), names)
+        except TypeError as exc:
+            raise ValueError(f"confidence model weights and bias must be numbers: {exc}") from exc
 
 
 #: Hand-set before calibration: a sharp single peak (ratio well above 1, high z-score, small

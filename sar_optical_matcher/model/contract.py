@@ -88,7 +88,8 @@ class ModelContract:
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Validate sizes and modalities."""
+        """Validate types, sizes and modalities."""
+        self._check_types()
         if self.format_version not in READABLE_FORMATS:
             raise ValueError(
                 f"model contract format {self.format_version} is not supported by this plugin "
@@ -126,6 +127,24 @@ class ModelContract:
             )
         if self.sar.modality != "sar" or self.optical.modality != "optical":
             raise ValueError("contract preprocessing modalities are swapped or wrong")
+
+    def _check_types(self) -> None:
+        """Integers are integers (64.0 crashed deep in GDAL), names strings, training a dict."""
+        for key in ("template_size", "search_size", "descriptor_size", "code_size",
+                    "format_version"):  # fmt: skip
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"model contract: {key} must be an integer, got {value!r}")
+        for key in ("name", "version", "optical_input", "sar_input", "optical_output",
+                    "sar_output"):  # fmt: skip
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(
+                    f"model contract: {key} must be a string, got {getattr(self, key)!r}"
+                )
+        if not isinstance(self.training, dict):
+            raise ValueError(
+                f"model contract: training must be a JSON object, got {self.training!r}"
+            )
 
     @property
     def map_size(self) -> int:

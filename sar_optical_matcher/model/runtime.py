@@ -157,9 +157,15 @@ def _parse_contract(path: Path, header: _Header) -> ModelContract:
             f"no {METADATA_KEY!r} entry (found: {keys}); {REEXPORT_HINT}"
         )
     try:
-        return ModelContract.from_json(header.metadata[METADATA_KEY])
+        contract = ModelContract.from_json(header.metadata[METADATA_KEY])
+        raw = contract.training.get("confidence_model")
+        if raw is not None:  # checked now, not after keypoint detection
+            from sar_optical_matcher.core.peaks import ConfidenceModel
+
+            ConfidenceModel.from_dict(raw)
     except (ValueError, TypeError) as exc:
         raise ModelError(f"{path.name}: invalid model contract: {exc}") from exc
+    return contract
 
 
 def _session_error(path: Path, header: _Header, exc: Exception, ort: Any) -> ModelError:
@@ -214,20 +220,36 @@ def _check_io(path: Path, session: Any, contract: ModelContract) -> None:
 
 
 def _smoke_run(path: Path, session: Any, contract: ModelContract) -> None:
-    """Run once with different sizes per branch: checks T, D, k and that no branch is swapped."""
+    """Run a batch of two with different sizes per branch.
+
+    Checks T, D, k, that no branch is swapped, that the batch dimension is free and that the
+    outputs are finite.
+    """
     t, d, k = contract.template_size, contract.descriptor_size, contract.code_size
+    rng = np.random.default_rng(0)  # preprocessed inputs are roughly zero-mean, unit-std
     feeds = {
-        contract.optical_input: np.zeros((1, 1, t, t), np.float32),
-        contract.sar_input: np.zeros((1, 1, t + 1, t + 2), np.float32),
+        contract.optical_input: rng.standard_normal((2, 1, t, t)).astype(np.float32),
+        contract.sar_input: rng.standard_normal((2, 1, t + 1, t + 2)).astype(np.float32),
     }
     try:
         opt, sar = session.run([contract.optical_output, contract.sar_output], feeds)
     except Exception as exc:  # onnxruntime raises its own exception types
+        text = str(exc).strip()[-200:]
+        why = (
+            "its batch dimension is fixed (the plugin feeds several patches at once)"
+            if "index: 0" in text
+            else "the network was built for another patch size"
+        )
         raise ModelError(
-            f"{path.name} fails on a {t}x{t} template, the contract's template size; the network "
-            f"was built for another patch size ({str(exc).strip()[-200:]}); {REEXPORT_HINT}"
+            f"{path.name} fails on two {t}x{t} templates (the contract's template size): {why} "
+            f"({text}); {REEXPORT_HINT}"
         ) from exc
-    want_opt, want_sar = (1, d, k, k), (1, d, k + 1, k + 2)
+    if not (np.isfinite(opt).all() and np.isfinite(sar).all()):
+        raise ModelError(
+            f"{path.name} outputs NaN or infinite descriptors on ordinary inputs: its weights "
+            f"are broken (a diverged training?); {REEXPORT_HINT}"
+        )
+    want_opt, want_sar = (2, d, k, k), (2, d, k + 1, k + 2)
     if opt.shape == want_sar and sar.shape == want_opt:
         raise ModelError(
             f"{path.name}: the optical output is computed from the SAR input and vice versa (input "
@@ -235,8 +257,8 @@ def _smoke_run(path: Path, session: Any, contract: ModelContract) -> None:
         )
     if opt.shape != want_opt or sar.shape != want_sar:
         raise ModelError(
-            f"{path.name}: a {t}x{t} template gives optical descriptors {opt.shape} and a "
-            f"{t + 1}x{t + 2} region SAR descriptors {sar.shape}; the contract expects "
+            f"{path.name}: two {t}x{t} templates give optical descriptors {opt.shape} and two "
+            f"{t + 1}x{t + 2} regions SAR descriptors {sar.shape}; the contract expects "
             f"{want_opt} and {want_sar}: the contract's template_size/descriptor_size/code_size "
             f"do not fit the network; {REEXPORT_HINT}"
         )
@@ -384,7 +406,15 @@ class OnnxMatcher:
             c.optical_input: dummy if optical is None else optical[:, None],
             c.sar_input: dummy if sar is None else sar[:, None],
         }
-        return self._session.run([c.optical_output, c.sar_output], feeds)
+        try:
+            return self._session.run([c.optical_output, c.sar_output], feeds)
+        except Exception as exc:  # onnxruntime's own types (Fail, InvalidArgument, EPFail, ...)
+            n = len(optical if optical is not None else sar if sar is not None else [])
+            raise ModelError(
+                f"onnxruntime ({self.provider}) failed on a batch of {n} patch(es): "
+                f"{str(exc).strip()[-300:]}; a smaller BATCH_SIZE needs less memory, and "
+                "DEVICE cpu avoids GPU limits"
+            ) from exc
 
     def optical_descriptors(self, templates: np.ndarray) -> np.ndarray:
         """Unit descriptors of preprocessed templates (B, T, T) float32 -> (B, D k^2) float32."""

@@ -38,6 +38,9 @@ SAR_SCALE_LABELS = [
     "dB",
 ]
 DEVICE_OPTIONS = ("auto", "cpu", "cuda")
+#: Upper bounds of integer parameters: beyond a 32-bit int QGIS wrapped 2147483648 to 0.
+MAX_INT_PARAM = 2**31 - 1
+MAX_PATCH_PX = 4096
 
 FIELD_TYPES = {int: QVariant.Int, float: QVariant.Double, str: QVariant.String, bool: QVariant.Bool}
 

@@ -243,7 +243,12 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         common.add_param(
             alg,
             QgsProcessingParameterNumber(
-                key, label, QgsProcessingParameterNumber.Integer, default, minValue=8
+                key,
+                label,
+                QgsProcessingParameterNumber.Integer,
+                default,
+                minValue=8,
+                maxValue=common.MAX_PATCH_PX,
             ),
             f"{label}; must equal the model's (paper: template 128, search 256). The "
             "misregistration that can be found is at most (search - template) / 2.",
@@ -271,6 +276,7 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
             QgsProcessingParameterNumber.Integer,
             4,
             minValue=1,
+            maxValue=1024,
         ),
         "Keypoints per model run; cancellation is checked per batch. Each keypoint of a batch "
         "holds its search region's code map (default model: 16 x 242 x 242 values, ~4 MB) plus "

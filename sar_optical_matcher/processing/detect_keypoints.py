@@ -63,6 +63,7 @@ def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str 
             QgsProcessingParameterNumber.Integer,
             500,
             minValue=1,
+            maxValue=common.MAX_INT_PARAM,
         ),
         "Keep at most this many keypoints, strongest Harris response first.",
     )
@@ -74,6 +75,7 @@ def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str 
             QgsProcessingParameterNumber.Integer,
             128,
             minValue=0,
+            maxValue=common.MAX_INT_PARAM,
         ),
         "Keypoints keep this distance from the raster edges so that the search region "
         "(256 px, half = 128) fits around them.",

@@ -164,6 +164,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                 QgsProcessingParameterNumber.Integer,
                 8,
                 minValue=1,
+                maxValue=common.MAX_INT_PARAM,
             ),
             "Registration is refused with fewer inliers (at least the transform's minimal "
             "sample + 4 are always required).",
@@ -171,7 +172,12 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         common.add_param(
             self,
             QgsProcessingParameterNumber(
-                self.SEED, "Random seed", QgsProcessingParameterNumber.Integer, 0, minValue=0
+                self.SEED,
+                "Random seed",
+                QgsProcessingParameterNumber.Integer,
+                0,
+                minValue=0,
+                maxValue=common.MAX_INT_PARAM,
             ),
             "Seed of the RANSAC generator (results are reproducible).",
             advanced=True,

@@ -121,6 +121,8 @@ def test_mask_layer_in_another_crs_limits_keypoints(provider, tmp_path: Path) ->
     [
         ({"BAND": 3}, "band 3"),
         ({"BORDER": 200}, "smaller border"),
+        ({"BORDER": 2**31}, "BORDER"),  # ran as BORDER 0: QGIS wrapped the 32-bit int
+        ({"MAX_COUNT": 99_999_999_999}, "MAX_COUNT"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(provider, tmp_path: Path, params, message) -> None:
