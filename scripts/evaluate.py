@@ -50,7 +50,14 @@ def load_records(spec: str, seed: int) -> list[Any]:
         return sources.load_3mos(root or "../shared/data/3mos", scenes=_split(scenes))
     if kind == "synthetic":
         n, _, size = rest.partition(":")
-        return sources.load_synthetic(int(n or 4), int(size or 512), seed + SYNTHETIC_SEED_OFFSET)
+        try:
+            count, side = int(n or 4), int(size or 512)
+        except ValueError:
+            raise ValueError(
+                f"--data synthetic:N[:SIZE] needs whole numbers (e.g. synthetic:8:1024), got "
+                f"{spec!r}"
+            ) from None
+        return sources.load_synthetic(count, side, seed + SYNTHETIC_SEED_OFFSET)
     if kind == "sen12":
         return sources.load_sen12(rest)
     if kind == "gdal":
@@ -69,6 +76,13 @@ def _split(text: str) -> list[str] | None:
     return items or None
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", help="ONNX model (default: the shipped model if present)")
@@ -80,7 +94,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(repeatable)",
     )
     p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods")
-    p.add_argument("--samples-per-pair", type=int, default=1, help="samples per pair record")
+    p.add_argument(
+        "--samples-per-pair", type=_positive_int, default=1, help="samples per pair record"
+    )
     p.add_argument("--max-records", type=int, default=0, help="random subset of records (0: all)")
     p.add_argument("--template", type=int, default=128, help="template side T (px)")
     p.add_argument("--search", type=int, default=256, help="search region side S (px)")
@@ -343,10 +359,14 @@ def write_outputs(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    samples = build_samples(args)
-    print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
-    preds, fitted = run_all(args, samples)
-    write_outputs(args, samples, preds, fitted)
+    try:
+        samples = build_samples(args)
+        print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
+        preds, fitted = run_all(args, samples)
+        write_outputs(args, samples, preds, fitted)
+    except (ValueError, OSError) as exc:  # bad --data, sizes, model, --out: said, not dumped
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

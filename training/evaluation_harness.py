@@ -100,6 +100,35 @@ def _cut_template(
     return out.astype(np.float32)
 
 
+#: A search region is drawn where at least this share of its pixels is valid (optical and SAR
+#: data), as the plugin skips keypoints below its MIN_VALID fraction (0.9).
+MIN_VALID_FRACTION = 0.9
+_REGION_TRIES = 200
+
+
+def _region_origin(rec: PairRecord, search: int, rng: np.random.Generator) -> tuple[int, int]:
+    """(row, col) of a uniformly drawn S x S search region with enough valid pixels.
+
+    Records without invalid pixels take the first draw (so their samples are unchanged);
+    otherwise draws are repeated until the region is at least ``MIN_VALID_FRACTION`` valid.
+
+    Raises:
+        ValueError: no such region (a pair whose rasters barely or do not overlap).
+    """
+    h, w = rec.sar.shape
+    ok = None if rec.valid is None or rec.valid.all() else np.asarray(rec.valid, bool)
+    for _ in range(_REGION_TRIES if ok is not None else 1):
+        sy, sx = int(rng.integers(0, h - search + 1)), int(rng.integers(0, w - search + 1))
+        if ok is None or ok[sy : sy + search, sx : sx + search].mean() >= MIN_VALID_FRACTION:
+            return sy, sx
+    share = float(ok.mean()) if ok is not None else 1.0
+    raise ValueError(
+        f"{rec.name}: no {search}x{search} px search region found with >= "
+        f"{MIN_VALID_FRACTION:.0%} valid pixels ({share:.0%} of the pair is valid: optical and SAR "
+        "data overlap there); check that the two rasters cover the same area, or drop the pair"
+    )
+
+
 def _sample_one(
     rec: PairRecord,
     template: int,
@@ -111,7 +140,7 @@ def _sample_one(
 ) -> Sample:
     """Draw one sample from ``rec`` (see :func:`make_samples`)."""
     h, w = rec.sar.shape
-    sy, sx = int(rng.integers(0, h - search + 1)), int(rng.integers(0, w - search + 1))
+    sy, sx = _region_origin(rec, search, rng)
     angle = float(rng.uniform(-max_rotation_deg, max_rotation_deg)) if max_rotation_deg else 0.0
     scale = float(rng.uniform(1.0 - max_scale, 1.0 + max_scale)) if max_scale else 1.0
     rad = np.deg2rad(angle)

@@ -132,6 +132,52 @@ def test_make_samples_exceptions() -> None:
         harness.make_samples([shifted_record(rng, shape=(40, 40), bias=(6, 0))], 1, 38, 40, rng=rng)
 
 
+def test_make_samples_draws_regions_where_the_pair_has_data() -> None:
+    """A pair that overlaps over its right part only: every search region is >= 90 % valid
+    (they were drawn anywhere, up to all NaN, and scored as misses); a pair without overlap is
+    an error that says so. Records without invalid pixels draw exactly as before."""
+    import dataclasses
+
+    rng = np.random.default_rng(6)
+    rec = shifted_record(rng, shape=(64, 200))
+    valid = np.zeros(rec.sar.shape, bool)
+    valid[:, 90:] = True
+    partial = dataclasses.replace(rec, valid=valid)
+    samples = harness.make_samples([partial], 30, template=16, search=48, rng=rng)
+    assert all(np.isfinite(s.region).mean() >= 0.9 for s in samples)
+    assert min(s.region_origin_xy_px[0] for s in samples) >= 85
+    none = dataclasses.replace(rec, valid=np.zeros(rec.sar.shape, bool))
+    with pytest.raises(ValueError, match=r"no 48x48 px search region .* \(0% of the pair is "
+                       r"valid.*cover the same area"):  # fmt: skip
+        harness.make_samples([none], 1, template=16, search=48, rng=rng)
+    full = dataclasses.replace(rec, valid=np.ones(rec.sar.shape, bool))
+    a = harness.make_samples([rec], 5, 16, 48, rng=np.random.default_rng(1))
+    b = harness.make_samples([full], 5, 16, 48, rng=np.random.default_rng(1))
+    assert [x.region_origin_xy_px for x in a] == [x.region_origin_xy_px for x in b]
+
+
+def test_evaluate_cli_says_what_is_wrong(tmp_path: Path, capsys) -> None:
+    """User mistakes in --data and sizes: 'error: ...' and exit 2, no traceback, no output."""
+    from scripts import evaluate
+
+    cases = {
+        f"3mos:{DATA_3MOS}:SEN_cty": "3MOS scenes ['SEN_cty'] not in",
+        "3mos:/nonexistent": "not found",
+        "synthetic:abc": "needs whole numbers",
+        "gdal:only_one.tif": "gdal needs OPTICAL.tif,SAR.tif",
+        "foo:bar": "unknown --data kind 'foo'",
+    }
+    for data, message in cases.items():
+        out = tmp_path / "eval"
+        assert evaluate.main(["--data", data, "--methods", "ncc", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (data, err)
+        assert not out.exists()
+    with pytest.raises(SystemExit):
+        evaluate.main(["--data", "synthetic:1:256", "--samples-per-pair", "0"])
+    assert "--samples-per-pair: must be >= 1" in capsys.readouterr().err
+
+
 def test_run_method_and_summarise() -> None:
     rng = np.random.default_rng(5)
     records = [
