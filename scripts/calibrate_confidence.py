@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sar_optical_matcher.core import peaks  # noqa: E402
+from sar_optical_matcher.core.files import atomic_output  # noqa: E402
 from sar_optical_matcher.model.runtime import OnnxMatcher, read_contract  # noqa: E402
 from training import evaluation_harness as harness  # noqa: E402
 
@@ -72,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         records += tiles
         described.append(f"training tiles of {args.training_tiles} ({len(tiles)} pairs)")
     rng = np.random.default_rng(args.seed)
-    samples = harness.make_samples(records, args.samples_per_pair, rng=rng)
     matcher = OnnxMatcher(args.model, device="auto", log=print)
+    c = matcher.contract  # samples cut with the model's own sizes
+    samples = harness.make_samples(
+        records, args.samples_per_pair, c.template_size, c.search_size, rng=rng
+    )
     pred = harness.run_method(samples, harness.learned_map_fn(matcher), name="learned")
     correct = pred.error_px <= args.correct_px
     if correct.all() or not correct.any():
@@ -105,12 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     from training.export import set_contract
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".calibrating.onnx")
-    shutil.copyfile(args.model, tmp)
-    set_contract(tmp, dataclasses.replace(contract, training=training))
-    read_contract(tmp)  # the plugin's own validation, before the file takes its final name
-    tmp.replace(args.out)
+    with atomic_output(args.out) as tmp:
+        shutil.copyfile(args.model, tmp)
+        set_contract(tmp, dataclasses.replace(contract, training=training))
+        read_contract(tmp)  # the plugin's own validation, before the file takes its final name
     print(f"wrote {args.out}")
     return 0
 

@@ -94,13 +94,26 @@ def _evaluate(args: argparse.Namespace) -> dict:
     state = load_checkpoint(args.checkpoint)
     cfg = _config(args, state["config"])
     matcher = build_matcher(cfg)
-    matcher.load_state_dict(state["model"])
+    try:
+        matcher.load_state_dict(state["model"])
+    except RuntimeError as exc:  # torch's wall of "size mismatch for ..." lines
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+        raise ValueError(
+            f"the --config model does not fit {args.checkpoint} ({first[0].strip()}); "
+            "leave --config out to use the checkpoint's own config"
+        ) from None
     specs = (PreprocessSpec(**state["specs"]["sar"]), PreprocessSpec(**state["specs"]["optical"]))
     data = build_datasets(cfg.data, cfg.seed, cache_dir=Path(args.checkpoint).parent)
+    split = getattr(data, args.split)
+    if len(split) == 0:
+        raise ValueError(
+            f"the {args.split} split is empty under this config (data.split_fractions "
+            f"{list(cfg.data.split_fractions)}, holdout_scenes {cfg.data.holdout_scenes}, "
+            f"validation_scenes {cfg.data.validation_scenes}); choose another --split or "
+            "--config"
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = matching_accuracy(
-        matcher.to(device), getattr(data, args.split), specs, device, args.max_pairs
-    )
+    result = matching_accuracy(matcher.to(device), split, specs, device, args.max_pairs)
     report: dict = dict(result, split=args.split, checkpoint=str(args.checkpoint))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

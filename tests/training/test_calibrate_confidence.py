@@ -60,3 +60,19 @@ def test_calibration_on_training_tiles_writes_a_calibrated_model(tmp_path: Path)
     with pytest.raises(SystemExit):
         main(["--model", str(runtime.default_model_path()), "--out", str(tmp_path / "y.onnx")])
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
+
+
+def test_calibration_cuts_samples_with_the_models_sizes(tmp_path: Path) -> None:
+    """A 64 / 96 px model: the samples were always cut at 128 / 256 px, which it refuses."""
+    from scripts.calibrate_confidence import main
+    from tests.model_fixtures import SEARCH, TEMPLATE, make_twin_model
+
+    model = make_twin_model(tmp_path / "twin.onnx", descriptor_size=8, widths=(4, 8, 8, 8))
+    assert (TEMPLATE, SEARCH) != (128, 256)
+    out = tmp_path / "calibrated.onnx"
+    argv = ["--model", str(model), "--data", f"3mos:{DATA_3MOS}:SEN_city,SEN_water"]
+    assert main([*argv, "--samples-per-pair", "4", "--out", str(out)]) == 0
+    contract = runtime.read_contract(out)
+    assert (contract.template_size, contract.search_size) == (TEMPLATE, SEARCH)
+    assert contract.training["confidence_calibration"]["samples"] == 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.onnx", "twin.onnx"]

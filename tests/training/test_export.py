@@ -115,3 +115,24 @@ def test_cli_export_to_a_folder_or_inside_a_file_is_a_clear_error(run_dir, tmp_p
     assert main([*argv, str(tmp_path / "afile" / "m.onnx")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_cli_evaluate_refuses_an_empty_split_and_a_config_that_does_not_fit(
+    run_dir, tmp_path, capsys
+):
+    """An empty split reported NaN with exit 0 (and non-strict JSON); a --config whose model
+    does not fit the checkpoint dumped torch's size-mismatch traceback."""
+    from training.config import save_config
+
+    small = ["--set", "data.sources=[{kind: synthetic, n_scenes: 2, size_px: 300, seed: 0}]"]
+    argv = ["evaluate", "--checkpoint", str(run_dir / BEST), "--out", str(tmp_path / "ev")]
+    empty = [*small, "--set", "data.split_fractions=[1.0, 0.0, 0.0]", "--split", "test"]
+    assert main([*argv, *empty]) == 2
+    assert "the test split is empty under this config" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
+    other = tmp_path / "other.yaml"
+    save_config(tiny_config(model={"widths": [4, 8, 8, 16]}), other)
+    assert main([*argv, "--config", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "the --config model does not fit" in err and "size mismatch" in err
+    assert "Traceback" not in err
