@@ -399,10 +399,11 @@ class Trainer:
             dist.all_reduce(sums)
             sums /= self.world
             self._sync_buffers()
-        # A resumed partial epoch only averages its own batches (the CSV says how many).
+        # A resumed partial epoch only averages its own batches: ``batches`` (train_batches in
+        # metrics.csv) says how many, against the epoch's full count for the others.
         n = max(len(plan) - int(self._resumed_from), 1)
         self._resumed_from = 0
-        return {k: float(v) / n for k, v in zip(TERMS, sums)}
+        return {**{k: float(v) / n for k, v in zip(TERMS, sums)}, "batches": float(n)}
 
     _resumed_from = 0
 

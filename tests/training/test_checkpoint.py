@@ -66,6 +66,9 @@ def test_killed_mid_epoch_resumes_without_lost_or_repeated_steps(data, straight,
     resumed.fit(resume=True, on_step=lambda tr: steps.append(tr.global_step))
     assert steps == list(range(per_epoch + 3, 2 * per_epoch + 1))  # each missing step once
     assert resumed.sched.last_epoch == 2 * per_epoch
+    # the resumed epoch's train_* figures average its own batches only, and say so
+    batches = [row["train_batches"] for row in resumed.history]
+    assert batches == [per_epoch, per_epoch - 2]
     _assert_same_weights(resumed.matcher.state_dict(), straight[1])
 
 
