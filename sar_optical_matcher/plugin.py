@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication
+from typing import Any
 
-from sar_optical_matcher.processing.provider import PROVIDER_ID, SarOpticalMatcherProvider
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
+
+PLUGIN_NAME = "SAR-Optical Matcher"
 
 
 class SarOpticalMatcherPlugin:
@@ -13,11 +15,19 @@ class SarOpticalMatcherPlugin:
     def __init__(self, iface) -> None:
         """Keep the interface; nothing is loaded yet."""
         self.iface = iface
-        self.provider: SarOpticalMatcherProvider | None = None
+        self.provider: Any = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
         """Create and register the provider (once: QGIS may call this and initGui)."""
         if self.provider is not None:
+            return
+        try:
+            from sar_optical_matcher.processing.provider import (
+                PROVIDER_ID,
+                SarOpticalMatcherProvider,
+            )
+        except ImportError as exc:  # scipy (keypoints, peaks): needed to offer anything
+            self._missing(exc)
             return
         registry = QgsApplication.processingRegistry()
         if registry.providerById(PROVIDER_ID) is not None:
@@ -27,6 +37,18 @@ class SarOpticalMatcherPlugin:
         provider = SarOpticalMatcherProvider()
         if registry.addProvider(provider):
             self.provider = provider
+
+    def _missing(self, exc: ImportError) -> None:
+        """Say which package is missing and how to install it (log and message bar)."""
+        name = exc.name or str(exc)
+        text = (
+            f"{PLUGIN_NAME} cannot load: the Python package '{name}' is missing from the Python "
+            f"that runs QGIS. Install it (`pip install {name}`; Debian/Ubuntu: `sudo apt-get "
+            f"install python3-{name}`; Windows: in the OSGeo4W Shell) and restart QGIS."
+        )
+        QgsMessageLog.logMessage(text, PLUGIN_NAME, Qgis.Critical)
+        if self.iface is not None and hasattr(self.iface, "messageBar"):
+            self.iface.messageBar().pushCritical(PLUGIN_NAME, text)
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API name
         """Called by the desktop application; the provider is all the GUI there is."""

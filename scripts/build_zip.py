@@ -34,7 +34,12 @@ def build_zip(out: Path, root: Path = ROOT) -> Path:
     tmp = out.with_suffix(".zip.partial")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for src, arc in plugin_files(root):
-            zf.write(src, f"{PLUGIN}/{arc}")
+            # rw-r--r-- whatever the file's mode here: unzipped into a shared plugins folder
+            # (as root, say) every user's QGIS must read it
+            info = zipfile.ZipInfo.from_file(src, f"{PLUGIN}/{arc}")
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, src.read_bytes())
     tmp.replace(out)
     return out
 

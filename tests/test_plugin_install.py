@@ -40,6 +40,10 @@ def test_zip_holds_only_the_plugin(tmp_path: Path) -> None:
         assert f"sar_optical_matcher/{required}" in names
     assert not [n for n in names if "__pycache__" in n or "/tests/" in n or n.endswith(".pt")]
     assert not [n for n in names if n.startswith("sar_optical_matcher/training")]
+    modes = {
+        n: (i.external_attr >> 16) & 0o777 for n, i in zipfile.ZipFile(path).NameToInfo.items()
+    }
+    assert set(modes.values()) == {0o644}, modes  # the model was 0600 (unreadable when shared)
 
 
 def test_metadata_has_required_fields() -> None:
@@ -83,3 +87,31 @@ def test_class_factory_registers_and_unloads_provider(qgis_app) -> None:
         assert plugin.provider is None
         plugin.unload()
         assert registry.providerById("sarmatcher") is existing
+
+
+def test_a_missing_package_is_said_not_dumped(tmp_path: Path) -> None:
+    """Without scipy the provider cannot import: the plugin logs what to install and loads
+    nothing (a traceback and a failed plugin load before). Run in a fresh interpreter."""
+    import os
+    import sys
+
+    script = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "from qgis.core import Qgis, QgsApplication\n"
+        "app = QgsApplication([], False); app.initQgis()\n"
+        "logged = []\n"
+        "QgsApplication.messageLog().messageReceived.connect("
+        "lambda text, tag, level: logged.append((text, int(level))))\n"
+        "import sar_optical_matcher\n"
+        "plugin = sar_optical_matcher.classFactory(None); plugin.initProcessing()\n"
+        "assert plugin.provider is None\n"
+        "assert QgsApplication.processingRegistry().providerById('sarmatcher') is None\n"
+        "print([t for t, level in logged if level == int(Qgis.Critical)][0])\n"
+        "plugin.unload()\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(root)}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "package 'scipy' is missing" in run.stdout and "python3-scipy" in run.stdout

@@ -51,7 +51,10 @@ def _import_ort() -> Any:
             "it into the Python that runs QGIS: `pip install onnxruntime` (CPU) or "
             "`pip install onnxruntime-gpu` (NVIDIA CUDA). On Windows run the command in the "
             "'OSGeo4W Shell' that comes with QGIS (`python -m pip install onnxruntime`); on "
-            "macOS/Linux use the Python of your QGIS installation. Then restart QGIS."
+            "macOS use the Python of your QGIS installation; on Debian 12 / Ubuntu 23.04 and "
+            "later, whose system Python refuses pip ('externally-managed-environment'), run "
+            "`python3 -m pip install --user --break-system-packages onnxruntime`. Then restart "
+            "QGIS."
         ) from exc
     return onnxruntime
 
