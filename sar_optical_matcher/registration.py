@@ -274,10 +274,15 @@ class FitResult:
         kind: transform kind.
         inliers: (N,) bool over all tie points (False for non-accepted ones).
         residual_xy_px: (N, 2) float64, ``transform(src) - dst`` in optical pixels.
-        rmse_px: RMSE of the inliers' residuals.
+        rmse_px: RMSE of the inliers' residuals (0 by construction for a thin-plate spline,
+            which passes through every inlier, as in QGIS's Georeferencer).
         n_accepted: accepted matches with a peak inside the map, given to RANSAC.
         extra: diagnostics: ``ransac_iterations``, ``log10_nfa``, ``inlier_ratio``,
             ``spread_ratio``, ``n_edge_peaks``.
+        loo_residual_xy_px: (N, 2) leave-one-out residuals of the inliers (NaN elsewhere):
+            each inlier's error under the fit made without it.
+        loo_rmse_px: their RMSE, the honest check of a fit against points it did not see (and
+            the only one for tps); it grows with needless complexity where ``rmse_px`` falls.
     """
 
     transform: Any
@@ -287,6 +292,8 @@ class FitResult:
     rmse_px: float
     n_accepted: int
     extra: dict[str, Any] = field(default_factory=dict)
+    loo_residual_xy_px: np.ndarray | None = None
+    loo_rmse_px: float = float("nan")
 
 
 def required_inliers(kind: str, min_inliers: int) -> int:
@@ -294,10 +301,17 @@ def required_inliers(kind: str, min_inliers: int) -> int:
     return max(int(min_inliers), tf.min_points(kind) + EXTRA_INLIERS)
 
 
-def too_few_message(found: int, need: int, ties: TiePoints, kind: str, half_range: int) -> str:
-    """The refusal message: what was found, what is needed, what to try."""
+def too_few_message(
+    found: int, need: int, ties: TiePoints, kind: str, half_range: int, what: str = "inlier"
+) -> str:
+    """The refusal message: what was found (``what``: inlier or usable), needed, what to try."""
+    counted = (
+        f"only {found} confident inlier tie points were found"
+        if what == "inlier"
+        else f"only {found} usable matches (accepted, peak inside the map) were found"
+    )
     return (
-        f"Registration refused: only {found} confident inlier tie points were found "
+        f"Registration refused: {counted} "
         f"({int(ties.accepted.sum())} accepted matches of {len(ties.accepted)} keypoints), "
         f"{need} are needed for a '{kind}' transform. No output raster was written. Try: more "
         "keypoints (higher MAX_COUNT, lower MIN_DISTANCE), a lower CONFIDENCE_THRESHOLD, a larger "
@@ -408,11 +422,20 @@ def fit_tie_points(
     usable = ties.usable(half_range)
     idx = np.flatnonzero(usable)
     if idx.size < need:
-        raise RegistrationError(too_few_message(int(idx.size), need, ties, kind, half_range))
+        raise RegistrationError(
+            too_few_message(int(idx.size), need, ties, kind, half_range, what="usable")
+        )
     result = tf.ransac(
         ties.src_px[idx], ties.dst_px[idx], kind, threshold_px, rng, min_inliers=need
     )
     found = int(np.count_nonzero(result.inliers))
+    if found >= need and result.transform.kind != kind:
+        raise RegistrationError(
+            f"Registration refused: the {found} inlier tie points do not determine a '{kind}' "
+            "transform: they lie in a degenerate layout (e.g. on a few lines or in a corner) "
+            "for its terms. No output raster was written. Choose a simpler TRANSFORM (the "
+            f"inliers fit a '{result.transform.kind}'), or keypoints spread over the overlap."
+        )
     if not result.ok or found < need:
         raise RegistrationError(too_few_message(found, need, ties, kind, half_range))
     inliers = np.zeros(len(ties.accepted), bool)
@@ -431,7 +454,13 @@ def fit_tie_points(
     finite = np.isfinite(ties.src_px).all(axis=1)
     resid[finite] = result.transform.apply(ties.src_px[finite]) - ties.dst_px[finite]
     rmse = float(np.sqrt(np.mean(np.sum(resid[inliers] ** 2, axis=1))))
-    return FitResult(result.transform, kind, inliers, resid, rmse, int(idx.size), stats)
+    loo = np.full(ties.src_px.shape, np.nan)
+    loo[inliers] = tf.loo_residuals(ties.src_px[inliers], ties.dst_px[inliers], kind)
+    held = loo[inliers][np.isfinite(loo[inliers]).all(axis=1)]
+    loo_rmse = float(np.sqrt(np.mean(np.sum(held**2, axis=1)))) if len(held) else float("nan")
+    return FitResult(
+        result.transform, kind, inliers, resid, rmse, int(idx.size), stats, loo, loo_rmse
+    )
 
 
 # --- outputs --------------------------------------------------------------------------------------
@@ -446,7 +475,7 @@ class WarpSettings:
         pixel_size: output pixel size in optical map units; ``None``: the optical pixel size.
         creation_options: GDAL GTiff creation options, e.g. ``("COMPRESS=DEFLATE",)``.
         nodata: output nodata value; ``None``: the SAR's nodata, else 0.
-        grid_points: GCPs per axis sampled from the fitted transform.
+        grid_points: GCPs per axis sampled from a fitted polynomial (tps: its control points).
     """
 
     resampling: str = "bilinear"
@@ -531,9 +560,11 @@ def warp_sar(
 ) -> Path:
     """Warp every band of the SAR raster onto the optical grid through the fitted transform.
 
-    GCPs (SAR pixel -> optical map coordinate) are sampled from the fitted transform on a grid
-    and given to ``gdal.Warp`` with the matching model: polynomial order 1 for shift/affine/
-    poly1, 2 and 3 for poly2/poly3 (exact for these kinds), thin-plate spline for tps. The output
+    GCPs (SAR pixel -> optical map coordinate) are given to ``gdal.Warp`` with the matching
+    model: sampled from the fitted transform on a grid for polynomial order 1 (shift/affine/
+    poly1), 2 and 3 (poly2/poly3), exact for these kinds; the fit's control points (its inlier
+    tie points) for the thin-plate spline, which GDAL then passes through as the fit does. The
+    output
     is the optical grid (:func:`output_grid`; rotated grids included) in the optical CRS, in
     the format of ``out_path``'s extension (``rasters.output_driver``); written atomically.
 
@@ -554,8 +585,15 @@ def warp_sar(
 
     driver = output_driver(Path(out_path))
     order = {"shift": 1, "affine": 1, "poly1": 1, "poly2": 2, "poly3": 3}.get(fit.kind)
-    n = max(settings.grid_points, 4 if order is None else order + 2)
-    src_px, dst_px = gcp_grid(fit.transform, sar.width, sar.height, n)
+    if order is None:  # tps: GDAL's spline through the fit's own control points (the inliers);
+        # one through a grid sampled from it lost its bends between the grid points (1.5 px
+        # off the fitted spline at 3456 px), and the .points file holds these same points
+        t = fit.transform
+        src_px = np.asarray(t.control_n) * t.src_scale + t.src_centre
+        dst_px = t.apply(src_px)
+    else:  # a polynomial is exact through any grid of enough points
+        n = max(settings.grid_points, order + 2)
+        src_px, dst_px = gcp_grid(fit.transform, sar.width, sar.height, n)
     dst_map = pixel_to_map(optical.geotransform, dst_px)
     gcps = [
         gdal.GCP(float(mx), float(my), 0.0, float(px), float(py))

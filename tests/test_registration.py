@@ -86,7 +86,7 @@ def test_random_matches_are_refused_with_advice() -> None:
 def test_too_few_accepted_is_refused_before_ransac() -> None:
     ties, _ = _ties(np.random.default_rng(4), 12, 0.0)
     ties.accepted[5:] = False
-    with pytest.raises(reg.RegistrationError, match="only 5 confident"):
+    with pytest.raises(reg.RegistrationError, match="only 5 usable matches"):
         reg.fit_tie_points(ties, "affine", 3.0, 8, np.random.default_rng(0))
 
 
@@ -335,6 +335,55 @@ def test_warp_refuses_a_nodata_the_sar_type_cannot_hold(pair: Pair, tmp_path: Pa
                                     reg.WarpSettings(nodata=255.0))))  # fmt: skip
     assert ds.GetRasterBand(1).GetNoDataValue() == 255.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tif", "sar8.tif"]
+
+
+def test_tps_is_judged_by_its_leave_one_out_rmse_and_warped_through_its_points(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """The spline's own RMSE is 0 by construction; the leave-one-out RMSE sees the noise. The
+    warp uses the fit's control points, so a SAR raster padded with nodata (larger, same
+    pixels) gives the same output; through a grid over the whole raster it drifted."""
+    from osgeo import gdal
+
+    ties = _true_ties(pair, 40)
+    ties.dst_px += np.random.default_rng(2).normal(0, 0.3, ties.dst_px.shape)  # match noise
+    fit = reg.fit_tie_points(ties, "tps", 1.5, 8, np.random.default_rng(0))
+    assert fit.rmse_px < 1e-6
+    assert 0.3 < fit.loo_rmse_px < 1.5  # 0.42 px of noise per point, and more held out
+    affine = reg.fit_tie_points(ties, "affine", 1.5, 8, np.random.default_rng(0))
+    assert affine.loo_rmse_px < fit.loo_rmse_px  # the truth is affine: the spline overfits
+    assert abs(affine.loo_rmse_px - affine.rmse_px) < 0.1
+    optical = _open(pair.optical)
+    arr, ds = gdal.Open(str(pair.sar)).ReadAsArray(), gdal.Open(str(pair.sar))
+    padded = np.full((arr.shape[0] * 3, arr.shape[1] * 3), -9999.0, np.float32)
+    padded[: arr.shape[0], : arr.shape[1]] = arr
+    big = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "big.tif"), padded.shape[1],
+                                               padded.shape[0], 1, gdal.GDT_Float32)  # fmt: skip
+    big.SetGeoTransform(ds.GetGeoTransform())
+    big.SetProjection(ds.GetProjection())
+    big.GetRasterBand(1).SetNoDataValue(-9999.0)
+    big.GetRasterBand(1).WriteArray(padded)
+    big = ds = None
+    settings = reg.WarpSettings(nodata=-9999.0)
+    a = reg.warp_sar(_open(pair.sar), optical, fit, tmp_path / "a.tif", settings)
+    b = reg.warp_sar(_open(tmp_path / "big.tif"), optical, fit, tmp_path / "b.tif", settings)
+    wa, wb = gdal.Open(str(a)).ReadAsArray(), gdal.Open(str(b)).ReadAsArray()
+    both = (wa != -9999.0) & (wb != -9999.0)
+    assert both.mean() > 0.8
+    np.testing.assert_allclose(wa[both], wb[both], atol=1e-4)
+
+
+def test_a_degenerate_layout_for_the_kind_is_named(pair: Pair) -> None:
+    """Well-spread inliers on three rows fit a poly2 but not a poly3: the refusal said "only
+    45 inlier tie points were found, 14 are needed"."""
+    xs = np.linspace(20, pair.size - 20, 15)
+    src = np.array([(x, y) for y in (60.0, 190.0, 320.0) for x in xs])
+    ties = reg.TiePoints(src, pair.sar_to_optical(src), np.ones(len(src), bool),
+                         np.arange(len(src)))  # fmt: skip
+    reg.fit_tie_points(ties, "poly2", 1.0, 8, np.random.default_rng(0))
+    with pytest.raises(reg.RegistrationError, match=r"the 45 inlier tie points do not determine "
+                       r"a 'poly3' transform: they lie in a degenerate layout"):  # fmt: skip
+        reg.fit_tie_points(ties, "poly3", 1.0, 8, np.random.default_rng(0))
 
 
 def test_canceled_warp_leaves_nothing(pair: Pair, tmp_path: Path) -> None:

@@ -279,6 +279,43 @@ def _fit_tps(
     return Transform("tps", sol[n:], sc, ss, dc, ds, s_n.copy(), sol[:n], lam)
 
 
+def loo_residuals(src: np.ndarray, dst: np.ndarray, kind: str) -> np.ndarray:
+    """Leave-one-out residuals ``(N, 2)``: each point's ``fit_without_it(src) - dst``.
+
+    The fit is the unweighted ``kind`` fit on these pairs. Closed forms, one fit and no
+    refits: the hat matrix for the polynomial kinds (``e_i / (1 - h_ii)``), Rippa's formula
+    for the interpolating thin-plate spline (``c_i / (M^-1)_ii``), whose own residuals are 0
+    by construction. A point that alone
+    determines the fit (``h_ii = 1``) gets NaN.
+    """
+    s, d, _ = _check_pairs(src, dst, None)
+    transform = fit_transform(s, d, kind)
+    n = len(s)
+    if kind == "shift":
+        if n < 2:
+            return np.full((n, 2), np.nan)
+        return (transform.apply(s) - d) * n / (n - 1)
+    s_n = (s - transform.src_centre) / transform.src_scale
+    if kind == "tps":
+        p = _monomials(s_n, 1)
+        system = np.zeros((n + 3, n + 3))
+        system[:n, :n], system[:n, n:], system[n:, :n] = _tps_kernel(s_n, s_n), p, p.T
+        inv = np.linalg.inv(system)
+        rhs = np.zeros((n + 3, 2))
+        rhs[:n] = (d - transform.dst_centre) / transform.dst_scale
+        coef = inv @ rhs
+        diag = np.diag(inv)[:n, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loo = np.where(np.abs(diag) > 1e-12, -coef[:n] / diag, np.nan)  # fit - observed
+        return loo * transform.dst_scale
+    design = _monomials(s_n, _DEGREE[kind])
+    q, _ = np.linalg.qr(design)
+    h = (q**2).sum(axis=1)[:, None]
+    resid = transform.apply(s) - d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(1.0 - h > 1e-9, resid / (1.0 - h), np.nan)
+
+
 def residuals(transform: Transform, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Euclidean distances ``(N,) float64`` between ``transform(src)`` and ``dst``."""
     s, d, _ = _check_pairs(src, dst, None)

@@ -60,6 +60,7 @@ TIEPOINT_FIELDS = (
     ("res_x_px", float),
     ("res_y_px", float),
     ("residual_px", float),
+    ("loo_residual_px", float),
 )
 
 
@@ -249,6 +250,11 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             "Self-contained HTML report.",
         )
         self.addOutput(QgsProcessingOutputNumber("RMSE_PX", "RMSE of the inliers (pixels)"))
+        self.addOutput(
+            QgsProcessingOutputNumber(
+                "RMSE_LOO_PX", "Leave-one-out RMSE of the inliers (pixels; the check for tps)"
+            )
+        )
         self.addOutput(QgsProcessingOutputNumber("N_INLIERS", "Number of inliers"))
 
     def settings(
@@ -329,9 +335,15 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             )
         n_in = int(fit.inliers.sum())
         feedback.pushInfo(
-            f"{n_in} inliers of {fit.n_accepted} accepted matches, RMSE "
-            f"{fit.rmse_px:.3f} px ({s.transform})"
+            f"{n_in} inliers of {fit.n_accepted} usable matches, RMSE "
+            f"{fit.rmse_px:.3f} px, leave-one-out RMSE {fit.loo_rmse_px:.3f} px ({s.transform})"
         )
+        if s.transform == "tps":
+            feedback.pushWarning(
+                "a thin-plate spline passes through every inlier, so its RMSE and residuals "
+                f"are 0 by construction; judge it by the leave-one-out RMSE "
+                f"({fit.loo_rmse_px:.3f} px: each inlier against the fit made without it)"
+            )
         outputs: dict[str, Any] = {self.OUTPUT: s.output_path}
         # every file is written under a temporary name and renamed only once all outputs,
         # the tie-point layer included, are written: a failure leaves earlier results intact
@@ -359,7 +371,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             if dest is not None:
                 outputs[self.OUTPUT_TIEPOINTS] = dest
         feedback.setProgress(100)
-        outputs.update({"RMSE_PX": fit.rmse_px, "N_INLIERS": n_in})
+        outputs.update({"RMSE_PX": fit.rmse_px, "RMSE_LOO_PX": fit.loo_rmse_px, "N_INLIERS": n_in})
         return outputs
 
     def _write_tiepoints(self, parameters, context, ties, fit, result, optical) -> Any:
@@ -374,6 +386,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         if sink is None:
             return None
         res = fit.residual_xy_px
+        loo = fit.loo_residual_xy_px if fit.loo_residual_xy_px is not None else res * np.nan
         rows = [
             (
                 r.id,
@@ -389,6 +402,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                 res[i, 0],
                 res[i, 1],
                 float(np.hypot(res[i, 0], res[i, 1])),
+                float(np.hypot(loo[i, 0], loo[i, 1])),
             )
             for i, r in enumerate(result.records)
         ]
@@ -424,12 +438,14 @@ def report_data(
         "optical raster": s.correspondence.optical_path,
         "model": s.correspondence.match.model_path or "shipped default",
         "transform": fit.kind,
-        "keypoints matched": len(ties.accepted),
-        "accepted matches": fit.n_accepted,
+        "keypoints": len(ties.accepted),
+        "accepted matches": int(ties.accepted.sum()),
+        "usable matches (accepted, peak inside the map)": fit.n_accepted,
         "RANSAC inliers": int(fit.inliers.sum()),
         "residual threshold (px)": s.residual_threshold_px,
         "RMSE (optical px)": fit.rmse_px,
         "RMSE (map units)": fit.rmse_px * pixel,
+        "leave-one-out RMSE (optical px)": fit.loo_rmse_px,
         "RANSAC seed": s.seed,
     }
     if fit.kind in ("shift", "affine", "poly1"):

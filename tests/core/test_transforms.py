@@ -9,6 +9,7 @@ from sar_optical_matcher.core.transforms import (
     KINDS,
     Transform,
     fit_transform,
+    loo_residuals,
     min_points,
     ransac,
     residuals,
@@ -239,3 +240,27 @@ def test_ransac_on_collinear_points_fails_softly() -> None:
     assert res.inliers.dtype == bool and res.residuals.shape == (20,)
     shift = ransac(src, src + 5, "shift", 1.0, np.random.default_rng(0))
     assert shift.ok and shift.inliers.all() and shift.rmse_px < 1e-12
+
+
+@pytest.mark.parametrize("kind", ["shift", "affine", "poly1", "poly2", "poly3", "tps"])
+def test_leave_one_out_residuals_equal_refits_without_each_point(kind: str) -> None:
+    """The closed forms (hat matrix, Rippa's formula for the spline) against N refits; the
+    spline's own residuals are 0, its leave-one-out ones are not."""
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 300, (25, 2))
+    bend = 0.002 * (src[:, :1] - 150) ** 2 / 100 * np.array([1.0, 0.5])
+    dst = src @ np.array([[1.01, 0.02], [-0.01, 0.99]]).T + [3, -2] + bend
+    dst += rng.normal(0, 0.3, dst.shape)
+    fitted = fit_transform(src, dst, kind)
+    loo = loo_residuals(src, dst, kind)
+    brute = np.array([
+        fit_transform(np.delete(src, i, 0), np.delete(dst, i, 0), kind).apply(src[i : i + 1])[0]
+        - dst[i]
+        for i in range(len(src))
+    ])  # fmt: skip
+    np.testing.assert_allclose(loo, brute, atol=1e-9)
+    own = np.sqrt((residuals(fitted, src, dst) ** 2).mean())
+    held = np.sqrt((loo**2).sum(axis=1).mean())
+    assert held > own  # always: a point's own fit is closer to it
+    if kind == "tps":
+        assert own < 1e-9 and held > 0.3  # noise 0.3 px per axis

@@ -107,6 +107,35 @@ def test_registers_the_known_pair(provider, synthetic_pair, twin_model, tmp_path
     assert "RMSE (optical px)" in html and "data:image/png;base64," in html
 
 
+def test_tps_reports_its_leave_one_out_rmse(provider, synthetic_pair, twin_model, tmp_path):
+    """A spline's RMSE_PX is 0 by construction: RMSE_LOO_PX, the tie points' loo_residual_px
+    and the report carry the figure to judge it by, and the log says so."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    warnings: list[str] = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
+            warnings.append(text)
+
+    res = processing.run(
+        "sarmatcher:registersartooptical",
+        _params(synthetic_pair, twin_model, tmp_path, TRANSFORM=5),
+        feedback=Feedback(),
+    )
+    assert res["RMSE_PX"] < 1e-6 < res["RMSE_LOO_PX"] < 2.0
+    assert any("0 by construction" in w and "leave-one-out" in w for w in warnings), warnings
+    inl = [f for f in res["OUTPUT_TIEPOINTS"].getFeatures() if f["inlier"]]
+    loo = np.array([f["loo_residual_px"] for f in inl])
+    assert np.sqrt((loo**2).mean()) == pytest.approx(res["RMSE_LOO_PX"])
+    assert "leave-one-out RMSE (optical px)" in Path(res["OUTPUT_REPORT"]).read_text()
+    affine = processing.run(
+        "sarmatcher:registersartooptical", _params(synthetic_pair, twin_model, tmp_path / "a")
+    )
+    assert affine["RMSE_PX"] <= affine["RMSE_LOO_PX"] < affine["RMSE_PX"] * 1.5
+
+
 def test_unrelated_scene_is_refused_and_nothing_is_written(
     provider,
     twin_model,
