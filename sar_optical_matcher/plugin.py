@@ -26,8 +26,11 @@ class SarOpticalMatcherPlugin:
                 PROVIDER_ID,
                 SarOpticalMatcherProvider,
             )
-        except ImportError as exc:  # scipy (keypoints, peaks): needed to offer anything
-            self._missing(exc)
+        except ModuleNotFoundError as exc:  # scipy (keypoints, peaks): needed for anything
+            top = (exc.name or "").partition(".")[0]
+            if not top or top == "sar_optical_matcher":
+                raise  # a broken install of the plugin itself: its traceback is the report
+            self._missing(top)
             return
         registry = QgsApplication.processingRegistry()
         if registry.providerById(PROVIDER_ID) is not None:
@@ -38,9 +41,8 @@ class SarOpticalMatcherPlugin:
         if registry.addProvider(provider):
             self.provider = provider
 
-    def _missing(self, exc: ImportError) -> None:
+    def _missing(self, name: str) -> None:
         """Say which package is missing and how to install it (log and message bar)."""
-        name = exc.name or str(exc)
         text = (
             f"{PLUGIN_NAME} cannot load: the Python package '{name}' is missing from the Python "
             f"that runs QGIS. Install it (`pip install {name}`; Debian/Ubuntu: `sudo apt-get "

@@ -426,63 +426,64 @@ def pixel_size_ratio(optical: RasterInfo, sar: RasterInfo) -> float:
     return float(np.sqrt(abs(ex[0] * ey[1] - ex[1] * ey[0])))
 
 
-# extensions no GDAL raster writer should take for an output: a VRT written through a temporary
-# name would point at files that are gone
-REFUSED_OUTPUT_DRIVERS = ("VRT", "MEM", "Derived")
+#: Output formats, by extension: single-file GDAL formats only, so that the file written under
+#: a temporary name is the whole raster once renamed (GDAL's .aux.xml side file goes with it).
+#: Formats with companion files named from the stem (.bil/.hdr, .sdat/.sgrd, .ers, .rst/.rdc,
+#: ERDAS .img spill files) would be split by the rename; a VRT would point at temporary files.
+OUTPUT_FORMATS = {
+    "tif": "GTiff",
+    "tiff": "GTiff",
+    "gpkg": "GPKG",
+    "nc": "netCDF",
+    "png": "PNG",
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "jp2": "JP2OpenJPEG",
+}
 
 
 def output_driver(path: str | Path) -> str:
     """The GDAL driver that writes a raster named ``path``, chosen by its extension.
 
-    ``.tif``, ``.tiff`` and no extension: GTiff. Otherwise the first GDAL raster driver that
-    lists the extension and can create files (``Create`` or ``CreateCopy``), as QGIS picks
-    one for a file name.
+    No extension: GTiff. The formats are :data:`OUTPUT_FORMATS` that this GDAL build has.
 
     Raises:
-        ValueError: no GDAL raster writer takes the extension, or it is a virtual format.
+        ValueError: the extension is not one of them; the message lists those there are.
     """
     ext = Path(path).suffix.lower().lstrip(".")
-    if ext in ("", "tif", "tiff"):
-        return "GTiff"
-    for i in range(gdal.GetDriverCount()):
-        driver = gdal.GetDriver(i)
-        md = driver.GetMetadata() or {}
-        if md.get(gdal.DCAP_RASTER) != "YES":
-            continue
-        if ext not in (md.get(gdal.DMD_EXTENSIONS) or "").lower().split():
-            continue
-        if driver.ShortName in REFUSED_OUTPUT_DRIVERS:
-            raise ValueError(
-                f"cannot write a raster named {Path(path).name!r}: '.{ext}' is GDAL's virtual "
-                f"{driver.ShortName} format, which would only point at other files; use .tif "
-                "(GeoTIFF) or another format that holds the pixels"
-            )
-        if "YES" in (md.get(gdal.DCAP_CREATE), md.get(gdal.DCAP_CREATECOPY)):
-            return str(driver.ShortName)
+    driver = "GTiff" if ext == "" else OUTPUT_FORMATS.get(ext)
+    if driver is not None and gdal.GetDriverByName(driver) is not None:
+        return driver
+    why = (
+        "a virtual format that would only point at other files"
+        if ext == "vrt"
+        else "not a single-file raster format this plugin writes"
+    )
     raise ValueError(
-        f"cannot write a raster named {Path(path).name!r}: no GDAL raster format here writes "
-        f"'.{ext}' files; use .tif (GeoTIFF), or another format GDAL can create such as .img"
+        f"cannot write a raster named {Path(path).name!r}: '.{ext}' is {why}; use .tif "
+        f"(GeoTIFF) or one of .{', .'.join(output_extensions())}"
     )
 
 
 def output_extensions() -> list[str]:
-    """File extensions :func:`output_driver` writes, ``tif`` first (for QGIS's file dialogs)."""
-    found: set[str] = set()
-    for i in range(gdal.GetDriverCount()):
-        driver = gdal.GetDriver(i)
-        md = driver.GetMetadata() or {}
-        if md.get(gdal.DCAP_RASTER) != "YES" or driver.ShortName in REFUSED_OUTPUT_DRIVERS:
-            continue
-        if "YES" in (md.get(gdal.DCAP_CREATE), md.get(gdal.DCAP_CREATECOPY)):
-            found.update((md.get(gdal.DMD_EXTENSIONS) or "").lower().split())
-    others = []
-    for ext in sorted(found - {"tif", "tiff"}):
-        try:
-            output_driver(f"x.{ext}")
-        except ValueError:  # an extension a refused driver lists first (e.g. vrt)
-            continue
-        others.append(ext)
-    return ["tif", "tiff", *others]
+    """File extensions :func:`output_driver` writes here, ``tif`` first (QGIS's dialogs)."""
+    return [e for e, d in OUTPUT_FORMATS.items() if gdal.GetDriverByName(d) is not None]
+
+
+def check_output_type(driver: str, gdal_type: str, name: str) -> None:
+    """Raise unless ``driver`` stores bands of ``gdal_type`` (e.g. PNG: Byte and UInt16 only).
+
+    Args:
+        driver: GDAL driver short name.
+        gdal_type: GDAL data type name of the data to write (``"Float32"``, ...).
+        name: the output's file name, for the message.
+    """
+    allowed = gdal.GetDriverByName(driver).GetMetadataItem(gdal.DMD_CREATIONDATATYPES) or ""
+    if allowed and gdal_type not in allowed.split():
+        raise ValueError(
+            f"cannot write {name}: the {driver} format stores {', '.join(allowed.split())} "
+            f"bands, the SAR raster is {gdal_type}; write a .tif instead (or convert the SAR)"
+        )
 
 
 def can_create(driver: str) -> bool:

@@ -440,6 +440,10 @@ def fit_tie_points(
         raise RegistrationError(too_few_message(found, need, ties, kind, half_range))
     inliers = np.zeros(len(ties.accepted), bool)
     inliers[idx[np.asarray(result.inliers, bool)]] = True
+    transform = result.transform
+    if kind == "tps":  # RANSAC's last inlier test may add points the spline was not fitted on:
+        # refit, so that it passes through exactly the inliers it reports (and the .points)
+        transform = tf.fit_transform(ties.src_px[inliers], ties.dst_px[inliers], kind)
     stats = {
         "ransac_iterations": int(getattr(result, "n_iterations", 0)),
         "log10_nfa": log10_nfa(idx.size, found, tf.min_points(kind), threshold_px, half_range),
@@ -452,15 +456,13 @@ def fit_tie_points(
         raise RegistrationError(why)
     resid = np.full(ties.src_px.shape, np.nan)
     finite = np.isfinite(ties.src_px).all(axis=1)
-    resid[finite] = result.transform.apply(ties.src_px[finite]) - ties.dst_px[finite]
+    resid[finite] = transform.apply(ties.src_px[finite]) - ties.dst_px[finite]
     rmse = float(np.sqrt(np.mean(np.sum(resid[inliers] ** 2, axis=1))))
     loo = np.full(ties.src_px.shape, np.nan)
     loo[inliers] = tf.loo_residuals(ties.src_px[inliers], ties.dst_px[inliers], kind)
     held = loo[inliers][np.isfinite(loo[inliers]).all(axis=1)]
     loo_rmse = float(np.sqrt(np.mean(np.sum(held**2, axis=1)))) if len(held) else float("nan")
-    return FitResult(
-        result.transform, kind, inliers, resid, rmse, int(idx.size), stats, loo, loo_rmse
-    )
+    return FitResult(transform, kind, inliers, resid, rmse, int(idx.size), stats, loo, loo_rmse)
 
 
 # --- outputs --------------------------------------------------------------------------------------
@@ -557,6 +559,7 @@ def warp_sar(
     settings: WarpSettings,
     is_canceled: IsCanceled | None = None,
     progress: Progress | None = None,
+    final_name: str | None = None,
 ) -> Path:
     """Warp every band of the SAR raster onto the optical grid through the fitted transform.
 
@@ -568,9 +571,13 @@ def warp_sar(
     is the optical grid (:func:`output_grid`; rotated grids included) in the optical CRS, in
     the format of ``out_path``'s extension (``rasters.output_driver``); written atomically.
 
+    ``final_name``: the name the file will have once a caller's staging renames ``out_path``
+    (messages, a GeoPackage's table name); default ``out_path``'s own.
+
     Raises:
         RegistrationError: the nodata value does not fit the SAR's data type, or GDAL fails.
-        ValueError: no GDAL format writes ``out_path``'s extension.
+        ValueError: ``out_path``'s extension is not an output format, or the format cannot
+            store the SAR's data type.
         Canceled: ``is_canceled`` returned True.
     """
     from osgeo import gdal
@@ -578,11 +585,13 @@ def warp_sar(
     from sar_optical_matcher.rasters import (
         WARP_MEMORY_BYTES,
         can_create,
+        check_output_type,
         gdal_cache_limit,
         gdal_errors,
         output_driver,
     )
 
+    name = final_name or Path(out_path).name
     driver = output_driver(Path(out_path))
     order = {"shift": 1, "affine": 1, "poly1": 1, "poly2": 2, "poly3": 3}.get(fit.kind)
     if order is None:  # tps: GDAL's spline through the fit's own control points (the inliers);
@@ -608,31 +617,51 @@ def warp_sar(
         else (src_nodata if src_nodata is not None else 0.0)
     )
     _check_nodata_fits(nodata, first.DataType)
+    check_output_type(driver, gdal.GetDataTypeName(first.DataType), name)
     out_gt, width, height = output_grid(optical, settings.pixel_size)
     options = list(settings.creation_options)
+    if driver == "GPKG" and not any(o.upper().startswith("RASTER_TABLE=") for o in options):
+        options.append(f"RASTER_TABLE={Path(name).stem}")  # not the temporary file's name
+
+    def gdal_call(what: str, call: Callable[[], Any], hint: str = "") -> Any:
+        """``call()`` under GDAL's error handler, its failure as one RegistrationError.
+
+        A None/0 result or, with ``gdal.UseExceptions()``, a RuntimeError: both give the same
+        message and hint; a cancel is :class:`Canceled`.
+        """
+        with gdal_errors() as errors:
+            try:
+                out = call()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+                out = None
+        _check_canceled(is_canceled)
+        if out is None or out is False or out == 0:
+            text = "; ".join(dict.fromkeys(e for e in errors if e)) or gdal.GetLastErrorMsg()
+            raise RegistrationError(f"GDAL could not {what} {name}: {text}{hint}")
+        return out
 
     def callback(done: float, _msg: Any, _data: Any) -> int:
         if progress is not None:
             progress(done)
         return 0 if (is_canceled is not None and is_canceled()) else 1
 
-    def warp_into(path: Path, name: str, create_options: list[str]) -> None:
+    def warp_into(path: Path, fmt: str, create_options: list[str]) -> None:
         ds = None
-        with gdal_errors() as errors:
-            try:
-                ds = gdal.GetDriverByName(name).Create(
+        try:
+            ds = gdal_call(
+                f"create ({fmt})",
+                lambda: gdal.GetDriverByName(fmt).Create(
                     str(path), width, height, vrt.RasterCount, first.DataType, create_options
-                )
-                if ds is None:
-                    raise RegistrationError(
-                        f"GDAL ({name}) cannot create {Path(out_path).name}: "
-                        f"{'; '.join(errors) or gdal.GetLastErrorMsg()}"
-                    )
-                ds.SetGeoTransform(out_gt)
-                ds.SetProjection(optical.crs_wkt)
-                _copy_descriptions(vrt, ds, nodata)  # what gdalwarp keeps of the source
-                compressed = any(o.upper().startswith("COMPRESS=") for o in create_options)
-                ok = gdal.Warp(
+                ),
+            )
+            ds.SetGeoTransform(out_gt)
+            ds.SetProjection(optical.crs_wkt)
+            _copy_descriptions(vrt, ds, nodata)  # what gdalwarp keeps of the source
+            compressed = any(o.upper().startswith("COMPRESS=") for o in create_options)
+            gdal_call(
+                "warp the SAR raster into",
+                lambda: gdal.Warp(
                     ds,
                     vrt,
                     resampleAlg=settings.resampling,
@@ -643,34 +672,28 @@ def warp_sar(
                     + (["OPTIMIZE_SIZE=TRUE"] if compressed else []),
                     warpMemoryLimit=WARP_MEMORY_BYTES,
                     callback=callback,
-                )
-                _check_canceled(is_canceled)
-                if not ok:
-                    raise RegistrationError(
-                        f"GDAL could not warp the SAR raster: {gdal.GetLastErrorMsg()}"
-                    )
-                ds.FlushCache()
-            finally:
-                ds = None  # closed before the file is renamed or removed
+                ),
+            )
+            ds.FlushCache()
+        finally:
+            ds = None  # closed before the file is renamed or removed
 
     with gdal_cache_limit(), atomic_output(out_path) as tmp:
         if can_create(driver):
             warp_into(tmp, driver, options)
-        else:  # CreateCopy-only formats (PNG, JPEG, COG, ...): warp to a GeoTIFF, then copy
+        else:  # CreateCopy-only formats (PNG, JPEG, JP2): warp to a GeoTIFF, then copy
             staging = temporary_name(tmp.with_suffix(".tif"))
             try:
                 warp_into(staging, "GTiff", ["TILED=YES", "BIGTIFF=IF_SAFER"])
-                with gdal_errors() as errors:
-                    copy = gdal.GetDriverByName(driver).CreateCopy(
+                copy = gdal_call(
+                    f"write ({driver})",
+                    lambda: gdal.GetDriverByName(driver).CreateCopy(
                         str(tmp), gdal.Open(str(staging)), options=options
-                    )
-                    if copy is None:
-                        raise RegistrationError(
-                            f"GDAL ({driver}) cannot write {Path(out_path).name}: "
-                            f"{'; '.join(errors) or gdal.GetLastErrorMsg()}; write a .tif instead"
-                        )
-                    copy.FlushCache()
-                    copy = None
+                    ),
+                    "; write a .tif instead",
+                )
+                copy.FlushCache()
+                copy = None
             finally:
                 remove_with_sidecars(staging)
     return Path(out_path)
@@ -697,6 +720,7 @@ def write_map_rasters(
     from osgeo import gdal
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)  # the folder output exists, maps or not
     c = (search_size - template_size) / 2.0
     by_id = {int(r.id): r for r in records}
     written = []

@@ -256,42 +256,79 @@ def test_warp_onto_a_rotated_optical_grid(pair: Pair, tmp_path: Path, angle: flo
     assert (cds.RasterXSize, cds.RasterYSize) == (optical.width // 2, optical.height // 2)
 
 
-def test_warp_writes_the_format_of_the_extension(pair: Pair, tmp_path: Path) -> None:
-    """The extension picks the GDAL format (it was always GeoTIFF, whatever the name);
-    CreateCopy-only formats go through a temporary GeoTIFF; a VRT or an unknown extension is
-    refused before any work; nothing but the output is left."""
+@pytest.mark.parametrize("exceptions", [False, True])
+def test_warp_writes_the_format_of_the_extension(
+    pair: Pair, tmp_path: Path, exceptions: bool
+) -> None:
+    """The extension picks the GDAL format (it was always GeoTIFF, whatever the name), single-
+    file formats only (companion files named from the stem, .bil/.hdr and the like, were split
+    by the rename); CreateCopy-only formats go through a temporary GeoTIFF; a type the format
+    cannot hold, a VRT or an unknown extension is refused before any warp; the same with
+    gdal.UseExceptions() on; nothing but the outputs is left."""
+    from osgeo import gdal
+
+    was = gdal.GetUseExceptions()
+    gdal.UseExceptions() if exceptions else gdal.DontUseExceptions()
+    try:
+        optical, sar = _open(pair.optical), _open(pair.sar)
+        fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+        plain = reg.WarpSettings(creation_options=())
+        ref = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "ref.tif", plain)))
+        for name, driver in (("r.gpkg", "GPKG"), ("r.nc", "netCDF")):
+            ds = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / name, plain)))
+            assert ds.GetDriver().ShortName == driver, name
+            np.testing.assert_allclose(ds.ReadAsArray(), ref.ReadAsArray(), atol=1e-4)
+            ds = None
+        table = gdal.Info(str(tmp_path / "r.gpkg"))
+        assert "partial" not in table and "r.gpkg" in table  # not the temporary name
+        # PNG holds 8 and 16 bit only: said before the warp, with the way out
+        with pytest.raises(
+            ValueError,
+            match=r"cannot write r\.png: the PNG format stores "
+            r"Byte, UInt16 bands, the SAR raster is Float32; write a \.tif",
+        ):
+            reg.warp_sar(sar, optical, fit, tmp_path / "r.png", plain)
+        byte_sar = tmp_path / "sar8.tif"
+        gdal.Translate(str(byte_sar), str(pair.sar), outputType=gdal.GDT_Byte, scaleParams=[[]])
+        sar8 = _open(byte_sar)
+        ds = gdal.Open(str(reg.warp_sar(sar8, optical, fit, tmp_path / "r.png", plain)))
+        ref8 = gdal.Open(str(reg.warp_sar(sar8, optical, fit, tmp_path / "r8.tif", plain)))
+        assert ds.GetDriver().ShortName == "PNG"
+        np.testing.assert_array_equal(ds.ReadAsArray(), ref8.ReadAsArray())
+        assert ds.GetGeoTransform() == pytest.approx(optical.geotransform)
+        ds = None
+        for bad, why in (("r.vrt", "virtual format"), ("r.bil", "not a single-file"),
+                         ("r.nosuchformat", "not a single-file")):  # fmt: skip
+            with pytest.raises(ValueError, match=rf"cannot write a raster named .*{why}.*\.tif"):
+                reg.warp_sar(sar, optical, fit, tmp_path / bad, reg.WarpSettings())
+    finally:
+        gdal.UseExceptions() if was else gdal.DontUseExceptions()
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".aux.xml"))
+    assert left == ["r.gpkg", "r.nc", "r.png", "r8.tif", "ref.tif", "sar8.tif"]
+
+
+def test_warp_errors_and_cancel_read_the_same_with_gdal_exceptions(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """With gdal.UseExceptions() a cancel was a RuntimeError "User terminated" and GDAL's
+    failures bare RuntimeErrors; now Canceled and RegistrationError naming the final file."""
     from osgeo import gdal
 
     optical, sar = _open(pair.optical), _open(pair.sar)
     fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
-    ref = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "ref.tif", reg.WarpSettings())))
-    plain = reg.WarpSettings(creation_options=())
-    for name, driver in (("r.img", "HFA"), ("r.gpkg", "GPKG")):
-        ds = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / name, plain)))
-        assert ds.GetDriver().ShortName == driver, name
-        np.testing.assert_array_equal(ds.ReadAsArray(), ref.ReadAsArray())
-        ds = None
-    # PNG holds 8 and 16 bit only: GDAL's reason, and the way out
-    with pytest.raises(
-        reg.RegistrationError,
-        match=r"GDAL \(PNG\) cannot write r\.png: PNG "
-        r"driver doesn't support data type Float32.*write a \.tif instead",
-    ):
-        reg.warp_sar(sar, optical, fit, tmp_path / "r.png", plain)
-    byte_sar = tmp_path / "sar8.tif"
-    gdal.Translate(str(byte_sar), str(pair.sar), outputType=gdal.GDT_Byte, scaleParams=[[]])
-    sar8 = _open(byte_sar)
-    ds = gdal.Open(str(reg.warp_sar(sar8, optical, fit, tmp_path / "r.png", plain)))
-    ref8 = gdal.Open(str(reg.warp_sar(sar8, optical, fit, tmp_path / "r8.tif", plain)))
-    assert ds.GetDriver().ShortName == "PNG"
-    np.testing.assert_array_equal(ds.ReadAsArray(), ref8.ReadAsArray())
-    assert ds.GetGeoTransform() == pytest.approx(optical.geotransform)
-    ds = None
-    for bad, why in (("r.vrt", "virtual VRT format"), ("r.nosuchformat", "no GDAL raster")):
-        with pytest.raises(ValueError, match=rf"cannot write a raster named .*{why}.*use \.tif"):
-            reg.warp_sar(sar, optical, fit, tmp_path / bad, reg.WarpSettings())
-    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".aux.xml"))
-    assert left == ["r.gpkg", "r.img", "r.png", "r8.tif", "ref.tif", "sar8.tif"]
+    was = gdal.GetUseExceptions()
+    gdal.UseExceptions()
+    try:
+        with pytest.raises(reg.Canceled):
+            reg.warp_sar(sar, optical, fit, tmp_path / "c.tif", reg.WarpSettings(),
+                         is_canceled=lambda: True)  # fmt: skip
+        bad = reg.WarpSettings(creation_options=("TILED=YES", "BLOCKXSIZE=7"))
+        with pytest.raises(reg.RegistrationError, match=r"GDAL could not create \(GTiff\) "
+                           r"final\.tif: .*TileWidth"):  # fmt: skip
+            reg.warp_sar(sar, optical, fit, tmp_path / "x.tif", bad, final_name="final.tif")
+    finally:
+        gdal.UseExceptions() if was else gdal.DontUseExceptions()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_warp_keeps_the_sar_metadata(pair: Pair, tmp_path: Path) -> None:

@@ -103,25 +103,34 @@ def _cut_template(
 #: A search region is drawn where at least this share of its pixels is valid (optical and SAR
 #: data), as the plugin skips keypoints below its MIN_VALID fraction (0.9).
 MIN_VALID_FRACTION = 0.9
-_REGION_TRIES = 200
 
 
 def _region_origin(rec: PairRecord, search: int, rng: np.random.Generator) -> tuple[int, int]:
     """(row, col) of a uniformly drawn S x S search region with enough valid pixels.
 
-    Records without invalid pixels take the first draw (so their samples are unchanged);
-    otherwise draws are repeated until the region is at least ``MIN_VALID_FRACTION`` valid.
+    The first draw is kept when the region is at least ``MIN_VALID_FRACTION`` valid (always so
+    for records without invalid pixels, whose samples are therefore unchanged); otherwise the
+    origin is drawn uniformly among all the qualifying ones (exact, from an integral image).
 
     Raises:
         ValueError: no such region (a pair whose rasters barely or do not overlap).
     """
     h, w = rec.sar.shape
-    ok = None if rec.valid is None or rec.valid.all() else np.asarray(rec.valid, bool)
-    for _ in range(_REGION_TRIES if ok is not None else 1):
-        sy, sx = int(rng.integers(0, h - search + 1)), int(rng.integers(0, w - search + 1))
-        if ok is None or ok[sy : sy + search, sx : sx + search].mean() >= MIN_VALID_FRACTION:
-            return sy, sx
-    share = float(ok.mean()) if ok is not None else 1.0
+    sy, sx = int(rng.integers(0, h - search + 1)), int(rng.integers(0, w - search + 1))
+    if rec.valid is None or rec.valid.all():
+        return sy, sx
+    ok = np.asarray(rec.valid, bool)
+    if ok[sy : sy + search, sx : sx + search].mean() >= MIN_VALID_FRACTION:
+        return sy, sx
+    table = np.zeros((h + 1, w + 1), np.int64)
+    table[1:, 1:] = ok.cumsum(axis=0).cumsum(axis=1)
+    s = search
+    counts = table[s:, s:] - table[:-s, s:] - table[s:, :-s] + table[:-s, :-s]
+    rows, cols = np.nonzero(counts >= MIN_VALID_FRACTION * s * s)
+    if len(rows):
+        pick = int(rng.integers(0, len(rows)))
+        return int(rows[pick]), int(cols[pick])
+    share = float(ok.mean())
     raise ValueError(
         f"{rec.name}: no {search}x{search} px search region found with >= "
         f"{MIN_VALID_FRACTION:.0%} valid pixels ({share:.0%} of the pair is valid: optical and SAR "

@@ -195,6 +195,11 @@ def check_output_path(path: str | None, name: str, folder: bool = False) -> None
     existing = parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    if not existing.exists():  # e.g. a Windows drive or network share that is not there
+        raise QgsProcessingException(
+            f"{name}: cannot write {target}: {existing} does not exist (a drive or share "
+            "that is not connected?); choose an output path on an available disk"
+        )
     if not existing.is_dir():
         raise QgsProcessingException(
             f"{name}: cannot write {target}: {existing} is a file, not a folder; choose an "

@@ -31,7 +31,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from sar_optical_matcher import gcp
+from sar_optical_matcher import gcp, rasters
 from sar_optical_matcher import registration as reg
 from sar_optical_matcher import report as rep
 from sar_optical_matcher.core import files
@@ -44,7 +44,7 @@ from sar_optical_matcher.processing.compute_correspondence import (
     skipped_text,
 )
 from sar_optical_matcher.processing.detect_keypoints import declare_detect_params
-from sar_optical_matcher.rasters import output_driver
+from sar_optical_matcher.rasters import check_output_type, output_driver
 
 TIEPOINT_FIELDS = (
     ("id", int),
@@ -288,12 +288,14 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         }
         for name, path in destinations.items():  # said now, not after the matching and warp
             common.check_output_path(path, name)
-        try:
-            output_driver(output_path)
+        correspondence = correspondence_settings(self, parameters, context, keep_maps=True)
+        try:  # the format and whether it holds the SAR's data type: said before any work
+            sar_types = rasters.open_raster(correspondence.sar_path).gdal_types
+            check_output_type(output_driver(output_path), sar_types[0], Path(output_path).name)
         except ValueError as exc:
             raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc
         return RegisterSettings(
-            correspondence=correspondence_settings(self, parameters, context, keep_maps=True),
+            correspondence=correspondence,
             transform=reg.TRANSFORM_KINDS[
                 self.parameterAsEnum(parameters, self.TRANSFORM, context)
             ],
@@ -356,6 +358,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                 s.warp,
                 common.canceled_callback(feedback),
                 common.progress_callback(feedback, 70, 95),
+                final_name=Path(s.output_path).name,
             )
             if s.gcp_path:
                 common.raise_if_canceled(feedback)

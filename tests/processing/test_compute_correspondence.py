@@ -231,3 +231,7 @@ def test_maps_appear_only_with_the_match_layer(
         )
     assert not again.exists() or list(again.iterdir()) == []
     assert len(list(maps.iterdir())) == n_maps
+    from sar_optical_matcher import registration as reg
+
+    empty = tmp_path / "no_maps"  # nothing to write: the folder output still exists
+    assert reg.write_map_rasters(empty, [], None, None, 96, 64) == [] and empty.is_dir()

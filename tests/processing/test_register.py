@@ -218,7 +218,13 @@ def test_unwritable_outputs_are_refused_before_any_work(
         "OUTPUT_TIEPOINTS": (str(a_file / "tp.gpkg"), r"OUTPUT_TIEPOINTS: .* is a file, not"),
         "OUTPUT": (str(tmp_path / "reg.vrt"), r"vrt"),
     }  # fmt: skip
+    cases["OUTPUT "] = (
+        str(tmp_path / "reg.png"),
+        r"OUTPUT: cannot write reg\.png: the PNG "
+        r"format stores Byte, UInt16 bands, the SAR raster is Float32",
+    )
     for key, (dest, pattern) in cases.items():
+        key = key.strip()
         out = tmp_path / "out"
         params = _params(synthetic_pair, twin_model, out, **{key: dest})
         with pytest.raises(QgsProcessingException, match=pattern):

@@ -146,6 +146,10 @@ def test_make_samples_draws_regions_where_the_pair_has_data() -> None:
     samples = harness.make_samples([partial], 30, template=16, search=48, rng=rng)
     assert all(np.isfinite(s.region).mean() >= 0.9 for s in samples)
     assert min(s.region_origin_xy_px[0] for s in samples) >= 85
+    corner = np.zeros(rec.sar.shape, bool)
+    corner[:, 150:] = True  # 7 of the 153 column origins qualify: drawn among them, exactly
+    edge = harness.make_samples([dataclasses.replace(rec, valid=corner)], 200, 16, 48, rng=rng)
+    assert {s.region_origin_xy_px[0] for s in edge} <= set(range(146, 153))
     none = dataclasses.replace(rec, valid=np.zeros(rec.sar.shape, bool))
     with pytest.raises(ValueError, match=r"no 48x48 px search region .* \(0% of the pair is "
                        r"valid.*cover the same area"):  # fmt: skip
