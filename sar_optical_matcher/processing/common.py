@@ -220,6 +220,26 @@ def make_output_folder(destination: str | None) -> None:
         Path(destination).parent.mkdir(parents=True, exist_ok=True)
 
 
+def point_sink(
+    alg: QgsProcessingAlgorithm,
+    parameters: dict,
+    context: QgsProcessingContext,
+    key: str,
+    spec: Sequence[tuple[str, type]],
+    raster: str = "OPTICAL",
+) -> tuple[Any, Any, QgsFields]:
+    """The point-layer output ``key`` in the CRS of raster parameter ``raster``.
+
+    Returns ``(sink, dest, fields)``; the sink is None when an optional output is not asked
+    for. A file destination's missing folder is created first, as the other outputs do.
+    """
+    fields = make_fields(spec)
+    make_output_folder(alg.parameterAsOutputLayer(parameters, key, context))
+    crs = alg.parameterAsRasterLayer(parameters, raster, context).crs()
+    sink, dest = alg.parameterAsSink(parameters, key, context, fields, QgsWkbTypes.Point, crs)
+    return sink, dest, fields
+
+
 def make_fields(spec: Sequence[tuple[str, type]]) -> QgsFields:
     """QgsFields from (name, python type) pairs."""
     fields = QgsFields()

@@ -22,7 +22,6 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsWkbTypes,
 )
 
 from sar_optical_matcher import registration as reg
@@ -180,13 +179,8 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
                     stage=stage,
                 )
                 outputs[self.OUTPUT_MAPS] = s.maps_folder
-            layer = self.parameterAsRasterLayer(parameters, self.OPTICAL, context)
-            fields = common.make_fields(MATCH_FIELDS)
-            common.make_output_folder(
-                self.parameterAsOutputLayer(parameters, self.MATCHES, context)
-            )
-            sink, dest = self.parameterAsSink(
-                parameters, self.MATCHES, context, fields, QgsWkbTypes.Point, layer.crs()
+            sink, dest, fields = common.point_sink(
+                self, parameters, context, self.MATCHES, MATCH_FIELDS
             )
             if sink is None:
                 raise QgsProcessingException(self.invalidSinkError(parameters, self.MATCHES))

@@ -18,7 +18,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsWkbTypes,
 )
 
 from sar_optical_matcher import registration as reg
@@ -225,10 +224,8 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
                 "search window; the output layer is empty. Use a textured area or band, or a "
                 "smaller BORDER/MIN_DISTANCE"
             )
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        fields = common.make_fields(KEYPOINT_FIELDS)
-        sink, dest = self.parameterAsSink(
-            parameters, self.OUTPUT, context, fields, QgsWkbTypes.Point, layer.crs()
+        sink, dest, fields = common.point_sink(
+            self, parameters, context, self.OUTPUT, KEYPOINT_FIELDS, raster=self.INPUT
         )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))

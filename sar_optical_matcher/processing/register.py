@@ -28,7 +28,6 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
-    QgsWkbTypes,
 )
 
 from sar_optical_matcher import gcp, rasters
@@ -378,13 +377,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         return outputs
 
     def _write_tiepoints(self, parameters, context, ties, fit, result, optical) -> Any:
-        layer = self.parameterAsRasterLayer(parameters, "OPTICAL", context)
-        fields = common.make_fields(TIEPOINT_FIELDS)
-        common.make_output_folder(
-            self.parameterAsOutputLayer(parameters, self.OUTPUT_TIEPOINTS, context)
-        )
-        sink, dest = self.parameterAsSink(
-            parameters, self.OUTPUT_TIEPOINTS, context, fields, QgsWkbTypes.Point, layer.crs()
+        sink, dest, fields = common.point_sink(
+            self, parameters, context, self.OUTPUT_TIEPOINTS, TIEPOINT_FIELDS
         )
         if sink is None:
             return None
