@@ -219,7 +219,7 @@ def match_keypoints(
             pixels than this.
         confidence_threshold: records with at least this confidence are ``accepted``.
         keep_maps: also return the (N, m, m) float32 correspondence maps.
-        progress: called with 0..100.
+        progress: called with the fraction done, 0..1 (as the rest of the pipeline).
         is_canceled: polled per batch; True raises :class:`Canceled`.
         grid_scale: matching-grid pixel size in optical pixels (>= 1; 1: the optical grid as
             stored). Templates are averaged onto it, the SAR resampled with ``sar_resampling``;
@@ -273,7 +273,7 @@ def match_keypoints(
         records += _records(optical, sar, batch, start, corners, pairs, ok, stats, t, off,
                             confidence_threshold, grid_scale)  # fmt: skip
         if progress is not None:
-            progress(100.0 * min(start + batch_size, len(kp)) / len(kp))
+            progress(min(start + batch_size, len(kp)) / len(kp))
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1

@@ -235,3 +235,21 @@ def test_maps_appear_only_with_the_match_layer(
 
     empty = tmp_path / "no_maps"  # nothing to write: the folder output still exists
     assert reg.write_map_rasters(empty, [], None, None, 96, 64) == [] and empty.is_dir()
+
+
+def test_progress_rises_batch_by_batch(provider, synthetic_pair, twin_model) -> None:
+    """The matcher reported 0..100 to a callback taking fractions: the bar jumped to the end of
+    the matching step after the first batch and sat there."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    seen: list[float] = []
+    feedback.progressChanged.connect(seen.append)
+    processing.run(
+        "sarmatcher:computecorrespondence",
+        _params(synthetic_pair, twin_model, BATCH_SIZE=4),
+        feedback=feedback,
+    )
+    during = [p for p in seen if 10.0 < p < 89.0]
+    assert len(during) >= 4 and during == sorted(during), seen
