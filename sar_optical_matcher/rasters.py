@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -495,20 +496,34 @@ WARP_CACHE_BYTES = 256 * 2**20
 WARP_MEMORY_BYTES = 64 * 2**20
 
 
+_CACHE_LOCK = threading.Lock()
+_CACHE_USERS = 0
+_CACHE_SAVED = 0
+
+
 @contextlib.contextmanager
 def gdal_cache_limit(max_bytes: int = WARP_CACHE_BYTES) -> Iterator[None]:
     """Cap GDAL's block cache while a large warp runs, then restore the caller's setting.
 
     GDAL's default cache (5 % of RAM) fills up during a warp and made the peak memory grow with
     the raster size (+1.2 GB at 20,000^2 px); blocks are written once, so a small cache costs
-    nothing. The limit is only ever lowered, never raised.
+    nothing. The limit is only ever lowered, never raised. The cache is process-wide and runs
+    can overlap (QGIS batch mode, threads): the setting of the first run to enter is restored
+    when the last one leaves.
     """
-    old = gdal.GetCacheMax()
-    gdal.SetCacheMax(min(old, max_bytes))
+    global _CACHE_USERS, _CACHE_SAVED
+    with _CACHE_LOCK:
+        if _CACHE_USERS == 0:
+            _CACHE_SAVED = gdal.GetCacheMax()
+        _CACHE_USERS += 1
+        gdal.SetCacheMax(min(gdal.GetCacheMax(), max_bytes))
     try:
         yield
     finally:
-        gdal.SetCacheMax(old)
+        with _CACHE_LOCK:
+            _CACHE_USERS -= 1
+            if _CACHE_USERS == 0:
+                gdal.SetCacheMax(_CACHE_SAVED)
 
 
 def write_raster_atomic(

@@ -224,3 +224,39 @@ def test_write_raster_atomic(tmp_path: Path) -> None:
             tmp.write_bytes(b"half")
             raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.tif"]
+
+
+def test_gdal_cache_limit_restores_the_setting_when_runs_overlap() -> None:
+    """Run A enters, B enters, A leaves, B leaves: B restored the 256 MiB it saw on entry, so
+    GDAL's process-wide cache stayed lowered for good."""
+    import threading
+
+    from sar_optical_matcher.rasters import gdal_cache_limit
+
+    old = gdal.GetCacheMax()
+    gdal.SetCacheMax(1_000_000_000)
+    try:
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+        during: list[int] = []
+
+        def run_a() -> None:
+            with gdal_cache_limit(256 * 2**20):
+                a_in.set()
+                b_in.wait(5)
+            a_out.set()
+
+        def run_b() -> None:
+            a_in.wait(5)
+            with gdal_cache_limit(128 * 2**20):
+                b_in.set()
+                a_out.wait(5)
+                during.append(gdal.GetCacheMax())  # still limited while B runs
+
+        threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert during == [128 * 2**20] and gdal.GetCacheMax() == 1_000_000_000
+    finally:
+        gdal.SetCacheMax(old)
