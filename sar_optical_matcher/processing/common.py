@@ -15,6 +15,7 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsCsException,
     QgsFeature,
+    QgsFeatureRequest,
     QgsFeatureSink,
     QgsField,
     QgsFields,
@@ -23,6 +24,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingFeatureSource,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsWkbTypes,
@@ -288,14 +290,35 @@ def points_in_crs(
 def polygons_wkt(
     source: Any, crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext
 ) -> tuple[str, ...]:
-    """WKT of every polygon of ``source``, transformed to ``crs``."""
+    """WKT of every polygon of ``source``, transformed to ``crs``; invalid ones repaired.
+
+    Features are read without QGIS's invalid-geometry check: raised from inside the Python
+    loop it corrupted the interpreter (a self-intersecting mask then broke the next Python
+    statement). Invalid polygons are repaired with ``makeValid`` here instead.
+
+    Raises:
+        QgsProcessingException: a polygon cannot be repaired or transformed.
+    """
     xform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
     out = []
-    for feature in source.getFeatures():
+    flags = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks
+    for feature in source.getFeatures(QgsFeatureRequest(), flags):
         geom = QgsGeometry(feature.geometry())
         if geom.isEmpty():
             continue
-        geom.transform(xform)
+        if not geom.isGeosValid():
+            geom = geom.makeValid()
+            if geom.isNull() or geom.isEmpty() or not geom.isGeosValid():
+                raise QgsProcessingException(
+                    f"MASK: feature {feature.id()} has an invalid polygon that cannot be "
+                    "repaired; fix it (Vector > Geometry Tools > Fix geometries) first"
+                )
+        try:
+            geom.transform(xform)
+        except QgsCsException as exc:
+            raise QgsProcessingException(
+                f"MASK: feature {feature.id()} cannot be transformed to the raster's CRS: {exc}"
+            ) from exc
         out.append(geom.asWkt())
     return tuple(out)
 

@@ -389,7 +389,7 @@ def run_matching(
         check_overlap(optical, sar, s.match.search_size, grid.scale)
         xy_px = _keypoints(s, optical, sar, grid.scale, feedback, canceled, start, mid)
         if len(xy_px) == 0:
-            why = no_keypoints_message(s.keypoints_map is not None)
+            why = no_keypoints_message(s.keypoints_map is not None, bool(s.detect.mask_wkt))
             if not allow_empty:
                 raise QgsProcessingException(why)
             feedback.pushWarning(f"{why}; the output layer is empty")
@@ -473,12 +473,18 @@ def check_overlap(optical: Any, sar: Any, search_size: int, grid_scale: float = 
         )
 
 
-def no_keypoints_message(from_layer: bool) -> str:
+def no_keypoints_message(from_layer: bool, masked: bool = False) -> str:
     """Why there is nothing to match, and what to do."""
     if from_layer:
         return (
             "there are no keypoints to match: the KEYPOINTS layer has no point on the optical "
             "raster; choose a layer that covers it, or leave KEYPOINTS empty to detect them"
+        )
+    if masked:
+        return (
+            "there are no keypoints to match: no corner was found inside MASK (do its polygons "
+            "overlap the optical raster where the SAR covers it, away from BORDER?); check the "
+            "mask, leave it empty, or give a KEYPOINTS layer"
         )
     return (
         "there are no keypoints to match: no corner was found on the optical raster (constant, "

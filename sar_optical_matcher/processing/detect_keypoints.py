@@ -219,11 +219,7 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         common.raise_if_canceled(feedback)  # before the output layer is created
         feedback.pushInfo(f"{len(keypoints.xy_px)} keypoints detected")
         if len(keypoints.xy_px) == 0:
-            feedback.pushWarning(
-                "no keypoints found: the raster is constant, all nodata or textureless in the "
-                "search window; the output layer is empty. Use a textured area or band, or a "
-                "smaller BORDER/MIN_DISTANCE"
-            )
+            feedback.pushWarning(no_keypoints_warning(s.detect))
         sink, dest, fields = common.point_sink(
             self, parameters, context, self.OUTPUT, KEYPOINT_FIELDS, raster=self.INPUT
         )
@@ -234,3 +230,19 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         common.write_point_features(sink, fields, reg.pixel_to_map(info.geotransform, xy), rows)
         feedback.setProgress(100)
         return {self.OUTPUT: dest}
+
+
+def no_keypoints_warning(s: reg.DetectSettings) -> str:
+    """Why detection found nothing: the MASK or EXTENT where one was given, else the raster."""
+    if s.mask_wkt:
+        return (
+            "no keypoints found inside MASK: its polygons cover no textured part of the "
+            "raster's search window (do they overlap the raster, away from its BORDER?); the "
+            "output layer is empty. Check the mask, or leave it empty"
+        )
+    where = "EXTENT" if s.extent_map is not None else "the search window"
+    return (
+        f"no keypoints found: the raster is constant, all nodata or textureless in {where}; "
+        "the output layer is empty. Use a textured area or band, or a smaller BORDER/"
+        "MIN_DISTANCE"
+    )

@@ -116,6 +116,50 @@ def test_mask_layer_in_another_crs_limits_keypoints(provider, tmp_path: Path) ->
     assert len(xs) == 8 and max(xs) < 128
 
 
+def test_invalid_and_misplaced_masks(provider, tmp_path: Path) -> None:
+    """A self-intersecting (bow-tie) mask is repaired, not fed to QGIS's invalid-geometry
+    check from inside the Python loop, which corrupted the interpreter; a mask away from the
+    raster gives a warning about the MASK, not about the raster."""
+    import processing
+    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingFeedback, QgsVectorLayer
+
+    path, _ = _squares_raster(tmp_path)
+    x0, y0 = OPT_GT[0], OPT_GT[3]
+
+    def mask_layer(wkt: str) -> QgsVectorLayer:
+        layer = QgsVectorLayer(f"Polygon?crs=EPSG:{EPSG}", "mask", "memory")
+        f = QgsFeature()
+        f.setGeometry(QgsGeometry.fromWkt(wkt))
+        layer.dataProvider().addFeatures([f])
+        return layer
+
+    # a bow-tie over the whole raster: left and right triangles meeting at its centre
+    bowtie = (f"POLYGON(({x0} {y0}, {x0 + 2560} {y0 - 2560}, {x0 + 2560} {y0}, "
+              f"{x0} {y0 - 2560}, {x0} {y0}))")  # fmt: skip
+    params = {"INPUT": str(path), "MIN_DISTANCE": 12, "BORDER": 8, "OUTPUT": "memory:"}
+    out = processing.run("sarmatcher:detectkeypoints", {**params, "MASK": mask_layer(bowtie)})
+    feats = list(out["OUTPUT"].getFeatures())
+    assert feats  # the repaired bow-tie: keypoints in its two triangles only
+    for f in feats:
+        x, y = f["x_px"], f["y_px"]
+        assert abs(x - 128) >= abs(y - 128) - 2, (x, y)  # the left and right triangles
+    assert sum(range(10)) == 45  # the interpreter still runs plain Python
+    warnings: list[str] = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
+            warnings.append(text)
+
+    far = (
+        f"POLYGON(({x0 + 1e6} {y0}, {x0 + 1e6 + 500} {y0}, {x0 + 1e6 + 500} {y0 - 500}, "
+        f"{x0 + 1e6} {y0}))"
+    )
+    out = processing.run("sarmatcher:detectkeypoints", {**params, "MASK": mask_layer(far)},
+                         feedback=Feedback())  # fmt: skip
+    assert out["OUTPUT"].featureCount() == 0
+    assert any("no keypoints found inside MASK" in w for w in warnings), warnings
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
