@@ -24,6 +24,17 @@ UINT16_AMPLITUDE_SCALE = 1e-3  # amplitude = DN * scale (DN 0 = nodata)
 UINT8_DB_RANGE = (-30.0, 5.0)  # display rendering: dB range mapped to DN 1..255 (0 = nodata)
 
 
+def _known_epsg(code: int) -> bool:
+    """Whether GDAL's database has EPSG ``code`` (quietly, exceptions mode or not)."""
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        return osr.SpatialReference().ImportFromEPSG(code) == 0
+    except RuntimeError:
+        return False
+    finally:
+        gdal.PopErrorHandler()
+
+
 def _srs(epsg: int) -> osr.SpatialReference:
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(int(epsg))
@@ -59,6 +70,9 @@ def make_georeferenced_pair(
         optical_epsg: EPSG code of the optical CRS (metric, projected).
         **kwargs: the other keyword arguments of ``make_pair``.
     """
+    for code in (optical_epsg, sar_crs_epsg):
+        if code is not None and not _known_epsg(int(code)):
+            raise ValueError(f"EPSG:{code} is not a coordinate system GDAL knows")
     transform = None
     if sar_crs_epsg is not None and int(sar_crs_epsg) != int(optical_epsg):
         transform = osr_transform(optical_epsg, int(sar_crs_epsg))

@@ -51,6 +51,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = parse_args(argv)
+    try:
+        return write(args)
+    except ValueError as exc:  # a value out of range, an unknown EPSG, an unwritable --out
+        raise SystemExit(f"make_synthetic_pair.py: error: {exc}") from None
+
+
+def write(args: argparse.Namespace) -> dict[str, Path]:
+    """Make the pair of ``args`` and write it; ValueError says what is wrong."""
+    if Path(args.stem).name != args.stem or not args.stem:
+        raise ValueError(f"--stem {args.stem!r} is a file name prefix, not a path; give the "
+                         "folder with --out")  # fmt: skip
     pair = make_georeferenced_pair(
         args.size,
         np.random.default_rng(args.seed),

@@ -250,9 +250,49 @@ def test_cli_writes_the_pair_and_prints_the_truth(tmp_path, capsys):
         ),
         (lambda: syn.apply_speckle(np.ones((4, 4)), 0.5, np.random.default_rng(0)), "looks"),
         (lambda: syn.make_pair(32, np.random.default_rng(0), sar_crs_epsg=3857), "crs_transform"),
+        # the script's bad values gave LinAlgError, ZeroDivisionError, OverflowError
+        (lambda: syn.make_pair(0, np.random.default_rng(0)), "size_px must be a whole number"),
+        (lambda: syn.make_pair(64, np.random.default_rng(0), pixel_size_m=0), "pixel_size_m"),
+        (lambda: syn.make_pair(64, np.random.default_rng(0), max_shift_px=np.inf), "finite"),
+        (lambda: syn.make_pair(64, np.random.default_rng(0), polynomial=np.nan), "finite"),
         (lambda: syn.Truth.optical_px_to_sar_px(None, np.zeros(3)), r"\(N, 2\)"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_inputs_raise_helpful_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_make_synthetic_pair_script_says_what_is_wrong(tmp_path, capsys) -> None:
+    """An unknown EPSG wrote rasters with no CRS at all, exit 0; a stem with a folder in it
+    blamed the folder's permissions."""
+    from scripts import make_synthetic_pair as msp
+
+    for argv, message in (
+        (["--optical-crs", "99999"], "EPSG:99999 is not a coordinate system GDAL knows"),
+        (["--stem", "a/b"], "is a file name prefix, not a path"),
+        (["--size", "0"], "size_px must be a whole number"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            msp.main([*argv, "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--transform", "9"], "invalid choice: 9"),  # crashed QGIS's exit (segfault)
+        (["--match-pixel-size", "-1"], "must be 0 (automatic) or positive"),
+        (["--model", "/nonexistent.onnx"], "not found"),  # was "REGISTRATION REFUSED"
+        (["--size", "200"], "leaves no room for keypoints"),
+        (["--pixel-size", "0"], "pixel_size_m must be a positive number"),  # ZeroDivisionError
+    ],
+)
+def test_demo_refuses_bad_options_before_starting_qgis(tmp_path, monkeypatch, capsys, argv,
+                                                       message) -> None:  # fmt: skip
+    from scripts import demo
+
+    monkeypatch.setattr("sys.argv", ["demo.py", *argv, "--out", str(tmp_path / "d")])
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main()
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -17,6 +17,7 @@ over ``h * tan(incidence)``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -778,8 +779,14 @@ def make_pair(
     Returns:
         The :class:`SyntheticPair`.
     """
-    if not sar_pixel_size_ratio >= 0.5:
-        raise ValueError(f"sar_pixel_size_ratio must be >= 0.5, got {sar_pixel_size_ratio}")
+    if isinstance(size_px, bool) or int(size_px) != size_px or not 16 <= size_px <= 65536:
+        raise ValueError(f"size_px must be a whole number in 16..65536, got {size_px!r}")
+    if not (math.isfinite(pixel_size_m) and pixel_size_m > 0):
+        raise ValueError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m}")
+    if not (math.isfinite(sar_pixel_size_ratio) and 0.5 <= sar_pixel_size_ratio <= 20):
+        raise ValueError(f"sar_pixel_size_ratio must be in 0.5..20, got {sar_pixel_size_ratio}")
+    if not all(math.isfinite(v) for v in (max_shift_px, max_affine, polynomial)):
+        raise ValueError("max_shift_px, max_affine and polynomial must be finite numbers")
     if min(max_shift_px, max_affine, polynomial) < 0 or max_affine > 0.2:
         raise ValueError("need max_shift_px >= 0, 0 <= max_affine <= 0.2 and polynomial >= 0")
     sar_epsg = optical_epsg if sar_crs_epsg is None else int(sar_crs_epsg)
