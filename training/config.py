@@ -305,6 +305,11 @@ class TrainConfig:
             raise ValueError("loss.prior_std and loss.margin must be positive")
         if self.data.val_windows_per_pair < 1:
             raise ValueError("data.val_windows_per_pair must be >= 1")
+        if self.data.negative_min_shift_px < 1:  # 0 lets the true window be a "negative"
+            raise ValueError(
+                "data.negative_min_shift_px must be >= 1 (a negative window's least distance "
+                f"from the true one, px), got {self.data.negative_min_shift_px}"
+            )
         if self.loss.temperature <= 0:
             raise ValueError("loss.temperature must be positive (e.g. 0.07)")
         if self.data.search_size_px < self.data.template_size_px:

@@ -154,8 +154,12 @@ def _subpixel_1d(left: float, centre: float, right: float) -> float:
     return float(np.clip(0.5 * (left - right) / denom, -0.5, 0.5))
 
 
-def _subpixel(m: np.ndarray, y: int, x: int) -> tuple[float, float]:
-    """Refine the peak with a 2-D quadratic on the 3x3 neighbourhood (1-D fits at edges)."""
+def refine_peak(m: np.ndarray, y: int, x: int) -> tuple[float, float]:
+    """Refine the peak with a 2-D quadratic on the 3x3 neighbourhood (1-D fits at edges).
+
+    The one sub-pixel step of the project: the plugin's matches and training's validation
+    (``training.evaluate.subpixel_peak``) both take it. Returns ``(x, y)``.
+    """
     h, w = m.shape
     if 0 < y < h - 1 and 0 < x < w - 1:
         p = m[y - 1 : y + 2, x - 1 : x + 2]
@@ -252,7 +256,7 @@ def analyse_maps(
     conf = model.predict(feats)
     out = []
     for i in range(n):
-        sx, sy = _subpixel(m[i], int(ys[i]), int(xs[i]))
+        sx, sy = refine_peak(m[i], int(ys[i]), int(xs[i]))
         out.append(
             PeakStats(
                 int(xs[i]),
