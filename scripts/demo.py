@@ -109,7 +109,10 @@ def main() -> int:
         )
     if args.model is not None and not args.model.is_file():
         parser.error(f"--model {args.model} not found")
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {args.out}: {exc}")
 
     t0 = time.perf_counter()
     try:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = parse_args(argv)
     try:
         return write(args)
-    except ValueError as exc:  # a value out of range, an unknown EPSG, an unwritable --out
+    except (ValueError, OSError) as exc:  # a value out of range, an unknown EPSG, --out
         raise SystemExit(f"make_synthetic_pair.py: error: {exc}") from None
 
 

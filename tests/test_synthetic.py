@@ -276,6 +276,9 @@ def test_make_synthetic_pair_script_says_what_is_wrong(tmp_path, capsys) -> None
         with pytest.raises(SystemExit, match=message):
             msp.main([*argv, "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit, match="make_synthetic_pair.py: error: .*afile"):
+        msp.main(["--size", "64", "--out", str(tmp_path / "afile" / "sub")])
 
 
 @pytest.mark.parametrize(

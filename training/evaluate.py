@@ -26,7 +26,7 @@ def subpixel_peak(cmap: np.ndarray) -> np.ndarray:
     The plugin's step (``core.peaks.refine_peak``: a 2-D quadratic on the 3 x 3 neighbourhood,
     1-D parabolas at the border or where the 2-D fit is no maximum), so that validation scores
     the positions the plugin returns. (Up to plugin 0.3.2's models, validation refined each
-    axis by its own parabola: the same within 3 px, up to 0.37 px apart below.)
+    axis by its own parabola: up to 0.36 px apart on held-out samples.)
     """
     if cmap.ndim != 2 or cmap.size == 0:
         raise ValueError(f"subpixel_peak expects a non-empty 2-D map, got {cmap.shape}")

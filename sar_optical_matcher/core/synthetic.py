@@ -779,7 +779,12 @@ def make_pair(
     Returns:
         The :class:`SyntheticPair`.
     """
-    if isinstance(size_px, bool) or int(size_px) != size_px or not 16 <= size_px <= 65536:
+    whole = isinstance(size_px, (int, float, np.integer, np.floating)) and not isinstance(
+        size_px, bool
+    )
+    if not (whole and math.isfinite(size_px) and int(size_px) == size_px) or not (
+        16 <= size_px <= 65536
+    ):
         raise ValueError(f"size_px must be a whole number in 16..65536, got {size_px!r}")
     if not (math.isfinite(pixel_size_m) and pixel_size_m > 0):
         raise ValueError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m}")

@@ -307,8 +307,18 @@ def polygons_wkt(
         if geom.isEmpty():
             continue
         if not geom.isGeosValid():
-            geom = geom.makeValid()
-            if geom.isNull() or geom.isEmpty() or not geom.isGeosValid():
+            # makeValid may return lines (a zero-area ring, a spike): only the polygon parts
+            # are a mask; lines would be burnt in as mask pixels outside any polygon
+            repaired = geom.makeValid()
+            parts = [
+                g
+                for g in (repaired.asGeometryCollection() if not repaired.isNull() else [])
+                if g.type() == QgsWkbTypes.PolygonGeometry and not g.isEmpty()
+            ]
+            if not parts:
+                continue  # nothing of area: an all-degenerate mask is "MASK has no polygons"
+            geom = QgsGeometry.collectGeometry(parts)
+            if not geom.isGeosValid():
                 raise QgsProcessingException(
                     f"MASK: feature {feature.id()} has an invalid polygon that cannot be "
                     "repaired; fix it (Vector > Geometry Tools > Fix geometries) first"

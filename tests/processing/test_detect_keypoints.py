@@ -158,6 +158,20 @@ def test_invalid_and_misplaced_masks(provider, tmp_path: Path) -> None:
                          feedback=Feedback())  # fmt: skip
     assert out["OUTPUT"].featureCount() == 0
     assert any("no keypoints found inside MASK" in w for w in warnings), warnings
+    # makeValid turns a zero-area ring into a line and a spike into polygon + lines: only the
+    # polygon parts are a mask (lines were burnt in as mask pixels outside any polygon)
+    from qgis.core import QgsProcessingException
+
+    flat = f"POLYGON(({x0} {y0}, {x0 + 2560} {y0 - 2560}, {x0} {y0}))"
+    with pytest.raises(QgsProcessingException, match="MASK has no polygons"):
+        processing.run("sarmatcher:detectkeypoints", {**params, "MASK": mask_layer(flat)})
+    left = (
+        f"POLYGON(({x0} {y0}, {x0 + 1280} {y0}, {x0 + 1280} {y0 - 2560}, {x0} {y0 - 2560}, "
+        f"{x0} {y0}, {x0 + 2560} {y0 - 2560}, {x0} {y0}))"
+    )  # left half + a diagonal spike
+    out = processing.run("sarmatcher:detectkeypoints", {**params, "MASK": mask_layer(left)})
+    xs = [f["x_px"] for f in out["OUTPUT"].getFeatures()]
+    assert xs and max(xs) < 128, xs
 
 
 @pytest.mark.parametrize(
