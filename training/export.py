@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sar_optical_matcher.core.files import atomic_output
+from sar_optical_matcher.core.files import atomic_output, check_destination
 from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
 from training.models import DenseEncoder, Encoder
 
@@ -101,11 +101,7 @@ def _destination(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"--out {path} is a folder; give the model file, e.g. {path}/model.onnx")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"cannot write {path}: {parent} is a file, not a folder")
+    check_destination(path)
     return path
 
 

@@ -30,6 +30,38 @@ def remove_with_sidecars(path: str | os.PathLike[str]) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def check_destination(path: str | os.PathLike[str], folder: bool = False) -> None:
+    """Raise ``ValueError`` when ``path`` cannot be written, before any work is done.
+
+    Its folder (``path`` itself with ``folder``: a folder of outputs) must exist or be
+    creatable under its nearest existing ancestor, which must be a writable folder; a file
+    destination must not be a folder. The writers create missing folders.
+    """
+    target = Path(path)
+    if folder and target.exists() and not target.is_dir():
+        raise ValueError(f"{target} is a file, not a folder; choose a folder for the outputs")
+    existing = target if folder else target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.exists():  # e.g. a Windows drive or network share that is not there
+        raise ValueError(
+            f"cannot write {target}: {existing} does not exist (a drive or share that is not "
+            "connected?); choose an output path on an available disk"
+        )
+    if not existing.is_dir():
+        raise ValueError(
+            f"cannot write {target}: {existing} is a file, not a folder; choose an output path "
+            "in a folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"cannot write {target}: no permission to write in {existing}; choose a folder you "
+            "can write to"
+        )
+    if not folder and target.is_dir():
+        raise ValueError(f"{target} is a folder; give a file name")
+
+
 class StagedOutputs:
     """Several output files written under temporary names and renamed together at the end.
 

@@ -31,6 +31,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from sar_optical_matcher.core.files import check_destination
+
 GROUP = "SAR-optical matching"
 GROUP_ID = "sarmatching"
 SAR_SCALE_OPTIONS = ("auto", "linear", "db")
@@ -94,8 +96,6 @@ def check_raster_files(parameters: dict, names: Sequence[str]) -> tuple[bool, st
     Returns:
         (ok, message).
     """
-    import os
-
     from sar_optical_matcher import rasters
 
     for name in names:
@@ -180,40 +180,18 @@ NOT_A_FILE_PREFIXES = (
 def check_output_path(path: str | None, name: str, folder: bool = False) -> None:
     """Say before any work when a file output cannot be written where it is asked for.
 
-    The output's folder must exist (or be creatable: the writers create missing folders) and
-    be writable. ``folder``: ``path`` is itself a folder of outputs.
+    ``core.files.check_destination`` for file destinations (not memory layers or database
+    URIs); ``folder``: ``path`` is itself a folder of outputs.
 
     Raises:
         QgsProcessingException: naming the parameter, the path and the fix.
     """
     if not path or str(path).startswith(NOT_A_FILE_PREFIXES):
         return
-    target = Path(path)
-    if folder and target.exists() and not target.is_dir():
-        raise QgsProcessingException(
-            f"{name}: {target} is a file, not a folder; choose a folder for the outputs"
-        )
-    parent = target if folder else target.parent
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.exists():  # e.g. a Windows drive or network share that is not there
-        raise QgsProcessingException(
-            f"{name}: cannot write {target}: {existing} does not exist (a drive or share "
-            "that is not connected?); choose an output path on an available disk"
-        )
-    if not existing.is_dir():
-        raise QgsProcessingException(
-            f"{name}: cannot write {target}: {existing} is a file, not a folder; choose an "
-            "output path in a folder"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise QgsProcessingException(
-            f"{name}: cannot write {target}: no permission to write in {existing}; choose a "
-            "folder you can write to"
-        )
-    if not folder and target.is_dir():
-        raise QgsProcessingException(f"{name}: {target} is a folder; give a file name")
+    try:
+        check_destination(path, folder=folder)
+    except ValueError as exc:
+        raise QgsProcessingException(f"{name}: {exc}") from exc
 
 
 def make_output_folder(destination: str | None) -> None:

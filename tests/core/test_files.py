@@ -10,6 +10,7 @@ import pytest
 
 from sar_optical_matcher.core.files import (
     atomic_output,
+    check_destination,
     staged_outputs,
     temporary_name,
     write_text_atomic,
@@ -80,3 +81,17 @@ def test_gdal_sidecars_go_with_the_file(tmp_path: Path) -> None:
     with atomic_output(target) as tmp:
         tmp.write_text("png without side file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.png"]
+
+
+def test_check_destination_says_why_a_path_cannot_be_written(tmp_path: Path) -> None:
+    """One check for the plugin's outputs and the trainer's export."""
+    check_destination(tmp_path / "new" / "deeper" / "r.tif")  # missing folders: created later
+    check_destination(tmp_path / "maps", folder=True)
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match=r"cannot write .*afile is a file, not a folder"):
+        check_destination(a_file / "sub" / "r.tif")
+    with pytest.raises(ValueError, match="is a file, not a folder; choose a folder"):
+        check_destination(a_file, folder=True)
+    with pytest.raises(ValueError, match="is a folder; give a file name"):
+        check_destination(tmp_path)
