@@ -386,8 +386,8 @@ def run_matching(
         grid = reg.matching_grid(optical, sar, s.match.match_pixel_size)
         if grid.note:
             (feedback.pushWarning if grid.warning else feedback.pushInfo)(grid.note)
-        check_overlap(optical, sar, s.match.search_size, grid.scale)
-        xy_px = _keypoints(s, optical, sar, grid.scale, feedback, canceled, start, mid)
+        overlap = check_overlap(optical, sar, s.match.search_size, grid.scale)
+        xy_px = _keypoints(s, optical, overlap, grid.scale, feedback, canceled, start, mid)
         if len(xy_px) == 0:
             why = no_keypoints_message(s.keypoints_map is not None, bool(s.detect.mask_wkt))
             if not allow_empty:
@@ -413,14 +413,15 @@ def run_matching(
 
 
 def _keypoints(
-    s: CorrespondenceSettings, optical: Any, sar: Any, grid_scale: float,
+    s: CorrespondenceSettings, optical: Any, overlap: tuple[float, ...], grid_scale: float,
     feedback: QgsProcessingFeedback, canceled: Callable[[], bool], start: float, stop: float,
 ) -> np.ndarray:  # fmt: skip
-    """(N, 2) optical pixel keypoints: detected inside the SAR footprint, or the layer's."""
-    if s.keypoints_map is None:
-        from sar_optical_matcher import rasters
+    """(N, 2) optical pixel keypoints: detected inside the SAR footprint, or the layer's.
 
-        x0, y0, x1, y1 = rasters.footprint_overlap(optical, sar)
+    ``overlap``: the footprint's bounding box in optical pixels (:func:`check_overlap`'s).
+    """
+    if s.keypoints_map is None:
+        x0, y0, x1, y1 = overlap
         half = s.match.search_size * grid_scale / 2.0  # a search region must fit on the SAR
         within = (x0 + half, y0 + half, x1 - half, y1 - half)
         detect = dataclasses.replace(s.detect, within_px=within)
@@ -446,10 +447,13 @@ def _keypoints(
     return xy_px[inside]
 
 
-def check_overlap(optical: Any, sar: Any, search_size: int, grid_scale: float = 1.0) -> None:
+def check_overlap(
+    optical: Any, sar: Any, search_size: int, grid_scale: float = 1.0
+) -> tuple[float, float, float, float]:
     """Raise unless the SAR footprint covers at least one search region of the matching grid.
 
-    The matching grid has pixels of ``grid_scale`` optical pixels.
+    The matching grid has pixels of ``grid_scale`` optical pixels. Returns the footprint's
+    bounding box in optical pixels (``rasters.footprint_overlap``).
     """
     from sar_optical_matcher import rasters
 
@@ -471,6 +475,7 @@ def check_overlap(optical: Any, sar: Any, search_size: int, grid_scale: float = 
             f"{needed} optical px); choose rasters that cover more of the same place/area, or "
             "a model with a smaller search region"
         )
+    return x0, y0, x1, y1
 
 
 def no_keypoints_message(from_layer: bool, masked: bool = False) -> str:
