@@ -567,9 +567,9 @@ def warp_sar(
     model: sampled from the fitted transform on a grid for polynomial order 1 (shift/affine/
     poly1), 2 and 3 (poly2/poly3), exact for these kinds; the fit's control points (its inlier
     tie points) for the thin-plate spline, which GDAL then passes through as the fit does. The
-    output
-    is the optical grid (:func:`output_grid`; rotated grids included) in the optical CRS, in
-    the format of ``out_path``'s extension (``rasters.output_driver``); written atomically.
+    output is the optical grid (:func:`output_grid`; rotated grids included) in the optical
+    CRS, in the format of ``out_path``'s extension (``rasters.output_driver``); written
+    atomically.
 
     ``final_name``: the name the file will have once a caller's staging renames ``out_path``
     (messages, a GeoPackage's table name); default ``out_path``'s own.
