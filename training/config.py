@@ -224,6 +224,12 @@ class AugmentConfig:
         sar_noise_std: extra additive noise on the [0, 1] SAR image, its std uniform in
             [0, sar_noise_std] per image (more speckle than the training sensors show; on
             log/display data multiplicative speckle is additive). 0: off (the paper).
+        zoom_p: probability of a geometric zoom of a pair: both images (the SAR search region
+            and the optical region the template is cut from) resampled bilinearly about their
+            centre by one factor, the label scaled with them; pixels from outside the pair are
+            invalid (NaN). Ground sampling distances other than the training sensors'. Needs
+            ``data.random_windows``. 0: off (the paper).
+        zoom_range: range of the zoom factor (log-uniform; > 1 enlarges the structures).
     """
 
     flip_p: float = 0.5
@@ -234,6 +240,8 @@ class AugmentConfig:
     gamma_p: float = 0.0
     gamma_range: tuple[float, float] = (0.7, 1.4)
     sar_noise_std: float = 0.0
+    zoom_p: float = 0.0
+    zoom_range: tuple[float, float] = (0.8, 1.25)
 
 
 @dataclass
@@ -323,6 +331,17 @@ class TrainConfig:
             )
         if aug.sar_noise_std < 0:
             raise ValueError(f"augment.sar_noise_std must be >= 0, got {aug.sar_noise_std}")
+        zlo, zhi = aug.zoom_range
+        if not (0.0 <= aug.zoom_p <= 1.0 and 0.5 <= zlo <= zhi <= 2.0):
+            raise ValueError(
+                "augment.zoom_p must be in [0, 1] and augment.zoom_range ordered within "
+                f"[0.5, 2] (e.g. [0.8, 1.25]); got {aug.zoom_p} and {list(aug.zoom_range)}"
+            )
+        if aug.zoom_p > 0 and not self.data.random_windows:
+            raise ValueError(
+                "augment.zoom_p > 0 needs data.random_windows: true (the template is cut from "
+                "the zoomed optical region)"
+            )
 
 
 _SECTIONS = {
@@ -482,6 +501,8 @@ _HASH_NEUTRAL: tuple[tuple[str, str], ...] = (
     ("augment", "gamma_p"),
     ("augment", "gamma_range"),
     ("augment", "sar_noise_std"),
+    ("augment", "zoom_p"),
+    ("augment", "zoom_range"),
 )
 
 

@@ -394,6 +394,10 @@ def make_batch(
             item's TRUE window, augmented like its window, and the true window's (x, y) in it,
             for ``losses.dense_contrastive_loss``.
     """
+    if aug.zoom_p > 0:
+        if not (random_windows and ps.optical_region is not None and unit_optical is not None):
+            raise ValueError("augment.zoom_p > 0 needs random windows and optical regions")
+        ps, index = zoomed_pairs(ps, index, _draw_zoom(len(index), aug, rng))
     t, span = ps.template_size, ps.search_size - ps.template_size
     if random_windows and ps.optical_region is not None and unit_optical is not None:
         off = _offsets(ps)[index]
@@ -439,6 +443,61 @@ def make_batch(
         region_t = torch.from_numpy(standardise(region, specs[0]))[:, None]
         rel_t = torch.from_numpy(rel)
     return Batch(xs, xo, ts, to, lab, region_t, rel_t)
+
+
+def _draw_zoom(n: int, aug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """(n,) zoom factors: log-uniform in ``zoom_range`` with probability ``zoom_p``, else 1."""
+    lo, hi = np.log(aug.zoom_range[0]), np.log(aug.zoom_range[1])
+    return np.where(rng.random(n) < aug.zoom_p, np.exp(rng.uniform(lo, hi, n)), 1.0)
+
+
+def _zoom_about_centre(img: np.ndarray, factor: float) -> np.ndarray:
+    """A square image resampled bilinearly about its centre; NaN where it samples outside."""
+    from scipy import ndimage
+
+    if factor == 1.0:
+        return img.astype(np.float32, copy=True)
+    c = (img.shape[-1] - 1) / 2.0
+    # output pixel o samples the input at c + (o - c) / factor
+    return ndimage.affine_transform(
+        img.astype(np.float32),
+        np.diag([1.0 / factor, 1.0 / factor]),
+        offset=c - c / factor,
+        order=1,
+        mode="constant",
+        cval=np.nan,
+    )
+
+
+def zoomed_pairs(
+    ps: PatchSet, index: np.ndarray, factors: np.ndarray
+) -> tuple[PatchSet, np.ndarray]:
+    """The pairs ``index`` of ``ps`` with both regions zoomed by ``factors`` about their centre.
+
+    Both images of a pair are scaled alike, so they stay co-registered: the SAR content of
+    optical pixel p is at p + offset before and at p' + factor * offset after (p' the zoomed
+    position of p), so the offsets scale with the factor. Returns a patch set of the B pairs
+    and ``arange(B)``. Bilinear, so a zoom in also blurs; pixels zoomed in from outside the
+    pair are NaN (invalid), as nodata is.
+    """
+    if ps.optical_region is None:
+        raise ValueError("zooming needs optical regions; rebuild the patch set (cache is stale)")
+    sar = np.stack([_zoom_about_centre(ps.sar[i], f) for i, f in zip(index, factors)])
+    opt = np.stack([_zoom_about_centre(ps.optical_region[i], f) for i, f in zip(index, factors)])
+    off = _offsets(ps)[index] * factors[:, None]
+    half = (ps.search_size - ps.template_size) // 2
+    sub = dataclasses.replace(
+        ps,
+        sar=sar.astype(np.float32),
+        optical=ps.optical[index],
+        true_xy_px=off + half,
+        scenes=[ps.scenes[i] for i in index] if ps.scenes else [],
+        names=[ps.names[i] for i in index] if ps.names else [],
+        optical_region=opt.astype(np.float32),
+        offset_xy_px=off,
+        repeat=None,
+    )
+    return sub, np.arange(len(index))
 
 
 def _neighbourhoods(

@@ -363,3 +363,95 @@ def test_photometric_config_errors(bad: dict) -> None:
 
     with pytest.raises(ValueError, match="augment"):
         TrainConfig(augment=AugmentConfig(**bad))
+
+
+def _shifted_smooth_pair(offset: tuple[int, int], seed: int = 0):
+    """A smooth optical image and its SAR twin whose content of optical p lies at p + offset."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    img = ndimage.gaussian_filter(rng.random((256, 256)), 3.0).astype(np.float32)
+    img = (img - img.min()) / (img.max() - img.min())
+    dx, dy = offset
+    return np.roll(img, (dy, dx), axis=(0, 1)), img
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.25])
+def test_zoom_keeps_pairs_registered_and_scales_the_offset(factor: float) -> None:
+    """Both images zoomed alike stay co-registered at factor x offset, not at the old offset."""
+    from training.data import build_patch_set, unit_spec, zoomed_pairs
+    from training.sources import PairRecord
+
+    sar, opt = _shifted_smooth_pair((16, -12))
+    rec = PairRecord(sar, opt, "db", "s", "x", "synthetic", "r", offset_xy_px=(16.0, -12.0))
+    cfg = DataConfig()
+    ps = build_patch_set([rec] * 2, cfg, np.random.default_rng(0))
+    sub, idx = zoomed_pairs(ps, np.array([1, 0]), np.array([factor, 1.0]))
+    np.testing.assert_array_equal(idx, [0, 1])
+    np.testing.assert_allclose(sub.offset_xy_px, [[16 * factor, -12 * factor], [16, -12]])
+    np.testing.assert_allclose(sub.true_xy_px, sub.offset_xy_px + 64)
+    np.testing.assert_array_equal(sub.sar[1], ps.sar[0])  # factor 1: untouched
+    _ = unit_spec  # the SAR region is already the [0, 1] stretch
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        ok = np.isfinite(a) & np.isfinite(b)
+        return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+    tpl = np.array([60, 70])
+    o = sub.optical_region[0, tpl[1] : tpl[1] + 128, tpl[0] : tpl[0] + 128]
+    for off, want in ((sub.offset_xy_px[0], "match"), (np.array([16.0, -12.0]), "miss")):
+        x, y = np.rint(tpl + off).astype(int)
+        c = corr(o, sub.sar[0, y : y + 128, x : x + 128])
+        if want == "match":
+            assert c > 0.98, c
+        else:
+            assert c < 0.9, c  # 3-4 px off: measured 0.48 and 0.62
+    # a zoom out leaves an invalid (NaN) border; a zoom in has none
+    border = np.isnan(sub.sar[0, 0]).mean()
+    assert (border == 1.0) if factor < 1 else (border == 0.0)
+
+
+def test_zoomed_batches_keep_positives_and_dense_labels_on_the_ground() -> None:
+    """make_batch with zoom_p 1: every positive window and dense label shows the template's
+    ground; off by default (no draw, the random stream of older configs is unchanged)."""
+    from training.data import build_patch_set, make_batch, unit_spec
+    from training.sources import PairRecord
+
+    sar, opt = _shifted_smooth_pair((10, -6), seed=4)
+    rec = PairRecord(sar, opt, "db", "s", "x", "synthetic", "r", offset_xy_px=(10.0, -6.0))
+    cfg = DataConfig()
+    ps = build_patch_set([rec] * 8, cfg, np.random.default_rng(0))
+    specs = (unit_spec("sar", cfg), unit_spec("optical", cfg))
+    base = dict(flip_p=0.5, transpose_p=0.5, optical_noise_std=0.0, scale_p=0.0)
+    aug = AugmentConfig(**base, zoom_p=1.0, zoom_range=(0.8, 1.25))
+    kw = dict(random_windows=True, unit_optical=unit_spec("optical", cfg), dense_radius=32)
+    lab = np.ones(8, np.int64)
+    b = make_batch(ps, np.arange(8), lab, specs, aug, 8, np.random.default_rng(5), **kw)
+    plain = make_batch(
+        ps, np.arange(8), lab, specs, AugmentConfig(**base), 8, np.random.default_rng(5), **kw
+    )
+    assert not np.allclose(b.optical_target.numpy(), plain.optical_target.numpy())
+    for region, (x, y), window, template in zip(
+        b.sar_region[:, 0].numpy(),
+        b.region_true_xy.numpy(),
+        b.sar_target[:, 0].numpy(),
+        b.optical_target[:, 0].numpy(),
+    ):
+        cut = region[y : y + 128, x : x + 128]
+        ok = (cut != 0) & (window != 0) & (template != 0)  # NaN became 0
+        assert ok.mean() > 0.5
+        assert np.corrcoef(window[ok].ravel(), template[ok].ravel())[0, 1] > 0.97
+        assert np.corrcoef(cut[ok].ravel(), template[ok].ravel())[0, 1] > 0.97
+    again = make_batch(
+        ps, np.arange(8), lab, specs, AugmentConfig(**base), 8, np.random.default_rng(5), **kw
+    )
+    np.testing.assert_array_equal(again.sar.numpy(), plain.sar.numpy())
+
+
+def test_zoom_config_is_checked() -> None:
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="zoom_range"):
+        TrainConfig(augment=AugmentConfig(zoom_p=0.5, zoom_range=(1.3, 0.8)))
+    with pytest.raises(ValueError, match="random_windows"):
+        TrainConfig(data=DataConfig(random_windows=False), augment=AugmentConfig(zoom_p=0.5))
