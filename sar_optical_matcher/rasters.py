@@ -487,6 +487,47 @@ def check_output_type(driver: str, gdal_type: str, name: str) -> None:
         )
 
 
+#: Register's default creation options (GeoTIFF's; other formats get theirs from
+#: :func:`default_creation_options`).
+DEFAULT_CREATION_OPTIONS = ("COMPRESS=DEFLATE", "TILED=YES")
+
+
+def creation_option_names(driver: str) -> set[str]:
+    """The creation option names GDAL driver ``driver`` declares (upper case)."""
+    import xml.etree.ElementTree as ET
+
+    text = gdal.GetDriverByName(driver).GetMetadataItem(gdal.DMD_CREATIONOPTIONLIST) or ""
+    if not text.strip():
+        return set()
+    return {o.get("name", "").upper() for o in ET.fromstring(text).iter("Option")} - {""}
+
+
+def default_creation_options(driver: str) -> tuple[str, ...]:
+    """:data:`DEFAULT_CREATION_OPTIONS` that ``driver`` knows (PNG, netCDF: none of them)."""
+    known = creation_option_names(driver)
+    return tuple(o for o in DEFAULT_CREATION_OPTIONS if o.split("=", 1)[0].upper() in known)
+
+
+def check_creation_options(driver: str, options: Sequence[str], name: str) -> None:
+    """Raise unless every ``KEY=VALUE`` of ``options`` is a creation option of ``driver``.
+
+    GDAL itself only warns about an option its driver does not know and writes the file
+    without it (a ``COMPRESS`` given to a PNG is silently not applied).
+
+    Args:
+        driver: GDAL driver short name.
+        options: ``KEY=VALUE`` strings.
+        name: the output's file name, for the message.
+    """
+    known = creation_option_names(driver)
+    bad = [o for o in options if "=" not in o or o.split("=", 1)[0].strip().upper() not in known]
+    if bad:
+        raise ValueError(
+            f"{', '.join(bad)}: not creation option(s) of the {driver} format of {name} "
+            f"(KEY=VALUE, separated by '|'); its options are {', '.join(sorted(known)) or 'none'}"
+        )
+
+
 def can_create(driver: str) -> bool:
     """Whether GDAL driver ``driver`` writes files with ``Create`` (else only ``CreateCopy``)."""
     return gdal.GetDriverByName(driver).GetMetadataItem(gdal.DCAP_CREATE) == "YES"

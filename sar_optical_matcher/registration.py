@@ -475,14 +475,18 @@ class WarpSettings:
     Attributes:
         resampling: GDAL resampling name (see :data:`RESAMPLINGS`).
         pixel_size: output pixel size in optical map units; ``None``: the optical pixel size.
-        creation_options: GDAL GTiff creation options, e.g. ``("COMPRESS=DEFLATE",)``.
+        creation_options: GDAL creation options of the output's format, e.g.
+            ``("COMPRESS=DEFLATE",)``; ``None``: the format's defaults
+            (``rasters.default_creation_options``: DEFLATE-compressed tiles for GeoTIFF).
+            Options the format does not declare are refused by :func:`warp_sar` (GDAL would
+            only warn and write without them).
         nodata: output nodata value; ``None``: the SAR's nodata, else 0.
         grid_points: GCPs per axis sampled from a fitted polynomial (tps: its control points).
     """
 
     resampling: str = "bilinear"
     pixel_size: float | None = None
-    creation_options: tuple[str, ...] = ("COMPRESS=DEFLATE", "TILED=YES")
+    creation_options: tuple[str, ...] | None = None
     nodata: float | None = None
     grid_points: int = 12
 
@@ -576,8 +580,8 @@ def warp_sar(
 
     Raises:
         RegistrationError: the nodata value does not fit the SAR's data type, or GDAL fails.
-        ValueError: ``out_path``'s extension is not an output format, or the format cannot
-            store the SAR's data type.
+        ValueError: ``out_path``'s extension is not an output format, the format cannot
+            store the SAR's data type, or a creation option is not one of the format's.
         Canceled: ``is_canceled`` returned True.
     """
     from osgeo import gdal
@@ -585,7 +589,9 @@ def warp_sar(
     from sar_optical_matcher.rasters import (
         WARP_MEMORY_BYTES,
         can_create,
+        check_creation_options,
         check_output_type,
+        default_creation_options,
         gdal_cache_limit,
         gdal_errors,
         output_driver,
@@ -593,6 +599,11 @@ def warp_sar(
 
     name = final_name or Path(out_path).name
     driver = output_driver(Path(out_path))
+    if settings.creation_options is None:
+        options = list(default_creation_options(driver))
+    else:
+        check_creation_options(driver, settings.creation_options, name)
+        options = list(settings.creation_options)
     order = {"shift": 1, "affine": 1, "poly1": 1, "poly2": 2, "poly3": 3}.get(fit.kind)
     if order is None:  # tps: GDAL's spline through the fit's own control points (the inliers);
         # one through a grid sampled from it lost its bends between the grid points (1.5 px
@@ -619,7 +630,6 @@ def warp_sar(
     _check_nodata_fits(nodata, first.DataType)
     check_output_type(driver, gdal.GetDataTypeName(first.DataType), name)
     out_gt, width, height = output_grid(optical, settings.pixel_size)
-    options = list(settings.creation_options)
     if driver == "GPKG" and not any(o.upper().startswith("RASTER_TABLE=") for o in options):
         options.append(f"RASTER_TABLE={Path(name).stem}")  # not the temporary file's name
 

@@ -260,3 +260,18 @@ def test_gdal_cache_limit_restores_the_setting_when_runs_overlap() -> None:
         assert during == [128 * 2**20] and gdal.GetCacheMax() == 1_000_000_000
     finally:
         gdal.SetCacheMax(old)
+
+
+def test_creation_options_are_checked_against_the_format() -> None:
+    """Each format gets the defaults it knows; an option it does not know is an error that
+    lists the ones it has (GDAL itself warns and writes without it)."""
+    from sar_optical_matcher import rasters
+
+    assert rasters.default_creation_options("GTiff") == ("COMPRESS=DEFLATE", "TILED=YES")
+    assert rasters.default_creation_options("PNG") == ()
+    assert rasters.default_creation_options("GPKG") == ()
+    rasters.check_creation_options("GTiff", ["compress=lzw", "BIGTIFF=YES"], "a.tif")
+    rasters.check_creation_options("PNG", ["ZLEVEL=9"], "a.png")
+    with pytest.raises(ValueError, match=r"COMPRESS=DEFLATE, TILED: not creation option\(s\) "
+                       r"of the PNG format of a\.png .*its options are .*ZLEVEL"):  # fmt: skip
+        rasters.check_creation_options("PNG", ["ZLEVEL=6", "COMPRESS=DEFLATE", "TILED"], "a.png")

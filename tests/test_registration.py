@@ -274,8 +274,18 @@ def test_warp_writes_the_format_of_the_extension(
         fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
         plain = reg.WarpSettings(creation_options=())
         ref = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "ref.tif", plain)))
+        defaults = reg.WarpSettings()  # each format's own defaults
+        tif = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "d.tif", defaults)))
+        assert tif.GetMetadata("IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+        assert tif.GetRasterBand(1).GetBlockSize() == [256, 256]  # tiled
+        tif = None
+        # a GeoTIFF option to a GeoPackage: refused (GDAL would warn and write without it)
+        with pytest.raises(ValueError, match=r"TILED=YES: not creation option\(s\) of the "
+                           r"GPKG format of r\.gpkg .*its options are .*TILE_FORMAT"):  # fmt: skip
+            reg.warp_sar(sar, optical, fit, tmp_path / "r.gpkg",
+                         reg.WarpSettings(creation_options=("TILED=YES",)))  # fmt: skip
         for name, driver in (("r.gpkg", "GPKG"), ("r.nc", "netCDF")):
-            ds = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / name, plain)))
+            ds = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / name, defaults)))
             assert ds.GetDriver().ShortName == driver, name
             np.testing.assert_allclose(ds.ReadAsArray(), ref.ReadAsArray(), atol=1e-4)
             ds = None
@@ -304,7 +314,7 @@ def test_warp_writes_the_format_of_the_extension(
     finally:
         gdal.UseExceptions() if was else gdal.DontUseExceptions()
     left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".aux.xml"))
-    assert left == ["r.gpkg", "r.nc", "r.png", "r8.tif", "ref.tif", "sar8.tif"]
+    assert left == ["d.tif", "r.gpkg", "r.nc", "r.png", "r8.tif", "ref.tif", "sar8.tif"]
 
 
 def test_warp_errors_and_cancel_read_the_same_with_gdal_exceptions(

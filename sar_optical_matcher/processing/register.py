@@ -205,11 +205,14 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             self,
             QgsProcessingParameterString(
                 self.CREATION_OPTIONS,
-                "GeoTIFF creation options",
-                "COMPRESS=DEFLATE|TILED=YES",
+                "Creation options of the output format (GDAL)",
+                "",
                 optional=True,
             ),
-            "GDAL creation options separated by '|'.",
+            "GDAL creation options of the output raster's format, KEY=VALUE separated by '|' "
+            "(e.g. COMPRESS=LZW|TILED=YES for GeoTIFF). Empty: the format's defaults "
+            "(DEFLATE-compressed tiles for GeoTIFF, GDAL's own for the other formats). An "
+            "option the format does not have is an error.",
             advanced=True,
         )
         common.add_param(
@@ -270,7 +273,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             warp = reg.WarpSettings(
                 resampling=resampling,
                 pixel_size=pixel if pixel > 0 else None,
-                creation_options=tuple(o.strip() for o in options.split("|") if o.strip()),
+                creation_options=tuple(o.strip() for o in options.split("|") if o.strip()) or None,
                 nodata=nodata,
             )
         except ValueError as exc:
@@ -290,7 +293,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         correspondence = correspondence_settings(self, parameters, context, keep_maps=True)
         try:  # the format and whether it holds the SAR's data type: said before any work
             sar_types = rasters.open_raster(correspondence.sar_path).gdal_types
-            check_output_type(output_driver(output_path), sar_types[0], Path(output_path).name)
+            driver, out_name = output_driver(output_path), Path(output_path).name
+            check_output_type(driver, sar_types[0], out_name)
+            if warp.creation_options is not None:
+                rasters.check_creation_options(driver, warp.creation_options, out_name)
         except ValueError as exc:
             raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc
         return RegisterSettings(

@@ -72,6 +72,30 @@ def test_settings_translate_parameters(provider, synthetic_pair, twin_model, tmp
     assert s.correspondence.match.keep_maps
     d = alg.settings(_params(synthetic_pair, twin_model, tmp_path), QgsProcessingContext())
     assert d.warp.pixel_size is None and d.warp.nodata is None and d.transform == "affine"
+    assert d.warp.creation_options is None  # the format's defaults
+
+
+def test_creation_options_of_another_format_are_refused_up_front(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """GeoTIFF options given to a GeoPackage output are an error before any work (GDAL would
+    warn and write without them); empty options are each format's own defaults."""
+    from qgis.core import QgsProcessingContext, QgsProcessingException
+
+    from sar_optical_matcher.processing.register import RegisterSarToOpticalAlgorithm
+
+    alg = RegisterSarToOpticalAlgorithm()
+    alg.initAlgorithm()
+    params = _params(synthetic_pair, twin_model, tmp_path, OUTPUT=str(tmp_path / "reg.gpkg"))
+    with pytest.raises(
+        QgsProcessingException,
+        match=r"OUTPUT: COMPRESS=LZW: not creation option\(s\) of the GPKG format of reg\.gpkg"
+        r" .*its options are .*TILE_FORMAT",
+    ):
+        alg.settings({**params, "CREATION_OPTIONS": "COMPRESS=LZW"}, QgsProcessingContext())
+    ok = alg.settings({**params, "CREATION_OPTIONS": "TILE_FORMAT=PNG"}, QgsProcessingContext())
+    assert ok.warp.creation_options == ("TILE_FORMAT=PNG",)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_registers_the_known_pair(provider, synthetic_pair, twin_model, tmp_path) -> None:
