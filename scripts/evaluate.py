@@ -230,7 +230,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_histograms(preds: Sequence[harness.Predictions], path: Path) -> None:
+def histogram_title(pred: harness.Predictions, correct_px: float) -> str:
+    """Title of one histogram panel: the method and its share within ``correct_px``."""
+    return f"{pred.method}: {np.mean(pred.error_px <= correct_px):.0%} <= {correct_px:g} px"
+
+
+def plot_histograms(
+    preds: Sequence[harness.Predictions], path: Path, correct_px: float = 3.0
+) -> None:
     """Paper Fig. 4: per-method error histogram, dashed mean (black) and 1-percentile (blue)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(preds), figsize=(3.2 * len(preds), 2.8), squeeze=False)
@@ -240,7 +247,7 @@ def plot_histograms(preds: Sequence[harness.Predictions], path: Path) -> None:
         ax.hist(np.minimum(p.error_px, top), bins=bins, color="0.6")
         ax.axvline(float(p.error_px.mean()), color="k", ls="--", label="mean")
         ax.axvline(float(np.percentile(p.error_px, 1)), color="b", ls="--", label="1-percentile")
-        ax.set_title(f"{p.method}: {np.mean(p.error_px <= 3):.0%} <= 3 px", fontsize=9)
+        ax.set_title(histogram_title(p, correct_px), fontsize=9)
         ax.set_xlabel("error (px)")
     axes[0][0].set_ylabel("matches")
     axes[0][0].legend(fontsize=7)
@@ -309,7 +316,9 @@ def write_outputs(
     """Write JSON, markdown, figures (and the calibrated models); return the summaries."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = [harness.summarise(p, args.correct_px) for p in preds]
+    # the table's threshold is one of the curves' thresholds, not its nearest neighbour
+    thresholds = sorted({*harness.DEFAULT_THRESHOLDS, float(args.threshold)})
+    summaries = [harness.summarise(p, args.correct_px, thresholds) for p in preds]
     table = harness.markdown_table(summaries, args.threshold)
     config = dict(vars(args))
     per_sample = {
@@ -347,7 +356,7 @@ def write_outputs(
         )
     (out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
     (out / "results.md").write_text(f"# Evaluation ({len(samples)} samples)\n\n{table}")
-    plot_histograms(preds, out / "histograms.png")
+    plot_histograms(preds, out / "histograms.png", args.correct_px)
     plot_precision(summaries, out / "precision.png")
     if args.maps:
         plot_maps(samples, preds, out / "maps.png")

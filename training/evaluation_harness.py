@@ -31,6 +31,10 @@ BatchMapFn = Callable[[np.ndarray, np.ndarray, Sequence[str]], np.ndarray]
 WITHIN_PX: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
 DEFAULT_SAR_SPEC = PreprocessSpec("sar", mean=0.5, std=0.2)
 DEFAULT_OPTICAL_SPEC = PreprocessSpec("optical", mean=0.45, std=0.15)
+#: Confidence thresholds of the precision / kept curves (0, 0.05, ..., 0.95).
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(
+    float(t) for t in np.round(np.arange(0.0, 1.0, 0.05), 2)
+)
 
 
 @dataclass
@@ -431,7 +435,7 @@ def error_metrics(error_px: np.ndarray) -> dict[str, float]:
 def confidence_metrics(
     confidence: np.ndarray,
     correct: np.ndarray,
-    thresholds: Sequence[float] = tuple(np.round(np.arange(0.0, 1.0, 0.05), 2)),
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
 ) -> dict[str, Any]:
     """Ranking AUC and precision / kept share of accepted matches per confidence threshold."""
     conf = np.asarray(confidence, np.float64)
@@ -479,12 +483,18 @@ def cross_validated_confidence(
     return out
 
 
-def summarise(pred: Predictions, correct_px: float = 3.0) -> dict[str, Any]:
+def summarise(
+    pred: Predictions,
+    correct_px: float = 3.0,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> dict[str, Any]:
     """All figures of one method: overall, per sensor, per scene, speed, confidence.
 
     ``confidence`` uses the model's confidence (the one given to :func:`run_method`);
     ``confidence_cv`` a logistic model calibrated on this method's own maps by 2-fold
-    cross-validation, comparable across methods whose maps are not cosines.
+    cross-validation, comparable across methods whose maps are not cosines. Both give the
+    precision and kept share at each of ``thresholds`` (include the one that
+    :func:`markdown_table` is to report).
     """
     correct = pred.error_px <= correct_px
     groups: dict[str, dict[str, Any]] = {}
@@ -497,9 +507,9 @@ def summarise(pred: Predictions, correct_px: float = 3.0) -> dict[str, Any]:
         "matches_per_s": float(len(pred.error_px) / max(pred.elapsed_s, 1e-9)),
         "elapsed_s": float(pred.elapsed_s),
         "correct_px": float(correct_px),
-        "confidence": confidence_metrics(pred.confidence, correct),
+        "confidence": confidence_metrics(pred.confidence, correct, thresholds),
         "confidence_cv": confidence_metrics(
-            cross_validated_confidence(pred.features, correct), correct
+            cross_validated_confidence(pred.features, correct), correct, thresholds
         ),
         **groups,
     }
@@ -515,10 +525,15 @@ def markdown_table(summaries: Sequence[dict[str, Any]], threshold: float = 0.5) 
 
     Args:
         summaries: outputs of :func:`summarise`, on the same samples.
-        threshold: confidence threshold reported in the "accepted" columns.
+        threshold: confidence threshold reported in the "accepted" columns; it must be one of
+            the summaries' thresholds (``summarise(..., thresholds=...)``).
 
     Returns:
         A GitHub markdown table.
+
+    Raises:
+        ValueError: ``threshold`` is not among a summary's thresholds (the figures of a
+            neighbouring threshold would be shown under its label).
     """
     head = (
         "| method | n | mean px | median px | 1-pct px | <=1 px | <=2 px | <=3 px | <=5 px "
@@ -527,7 +542,14 @@ def markdown_table(summaries: Sequence[dict[str, Any]], threshold: float = 0.5) 
     lines = [head, "|" + "---|" * 14]
     for s in summaries:
         conf = s["confidence"]
-        i = int(np.argmin(np.abs(np.asarray(conf["thresholds"]) - threshold)))
+        grid = np.asarray(conf["thresholds"], np.float64)
+        i = int(np.argmin(np.abs(grid - threshold)))
+        if not abs(grid[i] - threshold) <= 1e-9:
+            raise ValueError(
+                f"confidence threshold {threshold:g} is not among the thresholds of "
+                f"{s['method']}'s summary (nearest {grid[i]:g}); pass it to "
+                "summarise(thresholds=...)"
+            )
         lines.append(
             f"| {s['method']} | {s['n']} | {s['mean_px']:.1f} | {s['median_px']:.1f} "
             f"| {s['p1_px']:.2f} | {s['within_1px']:.1%} | {s['within_2px']:.1%} "

@@ -169,7 +169,8 @@ def cfog_features(
     """CFOG descriptors of every pixel (Ye et al. 2019, section II).
 
     Choices, following the paper's description:
-        * gradients ``g_x, g_y`` by central differences ([-1, 0, 1] / 2, edges replicated);
+        * gradients ``g_x, g_y`` by central differences ([-1, 0, 1] / 2) inside, one-sided
+          differences ([-1, 1]) on the first and last row and column (``np.gradient``);
         * ``n_orientations`` orientations ``theta_k = k * 180 deg / n`` over [0, 180) deg; the
           oriented gradient is ``|cos(theta) g_x + sin(theta) g_y|`` (absolute value, so that
           the gradient reversals between SAR and optical do not matter, and 180 deg periodic);

@@ -414,3 +414,31 @@ def test_agreed_residuals_find_a_tile_whose_truth_is_off() -> None:
             _predictions("learned", a, true, ["s"] * 7), _predictions("cfog", b, true, ["s"] * 7),
             groups[:3],
         )  # fmt: skip
+
+
+def test_markdown_table_reports_the_threshold_it_names() -> None:
+    """At confidence >= 0.33 three of four matches are kept, two right: 66.7 % at 75 %. The
+    table used to show the nearest grid threshold's figures (0.35: 100 % at 25 %) under the
+    label "@0.33"; now the threshold is computed exactly, or refused when not computed."""
+    true = np.array([[0, 0], [0, 0], [10, 0], [10, 0]], float)
+    pred = _predictions("m", np.zeros((4, 2)), true, ["a"] * 4)
+    pred.confidence = np.array([0.34, 0.4, 0.33, 0.2])
+    s = harness.summarise(pred, thresholds=[*harness.DEFAULT_THRESHOLDS, 0.33])
+    row = harness.markdown_table([s], threshold=0.33).splitlines()[2]
+    assert row.endswith("| 66.7% | 75.0% |"), row
+    assert (
+        harness.markdown_table([s], threshold=0.35).splitlines()[2].endswith("| 100.0% | 25.0% |")
+    )
+    with pytest.raises(ValueError, match=r"0.33 is not among .* \(nearest 0.35\)"):
+        harness.markdown_table([harness.summarise(pred)], threshold=0.33)
+
+
+def test_histogram_title_uses_the_correct_radius() -> None:
+    from scripts import evaluate
+
+    true = np.zeros((4, 2))
+    pred = _predictions(
+        "cfog", np.array([[1, 0], [4, 0], [4.5, 0], [9, 0]], float), true, ["a"] * 4
+    )
+    assert evaluate.histogram_title(pred, 5.0) == "cfog: 75% <= 5 px"  # was "25% <= 3 px"
+    assert evaluate.histogram_title(pred, 3.0) == "cfog: 25% <= 3 px"
