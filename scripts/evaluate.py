@@ -140,8 +140,15 @@ def resolve_methods(args: argparse.Namespace) -> tuple[list[str], Path | None]:
     if not model.is_file():
         if args.model:
             raise SystemExit(f"model {model} not found")
+        rest = [m for m in methods if m != "learned"]
+        if not rest:
+            raise SystemExit(
+                f"no shipped model at {model} and no other method asked for: pass --model "
+                "M.onnx (e.g. runs/default/model.onnx after make train-default) or --methods "
+                "with a classical method"
+            )
         print(f"note: no shipped model at {model}; skipping 'learned' (pass --model)")
-        return [m for m in methods if m != "learned"], None
+        return rest, None
     return methods, model
 
 

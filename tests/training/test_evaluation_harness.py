@@ -442,3 +442,19 @@ def test_histogram_title_uses_the_correct_radius() -> None:
     )
     assert evaluate.histogram_title(pred, 5.0) == "cfog: 75% <= 5 px"  # was "25% <= 3 px"
     assert evaluate.histogram_title(pred, 3.0) == "cfog: 25% <= 3 px"
+
+
+def test_learned_alone_without_a_model_is_refused_before_any_work(tmp_path, monkeypatch):
+    """--methods learned with no shipped model and no --model: a clear exit, not an empty run
+    that writes results.json and then fails."""
+    import argparse
+
+    from sar_optical_matcher.model import runtime
+    from scripts import evaluate
+
+    monkeypatch.setattr(runtime, "DEFAULT_MODEL_PATH", tmp_path / "missing.onnx")
+    args = argparse.Namespace(methods="learned", model=None)
+    with pytest.raises(SystemExit, match=r"no shipped model at .*missing\.onnx and no other"):
+        evaluate.resolve_methods(args)
+    args = argparse.Namespace(methods="learned,ncc", model=None)
+    assert evaluate.resolve_methods(args) == (["ncc"], None)
