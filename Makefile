@@ -22,7 +22,7 @@ test: install ## install if needed, then run the whole test suite (offscreen)
 test-fast: install ## the suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: install ## run Register SAR to optical on a bundled synthetic pair with the default model
+demo: install ## run Register SAR to optical with the default model on a synthetic pair generated from a fixed seed
 	$(PY) scripts/demo.py --out build/demo
 
 lint: install ## ruff lint + format check, mypy on core/model/training
@@ -35,12 +35,12 @@ format: install ## apply ruff formatting and safe fixes
 	.venv/bin/ruff format .
 
 zip: ## build dist/sar_optical_matcher.zip (the plugin only: code, metadata, LICENSE, model)
-	$(PY) scripts/build_zip.py --out dist/$(PLUGIN).zip
+	python3 scripts/build_zip.py --out dist/$(PLUGIN).zip  # standard library only: no venv needed
 
 deploy: zip ## install the plugin into a QGIS profile (QGIS_PROFILE=default)
 	mkdir -p "$(QGIS_PLUGINS_DIR)"
 	rm -rf "$(QGIS_PLUGINS_DIR)/$(PLUGIN)"
-	cd "$(QGIS_PLUGINS_DIR)" && $(CURDIR)/$(PY) -m zipfile -e $(CURDIR)/dist/$(PLUGIN).zip .
+	cd "$(QGIS_PLUGINS_DIR)" && python3 -m zipfile -e $(CURDIR)/dist/$(PLUGIN).zip .
 	@echo "deployed to $(QGIS_PLUGINS_DIR)/$(PLUGIN); enable it in Plugins > Manage and Install"
 
 # Calibration data: the validation split's real 3MOS scene and the real tiles of the training

@@ -1,4 +1,4 @@
-"""`make demo`: register a bundled synthetic SAR/optical pair with the default model.
+"""`make demo`: register a seeded synthetic SAR/optical pair with the default model.
 
 The pair is generated from a fixed seed (same files on every machine): a 2048 px optical scene
 in UTM 33N and a physically rendered SAR image stored in EPSG:3857 whose georeference is wrong

@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
         "--through-gdal",
         action="store_true",
         help="make only the optical finer, write GeoTIFFs and compare the plugin's automatic "
-        "matching grid with the optical grid (see above)",
+        "matching grid with the optical grid (the module docstring says how)",
     )
     args = p.parse_args(argv)
     if any(not z >= 1.0 for z in args.zoom):
