@@ -361,3 +361,28 @@ class MatcherAlgorithm(QgsProcessingAlgorithm):
     ) -> tuple[bool, str]:
         ok, message = check_raster_files(parameters, self.RASTER_PARAMS)
         return (ok, message) if not ok else super().checkParameterValues(parameters, context)
+
+
+def points_in_box(xy_map: np.ndarray, box: tuple[float, ...] | None) -> np.ndarray:
+    """(N,) bool: points inside ``box`` = (xmin, ymin, xmax, ymax) (all without one)."""
+    if box is None:
+        return np.ones(len(xy_map), bool)
+    xmin, ymin, xmax, ymax = box
+    x, y = xy_map[:, 0], xy_map[:, 1]
+    return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
+
+
+def points_in_polygons(xy_map: np.ndarray, polygons_wkt: tuple[str, ...] | None) -> np.ndarray:
+    """(N,) bool: points inside (or on) any of the polygons (all without polygons)."""
+    from qgis.core import QgsGeometry, QgsPoint
+
+    if not polygons_wkt:
+        return np.ones(len(xy_map), bool)
+    engines = []
+    for wkt in polygons_wkt:
+        geom = QgsGeometry.fromWkt(wkt)
+        engine = QgsGeometry.createGeometryEngine(geom.constGet())
+        engine.prepareGeometry()
+        engines.append(engine)
+    points = [QgsPoint(float(x), float(y)) for x, y in xy_map]
+    return np.array([any(e.intersects(p) for e in engines) for p in points], bool).reshape(-1)

@@ -30,6 +30,7 @@ from sar_optical_matcher.processing import common
 from sar_optical_matcher.processing.detect_keypoints import (
     declare_detect_params,
     detect_settings_from,
+    mask_given,
 )
 
 MATCH_FIELDS = (
@@ -67,6 +68,8 @@ class CorrespondenceSettings:
         detect: detection settings used when ``keypoints_map`` is ``None``.
         match: matching settings (model, sizes, scale, device, batch, confidence).
         maps_folder: folder for correspondence-map GeoTIFFs, or ``None``.
+        masked: a MASK layer was given (``detect.mask_wkt`` may also hold a reprojected
+            EXTENT's outline).
     """
 
     sar_path: str
@@ -77,6 +80,7 @@ class CorrespondenceSettings:
     detect: reg.DetectSettings
     match: reg.MatchSettings
     maps_folder: str | None = None
+    masked: bool = False
 
 
 class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
@@ -116,7 +120,7 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
             [
                 (self.SAR, "SAR raster"),
                 (self.OPTICAL, "optical raster"),
-                (self.KEYPOINTS, "optional keypoints (any CRS); detected when empty"),
+                (self.KEYPOINTS, "optional keypoints (any CRS); detected when not set"),
                 (self.MODEL, "ONNX model; empty = the model shipped with the plugin"),
                 (self.TEMPLATE_SIZE + "/" + self.SEARCH_SIZE, "must equal the model's sizes"),
                 (self.CONFIDENCE_THRESHOLD, "matches below it are flagged not accepted"),
@@ -133,8 +137,13 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
             QgsProcessingParameterFolderDestination(
                 self.OUTPUT_MAPS, "Correspondence maps folder", optional=True, createByDefault=False
             ),
-            "Optional folder: one small GeoTIFF per keypoint, its pixel (j, i) = window offset "
-            "(dx, dy), placed on the optical grid so the peak lies at the found position.",
+            "Optional folder: one GeoTIFF map_<id>.tif per matched keypoint (the id of the "
+            "Matches layer; skipped keypoints get none), in the optical CRS. Each pixel is one "
+            "candidate SAR window (pixel (j, i): window offset (j, i) in the search region), "
+            "valued by its cosine similarity (smoothed as the model says), and placed where "
+            "that window puts the keypoint: the peak lies at the found position, keypoint + "
+            "(dx_px, dy_px). Pixels are matching-grid pixels (the optical pixel, or larger, see "
+            "MATCH_PIXEL_SIZE). Maps of earlier runs in the folder are not removed.",
             advanced=True,
         )
         common.add_param(
@@ -158,11 +167,14 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
+        if feedback is None:  # QgsProcessingAlgorithm.run(..., feedback=None) passes None
+            feedback = QgsProcessingFeedback()
         s = self.settings(parameters, context)
         optical, sar, result = run_matching(s, feedback, 0, 90, allow_empty=True)
         records = result.records
         n_ok = sum(1 for r in records if r.accepted)
-        feedback.pushInfo(f"{len(records)} keypoints matched, {n_ok} accepted")
+        n_matched = sum(1 for r in records if r.status == "ok")
+        feedback.pushInfo(f"{len(records)} keypoints: {n_matched} matched, {n_ok} accepted")
         common.raise_if_canceled(feedback)  # before the first output is created
         outputs: dict[str, Any] = {}
         # the maps are renamed into their folder only once the match layer is written
@@ -222,8 +234,10 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         QgsProcessingParameterFeatureSource(
             A.KEYPOINTS, "Keypoints", [QgsProcessing.TypeVectorPoint], optional=True
         ),
-        "Optional point layer (any CRS, reprojected to the optical CRS); when empty, keypoints "
-        "are detected on the optical raster.",
+        "Optional point layer (any CRS, reprojected to the optical CRS); its points inside "
+        "EXTENT and MASK (where given) are matched, and the match layer's id is the point's "
+        "index in it (0 = first point read; every part of a multipoint counts). When not set, "
+        "keypoints are detected on the optical raster (MIN_DISTANCE, MAX_COUNT, BORDER).",
     )
     common.add_param(
         alg,
@@ -350,6 +364,7 @@ def correspondence_settings(
         detect=detect_settings_from(alg, parameters, context, A.OPTICAL, optical_band),
         match=match,
         maps_folder=maps,
+        masked=mask_given(parameters),
     )
 
 
@@ -372,6 +387,8 @@ def run_matching(
     Returns:
         (optical RasterInfo, SAR RasterInfo, MatchResult).
     """
+    if feedback is None:
+        feedback = QgsProcessingFeedback()
     optical = common.open_raster_checked(s.optical_path, A.OPTICAL, s.optical_band)
     sar = common.open_raster_checked(s.sar_path, A.SAR, s.sar_band)
     canceled = common.canceled_callback(feedback)
@@ -387,9 +404,10 @@ def run_matching(
         if grid.note:
             (feedback.pushWarning if grid.warning else feedback.pushInfo)(grid.note)
         overlap = check_overlap(optical, sar, s.match.search_size, grid.scale)
-        xy_px = _keypoints(s, optical, overlap, grid.scale, feedback, canceled, start, mid)
+        xy_px, ids = _keypoints(s, optical, overlap, grid.scale, feedback, canceled, start, mid)
         if len(xy_px) == 0:
-            why = no_keypoints_message(s.keypoints_map is not None, bool(s.detect.mask_wkt))
+            layer_points = -1 if s.keypoints_map is None else len(s.keypoints_map)
+            why = no_keypoints_message(s.keypoints_map is not None, s.masked, layer_points)
             if not allow_empty:
                 raise QgsProcessingException(why)
             feedback.pushWarning(f"{why}; the output layer is empty")
@@ -406,6 +424,8 @@ def run_matching(
             canceled,
             grid,
         )
+    for rec in result.records:  # ids of the input keypoints, not of the ones left to match
+        rec.id = int(ids[rec.id])
     skipped = {k: v for k, v in result.counts.items() if k != "ok"}
     if skipped:
         feedback.pushWarning(f"keypoints skipped: {skipped_text(skipped)}")
@@ -415,10 +435,14 @@ def run_matching(
 def _keypoints(
     s: CorrespondenceSettings, optical: Any, overlap: tuple[float, ...], grid_scale: float,
     feedback: QgsProcessingFeedback, canceled: Callable[[], bool], start: float, stop: float,
-) -> np.ndarray:  # fmt: skip
-    """(N, 2) optical pixel keypoints: detected inside the SAR footprint, or the layer's.
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(N, 2) optical pixel keypoints and their (N,) int ids: detected, or the layer's.
 
-    ``overlap``: the footprint's bounding box in optical pixels (:func:`check_overlap`'s).
+    Detected: inside the SAR footprint; the layer's: those on the optical raster and inside
+    EXTENT and MASK. ``overlap``: the footprint's bounding box in optical pixels
+    (:func:`check_overlap`'s). An id is the keypoint's index among all detected / all the
+    layer's points, so the match layer's ``id`` still names the input point when others were
+    left out.
     """
     if s.keypoints_map is None:
         x0, y0, x1, y1 = overlap
@@ -432,8 +456,10 @@ def _keypoints(
         feedback.pushInfo(
             f"{len(kps.xy_px)} keypoints detected on the optical raster, inside the SAR footprint"
         )
-        return np.asarray(kps.xy_px, np.float64).reshape(-1, 2)
-    xy_px = reg.map_to_pixel(optical.geotransform, s.keypoints_map)
+        xy = np.asarray(kps.xy_px, np.float64).reshape(-1, 2)
+        return xy, np.arange(len(xy))
+    xy_map = s.keypoints_map
+    xy_px = reg.map_to_pixel(optical.geotransform, xy_map)
     inside = (
         (xy_px[:, 0] >= 0)
         & (xy_px[:, 0] < optical.width)
@@ -444,7 +470,19 @@ def _keypoints(
         feedback.pushWarning(
             f"{int((~inside).sum())} keypoints lie outside the optical raster and are skipped"
         )
-    return xy_px[inside]
+    keep = inside.copy()
+    for name, wanted in (
+        ("EXTENT", common.points_in_box(xy_map, s.detect.extent_map)),
+        ("MASK" if s.masked else "EXTENT", common.points_in_polygons(xy_map, s.detect.mask_wkt)),
+    ):
+        if (keep & ~wanted).any():
+            feedback.pushWarning(
+                f"{int((keep & ~wanted).sum())} keypoints on the optical raster lie outside "
+                f"{name} and are skipped"
+            )
+        keep &= wanted
+    ids = np.flatnonzero(keep)
+    return xy_px[ids], ids
 
 
 def check_overlap(
@@ -478,12 +516,22 @@ def check_overlap(
     return x0, y0, x1, y1
 
 
-def no_keypoints_message(from_layer: bool, masked: bool = False) -> str:
-    """Why there is nothing to match, and what to do."""
+def no_keypoints_message(from_layer: bool, masked: bool = False, layer_points: int = -1) -> str:
+    """Why there is nothing to match, and what to do.
+
+    ``layer_points``: how many points the KEYPOINTS layer has (0: an empty layer or selection).
+    """
+    if from_layer and layer_points == 0:
+        return (
+            "there are no keypoints to match: the KEYPOINTS layer has no points (an empty "
+            "layer, or 'Selected features only' with no point selected); choose a layer with "
+            "points, select some, or leave KEYPOINTS unset to detect keypoints"
+        )
     if from_layer:
         return (
-            "there are no keypoints to match: the KEYPOINTS layer has no point on the optical "
-            "raster; choose a layer that covers it, or leave KEYPOINTS empty to detect them"
+            "there are no keypoints to match: none of the KEYPOINTS layer's points lies on the "
+            "optical raster (and inside EXTENT and MASK, where given); choose a layer that "
+            "covers it, or leave KEYPOINTS unset to detect keypoints"
         )
     if masked:
         return (

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from qgis.core import (
+    QgsGeometry,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -18,6 +19,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
 )
 
 from sar_optical_matcher import registration as reg
@@ -91,7 +93,8 @@ def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str 
     common.add_param(
         alg,
         QgsProcessingParameterExtent(prefix + a.EXTENT, "Extent", optional=True),
-        "Optional extent: keypoints only inside it.",
+        "Optional extent: keypoints only inside it (exactly, also when it is given in another "
+        "CRS than the raster's).",
         advanced=True,
     )
 
@@ -108,19 +111,19 @@ def detect_settings_from(
     a = DetectKeypointsAlgorithm
     layer = alg.parameterAsRasterLayer(parameters, raster_param, context)
     crs = layer.crs()
-    extent = None
-    if parameters.get(prefix + a.EXTENT) not in (None, ""):
-        rect = alg.parameterAsExtent(parameters, prefix + a.EXTENT, context, crs)
-        if not rect.isNull() and not rect.isEmpty():
-            extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+    extent, outline = _extent(alg, parameters, prefix + a.EXTENT, context, crs)
+    if extent is not None:
+        _check_extent_overlaps(extent, layer.extent(), prefix + a.EXTENT, crs)
     mask = None
     source = alg.parameterAsSource(parameters, prefix + a.MASK, context)
     if source is not None:
         mask = common.polygons_wkt(source, crs, context)
         if not mask:
             raise QgsProcessingException(
-                "MASK has no polygons: choose another layer or leave " "it empty"
+                "MASK has no polygons: choose another layer or leave it empty"
             )
+    if outline is not None:  # an extent reprojected into the raster CRS is no longer its bbox
+        mask = _clip_to_outline(mask, outline)
     try:
         return reg.DetectSettings(
             band=band,
@@ -132,6 +135,85 @@ def detect_settings_from(
         )
     except ValueError as exc:
         raise QgsProcessingException(str(exc)) from exc
+
+
+def _extent(
+    alg: QgsProcessingAlgorithm,
+    parameters: dict[str, Any],
+    name: str,
+    context: QgsProcessingContext,
+    crs: Any,
+) -> tuple[tuple[float, float, float, float] | None, QgsGeometry | None]:
+    """The EXTENT parameter in ``crs``: its bounding box, and its outline where that differs.
+
+    An extent given in another CRS (a canvas in EPSG:3857 or 4326 over a UTM raster) becomes a
+    rotated, curved quadrilateral in the raster CRS; its bounding box reaches beyond it (by
+    ~70 px a side for a 20 km extent at 2 degrees of meridian convergence). The outline is
+    returned then, so that the extent can be applied exactly; None where the bbox is exact.
+    """
+    if parameters.get(name) in (None, ""):
+        return None, None
+    rect = alg.parameterAsExtent(parameters, name, context, crs)
+    if rect.isNull():
+        return None, None
+    if rect.isEmpty():  # was ignored: keypoints were then detected on the whole raster
+        raise QgsProcessingException(
+            f"{name} {parameters.get(name)!r} is empty (zero width or height): give an extent "
+            "with xmin < xmax and ymin < ymax, or leave it empty to use the whole raster"
+        )
+    bbox = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+    outline = alg.parameterAsExtentGeometry(parameters, name, context, crs)
+    if outline.isEmpty() or abs(outline.area() - rect.area()) <= 1e-6 * rect.area():
+        return bbox, None
+    return bbox, outline
+
+
+def _check_extent_overlaps(
+    extent: tuple[float, float, float, float], raster: Any, name: str, crs: Any
+) -> None:
+    """Raise when the extent (in the raster CRS) and the raster's extent do not meet.
+
+    Without this the error was "no room for keypoints ... use ... a smaller border".
+    """
+    xmin, ymin, xmax, ymax = extent
+    if not (
+        xmin > raster.xMaximum()
+        or xmax < raster.xMinimum()
+        or ymin > raster.yMaximum()
+        or ymax < raster.yMinimum()
+    ):
+        return
+    raise QgsProcessingException(
+        f"{name} does not overlap the raster: in the raster's CRS ({crs.authid() or 'its CRS'}) "
+        f"it spans x {xmin:.10g} to {xmax:.10g}, y {ymin:.10g} to {ymax:.10g}, the raster x "
+        f"{raster.xMinimum():.10g} to {raster.xMaximum():.10g}, y {raster.yMinimum():.10g} to "
+        f"{raster.yMaximum():.10g}; choose an extent on the raster (and check the CRS it is "
+        "given in), or leave it empty"
+    )
+
+
+def _clip_to_outline(mask: tuple[str, ...] | None, outline: QgsGeometry) -> tuple[str, ...]:
+    """Mask polygons (WKT) limited to ``outline``: the outline itself without a mask."""
+    if mask is None:
+        return (outline.asWkt(),)
+    parts = []
+    for wkt in mask:
+        clipped = QgsGeometry.fromWkt(wkt).intersection(outline)
+        for g in clipped.asGeometryCollection() if not clipped.isNull() else []:
+            if g.type() == QgsWkbTypes.PolygonGeometry and not g.isEmpty():
+                parts.append(g.asWkt())
+    if not parts:
+        raise QgsProcessingException(
+            "MASK and EXTENT do not overlap: no mask polygon lies inside the extent, so there "
+            "is nowhere to look for keypoints; choose an extent that covers the mask, or leave "
+            "one of them empty"
+        )
+    return tuple(parts)
+
+
+def mask_given(parameters: dict[str, Any], prefix: str = "") -> bool:
+    """Whether the user gave a MASK layer (a reprojected EXTENT is applied as a mask too)."""
+    return parameters.get(prefix + DetectKeypointsAlgorithm.MASK) not in (None, "")
 
 
 class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
@@ -207,6 +289,8 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
+        if feedback is None:  # QgsProcessingAlgorithm.run(..., feedback=None) passes None
+            feedback = QgsProcessingFeedback()
         s = self.settings(parameters, context)
         info = common.open_raster_checked(s.raster_path, self.INPUT, s.detect.band)
         with common.processing_errors():
@@ -219,7 +303,7 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         common.raise_if_canceled(feedback)  # before the output layer is created
         feedback.pushInfo(f"{len(keypoints.xy_px)} keypoints detected")
         if len(keypoints.xy_px) == 0:
-            feedback.pushWarning(no_keypoints_warning(s.detect))
+            feedback.pushWarning(no_keypoints_warning(s.detect, mask_given(parameters)))
         sink, dest, fields = common.point_sink(
             self, parameters, context, self.OUTPUT, KEYPOINT_FIELDS, raster=self.INPUT
         )
@@ -232,9 +316,13 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         return {self.OUTPUT: dest}
 
 
-def no_keypoints_warning(s: reg.DetectSettings) -> str:
-    """Why detection found nothing: the MASK or EXTENT where one was given, else the raster."""
-    if s.mask_wkt:
+def no_keypoints_warning(s: reg.DetectSettings, masked: bool | None = None) -> str:
+    """Why detection found nothing: the MASK or EXTENT where one was given, else the raster.
+
+    ``masked``: whether the user gave a MASK (default: ``s.mask_wkt`` is set; a reprojected
+    EXTENT also sets it).
+    """
+    if s.mask_wkt if masked is None else masked:
         return (
             "no keypoints found inside MASK: its polygons cover no textured part of the "
             "raster's search window (do they overlap the raster, away from its BORDER?); the "

@@ -321,6 +321,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
+        if feedback is None:  # QgsProcessingAlgorithm.run(..., feedback=None) passes None
+            feedback = QgsProcessingFeedback()
         s = self.settings(parameters, context)
         optical, sar, result = run_matching(s.correspondence, feedback, 0, 70)
         if result.records and not result.counts.get("ok"):

@@ -253,3 +253,82 @@ def test_progress_rises_batch_by_batch(provider, synthetic_pair, twin_model) -> 
     )
     during = [p for p in seen if 10.0 < p < 89.0]
     assert len(during) >= 4 and during == sorted(during), seen
+
+
+def _point_layer(pts_px: list[tuple[float, float]], crs: str = f"EPSG:{EPSG}"):
+    """A memory point layer at optical pixel positions (x, y) of the synthetic pair."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
+
+    from tests.processing import OPT_GT
+
+    layer = QgsVectorLayer(f"Point?crs={crs}", "kp", "memory")
+    feats = []
+    for x, y in pts_px:
+        f = QgsFeature()
+        f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(OPT_GT[0] + x * 10, OPT_GT[3] - y * 10)))
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    return layer
+
+
+def test_keypoint_layer_ids_extent_mask_and_an_empty_layer(
+    provider, synthetic_pair, twin_model
+) -> None:
+    """The match id is the point's index in KEYPOINTS: points off the raster renumbered the
+    others (the 2nd point got id 0); EXTENT and MASK were ignored for a KEYPOINTS layer
+    although their help says "keypoints only inside it"; an empty layer was reported as one
+    with "no point on the optical raster"."""
+    import processing
+    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingFeedback, QgsVectorLayer
+
+    from tests.processing import OPT_GT
+
+    warnings: list[str] = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
+            warnings.append(text)
+
+    def run(**kw) -> list[tuple[int, float, float]]:
+        layer = processing.run(
+            "sarmatcher:computecorrespondence", _params(synthetic_pair, twin_model, **kw),
+            feedback=Feedback(),
+        )["MATCHES"]  # fmt: skip
+        return sorted((f["id"], f["opt_x_px"], f["opt_y_px"]) for f in layer.getFeatures())
+
+    kp = _point_layer([(-50.0, 100.0), (150.0, 150.0), (200.0, 220.0), (5000.0, 10.0)])
+    assert run(KEYPOINTS=kp) == [(1, 150.0, 150.0), (2, 200.0, 220.0)]
+    extent = f"{OPT_GT[0]},{OPT_GT[0] + 1700},{OPT_GT[3] - 2000},{OPT_GT[3]} [EPSG:{EPSG}]"
+    assert run(KEYPOINTS=kp, EXTENT=extent) == [(1, 150.0, 150.0)]  # (200, 220) is outside
+    assert "1 keypoints on the optical raster lie outside EXTENT and are skipped" in warnings
+    mask = QgsVectorLayer(f"Polygon?crs=EPSG:{EPSG}", "mask", "memory")
+    f = QgsFeature()  # x from 180 to 384 px: (200, 220) only
+    f.setGeometry(QgsGeometry.fromWkt(
+        f"POLYGON(({OPT_GT[0] + 1800} {OPT_GT[3]}, {OPT_GT[0] + 3840} {OPT_GT[3]}, "
+        f"{OPT_GT[0] + 3840} {OPT_GT[3] - 3840}, {OPT_GT[0] + 1800} {OPT_GT[3] - 3840}, "
+        f"{OPT_GT[0] + 1800} {OPT_GT[3]}))"
+    ))  # fmt: skip
+    mask.dataProvider().addFeatures([f])
+    assert run(KEYPOINTS=kp, MASK=mask) == [(2, 200.0, 220.0)]
+    warnings.clear()
+    assert run(KEYPOINTS=_point_layer([])) == []
+    assert any("the KEYPOINTS layer has no points (an empty layer" in w for w in warnings)
+
+
+def test_runs_without_a_feedback_object(provider, synthetic_pair, twin_model) -> None:
+    """QgsProcessingAlgorithm.run(parameters, context, None) hands processAlgorithm no
+    feedback: it failed with AttributeError 'NoneType' object has no attribute 'pushInfo'."""
+    from qgis.core import QgsProcessingContext, QgsProcessingUtils
+
+    from sar_optical_matcher.processing.compute_correspondence import (
+        ComputeCorrespondenceAlgorithm,
+    )
+
+    alg = ComputeCorrespondenceAlgorithm()
+    alg.initAlgorithm()
+    context = QgsProcessingContext()
+    kp = _point_layer([(150.0, 150.0), (200.0, 220.0)])
+    params = _params(synthetic_pair, twin_model, KEYPOINTS=kp)
+    dest = alg.processAlgorithm(params, context, None)["MATCHES"]
+    layer = QgsProcessingUtils.mapLayerFromString(dest, context)
+    assert sorted(f["id"] for f in layer.getFeatures()) == [0, 1]

@@ -174,6 +174,60 @@ def test_invalid_and_misplaced_masks(provider, tmp_path: Path) -> None:
     assert xs and max(xs) < 128, xs
 
 
+def test_extent_in_another_crs_is_applied_exactly(provider, tmp_path: Path) -> None:
+    """An extent in EPSG:32632 over this EPSG:32633 raster is rotated by 3.6 degrees in the
+    raster's grid: only its bounding box was applied, and 12 of 103 keypoints lay outside it."""
+    import processing
+    from qgis.core import (
+        QgsCoordinateReferenceSystem,
+        QgsCoordinateTransform,
+        QgsPointXY,
+        QgsProject,
+    )
+
+    from tests.processing import world_texture
+
+    img = (world_texture(np.random.default_rng(3), 384) * 255).astype(np.uint8)
+    path = _write(tmp_path / "textured.tif", img, OPT_GT)
+    to_32632 = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem(f"EPSG:{EPSG}"),
+        QgsCoordinateReferenceSystem("EPSG:32632"),
+        QgsProject.instance(),
+    )
+    centre = to_32632.transform(QgsPointXY(OPT_GT[0] + 1920, OPT_GT[3] - 1920))
+    x0, x1, y0, y1 = centre.x() - 1200, centre.x() + 1200, centre.y() - 1200, centre.y() + 1200
+    out = processing.run(
+        "sarmatcher:detectkeypoints",
+        {"INPUT": str(path), "MIN_DISTANCE": 6, "MAX_COUNT": 10_000, "BORDER": 8,
+         "EXTENT": f"{x0},{x1},{y0},{y1} [EPSG:32632]", "OUTPUT": "memory:"},
+    )["OUTPUT"]  # fmt: skip
+    feats = list(out.getFeatures())
+    assert len(feats) > 50  # the 240 x 240 px extent is textured throughout
+    inside = []
+    for f in feats:  # each keypoint, back in the extent's CRS
+        x_map = OPT_GT[0] + f["x_px"] * OPT_GT[1]
+        y_map = OPT_GT[3] + f["y_px"] * OPT_GT[5]
+        q = to_32632.transform(QgsPointXY(x_map, y_map))
+        inside.append(x0 - 1e-6 <= q.x() <= x1 + 1e-6 and y0 - 1e-6 <= q.y() <= y1 + 1e-6)
+    assert all(inside), f"{inside.count(False)} of {len(feats)} keypoints outside the extent"
+
+
+def test_runs_without_a_feedback_object(provider, tmp_path: Path) -> None:
+    """QgsProcessingAlgorithm.run(parameters, context, None) hands processAlgorithm no
+    feedback: it failed with AttributeError 'NoneType' object has no attribute 'pushInfo'."""
+    from qgis.core import QgsProcessingContext, QgsProcessingUtils
+
+    from sar_optical_matcher.processing.detect_keypoints import DetectKeypointsAlgorithm
+
+    path, _ = _squares_raster(tmp_path)
+    alg = DetectKeypointsAlgorithm()
+    alg.initAlgorithm()
+    context = QgsProcessingContext()
+    params = {"INPUT": str(path), "MIN_DISTANCE": 12, "BORDER": 8, "OUTPUT": "memory:"}
+    dest = alg.processAlgorithm(params, context, None)["OUTPUT"]
+    assert QgsProcessingUtils.mapLayerFromString(dest, context).featureCount() == 16
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
@@ -181,6 +235,13 @@ def test_invalid_and_misplaced_masks(provider, tmp_path: Path) -> None:
         ({"BORDER": 200}, "smaller border"),
         ({"BORDER": 2**31}, "BORDER"),  # ran as BORDER 0: QGIS wrapped the 32-bit int
         ({"MAX_COUNT": 99_999_999_999}, "MAX_COUNT"),
+        # was "no room for keypoints ... use ... a smaller border"
+        (
+            {"EXTENT": f"600000,601000,4000000,4001000 [EPSG:{EPSG}]", "BORDER": 8},
+            "EXTENT does not overlap",
+        ),
+        # was ignored: keypoints all over the raster
+        ({"EXTENT": f"500100,500100,4098000,4099000 [EPSG:{EPSG}]", "BORDER": 8}, "is empty"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(provider, tmp_path: Path, params, message) -> None:

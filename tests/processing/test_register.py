@@ -98,6 +98,21 @@ def test_creation_options_of_another_format_are_refused_up_front(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_runs_without_a_feedback_object(provider, synthetic_pair, twin_model, tmp_path) -> None:
+    """QgsProcessingAlgorithm.run(parameters, context, None) hands processAlgorithm no
+    feedback: it failed with AttributeError 'NoneType' object has no attribute 'pushInfo'."""
+    from qgis.core import QgsProcessingContext
+
+    from sar_optical_matcher.processing.register import RegisterSarToOpticalAlgorithm
+
+    alg = RegisterSarToOpticalAlgorithm()
+    alg.initAlgorithm()
+    params = _params(synthetic_pair, twin_model, tmp_path)
+    res = alg.processAlgorithm(params, QgsProcessingContext(), None)
+    assert res["N_INLIERS"] >= 8 and res["RMSE_PX"] < 1.0
+    assert Path(res["OUTPUT"]).is_file()
+
+
 def test_registers_the_known_pair(provider, synthetic_pair, twin_model, tmp_path) -> None:
     import processing
 
