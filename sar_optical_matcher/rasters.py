@@ -30,8 +30,9 @@ CORRUPT_HINT = (
     "download or export it again"
 )
 ASSIGN_CRS_HINT = (
-    "assign one in QGIS (Raster > Projections > Assign Projection, or Layer Properties > Source) "
-    "or with `gdal_edit.py -a_srs EPSG:<code> <file>`"
+    "assign one to the file: in QGIS with Raster > Projections > Assign Projection (a CRS set "
+    "in Layer Properties stays in the project; the file is read without it), or with "
+    "`gdal_edit.py -a_srs EPSG:<code> <file>`"
 )
 
 
@@ -283,7 +284,12 @@ def read_on_grid(
     if w <= 0 or h <= 0:
         raise ValueError(f"window size must be positive, got {w}x{h}")
     dataset = _open(src.path)  # referenced until the warp is done (the VRT points into it)
-    source = gdal.Translate("", dataset, format="VRT", bandList=[band])
+    flags = dataset.GetRasterBand(band).GetMaskFlags()
+    # an alpha band or per-dataset mask (an RGBA orthophoto's transparent part): warped along
+    # as the last band, as alpha; a one-band VRT of the data band drops an alpha band
+    masked = not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA)
+    bands: list[int | str] = [band, f"mask,{band}"] if masked else [band]
+    source = gdal.Translate("", dataset, format="VRT", bandList=bands)
     target = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float32)
     target.SetGeoTransform(_window_gt(dst.geotransform, x0, y0))
     target.SetProjection(dst.crs_wkt)
@@ -297,6 +303,7 @@ def read_on_grid(
         errorThreshold=0.0,
         multithread=False,
         warpOptions=["INIT_DEST=NO_DATA"],
+        srcAlpha=masked,
     )
     with gdal_errors() as errors:
         ok = gdal.Warp(target, source, options=options)

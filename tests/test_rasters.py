@@ -275,3 +275,44 @@ def test_creation_options_are_checked_against_the_format() -> None:
     with pytest.raises(ValueError, match=r"COMPRESS=DEFLATE, TILED: not creation option\(s\) "
                        r"of the PNG format of a\.png .*its options are .*ZLEVEL"):  # fmt: skip
         rasters.check_creation_options("PNG", ["ZLEVEL=6", "COMPRESS=DEFLATE", "TILED"], "a.png")
+
+
+@pytest.mark.parametrize("kind", ["alpha", "per_dataset_mask"])
+def test_read_on_grid_honours_alpha_bands_and_dataset_masks(tmp_path: Path, kind: str) -> None:
+    """The transparent half of an RGBA orthophoto (or a raster's per-dataset mask) is invalid
+    when resampled onto another grid too; read_on_grid called it all valid (1.0, not 0.5)."""
+    from osgeo import gdal, osr
+
+    from sar_optical_matcher import rasters
+
+    path = tmp_path / f"{kind}.tif"
+    drv = gdal.GetDriverByName("GTiff")
+    n_bands = 4 if kind == "alpha" else 1
+    ds = drv.Create(
+        str(path), 64, 64, n_bands, gdal.GDT_Byte, ["ALPHA=YES"] if n_bands == 4 else []
+    )
+    ds.SetGeoTransform((500000, 10, 0, 4000000, 0, -10))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    ramp = np.tile(np.arange(64, dtype=np.uint8), (64, 1)) + 50
+    keep = np.full((64, 64), 255, np.uint8)
+    keep[:, :32] = 0  # the left half transparent
+    if kind == "alpha":
+        for b in (1, 2, 3):
+            ds.GetRasterBand(b).WriteArray(ramp)
+        ds.GetRasterBand(4).WriteArray(keep)
+    else:
+        ds.GetRasterBand(1).WriteArray(ramp)
+        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+        ds.GetRasterBand(1).GetMaskBand().WriteArray(keep)
+    ds = None
+    info = rasters.open_raster(str(path))
+    _, want = rasters.read_window(info, 1, 0, 0, 64, 64)
+    data, valid = rasters.read_on_grid(info, 1, info, 0, 0, 64, 64)
+    assert want.mean() == 0.5 and valid.mean() == 0.5
+    np.testing.assert_array_equal(valid, want)
+    np.testing.assert_array_equal(data[valid], ramp[want].astype(np.float32))
+    coarse = rasters.scaled_grid(info, 2.0)  # 20 m pixels, averaged
+    _, valid2 = rasters.read_on_grid(info, 1, coarse, 0, 0, 32, 32, "average")
+    assert valid2[:, :15].sum() == 0 and valid2[:, 17:].all()
