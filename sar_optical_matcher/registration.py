@@ -145,13 +145,18 @@ def _mask_window(settings: DetectSettings, gt: Sequence[float], win: tuple[int, 
     x0, y0, w, h = win
     if not settings.mask_wkt:
         return np.ones((h, w), bool)
-    from osgeo import gdal, ogr
+    from osgeo import gdal, ogr, osr
 
+    # polygons and window share the raster's CRS; one local CRS on both says so to GDAL,
+    # which otherwise warned "Failed to fetch spatial reference on layer mask" on every tile
+    same = osr.SpatialReference()
+    same.SetLocalCS("raster CRS")
     ds = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
     origin = pixel_to_map(gt, [[x0, y0]])[0]
     ds.SetGeoTransform((origin[0], gt[1], gt[2], origin[1], gt[4], gt[5]))
+    ds.SetProjection(same.ExportToWkt())
     src = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = src.CreateLayer("mask")
+    layer = src.CreateLayer("mask", srs=same)
     for wkt in settings.mask_wkt:
         feature = ogr.Feature(layer.GetLayerDefn())
         feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))

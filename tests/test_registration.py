@@ -514,3 +514,19 @@ def test_report_without_matplotlib_degrades_to_tables(monkeypatch: pytest.Monkey
     text = rep.render_html(_report_data())
     assert "data:image/png" not in text and "pip install matplotlib" in text
     assert text.count("<tr>") == 2 + 21  # summary rows + tie point header and rows
+
+
+def test_mask_window_burns_the_polygons_without_a_gdal_warning() -> None:
+    """A 40 x 40 square of a 64 px tile is burnt exactly, and quietly (GDAL warned "Failed to
+    fetch spatial reference on layer mask" once per tile)."""
+    from osgeo import gdal
+
+    said: list[str] = []
+    gdal.PushErrorHandler(lambda _c, _n, msg: said.append(str(msg)))
+    try:
+        s = reg.DetectSettings(mask_wkt=("POLYGON((10 -10, 50 -10, 50 -50, 10 -50, 10 -10))",))
+        mask = reg._mask_window(s, (0, 1, 0, 0, 0, -1), (0, 0, 64, 64))
+    finally:
+        gdal.PopErrorHandler()
+    assert mask.sum() == 1600 and mask[10:50, 10:50].all()
+    assert said == []
