@@ -726,17 +726,18 @@ def write_map_rasters(
 ) -> list[Path]:
     """Write each correspondence map as a small GeoTIFF on the optical grid of its offsets.
 
-    Map pixel (j, i) is the window offset (dx, dy) = (j, i) in matching-grid pixels (``grid_scale``
-    optical pixels each); its centre is placed at the optical position ``keypoint + k (j - c,
-    i - c)`` px with ``c = (S - T) / 2`` and ``k = grid_scale``, so the peak sits where the SAR
-    content of the keypoint was found. Each map is written atomically; with ``stage`` they
-    are only staged, and appear when the caller commits it (with its other outputs).
+    Map pixel (j, i) is the window offset (j, i) in the search region, in matching-grid pixels
+    (``grid_scale`` optical pixels each); its centre is placed at the optical position
+    ``keypoint + k (j - c, i - c)`` px with ``c = (S - T) // 2`` (matching's offset origin) and
+    ``k = grid_scale``, so the peak sits where the SAR content of the keypoint was found. Each
+    map is written atomically; with ``stage`` they are only staged, and appear when the caller
+    commits it (with its other outputs).
     """
     from osgeo import gdal
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)  # the folder output exists, maps or not
-    c = (search_size - template_size) / 2.0
+    c = float((search_size - template_size) // 2)  # matching's offset origin (odd S - T too)
     by_id = {int(r.id): r for r in records}
     written = []
     for ident, cmap in iter_maps(maps, records):

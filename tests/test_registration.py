@@ -530,3 +530,32 @@ def test_mask_window_burns_the_polygons_without_a_gdal_warning() -> None:
         gdal.PopErrorHandler()
     assert mask.sum() == 1600 and mask[10:50, 10:50].all()
     assert said == []
+
+
+@pytest.mark.parametrize(("search", "template"), [(96, 64), (97, 64)])
+def test_map_rasters_put_the_peak_at_the_found_position(tmp_path: Path, search, template):
+    """A map pixel's centre is keypoint + (j - (S - T) // 2) k, the offset matching reports
+    (dx = (peak - (S - T) // 2) k); with an odd S - T the maps were half a pixel off."""
+    from types import SimpleNamespace
+
+    from osgeo import gdal, osr
+
+    from sar_optical_matcher.rasters import open_raster
+
+    path = tmp_path / "opt.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 200, 200, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((1000.0, 2.0, 0.0, 5000.0, 0.0, -2.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    ds = None
+    optical = open_raster(str(path))
+    m, off, k = search - template + 1, (search - template) // 2, 1.5
+    cmap = np.zeros((1, m, m), np.float32)
+    cmap[0, 20, 10] = 1.0  # the peak: window offset (j, i) = (10, 20)
+    rec = SimpleNamespace(id=3, opt_x_px=100.0, opt_y_px=80.0)
+    (out,) = reg.write_map_rasters(tmp_path / "maps", [rec], cmap, optical, search, template, k)
+    gt = gdal.Open(str(out)).GetGeoTransform()
+    centre = (gt[0] + 10.5 * gt[1], gt[3] + 20.5 * gt[5])
+    found = (1000.0 + 2.0 * (100.0 + (10 - off) * k), 5000.0 - 2.0 * (80.0 + (20 - off) * k))
+    assert centre == pytest.approx(found, abs=1e-9)
