@@ -15,7 +15,16 @@ Layout, as written by QGIS 3.x (``QgsGCPList::saveGcps``) and read by ``loadGcps
   (``QgsRasterChangeCoords::toColumnLine``; rotation terms are ignored). :func:`source_from_pixels`
   and :func:`pixels_from_source` implement exactly that pair, so the Georeferencer finds the
   same pixels we matched.
-* ``enable`` 1/0, residuals ``dX, dY`` and their norm ``residual`` (pixels).
+* ``enable`` 1/0, residuals ``dX, dY`` and their norm ``residual``. QGIS writes its own fit's
+  residuals there, in *source* pixels (the destination point taken back through the inverse
+  transform, minus the GCP's source pixel; map units if so configured), and never reads them
+  back: on loading it refits and recomputes them. The Register algorithm writes its fit's
+  residuals, ``transform(source) - destination`` in *optical* (destination) pixels, the same
+  figures as its tie-point layer and report; they are informative only.
+
+Checked against QGIS 3.22.16 (``QgsGCPList::saveGcps`` / ``loadGcps``: ``sourceX, sourceY`` are
+stored as is; ``QgsGeorefTransform::updateParametersFromGcps`` turns them into pixels with
+``QgsRasterChangeCoords::getPixelCoords`` when the raster has a geotransform).
 """
 
 from __future__ import annotations
@@ -43,7 +52,8 @@ class GcpTable:
         source_xy: (N, 2) float64, source-layer coordinates as written in the file (see module
             docstring; convert with :func:`pixels_from_source`).
         enabled: (N,) bool, whether each GCP is used.
-        residual_xy: (N, 2) float64, residuals dX, dY in pixels (0 when unknown).
+        residual_xy: (N, 2) float64, residuals dX, dY (0 when unknown; see module docstring
+            for their units).
         crs_wkt: WKT of the destination CRS, or ``None`` when the file has no ``#CRS`` line.
     """
 

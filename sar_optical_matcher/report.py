@@ -32,6 +32,8 @@ class ReportData:
         inliers: (N,) bool, RANSAC inlier flags of ``tie_points``.
         maps: up to a few (id, (M, M) float32 correspondence map) pairs to show as images.
         notes: free text paragraphs (warnings, provenance).
+        ids: (N,) tie-point ids shown in the table's ``#`` column (the ids the maps and the
+            tie-point layer carry); ``None`` numbers the rows 0..N-1.
     """
 
     title: str
@@ -40,6 +42,7 @@ class ReportData:
     inliers: np.ndarray
     maps: Sequence[tuple[int, np.ndarray]] = field(default_factory=list)
     notes: Sequence[str] = field(default_factory=list)
+    ids: Sequence[int] | None = None
 
 
 def _png_uri(fig: Any) -> str:
@@ -51,12 +54,12 @@ def _png_uri(fig: Any) -> str:
 def _figures(data: ReportData) -> list[tuple[str, str]]:
     """(caption, data URI) of each figure; empty list when matplotlib is not installed."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+        # a bare Figure renders to PNG on its own: no matplotlib.use(), which inside QGIS would
+        # switch pyplot's backend for every other user of it and close their open figures
+        from matplotlib import figure as mpl_figure
     except ImportError:
         return []
+    Figure = mpl_figure.Figure  # noqa: N806 - the class
     out = []
     tp, inl = data.tie_points, np.asarray(data.inliers, bool)
     if len(tp):
@@ -69,7 +72,7 @@ def _figures(data: ReportData) -> list[tuple[str, str]]:
                     tp[mask, 0],
                     tp[mask, 1],
                     tp[mask, 2] * scale,
-                    -tp[mask, 3] * scale,
+                    tp[mask, 3] * scale,  # rows grow downwards, as on the inverted y axis
                     color=colour,
                     angles="xy",
                     scale_units="xy",
@@ -95,11 +98,24 @@ def _figures(data: ReportData) -> list[tuple[str, str]]:
     return out
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
+def _number(value: float, small: bool) -> str:
+    """Three decimals, or with ``small`` three significant digits below 0.01.
+
+    Map units in degrees: a 0.7 px RMSE on a 1e-4 degree grid is 7e-05, not 0.000.
+    """
+    v = float(value)
+    if small and v != 0 and abs(v) < 0.01:
+        return f"{v:.3g}"
+    return f"{v:.3f}"
+
+
+def _table(
+    rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None, small: bool = False
+) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, (float, np.floating)):
-            return f"{float(v):.3f}"
-        return html.escape(str(v))
+            return _number(v, small)
+        return html.escape(str(v)).replace("\n", "<br>")
 
     parts = ["<table>"]
     if header:
@@ -112,8 +128,13 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -
 def render_html(data: ReportData) -> str:
     """The complete HTML page for ``data``."""
     title = html.escape(data.title)
-    body = [f"<h1>{title}</h1>", "<h2>Summary</h2>", _table(list(data.summary.items()))]
+    summary = _table(list(data.summary.items()), small=True)
+    body = [f"<h1>{title}</h1>", "<h2>Summary</h2>", summary]
     body += [f"<p>{html.escape(n)}</p>" for n in data.notes]
+    tp = np.asarray(data.tie_points, np.float64).reshape(-1, 4)
+    ids = range(len(tp)) if data.ids is None else [int(i) for i in data.ids]
+    if len(ids) != len(tp):
+        raise ValueError(f"ids has {len(ids)} entries for {len(tp)} tie points; give one each")
     figures = _figures(data)
     if figures:
         for caption, uri in figures:
@@ -126,10 +147,9 @@ def render_html(data: ReportData) -> str:
             "<p><em>matplotlib is not installed: plots are omitted "
             "(pip install matplotlib to get them).</em></p>"
         )
-    tp = np.asarray(data.tie_points, np.float64).reshape(-1, 4)
     rows = [
         (i, x, y, rx, ry, float(np.hypot(rx, ry)), "yes" if ok else "no")
-        for i, ((x, y, rx, ry), ok) in enumerate(zip(tp, np.asarray(data.inliers, bool)))
+        for i, (x, y, rx, ry), ok in zip(ids, tp, np.asarray(data.inliers, bool))
     ]
     body += [
         "<h2>Tie points</h2>",

@@ -115,3 +115,37 @@ def test_a_missing_package_is_said_not_dumped(tmp_path: Path) -> None:
                          text=True, timeout=120, cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "package 'scipy' is missing" in run.stdout and "python3-scipy" in run.stdout
+
+
+def test_reload_leaves_one_provider_and_unload_leaves_none(tmp_path: Path) -> None:
+    """A plugin reload (unload, purge the modules, load again, as qgis.utils.reloadPlugin does)
+    registers the provider once with its three algorithms; the last unload leaves nothing.
+    Run in a fresh interpreter: purging the modules here would split other tests' classes."""
+    import os
+    import sys
+
+    script = (
+        "import sys\n"
+        "from qgis.core import QgsApplication\n"
+        "app = QgsApplication([], False); app.initQgis()\n"
+        "reg = QgsApplication.processingRegistry()\n"
+        "def ours():\n"
+        "    ids = [p.id() for p in reg.providers()].count('sarmatcher')\n"
+        "    return ids, len([a for a in reg.algorithms() if a.id().startswith('sarmatcher:')])\n"
+        "import sar_optical_matcher\n"
+        "plugin = sar_optical_matcher.classFactory(None); plugin.initGui()\n"
+        "first = ours(); plugin.unload(); gone = ours()\n"
+        "for name in [m for m in sys.modules if m.split('.')[0] == 'sar_optical_matcher']:\n"
+        "    del sys.modules[name]\n"
+        "import sar_optical_matcher\n"
+        "plugin = sar_optical_matcher.classFactory(None)\n"
+        "plugin.initGui(); plugin.initProcessing()\n"
+        "again = ours(); plugin.unload()\n"
+        "print(first, gone, again, ours())\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(root)}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("\n")[-2] == "(1, 3) (0, 0) (1, 3) (0, 0)"

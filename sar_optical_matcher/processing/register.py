@@ -436,8 +436,6 @@ def report_data(
     s: RegisterSettings, ties: reg.TiePoints, fit: reg.FitResult, result: Any, optical: Any
 ) -> rep.ReportData:
     """What the HTML report shows."""
-    gt = optical.geotransform
-    pixel = float(np.hypot(gt[1], gt[4]))
     summary = {
         "SAR raster": s.correspondence.sar_path,
         "optical raster": s.correspondence.optical_path,
@@ -449,7 +447,7 @@ def report_data(
         "RANSAC inliers": int(fit.inliers.sum()),
         "residual threshold (px)": s.residual_threshold_px,
         "RMSE (optical px)": fit.rmse_px,
-        "RMSE (map units)": fit.rmse_px * pixel,
+        "RMSE (map units)": map_unit_rmse(fit, optical.geotransform),
         "leave-one-out RMSE (optical px)": fit.loo_rmse_px,
         "RANSAC seed": s.seed,
     }
@@ -471,4 +469,18 @@ def report_data(
         tie_points=tp[keep],
         inliers=fit.inliers[keep],
         maps=maps,
+        ids=[int(i) for i in ties.ids[keep]],  # the layer's and the map captions' ids
     )
+
+
+def map_unit_rmse(fit: reg.FitResult, gt: Any) -> float:
+    """The inliers' RMSE in optical map units.
+
+    Each pixel residual goes through the geotransform's 2 x 2 matrix, so rectangular and
+    rotated pixels count right (not RMSE x pixel width).
+    """
+    jac = np.array([[gt[1], gt[2]], [gt[4], gt[5]]], np.float64)
+    res = np.asarray(fit.residual_xy_px, np.float64)[np.asarray(fit.inliers, bool)]
+    if len(res) == 0:
+        return float("nan")
+    return float(np.sqrt(np.mean(np.sum((res @ jac.T) ** 2, axis=1))))
