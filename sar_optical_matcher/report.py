@@ -114,7 +114,7 @@ def _table(
 ) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, (float, np.floating)):
-            return _number(v, small)
+            return _number(float(v), small)
         return html.escape(str(v)).replace("\n", "<br>")
 
     parts = ["<table>"]
