@@ -223,33 +223,67 @@ def _strided_session(model: Path, matcher: OnnxMatcher, threads: int | None) -> 
     return ort.InferenceSession(proto, sess_options=options, providers=providers)
 
 
-def _window_maps(run: Any, templates: np.ndarray, regions: np.ndarray, n_win: int) -> np.ndarray:
+def _window_maps(
+    run: Any, templates: np.ndarray, regions: np.ndarray, n_win: int
+) -> tuple[np.ndarray, float, float]:
     """(n, m, m) maps from per-window descriptors; only the first ``n_win`` windows (rest NaN).
 
     ``run(optical (B, 1, T, T), sar (B, 1, T, T)) -> (optical (B, L), sar (B, L))``, unit
-    descriptors of L = D k^2 numbers.
+    descriptors of L = D k^2 numbers. Returns the maps, the seconds spent on the templates'
+    descriptors (once per keypoint, whatever ``n_win``) and the seconds spent on the windows
+    (the part that grows with ``n_win``, the only part to extrapolate to the full map).
     """
     t = templates.shape[1]
     m = regions.shape[1] - t + 1
     maps = np.full((len(templates), m * m), np.nan, np.float32)
+    template_s = windows_s = 0.0
     for k, (tpl, reg) in enumerate(zip(templates, regions)):
         windows = np.lib.stride_tricks.sliding_window_view(reg, (t, t)).reshape(m * m, t, t)
+        start = time.perf_counter()
         opt = run(tpl[None, None], windows[:1, None])[0][0]
-        for start in range(0, n_win, WINDOW_BATCH):
-            chunk = np.ascontiguousarray(windows[start : min(start + WINDOW_BATCH, n_win), None])
-            maps[k, start : start + len(chunk)] = run(tpl[None, None], chunk)[1] @ opt
-    return maps.reshape(-1, m, m)
+        template_s += time.perf_counter() - start
+        start = time.perf_counter()
+        for first in range(0, n_win, WINDOW_BATCH):
+            chunk = np.ascontiguousarray(windows[first : min(first + WINDOW_BATCH, n_win), None])
+            maps[k, first : first + len(chunk)] = run(tpl[None, None], chunk)[1] @ opt
+        windows_s += time.perf_counter() - start
+    return maps.reshape(-1, m, m), template_s, windows_s
+
+
+def timed_windows(requested: int | None, m2: int) -> int:
+    """Windows a per-window path times: whole batches of :data:`WINDOW_BATCH`, at most m2.
+
+    The full map is encoded in batches of ``WINDOW_BATCH`` windows; timing a partial batch (say
+    50 windows) and scaling it up would extrapolate one call's fixed cost as if every 50
+    windows paid it, and time a batch size the full map never runs.
+    """
+    if not requested:
+        return m2
+    return min(-(-requested // WINDOW_BATCH) * WINDOW_BATCH, m2)
+
+
+def _warm_up_windows(run: Any, templates: np.ndarray, regions: np.ndarray, n_win: int) -> None:
+    """One untimed call of each shape a per-window path runs (template, a batch of windows)."""
+    t = templates.shape[1]
+    windows = np.lib.stride_tricks.sliding_window_view(regions[0], (t, t)).reshape(-1, t, t)
+    run(templates[:1, None], np.ascontiguousarray(windows[:1, None]))
+    run(templates[:1, None], np.ascontiguousarray(windows[: min(WINDOW_BATCH, n_win), None]))
 
 
 def _time_path(job: dict[str, Any]) -> dict[str, Any]:
-    """Time one path on its inputs; returns maps, seconds (extrapolated to full maps), RSS."""
+    """Time one path on its inputs; returns maps, seconds (extrapolated to full maps), RSS.
+
+    Each path is warmed up by an untimed call of its own (so a per-window path's peak RSS is
+    its own, never that of a dense pass); the per-window paths extrapolate only their window
+    batches to the full map, the templates' descriptors are counted once per keypoint.
+    """
     matcher = OnnxMatcher(job["model"], device=job["device"], threads=job["threads"],
                           log=lambda _m: None)  # fmt: skip
     c = matcher.contract
     n, batch, method = job["n"], job["batch"], job["method"]
     templates, regions = _inputs(n, c.template_size, c.search_size, job["seed"])
     m2 = c.map_size**2
-    n_win = min(job.get("windows") or m2, m2)
+    n_win = timed_windows(job.get("windows"), m2)
     if method == "per_window_strided":
         session = _strided_session(job["model"], matcher, job["threads"])
 
@@ -270,20 +304,26 @@ def _time_path(job: dict[str, Any]) -> dict[str, Any]:
     # compared on (``raw``) are the cosines themselves, as the per-window paths compute them.
     smoothing = 0.0 if job.get("raw") else None
     rss_loaded = peak_rss_mb()
-    warm = min(batch, n)
-    matcher.correspondence_maps(templates[:warm], regions[:warm], batch_size=warm)
-    start = time.perf_counter()
     if method == "dense":
+        warm = min(batch, n)
+        matcher.correspondence_maps(templates[:warm], regions[:warm], method="dense",
+                                    batch_size=warm, smoothing_px=smoothing)  # fmt: skip
+        start = time.perf_counter()
         maps = matcher.correspondence_maps(
             templates, regions, method="dense", batch_size=batch, smoothing_px=smoothing
         )
-    elif method == "per_window" and n_win == m2:  # the runtime's own reference loop
-        maps = matcher.correspondence_maps(
-            templates, regions, method="per_window", smoothing_px=0.0
-        )
+        seconds = time.perf_counter() - start
     else:
-        maps = _window_maps(run, templates, regions, n_win)
-    seconds = (time.perf_counter() - start) * (m2 / n_win if method != "dense" else 1.0)
+        _warm_up_windows(run, templates, regions, n_win)
+        if method == "per_window" and n_win == m2:  # the runtime's own reference loop
+            start = time.perf_counter()
+            maps = matcher.correspondence_maps(
+                templates, regions, method="per_window", smoothing_px=0.0
+            )
+            seconds = time.perf_counter() - start
+        else:
+            maps, template_s, windows_s = _window_maps(run, templates, regions, n_win)
+            seconds = template_s + windows_s * m2 / n_win
     return {"maps": maps, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
             "loaded_rss_mb": rss_loaded, "provider": matcher.provider,
             "windows": n_win if method != "dense" else m2}  # fmt: skip
@@ -297,17 +337,45 @@ def _run_path(job: dict[str, Any], queue: Any) -> None:
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def run_in_child(**job: Any) -> dict:
-    """Run :func:`_run_path` in a fresh process so that its peak RSS is its own."""
+def run_child(target: Any, *args: Any, poll_s: float = 1.0) -> Any:
+    """Run ``target(*args, queue)`` in a fresh (spawned) process; return what it puts.
+
+    A child that dies without reporting (killed for memory, an uncaught error, ``os._exit``)
+    is a clear error, not a parent waiting forever on an empty queue. A reported
+    ``{"error": ...}`` stops the benchmark with the child's message.
+    """
+    import queue as queues
+
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_run_path, args=(job, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=poll_s)
+            break
+        except queues.Empty:
+            if proc.is_alive():
+                continue
+            try:  # it may have reported just before it exited
+                result = queue.get(timeout=poll_s)
+                break
+            except queues.Empty:
+                proc.join()
+                raise SystemExit(
+                    f"benchmark child exited with code {proc.exitcode} before reporting "
+                    "(a negative code is the signal that killed it, -9 often the "
+                    "out-of-memory killer: try fewer keypoints, windows or a smaller batch)"
+                ) from None
     proc.join()
-    if "error" in result:
+    if isinstance(result, dict) and "error" in result:
         raise SystemExit(f"benchmark child failed: {result['error']}")
     return result
+
+
+def run_in_child(**job: Any) -> dict:
+    """Run :func:`_run_path` in a fresh process so that its peak RSS is its own."""
+    return run_child(_run_path, job)
 
 
 def flop_counts(model: Path) -> dict[str, float]:
@@ -444,8 +512,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reference-windows",
         type=int,
         default=None,
-        help="time only the first N windows of each per-window map and extrapolate "
-        "(default: all m*m)",
+        help="time only the first N windows of each per-window map, rounded up to whole "
+        f"batches of {WINDOW_BATCH}, and extrapolate (default: all m*m)",
     )
     p.add_argument("--dense-keypoints", type=int, default=16)
     p.add_argument("--batch", type=int, default=8, help="keypoints per batch (batched run)")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import shutil
 import sys
 import tempfile
@@ -37,24 +36,12 @@ from scripts.bench_correspondence import (  # noqa: E402
     RANDOM_SPECS,
     machine,
     peak_rss_mb,
+    run_child,
     write_random_model,
 )
 
 STAGES = ("open", "keypoints", "matching", "fit", "warp", "outputs")
 VRT_ABOVE_PX = 8192
-
-
-def _spawn(target: Any, *args: Any) -> Any:
-    """Run ``target(*args, queue)`` in a fresh (spawned) process; return what it puts."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    if isinstance(result, dict) and "error" in result:
-        raise SystemExit(f"benchmark child failed: {result['error']}")
-    return result
 
 
 def _generate(folder: str, size: int, fmt: str, seed: int, tile: int, queue: Any) -> None:
@@ -79,7 +66,10 @@ def _generate(folder: str, size: int, fmt: str, seed: int, tile: int, queue: Any
 
 def _model_child(folder: str, size: str, queue: Any) -> None:
     """Child: export the random model (torch stays out of the parent)."""
-    queue.put(str(write_random_model(Path(folder), size)))
+    try:
+        queue.put(str(write_random_model(Path(folder), size)))
+    except Exception as exc:  # reported by the parent
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
 class _Clock:
@@ -185,12 +175,12 @@ def bench_size(args: argparse.Namespace, size: int, model: str, work: Path) -> d
     """Generate one pair, register it in a fresh process, delete the outputs."""
     fmt = args.format if args.format != "auto" else ("vrt" if size > VRT_ABOVE_PX else "gtiff")
     folder = work / f"pair_{size}"
-    data = _spawn(_generate, str(folder), size, fmt, args.seed, args.tile)
+    data = run_child(_generate, str(folder), size, fmt, args.seed, args.tile)
     out = work / f"out_{size}"
     out.mkdir(parents=True, exist_ok=True)
     job = {"optical": data["optical"], "sar": data["sar"], "model": model, "out": str(out),
            "device": args.device, "batch": args.batch, "keypoints": args.keypoints}  # fmt: skip
-    figures = _spawn(_register, job)
+    figures = run_child(_register, job)
     figures.update(format=fmt, generate_seconds=data["seconds"])
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
@@ -255,7 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     work.mkdir(parents=True, exist_ok=True)
     try:
         if args.random_model:
-            model = _spawn(_model_child, str(work), args.random_model)
+            model = run_child(_model_child, str(work), args.random_model)
         else:
             model = str(args.model or default_model_path())
         print(

@@ -32,34 +32,58 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+def level_overrides(args: argparse.Namespace, ratio: float) -> list[str]:
+    """The ``--set`` overrides of one level: only the supervision ratio depends on the level."""
+    return [
+        f"data.supervision_ratio={ratio}",
+        f"optim.epochs={args.epochs}",
+        # the paper's semi-supervised objective, reconstruction + adversarial terms, set
+        # explicitly (the shipped config has them on since 0.3.0; --w-recon 0 --w-adv 0 ablates)
+        f"loss.w_recon={args.w_recon}",
+        f"loss.w_adv={args.w_adv}",
+    ]
+
+
+def check_kept_run(out: Path, args: argparse.Namespace, overrides: list[str]) -> None:
+    """Refuse to reuse a level's model that was trained with other settings.
+
+    The run's ``config.yaml`` (written by the trainer) must hash like the config this command
+    would train (``training.config.config_hash``: every section that changes the weights; the
+    ``name`` and ``version`` labels are ignored); otherwise the table would carry this
+    command's line over another run's model, e.g. after changing ``--epochs`` or ``--w-adv``
+    with the same ``--out``.
+    """
+    import dataclasses
+
+    from training.config import config_hash, load_config
+
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        print(f"note: {out} has no config.yaml; its model is kept unchecked", flush=True)
+        return
+    now = load_config(args.config, overrides)
+    then = dataclasses.replace(load_config(saved), name=now.name, version=now.version)
+    if config_hash(then) != config_hash(now):
+        raise SystemExit(
+            f"{out / 'model.onnx'} was trained with other settings than `--config {args.config}` "
+            f"{' '.join('--set ' + o for o in overrides)} (see {saved}): rerun with --force "
+            "to retrain it, or choose another --out"
+        )
+
+
 def train_and_export(args: argparse.Namespace, ratio: float) -> Path:
     """Train one supervision level (skipped when its model exists) and return the model."""
     tag = f"sup{int(round(ratio * 100)):03d}"
     out = args.out / tag
     model = out / "model.onnx"
+    overrides = level_overrides(args, ratio)
     if model.is_file() and not args.force:
+        check_kept_run(out, args, overrides)
         return model
     py = sys.executable
-    cmd = [
-        py,
-        "-m",
-        "training",
-        "train",
-        "--config",
-        str(args.config),
-        "--out",
-        str(out),
-        "--set",
-        f"data.supervision_ratio={ratio}",
-        "--set",
-        f"optim.epochs={args.epochs}",
-        # the paper's semi-supervised objective, reconstruction + adversarial terms, set
-        # explicitly (the shipped config has them on since 0.3.0; --w-recon 0 --w-adv 0 ablates)
-        "--set",
-        f"loss.w_recon={args.w_recon}",
-        "--set",
-        f"loss.w_adv={args.w_adv}",
-    ]
+    cmd = [py, "-m", "training", "train", "--config", str(args.config), "--out", str(out)]
+    for item in overrides:
+        cmd += ["--set", item]
     if args.force:  # retrain from scratch: the earlier run's checkpoints go (the trainer
         # refuses a fresh run beside them, and --resume would re-export the same model)
         for name in ("checkpoint_last.pt", "checkpoint_best.pt", "model.onnx"):
@@ -128,11 +152,16 @@ def evaluate(args: argparse.Namespace, ratio: float, model: Path) -> dict[str, A
 def write_doc(
     doc: Path, rows: list[tuple[float, dict[str, Any]]], args: argparse.Namespace
 ) -> None:
-    """Replace the experiment section of ``doc`` with the table and histograms."""
+    """Replace the experiment section of ``doc`` with the table and histograms.
+
+    The new text is built (and the markers checked) before anything is written; every file
+    (histograms, then the document) is written under a temporary name and renamed, so an
+    interrupted or refused update leaves the earlier document whole.
+    """
+    from sar_optical_matcher.core.files import atomic_output, write_text_atomic
     from training.evaluation_harness import fmt_figure
 
     img_dir = doc.parent / "img"
-    img_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         START,
         f"Supervision experiment: `scripts/run_experiment.py --epochs {args.epochs} "
@@ -159,9 +188,8 @@ def write_doc(
         )
     # the histograms side by side under their supervision level, as the paper's Fig. 4
     images = []
-    for ratio, s in rows:
+    for ratio, _ in rows:
         name = f"experiment_sup{int(round(ratio * 100)):03d}.png"
-        (img_dir / name).write_bytes(Path(s["histogram"]).read_bytes())
         images.append(f"![{ratio:.0%} supervision](img/{name})")
     lines += [
         "",
@@ -170,14 +198,32 @@ def write_doc(
         "| " + " | ".join(images) + " |",
         END,
     ]
-    text = doc.read_text() if doc.is_file() else "# Results\n\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        text = head + "\n".join(lines) + tail
-    else:
-        text = text.rstrip() + "\n\n## The paper's experiment\n\n" + "\n".join(lines) + "\n"
-    doc.write_text(text)
+    text = replace_section(doc.read_text() if doc.is_file() else "# Results\n", lines)
+    for ratio, s in rows:  # each file replaced whole, the document last
+        name = f"experiment_sup{int(round(ratio * 100)):03d}.png"
+        with atomic_output(img_dir / name) as tmp:
+            tmp.write_bytes(Path(s["histogram"]).read_bytes())
+    write_text_atomic(doc, text)
+
+
+def replace_section(text: str, lines: list[str]) -> str:
+    """``text`` with its one experiment section (START..END) replaced by ``lines``.
+
+    Without markers the section is appended under its own heading. Markers that do not form
+    exactly one START..END pair are refused: replacing from a START to the end of the file
+    would delete whatever follows it.
+    """
+    starts, ends = text.count(START), text.count(END)
+    if starts == ends == 0:
+        return text.rstrip() + "\n\n## The paper's experiment\n\n" + "\n".join(lines) + "\n"
+    if starts != 1 or ends != 1 or text.index(END) < text.index(START):
+        raise ValueError(
+            f"the document has {starts} {START} and {ends} {END} marker(s), not one pair in "
+            "that order: fix the markers by hand, nothing was written"
+        )
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    return head + "\n".join(lines) + tail
 
 
 def main() -> int:
