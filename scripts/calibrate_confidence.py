@@ -70,6 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         overlap = {r.scene for r in tiles} & {r.scene for r in records}
         if overlap:
             raise SystemExit(f"--data repeats training scenes {sorted(overlap)}: drop them")
+        from training.config import load_config
+
+        held_out = set(load_config(args.training_tiles).data.holdout_scenes)
+        leak = held_out & {r.scene for r in records}
+        if leak:  # the confidence would be judged on the scenes it was fitted on
+            raise SystemExit(
+                f"--data has scenes {sorted(leak)} that {args.training_tiles} holds out for "
+                "testing (data.holdout_scenes): calibrate on validation or training scenes, "
+                "or the held-out precision of the confidence is measured on its own fit"
+            )
         records += tiles
         described.append(f"training tiles of {args.training_tiles} ({len(tiles)} pairs)")
     rng = np.random.default_rng(args.seed)

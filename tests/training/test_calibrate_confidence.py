@@ -59,7 +59,10 @@ def test_calibration_on_training_tiles_writes_a_calibrated_model(tmp_path: Path)
         main([*argv, "--data", f"3mos:{DATA_3MOS}:SEN_city", "--out", str(tmp_path / "x.onnx")])
     with pytest.raises(SystemExit):
         main(["--model", str(runtime.default_model_path()), "--out", str(tmp_path / "y.onnx")])
-    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
+    # a held-out scene as calibration data: its held-out precision would be the fit's own
+    with pytest.raises(SystemExit, match=r"scenes \['RCM_city'\] that .* holds out"):
+        main([*argv, "--data", f"3mos:{DATA_3MOS}:RCM_city", "--out", str(tmp_path / "z.onnx")])
+    assert not any((tmp_path / n).exists() for n in ("x.onnx", "y.onnx", "z.onnx"))
 
 
 def test_calibration_cuts_samples_with_the_models_sizes(tmp_path: Path) -> None:
