@@ -102,9 +102,13 @@ def window_cosine_maps(template_codes: np.ndarray, region_codes: np.ndarray) -> 
         else:
             num = correlate_valid(ri, t[i].astype(np.float32)).astype(np.float64)
         energy = np.maximum(box_sums((ri.astype(np.float64) ** 2).sum(axis=0), kh, kw), 0.0)
+        # The integral image leaves rounding residue (~1e-16 of the region's total energy) in
+        # windows of zero codes, enough to pass the floor below and turn FFT noise into
+        # cosines of +-0.5: find those windows exactly, by counting their non-zero positions.
+        has_code = box_sums(np.any(ri != 0, axis=0), kh, kw) > 0.5
         den = np.sqrt(energy * t_energy[i])
         floor = 1e-9 * float(np.sqrt(energy.max(initial=0.0) * t_energy[i]))
-        cos = np.where(den > floor, num / np.maximum(den, 1e-300), 0.0)
+        cos = np.where(has_code & (den > floor), num / np.maximum(den, 1e-300), 0.0)
         out[i] = np.clip(cos, -1.0, 1.0)
     return out
 

@@ -86,6 +86,18 @@ def sar_to_db(values: np.ndarray, floor: float = 1e-6) -> np.ndarray:
     return (10.0 * np.log10(np.maximum(v, floor))).astype(np.float32)
 
 
+def _usable(x: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Finite and valid pixels as a bool mask; ``valid`` may be bool or 0/non-zero numbers."""
+    ok = np.isfinite(x)
+    if valid is None:
+        return ok
+    v = np.asarray(valid)
+    if v.shape != x.shape:
+        raise ValueError(f"valid mask shape {v.shape} differs from patch shape {x.shape}")
+    # astype(bool): ``uint8_mask & bool_array`` stays uint8 and would index by integers.
+    return ok & v.astype(bool)
+
+
 def stretch_unit(
     patch: np.ndarray,
     low_percentile: float,
@@ -98,13 +110,14 @@ def stretch_unit(
         patch: (H, W) array of any numeric dtype.
         low_percentile: lower percentile (0-100).
         high_percentile: upper percentile (0-100).
-        valid: optional (H, W) bool mask of valid pixels; NaN/Inf are always invalid.
+        valid: optional (H, W) mask of valid pixels (bool, or 0 = invalid as in a GDAL mask
+            band); NaN/Inf are always invalid.
 
     Returns:
         (H, W) float32 in [0, 1]; invalid pixels are NaN. A constant patch maps to 0.5.
     """
     x = np.asarray(patch, dtype=np.float32)
-    ok = np.isfinite(x) if valid is None else (valid & np.isfinite(x))
+    ok = _usable(x, valid)
     out = np.full(x.shape, np.nan, dtype=np.float32)
     if not ok.any():
         return out
@@ -127,7 +140,7 @@ def preprocess(
     Args:
         patch: (H, W) raw pixels of one band.
         spec: the modality's preprocessing from the model contract.
-        valid: optional (H, W) bool mask of valid pixels (e.g. not nodata).
+        valid: optional (H, W) mask of valid pixels (e.g. not nodata; bool or 0/non-zero).
         sar_scale: for SAR, ``"auto"``, ``"linear"`` or ``"db"`` (ignored for optical).
 
     Returns:
@@ -137,7 +150,7 @@ def preprocess(
         raise ValueError(f"preprocess expects a 2-D patch, got shape {patch.shape}")
     x = patch
     if spec.modality == "sar":
-        mask = np.isfinite(patch) if valid is None else valid & np.isfinite(patch)
+        mask = _usable(patch, valid)
         if resolve_sar_scale(patch[mask], sar_scale) == "linear":
             x = sar_to_db(patch)
     unit = stretch_unit(x, spec.low_percentile, spec.high_percentile, valid)
@@ -147,7 +160,5 @@ def preprocess(
 
 def valid_fraction(patch: np.ndarray, valid: np.ndarray | None = None) -> float:
     """Share of finite (and valid) pixels in ``patch``."""
-    ok = np.isfinite(np.asarray(patch, dtype=np.float32))
-    if valid is not None:
-        ok &= valid
+    ok = _usable(np.asarray(patch, dtype=np.float32), valid)
     return float(ok.mean()) if ok.size else 0.0

@@ -26,7 +26,9 @@ KINDS: tuple[str, ...] = ("shift", "affine", "poly1", "poly2", "poly3", "tps")
 _MIN_POINTS = {"shift": 1, "affine": 3, "poly1": 3, "poly2": 6, "poly3": 10, "tps": 3}
 _DEGREE = {"affine": 1, "poly1": 1, "poly2": 2, "poly3": 3, "tps": 1}
 _COND_LIMIT = 1e10  # design matrices worse than this are "degenerate"
-_APPLY_CHUNK = 65536  # points per chunk when evaluating a TPS (bounds the (n, K) kernel)
+_TPS_SOLVE_TOL = 1e-7  # max residual of the solved TPS system, normalised dst units
+_APPLY_CHUNK = 65536  # points per chunk when evaluating a transform
+_APPLY_KERNEL_BUDGET = 1 << 21  # TPS: entries of the (chunk, K) kernel per chunk (~16 MB)
 
 
 def min_points(kind: str) -> int:
@@ -105,12 +107,15 @@ class Transform:
         if self.kind == "shift":
             return pts + self.coeffs[0]
         out = np.empty_like(pts)
-        for start in range(0, len(pts), _APPLY_CHUNK):
-            xy_n = (pts[start : start + _APPLY_CHUNK] - self.src_centre) / self.src_scale
+        chunk = _APPLY_CHUNK
+        if self.control_n is not None:  # the kernel's temporaries grow with K: bound them
+            chunk = max(1, min(chunk, _APPLY_KERNEL_BUDGET // max(len(self.control_n), 1)))
+        for start in range(0, len(pts), chunk):
+            xy_n = (pts[start : start + chunk] - self.src_centre) / self.src_scale
             val = _monomials(xy_n, _DEGREE[self.kind]) @ self.coeffs
             if self.control_n is not None and self.tps_weights is not None:  # tps
                 val += _tps_kernel(xy_n, self.control_n) @ self.tps_weights
-            out[start : start + _APPLY_CHUNK] = val * self.dst_scale + self.dst_centre
+            out[start : start + chunk] = val * self.dst_scale + self.dst_centre
         return out
 
     def affine_matrix(self) -> np.ndarray:
@@ -275,6 +280,14 @@ def _fit_tps(
     rhs = np.zeros((n + 3, 2))
     rhs[:n] = d_n
     sol = np.linalg.solve(system, rhs)
+    # Near-duplicate src points with different dst make the system so ill-conditioned that
+    # its solution no longer satisfies it: the spline then misses its own control points (by
+    # 380 px for a pair 1e-6 px apart), where an exact duplicate is refused above.
+    if np.abs(system @ sol - rhs).max() > _TPS_SOLVE_TOL * max(1.0, float(np.abs(d_n).max())):
+        raise ValueError(
+            "the 'tps' system is numerically singular: some src points nearly coincide; "
+            "merge or remove near-duplicate tie points, or set tps_regularization > 0"
+        )
     sc, ss, dc, ds = norm
     return Transform("tps", sol[n:], sc, ss, dc, ds, s_n.copy(), sol[:n], lam)
 

@@ -11,6 +11,7 @@ from sar_optical_matcher.core.preprocessing import (
     resolve_sar_scale,
     sar_to_db,
     stretch_unit,
+    valid_fraction,
 )
 
 SAR = PreprocessSpec("sar", mean=0.5, std=0.2)
@@ -59,6 +60,23 @@ def test_invalid_pixels_become_the_mean_and_do_not_shift_the_stretch() -> None:
     assert np.isfinite(out).all()
     ref = preprocess(x[10:], OPT)
     np.testing.assert_allclose(out[10:], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [OPT, SAR])
+def test_a_numeric_mask_band_means_the_same_as_a_bool_mask(spec: PreprocessSpec) -> None:
+    # A GDAL mask band is uint8 0/255: ``uint8 & bool`` stayed uint8 and indexed rows 0 and 1
+    # instead of masking, so 3712 of the 4096 outputs were wrong (rows 2.. left at 0).
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1.0, 100.0, size=(64, 64)).astype(np.float32)
+    valid = np.ones(x.shape, dtype=bool)
+    valid[:8] = False
+    want = preprocess(x, spec, valid=valid)
+    for mask in (valid.astype(np.uint8) * 255, valid.astype(np.uint8)):
+        np.testing.assert_array_equal(preprocess(x, spec, valid=mask), want)
+        np.testing.assert_array_equal(np.isnan(stretch_unit(x, 2.0, 98.0, mask)), ~valid)
+        assert valid_fraction(x, mask) == 0.875
+    with pytest.raises(ValueError, match="valid mask shape"):
+        stretch_unit(x, 2.0, 98.0, valid[:10])
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -87,6 +88,34 @@ def test_tps_interpolates_and_regularisation_smooths() -> None:
     assert gaps[0] > 3.0
     assert all(g1 > g2 for g1, g2 in zip(gaps, gaps[1:]))
     assert gaps[-1] < 0.01
+
+
+def test_tps_refuses_near_duplicate_points_it_cannot_pass_through() -> None:
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 1000, size=(10, 2))
+    dst = src + rng.normal(0, 1.0, size=src.shape)
+    src[5] = src[3] + 1e-2  # close but resolvable: the spline still interpolates
+    assert residuals(fit_transform(src, dst, "tps"), src, dst).max() < 1e-4
+    src[5] = src[3] + 1e-6  # was fitted silently, missing its own control points by 381 px
+    with pytest.raises(ValueError, match="nearly coincide"):
+        fit_transform(src, dst, "tps")
+    smooth = fit_transform(src, dst, "tps", tps_regularization=0.1)
+    assert np.isfinite(smooth.apply(src)).all()
+
+
+def test_tps_evaluation_memory_is_bounded_for_many_control_points() -> None:
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 5000, size=(300, 2))
+    tf = fit_transform(src, src + rng.normal(0, 1.0, size=src.shape), "tps")
+    pts = rng.uniform(0, 5000, size=(40000, 2))
+    tracemalloc.start()
+    try:
+        got = tf.apply(pts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6  # 51 MB; 290 MB with 65536-row chunks whatever K
+    np.testing.assert_allclose(got[:5], tf.apply(pts[:5]), atol=1e-9)
 
 
 def test_affine_matrix_and_min_points() -> None:
