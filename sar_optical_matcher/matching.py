@@ -28,6 +28,7 @@ from sar_optical_matcher.rasters import (
     RasterInfo,
     map_to_pixel,
     pixel_to_map,
+    raster_sar_scale,
     read_on_grid,
     read_window,
     scaled_grid,
@@ -211,8 +212,9 @@ def match_keypoints(
         sar_band: 1-based SAR band.
         keypoints_xy_px: (N, 2) float, optical pixel (x, y) of the template centres.
         matcher: the loaded model.
-        sar_scale: ``"auto"``, ``"linear"`` or ``"db"`` (``auto``: uint8 SAR is taken as dB /
-            display data, otherwise decided per region, see ``core.preprocessing``).
+        sar_scale: ``"auto"``, ``"linear"`` or ``"db"`` (``auto``: decided once for the SAR
+            band, ``rasters.raster_sar_scale``: uint8 or negative values are dB / display
+            data, anything else linear).
         method: ``"dense"`` or ``"per_window"`` (the paper's reference procedure).
         batch_size: keypoints read and matched at a time (bounds the memory).
         min_valid_fraction: skip a keypoint whose template or search region has fewer valid
@@ -244,8 +246,8 @@ def match_keypoints(
     grid = None if grid_scale == 1.0 else scaled_grid(optical, grid_scale)
     t, s = matcher.contract.template_size, matcher.contract.search_size
     m, off = s - t + 1, (s - t) // 2
-    if sar_scale == "auto" and sar.dtypes[sar_band - 1] == "uint8":
-        sar_scale = "db"  # the warp returns float32: decide from the raster's type here
+    if sar_scale == "auto":  # once for the raster (the warp returns float32 regions)
+        sar_scale = raster_sar_scale(sar, sar_band)
     model = _confidence_model(matcher)
     maps_out = np.full((len(kp), m, m), np.nan, np.float32) if keep_maps else None
     records = []

@@ -245,6 +245,28 @@ def read_window(
     return out, np.isfinite(out)
 
 
+def raster_sar_scale(info: RasterInfo, band: int) -> str:
+    """``"db"`` or ``"linear"`` for a whole SAR band (``core.preprocessing``'s ``auto`` rule).
+
+    8-bit data, or a band whose minimum (valid pixels; GDAL's approximate minimum from
+    overviews or a subsample, nothing written beside the file) is negative, is taken as
+    logarithmic; anything else as linear. Decided once per raster so that every search region
+    is converted alike: per region, a bright dB region with no negative value was
+    log-converted a second time.
+    """
+    info.check_band(band)
+    if info.dtypes[band - 1] == "uint8":
+        return "db"
+    ds = _open(info.path)
+    rb = ds.GetRasterBand(band)
+    with gdal_errors():
+        try:
+            lo = rb.ComputeRasterMinMax(True)[0]
+        except (RuntimeError, TypeError):  # no valid pixel at all
+            lo = None
+    return "db" if lo is not None and math.isfinite(lo) and lo < 0 else "linear"
+
+
 def _window_gt(gt: Sequence[float], x0: float, y0: float) -> tuple[float, ...]:
     return (gt[0] + x0 * gt[1] + y0 * gt[2], gt[1], gt[2], gt[3] + x0 * gt[4] + y0 * gt[5],
             gt[4], gt[5])  # fmt: skip

@@ -187,3 +187,19 @@ def test_matching_on_a_coarser_grid_reports_optical_pixels(
         assert abs(centre[0] - found[0]) < 7.5 and abs(centre[1] - found[1]) < 7.5
     with pytest.raises(ValueError, match="grid_scale must be >= 1"):
         match_keypoints(optical, 1, sar, 1, kps, matcher, grid_scale=0.5)
+
+
+def test_auto_sar_scale_is_decided_once_for_the_raster(matcher: OnnxMatcher, tmp_path) -> None:
+    """A float dB SAR whose bright corner has no negative value: every region is taken as dB
+    (per region, the bright one was converted to dB a second time and matched differently)."""
+    optical = open_raster(make_tif(tmp_path / "o.tif", scene(3), UTM_GT))
+    db = (scene(3).astype(np.float32) - 200.0) / 8.0  # -25 .. +7 dB
+    db[:160, :160] = np.abs(db[:160, :160]) + 1.0  # the top-left region: bright, all > 0
+    sar = open_raster(make_tif(tmp_path / "s.tif", db, UTM_GT))
+    kps = np.array([[80.5, 80.5], [176.5, 176.5]])  # the bright region and a mixed one
+    auto = match_keypoints(optical, 1, sar, 1, kps, matcher, keep_maps=True)
+    forced = match_keypoints(optical, 1, sar, 1, kps, matcher, sar_scale="db", keep_maps=True)
+    assert auto.sar_scale == "db"
+    np.testing.assert_array_equal(auto.maps, forced.maps)
+    linear = open_raster(make_tif(tmp_path / "lin.tif", scene(3).astype(np.float32) + 1, UTM_GT))
+    assert match_keypoints(optical, 1, linear, 1, kps, matcher).sar_scale == "linear"

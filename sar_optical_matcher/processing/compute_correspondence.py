@@ -267,8 +267,9 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         QgsProcessingParameterEnum(
             A.SAR_SCALE, "SAR values", common.SAR_SCALE_LABELS, defaultValue=0
         ),
-        "How the SAR values are scaled: auto-detect, linear amplitude/intensity (converted to "
-        "dB), or already dB.",
+        "How the SAR values are scaled: auto-detect (once for the band: 8-bit or negative "
+        "values are dB/display data, anything else linear; the log says which), linear "
+        "amplitude/intensity (converted to dB), or already dB.",
     )
     common.add_param(
         alg,
@@ -426,6 +427,8 @@ def run_matching(
         )
     for rec in result.records:  # ids of the input keypoints, not of the ones left to match
         rec.id = int(ids[rec.id])
+    if s.match.sar_scale == "auto":
+        feedback.pushInfo(f"SAR values taken as {result.sar_scale} (SAR_SCALE auto)")
     skipped = {k: v for k, v in result.counts.items() if k != "ok"}
     if skipped:
         feedback.pushWarning(f"keypoints skipped: {skipped_text(skipped)}")
