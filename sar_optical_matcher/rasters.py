@@ -245,26 +245,34 @@ def read_window(
     return out, np.isfinite(out)
 
 
-def raster_sar_scale(info: RasterInfo, band: int) -> str:
+def raster_sar_scale(info: RasterInfo, band: int, sample_px: int = 1024) -> str:
     """``"db"`` or ``"linear"`` for a whole SAR band (``core.preprocessing``'s ``auto`` rule).
 
-    8-bit data, or a band whose minimum (valid pixels; GDAL's approximate minimum from
-    overviews or a subsample, nothing written beside the file) is negative, is taken as
-    logarithmic; anything else as linear. Decided once per raster so that every search region
-    is converted alike: per region, a bright dB region with no negative value was
-    log-converted a second time.
+    8-bit data is taken as logarithmic; otherwise the rule runs on the band's valid, finite
+    pixels read at most ``sample_px`` a side (GDAL's decimated read, overviews where there
+    are; nothing is written beside the file): a negative value means dB. Decided once per
+    raster so that every search region is converted alike: per region, a bright dB region
+    with no negative value was log-converted a second time.
     """
+    from sar_optical_matcher.core.preprocessing import resolve_sar_scale
+
     info.check_band(band)
     if info.dtypes[band - 1] == "uint8":
         return "db"
+    k = max(1, math.ceil(max(info.width, info.height) / sample_px))
+    bw, bh = max(1, info.width // k), max(1, info.height // k)
     ds = _open(info.path)
     rb = ds.GetRasterBand(band)
-    with gdal_errors():
-        try:
-            lo = rb.ComputeRasterMinMax(True)[0]
-        except (RuntimeError, TypeError):  # no valid pixel at all
-            lo = None
-    return "db" if lo is not None and math.isfinite(lo) and lo < 0 else "linear"
+    with gdal_errors() as errors:
+        data = rb.ReadAsArray(0, 0, info.width, info.height, buf_xsize=bw, buf_ysize=bh)
+    if data is None:
+        raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}; {CORRUPT_HINT}")
+    data = data.astype(np.float32)
+    valid = _valid_mask(data, info.nodata[band - 1])
+    if not rb.GetMaskFlags() & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):
+        mask = rb.GetMaskBand().ReadAsArray(0, 0, info.width, info.height, bw, bh)
+        valid &= mask > 0
+    return resolve_sar_scale(data[valid])
 
 
 def _window_gt(gt: Sequence[float], x0: float, y0: float) -> tuple[float, ...]:

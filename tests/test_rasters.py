@@ -316,3 +316,24 @@ def test_read_on_grid_honours_alpha_bands_and_dataset_masks(tmp_path: Path, kind
     coarse = rasters.scaled_grid(info, 2.0)  # 20 m pixels, averaged
     _, valid2 = rasters.read_on_grid(info, 1, coarse, 0, 0, 32, 32, "average")
     assert valid2[:, :15].sum() == 0 and valid2[:, 17:].all()
+
+
+def test_raster_sar_scale_reads_the_valid_finite_pixels(tmp_path: Path) -> None:
+    """dB with -inf pixels (log of 0) is dB; linear data whose nodata is -9999 is linear; a
+    uint8 band is dB; a 3000 px band is decided from a decimated read."""
+    from sar_optical_matcher import rasters
+
+    db = np.full((64, 64), -12.0, np.float32)
+    db[:8] = -np.inf
+    db[40:] = 3.0
+    info = rasters.open_raster(str(make_tif(tmp_path / "db.tif", db, UTM_GT)))
+    assert rasters.raster_sar_scale(info, 1) == "db"
+    lin = np.full((64, 64), 0.2, np.float32)
+    lin[:10] = -9999.0
+    info = rasters.open_raster(str(make_tif(tmp_path / "lin.tif", lin, UTM_GT, nodata=-9999.0)))
+    assert rasters.raster_sar_scale(info, 1) == "linear"
+    big = np.full((3000, 3000), -5.0, np.float32)
+    info = rasters.open_raster(str(make_tif(tmp_path / "big.tif", big, UTM_GT)))
+    assert rasters.raster_sar_scale(info, 1, sample_px=256) == "db"
+    u8 = rasters.open_raster(str(make_tif(tmp_path / "u8.tif", np.ones((8, 8), np.uint8), UTM_GT)))
+    assert rasters.raster_sar_scale(u8, 1) == "db"
