@@ -92,8 +92,6 @@ def test_class_factory_registers_and_unloads_provider(qgis_app) -> None:
 def test_a_missing_package_is_said_not_dumped(tmp_path: Path) -> None:
     """Without scipy the provider cannot import: the plugin logs what to install and loads
     nothing (a traceback and a failed plugin load before). Run in a fresh interpreter."""
-    import os
-    import sys
 
     script = (
         "import sys; sys.modules['scipy'] = None\n"
@@ -109,11 +107,7 @@ def test_a_missing_package_is_said_not_dumped(tmp_path: Path) -> None:
         "print([t for t, level in logged if level == int(Qgis.Critical)][0])\n"
         "plugin.unload()\n"
     )
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(root)}
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=120, cwd=tmp_path)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = _fresh_python(script, tmp_path)
     assert "package 'scipy' is missing" in run.stdout and "python3-scipy" in run.stdout
 
 
@@ -121,8 +115,6 @@ def test_reload_leaves_one_provider_and_unload_leaves_none(tmp_path: Path) -> No
     """A plugin reload (unload, purge the modules, load again, as qgis.utils.reloadPlugin does)
     registers the provider once with its three algorithms; the last unload leaves nothing.
     Run in a fresh interpreter: purging the modules here would split other tests' classes."""
-    import os
-    import sys
 
     script = (
         "import sys\n"
@@ -143,9 +135,18 @@ def test_reload_leaves_one_provider_and_unload_leaves_none(tmp_path: Path) -> No
         "again = ours(); plugin.unload()\n"
         "print(first, gone, again, ours())\n"
     )
+    run = _fresh_python(script, tmp_path)
+    assert run.stdout.split("\n")[-2] == "(1, 3) (0, 0) (1, 3) (0, 0)"
+
+
+def _fresh_python(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh offscreen interpreter with the repository importable."""
+    import os
+    import sys
+
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(root)}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+                         text=True, timeout=120, cwd=cwd)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.split("\n")[-2] == "(1, 3) (0, 0) (1, 3) (0, 0)"
+    return run
