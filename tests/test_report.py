@@ -159,8 +159,8 @@ def test_register_report_prints_the_fit_figures() -> None:
 
 
 def test_map_unit_rmse_uses_the_pixel_shape_and_ids_reach_the_table() -> None:
-    """On 10 x 30 m pixels a residual of 1 px in x and 1 px in y is 10 and 30 m, RMSE
-    sqrt((100 + 900) / 1) m = 31.6 m; RMSE x pixel width (hypot(gt1, gt4) = 10) said 14.1 m.
+    """On 10 x 30 m pixels residuals of 1 px in x and 1 px in y are 10 and 30 m: RMSE
+    sqrt((100 + 900) / 2) = 22.4 m, where RMSE (1 px) x pixel width (hypot(gt1, gt4)) said 10 m.
     The table's # column carries the tie points' ids, not row numbers."""
     pytest.importorskip("qgis.core")
     from sar_optical_matcher.processing.register import map_unit_rmse, report_data
