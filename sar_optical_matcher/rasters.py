@@ -205,6 +205,35 @@ def _valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
     return valid
 
 
+def _has_mask_band(rb: gdal.Band) -> bool:
+    """Whether a band's validity is in a mask band (per-dataset mask or alpha), not nodata."""
+    return not rb.GetMaskFlags() & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA)
+
+
+def _read_valid(
+    info: RasterInfo, band: int, win: tuple[int, int, int, int], buf: tuple[int, int] | None = None
+) -> np.ndarray:
+    """float32 pixels of ``win = (x0, y0, w, h)`` inside the raster, NaN where not valid.
+
+    ``buf``: read decimated to ``(width, height)`` (GDAL's overviews where there are).
+    Invalid: nodata, NaN/Inf and pixels the band's mask band (alpha) excludes.
+    """
+    x0, y0, w, h = win
+    bw, bh = buf if buf is not None else (w, h)
+    ds = _open(info.path)  # keep a reference: the band dies with its dataset
+    rb = ds.GetRasterBand(band)
+    with gdal_errors() as errors:
+        data = rb.ReadAsArray(x0, y0, w, h, buf_xsize=bw, buf_ysize=bh)
+    if data is None:
+        raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}; {CORRUPT_HINT}")
+    data = data.astype(np.float32)
+    valid = _valid_mask(data, info.nodata[band - 1])
+    if _has_mask_band(rb):
+        valid &= rb.GetMaskBand().ReadAsArray(x0, y0, w, h, buf_xsize=bw, buf_ysize=bh) > 0
+    data[~valid] = np.nan
+    return data
+
+
 def read_window(
     info: RasterInfo, band: int, x0: int, y0: int, w: int, h: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -229,18 +258,7 @@ def read_window(
     cx0, cy0 = max(x0, 0), max(y0, 0)
     cx1, cy1 = min(x0 + w, info.width), min(y0 + h, info.height)
     if cx1 > cx0 and cy1 > cy0:
-        ds = _open(info.path)  # keep a reference: the band dies with its dataset
-        rb = ds.GetRasterBand(band)
-        with gdal_errors() as errors:
-            data = rb.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0)
-        if data is None:
-            raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}; {CORRUPT_HINT}")
-        data = data.astype(np.float32)
-        valid = _valid_mask(data, info.nodata[band - 1])
-        flags = rb.GetMaskFlags()
-        if not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):  # per-dataset mask or alpha
-            valid &= rb.GetMaskBand().ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0) > 0
-        data[~valid] = np.nan
+        data = _read_valid(info, band, (cx0, cy0, cx1 - cx0, cy1 - cy0))
         out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = data
     return out, np.isfinite(out)
 
@@ -260,19 +278,9 @@ def raster_sar_scale(info: RasterInfo, band: int, sample_px: int = 1024) -> str:
     if info.dtypes[band - 1] == "uint8":
         return "db"
     k = max(1, math.ceil(max(info.width, info.height) / sample_px))
-    bw, bh = max(1, info.width // k), max(1, info.height // k)
-    ds = _open(info.path)
-    rb = ds.GetRasterBand(band)
-    with gdal_errors() as errors:
-        data = rb.ReadAsArray(0, 0, info.width, info.height, buf_xsize=bw, buf_ysize=bh)
-    if data is None:
-        raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}; {CORRUPT_HINT}")
-    data = data.astype(np.float32)
-    valid = _valid_mask(data, info.nodata[band - 1])
-    if not rb.GetMaskFlags() & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):
-        mask = rb.GetMaskBand().ReadAsArray(0, 0, info.width, info.height, bw, bh)
-        valid &= mask > 0
-    return resolve_sar_scale(data[valid])
+    buf = (max(1, info.width // k), max(1, info.height // k))
+    data = _read_valid(info, band, (0, 0, info.width, info.height), buf)
+    return resolve_sar_scale(data[np.isfinite(data)])
 
 
 def _window_gt(gt: Sequence[float], x0: float, y0: float) -> tuple[float, ...]:
@@ -314,10 +322,9 @@ def read_on_grid(
     if w <= 0 or h <= 0:
         raise ValueError(f"window size must be positive, got {w}x{h}")
     dataset = _open(src.path)  # referenced until the warp is done (the VRT points into it)
-    flags = dataset.GetRasterBand(band).GetMaskFlags()
     # an alpha band or per-dataset mask (an RGBA orthophoto's transparent part): warped along
     # as the last band, as alpha; a one-band VRT of the data band drops an alpha band
-    masked = not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA)
+    masked = _has_mask_band(dataset.GetRasterBand(band))
     bands: list[int | str] = [band, f"mask,{band}"] if masked else [band]
     source = gdal.Translate("", dataset, format="VRT", bandList=bands)
     target = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Float32)
@@ -524,8 +531,8 @@ def check_output_type(driver: str, gdal_type: str, name: str) -> None:
         )
 
 
-#: Register's default creation options (GeoTIFF's; other formats get theirs from
-#: :func:`default_creation_options`).
+#: The GeoTIFF creation options outputs get by default (Register: other formats get those of
+#: them they know, :func:`default_creation_options`).
 DEFAULT_CREATION_OPTIONS = ("COMPRESS=DEFLATE", "TILED=YES")
 
 
@@ -610,7 +617,7 @@ def write_raster_atomic(
     geotransform: Sequence[float],
     crs_wkt: str,
     nodata: float | None = None,
-    creation_options: Sequence[str] = ("COMPRESS=DEFLATE", "TILED=YES"),
+    creation_options: Sequence[str] = DEFAULT_CREATION_OPTIONS,
 ) -> Path:
     """Write a (H, W) or (B, H, W) array as a GeoTIFF, atomically (see :func:`atomic_output`)."""
     data = np.asarray(array)

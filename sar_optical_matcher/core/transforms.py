@@ -272,11 +272,8 @@ def _fit_tps(
             "an interpolating 'tps' cannot fit duplicate src points; remove duplicates or set "
             "tps_regularization > 0"
         )
-    k = _tps_kernel(s_n, s_n)
-    if lam > 0:
-        k[np.diag_indices(n)] += lam / (np.ones(n) if w is None else w)
-    system = np.zeros((n + 3, n + 3))
-    system[:n, :n], system[:n, n:], system[n:, :n] = k, p, p.T
+    ridge = None if lam == 0 else lam / (np.ones(n) if w is None else w)
+    system = _tps_system(s_n, ridge)
     rhs = np.zeros((n + 3, 2))
     rhs[:n] = d_n
     sol = np.linalg.solve(system, rhs)
@@ -290,6 +287,18 @@ def _fit_tps(
         )
     sc, ss, dc, ds = norm
     return Transform("tps", sol[n:], sc, ss, dc, ds, s_n.copy(), sol[:n], lam)
+
+
+def _tps_system(s_n: np.ndarray, ridge: np.ndarray | None = None) -> np.ndarray:
+    """The TPS matrix ``[[K + diag(ridge), P], [P^T, 0]]`` of normalised control points."""
+    n = len(s_n)
+    k = _tps_kernel(s_n, s_n)
+    if ridge is not None:
+        k[np.diag_indices(n)] += ridge
+    p = _monomials(s_n, 1)
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n], system[:n, n:], system[n:, :n] = k, p, p.T
+    return system
 
 
 def loo_residuals(src: np.ndarray, dst: np.ndarray, kind: str) -> np.ndarray:
@@ -310,10 +319,7 @@ def loo_residuals(src: np.ndarray, dst: np.ndarray, kind: str) -> np.ndarray:
         return (transform.apply(s) - d) * n / (n - 1)
     s_n = (s - transform.src_centre) / transform.src_scale
     if kind == "tps":
-        p = _monomials(s_n, 1)
-        system = np.zeros((n + 3, n + 3))
-        system[:n, :n], system[:n, n:], system[n:, :n] = _tps_kernel(s_n, s_n), p, p.T
-        inv = np.linalg.inv(system)
+        inv = np.linalg.inv(_tps_system(s_n))
         rhs = np.zeros((n + 3, 2))
         rhs[:n] = (d - transform.dst_centre) / transform.dst_scale
         coef = inv @ rhs
