@@ -31,7 +31,7 @@ from sar_optical_matcher.core.files import (
     remove_with_sidecars,
     temporary_name,
 )
-from sar_optical_matcher.core.geotransform import map_to_pixel, pixel_to_map
+from sar_optical_matcher.core.geotransform import map_to_pixel, pixel_to_map, points_in_box
 from sar_optical_matcher.core.tiling import iter_tiles
 
 Progress = Callable[[float], None]
@@ -131,15 +131,6 @@ def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, i
     return int(x0), int(y0), int(x1), int(y1)
 
 
-def _in_extent(gt: Sequence[float], xy_px: Any, extent: tuple[float, ...] | None) -> Any:
-    """(N,) bool: pixel positions whose map coordinates lie in ``extent`` (all without one)."""
-    if extent is None:
-        return np.ones(len(xy_px), bool)
-    xy = pixel_to_map(gt, xy_px)
-    xmin, ymin, xmax, ymax = extent
-    return (xy[:, 0] >= xmin) & (xy[:, 0] <= xmax) & (xy[:, 1] >= ymin) & (xy[:, 1] <= ymax)
-
-
 def _mask_window(settings: DetectSettings, gt: Sequence[float], win: tuple[int, ...]) -> Any:
     """(h, w) bool: inside any mask polygon (all True without a mask)."""
     x0, y0, w, h = win
@@ -210,7 +201,8 @@ def detect_keypoints_tiled(
         if settings.extent_map is not None:  # the search window is the extent's pixel bbox
             gx, gy = np.meshgrid(cols, rows)
             xy_all = np.column_stack([gx.ravel(), gy.ravel()])
-            core &= _in_extent(info.geotransform, xy_all, settings.extent_map).reshape(core.shape)
+            xy_map = pixel_to_map(info.geotransform, xy_all)
+            core &= points_in_box(xy_map, settings.extent_map).reshape(core.shape)
         k = kp.detect_keypoints(
             arr,
             max_count=settings.max_count,

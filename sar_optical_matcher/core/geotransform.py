@@ -37,3 +37,16 @@ def map_to_pixel(gt: Sequence[float], xy_map: ArrayLike) -> np.ndarray:
     if abs(np.linalg.det(a)) < 1e-300:
         raise ValueError(f"geotransform {tuple(gt)} is singular (zero pixel size)")
     return np.linalg.solve(a, (p - [gt[0], gt[3]]).T).T
+
+
+def points_in_box(xy: ArrayLike, box: Sequence[float] | None) -> np.ndarray:
+    """(N,) bool: points ``(x, y)`` inside ``box = (xmin, ymin, xmax, ymax)``, edges included.
+
+    All True without a box.
+    """
+    pts = as_points(xy, "xy")
+    if box is None:
+        return np.ones(len(pts), bool)
+    xmin, ymin, xmax, ymax = box
+    x, y = pts[:, 0], pts[:, 1]
+    return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)

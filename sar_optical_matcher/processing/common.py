@@ -20,6 +20,7 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsGeometry,
+    QgsPoint,
     QgsPointXY,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -265,6 +266,17 @@ def points_in_crs(
     return np.asarray(out, np.float64).reshape(-1, 2)
 
 
+def polygon_parts(geom: QgsGeometry) -> list[QgsGeometry]:
+    """The non-empty polygon parts of ``geom`` (lines and points of a collection dropped)."""
+    if geom.isNull():
+        return []
+    return [
+        g
+        for g in geom.asGeometryCollection()
+        if g.type() == QgsWkbTypes.PolygonGeometry and not g.isEmpty()
+    ]
+
+
 def polygons_wkt(
     source: Any, crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext
 ) -> tuple[str, ...]:
@@ -287,12 +299,7 @@ def polygons_wkt(
         if not geom.isGeosValid():
             # makeValid may return lines (a zero-area ring, a spike): only the polygon parts
             # are a mask; lines would be burnt in as mask pixels outside any polygon
-            repaired = geom.makeValid()
-            parts = [
-                g
-                for g in (repaired.asGeometryCollection() if not repaired.isNull() else [])
-                if g.type() == QgsWkbTypes.PolygonGeometry and not g.isEmpty()
-            ]
+            parts = polygon_parts(geom.makeValid())
             if not parts:
                 continue  # nothing of area: an all-degenerate mask is "MASK has no polygons"
             geom = QgsGeometry.collectGeometry(parts)
@@ -363,19 +370,8 @@ class MatcherAlgorithm(QgsProcessingAlgorithm):
         return (ok, message) if not ok else super().checkParameterValues(parameters, context)
 
 
-def points_in_box(xy_map: np.ndarray, box: tuple[float, ...] | None) -> np.ndarray:
-    """(N,) bool: points inside ``box`` = (xmin, ymin, xmax, ymax) (all without one)."""
-    if box is None:
-        return np.ones(len(xy_map), bool)
-    xmin, ymin, xmax, ymax = box
-    x, y = xy_map[:, 0], xy_map[:, 1]
-    return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
-
-
 def points_in_polygons(xy_map: np.ndarray, polygons_wkt: tuple[str, ...] | None) -> np.ndarray:
     """(N,) bool: points inside (or on) any of the polygons (all without polygons)."""
-    from qgis.core import QgsGeometry, QgsPoint
-
     if not polygons_wkt:
         return np.ones(len(xy_map), bool)
     engines = []

@@ -26,6 +26,7 @@ from qgis.core import (
 
 from sar_optical_matcher import registration as reg
 from sar_optical_matcher.core import files
+from sar_optical_matcher.core.geotransform import points_in_box
 from sar_optical_matcher.processing import common
 from sar_optical_matcher.processing.detect_keypoints import (
     declare_detect_params,
@@ -475,7 +476,7 @@ def _keypoints(
         )
     keep = inside.copy()
     for name, wanted in (
-        ("EXTENT", common.points_in_box(xy_map, s.detect.extent_map)),
+        ("EXTENT", points_in_box(xy_map, s.detect.extent_map)),
         ("MASK" if s.masked else "EXTENT", common.points_in_polygons(xy_map, s.detect.mask_wkt)),
     ):
         if (keep & ~wanted).any():

@@ -19,7 +19,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsWkbTypes,
 )
 
 from sar_optical_matcher import registration as reg
@@ -199,9 +198,7 @@ def _clip_to_outline(mask: tuple[str, ...] | None, outline: QgsGeometry) -> tupl
     parts = []
     for wkt in mask:
         clipped = QgsGeometry.fromWkt(wkt).intersection(outline)
-        for g in clipped.asGeometryCollection() if not clipped.isNull() else []:
-            if g.type() == QgsWkbTypes.PolygonGeometry and not g.isEmpty():
-                parts.append(g.asWkt())
+        parts += [g.asWkt() for g in common.polygon_parts(clipped)]
     if not parts:
         raise QgsProcessingException(
             "MASK and EXTENT do not overlap: no mask polygon lies inside the extent, so there "
@@ -316,13 +313,13 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         return {self.OUTPUT: dest}
 
 
-def no_keypoints_warning(s: reg.DetectSettings, masked: bool | None = None) -> str:
+def no_keypoints_warning(s: reg.DetectSettings, masked: bool) -> str:
     """Why detection found nothing: the MASK or EXTENT where one was given, else the raster.
 
-    ``masked``: whether the user gave a MASK (default: ``s.mask_wkt`` is set; a reprojected
+    ``masked``: whether the user gave a MASK (``s.mask_wkt`` alone cannot tell: a reprojected
     EXTENT also sets it).
     """
-    if s.mask_wkt if masked is None else masked:
+    if masked:
         return (
             "no keypoints found inside MASK: its polygons cover no textured part of the "
             "raster's search window (do they overlap the raster, away from its BORDER?); the "
