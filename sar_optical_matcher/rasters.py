@@ -572,6 +572,19 @@ def check_creation_options(driver: str, options: Sequence[str], name: str) -> No
         )
 
 
+def check_output(
+    driver: str, gdal_type: str, creation_options: Sequence[str] | None, name: str
+) -> None:
+    """Raise ``ValueError`` unless ``driver`` can write ``name`` as asked.
+
+    Checks the SAR's data type (:func:`check_output_type`) and the creation options, where
+    given (:func:`check_creation_options`; ``None``: the format's defaults).
+    """
+    check_output_type(driver, gdal_type, name)
+    if creation_options is not None:
+        check_creation_options(driver, creation_options, name)
+
+
 def can_create(driver: str) -> bool:
     """Whether GDAL driver ``driver`` writes files with ``Create`` (else only ``CreateCopy``)."""
     return gdal.GetDriverByName(driver).GetMetadataItem(gdal.DCAP_CREATE) == "YES"

@@ -586,8 +586,7 @@ def warp_sar(
     from sar_optical_matcher.rasters import (
         WARP_MEMORY_BYTES,
         can_create,
-        check_creation_options,
-        check_output_type,
+        check_output,
         default_creation_options,
         gdal_cache_limit,
         gdal_errors,
@@ -596,11 +595,11 @@ def warp_sar(
 
     name = final_name or Path(out_path).name
     driver = output_driver(Path(out_path))
-    if settings.creation_options is None:
-        options = list(default_creation_options(driver))
-    else:
-        check_creation_options(driver, settings.creation_options, name)
-        options = list(settings.creation_options)
+    options = list(
+        default_creation_options(driver)
+        if settings.creation_options is None
+        else settings.creation_options
+    )
     order = {"shift": 1, "affine": 1, "poly1": 1, "poly2": 2, "poly3": 3}.get(fit.kind)
     if order is None:  # tps: GDAL's spline through the fit's own control points (the inliers);
         # one through a grid sampled from it lost its bends between the grid points (1.5 px
@@ -625,7 +624,7 @@ def warp_sar(
         else (src_nodata if src_nodata is not None else 0.0)
     )
     _check_nodata_fits(nodata, first.DataType)
-    check_output_type(driver, gdal.GetDataTypeName(first.DataType), name)
+    check_output(driver, gdal.GetDataTypeName(first.DataType), settings.creation_options, name)
     out_gt, width, height = output_grid(optical, settings.pixel_size)
     if driver == "GPKG" and not any(o.upper().startswith("RASTER_TABLE=") for o in options):
         options.append(f"RASTER_TABLE={Path(name).stem}")  # not the temporary file's name

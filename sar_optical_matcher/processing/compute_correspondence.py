@@ -389,8 +389,6 @@ def run_matching(
     Returns:
         (optical RasterInfo, SAR RasterInfo, MatchResult).
     """
-    if feedback is None:
-        feedback = QgsProcessingFeedback()
     optical = common.open_raster_checked(s.optical_path, A.OPTICAL, s.optical_band)
     sar = common.open_raster_checked(s.sar_path, A.SAR, s.sar_band)
     canceled = common.canceled_callback(feedback)

@@ -43,7 +43,7 @@ from sar_optical_matcher.processing.compute_correspondence import (
     skipped_text,
 )
 from sar_optical_matcher.processing.detect_keypoints import declare_detect_params
-from sar_optical_matcher.rasters import check_output_type, output_driver
+from sar_optical_matcher.rasters import output_driver
 
 TIEPOINT_FIELDS = (
     ("id", int),
@@ -293,10 +293,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         correspondence = correspondence_settings(self, parameters, context, keep_maps=True)
         try:  # the format and whether it holds the SAR's data type: said before any work
             sar_types = rasters.open_raster(correspondence.sar_path).gdal_types
-            driver, out_name = output_driver(output_path), Path(output_path).name
-            check_output_type(driver, sar_types[0], out_name)
-            if warp.creation_options is not None:
-                rasters.check_creation_options(driver, warp.creation_options, out_name)
+            rasters.check_output(
+                output_driver(output_path), sar_types[0], warp.creation_options,
+                Path(output_path).name,
+            )  # fmt: skip
         except ValueError as exc:
             raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc
         return RegisterSettings(
