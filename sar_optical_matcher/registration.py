@@ -293,6 +293,12 @@ class FitResult:
     loo_rmse_px: float = float("nan")
 
 
+def rms_length(vectors: Any) -> float:
+    """Root mean square length of (N, 2) residual vectors (NaN for none): an RMSE."""
+    v = np.asarray(vectors, np.float64).reshape(-1, 2)
+    return float(np.sqrt(np.mean(np.sum(v**2, axis=1)))) if len(v) else float("nan")
+
+
 def required_inliers(kind: str, min_inliers: int) -> int:
     """Inliers needed to trust a ``kind`` fit: the user's minimum and a redundant sample."""
     return max(int(min_inliers), tf.min_points(kind) + EXTRA_INLIERS)
@@ -454,11 +460,11 @@ def fit_tie_points(
     resid = np.full(ties.src_px.shape, np.nan)
     finite = np.isfinite(ties.src_px).all(axis=1)
     resid[finite] = transform.apply(ties.src_px[finite]) - ties.dst_px[finite]
-    rmse = float(np.sqrt(np.mean(np.sum(resid[inliers] ** 2, axis=1))))
+    rmse = rms_length(resid[inliers])
     loo = np.full(ties.src_px.shape, np.nan)
     loo[inliers] = tf.loo_residuals(ties.src_px[inliers], ties.dst_px[inliers], kind)
     held = loo[inliers][np.isfinite(loo[inliers]).all(axis=1)]
-    loo_rmse = float(np.sqrt(np.mean(np.sum(held**2, axis=1)))) if len(held) else float("nan")
+    loo_rmse = rms_length(held)
     return FitResult(transform, kind, inliers, resid, rmse, int(idx.size), stats, loo, loo_rmse)
 
 

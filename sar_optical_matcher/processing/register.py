@@ -481,6 +481,4 @@ def map_unit_rmse(fit: reg.FitResult, gt: Any) -> float:
     """
     jac = np.array([[gt[1], gt[2]], [gt[4], gt[5]]], np.float64)
     res = np.asarray(fit.residual_xy_px, np.float64)[np.asarray(fit.inliers, bool)]
-    if len(res) == 0:
-        return float("nan")
-    return float(np.sqrt(np.mean(np.sum((res @ jac.T) ** 2, axis=1))))
+    return reg.rms_length(res @ jac.T)
