@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from sar_optical_matcher.core import classical, peaks
+from sar_optical_matcher.core.correlation import box_sums
 from sar_optical_matcher.core.preprocessing import PreprocessSpec, preprocess
 from training.sources import PairRecord
 
@@ -126,11 +127,8 @@ def _region_origin(rec: PairRecord, search: int, rng: np.random.Generator) -> tu
     ok = np.asarray(rec.valid, bool)
     if ok[sy : sy + search, sx : sx + search].mean() >= MIN_VALID_FRACTION:
         return sy, sx
-    table = np.zeros((h + 1, w + 1), np.int64)
-    table[1:, 1:] = ok.cumsum(axis=0).cumsum(axis=1)
-    s = search
-    counts = table[s:, s:] - table[:-s, s:] - table[s:, :-s] + table[:-s, :-s]
-    rows, cols = np.nonzero(counts >= MIN_VALID_FRACTION * s * s)
+    counts = box_sums(ok, search, search)  # whole counts: exact in float64
+    rows, cols = np.nonzero(counts >= MIN_VALID_FRACTION * search * search)
     if len(rows):
         pick = int(rng.integers(0, len(rows)))
         return int(rows[pick]), int(cols[pick])
