@@ -387,6 +387,10 @@ def split_by_scene(
 
     Returns:
         The three lists.
+
+    Raises:
+        ValueError: bad fractions, a scene named in both forced lists, or a forced scene that
+            no record has.
     """
     frac = np.asarray(fractions, dtype=np.float64)
     if frac.shape != (3,) or (frac < 0).any() or frac.sum() <= 0:
@@ -401,6 +405,7 @@ def split_by_scene(
     sizes: dict[str, int] = {}
     for r in records:
         sizes[r.scene] = sizes.get(r.scene, 0) + 1
+    _check_named_scenes(holdout, validation, set(sizes))
     free = sorted(set(sizes) - holdout)
     target = frac / frac.sum() * sum(sizes[s] for s in free)
     filled = np.zeros(3)
@@ -419,3 +424,20 @@ def split_by_scene(
     for r in records:
         out[part[r.scene]].append(r)
     return out
+
+
+def _check_named_scenes(holdout: set[str], validation: set[str], scenes: set[str]) -> None:
+    """Every scene forced into a split must be in the data.
+
+    A misspelt or unloaded name would otherwise match nothing, and the scene meant to be held
+    out would silently be trained on (or the validation split silently lack it).
+    """
+    for key, names in (("data.holdout_scenes", holdout), ("data.validation_scenes", validation)):
+        missing = sorted(names - scenes)
+        if missing:
+            have = sorted(scenes)
+            shown = ", ".join(have[:30]) + (f", ... ({len(have)} in all)" if len(have) > 30 else "")
+            raise ValueError(
+                f"{key} names scenes {missing} that are not in the loaded data (scenes: "
+                f"{shown}); check their spelling and that their source is configured"
+            )

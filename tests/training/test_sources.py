@@ -284,6 +284,20 @@ def test_validation_scenes_are_forced_into_validation_and_count_towards_it():
                                validation_scenes=["s1"])  # fmt: skip
 
 
+def test_forced_scenes_that_are_not_in_the_data_are_refused():
+    """A misspelt held-out scene used to match nothing: the real one was trained on."""
+    recs = [record(f"s{k}", i) for k in range(6) for i in range(2)]
+    with pytest.raises(ValueError, match=r"data.holdout_scenes names scenes \['s5x'\]"):
+        sources.split_by_scene(recs, (1.0, 0.0, 0.0), holdout_scenes=["s5x"])
+    with pytest.raises(ValueError, match=r"data.validation_scenes .*\['s9'\].*s0, s1"):
+        sources.split_by_scene(recs, (1.0, 0.0, 0.0), validation_scenes=["s0", "s9"])
+    train, val, test = sources.split_by_scene(
+        recs, (1.0, 0.0, 0.0), holdout_scenes=["s5"], validation_scenes=["s0"]
+    )
+    assert {r.scene for r in test} == {"s5"} and {r.scene for r in val} == {"s0"}
+    assert len(train) == 8
+
+
 def test_calibration_scenes_are_the_default_validation_scenes(three_mos):
     """`make train-default` calibrates the confidence on validation scenes (and, through
     ``--training-tiles``, the training split's), never on a held-out test scene."""
