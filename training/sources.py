@@ -125,20 +125,15 @@ def load_3mos(
 
     Returns:
         Records sorted by scene, then tile number.
+
+    Raises:
+        ValueError: ``root`` is missing or holds no tile pairs, a filter or offset names a
+            sensor, scene or tile that is not there, or a tile file has no tile number.
     """
     base = Path(root)
     if not base.is_dir():
         raise ValueError(f"3MOS folder {base} not found: pass root= (e.g. ../shared/data/3mos)")
-    folders = sorted(d for d in base.iterdir() if d.is_dir() and "_" in d.name)
-    if scenes is not None:
-        missing = set(scenes) - {d.name for d in folders}
-        if missing:
-            raise ValueError(
-                f"3MOS scenes {sorted(missing)} not in {base}; have {[d.name for d in folders]}"
-            )
-        folders = [d for d in folders if d.name in set(scenes)]
-    if sensors is not None:
-        folders = [d for d in folders if d.name.split("_", 1)[0] in set(sensors)]
+    folders = _3mos_folders(base, sensors, scenes)
     measured = {k: (float(v[0]), float(v[1])) for k, v in (offsets_px or {}).items()}
     unknown = set(measured) - {d.name for d in base.iterdir() if d.is_dir()}
     if unknown:
@@ -148,8 +143,7 @@ def load_3mos(
     records = []
     for folder in folders:
         sensor = folder.name.split("_", 1)[0]
-        tiles = sorted(folder.glob("*_optical.png"), key=lambda p: int(p.name.split("_")[0]))
-        for opt_path in tiles:
+        for opt_path in _3mos_tiles(folder):
             k = opt_path.name.split("_")[0]
             sar_path = folder / f"{k}_sar.png"
             if not sar_path.is_file():
@@ -172,6 +166,11 @@ def load_3mos(
                     offset_xy_px=offset,
                 )
             )
+    if not records:
+        raise ValueError(
+            f"no 3MOS tile pairs under {base}: expected <SENSOR>_<scene>/<k>_optical.png with "
+            "<k>_sar.png (e.g. SEN_city/0_optical.png); check root= and the sensors/scenes filters"
+        )
     missing_tiles = set(per_tile) - found
     if missing_tiles:
         raise ValueError(
@@ -179,6 +178,40 @@ def load_3mos(
             f"{base} (keys are '<scene>/<k>', e.g. 'GF3_plain/3', and the scene must be selected)"
         )
     return records
+
+
+def _3mos_folders(
+    base: Path, sensors: Sequence[str] | None, scenes: Sequence[str] | None
+) -> list[Path]:
+    """The ``<SENSOR>_<scene>`` folders of ``base`` that the filters keep (each must match)."""
+    folders = every = sorted(d for d in base.iterdir() if d.is_dir() and "_" in d.name)
+    if scenes is not None:
+        missing = set(scenes) - {d.name for d in folders}
+        if missing:
+            raise ValueError(
+                f"3MOS scenes {sorted(missing)} not in {base}; have {[d.name for d in folders]}"
+            )
+        folders = [d for d in folders if d.name in set(scenes)]
+    if sensors is not None:
+        have = sorted({d.name.split("_", 1)[0] for d in every})
+        if set(sensors) - set(have):
+            raise ValueError(
+                f"3MOS sensors {sorted(set(sensors) - set(have))} not in {base}; have {have}"
+            )
+        folders = [d for d in folders if d.name.split("_", 1)[0] in set(sensors)]
+    return folders
+
+
+def _3mos_tiles(folder: Path) -> list[Path]:
+    """The ``<k>_optical.png`` files of a 3MOS scene folder, by tile number ``k``."""
+    tiles = sorted(folder.glob("*_optical.png"))
+    odd = [p.name for p in tiles if not p.name.split("_")[0].isdigit()]
+    if odd:
+        raise ValueError(
+            f"3MOS: {folder} holds {odd}, not named <k>_optical.png with a tile number k; "
+            "rename or remove them"
+        )
+    return sorted(tiles, key=lambda p: int(p.name.split("_")[0]))
 
 
 _SEN12_S1 = re.compile(r"^(?P<roi>ROIs\d+_[a-z]+)_s1_(?P<scene>\d+)_p(?P<patch>\d+)\.png$")
@@ -196,6 +229,9 @@ def load_sen12(root: str | Path) -> list[PairRecord]:
 
     Returns:
         Records sorted by path.
+
+    Raises:
+        ValueError: ``root`` is missing or holds no patch pairs.
     """
     base = Path(root)
     if not base.is_dir():
@@ -223,6 +259,11 @@ def load_sen12(root: str | Path) -> list[PairRecord]:
         )
     if skipped:
         warnings.warn(f"SEN1-2: {skipped} s1 patches without an s2 twin skipped", stacklevel=2)
+    if not records:
+        raise ValueError(
+            f"no SEN1-2 patch pairs under {base}: expected ROIs*/s1_<n>/<ROI>_<season>_s1_<n>_p<k>"
+            ".png with its twin in ROIs*/s2_<n>/; pass the folder holding ROIs*/"
+        )
     return records
 
 

@@ -65,6 +65,26 @@ def test_3mos_filters_and_unknown_scene():
         sources.load_3mos(THREE_MOS, offsets_px={"GF3_atlantis": [1, 2]})
 
 
+def test_3mos_and_sen12_layout_errors_are_named(tmp_path):
+    """A wrong root or sensor filter used to load 0 pairs silently (training went on with the
+    other sources alone); a tile without a number failed with int()'s own message."""
+    with pytest.raises(ValueError, match="no 3MOS tile pairs under"):
+        sources.load_3mos(tmp_path)  # e.g. root= one level too high: no <SENSOR>_<scene>/
+    scene = tmp_path / "SEN_x"
+    scene.mkdir()
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    Image.fromarray(rgb).save(scene / "0_optical.png")
+    Image.fromarray(rgb[..., 0]).save(scene / "0_sar.png")
+    assert [r.name for r in sources.load_3mos(tmp_path)] == ["3mos/SEN_x/0"]
+    with pytest.raises(ValueError, match=r"sensors \['S1'\] not in .*have \['SEN'\]"):
+        sources.load_3mos(tmp_path, sensors=["S1"])
+    Image.fromarray(rgb).save(scene / "preview_optical.png")
+    with pytest.raises(ValueError, match=r"holds \['preview_optical.png'\], not named <k>_opt"):
+        sources.load_3mos(tmp_path)
+    with pytest.raises(ValueError, match="no SEN1-2 patch pairs under"):
+        sources.load_sen12(tmp_path)
+
+
 def test_3mos_tile_offsets_replace_the_scene_offset_of_one_tile():
     if not THREE_MOS.is_dir():
         pytest.skip("3MOS sample not found")
