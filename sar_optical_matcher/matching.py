@@ -64,7 +64,9 @@ class MatchRecord:
         confidence: match confidence in [0, 1].
         accepted: ``status == "ok"`` and ``confidence >= confidence_threshold``.
         status: ``"ok"`` or why the keypoint was skipped (``"nodata_optical"``,
-            ``"nodata_sar"``, ``"constant_optical"``, ``"constant_sar"``).
+            ``"nodata_sar"``, ``"constant_optical"``, ``"constant_sar"``; constant means
+            constant after the contract's percentile stretch, which at 2-98 % also flattens a
+            patch that is one value but for under 2 % of its pixels above and 2 % below it).
     """
 
     id: int
@@ -144,6 +146,18 @@ def _usable(data: np.ndarray, valid: np.ndarray, min_fraction: float, what: str)
     return "ok"
 
 
+def _flat(patch: np.ndarray, valid: np.ndarray) -> bool:
+    """Whether a preprocessed patch is one value on its valid pixels: nothing left to match.
+
+    The percentile stretch also flattens a patch that is one value but for fewer than
+    ``low_percentile`` % of its pixels below it and ``100 - high_percentile`` % above (a small
+    object on calm water, a saturated cloud, an undeclared fill value): the model would see a
+    constant input and the peak of its map would be noise.
+    """
+    values = patch[valid]
+    return bool(values.size) and float(values.max()) == float(values.min())
+
+
 def _read_pair(
     optical: RasterInfo, optical_band: int, sar: RasterInfo, sar_band: int,
     corner: tuple[int, int], t: int, s: int, min_fraction: float, sar_scale: str,
@@ -161,18 +175,20 @@ def _read_pair(
     status = _usable(tpl, tpl_ok, min_fraction, "optical")
     if status != "ok":
         return status, None, None
+    c = matcher.contract
+    tpl_pre = preprocess(tpl, c.optical, valid=tpl_ok)
+    if _flat(tpl_pre, tpl_ok):
+        return "constant_optical", None, None
     off = (s - t) // 2
     target = optical if grid is None else grid
     reg, reg_ok = read_on_grid(sar, sar_band, target, tx0 - off, ty0 - off, s, s, sar_resampling)
     status = _usable(reg, reg_ok, min_fraction, "sar")
     if status != "ok":
         return status, None, None
-    c = matcher.contract
-    return (
-        "ok",
-        preprocess(tpl, c.optical, valid=tpl_ok),
-        preprocess(reg, c.sar, valid=reg_ok, sar_scale=sar_scale),
-    )
+    reg_pre = preprocess(reg, c.sar, valid=reg_ok, sar_scale=sar_scale)
+    if _flat(reg_pre, reg_ok):
+        return "constant_sar", None, None
+    return "ok", tpl_pre, reg_pre
 
 
 def _locate(

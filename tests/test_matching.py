@@ -203,3 +203,25 @@ def test_auto_sar_scale_is_decided_once_for_the_raster(matcher: OnnxMatcher, tmp
     np.testing.assert_array_equal(auto.maps, forced.maps)
     linear = open_raster(make_tif(tmp_path / "lin.tif", scene(3).astype(np.float32) + 1, UTM_GT))
     assert match_keypoints(optical, 1, linear, 1, kps, matcher).sar_scale == "linear"
+
+
+def test_patches_the_stretch_flattens_are_skipped(matcher: OnnxMatcher, tmp_path: Path) -> None:
+    """A template or region of one value but for a 3 x 3 spot (0.2 % of a 64 x 64 template, 0.1 %
+    of a 96 x 96 region) is constant after the 2-98 % stretch: the model sees a constant
+    patch. It was matched as "ok" (a shift read off a map of noise); now it is skipped."""
+    img = scene(seed=5).astype(np.float32) + 1.0
+    opt_img = img.copy()
+    opt_img[150:, :90] = 7.0  # calm water with one small boat
+    opt_img[210:213, 40:43] = 50.0
+    sar_img = img.copy()
+    sar_img[:100, 150:] = 3.0  # likewise in the SAR
+    sar_img[50:53, 205:208] = 20.0
+    optical = open_raster(make_tif(tmp_path / "o.tif", opt_img, UTM_GT))
+    sar = open_raster(make_tif(tmp_path / "s.tif", sar_img, UTM_GT))
+    keypoints = np.array([[80.5, 110.5], [50.5, 200.5], [206.5, 51.5]])  # regions inside
+    result = match_keypoints(optical, 1, sar, 1, keypoints, matcher, sar_scale="db",
+                             confidence_threshold=0.0)  # fmt: skip
+    assert [r.status for r in result.records] == ["ok", "constant_optical", "constant_sar"]
+    assert result.records[0].accepted and abs(result.records[0].dx_px) < 0.5
+    for r in result.records[1:]:
+        assert not r.accepted and np.isnan(r.dx_px) and np.isnan(r.score)
