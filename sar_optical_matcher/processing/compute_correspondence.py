@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -33,55 +31,16 @@ from sar_optical_matcher.processing.detect_keypoints import (
     detect_settings_from,
     mask_given,
 )
-
-MATCH_FIELDS = (
-    ("id", int),
-    ("opt_x_px", float),
-    ("opt_y_px", float),
-    ("dx_px", float),
-    ("dy_px", float),
-    ("sar_x_px", float),
-    ("sar_y_px", float),
-    ("opt_x_map", float),
-    ("opt_y_map", float),
-    ("sar_x_map", float),
-    ("sar_y_map", float),
-    ("score", float),
-    ("second_score", float),
-    ("ratio", float),
-    ("spread_px", float),
-    ("confidence", float),
-    ("accepted", bool),
-    ("status", str),
+from sar_optical_matcher.processing.matching_plan import (
+    MATCH_FIELDS,
+    CorrespondenceSettings,
+    check_overlap,
+    detection_window,
+    empty_result,
+    no_keypoints_message,
+    select_layer_keypoints,
+    skipped_text,
 )
-
-
-@dataclass(frozen=True)
-class CorrespondenceSettings:
-    """Plain values of the matching parameters (shared by Register SAR to optical).
-
-    Attributes:
-        sar_path: SAR raster file.
-        sar_band: 1-based SAR band.
-        optical_path: optical raster file.
-        optical_band: 1-based optical band.
-        keypoints_map: (N, 2) float64 keypoints in the optical CRS, or ``None`` to detect them.
-        detect: detection settings used when ``keypoints_map`` is ``None``.
-        match: matching settings (model, sizes, scale, device, batch, confidence).
-        maps_folder: folder for correspondence-map GeoTIFFs, or ``None``.
-        masked: a MASK layer was given (``detect.mask_wkt`` may also hold a reprojected
-            EXTENT's outline).
-    """
-
-    sar_path: str
-    sar_band: int
-    optical_path: str
-    optical_band: int
-    keypoints_map: np.ndarray | None
-    detect: reg.DetectSettings
-    match: reg.MatchSettings
-    maps_folder: str | None = None
-    masked: bool = False
 
 
 class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
@@ -411,7 +370,7 @@ def run_matching(
             if not allow_empty:
                 raise QgsProcessingException(why)
             feedback.pushWarning(f"{why}; the output layer is empty")
-            return optical, sar, _empty_result(s)
+            return optical, sar, empty_result(s)
         result = reg.compute_matches(
             optical,
             s.optical_band,
@@ -447,9 +406,8 @@ def _keypoints(
     left out.
     """
     if s.keypoints_map is None:
-        x0, y0, x1, y1 = overlap
-        half = s.match.search_size * grid_scale / 2.0  # a search region must fit on the SAR
-        within = (x0 + half, y0 + half, x1 - half, y1 - half)
+        # a search region must fit on the SAR around each keypoint
+        within = detection_window(overlap, s.match.search_size, grid_scale)
         detect = dataclasses.replace(s.detect, within_px=within)
         with common.processing_errors():
             kps = reg.detect_keypoints_tiled(
@@ -462,107 +420,12 @@ def _keypoints(
         return xy, np.arange(len(xy))
     xy_map = s.keypoints_map
     xy_px = reg.map_to_pixel(optical.geotransform, xy_map)
-    inside = (
-        (xy_px[:, 0] >= 0)
-        & (xy_px[:, 0] < optical.width)
-        & (xy_px[:, 1] >= 0)
-        & (xy_px[:, 1] < optical.height)
-    )
-    if not inside.all():
-        feedback.pushWarning(
-            f"{int((~inside).sum())} keypoints lie outside the optical raster and are skipped"
-        )
-    keep = inside.copy()
-    for name, wanted in (
+    polygons = "MASK" if s.masked else "EXTENT"  # a reprojected EXTENT's outline, or MASK
+    filters = [
         ("EXTENT", points_in_box(xy_map, s.detect.extent_map)),
-        ("MASK" if s.masked else "EXTENT", common.points_in_polygons(xy_map, s.detect.mask_wkt)),
-    ):
-        if (keep & ~wanted).any():
-            feedback.pushWarning(
-                f"{int((keep & ~wanted).sum())} keypoints on the optical raster lie outside "
-                f"{name} and are skipped"
-            )
-        keep &= wanted
-    ids = np.flatnonzero(keep)
+        (polygons, common.points_in_polygons(xy_map, s.detect.mask_wkt)),
+    ]
+    ids, warnings = select_layer_keypoints(xy_px, optical.width, optical.height, filters)
+    for text in warnings:
+        feedback.pushWarning(text)
     return xy_px[ids], ids
-
-
-def check_overlap(
-    optical: Any, sar: Any, search_size: int, grid_scale: float = 1.0
-) -> tuple[float, float, float, float]:
-    """Raise unless the SAR footprint covers at least one search region of the matching grid.
-
-    The matching grid has pixels of ``grid_scale`` optical pixels. Returns the footprint's
-    bounding box in optical pixels (``rasters.footprint_overlap``).
-    """
-    from sar_optical_matcher import rasters
-
-    x0, y0, x1, y1 = rasters.footprint_overlap(optical, sar)
-    w, h = int(x1 - x0), int(y1 - y0)
-    needed = int(math.ceil(search_size * grid_scale))
-    sizes = f"(OPTICAL {optical.width} x {optical.height} px, SAR {sar.width} x {sar.height} px)"
-    if w <= 0 or h <= 0:
-        raise QgsProcessingException(
-            f"the SAR and optical rasters do not overlap {sizes}: no SAR pixel lies on the "
-            "optical raster, so there is no search region to match in; choose two rasters of "
-            "the same place/area and check that their CRSs are set correctly"
-        )
-    if min(w, h) < needed:
-        grid = "" if grid_scale == 1.0 else f" of {grid_scale:.2f}x optical pixels"
-        raise QgsProcessingException(
-            f"the SAR and optical rasters overlap by only {w} x {h} optical pixels {sizes}, "
-            f"smaller than one search region ({search_size} x {search_size} px{grid}, "
-            f"{needed} optical px); choose rasters that cover more of the same place/area, or "
-            "a model with a smaller search region"
-        )
-    return x0, y0, x1, y1
-
-
-def no_keypoints_message(from_layer: bool, masked: bool = False, layer_points: int = -1) -> str:
-    """Why there is nothing to match, and what to do.
-
-    ``layer_points``: how many points the KEYPOINTS layer has (0: an empty layer or selection).
-    """
-    if from_layer and layer_points == 0:
-        return (
-            "there are no keypoints to match: the KEYPOINTS layer has no points (an empty "
-            "layer, or 'Selected features only' with no point selected); choose a layer with "
-            "points, select some, or leave KEYPOINTS unset to detect keypoints"
-        )
-    if from_layer:
-        return (
-            "there are no keypoints to match: none of the KEYPOINTS layer's points lies on the "
-            "optical raster (and inside EXTENT and MASK, where given); choose a layer that "
-            "covers it, or leave KEYPOINTS unset to detect keypoints"
-        )
-    if masked:
-        return (
-            "there are no keypoints to match: no corner was found inside MASK (do its polygons "
-            "overlap the optical raster where the SAR covers it, away from BORDER?); check the "
-            "mask, leave it empty, or give a KEYPOINTS layer"
-        )
-    return (
-        "there are no keypoints to match: no corner was found on the optical raster (constant, "
-        "all nodata or textureless there, or smaller than the search region plus BORDER); use a "
-        "textured area, a smaller MIN_DISTANCE/BORDER, or give a KEYPOINTS layer"
-    )
-
-
-#: What each skip status of a match record means for the user.
-SKIP_REASONS = {
-    "nodata_optical": "the optical template has too few valid pixels",
-    "nodata_sar": "the SAR raster has no valid data around the keypoint (nodata or outside it)",
-    "constant_optical": "the optical template is constant",
-    "constant_sar": "the SAR search region is constant",
-}
-
-
-def skipped_text(counts: dict[str, int]) -> str:
-    """``"nodata_sar: 12 (the SAR raster has ...)"`` for each skip status."""
-    return "; ".join(f"{k}: {n} ({SKIP_REASONS.get(k, k)})" for k, n in sorted(counts.items()))
-
-
-def _empty_result(s: CorrespondenceSettings) -> Any:
-    from sar_optical_matcher import matching
-
-    return matching.MatchResult([], s.match.template_size, s.match.search_size)

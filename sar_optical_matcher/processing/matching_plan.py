@@ -1,0 +1,195 @@
+"""QGIS-free logic of Compute correspondence (shared by Register SAR to optical).
+
+The settings record, the overlap check, which keypoints are matched and the texts that say
+why some or all were not: plain values in, plain values out, so that
+``compute_correspondence`` stays a thin adapter between Processing parameters and these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sar_optical_matcher import registration as reg
+
+MATCH_FIELDS = (
+    ("id", int),
+    ("opt_x_px", float),
+    ("opt_y_px", float),
+    ("dx_px", float),
+    ("dy_px", float),
+    ("sar_x_px", float),
+    ("sar_y_px", float),
+    ("opt_x_map", float),
+    ("opt_y_map", float),
+    ("sar_x_map", float),
+    ("sar_y_map", float),
+    ("score", float),
+    ("second_score", float),
+    ("ratio", float),
+    ("spread_px", float),
+    ("confidence", float),
+    ("accepted", bool),
+    ("status", str),
+)
+
+
+@dataclass(frozen=True)
+class CorrespondenceSettings:
+    """Plain values of the matching parameters (shared by Register SAR to optical).
+
+    Attributes:
+        sar_path: SAR raster file.
+        sar_band: 1-based SAR band.
+        optical_path: optical raster file.
+        optical_band: 1-based optical band.
+        keypoints_map: (N, 2) float64 keypoints in the optical CRS, or ``None`` to detect them.
+        detect: detection settings used when ``keypoints_map`` is ``None``.
+        match: matching settings (model, sizes, scale, device, batch, confidence).
+        maps_folder: folder for correspondence-map GeoTIFFs, or ``None``.
+        masked: a MASK layer was given (``detect.mask_wkt`` may also hold a reprojected
+            EXTENT's outline).
+    """
+
+    sar_path: str
+    sar_band: int
+    optical_path: str
+    optical_band: int
+    keypoints_map: np.ndarray | None
+    detect: reg.DetectSettings
+    match: reg.MatchSettings
+    maps_folder: str | None = None
+    masked: bool = False
+
+
+def check_overlap(
+    optical: Any, sar: Any, search_size: int, grid_scale: float = 1.0
+) -> tuple[float, float, float, float]:
+    """Raise unless the SAR footprint covers at least one search region of the matching grid.
+
+    The matching grid has pixels of ``grid_scale`` optical pixels. Returns the footprint's
+    bounding box in optical pixels (``rasters.footprint_overlap``).
+
+    Raises:
+        ValueError: the rasters do not overlap, or by less than one search region.
+    """
+    from sar_optical_matcher import rasters
+
+    x0, y0, x1, y1 = rasters.footprint_overlap(optical, sar)
+    w, h = int(x1 - x0), int(y1 - y0)
+    needed = int(math.ceil(search_size * grid_scale))
+    sizes = f"(OPTICAL {optical.width} x {optical.height} px, SAR {sar.width} x {sar.height} px)"
+    if w <= 0 or h <= 0:
+        raise ValueError(
+            f"the SAR and optical rasters do not overlap {sizes}: no SAR pixel lies on the "
+            "optical raster, so there is no search region to match in; choose two rasters of "
+            "the same place/area and check that their CRSs are set correctly"
+        )
+    if min(w, h) < needed:
+        grid = "" if grid_scale == 1.0 else f" of {grid_scale:.2f}x optical pixels"
+        raise ValueError(
+            f"the SAR and optical rasters overlap by only {w} x {h} optical pixels {sizes}, "
+            f"smaller than one search region ({search_size} x {search_size} px{grid}, "
+            f"{needed} optical px); choose rasters that cover more of the same place/area, or "
+            "a model with a smaller search region"
+        )
+    return x0, y0, x1, y1
+
+
+def detection_window(
+    overlap: tuple[float, ...], search_size: int, grid_scale: float
+) -> tuple[float, float, float, float]:
+    """The footprint box (optical px) shrunk so that a search region fits around a keypoint."""
+    x0, y0, x1, y1 = overlap
+    half = search_size * grid_scale / 2.0
+    return x0 + half, y0 + half, x1 - half, y1 - half
+
+
+def select_layer_keypoints(
+    xy_px: np.ndarray, width: int, height: int, filters: Sequence[tuple[str, np.ndarray]]
+) -> tuple[np.ndarray, list[str]]:
+    """Which of a layer's keypoints are matched, and the warnings about the others.
+
+    Args:
+        xy_px: (N, 2) float64 keypoints in optical pixels.
+        width: optical raster width (px).
+        height: optical raster height (px).
+        filters: (name, (N,) bool wanted) pairs, e.g. ``("EXTENT", inside_extent)``, applied
+            in order to the points on the raster.
+
+    Returns:
+        (ids, warnings): the (M,) int indices of the kept points; one warning per filter that
+        left points out (and one for points off the raster).
+    """
+    inside = (
+        (xy_px[:, 0] >= 0) & (xy_px[:, 0] < width) & (xy_px[:, 1] >= 0) & (xy_px[:, 1] < height)
+    )
+    warnings = []
+    if not inside.all():
+        warnings.append(
+            f"{int((~inside).sum())} keypoints lie outside the optical raster and are skipped"
+        )
+    keep = inside.copy()
+    for name, wanted in filters:
+        if (keep & ~wanted).any():
+            warnings.append(
+                f"{int((keep & ~wanted).sum())} keypoints on the optical raster lie outside "
+                f"{name} and are skipped"
+            )
+        keep &= wanted
+    return np.flatnonzero(keep), warnings
+
+
+def no_keypoints_message(from_layer: bool, masked: bool = False, layer_points: int = -1) -> str:
+    """Why there is nothing to match, and what to do.
+
+    ``layer_points``: how many points the KEYPOINTS layer has (0: an empty layer or selection).
+    """
+    if from_layer and layer_points == 0:
+        return (
+            "there are no keypoints to match: the KEYPOINTS layer has no points (an empty "
+            "layer, or 'Selected features only' with no point selected); choose a layer with "
+            "points, select some, or leave KEYPOINTS unset to detect keypoints"
+        )
+    if from_layer:
+        return (
+            "there are no keypoints to match: none of the KEYPOINTS layer's points lies on the "
+            "optical raster (and inside EXTENT and MASK, where given); choose a layer that "
+            "covers it, or leave KEYPOINTS unset to detect keypoints"
+        )
+    if masked:
+        return (
+            "there are no keypoints to match: no corner was found inside MASK (do its polygons "
+            "overlap the optical raster where the SAR covers it, away from BORDER?); check the "
+            "mask, leave it empty, or give a KEYPOINTS layer"
+        )
+    return (
+        "there are no keypoints to match: no corner was found on the optical raster (constant, "
+        "all nodata or textureless there, or smaller than the search region plus BORDER); use a "
+        "textured area, a smaller MIN_DISTANCE/BORDER, or give a KEYPOINTS layer"
+    )
+
+
+#: What each skip status of a match record means for the user.
+SKIP_REASONS = {
+    "nodata_optical": "the optical template has too few valid pixels",
+    "nodata_sar": "the SAR raster has no valid data around the keypoint (nodata or outside it)",
+    "constant_optical": "the optical template is constant",
+    "constant_sar": "the SAR search region is constant",
+}
+
+
+def skipped_text(counts: dict[str, int]) -> str:
+    """``"nodata_sar: 12 (the SAR raster has ...)"`` for each skip status."""
+    return "; ".join(f"{k}: {n} ({SKIP_REASONS.get(k, k)})" for k, n in sorted(counts.items()))
+
+
+def empty_result(s: CorrespondenceSettings) -> Any:
+    """A MatchResult without records, of the settings' template and search sizes."""
+    from sar_optical_matcher import matching
+
+    return matching.MatchResult([], s.match.template_size, s.match.search_size)

@@ -1,0 +1,66 @@
+"""Detect keypoints / Compute correspondence as reached from qgis_process, batch runs,
+PyQGIS and the modeler, and the QGIS-free logic of Compute correspondence."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sar_optical_matcher.processing import matching_plan
+
+
+def test_select_layer_keypoints_keeps_ids_and_says_why() -> None:
+    xy = np.array([[5.0, 5.0], [-1.0, 3.0], [50.0, 50.0], [99.5, 10.0], [10.0, 100.0]])
+    in_box = np.array([True, True, False, True, True])
+    in_poly = np.array([True, True, True, False, True])
+    ids, warnings = matching_plan.select_layer_keypoints(
+        xy, 100, 100, [("EXTENT", in_box), ("MASK", in_poly)]
+    )
+    assert ids.tolist() == [0]  # 1 off the raster (x < 0), 4 off it (y = height)
+    assert warnings == [
+        "2 keypoints lie outside the optical raster and are skipped",
+        "1 keypoints on the optical raster lie outside EXTENT and are skipped",
+        "1 keypoints on the optical raster lie outside MASK and are skipped",
+    ]
+
+
+def test_detection_window_leaves_half_a_search_region() -> None:
+    assert matching_plan.detection_window((0.0, 10.0, 400.0, 300.0), 96, 1.5) == (
+        72.0,
+        82.0,
+        328.0,
+        228.0,
+    )
+
+
+def test_check_overlap_says_what_is_too_small() -> None:
+    from osgeo import osr
+
+    from sar_optical_matcher.rasters import RasterInfo
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+
+    def info(x0: float) -> RasterInfo:
+        gt = (x0, 1.0, 0.0, 0.0, 0.0, -1.0)
+        return RasterInfo("r.tif", 200, 200, 1, gt, srs.ExportToWkt(), False, ("uint8",), (None,))
+
+    optical, far, near = info(0.0), info(1000.0), info(150.0)
+    with pytest.raises(ValueError, match="do not overlap"):
+        matching_plan.check_overlap(optical, far, 96)
+    with pytest.raises(ValueError, match=r"overlap by only 50 x 200 optical pixels"):
+        matching_plan.check_overlap(optical, near, 96)
+    assert matching_plan.check_overlap(optical, optical, 96) == (0.0, 0.0, 200.0, 200.0)
+
+
+def test_skipped_text_explains_each_status() -> None:
+    text = matching_plan.skipped_text({"nodata_sar": 2, "constant_optical": 1})
+    assert text.startswith("constant_optical: 1 (the optical template is constant); nodata_sar")
+    assert (
+        matching_plan.empty_result(
+            SimpleNamespace(match=SimpleNamespace(template_size=64, search_size=96))
+        ).records
+        == []
+    )
