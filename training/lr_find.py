@@ -119,9 +119,9 @@ def lr_range_test(
         except NonFiniteLossError:
             log.info("loss diverged (not finite) at lr %.3g; range test stopped", rate)
             break
-        objective = cfg.loss.w_recon * float(terms["recon"]) + cfg.loss.w_match * float(
-            terms["match"]
-        )
+        objective = cfg.loss.w_match * float(terms["match"])
+        if trainer.use_recon:  # w_recon 0: not computed (NaN), and 0 x NaN would spoil the curve
+            objective += cfg.loss.w_recon * float(terms["recon"])
         avg = 0.9 * avg + 0.1 * objective
         smoothed = avg / (1 - 0.9 ** (k + 1))
         rows.append(
@@ -136,6 +136,11 @@ def lr_range_test(
         best = min(best, smoothed)
         if k > 5 and smoothed > 4 * best:
             break
+    if len(rows) < 5:
+        raise ValueError(
+            f"the loss was not finite after {len(rows)} of {steps} steps (at lr {rate:.3g}): too "
+            "few points for a suggestion; lower --lr-end, or check the data and run.amp"
+        )
     with open(out / "lr_find.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -363,6 +363,34 @@ def test_lr_range_test_writes_csv_plot_and_range(tmp_path, data):
     assert 1e-7 <= result["lr_low"] <= result["steepest_lr"] <= result["lr_high"] <= 1.0
 
 
+def test_lr_range_test_without_reconstruction_and_early_divergence(tmp_path, data, monkeypatch):
+    """w_recon 0 leaves the reconstruction uncomputed (NaN): the objective was 0 x NaN = NaN at
+    every step and the suggestion failed in np.gradient; a loss that is not finite before 5
+    steps failed on an empty CSV (IndexError)."""
+    from training.loop import NonFiniteLossError, Trainer
+    from training.lr_find import lr_range_test
+
+    cfg = tiny_config(loss={"w_recon": 0.0})
+    result = lr_range_test(cfg, data, tmp_path, steps=8, lr_start=1e-6, lr_end=1e-1)
+    rows = list(csv.DictReader(open(tmp_path / "lr_find.csv")))
+    assert len(rows) == 8 and all(np.isfinite(float(r["objective"])) for r in rows)
+    assert 1e-6 <= result["lr_low"] <= result["lr_high"] <= 1e-1
+
+    calls = []
+    real_step = Trainer.train_step
+
+    def diverging(self, batch, gen):
+        calls.append(1)
+        if len(calls) > 2:
+            raise NonFiniteLossError("injected")
+        return real_step(self, batch, gen)
+
+    monkeypatch.setattr(Trainer, "train_step", diverging)
+    with pytest.raises(ValueError, match=r"not finite after 2 of 6 steps \(at lr 0.0001\)"):
+        lr_range_test(tiny_config(), data, tmp_path / "diverged", steps=6, lr_start=1e-6,
+                      lr_end=1e-1)  # fmt: skip
+
+
 def test_identical_init_copies_weights_without_sharing_them() -> None:
     import torch
 
