@@ -505,12 +505,15 @@ class OnnxMatcher:
     ) -> np.ndarray:
         t = self.contract.template_size
         m = region.shape[0] - t + 1
-        windows = np.lib.stride_tricks.sliding_window_view(region, (t, t)).reshape(m * m, t, t)
+        # (m, m, T, T) view of the region; a reshape to (m * m, T, T) would copy every window
+        # at once (1.1 GB for T = 128, S = 256): only one batch of windows is copied at a time.
+        windows = np.lib.stride_tricks.sliding_window_view(region, (t, t))
         opt = self.optical_descriptors(template)[0]
         scores = np.empty(m * m, np.float32)
         for start in range(0, m * m, WINDOW_BATCH):
             if is_canceled is not None and is_canceled():
                 raise Canceled("correspondence maps canceled")
-            chunk = np.ascontiguousarray(windows[start : start + WINDOW_BATCH])
+            rows, cols = np.divmod(np.arange(start, min(start + WINDOW_BATCH, m * m)), m)
+            chunk = windows[rows, cols]  # (batch, T, T), a copy of these windows only
             scores[start : start + len(chunk)] = self.sar_descriptors_windows(chunk) @ opt
         return scores.reshape(1, m, m)
