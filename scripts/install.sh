@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="python3-qgis qgis qgis-providers python3-gdal gdal-bin"
+# python3-venv: Debian's python3 has no ensurepip without it, and nothing above pulls it in
+APT_PACKAGES="python3-qgis qgis qgis-providers python3-gdal gdal-bin python3-venv"
 VENV=.venv
 STAMP="$VENV/.requirements.sha256"
 
@@ -23,9 +24,10 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
+# bin/pip, not bin/python: a venv whose ensurepip failed has its python but no pip
+if [ ! -x "$VENV/bin/pip" ]; then
   echo "install: creating $VENV (system site-packages, for qgis and osgeo)"
-  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  /usr/bin/python3 -m venv --clear --system-site-packages "$VENV"
 fi
 
 # onnxruntime-gpu where an NVIDIA GPU is visible, the CPU build elsewhere.
