@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sar_optical_matcher.core import classical, peaks  # noqa: E402
+from sar_optical_matcher.core import classical, files, peaks  # noqa: E402
 from training import evaluation_harness as harness  # noqa: E402
 
 ALL_METHODS = ("learned", *classical.METHODS)
@@ -83,6 +83,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", help="ONNX model (default: the shipped model if present)")
@@ -97,7 +104,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--samples-per-pair", type=_positive_int, default=1, help="samples per pair record"
     )
-    p.add_argument("--max-records", type=int, default=0, help="random subset of records (0: all)")
+    p.add_argument(
+        "--max-records", type=_non_negative_int, default=0, help="random subset of records (0: all)"
+    )
     p.add_argument("--template", type=int, default=128, help="template side T (px)")
     p.add_argument("--search", type=int, default=256, help="search region side S (px)")
     p.add_argument("--max-rotation", type=float, default=0.0, help="template rotation (deg)")
@@ -105,10 +114,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--subpixel", action="store_true", help="continuous true offsets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch", type=int, default=8, help="samples per batch")
+    p.add_argument("--batch", type=_positive_int, default=8, help="samples per batch")
     p.add_argument("--correct-px", type=float, default=3.0, help="a match is correct within")
     p.add_argument("--threshold", type=float, default=0.5, help="confidence threshold in table")
-    p.add_argument("--maps", type=int, default=4, help="samples shown in maps.png")
+    p.add_argument(
+        "--maps", type=_non_negative_int, default=4, help="samples shown in maps.png (0: none)"
+    )
     p.add_argument(
         "--cfog-sigma", type=float, default=0.8, help="CFOG spatial smoothing (px, paper 0.8)"
     )
@@ -117,9 +128,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="SCENE=X,Y",
-        help="replace the ground-truth offset_xy_px of a scene's records (repeatable), e.g. to "
-        "evaluate against a measured registration bias (scripts/measure_offsets.py); results "
-        "against the data set's own truth are the ones to report as such",
+        help="replace the ground-truth offset_xy_px of a scene's records (repeatable): the "
+        "SAR's misregistration relative to the optical in pixels (x, y), e.g. a measured "
+        "registration bias (scripts/measure_offsets.py) or, for a gdal pair (whose scene is its "
+        "optical file's stem), the shift make_synthetic_pair.py prints; results against the "
+        "data set's own truth are the ones to report as such",
     )
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
@@ -168,9 +181,13 @@ def parse_scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
 def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
     """The records with each ``--scene-offset SCENE=X,Y`` replacing its scene's offset."""
     offsets = parse_scene_offsets(items)
-    unknown = set(offsets) - {r.scene for r in records}
+    scenes = sorted({r.scene for r in records})
+    unknown = set(offsets) - set(scenes)
     if unknown:
-        raise SystemExit(f"--scene-offset names scenes {sorted(unknown)} not in --data")
+        raise SystemExit(
+            f"--scene-offset names scenes {sorted(unknown)} not in --data; its scenes are "
+            f"{scenes}"
+        )
     return [
         dataclasses.replace(r, offset_xy_px=offsets[r.scene]) if r.scene in offsets else r
         for r in records
@@ -320,9 +337,13 @@ def write_outputs(
     preds: list[harness.Predictions],
     fitted: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Write JSON, markdown, figures (and the calibrated models); return the summaries."""
+    """Write JSON, markdown, figures (and the calibrated models); return the summaries.
+
+    All of them are written under temporary names and renamed together at the end, so a failure
+    leaves an earlier run's outputs whole; a ``maps.png`` or ``confidence_model.json`` of an
+    earlier run that this one does not write is removed (it would pass for this run's).
+    """
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     # the table's threshold is one of the curves' thresholds, not its nearest neighbour
     thresholds = sorted({*harness.DEFAULT_THRESHOLDS, float(args.threshold)})
     summaries = [harness.summarise(p, args.correct_px, thresholds) for p in preds]
@@ -361,14 +382,20 @@ def write_outputs(
             )
             + "\n"
         )
-    (out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
-    (out / "results.md").write_text(f"# Evaluation ({len(samples)} samples)\n\n{table}")
-    plot_histograms(preds, out / "histograms.png", args.correct_px)
-    plot_precision(summaries, out / "precision.png")
-    if args.maps:
-        plot_maps(samples, preds, out / "maps.png")
-    if fitted:
-        (out / "confidence_model.json").write_text(json.dumps(fitted, indent=1))
+    with files.staged_outputs() as stage:
+        stage.path(out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
+        stage.path(out / "results.md").write_text(
+            f"# Evaluation ({len(samples)} samples)\n\n{table}"
+        )
+        plot_histograms(preds, stage.path(out / "histograms.png"), args.correct_px)
+        plot_precision(summaries, stage.path(out / "precision.png"))
+        if args.maps:
+            plot_maps(samples, preds, stage.path(out / "maps.png"))
+        if fitted:
+            stage.path(out / "confidence_model.json").write_text(json.dumps(fitted, indent=1))
+    for name, written in (("maps.png", args.maps), ("confidence_model.json", fitted)):
+        if not written:
+            (out / name).unlink(missing_ok=True)
     print(table)
     return summaries
 
@@ -376,6 +403,10 @@ def write_outputs(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        try:  # before any matching: a run of hours must not end in a folder it cannot write
+            files.check_destination(args.out, folder=True)
+        except ValueError as exc:
+            raise ValueError(f"--out: {exc}") from None
         samples = build_samples(args)
         print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
         preds, fitted = run_all(args, samples)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +74,78 @@ def test_install_recreates_a_venv_left_without_pip(tmp_path: Path) -> None:
     again = _install(repo)  # idempotent: nothing created or installed the second time
     assert again.returncode == 0, again.stdout + again.stderr
     assert "creating" not in again.stdout and "installing" not in again.stdout
+
+
+# -- evaluate.py -------------------------------------------------------------------------
+
+
+def test_evaluate_refuses_an_unwritable_out_before_any_matching(tmp_path, monkeypatch, capsys):
+    """--out under a file: every method ran (minutes for make evaluate), then
+    'error: [Errno 20] Not a directory'."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    calls: list[object] = []
+    monkeypatch.setattr(evaluate, "build_samples", lambda args: calls.append(args) or [])
+    argv = ["--data", "synthetic:1:256", "--methods", "ncc", "--out", str(blocker / "eval")]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out: cannot write") and "is a file, not a folder" in err
+    assert calls == []
+
+
+def _run_eval(out: Path, *extra: str) -> None:
+    argv = ["--data", "synthetic:2:256", "--methods", "ncc,cfog", "--samples-per-pair", "3"]
+    assert evaluate.main([*argv, "--maps", "2", "--out", str(out), *extra]) == 0
+
+
+def test_evaluate_outputs_are_one_run_and_renamed_together(tmp_path, monkeypatch):
+    """A failure while plotting left the new results.json beside the old figures; a run with
+    --maps 0 or without --calibrate-confidence left the earlier run's maps.png and
+    confidence_model.json as if they were its own."""
+    out = tmp_path / "eval"
+    _run_eval(out, "--calibrate-confidence", "--correct-px", "1.5")  # cfog: 2 of 6 correct
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(first) == ["confidence_model.json", "histograms.png", "maps.png",
+                             "precision.png", "results.json", "results.md"]  # fmt: skip
+    assert json.loads(first["results.json"])["config"]["samples_per_pair"] == 3
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(evaluate, "plot_precision", broken)
+    argv = ["--data", "synthetic:2:256", "--methods", "ncc", "--samples-per-pair", "1"]
+    assert evaluate.main([*argv, "--out", str(out)]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # no new, no partial file
+    monkeypatch.undo()
+
+    _run_eval(out, "--maps", "0")  # the last --maps wins
+    assert sorted(p.name for p in out.iterdir()) == [
+        "histograms.png", "precision.png", "results.json", "results.md"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--batch", "--batch: must be >= 1"),
+        ("--maps", "--maps: must be >= 0"),
+        ("--max-records", "--max-records: must be >= 0"),
+    ],  # fmt: skip
+)
+def test_evaluate_counts_are_argument_errors(option: str, message: str, capsys) -> None:
+    """--batch 0 and --maps -1 failed after the matching ('need at least one sample and batch
+    >= 1', 'Number of samples, -1, must be non-negative'), --max-records -1 with 'negative
+    dimensions are not allowed'."""
+    value = "0" if option == "--batch" else "-1"
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--data", "synthetic:1", option, value])
+    assert message in capsys.readouterr().err
+
+
+def test_an_unknown_scene_offset_lists_the_scenes_there_are() -> None:
+    """A gdal pair's scene is its optical file's stem: the error named only the wrong scene."""
+    records = evaluate.load_records("synthetic:2:64", 0)
+    with pytest.raises(SystemExit, match=r"\['pair'\] not in --data; its scenes are "
+                       r"\['synthetic-0', 'synthetic-1'\]"):  # fmt: skip
+        evaluate.with_scene_offsets(records, ["pair=1,2"])
+    moved = evaluate.with_scene_offsets(records, ["synthetic-1=1,-2"])
+    assert [r.offset_xy_px for r in moved] == [(0.0, 0.0), (1.0, -2.0)]
