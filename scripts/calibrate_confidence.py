@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sar_optical_matcher.core import peaks  # noqa: E402
-from sar_optical_matcher.core.files import atomic_output  # noqa: E402
+from sar_optical_matcher.core.files import atomic_output, check_destination  # noqa: E402
 from sar_optical_matcher.model.runtime import OnnxMatcher, read_contract  # noqa: E402
 from training import evaluation_harness as harness  # noqa: E402
 
@@ -58,11 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True, help="calibrated model to write")
     args = p.parse_args(argv)
-
-    from scripts import evaluate as ev
-
     if not args.data and args.training_tiles is None:
         p.error("give calibration data: --data and/or --training-tiles")
+    try:
+        return calibrate(args)
+    except ValueError as exc:  # a missing model or data, an unwritable --out: said, not dumped
+        raise SystemExit(f"calibrate_confidence.py: error: {exc}") from None
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """Fit and write the calibrated model of ``args``; ValueError says what is wrong."""
+    from scripts import evaluate as ev
+
+    # before the calibration's minutes of matching: the model and the destination
+    read_contract(args.model)
+    check_destination(args.out)
     records = [r for spec in args.data for r in ev.load_records(spec, args.seed)]
     described = list(args.data)
     if args.training_tiles is not None:

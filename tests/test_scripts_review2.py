@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import evaluate
+from scripts import calibrate_confidence, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,3 +149,28 @@ def test_an_unknown_scene_offset_lists_the_scenes_there_are() -> None:
         evaluate.with_scene_offsets(records, ["pair=1,2"])
     moved = evaluate.with_scene_offsets(records, ["synthetic-1=1,-2"])
     assert [r.offset_xy_px for r in moved] == [(0.0, 0.0), (1.0, -2.0)]
+
+
+# -- calibrate_confidence.py -------------------------------------------------------------
+
+
+def test_calibrate_confidence_checks_model_and_out_before_matching(tmp_path, monkeypatch):
+    """A missing model was a ModelError traceback; an --out under a file a FileExistsError
+    traceback after the whole calibration had run."""
+    from training import evaluation_harness
+
+    calls: list[object] = []
+    monkeypatch.setattr(evaluation_harness, "run_method", lambda *a, **k: calls.append(a))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    model = ROOT / "sar_optical_matcher" / "model" / "default.onnx"
+    base = ["--data", "synthetic:1:256"]
+    with pytest.raises(SystemExit, match=r"^calibrate_confidence.py: error: model file .*"
+                       "does not exist"):  # fmt: skip
+        calibrate_confidence.main([*base, "--model", str(tmp_path / "no.onnx"), "--out",
+                                   str(tmp_path / "c.onnx")])  # fmt: skip
+    with pytest.raises(SystemExit, match=r"^calibrate_confidence.py: error: cannot write .*"
+                       "is a file, not a folder"):  # fmt: skip
+        calibrate_confidence.main([*base, "--model", str(model), "--out",
+                                   str(blocker / "c.onnx")])  # fmt: skip
+    assert calls == []
