@@ -111,4 +111,7 @@ def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as exc:  # bad --data (a scene not there, sizes), a missing model
+        raise SystemExit(f"measure_offsets.py: error: {exc}") from None

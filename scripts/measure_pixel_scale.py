@@ -181,4 +181,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as exc:  # bad --data (a scene not there, sizes), a missing model
+        raise SystemExit(f"measure_pixel_scale.py: error: {exc}") from None

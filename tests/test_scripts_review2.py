@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -174,3 +175,20 @@ def test_calibrate_confidence_checks_model_and_out_before_matching(tmp_path, mon
         calibrate_confidence.main([*base, "--model", str(model), "--out",
                                    str(blocker / "c.onnx")])  # fmt: skip
     assert calls == []
+
+
+# -- measure_offsets.py / measure_pixel_scale.py ----------------------------------------
+
+
+@pytest.mark.parametrize("script", ["measure_offsets", "measure_pixel_scale"])
+def test_measure_scripts_say_a_bad_data_spec_in_one_line(script: str, tmp_path: Path) -> None:
+    """README's commands with a mistyped --data printed a traceback."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--data", f"3mos:{tmp_path}/no"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(f"{script}.py: error: 3MOS folder")
