@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -192,3 +193,16 @@ def test_measure_scripts_say_a_bad_data_spec_in_one_line(script: str, tmp_path: 
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith(f"{script}.py: error: 3MOS folder")
+
+
+# -- versions ----------------------------------------------------------------------------
+
+
+def test_pyproject_version_is_the_plugin_version() -> None:
+    """pyproject.toml said 0.3.2 while metadata.txt released 0.3.3."""
+    meta = configparser.ConfigParser(interpolation=None)
+    meta.read(ROOT / "metadata.txt")
+    version = meta["general"]["version"]
+    assert meta["general"]["changelog"].startswith(f"{version}: ")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'\nversion = "{version}"\n' in pyproject
