@@ -18,7 +18,7 @@ import math
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -284,7 +284,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Validate the values that would otherwise fail late."""
+        self._check_table()
         self._check_ranges()
+        self._check_relations()
         choices = {
             "run.amp": (self.run.amp, ("bf16", "fp16", "none")),
             "optim.select_by": (self.optim.select_by, SELECT_BY),
@@ -304,6 +306,33 @@ class TrainConfig:
                     f"drawn per epoch), got {rep!r} in {spec}"
                 )
 
+    def _check_table(self) -> None:
+        for key, ok, need in _RANGES:
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if not ok(value):
+                raise ValueError(f"{key} must be {need}, got {_shown(value)}")
+
+    def _check_relations(self) -> None:
+        """Values that are valid alone but not together."""
+        if self.optim.critic_steps < 1 and self.loss.w_adv != 0:
+            raise ValueError(
+                f"optim.critic_steps must be >= 1 while loss.w_adv is {self.loss.w_adv} (the "
+                "critic would never be trained); set loss.w_adv=0 to train without the term"
+            )
+        if self.data.low_percentile >= self.data.high_percentile:
+            raise ValueError(
+                f"data.low_percentile ({self.data.low_percentile}) must be below "
+                f"data.high_percentile ({self.data.high_percentile})"
+            )
+        if self.data.search_size_px < self.data.template_size_px:
+            raise ValueError("data.search_size_px must be >= data.template_size_px")
+        if self.augment.zoom_p > 0 and not self.data.random_windows:
+            raise ValueError(
+                "augment.zoom_p > 0 needs data.random_windows: true (the template is cut from "
+                "the zoomed optical region)"
+            )
+
     def _check_ranges(self) -> None:
         if not 0.0 <= self.data.supervision_ratio <= 1.0:
             raise ValueError("data.supervision_ratio must be in [0, 1] (e.g. 0.25 for 25 %)")
@@ -320,8 +349,6 @@ class TrainConfig:
             )
         if self.loss.temperature <= 0:
             raise ValueError("loss.temperature must be positive (e.g. 0.07)")
-        if self.data.search_size_px < self.data.template_size_px:
-            raise ValueError("data.search_size_px must be >= data.template_size_px")
         aug = self.augment
         lo, hi = aug.gamma_range
         if not (0.0 <= aug.gamma_p <= 1.0 and 0.0 < lo <= hi):
@@ -337,11 +364,70 @@ class TrainConfig:
                 "augment.zoom_p must be in [0, 1] and augment.zoom_range ordered within "
                 f"[0.5, 2] (e.g. [0.8, 1.25]); got {aug.zoom_p} and {list(aug.zoom_range)}"
             )
-        if aug.zoom_p > 0 and not self.data.random_windows:
-            raise ValueError(
-                "augment.zoom_p > 0 needs data.random_windows: true (the template is cut from "
-                "the zoomed optical region)"
-            )
+
+
+def _positive(v: float) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return math.isfinite(v) and v >= 0
+
+
+def _probability(v: float) -> bool:
+    return 0.0 <= v <= 1.0
+
+
+def _shown(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+#: (key, test, what the value must be): values that torch or numpy would refuse only late, with
+#: their own words (a ZeroDivisionError for div_factor 0), or would take silently (lr_max 0
+#: trains nothing, flip_p 2 is flip_p 1, max_val_pairs 0 validates nothing and no
+#: checkpoint_best.pt is ever written).
+_RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("data.template_size_px", lambda v: v >= 8, ">= 8 px (the model contract's least template)"),
+    ("data.max_val_pairs", lambda v: v >= 1, ">= 1 (validation pairs matched an epoch)"),
+    (
+        "data.split_fractions",
+        lambda v: min(v) >= 0 and sum(v) > 0,
+        "3 shares >= 0 of (train, validation, test), not all 0, e.g. [0.8, 0.2, 0.0]",
+    ),
+    ("data.low_percentile", lambda v: 0 <= v < 100, "in [0, 100)"),
+    ("data.high_percentile", lambda v: 0 < v <= 100, "in (0, 100]"),
+    ("model.descriptor_size", lambda v: v >= 1, ">= 1"),
+    ("model.widths", lambda v: all(w >= 1 for w in v), "channel counts >= 1"),
+    ("model.critic_hidden", lambda v: min(v) >= 1, "2 layer sizes >= 1"),
+    ("loss.w_recon", _non_negative, ">= 0 (0 switches the term off)"),
+    ("loss.w_match", _non_negative, ">= 0"),
+    ("loss.w_adv", _non_negative, ">= 0 (0 switches the term off)"),
+    ("loss.w_dense", _non_negative, ">= 0"),
+    ("loss.dense_negative_radius_px", lambda v: v >= 0, ">= 0 (0: no dense term)"),
+    ("loss.dense_negative_max_items", lambda v: v >= 1, ">= 1"),
+    ("loss.dense_ignore_px", lambda v: v >= 0, ">= 0"),
+    ("optim.lr_max", _positive, "> 0 (the one-cycle peak learning rate, e.g. 5e-4)"),
+    ("optim.div_factor", _positive, "> 0 (the first learning rate is lr_max / div_factor)"),
+    ("optim.pct_start", lambda v: 0 < v < 1, "in (0, 1) (share of the cycle warming up)"),
+    ("optim.betas", lambda v: all(0 <= b < 1 for b in v), "2 Adam betas in [0, 1)"),
+    ("optim.weight_decay", _non_negative, ">= 0"),
+    ("optim.critic_lr", _positive, "> 0"),
+    ("optim.critic_momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.critic_weight_decay", _non_negative, ">= 0"),
+    ("optim.critic_steps", lambda v: v >= 0, ">= 0"),
+    ("optim.critic_clip", _positive, "> 0"),
+    ("augment.flip_p", _probability, "a probability in [0, 1]"),
+    ("augment.transpose_p", _probability, "a probability in [0, 1]"),
+    ("augment.scale_p", _probability, "a probability in [0, 1]"),
+    ("augment.optical_noise_std", _non_negative, ">= 0"),
+    (
+        "augment.scale_range",
+        lambda v: 0 < v[0] <= v[1],
+        "positive and ordered, e.g. [0.95, 1.05]",
+    ),
+    ("run.checkpoint_every_steps", lambda v: v >= 0, ">= 0 (0: at epoch ends only)"),
+    ("run.num_threads", lambda v: v >= 0, ">= 0 (0: torch's default)"),
+)
 
 
 _SECTIONS = {

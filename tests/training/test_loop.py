@@ -298,11 +298,29 @@ def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
         ("run.device=gpu", r"run.device must be one of \('auto', 'cpu', 'cuda'\)"),
         ("name=[1]", "name must be a string"),
         ("data.negative_min_shift_px=0", "negative_min_shift_px must be >= 1"),
+        # ranges: these failed late in torch's words (a ZeroDivisionError, "Invalid learning
+        # rate: -0.0001") or were taken silently (lr 0, flip_p 2, no validation at all)
+        ("optim.lr_max=-1e-3", r"optim.lr_max must be > 0 .*got -0.001"),
+        ("optim.lr_max=.inf", "optim.lr_max must be > 0"),
+        ("optim.div_factor=0", "optim.div_factor must be > 0"),
+        ("optim.pct_start=1.5", r"optim.pct_start must be in \(0, 1\)"),
+        ("optim.betas=[1.5, 0.99]", r"optim.betas must be 2 Adam betas in \[0, 1\)"),
+        ("optim.critic_steps=0", "optim.critic_steps must be >= 1 while loss.w_adv is 1.0"),
+        ("data.template_size_px=0", "data.template_size_px must be >= 8"),
+        ("data.max_val_pairs=0", "data.max_val_pairs must be >= 1"),
+        ("data.split_fractions=[1.2, -0.2, 0]", "data.split_fractions must be 3 shares >= 0"),
+        ("data.low_percentile=99", r"data.low_percentile \(99.0\) must be below"),
+        ("model.descriptor_size=0", "model.descriptor_size must be >= 1"),
+        ("loss.w_match=-1", "loss.w_match must be >= 0"),
+        ("loss.dense_negative_radius_px=-3", "loss.dense_negative_radius_px must be >= 0"),
+        ("augment.flip_p=2", r"augment.flip_p must be a probability in \[0, 1\], got 2.0"),
+        ("augment.scale_range=[1.05, 0.95]", "augment.scale_range must be positive and ordered"),
+        ("run.num_threads=-2", "run.num_threads must be >= 0"),
     ],
 )
 def test_config_values_are_type_checked(tmp_path, override, message):
-    """A wrong type is an error naming the key (it crashed later in torch or numpy, or, for
-    "false" and true, was silently taken as true and as 1.0)."""
+    """A wrong type or value is an error naming the key (it crashed later in torch or numpy,
+    or, for "false" and true, was silently taken as true and as 1.0)."""
     save_config(tiny_config(), tmp_path / "c.yaml")
     with pytest.raises(ValueError, match=message):
         load_config(tmp_path / "c.yaml", [override])
