@@ -34,15 +34,16 @@ def _parser() -> argparse.ArgumentParser:
         ("export", "export a checkpoint to ONNX with its contract"),
     ):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--config", help="YAML config (export/evaluate: default from checkpoint)")
-        s.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config value, e.g. optim.epochs=5",
-        )
+        if name != "export":  # export takes the checkpoint's own config, whole
+            s.add_argument("--config", help="YAML config (evaluate: default from checkpoint)")
+            s.add_argument(
+                "--set",
+                dest="overrides",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override a config value, e.g. optim.epochs=5",
+            )
         s.add_argument("--out", help="output folder (train, lr-find, evaluate) or .onnx file")
         if name == "train":
             s.add_argument(
@@ -56,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--checkpoint", required=True, help="checkpoint_*.pt of a run")
         if name == "evaluate":
             s.add_argument("--split", choices=("val", "test", "train"), default="val")
-            s.add_argument("--max-pairs", type=int, default=1000)
+            s.add_argument("--max-pairs", type=_positive_int, default=1000)
         if name == "export":
             s.add_argument("--name", help="model name (default: config name)")
             s.add_argument("--version", help="model version (default: config version)")
@@ -68,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
                 "(default 0: the raw cosine map, as validated in training)",
             )
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _config(args: argparse.Namespace, fallback: dict | None = None) -> TrainConfig:
@@ -135,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(history[-1] if history else {}, indent=1))
         elif args.command == "lr-find":
             from training.data import build_datasets
-            from training.lr_find import lr_range_test
+            from training.lr_find import check_range_args, lr_range_test
 
+            check_range_args(args.steps, args.lr_start, args.lr_end)  # before the data are built
             cfg = _config(args)
             result = lr_range_test(
                 cfg,

@@ -78,6 +78,15 @@ def smooth_loss(loss: np.ndarray, beta: float = 0.9) -> np.ndarray:
     return out
 
 
+def check_range_args(steps: int, lr_start: float, lr_end: float) -> None:
+    """Raise ``ValueError`` unless ``0 < lr_start < lr_end`` and ``steps >= 5``."""
+    if not 0 < lr_start < lr_end or steps < 5:
+        raise ValueError(
+            f"need 0 < --lr-start < --lr-end and --steps >= 5, got {lr_start:g}, {lr_end:g} "
+            f"and {steps}"
+        )
+
+
 def lr_range_test(
     cfg: TrainConfig,
     data: Datasets,
@@ -97,8 +106,7 @@ def lr_range_test(
 
     from training.loop import NonFiniteLossError, Trainer, _seed_of
 
-    if not 0 < lr_start < lr_end or steps < 5:
-        raise ValueError("need 0 < lr_start < lr_end and steps >= 5")
+    check_range_args(steps, lr_start, lr_end)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, data, out)

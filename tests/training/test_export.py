@@ -136,3 +136,25 @@ def test_cli_evaluate_refuses_an_empty_split_and_a_config_that_does_not_fit(
     err = capsys.readouterr().err
     assert "the --config model does not fit" in err and "size mismatch" in err
     assert "Traceback" not in err
+
+
+def test_cli_refuses_arguments_it_would_ignore(run_dir, tmp_path, capsys):
+    """export took --config and --set (and its help offered --config) but never read them, so
+    `--set name=x` exported under the checkpoint's name; `evaluate --max-pairs 0` printed NaN
+    figures with exit 0; `lr-find --steps 3` was refused only after the data were built."""
+    from pathlib import Path
+
+    tiny = str(Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny.yaml")
+    argv = ["export", "--checkpoint", str(run_dir / BEST), "--out", str(tmp_path / "m.onnx")]
+    for extra in (["--set", "name=renamed"], ["--config", tiny]):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, *extra])
+        assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(run_dir / BEST), "--max-pairs", "0"])
+    assert "--max-pairs: must be an integer >= 1, got '0'" in capsys.readouterr().err
+    lr = ["lr-find", "--config", tiny, "--out", str(tmp_path / "lr")]
+    assert main([*lr, "--steps", "3"]) == 2
+    assert "--steps >= 5, got 1e-07, 1 and 3" in capsys.readouterr().err
+    assert not (tmp_path / "lr").exists()
