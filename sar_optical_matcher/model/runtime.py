@@ -46,6 +46,16 @@ def _import_ort() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
+        if not (isinstance(exc, ModuleNotFoundError) and exc.name == "onnxruntime"):
+            # Installed but broken: "install onnxruntime" would send the user in a circle.
+            raise MissingDependencyError(
+                f"onnxruntime is installed but cannot be imported ({type(exc).__name__}: "
+                f"{exc}); reinstall it into the Python that runs QGIS (`python -m pip install "
+                "--force-reinstall onnxruntime`, on Windows in the 'OSGeo4W Shell'). On Windows "
+                "'DLL load failed' usually means the Microsoft Visual C++ Redistributable is "
+                "missing; an error about numpy means onnxruntime was built for another numpy "
+                "version than the one QGIS uses. Then restart QGIS."
+            ) from exc
         raise MissingDependencyError(
             "SAR-Optical Matcher needs the Python package onnxruntime to run its models. Install "
             "it into the Python that runs QGIS: `pip install onnxruntime` (CPU) or "
