@@ -451,6 +451,25 @@ def scaled_grid(info: RasterInfo, scale: float) -> RasterInfo:
     )
 
 
+def pixel_jacobian(optical: RasterInfo, sar: RasterInfo) -> np.ndarray:
+    """(2, 2) derivative of optical pixels by SAR pixels, at the centre of their overlap.
+
+    Measured through both georeferences (any CRS, pixel size or rotation): column ``j`` is the
+    optical-pixel step of one SAR pixel along SAR axis ``j`` (x = column, y = row). The
+    identity means the same pixel grid up to an offset; NaN where the rasters do not overlap.
+    """
+    x0, y0, x1, y1 = footprint_overlap(optical, sar)
+    if x1 <= x0 or y1 <= y0:
+        return np.full((2, 2), np.nan)
+    centre = np.array([[(x0 + x1) / 2.0, (y0 + y1) / 2.0]])
+    sar_px = map_to_pixel(sar, transform_points(pixel_to_map(optical, centre), optical.crs_wkt,
+                                                sar.crs_wkt))  # fmt: skip
+    corners = sar_px + np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    opt_px = map_to_pixel(optical, transform_points(pixel_to_map(sar, corners), sar.crs_wkt,
+                                                    optical.crs_wkt))  # fmt: skip
+    return np.column_stack([opt_px[1] - opt_px[0], opt_px[2] - opt_px[0]])
+
+
 def pixel_size_ratio(optical: RasterInfo, sar: RasterInfo) -> float:
     """Side of one SAR pixel in optical pixels, at the centre of the two rasters' overlap.
 
@@ -458,17 +477,8 @@ def pixel_size_ratio(optical: RasterInfo, sar: RasterInfo) -> float:
     optical grid and the square root of its area is returned. 1 means the same pixel size;
     3 means a SAR pixel covers 3 x 3 optical pixels. NaN where the rasters do not overlap.
     """
-    x0, y0, x1, y1 = footprint_overlap(optical, sar)
-    if x1 <= x0 or y1 <= y0:
-        return float("nan")
-    centre = np.array([[(x0 + x1) / 2.0, (y0 + y1) / 2.0]])
-    sar_px = map_to_pixel(sar, transform_points(pixel_to_map(optical, centre), optical.crs_wkt,
-                                                sar.crs_wkt))  # fmt: skip
-    corners = sar_px + np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    opt_px = map_to_pixel(optical, transform_points(pixel_to_map(sar, corners), sar.crs_wkt,
-                                                    optical.crs_wkt))  # fmt: skip
-    ex, ey = opt_px[1] - opt_px[0], opt_px[2] - opt_px[0]
-    return float(np.sqrt(abs(ex[0] * ey[1] - ex[1] * ey[0])))
+    jac = pixel_jacobian(optical, sar)
+    return float(np.sqrt(abs(np.linalg.det(jac)))) if np.isfinite(jac).all() else float("nan")
 
 
 #: Output formats, by extension: single-file GDAL formats only, so that the file written under

@@ -399,6 +399,7 @@ def fit_tie_points(
     min_inliers: int,
     rng: np.random.Generator,
     half_range: int = 64,
+    nominal_jacobian: np.ndarray | None = None,
 ) -> FitResult:
     """RANSAC on the usable tie points, then the final fit; refuse when evidence is thin.
 
@@ -415,6 +416,12 @@ def fit_tie_points(
         min_inliers: the user's minimum number of inliers.
         rng: random generator of RANSAC.
         half_range: the matcher's search range (search - template) // 2, optical pixels.
+        nominal_jacobian: (2, 2) optical pixels per SAR pixel that the two georeferences
+            imply (``rasters.pixel_jacobian``). A ``shift`` is a constant offset of the SAR's
+            georeference: ``dst = J src + t`` with this ``J`` fixed and ``t`` fitted, so that
+            it holds for a SAR of another pixel size, rotation or CRS (``dst = src + t`` there
+            is a scaling error that grows across the raster). ``None``: the identity (one
+            pixel grid). Ignored by the other kinds, which fit their linear part.
 
     Raises:
         RegistrationError: the evidence does not prove a registration; the message says why.
@@ -428,9 +435,13 @@ def fit_tie_points(
         raise RegistrationError(
             too_few_message(int(idx.size), need, ties, kind, half_range, what="usable")
         )
-    result = tf.ransac(
-        ties.src_px[idx], ties.dst_px[idx], kind, threshold_px, rng, min_inliers=need
-    )
+    jac = np.eye(2)
+    if kind == "shift" and nominal_jacobian is not None:
+        jac = np.asarray(nominal_jacobian, np.float64).reshape(2, 2)
+        if not np.isfinite(jac).all() or abs(np.linalg.det(jac)) < 1e-12:
+            raise ValueError(f"nominal_jacobian must be a finite invertible (2, 2), got {jac}")
+    src_px = ties.src_px @ jac.T  # the SAR pixels as the georeferences put them on the optical
+    result = tf.ransac(src_px[idx], ties.dst_px[idx], kind, threshold_px, rng, min_inliers=need)
     found = int(np.count_nonzero(result.inliers))
     if found >= need and result.transform.kind != kind:
         raise RegistrationError(
@@ -447,6 +458,8 @@ def fit_tie_points(
     if kind == "tps":  # RANSAC's last inlier test may add points the spline was not fitted on:
         # refit, so that it passes through exactly the inliers it reports (and the .points)
         transform = tf.fit_transform(ties.src_px[inliers], ties.dst_px[inliers], kind)
+    if kind == "shift" and nominal_jacobian is not None:  # J then the shift: one affine [J | t]
+        transform = tf.Transform("affine", np.vstack([transform.coeffs[0], jac.T]))
     stats = {
         "ransac_iterations": int(getattr(result, "n_iterations", 0)),
         "log10_nfa": log10_nfa(idx.size, found, tf.min_points(kind), threshold_px, half_range),
@@ -462,7 +475,7 @@ def fit_tie_points(
     resid[finite] = transform.apply(ties.src_px[finite]) - ties.dst_px[finite]
     rmse = rms_length(resid[inliers])
     loo = np.full(ties.src_px.shape, np.nan)
-    loo[inliers] = tf.loo_residuals(ties.src_px[inliers], ties.dst_px[inliers], kind)
+    loo[inliers] = tf.loo_residuals(src_px[inliers], ties.dst_px[inliers], kind)
     held = loo[inliers][np.isfinite(loo[inliers]).all(axis=1)]
     loo_rmse = rms_length(held)
     return FitResult(transform, kind, inliers, resid, rmse, int(idx.size), stats, loo, loo_rmse)

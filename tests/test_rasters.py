@@ -15,6 +15,7 @@ from sar_optical_matcher.rasters import (
     map_to_pixel,
     open_dataset,
     open_raster,
+    pixel_jacobian,
     pixel_size_ratio,
     pixel_to_map,
     read_on_grid,
@@ -183,6 +184,31 @@ def test_pixel_size_ratio_through_both_georeferences(tmp_path: Path) -> None:
     far = (UTM_GT[0] + 1e6, 10.0, 0.0, UTM_GT[3], 0.0, -10.0)
     apart = open_raster(make_tif(tmp_path / "far.tif", np.zeros((10, 10), np.uint8), far))
     assert np.isnan(pixel_size_ratio(opt, apart))
+
+
+def test_pixel_jacobian_through_both_georeferences(tmp_path: Path) -> None:
+    """Optical pixels per SAR pixel along each SAR axis: pixel size, rotation and CRS."""
+    opt = open_raster(make_tif(tmp_path / "opt.tif", np.zeros((200, 200), np.uint8), UTM_GT))
+    c, s = 5.0 * np.cos(np.radians(30)), 5.0 * np.sin(np.radians(30))
+    rot_gt = (UTM_GT[0] + 100, c, s, UTM_GT[3] - 100, s, -c)
+    rot = open_raster(make_tif(tmp_path / "rot.tif", np.zeros((300, 300), np.uint8), rot_gt))
+    np.testing.assert_allclose(
+        pixel_jacobian(opt, rot), [[c / 10, s / 10], [-s / 10, c / 10]], atol=1e-9
+    )
+    deg = 1e-4  # a geographic SAR: a degree of longitude is cos(lat) of one of latitude
+    centre = transform_points(pixel_to_map(opt, np.array([[100.0, 100.0]])), opt.crs_wkt,
+                              wkt(4326))[0]  # fmt: skip
+    geo_gt = (centre[0] - 50 * deg, deg, 0.0, centre[1] + 50 * deg, 0.0, -deg)
+    geo = open_raster(make_tif(tmp_path / "geo.tif", np.zeros((100, 100), np.uint8), geo_gt,
+                               epsg=4326))  # fmt: skip
+    jac = pixel_jacobian(opt, geo)
+    lon_m, lat_m = 111320 * np.cos(np.radians(centre[1])) * deg, 111130 * deg
+    assert jac[0, 0] == pytest.approx(lon_m / 10, rel=0.01)
+    assert jac[1, 1] == pytest.approx(lat_m / 10, rel=0.01)
+    assert abs(jac[0, 1]) < 0.02 and abs(jac[1, 0]) < 0.02  # UTM's grid convergence
+    far = (UTM_GT[0] + 1e6, 10.0, 0.0, UTM_GT[3], 0.0, -10.0)
+    apart = open_raster(make_tif(tmp_path / "far.tif", np.zeros((10, 10), np.uint8), far))
+    assert np.isnan(pixel_jacobian(opt, apart)).all()
 
 
 def test_scaled_grid_keeps_origin_and_axes(tmp_path: Path) -> None:

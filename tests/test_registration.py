@@ -62,6 +62,31 @@ def test_fit_recovers_affine_and_flags_outliers() -> None:
     assert np.isfinite(fit.residual_xy_px).all()
 
 
+def test_shift_is_fitted_after_the_georeferences_pixel_mapping() -> None:
+    """A shift of the SAR's georeference between grids of other pixel sizes (and rotation):
+    ``dst = J src + t`` with the georeferences' ``J`` fixed. Without it (``dst = src + t``)
+    these exact tie points were refused, only 1 of 40 within 1 px of one shift."""
+    rng = np.random.default_rng(8)
+    jac = np.array([[0.5, 0.02], [-0.02, 0.5]])  # 5 m SAR pixels, rotated, on a 10 m grid
+    t = np.array([17.25, -6.5])
+    src = rng.uniform(0, 600, (40, 2))
+    dst = src @ jac.T + t + rng.normal(0, 0.05, (40, 2))
+    ties = reg.TiePoints(src, dst, np.ones(40, bool), np.arange(40))
+    fit = reg.fit_tie_points(ties, "shift", 1.0, 8, np.random.default_rng(0), nominal_jacobian=jac)
+    assert fit.inliers.all() and fit.kind == "shift"
+    np.testing.assert_allclose(fit.transform.affine_matrix(), np.column_stack([jac, t]), atol=0.03)
+    assert 0.03 < fit.rmse_px < 0.1 and 0.03 < fit.loo_rmse_px < 0.1
+    np.testing.assert_allclose(fit.residual_xy_px, fit.transform.apply(src) - dst)
+    with pytest.raises(reg.RegistrationError):  # the shift of pixels alone
+        reg.fit_tie_points(ties, "shift", 1.0, 8, np.random.default_rng(0))
+    affine = reg.fit_tie_points(ties, "affine", 1.0, 8, np.random.default_rng(0),
+                                nominal_jacobian=np.eye(2))  # fmt: skip
+    np.testing.assert_allclose(affine.transform.affine_matrix()[:, :2], jac, atol=1e-3)
+    with pytest.raises(ValueError, match="invertible"):
+        reg.fit_tie_points(ties, "shift", 1.0, 8, np.random.default_rng(0),
+                           nominal_jacobian=np.zeros((2, 2)))  # fmt: skip
+
+
 def test_fit_is_reproducible_with_the_same_seed() -> None:
     ties, _ = _ties(np.random.default_rng(2), 40, 0.4)
     a = reg.fit_tie_points(ties, "poly2", 1.0, 8, np.random.default_rng(7))

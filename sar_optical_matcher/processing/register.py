@@ -143,7 +143,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             QgsProcessingParameterEnum(
                 self.TRANSFORM, "Transform", list(reg.TRANSFORM_KINDS), defaultValue=1
             ),
-            "Model fitted to the inlier tie points (SAR pixels -> optical pixels).",
+            "Model fitted to the inlier tie points (SAR pixels -> optical pixels). shift: a "
+            "constant offset of the SAR's georeference, whatever the two rasters' pixel sizes, "
+            "rotations and CRSs; the others also fit scale, rotation and shear (and bends).",
         )
         common.add_param(
             self,
@@ -333,6 +335,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             )
         ties = reg.TiePoints.from_records(result.records)
         half = (s.correspondence.match.search_size - s.correspondence.match.template_size) // 2
+        jac = rasters.pixel_jacobian(optical, sar)  # a shift is an offset of the georeference
         with common.processing_errors():
             fit = reg.fit_tie_points(
                 ties,
@@ -341,6 +344,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                 s.min_inliers,
                 np.random.default_rng(s.seed),
                 half_range=half,
+                nominal_jacobian=jac if np.isfinite(jac).all() else None,
             )
         n_in = int(fit.inliers.sum())
         feedback.pushInfo(
