@@ -51,7 +51,7 @@ class ModelContract:
         name: human-readable model name.
         version: model version string.
         template_size: side T of the optical template and of each SAR window (paper: 128).
-        search_size: side S of the SAR search region (paper: 256).
+        search_size: side S of the SAR search region, at least T + 2 (paper: 256).
         descriptor_size: channels D of the latent code at each position (the whole code for
             ``code_size`` 1); a window's descriptor has ``D * code_size**2`` numbers.
         code_size: side k of a window's code block (1: vector code; > 1: spatial code map);
@@ -98,9 +98,10 @@ class ModelContract:
             )
         if self.format_version == 1 and self.code_size != 1:
             raise ValueError("a format-1 contract has vector codes only (code_size 1)")
-        if self.template_size < 8 or self.search_size < self.template_size:
+        if self.template_size < 8 or self.search_size < self.template_size + 2:
             raise ValueError(
-                f"need 8 <= template_size <= search_size, got {self.template_size}, "
+                f"need 8 <= template_size <= search_size - 2 (a correspondence map of at least "
+                f"3 x 3 offsets, the least a peak can be found in), got {self.template_size}, "
                 f"{self.search_size}"
             )
         if self.descriptor_size < 1:
