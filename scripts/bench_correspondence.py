@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sar_optical_matcher.core.correlation import normalised_descriptors  # noqa: E402
+from sar_optical_matcher.core.files import check_destination, write_text_atomic  # noqa: E402
 from sar_optical_matcher.model.runtime import (  # noqa: E402
     WINDOW_BATCH,
     MissingDependencyError,
@@ -54,6 +55,15 @@ RANDOM_SPECS: dict[str, tuple[dict[str, Any], int]] = {
     "tiny-map": ({"latent": "map", "widths": (4, 6), "convs_per_stage": (2, 1),
                   "descriptor_size": 4, "patch_size": 18}, 34),
 }  # fmt: skip
+
+
+def check_json_destination(parser: argparse.ArgumentParser, path: Path | None) -> None:
+    """``parser.error`` when ``--json`` cannot be written: said before the benchmark, not after."""
+    if path is not None:
+        try:
+            check_destination(path)
+        except ValueError as exc:
+            parser.error(f"--json: {exc}")
 
 
 def write_random_model(folder: Path, size: str = "default", seed: int = 0) -> Path:
@@ -533,6 +543,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--reference-keypoints, --reference-windows, --dense-keypoints and --batch "
             "must be >= 1"
         )
+    check_json_destination(p, args.json)
     return args
 
 
@@ -557,8 +568,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    onnxruntime=onnxruntime.__version__)  # fmt: skip
     print(format_table(figures, args.peak_tflops), flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
+        write_text_atomic(args.json, json.dumps(figures, indent=2))
     return figures
 
 

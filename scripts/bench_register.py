@@ -32,8 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sar_optical_matcher.core.files import write_text_atomic  # noqa: E402
 from scripts.bench_correspondence import (  # noqa: E402
     RANDOM_SPECS,
+    check_json_destination,
     machine,
     peak_rss_mb,
     run_child,
@@ -231,6 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sizes = [args.size]
     if args.keypoints < 1 or args.tile < 256 or min(args.sizes) < args.tile:
         p.error("need --keypoints >= 1, --tile >= 256 and every size >= --tile")
+    check_json_destination(p, args.json)
     return args
 
 
@@ -263,8 +266,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             shutil.rmtree(work, ignore_errors=True)
     print(format_table(rows))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+        write_text_atomic(args.json, json.dumps({"machine": machine(), "rows": rows}, indent=2))
     return rows
 
 

@@ -34,7 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sar_optical_matcher.core.files import write_text_atomic  # noqa: E402
 from sar_optical_matcher.core.preprocessing import PreprocessSpec  # noqa: E402
+from scripts.bench_correspondence import check_json_destination  # noqa: E402
 from training.config import TrainConfig, load_config  # noqa: E402
 from training.data import Datasets, PatchSet  # noqa: E402
 from training.loop import Trainer  # noqa: E402
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error("--steps must be >= 1")
+    check_json_destination(ap, args.json)
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = [f"run.device={args.device}", "run.progress=false", "run.tensorboard=false"]
@@ -137,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'variant':<52} {'s/step':>8} {'x shipped':>10}")
     for name, sec in figures.items():
         print(f"{name:<52} {sec:>8.3f} {sec / base:>10.2f}")
-    if args.json:
-        args.json.write_text(
+    if args.json:  # its folder is created (a fresh clone has no build/)
+        write_text_atomic(
+            args.json,
             json.dumps(
                 {
                     "batch_size": batch,
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds_per_step": figures,
                 },
                 indent=2,
-            )
+            ),
         )
     return 0
 

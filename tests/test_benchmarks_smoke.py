@@ -143,7 +143,7 @@ def test_bench_register_tiny(tmp_path: Path) -> None:
 
 
 def test_bench_train_step_tiny(tmp_path: Path) -> None:
-    out = tmp_path / "train.json"
+    out = tmp_path / "new" / "train.json"  # its folder was not created: FileNotFoundError
     text = _run("bench_train_step.py", "--tiny", "--steps", "1", "--threads", "1",
                 "--json", str(out))  # fmt: skip
     rows = (

@@ -195,6 +195,30 @@ def test_measure_scripts_say_a_bad_data_spec_in_one_line(script: str, tmp_path: 
     assert run.stderr.strip().splitlines()[-1].startswith(f"{script}.py: error: 3MOS folder")
 
 
+# -- benchmarks --------------------------------------------------------------------------
+
+
+def test_benchmarks_refuse_an_unwritable_json_before_measuring(tmp_path, monkeypatch, capsys):
+    """--json under a file failed after the whole benchmark (bench_register at 20,000 px: tens
+    of minutes) with a traceback."""
+    from scripts import bench_correspondence, bench_register, bench_train_step
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    json_arg = ["--json", str(blocker / "figures.json")]
+    calls: list[object] = []
+    monkeypatch.setattr(bench_train_step, "load_config", lambda *a: calls.append(a))
+    runs = [(bench_correspondence.parse_args, ["--random-model", "tiny"]),
+            (bench_register.parse_args, ["--random-model", "tiny"]),
+            (bench_train_step.main, ["--tiny"])]  # fmt: skip
+    for run, argv in runs:
+        with pytest.raises(SystemExit) as exc:
+            run([*argv, *json_arg])
+        assert exc.value.code == 2
+        assert "--json: cannot write" in capsys.readouterr().err
+    assert calls == []
+
+
 # -- versions ----------------------------------------------------------------------------
 
 
