@@ -327,6 +327,15 @@ class TrainConfig:
             )
         if self.data.search_size_px < self.data.template_size_px:
             raise ValueError("data.search_size_px must be >= data.template_size_px")
+        half_span = (self.data.search_size_px - self.data.template_size_px) // 2
+        if self.data.negative_min_shift_px > half_span:
+            # a true window at the centre has no window this far: the batch fails, at once
+            # (fixed windows) or at the first unlucky random window, hours into a run
+            raise ValueError(
+                f"data.negative_min_shift_px ({self.data.negative_min_shift_px}) must be <= "
+                f"(data.search_size_px - data.template_size_px) / 2 = {half_span}, so that a "
+                "negative window fits wherever the true one lies"
+            )
         if self.augment.zoom_p > 0 and not self.data.random_windows:
             raise ValueError(
                 "augment.zoom_p > 0 needs data.random_windows: true (the template is cut from "

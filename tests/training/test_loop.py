@@ -316,6 +316,10 @@ def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
         ("augment.flip_p=2", r"augment.flip_p must be a probability in \[0, 1\], got 2.0"),
         ("augment.scale_range=[1.05, 0.95]", "augment.scale_range must be positive and ordered"),
         ("run.num_threads=-2", "run.num_threads must be >= 0"),
+        # no negative window this far from a centred true one: a random-window batch failed
+        # hours into a run, a search region of the template's size at the first batch
+        ("data.negative_min_shift_px=65", r"negative_min_shift_px \(65\) must be <= .* = 64"),
+        ("data.search_size_px=128", r"negative_min_shift_px \(8\) must be <= .* = 0"),
     ],
 )
 def test_config_values_are_type_checked(tmp_path, override, message):
