@@ -124,7 +124,7 @@ def evaluate(args: argparse.Namespace, ratio: float, model: Path) -> dict[str, A
     )
     for kind, data, per_pair in sets:
         out = args.out / f"eval_{tag}" / kind
-        ev.main(
+        status = ev.main(
             [
                 "--model",
                 str(model),
@@ -142,6 +142,8 @@ def evaluate(args: argparse.Namespace, ratio: float, model: Path) -> dict[str, A
                 str(out),
             ]
         )
+        if status != 0:  # its results.json, if there is one, is an earlier run's
+            raise SystemExit(f"evaluating {model} on {data} failed (the error is above)")
         found[kind] = json.loads((out / "results.json").read_text())["summaries"][0]
         found[kind]["histogram"] = out / "histograms.png"
     summary = found["real"]

@@ -219,6 +219,27 @@ def test_benchmarks_refuse_an_unwritable_json_before_measuring(tmp_path, monkeyp
     assert calls == []
 
 
+# -- run_experiment.py -------------------------------------------------------------------
+
+
+def test_experiment_stops_when_an_evaluation_fails(tmp_path, monkeypatch, capsys):
+    """evaluate.main's exit status was ignored: a failed evaluation (it said 'error: ...' and
+    wrote nothing) put the results.json an earlier run had left in its folder into the table."""
+    import argparse
+
+    from scripts import run_experiment as rx
+
+    args = argparse.Namespace(out=tmp_path / "exp", data="3mos:ROOT:A", synthetic="synthetic:2",
+                              samples_per_pair=1, synthetic_samples_per_pair=1)  # fmt: skip
+    for kind in ("real", "synthetic"):
+        stale = args.out / "eval_sup025" / kind
+        stale.mkdir(parents=True)
+        (stale / "results.json").write_text(json.dumps({"summaries": [{"median_px": 1.0}]}))
+    monkeypatch.setattr(evaluate, "main", lambda argv: 2)
+    with pytest.raises(SystemExit, match=r"evaluating .*m.onnx on 3mos:ROOT:A failed"):
+        rx.evaluate(args, 0.25, tmp_path / "m.onnx")
+
+
 # -- versions ----------------------------------------------------------------------------
 
 
