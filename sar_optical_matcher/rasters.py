@@ -582,15 +582,51 @@ def check_creation_options(driver: str, options: Sequence[str], name: str) -> No
         )
 
 
+def _max_bands(driver: str, gdal_type: str) -> tuple[int, ...] | None:
+    """Band counts ``driver`` writes as one raster of ``gdal_type`` (None: any count)."""
+    if driver == "GPKG":  # tiles: grey, grey + alpha, RGB, RGBA; a coverage of other types
+        return (1, 2, 3, 4) if gdal_type == "Byte" else (1,)
+    if driver == "netCDF":  # each further band is a variable of its own: subdatasets
+        return (1,)
+    if driver == "PNG":
+        return (1, 2, 3, 4)
+    if driver == "JPEG":  # 4 bands are CMYK, read back as 3 RGB bands
+        return (1, 3)
+    return None
+
+
+def check_output_bands(driver: str, gdal_type: str, band_count: int, name: str) -> None:
+    """Raise unless ``driver`` stores ``band_count`` bands of ``gdal_type`` as one raster.
+
+    GDAL fails at creation (GeoPackage: one band beyond Byte), changes them (JPEG: 4 bands
+    become 3) or writes a file that opens as no raster (netCDF: one variable a band).
+    """
+    allowed = _max_bands(driver, gdal_type)
+    if allowed is None or band_count in allowed:
+        return
+    counts = " or ".join(str(n) for n in allowed)
+    raise ValueError(
+        f"cannot write {name}: the {driver} format stores {counts} band(s) of {gdal_type} as "
+        f"one raster, the SAR raster has {band_count}; write a .tif instead (or keep one band "
+        "of the SAR first, e.g. `gdal_translate -b 1 sar.tif sar_b1.tif`)"
+    )
+
+
 def check_output(
-    driver: str, gdal_type: str, creation_options: Sequence[str] | None, name: str
+    driver: str,
+    gdal_type: str,
+    creation_options: Sequence[str] | None,
+    name: str,
+    band_count: int = 1,
 ) -> None:
     """Raise ``ValueError`` unless ``driver`` can write ``name`` as asked.
 
-    Checks the SAR's data type (:func:`check_output_type`) and the creation options, where
-    given (:func:`check_creation_options`; ``None``: the format's defaults).
+    Checks the SAR's data type (:func:`check_output_type`), its number of bands
+    (:func:`check_output_bands`) and the creation options, where given
+    (:func:`check_creation_options`; ``None``: the format's defaults).
     """
     check_output_type(driver, gdal_type, name)
+    check_output_bands(driver, gdal_type, band_count, name)
     if creation_options is not None:
         check_creation_options(driver, creation_options, name)
 

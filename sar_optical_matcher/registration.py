@@ -597,7 +597,8 @@ def warp_sar(
     Raises:
         RegistrationError: the nodata value does not fit the SAR's data type, or GDAL fails.
         ValueError: ``out_path``'s extension is not an output format, the format cannot
-            store the SAR's data type, or a creation option is not one of the format's.
+            store the SAR's data type or number of bands as one raster, or a creation option
+            is not one of the format's.
         Canceled: ``is_canceled`` returned True.
     """
     from osgeo import gdal
@@ -643,7 +644,8 @@ def warp_sar(
         else (src_nodata if src_nodata is not None else 0.0)
     )
     _check_nodata_fits(nodata, first.DataType)
-    check_output(driver, gdal.GetDataTypeName(first.DataType), settings.creation_options, name)
+    check_output(driver, gdal.GetDataTypeName(first.DataType), settings.creation_options, name,
+                 vrt.RasterCount)  # fmt: skip
     out_gt, width, height = output_grid(optical, settings.pixel_size)
     if driver == "GPKG" and not any(o.upper().startswith("RASTER_TABLE=") for o in options):
         options.append(f"RASTER_TABLE={Path(name).stem}")  # not the temporary file's name

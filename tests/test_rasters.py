@@ -11,6 +11,7 @@ from osgeo import gdal, osr
 
 from sar_optical_matcher.rasters import (
     atomic_output,
+    check_output,
     footprint_overlap,
     map_to_pixel,
     open_dataset,
@@ -209,6 +210,50 @@ def test_pixel_jacobian_through_both_georeferences(tmp_path: Path) -> None:
     far = (UTM_GT[0] + 1e6, 10.0, 0.0, UTM_GT[3], 0.0, -10.0)
     apart = open_raster(make_tif(tmp_path / "far.tif", np.zeros((10, 10), np.uint8), far))
     assert np.isnan(pixel_jacobian(opt, apart)).all()
+
+
+@pytest.mark.parametrize(
+    ("driver", "gdal_type", "bands", "ok"),
+    [
+        ("GTiff", "Float32", 5, True),
+        ("GPKG", "Float32", 1, True),
+        ("GPKG", "Float32", 2, False),
+        ("GPKG", "Byte", 4, True),
+        ("GPKG", "Byte", 5, False),
+        ("netCDF", "Float32", 1, True),
+        ("netCDF", "Float32", 2, False),
+        ("PNG", "UInt16", 4, True),
+        ("PNG", "Byte", 5, False),
+        ("JPEG", "Byte", 3, True),
+        ("JPEG", "Byte", 4, False),
+    ],
+)
+def test_output_band_counts_match_what_gdal_writes(
+    tmp_path: Path, driver: str, gdal_type: str, bands: int, ok: bool
+) -> None:
+    """A band count is accepted exactly where GDAL writes it back as one raster of as many
+    bands (GeoPackage fails at creation, netCDF splits bands into subdatasets, JPEG turns 4
+    bands into 3)."""
+    ext = {"GTiff": "tif", "GPKG": "gpkg", "netCDF": "nc", "PNG": "png", "JPEG": "jpg"}[driver]
+    if not ok:
+        with pytest.raises(ValueError, match=rf"cannot write x\.{ext}: the {driver} format "
+                           rf"stores .* band\(s\) of {gdal_type} as one raster, the SAR raster "
+                           rf"has {bands}; write a \.tif"):  # fmt: skip
+            check_output(driver, gdal_type, None, f"x.{ext}", bands)
+    else:
+        check_output(driver, gdal_type, None, f"x.{ext}", bands)
+    src = gdal.GetDriverByName("MEM").Create("", 32, 32, bands, gdal.GetDataTypeByName(gdal_type))
+    src.SetGeoTransform(UTM_GT)
+    src.SetProjection(wkt(32633))
+    for b in range(bands):
+        src.GetRasterBand(b + 1).Fill(b + 1)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        gdal.GetDriverByName(driver).CreateCopy(str(tmp_path / f"x.{ext}"), src)  # closed at once
+        back = gdal.Open(str(tmp_path / f"x.{ext}"))
+    finally:
+        gdal.PopErrorHandler()
+    assert (back is not None and back.RasterCount == bands) == ok
 
 
 def test_scaled_grid_keeps_origin_and_axes(tmp_path: Path) -> None:

@@ -293,11 +293,11 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         for name, path in destinations.items():  # said now, not after the matching and warp
             common.check_output_path(path, name)
         correspondence = correspondence_settings(self, parameters, context, keep_maps=True)
-        try:  # the format and whether it holds the SAR's data type: said before any work
-            sar_types = rasters.open_raster(correspondence.sar_path).gdal_types
+        try:  # the format and whether it holds the SAR's bands: said before any work
+            sar_info = rasters.open_raster(correspondence.sar_path)
             rasters.check_output(
-                output_driver(output_path), sar_types[0], warp.creation_options,
-                Path(output_path).name,
+                output_driver(output_path), sar_info.gdal_types[0], warp.creation_options,
+                Path(output_path).name, sar_info.band_count,
             )  # fmt: skip
         except ValueError as exc:
             raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc

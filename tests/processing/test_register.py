@@ -296,6 +296,37 @@ def test_unwritable_outputs_are_refused_before_any_work(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["optical_copy.tif"]
 
 
+def test_a_format_that_cannot_hold_the_sars_bands_is_refused_before_any_work(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """A dual-polarisation (2-band Float32) SAR: GeoPackage failed only at the warp, after the
+    matching ('Only single band dataset supported for non Byte datatype'); netCDF wrote one
+    variable a band, a reg.nc that QGIS cannot open as a raster layer (no geotransform)."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    dual = tmp_path / "sar_vv_vh.tif"
+    gdal.Translate(str(dual), str(synthetic_pair.sar), bandList=[1, 1])
+    pair = Pair(synthetic_pair.optical, dual, synthetic_pair.a, synthetic_pair.size)
+    progress: list[float] = []
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(progress.append)
+    out = tmp_path / "out"
+    for name, what in (("reg.gpkg", "GPKG format stores 1"), ("reg.nc", "netCDF format stores 1")):
+        with pytest.raises(
+            QgsProcessingException,
+            match=rf"OUTPUT: cannot write {name}: the {what} band\(s\) of Float32 as one "
+            r"raster, the SAR raster has 2; write a \.tif instead",
+        ):
+            processing.run(
+                "sarmatcher:registersartooptical",
+                _params(pair, twin_model, out, OUTPUT=str(out / name)),
+                feedback=feedback,
+            )
+    assert max(progress, default=0.0) == 0.0 and not out.exists()
+
+
 def test_outputs_follow_the_umask_and_the_tie_point_folder_is_created(
     provider, synthetic_pair, twin_model, tmp_path
 ) -> None:
