@@ -6,6 +6,12 @@ Examples::
     python scripts/evaluate.py --model m.onnx --data synthetic:8 --methods learned,cfog,ncc
     python scripts/evaluate.py --data gdal:opt.tif,sar.tif --samples-per-pair 50
 
+A ``gdal`` pair's truth is its georeference (the SAR resampled onto the optical's matching
+grid): for a pair whose SAR is known to be off by a constant shift, give that shift with
+``--scene-offset <optical file stem>=X,Y``, e.g. the one ``scripts/make_synthetic_pair.py``
+prints (``--max-shift 10 --affine 0``: the misregistration is one shift everywhere); a pair off
+by more than a shift has no truth here.
+
 Writes to ``--out``: ``results.json`` (config, figures per method, per-sample errors),
 ``results.md`` (the table; with both ``learned`` and ``cfog``, also how often the two agree and
 how often the truth scores their agreed matches right), ``histograms.png`` (paper Fig. 4: error
