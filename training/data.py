@@ -267,6 +267,9 @@ def negative_windows(
         span: S - T, the largest corner coordinate.
         min_shift: minimum Chebyshev distance to the rounded true corner.
         rng: random generator.
+
+    Raises:
+        ValueError: some true corner has no window ``min_shift`` away within the span.
     """
     true_i = np.rint(true_xy_px).astype(np.int64)
     out = rng.integers(0, span + 1, size=true_i.shape)
@@ -275,7 +278,18 @@ def negative_windows(
         if not bad.any():
             return out
         out[bad] = rng.integers(0, span + 1, size=(int(bad.sum()), 2))
-    raise ValueError(f"cannot place a negative {min_shift} px away within a {span} px span")
+    # rare (a shift near half the span from a central window: few windows qualify): draw
+    # uniformly among the ones that do, instead of failing a batch hours into a run
+    grid = np.stack(np.meshgrid(np.arange(span + 1), np.arange(span + 1)), -1).reshape(-1, 2)
+    for i in np.flatnonzero(np.abs(out - true_i).max(axis=1) < min_shift):
+        ok = grid[np.abs(grid - true_i[i]).max(axis=1) >= min_shift]
+        if not len(ok):
+            raise ValueError(
+                f"cannot place a negative {min_shift} px away from {true_i[i].tolist()} within "
+                f"a {span} px span; lower data.negative_min_shift_px"
+            )
+        out[i] = ok[rng.integers(len(ok))]
+    return out
 
 
 def _augment(img: np.ndarray, flips: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -113,6 +113,17 @@ def test_negatives_are_far_enough_and_uniform():
     assert abs(neg.mean() - 64) < 2
 
 
+def test_far_negatives_are_found_where_few_windows_qualify():
+    """At half the span only the border windows of a centred truth qualify (~3 %): 100
+    rejection draws missed them for about 4 % of the pairs and the batch failed."""
+    truth = np.tile([64.0, 64.0], (300, 1))
+    neg = negative_windows(truth, 128, 64, np.random.default_rng(2))
+    assert (np.abs(neg - 64).max(1) >= 64).all() and neg.min() >= 0 and neg.max() <= 128
+    assert len({tuple(n) for n in neg}) > 100  # still drawn, not one fixed window
+    with pytest.raises(ValueError, match=r"from \[64, 64\] within a 128 px span; lower"):
+        negative_windows(truth[:1], 128, 65, np.random.default_rng(2))
+
+
 def test_labelled_pairs_share_flips_unlabelled_do_not():
     ps = tiny_patch_set(1)
     specs = training_specs(ps, DataConfig())
