@@ -29,18 +29,25 @@ def plugin_files(root: Path = ROOT) -> list[tuple[Path, str]]:
 
 
 def build_zip(out: Path, root: Path = ROOT) -> Path:
-    """Write the plugin zip atomically and return its path."""
+    """Write the plugin zip atomically and return its path (ValueError: ``out`` is a folder)."""
+    if out.is_dir():
+        raise ValueError(
+            f"--out {out} is a folder; give the zip's file name, e.g. {out / PLUGIN}.zip"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".zip.partial")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for src, arc in plugin_files(root):
-            # rw-r--r-- whatever the file's mode here: unzipped into a shared plugins folder
-            # (as root, say) every user's QGIS must read it
-            info = zipfile.ZipInfo.from_file(src, f"{PLUGIN}/{arc}")
-            info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, src.read_bytes())
-    tmp.replace(out)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for src, arc in plugin_files(root):
+                # rw-r--r-- whatever the file's mode here: unzipped into a shared plugins folder
+                # (as root, say) every user's QGIS must read it
+                info = zipfile.ZipInfo.from_file(src, f"{PLUGIN}/{arc}")
+                info.external_attr = 0o100644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, src.read_bytes())
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)  # only there when something failed
     return out
 
 
@@ -65,7 +72,10 @@ def main() -> None:
     if not args.out and not args.install:
         parser.error("give --out and/or --install")
     if args.out:
-        path = build_zip(args.out)
+        try:
+            path = build_zip(args.out)
+        except ValueError as exc:
+            parser.error(str(exc))
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if args.install:
         print(f"installed into {install_plugin(args.install)}")

@@ -240,6 +240,34 @@ def test_experiment_stops_when_an_evaluation_fails(tmp_path, monkeypatch, capsys
         rx.evaluate(args, 0.25, tmp_path / "m.onnx")
 
 
+# -- build_zip.py ------------------------------------------------------------------------
+
+
+def test_zip_ships_the_model_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    """--out a folder: an IsADirectoryError traceback and a .zip.partial left beside it."""
+    import zipfile
+
+    from scripts import build_zip as bz
+
+    path = bz.build_zip(tmp_path / "p.zip")
+    names = zipfile.ZipFile(path).namelist()
+    assert "sar_optical_matcher/model/default.onnx" in names
+    assert path.stat().st_size <= 20e6  # the plugin repository's and the brief's bound
+    folder = tmp_path / "dist"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a folder; give the zip's file name"):
+        bz.build_zip(folder)
+    real = bz.plugin_files
+
+    def missing_file(root=bz.ROOT):
+        return [*real(root), (tmp_path / "gone.py", "gone.py")]
+
+    monkeypatch.setattr(bz, "plugin_files", missing_file)
+    with pytest.raises(FileNotFoundError):
+        bz.build_zip(tmp_path / "q.zip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "p.zip"]
+
+
 # -- versions ----------------------------------------------------------------------------
 
 
