@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sar_optical_matcher.core.files import atomic_output, write_text_atomic  # noqa: E402
 from sar_optical_matcher.core.synthetic import (  # noqa: E402
     apply_speckle,
     render_scene,
@@ -105,19 +106,23 @@ def mosaic_vrt(
             )
         parts.append("</VRTRasterBand>")
     parts.append("</VRTDataset>")
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return write_text_atomic(path, "\n".join(parts))
 
 
 def to_geotiff(vrt: Path, out: Path) -> Path:
-    """Copy a VRT to a tiled, DEFLATE-compressed (BigTIFF if needed) GeoTIFF, block by block."""
+    """Copy a VRT to a tiled, DEFLATE-compressed (BigTIFF if needed) GeoTIFF, block by block.
+
+    Written under a temporary name: an interrupted copy (minutes at 20,000 px) leaves no file
+    of the final name.
+    """
     from osgeo import gdal
 
     options = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS"]
-    ds = gdal.Translate(str(out), str(vrt), format="GTiff", creationOptions=options)
-    if ds is None:
-        raise RuntimeError(f"GDAL could not write {out}: {gdal.GetLastErrorMsg()}")
-    ds = None
+    with atomic_output(out) as tmp:
+        ds = gdal.Translate(str(tmp), str(vrt), format="GTiff", creationOptions=options)
+        if ds is None:
+            raise RuntimeError(f"GDAL could not write {out}: {gdal.GetLastErrorMsg()}")
+        ds = None
     return out
 
 
@@ -146,8 +151,13 @@ def make_large_pair(
         raise ValueError(f"fmt must be one of {FORMATS}, not {fmt!r}")
     if size_px < tile_px or tile_px < 256:
         raise ValueError(f"need size_px >= tile_px >= 256, got {size_px}, {tile_px}")
+    if n_scenes < 1:
+        raise ValueError(f"need n_scenes >= 1, got {n_scenes}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    truth_path = folder / f"truth_{size_px}.json"
+    # an earlier pair's truth must not outlive its rasters: this run rewrites them
+    truth_path.unlink(missing_ok=True)
     tiles = render_tiles(folder, n_scenes, tile_px, pixel_size_m, rng)
     shift = rng.uniform(-max_shift_px, max_shift_px, 2)
     affine = rng.uniform(-max_affine, max_affine, (2, 2))
@@ -163,8 +173,7 @@ def make_large_pair(
     truth = {"size_px": size_px, "shift_px": shift.tolist(), "affine": affine.tolist(),
              "sar_px_to_optical_px": "identity", "optical": str(paths["optical"]),
              "sar": str(paths["sar"])}  # fmt: skip
-    truth_path = folder / f"truth_{size_px}.json"
-    truth_path.write_text(json.dumps(truth, indent=2), encoding="utf-8")
+    write_text_atomic(truth_path, json.dumps(truth, indent=2))
     return {**paths, "truth": truth_path, "shift_px": shift, "affine": affine}
 
 
@@ -183,8 +192,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Write the pair and print the paths."""
     args = parse_args(argv)
-    out = make_large_pair(args.out, args.size, np.random.default_rng(args.seed), fmt=args.format,
-                          tile_px=args.tile, n_scenes=args.scenes)  # fmt: skip
+    try:
+        out = make_large_pair(args.out, args.size, np.random.default_rng(args.seed),
+                              fmt=args.format, tile_px=args.tile, n_scenes=args.scenes)  # fmt: skip
+    except (ValueError, RuntimeError, OSError) as exc:  # sizes, an unwritable --out, GDAL
+        raise SystemExit(f"make_large_pair.py: error: {exc}") from None
     for key in ("optical", "sar", "truth"):
         print(f"{key:8s} {out[key]}")
     print(f"shift {np.round(out['shift_px'], 3).tolist()} px, affine error "

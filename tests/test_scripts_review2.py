@@ -240,6 +240,38 @@ def test_experiment_stops_when_an_evaluation_fails(tmp_path, monkeypatch, capsys
         rx.evaluate(args, 0.25, tmp_path / "m.onnx")
 
 
+# -- make_large_pair.py ------------------------------------------------------------------
+
+
+def test_a_failed_large_pair_leaves_no_stale_truth_and_no_partial_raster(tmp_path, monkeypatch):
+    """A rerun that failed while copying the SAR left the new optical beside the earlier run's
+    truth_512.json (another shift), and GDAL's half-written copy under its final name."""
+    import numpy as np
+    from osgeo import gdal
+
+    from scripts import make_large_pair as mlp
+
+    first = mlp.make_large_pair(tmp_path, 512, np.random.default_rng(0), tile_px=256, n_scenes=1)
+    assert first["truth"].is_file()
+    old_sar = first["sar"].read_bytes()
+    real = gdal.Translate
+
+    def fails_on_the_sar(dest, src, **kwargs):
+        if "sar" in Path(src).name:
+            Path(dest).write_bytes(b"half a GeoTIFF")
+            return None
+        return real(dest, src, **kwargs)
+
+    monkeypatch.setattr(gdal, "Translate", fails_on_the_sar)
+    with pytest.raises(RuntimeError, match="GDAL could not write"):
+        mlp.make_large_pair(tmp_path, 512, np.random.default_rng(1), tile_px=256, n_scenes=1)
+    assert not (tmp_path / "truth_512.json").exists()
+    assert first["sar"].read_bytes() == old_sar
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
+    with pytest.raises(SystemExit, match="make_large_pair.py: error: need n_scenes >= 1"):
+        mlp.main(["--size", "512", "--tile", "256", "--scenes", "0", "--out", str(tmp_path)])
+
+
 # -- build_zip.py ------------------------------------------------------------------------
 
 
