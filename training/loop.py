@@ -146,7 +146,14 @@ class Trainer:
             )
             self.critic = nn.parallel.DistributedDataParallel(self.critic, device_ids=ids)
         o = cfg.optim
-        labelled, unlabelled = split_labelled(len(data.train), cfg.data.supervision_ratio, cfg.seed)
+        ratio = cfg.data.supervision_ratio
+        labelled, unlabelled = split_labelled(len(data.train), ratio, cfg.seed)
+        if ratio > 0 and len(labelled) == 0:  # the matching terms would never be computed
+            raise ValueError(
+                f"data.supervision_ratio {ratio} labels none of the {len(data.train)} training "
+                f"pairs (round({ratio} x {len(data.train)}) = 0); raise it to at least "
+                f"{1 / len(data.train):.3g} (one pair), or set 0 for a run without labels"
+            )
         self.labelled = repeated(labelled, data.train.repeat)
         self.unlabelled = repeated(unlabelled, data.train.repeat)
         self.steps_per_epoch = len(self._plan(0))

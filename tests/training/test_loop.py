@@ -93,6 +93,13 @@ def _count_calls(module: torch.nn.Module, calls: list[str], name: str) -> object
     return module.register_forward_hook(lambda _m, _i, _o: calls.append(name))
 
 
+def test_a_supervision_ratio_that_labels_no_pair_is_refused(tmp_path, data):
+    """0.05 of 6 pairs rounds to none: the run trained without any matching term, silently."""
+    with pytest.raises(ValueError, match=r"supervision_ratio 0.05 labels none of the 6 .*0.167"):
+        Trainer(tiny_config(data={"supervision_ratio": 0.05}), data, tmp_path)
+    assert len(Trainer(tiny_config(data={"supervision_ratio": 0.0}), data, tmp_path).labelled) == 0
+
+
 def test_terms_with_weight_zero_are_not_computed(tmp_path, data):
     """w_recon = w_adv = 0: no decoder pass, no critic update; the encoders still learn."""
     cfg = tiny_config(
