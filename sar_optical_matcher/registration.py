@@ -529,12 +529,24 @@ def output_grid(optical: Any, pixel_size: float | None) -> tuple[tuple[float, ..
     The optical grid itself, or with ``pixel_size`` the same origin and axes (a rotated grid
     stays rotated) with pixels of that side, covering the optical extent to the nearest whole
     pixel.
+
+    Raises:
+        ValueError: ``pixel_size`` is larger than the optical raster's width or height (e.g.
+            metres given for a raster in degrees), where the output would be a single pixel.
     """
     gt = optical.geotransform
     if pixel_size is None:
         return tuple(float(v) for v in gt), int(optical.width), int(optical.height)
     kx = pixel_size / math.hypot(gt[1], gt[4])  # column step, scaled to pixel_size
     ky = pixel_size / math.hypot(gt[2], gt[5])  # row step
+    if optical.width < kx or optical.height < ky:
+        units = "degrees: the optical CRS is geographic" if optical.is_geographic else "map units"
+        raise ValueError(
+            f"PIXEL_SIZE {pixel_size:g} is larger than the optical raster, "
+            f"{optical.width * pixel_size / kx:.4g} x {optical.height * pixel_size / ky:.4g} "
+            f"optical map units ({units}): the output would be one pixel; give it in the "
+            "optical CRS's units, or 0 for the optical pixel size"
+        )
     out_gt = (gt[0], gt[1] * kx, gt[2] * ky, gt[3], gt[4] * kx, gt[5] * ky)
     return out_gt, max(round(optical.width / kx), 1), max(round(optical.height / ky), 1)
 

@@ -249,6 +249,25 @@ def test_warp_output_pixel_size_and_nodata(pair: Pair, tmp_path: Path) -> None:
     assert ds.GetRasterBand(1).GetNoDataValue() == -1.0
 
 
+def test_a_pixel_size_beyond_the_optical_raster_is_refused(pair: Pair, tmp_path: Path) -> None:
+    """PIXEL_SIZE 10 (metres meant) for an optical raster in degrees wrote a 1 x 1 px raster."""
+    from osgeo import gdal
+
+    optical = _open(pair.optical)
+    deg = 9e-5
+    geo = tmp_path / "geo.tif"
+    gdal.Translate(str(geo), str(pair.optical), outputSRS="EPSG:4326",
+                   outputBounds=[15.0, 37.0 - 384 * deg, 15.0 + 384 * deg, 37.0])  # fmt: skip
+    with pytest.raises(ValueError, match=r"PIXEL_SIZE 10 is larger than the optical raster, "
+                       r"0\.03456 x 0\.03456 optical map units \(degrees: the optical CRS is "
+                       r"geographic\): the output would be one pixel"):  # fmt: skip
+        reg.output_grid(_open(geo), 10.0)
+    assert reg.output_grid(_open(geo), 2 * deg)[1:] == (192, 192)
+    assert reg.output_grid(optical, 3840.0)[1:] == (1, 1)  # the whole raster: still allowed
+    with pytest.raises(ValueError, match="PIXEL_SIZE 3850 is larger"):
+        reg.output_grid(optical, 3850.0)
+
+
 def _with_gt(src: Path, dst: Path, gt: tuple) -> Path:
     from osgeo import gdal
 

@@ -301,6 +301,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             )  # fmt: skip
         except ValueError as exc:
             raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc
+        if warp.pixel_size is not None:  # a size in metres for a raster in degrees: 1 pixel
+            optical = common.open_raster_checked(correspondence.optical_path, "OPTICAL")
+            with common.processing_errors():
+                reg.output_grid(optical, warp.pixel_size)
         return RegisterSettings(
             correspondence=correspondence,
             transform=reg.TRANSFORM_KINDS[

@@ -327,6 +327,23 @@ def test_a_format_that_cannot_hold_the_sars_bands_is_refused_before_any_work(
     assert max(progress, default=0.0) == 0.0 and not out.exists()
 
 
+def test_a_pixel_size_beyond_the_optical_raster_is_refused_up_front(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """PIXEL_SIZE larger than the optical raster (3840 m here) wrote a 1 x 1 px output."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "out"
+    with pytest.raises(QgsProcessingException, match=r"PIXEL_SIZE 5000 is larger than the "
+                       r"optical raster, 3840 x 3840 optical map units \(map units\)"):  # fmt: skip
+        processing.run(
+            "sarmatcher:registersartooptical",
+            _params(synthetic_pair, twin_model, out, PIXEL_SIZE=5000),
+        )
+    assert not out.exists()
+
+
 def test_outputs_follow_the_umask_and_the_tie_point_folder_is_created(
     provider, synthetic_pair, twin_model, tmp_path
 ) -> None:
