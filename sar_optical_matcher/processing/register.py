@@ -11,6 +11,7 @@ the same names intact.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         for name, path in destinations.items():  # said now, not after the matching and warp
             common.check_output_path(path, name)
         correspondence = correspondence_settings(self, parameters, context, keep_maps=True)
+        inputs = {"SAR": correspondence.sar_path, "OPTICAL": correspondence.optical_path}
+        check_distinct_files(destinations, inputs)
         try:  # the format and whether it holds the SAR's bands: said before any work
             sar_info = rasters.open_raster(correspondence.sar_path)
             rasters.check_output(
@@ -423,6 +426,27 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             sink, fields, reg.pixel_to_map(optical.geotransform, ties.dst_px), rows
         )
         return dest
+
+
+def check_distinct_files(destinations: dict[str, Any], inputs: dict[str, str]) -> None:
+    """Raise unless each file output has a file of its own, none of them an input raster.
+
+    One output named like another was overwritten by it (a report over the registered raster,
+    which OUTPUT then named), and OUTPUT named like the SAR replaced the input raster.
+    """
+    seen = {
+        os.path.normcase(os.path.realpath(p)): f"the {k} input raster" for k, p in inputs.items()
+    }
+    for name, path in destinations.items():
+        if not path or str(path).startswith(common.NOT_A_FILE_PREFIXES):
+            continue
+        key = os.path.normcase(os.path.realpath(str(path)))
+        if key in seen:
+            raise QgsProcessingException(
+                f"{name}: {Path(str(path)).name} is also {seen[key]}, which writing it would "
+                "replace; give each output a file name of its own, other than the inputs'"
+            )
+        seen[key] = f"{name}'s file"
 
 
 def write_gcp_file(

@@ -327,6 +327,36 @@ def test_a_format_that_cannot_hold_the_sars_bands_is_refused_before_any_work(
     assert max(progress, default=0.0) == 0.0 and not out.exists()
 
 
+def test_an_output_named_like_an_input_or_another_output_is_refused(
+    provider, twin_model, tmp_path
+) -> None:
+    """OUTPUT named like the SAR replaced the input raster with its registered copy; a report
+    named like OUTPUT overwrote the registered raster with HTML, and OUTPUT named it."""
+    import hashlib
+
+    import processing
+    from qgis.core import QgsProcessingException
+
+    pair = write_pair(tmp_path / "in")  # its own: the old code replaced the SAR
+    digest = hashlib.sha256(pair.sar.read_bytes()).hexdigest()
+    out = tmp_path / "out"
+    cases = {
+        "OUTPUT": (str(pair.sar), r"OUTPUT: sar\.tif is also the SAR input raster, "
+                   r"which writing it would replace; give each output a file name of its own"),
+        "OUTPUT_REPORT": (str(out / "reg.tif"), r"OUTPUT_REPORT: reg\.tif is also OUTPUT's file"),
+        "OUTPUT_TIEPOINTS": (str(pair.optical.parent / "." / "optical.tif"),
+                             r"OUTPUT_TIEPOINTS: optical\.tif is also the OPTICAL input raster"),
+    }  # fmt: skip
+    for key, (dest, pattern) in cases.items():
+        with pytest.raises(QgsProcessingException, match=pattern):
+            processing.run(
+                "sarmatcher:registersartooptical",
+                _params(pair, twin_model, out, **{key: dest}),
+            )
+    assert hashlib.sha256(pair.sar.read_bytes()).hexdigest() == digest
+    assert not out.exists()
+
+
 def test_a_pixel_size_beyond_the_optical_raster_is_refused_up_front(
     provider, synthetic_pair, twin_model, tmp_path
 ) -> None:
