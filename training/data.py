@@ -28,6 +28,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -622,28 +623,51 @@ class Datasets:
     sources: list[str]
 
 
+_LOADERS = {
+    "synthetic": "load_synthetic",
+    "3mos": "load_3mos",
+    "sen12": "load_sen12",
+    "gdal": "load_gdal_pair",
+}
+
+
 def load_records(cfg: DataConfig) -> list[PairRecord]:
-    """Load the records of every configured source with ``training.sources``' loaders."""
+    """Load the records of every configured source with ``training.sources``' loaders.
+
+    Every spec's options are checked against its loader's arguments before any source is
+    loaded. A ``gdal`` spec gives one record (``load_gdal_pair``), the others a list.
+    """
+    calls = [_source_call(i, spec) for i, spec in enumerate(cfg.sources)]
+    records: list[PairRecord] = []
+    for loader, opts, repeat in calls:
+        loaded = loader(**opts)
+        loaded = [loaded] if isinstance(loaded, PairRecord) else loaded
+        records += [dataclasses.replace(r, repeat=repeat) for r in loaded]
+    return records
+
+
+def _source_call(i: int, spec: dict[str, Any]) -> tuple[Callable[..., Any], dict[str, Any], int]:
+    """(loader, options, repeat) of ``data.sources[i]``; unknown or missing options named."""
+    import inspect
+
     from training import sources as src
 
-    records: list[PairRecord] = []
-    for spec in cfg.sources:
-        opts = dict(spec)
-        kind = opts.pop("kind", None)
-        repeat = opts.pop("repeat", 1)
-        loaders = {
-            "synthetic": "load_synthetic",
-            "3mos": "load_3mos",
-            "sen12": "load_sen12",
-            "gdal": "load_gdal_pair",
-        }
-        if kind not in loaders:
-            raise ValueError(f"data source kind {kind!r} unknown; use one of {sorted(loaders)}")
-        loader = getattr(src, loaders[kind], None)
-        if loader is None:
-            raise ValueError(f"training.sources has no {loaders[kind]} (source {kind!r})")
-        records += [dataclasses.replace(r, repeat=repeat) for r in loader(**opts)]
-    return records
+    opts = dict(spec)
+    kind = opts.pop("kind", None)
+    repeat = opts.pop("repeat", 1)
+    if kind not in _LOADERS:
+        raise ValueError(f"data source kind {kind!r} unknown; use one of {sorted(_LOADERS)}")
+    loader = getattr(src, _LOADERS[kind])
+    params = inspect.signature(loader).parameters
+    unknown = sorted(set(opts) - set(params))
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in opts]
+    if unknown or missing:
+        what = f"unknown option(s) {unknown}" if unknown else f"missing option(s) {missing}"
+        raise ValueError(
+            f"data.sources[{i}] (kind {kind}): {what}; a {kind} source takes "
+            f"{sorted(params)} (and repeat)"
+        )
+    return loader, opts, repeat
 
 
 def split_records(

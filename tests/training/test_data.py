@@ -241,6 +241,29 @@ def test_build_datasets_splits_by_scene_and_caches(tmp_path):
         build_datasets(DataConfig(sources=[{"kind": "nope"}]), 0)
 
 
+def test_source_specs_gdal_kind_and_option_errors(tmp_path):
+    """A ``gdal`` source (one record from load_gdal_pair) failed with "'PairRecord' object is
+    not iterable"; a misspelt or missing option failed with the loader's TypeError."""
+    from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
+    from training.data import load_records
+
+    pair = make_georeferenced_pair(
+        64, np.random.default_rng(1), max_shift_px=0, max_affine=0, looks=None
+    )
+    paths = write_pair(pair, tmp_path)
+    spec = {"kind": "gdal", "optical": str(paths["optical"]), "sar": str(paths["sar"])}
+    recs = load_records(DataConfig(sources=[{**spec, "scene": "g", "repeat": 2}]))
+    assert [(r.source, r.scene, r.repeat, r.sar.shape) for r in recs] == [
+        ("gdal", "g", 2, (64, 64))
+    ]
+    with pytest.raises(ValueError, match=r"data.sources\[1\] \(kind synthetic\): unknown opt"):
+        load_records(DataConfig(sources=[spec, {"kind": "synthetic", "n_scene": 2}]))
+    with pytest.raises(
+        ValueError, match=r"sources\[0\] \(kind gdal\): missing option\(s\) \['optical'\]"
+    ):
+        load_records(DataConfig(sources=[{"kind": "gdal", "sar": str(paths["sar"])}]))
+
+
 def test_random_windows_move_template_and_sar_window_together() -> None:
     """Positives drawn anywhere in the pair still show the same ground; val gets fixed windows."""
     from training.config import AugmentConfig, DataConfig
