@@ -62,7 +62,7 @@ def test_install_lists_the_debian_package_that_gives_python3_its_venv() -> None:
 @pytest.mark.skipif(not Path("/usr/bin/python3").is_file(), reason="install.sh is for Debian")
 def test_install_recreates_a_venv_left_without_pip(tmp_path: Path) -> None:
     """``python3 -m venv`` without ensurepip leaves bin/python and no pip: install.sh took the
-    venv for made and failed on every later run ('.venv/bin/pip: No such file or directory')
+    venv as made and failed on every later run ('.venv/bin/pip: No such file or directory')
     until the user deleted it."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
