@@ -132,7 +132,11 @@ def load_3mos(
     """
     base = Path(root)
     if not base.is_dir():
-        raise ValueError(f"3MOS folder {base} not found: pass root= (e.g. ../shared/data/3mos)")
+        raise ValueError(
+            f"3MOS folder {base} not found (looked in {base.resolve()}: a relative root is "
+            "taken from the working folder); run from the repository root or set the source's "
+            "root to the folder holding <SENSOR>_<scene>/"
+        )
     folders = _3mos_folders(base, sensors, scenes)
     measured = {k: (float(v[0]), float(v[1])) for k, v in (offsets_px or {}).items()}
     unknown = set(measured) - {d.name for d in base.iterdir() if d.is_dir()}

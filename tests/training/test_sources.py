@@ -65,11 +65,15 @@ def test_3mos_filters_and_unknown_scene():
         sources.load_3mos(THREE_MOS, offsets_px={"GF3_atlantis": [1, 2]})
 
 
-def test_3mos_and_sen12_layout_errors_are_named(tmp_path):
+def test_3mos_and_sen12_layout_errors_are_named(tmp_path, monkeypatch):
     """A wrong root or sensor filter used to load 0 pairs silently (training went on with the
     other sources alone); a tile without a number failed with int()'s own message."""
     with pytest.raises(ValueError, match="no 3MOS tile pairs under"):
         sources.load_3mos(tmp_path)  # e.g. root= one level too high: no <SENSOR>_<scene>/
+    # the default's relative root, run from another folder: say where it looked
+    with pytest.raises(ValueError, match=f"looked in {tmp_path.parent.resolve()}/shared/data/3mos"):
+        monkeypatch.chdir(tmp_path)
+        sources.load_3mos("../shared/data/3mos")
     scene = tmp_path / "SEN_x"
     scene.mkdir()
     rgb = np.zeros((8, 8, 3), np.uint8)
