@@ -8,6 +8,7 @@ Pixel convention (used everywhere in the project):
     * names carry their frame: ``_px`` for pixels, ``_map`` for map units (the raster's CRS).
 
 A *window offset* (dx, dy) of a correspondence map is the integer top-left corner of the SAR
-window relative to the search region's top-left corner; offset (dx, dy) = ((S - T) / 2,
-(S - T) / 2) means "no shift" for template size T and search size S.
+window relative to the search region's top-left corner; offset (dx, dy) = ((S - T) // 2,
+(S - T) // 2) (integer division, as matching, registration and training cut their windows) means
+"no shift" for template size T and search size S.
 """
