@@ -528,11 +528,19 @@ def output_extensions() -> list[str]:
 def check_output_type(driver: str, gdal_type: str, name: str) -> None:
     """Raise unless ``driver`` stores bands of ``gdal_type`` (e.g. PNG: Byte and UInt16 only).
 
+    JPEG's UInt16 is 12-bit JPEG: GDAL clips every value above 4095 without a word, so it is
+    refused too.
+
     Args:
         driver: GDAL driver short name.
         gdal_type: GDAL data type name of the data to write (``"Float32"``, ...).
         name: the output's file name, for the message.
     """
+    if driver == "JPEG" and gdal_type == "UInt16":
+        raise ValueError(
+            f"cannot write {name}: the JPEG format stores UInt16 bands as 12-bit JPEG, which "
+            "clips every value above 4095; write a .tif instead (or .png, .jp2: 16-bit)"
+        )
     allowed = gdal.GetDriverByName(driver).GetMetadataItem(gdal.DMD_CREATIONDATATYPES) or ""
     if allowed and gdal_type not in allowed.split():
         raise ValueError(

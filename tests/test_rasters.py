@@ -256,6 +256,23 @@ def test_output_band_counts_match_what_gdal_writes(
     assert (back is not None and back.RasterCount == bands) == ok
 
 
+def test_16_bit_jpeg_is_refused(tmp_path: Path) -> None:
+    """GDAL writes UInt16 to JPEG as 12-bit JPEG and clips above 4095: a registered amplitude
+    of values up to 65,000 came back at most 4095 (median error 28,000)."""
+    with pytest.raises(ValueError, match=r"cannot write r\.jpg: the JPEG format stores UInt16 "
+                       r"bands as 12-bit JPEG, which clips every value above 4095; write a "
+                       r"\.tif"):  # fmt: skip
+        check_output("JPEG", "UInt16", None, "r.jpg", 1)
+    check_output("JPEG", "Byte", None, "r.jpg", 1)
+    check_output("PNG", "UInt16", None, "r.png", 1)  # true 16-bit: kept
+    src = gdal.GetDriverByName("MEM").Create("", 16, 16, 1, gdal.GDT_UInt16)
+    src.GetRasterBand(1).Fill(60000)
+    for ext, driver in (("png", "PNG"), ("jpg", "JPEG")):
+        gdal.GetDriverByName(driver).CreateCopy(str(tmp_path / f"r.{ext}"), src)  # closed at once
+    assert gdal.Open(str(tmp_path / "r.png")).ReadAsArray().max() == 60000
+    assert gdal.Open(str(tmp_path / "r.jpg")).ReadAsArray().max() == 4095  # what was refused
+
+
 def test_scaled_grid_keeps_origin_and_axes(tmp_path: Path) -> None:
     """Pixels ``scale`` times larger on the same origin and axes (a rotated grid stays rotated);
     whole coarse pixels only, and an exact multiple measured with float noise keeps its last."""
