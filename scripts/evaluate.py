@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sar_optical_matcher.core import classical, files, peaks  # noqa: E402
+from sar_optical_matcher.model.runtime import MissingDependencyError, OnnxMatcher  # noqa: E402
 from training import evaluation_harness as harness  # noqa: E402
 
 ALL_METHODS = ("learned", *classical.METHODS)
@@ -227,13 +228,13 @@ def run_all(
 ) -> tuple[list[harness.Predictions], dict[str, Any]]:
     """Run every method on the same samples; returns predictions and the fitted models."""
     methods, model_path = resolve_methods(args)
+    matcher = None
+    if model_path is not None:  # before any method runs: a bad model or --device fails first
+        matcher = OnnxMatcher(model_path, device=args.device, log=print)
     results, fitted = [], {}
     for name in methods:
         conf_model = None
         if name == "learned":
-            from sar_optical_matcher.model.runtime import OnnxMatcher
-
-            matcher = OnnxMatcher(model_path, device=args.device, log=print)
             stored = matcher.contract.training.get("confidence_model")
             conf_model = peaks.ConfidenceModel.from_dict(stored) if stored else None
             fn = harness.learned_map_fn(matcher, args.batch)
@@ -417,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
         preds, fitted = run_all(args, samples)
         write_outputs(args, samples, preds, fitted)
-    except (ValueError, OSError) as exc:  # bad --data, sizes, model, --out: said, not dumped
+    # bad --data, sizes, model, --device, --out: said, not dumped
+    except (ValueError, OSError, MissingDependencyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

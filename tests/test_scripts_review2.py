@@ -159,6 +159,24 @@ def test_an_unknown_scene_offset_lists_the_scenes_there_are() -> None:
     assert [r.offset_xy_px for r in moved] == [(0.0, 0.0), (1.0, -2.0)]
 
 
+def test_evaluate_opens_the_model_before_any_method_runs(monkeypatch, tmp_path, capsys):
+    """--device cuda without CUDA: the methods before 'learned' ran, then a
+    MissingDependencyError traceback."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("a CUDA onnxruntime is installed here")
+    from training import evaluation_harness
+
+    calls: list[object] = []
+    monkeypatch.setattr(evaluation_harness, "run_method", lambda *a, **k: calls.append(a))
+    argv = ["--data", "synthetic:1:256", "--methods", "ncc,learned", "--device", "cuda"]
+    assert evaluate.main([*argv, "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device 'cuda' requested") and "onnxruntime-gpu" in err
+    assert calls == [] and not (tmp_path / "eval").exists()
+
+
 # -- calibrate_confidence.py -------------------------------------------------------------
 
 
