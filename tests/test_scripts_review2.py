@@ -2,12 +2,17 @@
 
 * ``install.sh``: a ``.venv`` that ``python3 -m venv`` left without pip (Debian without
   ``python3-venv``) is recreated, not reused until ``pip`` is not found;
-* ``evaluate.py``: an ``--out`` it cannot write is refused before any matching; its outputs are
-  renamed together and an earlier run's optional outputs do not pass for this run's; bad counts
-  are argument errors; an unknown ``--scene-offset`` scene lists the scenes there are;
+* ``evaluate.py``: an ``--out`` it cannot write, a model or ``--device`` it cannot use, are
+  refused before any matching; its outputs are renamed together and an earlier run's optional
+  outputs do not pass for this run's; bad counts are argument errors; an unknown
+  ``--scene-offset`` scene lists the scenes there are;
 * ``calibrate_confidence.py``: a missing model or an unwritable ``--out`` is said before the
   calibration's matching, without a traceback;
 * ``measure_offsets.py`` / ``measure_pixel_scale.py``: a bad ``--data`` is one error line;
+* benchmarks: an unwritable ``--json`` is refused before measuring;
+* ``run_experiment.py``: a failed evaluation stops it (never an earlier run's results);
+* ``make_large_pair.py``: a failed rerun leaves no stale truth and no half-written raster;
+* ``build_zip.py``: the model ships, the zip stays small, a failed build leaves nothing;
 * the version in ``pyproject.toml`` is the plugin's (``metadata.txt``, its changelog's first).
 """
 
