@@ -327,6 +327,12 @@ class TrainConfig:
             )
         if self.data.search_size_px < self.data.template_size_px:
             raise ValueError("data.search_size_px must be >= data.template_size_px")
+        radius = self.loss.dense_negative_radius_px
+        if self.data.template_size_px + 2 * radius > self.data.search_size_px:
+            raise ValueError(
+                f"loss.dense_negative_radius_px ({radius}) must be <= (data.search_size_px - "
+                "data.template_size_px) / 2: the dense neighbourhood must fit the search region"
+            )
         half_span = (self.data.search_size_px - self.data.template_size_px) // 2
         if self.data.negative_min_shift_px > half_span:
             # a true window at the centre has no window this far: the batch fails, at once

@@ -327,6 +327,7 @@ def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
         # hours into a run, a search region of the template's size at the first batch
         ("data.negative_min_shift_px=65", r"negative_min_shift_px \(65\) must be <= .* = 64"),
         ("data.search_size_px=128", r"negative_min_shift_px \(8\) must be <= .* = 0"),
+        ("loss.dense_negative_radius_px=65", r"dense_negative_radius_px \(65\) must be <="),
     ],
 )
 def test_config_values_are_type_checked(tmp_path, override, message):
