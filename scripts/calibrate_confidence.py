@@ -71,7 +71,7 @@ def calibrate(args: argparse.Namespace) -> int:
     from scripts import evaluate as ev
 
     # before the calibration's minutes of matching: the model and the destination
-    read_contract(args.model)
+    contract = read_contract(args.model)
     check_destination(args.out)
     records = [r for spec in args.data for r in ev.load_records(spec, args.seed)]
     described = list(args.data)
@@ -115,7 +115,6 @@ def calibrate(args: argparse.Namespace) -> int:
         f"kept {kept[0]:.1%}"
     )
 
-    contract = read_contract(args.model)
     training = dict(contract.training)
     training["confidence_model"] = model.to_dict()
     training["confidence_calibration"] = {
