@@ -146,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(history[-1] if history else {}, indent=1))
         elif args.command == "lr-find":
             from training.data import build_datasets
+            from training.loop import encoder_spec
             from training.lr_find import check_range_args, lr_range_test
 
             check_range_args(args.steps, args.lr_start, args.lr_end)  # before the data are built
             cfg = _config(args)
+            encoder_spec(cfg)
             result = lr_range_test(
                 cfg,
                 build_datasets(cfg.data, cfg.seed, cache_dir=cfg.run.out_dir),

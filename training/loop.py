@@ -89,9 +89,9 @@ class _AutoEncoders(nn.Module):
         return z_s, r_s, z_o, r_o, dense
 
 
-def build_matcher(cfg: TrainConfig) -> Matcher:
-    """The networks of ``cfg.model`` (initialised from torch's current RNG)."""
-    spec = EncoderSpec(
+def encoder_spec(cfg: TrainConfig) -> EncoderSpec:
+    """The encoders' shape of ``cfg`` (checked: raises ``ValueError`` if it does not fit)."""
+    return EncoderSpec(
         tuple(cfg.model.widths),
         tuple(cfg.model.convs_per_stage),
         cfg.model.descriptor_size,
@@ -102,6 +102,11 @@ def build_matcher(cfg: TrainConfig) -> Matcher:
         cfg.model.latent,
         cfg.model.position_norm,
     )
+
+
+def build_matcher(cfg: TrainConfig) -> Matcher:
+    """The networks of ``cfg.model`` (initialised from torch's current RNG)."""
+    spec = encoder_spec(cfg)
     matcher = Matcher(spec)
     hidden = (int(cfg.model.critic_hidden[0]), int(cfg.model.critic_hidden[1]))
     matcher.critic = Critic(spec.descriptor_size, hidden)
@@ -538,6 +543,7 @@ def run_training(
     """
     from training.data import build_datasets
 
+    encoder_spec(cfg)  # a model that does not fit the patch size: said before the data
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if cfg.run.num_threads:

@@ -100,6 +100,17 @@ def test_a_supervision_ratio_that_labels_no_pair_is_refused(tmp_path, data):
     assert len(Trainer(tiny_config(data={"supervision_ratio": 0.0}), data, tmp_path).labelled) == 0
 
 
+def test_a_model_that_does_not_fit_is_refused_before_the_data_are_built(tmp_path):
+    """The encoder's shape was checked only after every source had been loaded and cut."""
+    from training.loop import run_training
+
+    missing = [{"kind": "3mos", "root": str(tmp_path / "not-there")}]
+    cfg = tiny_config(model={"widths": [4, 8]}, data={"sources": missing})
+    with pytest.raises(ValueError, match="widths and convs_per_stage must be non-empty and equal"):
+        run_training(cfg, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_terms_with_weight_zero_are_not_computed(tmp_path, data):
     """w_recon = w_adv = 0: no decoder pass, no critic update; the encoders still learn."""
     cfg = tiny_config(
