@@ -406,8 +406,8 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("data.max_val_pairs", lambda v: v >= 1, ">= 1 (validation pairs matched an epoch)"),
     (
         "data.split_fractions",
-        lambda v: min(v) >= 0 and sum(v) > 0,
-        "3 shares >= 0 of (train, validation, test), not all 0, e.g. [0.8, 0.2, 0.0]",
+        lambda v: min(v) >= 0 and v[0] > 0,
+        "3 shares >= 0 of (train, validation, test), the train share > 0, e.g. [0.8, 0.2, 0.0]",
     ),
     ("data.low_percentile", lambda v: 0 <= v < 100, "in [0, 100)"),
     ("data.high_percentile", lambda v: 0 < v <= 100, "in (0, 100]"),

@@ -327,6 +327,7 @@ def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
         ("data.template_size_px=0", "data.template_size_px must be >= 8"),
         ("data.max_val_pairs=0", "data.max_val_pairs must be >= 1"),
         ("data.split_fractions=[1.2, -0.2, 0]", "data.split_fractions must be 3 shares >= 0"),
+        ("data.split_fractions=[0, 1, 0]", "the train share > 0, e.g. .*got \\[0.0, 1.0, 0.0\\]"),
         ("data.low_percentile=99", r"data.low_percentile \(99.0\) must be below"),
         ("model.descriptor_size=0", "model.descriptor_size must be >= 1"),
         ("loss.w_match=-1", "loss.w_match must be >= 0"),
