@@ -181,10 +181,12 @@ def write_points(path: str | os.PathLike[str], table: GcpTable) -> Path:
 def read_points(path: str | os.PathLike[str]) -> GcpTable:
     """Read a ``.points`` file (current comma format, optional ``#CRS`` line, header row).
 
+    A UTF-8 byte-order mark (a file saved by Excel or Notepad) is skipped, as QGIS does.
+
     Raises:
         ValueError: with the line number when a row is malformed.
     """
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")
     rows = text.splitlines()
     crs, first = None, 1
     if rows and rows[0].startswith(CRS_PREFIX.strip()):

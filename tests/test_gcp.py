@@ -77,6 +77,17 @@ def test_reads_a_qgis_written_file_without_crs_and_tab_format(tmp_path: Path) ->
     np.testing.assert_allclose(t.residual_xy[0], [-0.1, 0.2])
 
 
+def test_reads_a_file_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """A .points file edited and saved by Excel or Notepad starts with a UTF-8 BOM: its #CRS
+    line was taken for a GCP ('malformed GCP at line 1')."""
+    table = _table(np.random.default_rng(3))
+    path = tmp_path / "bom.points"
+    path.write_bytes(b"\xef\xbb\xbf" + gcp.format_points(table).encode("utf-8"))
+    back = gcp.read_points(path)
+    assert back.crs_wkt == WKT and len(back) == len(table)
+    np.testing.assert_array_equal(back.map_xy, table.map_xy)
+
+
 def test_gcps_drive_gdal_to_the_same_affine(tmp_path: Path) -> None:
     gdal = pytest.importorskip("osgeo.gdal")
     rng = np.random.default_rng(3)
