@@ -249,7 +249,7 @@ class TiePoints:
         shift = np.array([[r.dx_px, r.dy_px] for r in records], np.float64).reshape(-1, 2)
         return cls(src, dst, ok, np.array([int(r.id) for r in records], np.int64), shift)
 
-    def usable(self, half_range: int) -> np.ndarray:
+    def usable(self, half_range: float) -> np.ndarray:
         """(N,) bool: accepted, and the peak not on the edge of the correspondence map.
 
         A peak on the map's edge (``|dx|`` or ``|dy|`` at the search range ``half_range``) is
@@ -305,7 +305,7 @@ def required_inliers(kind: str, min_inliers: int) -> int:
 
 
 def too_few_message(
-    found: int, need: int, ties: TiePoints, kind: str, half_range: int, what: str = "inlier"
+    found: int, need: int, ties: TiePoints, kind: str, half_range: float, what: str = "inlier"
 ) -> str:
     """The refusal message: what was found (``what``: inlier or usable), needed, what to try."""
     counted = (
@@ -319,12 +319,12 @@ def too_few_message(
         f"{need} are needed for a '{kind}' transform. No output raster was written. Try: more "
         "keypoints (higher MAX_COUNT, lower MIN_DISTANCE), a lower CONFIDENCE_THRESHOLD, a larger "
         "RESIDUAL_THRESHOLD or a simpler TRANSFORM (shift/affine); a model with a larger search "
-        f"region if the misregistration exceeds +/-{half_range} px; and check that the two "
+        f"region if the misregistration exceeds +/-{half_range:g} px; and check that the two "
         "rasters overlap and show the same place and bands."
     )
 
 
-def log10_nfa(n: int, k: int, m: int, threshold_px: float, half_range: int) -> float:
+def log10_nfa(n: int, k: int, m: int, threshold_px: float, half_range: float) -> float:
     """log10 of the expected number of chance fits with ``k`` inliers among ``n`` matches.
 
     A-contrario null model (ORSA, Moisan & Stival 2004): each match's peak is uniform over the
@@ -362,13 +362,13 @@ def spread_ratio(src_in: np.ndarray, src_all: np.ndarray) -> float:
 
 
 def _weak_evidence(kind: str, usable: np.ndarray, inliers: np.ndarray,
-                   stats: dict[str, Any], half_range: int) -> str | None:  # fmt: skip
+                   stats: dict[str, Any], half_range: float) -> str | None:  # fmt: skip
     """Why ``inliers`` do not prove a registration (None when they do)."""
     k, n = int(inliers.sum()), int(usable.sum())
     advice = (
         " No output raster was written. Check that the two rasters show the same place and "
         "bands; try more keypoints, a higher CONFIDENCE_THRESHOLD (fewer, better matches), a "
-        f"smaller RESIDUAL_THRESHOLD, or a model with a search range beyond +/-{half_range} px."
+        f"smaller RESIDUAL_THRESHOLD, or a model with a search range beyond +/-{half_range:g} px."
     )
     if stats["log10_nfa"] > MAX_LOG10_NFA:
         return (
@@ -398,7 +398,7 @@ def fit_tie_points(
     threshold_px: float,
     min_inliers: int,
     rng: np.random.Generator,
-    half_range: int = 64,
+    half_range: float = 64,
     nominal_jacobian: np.ndarray | None = None,
 ) -> FitResult:
     """RANSAC on the usable tie points, then the final fit; refuse when evidence is thin.
@@ -415,7 +415,9 @@ def fit_tie_points(
         threshold_px: RANSAC inlier threshold, optical pixels.
         min_inliers: the user's minimum number of inliers.
         rng: random generator of RANSAC.
-        half_range: the matcher's search range (search - template) // 2, optical pixels.
+        half_range: the matcher's search range (search - template) // 2, in optical pixels:
+            matching on a grid of k optical pixels a pixel, ``(h - 0.5) k + 0.5`` for ``h``
+            grid pixels (the largest interior offset plus 0.5; ``h`` itself for k = 1).
         nominal_jacobian: (2, 2) optical pixels per SAR pixel that the two georeferences
             imply (``rasters.pixel_jacobian``). A ``shift`` is a constant offset of the SAR's
             georeference: ``dst = J src + t`` with this ``J`` fixed and ``t`` fitted, so that

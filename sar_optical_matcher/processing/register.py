@@ -342,6 +342,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             )
         ties = reg.TiePoints.from_records(result.records)
         half = (s.correspondence.match.search_size - s.correspondence.match.template_size) // 2
+        # in optical pixels: matching on a grid of k optical px, the largest offset inside the
+        # map is (half - 0.5) k; in grid pixels, edge peaks of 2x-grid matches were taken for
+        # every match beyond half the range, and all refused
+        half_px = (half - 0.5) * result.grid_scale + 0.5
         jac = rasters.pixel_jacobian(optical, sar)  # a shift is an offset of the georeference
         with common.processing_errors():
             fit = reg.fit_tie_points(
@@ -350,7 +354,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                 s.residual_threshold_px,
                 s.min_inliers,
                 np.random.default_rng(s.seed),
-                half_range=half,
+                half_range=half_px,
                 nominal_jacobian=jac if np.isfinite(jac).all() else None,
             )
         n_in = int(fit.inliers.sum())

@@ -198,6 +198,30 @@ def test_shift_is_an_offset_of_the_georeference_for_a_sar_of_another_pixel_size(
     assert np.median(np.linalg.norm(pair.sar_to_optical(sar) - opt, axis=1)) < 1.0
 
 
+def test_matches_beyond_half_the_range_of_a_coarser_matching_grid_are_used(
+    provider, twin_model, tmp_path: Path
+) -> None:
+    """A 20 m SAR on a 10 m optical is matched on a 2x grid (+/-32 optical px for the twin
+    model's +/-16 grid px). Its georeference off by (17, -16.5) px: the edge test took the
+    range in grid pixels, so every match beyond 15.5 optical px was an 'edge peak' (38 of the
+    40 here) and the registration was refused."""
+    import processing
+
+    a = np.array([[2.0, 0.0, -256.0], [0.0, 2.0, -256.0]])
+    pair = write_pair(tmp_path / "in", a=a, shift_px=(17.0, -16.5), size=512)
+    res = processing.run(
+        "sarmatcher:registersartooptical",
+        _params(pair, twin_model, tmp_path, TRANSFORM=0, MIN_DISTANCE=12),
+    )
+    feats = list(res["OUTPUT_TIEPOINTS"].getFeatures())
+    inl = [f for f in feats if f["inlier"]]
+    assert res["N_INLIERS"] >= 10 and len(inl) == res["N_INLIERS"]
+    assert min(abs(f["dx_px"]) for f in inl) > 15.5  # all beyond half the range
+    sar = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in inl])
+    opt = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in inl])
+    assert np.median(np.linalg.norm(pair.sar_to_optical(sar) - opt, axis=1)) < 1.5
+
+
 def test_unrelated_scene_is_refused_and_nothing_is_written(
     provider,
     twin_model,
