@@ -550,8 +550,10 @@ def check_output_type(driver: str, gdal_type: str, name: str) -> None:
 
 
 #: The GeoTIFF creation options outputs get by default (Register: other formats get those of
-#: them they know, :func:`default_creation_options`).
-DEFAULT_CREATION_OPTIONS = ("COMPRESS=DEFLATE", "TILED=YES")
+#: them they know, :func:`default_creation_options`). BIGTIFF=IF_SAFER: a compressed GeoTIFF is
+#: otherwise always a classic TIFF, and a warp whose compressed output passes 4 GB failed at
+#: the end ("Maximum TIFF file size exceeded"); small outputs stay classic TIFFs.
+DEFAULT_CREATION_OPTIONS = ("COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER")
 
 
 def creation_option_names(driver: str) -> set[str]:

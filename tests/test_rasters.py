@@ -350,12 +350,31 @@ def test_gdal_cache_limit_restores_the_setting_when_runs_overlap() -> None:
         gdal.SetCacheMax(old)
 
 
+def test_default_geotiff_is_a_bigtiff_where_it_may_pass_4_gb(tmp_path: Path) -> None:
+    """Compressed, GDAL makes a classic TIFF of any size unless told: a 40,000 px square
+    Float32 output (6.4 GB raw) was one, and its warp failed once 4 GB were written."""
+    from sar_optical_matcher import rasters
+
+    def magic(side: int) -> int:
+        path = tmp_path / f"{side}.tif"
+        options = list(rasters.default_creation_options("GTiff"))
+        gdal.GetDriverByName("GTiff").Create(str(path), side, side, 1, gdal.GDT_Float32, options)
+        return path.read_bytes()[2]  # 42: classic TIFF, 43: BigTIFF
+
+    assert magic(40000) == 43
+    assert magic(1000) == 42  # small outputs stay classic TIFFs (every reader)
+
+
 def test_creation_options_are_checked_against_the_format() -> None:
     """Each format gets the defaults it knows; an option it does not know is an error that
     lists the ones it has (GDAL itself warns and writes without it)."""
     from sar_optical_matcher import rasters
 
-    assert rasters.default_creation_options("GTiff") == ("COMPRESS=DEFLATE", "TILED=YES")
+    assert rasters.default_creation_options("GTiff") == (
+        "COMPRESS=DEFLATE",
+        "TILED=YES",
+        "BIGTIFF=IF_SAFER",
+    )
     assert rasters.default_creation_options("PNG") == ()
     assert rasters.default_creation_options("GPKG") == ()
     rasters.check_creation_options("GTiff", ["compress=lzw", "BIGTIFF=YES"], "a.tif")

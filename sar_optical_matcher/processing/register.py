@@ -214,7 +214,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             ),
             "GDAL creation options of the output raster's format, KEY=VALUE separated by '|' "
             "(e.g. COMPRESS=LZW|TILED=YES for GeoTIFF). Empty: the format's defaults "
-            "(DEFLATE-compressed tiles for GeoTIFF, GDAL's own for the other formats). An "
+            "(DEFLATE-compressed tiles for GeoTIFF, BigTIFF where it may pass 4 GB; GDAL's own "
+            "for the other formats). An "
             "option the format does not have is an error.",
             advanced=True,
         )
