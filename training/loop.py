@@ -509,6 +509,29 @@ class Trainer:
         if self.rank == 0:
             save_checkpoint(self.state(), path)
 
+    def _check_same_data(self, state: dict[str, Any], path: Path) -> None:
+        """Refuse a checkpoint whose run trained on other data (sources, statistics, length).
+
+        The config hash does not see a data folder's contents. On other data the one-cycle
+        schedule, restored with the old length, fails in torch hours later ("Tried to step ...
+        times"), or the run silently continues on other data.
+        """
+        steps = self.cfg.optim.epochs * self.steps_per_epoch
+        now = {"sar": self.specs[0].to_dict(), "optical": self.specs[1].to_dict()}
+        diffs = []
+        if list(state["sources"]) != list(self.data.sources):
+            diffs.append(f"sources {state['sources']} -> {list(self.data.sources)}")
+        if not all(_same_specs(state["specs"][m], now[m]) for m in now):
+            diffs.append(f"preprocessing statistics {state['specs']} -> {now}")
+        if int(state["sched"]["total_steps"]) != steps:
+            diffs.append(f"{state['sched']['total_steps']} -> {steps} steps in all")
+        if diffs:
+            raise CheckpointError(
+                f"{path} was trained on other data than this config now loads ("
+                f"{'; '.join(diffs)}); resume with the run's data (its patches_*.npz cache in "
+                "the run folder, if deleted), or train into a new --out"
+            )
+
     def load(self, path: Path) -> None:
         """Restore a checkpoint of the same configuration."""
         state = load_checkpoint(path, map_location=self.device)
@@ -517,6 +540,7 @@ class Trainer:
                 f"{path} was trained with config hash {state['config_hash'][:12]}, the current "
                 f"config has {self.hash[:12]}; resume with the same config (or a new --out)"
             )
+        self._check_same_data(state, path)
         self.matcher.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
@@ -527,6 +551,15 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.history, self.best_acc = list(state["history"]), float(state["best_acc"])
         self._resumed_from = self.batch_in_epoch
+
+
+def _same_specs(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    return saved.keys() == now.keys() and all(
+        saved[k] == now[k]
+        if isinstance(now[k], str)
+        else math.isclose(float(saved[k]), float(now[k]), rel_tol=1e-6)
+        for k in now
+    )
 
 
 def run_training(

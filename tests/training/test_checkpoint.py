@@ -135,3 +135,22 @@ def test_resume_with_another_config_is_refused(data, tmp_path):
     other = Trainer(tiny_config(loss={"margin": 0.5}), data, tmp_path)
     with pytest.raises(CheckpointError, match="config hash"):
         other.fit(resume=True)
+
+
+def test_resume_on_other_data_is_refused(data, tmp_path):
+    """The config hash does not see a data folder's contents: resumed on more pairs, the
+    restored one-cycle schedule failed an epoch later ("Tried to step 9 times. The specified
+    number of total steps is 8"); on as many other pairs the run went on silently."""
+    Trainer(tiny_config(), data, tmp_path).fit(max_epochs=1)
+    more = Trainer(tiny_config(), tiny_datasets(n_train=10), tmp_path)
+    with pytest.raises(CheckpointError, match=r"trained on other data .*8 -> 12 steps in all"):
+        more.fit(resume=True)
+    other = tiny_datasets()
+    other.train.sar[:] = other.train.sar[::-1] ** 2  # same count, other pixels and statistics
+    from training.data import training_specs
+
+    other.sar_spec, other.optical_spec = training_specs(other.train, tiny_config().data)
+    with pytest.raises(CheckpointError, match="preprocessing statistics"):
+        Trainer(tiny_config(), other, tmp_path).fit(resume=True)
+    history = Trainer(tiny_config(), tiny_datasets(), tmp_path).fit(resume=True)
+    assert [r["epoch"] for r in history] == [1.0, 2.0]  # the same data (rebuilt): resumed
