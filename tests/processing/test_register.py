@@ -355,7 +355,8 @@ def test_an_output_named_like_an_input_or_another_output_is_refused(
     provider, twin_model, tmp_path
 ) -> None:
     """OUTPUT named like the SAR replaced the input raster with its registered copy; a report
-    named like OUTPUT overwrote the registered raster with HTML, and OUTPUT named it."""
+    named like OUTPUT overwrote the registered raster with HTML, and OUTPUT named it; tie
+    points in OUTPUT's GeoPackage were lost when the raster was renamed over it."""
     import hashlib
 
     import processing
@@ -370,12 +371,13 @@ def test_an_output_named_like_an_input_or_another_output_is_refused(
         "OUTPUT_REPORT": (str(out / "reg.tif"), r"OUTPUT_REPORT: reg\.tif is also OUTPUT's file"),
         "OUTPUT_TIEPOINTS": (str(pair.optical.parent / "." / "optical.tif"),
                              r"OUTPUT_TIEPOINTS: optical\.tif is also the OPTICAL input raster"),
+        "OUTPUT_TIEPOINTS ": (str(out / "reg.tif"), r"OUTPUT_TIEPOINTS: reg\.tif is also OUTPUT's"),
     }  # fmt: skip
     for key, (dest, pattern) in cases.items():
         with pytest.raises(QgsProcessingException, match=pattern):
             processing.run(
                 "sarmatcher:registersartooptical",
-                _params(pair, twin_model, out, **{key: dest}),
+                _params(pair, twin_model, out, **{key.strip(): dest}),
             )
     assert hashlib.sha256(pair.sar.read_bytes()).hexdigest() == digest
     assert not out.exists()
