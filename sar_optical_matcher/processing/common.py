@@ -73,7 +73,10 @@ def help_html(intro: str, params: Sequence[tuple[str, str]]) -> str:
 def raster_path(
     alg: QgsProcessingAlgorithm, parameters: dict, name: str, context: QgsProcessingContext
 ) -> str:
-    """File path of the raster parameter ``name``; explains what is wrong when it is not usable."""
+    """File path of the raster parameter ``name``; explains what is wrong when it is not usable.
+
+    The file is opened (read only) and refused as :func:`open_raster_checked` refuses it.
+    """
     layer = alg.parameterAsRasterLayer(parameters, name, context)
     if layer is None or not layer.isValid():
         raise QgsProcessingException(
@@ -85,6 +88,9 @@ def raster_path(
             f"{name}: layer {layer.name()!r} comes from the {layer.providerType()!r} provider; "
             "only GDAL rasters are supported: save it as a GeoTIFF first"
         )
+    # the file itself must be usable (georeference, CRS) before EXTENT, MASK and KEYPOINTS
+    # are read in the layer's CRS: a layer without one made a good EXTENT "not overlap"
+    open_raster_checked(layer.source(), name)
     return layer.source()
 
 

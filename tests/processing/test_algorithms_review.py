@@ -9,6 +9,24 @@ import numpy as np
 import pytest
 
 from sar_optical_matcher.processing import matching_plan
+from tests.processing import (  # noqa: F401
+    MATCH_PARAMS,
+    Pair,
+    provider_fixture,
+    synthetic_pair_fixture,
+    twin_model_fixture,
+)
+
+
+def _cc_params(pair: Pair, model, **kw) -> dict:
+    return {
+        "SAR": str(pair.sar),
+        "OPTICAL": str(pair.optical),
+        "MODEL": str(model),
+        **MATCH_PARAMS,
+        "MATCHES": "TEMPORARY_OUTPUT",
+        **kw,
+    }
 
 
 def test_select_layer_keypoints_keeps_ids_and_says_why() -> None:
@@ -64,3 +82,38 @@ def test_skipped_text_explains_each_status() -> None:
         ).records
         == []
     )
+
+
+@pytest.mark.parametrize("alg", ["detectkeypoints", "computecorrespondence"])
+def test_raster_layer_without_crs_is_named_before_the_extent(
+    alg, provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """A project raster layer with no CRS (the toolbox passes its layer id, not a path) and an
+    EXTENT in the canvas CRS: the error said "EXTENT does not overlap the raster ... (its
+    CRS)", sending the user to fix a good extent; it now names the missing CRS and the fix."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException, QgsProject, QgsRasterLayer
+
+    bare = tmp_path / "no_crs.tif"
+    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(bare), gdal.Open(str(synthetic_pair.optical)))
+    ds.SetProjection("")
+    ds = None
+    # owned by the project: QGIS keeps a failed run's Python frames (and any layer object
+    # passed in) alive, and a Python-owned layer deleted after QGIS's exit crashes the process
+    layer = QgsProject.instance().addMapLayer(QgsRasterLayer(str(bare), "no_crs"))
+    assert layer.isValid() and not layer.crs().isValid()
+    extent = "14.99,15.06,36.99,37.06 [EPSG:4326]"  # on the raster, in the canvas CRS
+    if alg == "detectkeypoints":
+        params = {"INPUT": layer.id(), "EXTENT": extent, "OUTPUT": "TEMPORARY_OUTPUT"}
+    else:
+        params = _cc_params(synthetic_pair, twin_model, OPTICAL=layer.id(), EXTENT=extent)
+    key = "INPUT" if alg == "detectkeypoints" else "OPTICAL"
+    try:
+        with pytest.raises(QgsProcessingException) as err:
+            processing.run(f"sarmatcher:{alg}", params)
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    text = str(err.value)
+    assert f"{key}: no_crs.tif has no coordinate reference system" in text, text
+    assert "Assign Projection" in text and "EXTENT" not in text
