@@ -366,6 +366,15 @@ class Trainer:
             refuse_earlier_run(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
+        if self.rank == 0 and len(self.data.val) == 0:
+            log.warning(
+                "no validation pairs (data.split_fractions %s, validation_scenes %s): no epoch "
+                "is selected and %s is not written; export %s instead",
+                list(self.cfg.data.split_fractions),
+                self.cfg.data.validation_scenes,
+                BEST,
+                LAST,
+            )
         end = min(self.cfg.optim.epochs, max_epochs or self.cfg.optim.epochs)
         while self.epoch < end:
             sums = self._run_epoch(on_step)

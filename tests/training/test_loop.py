@@ -21,7 +21,7 @@ from training.config import (
 )
 from training.data import Datasets, PatchSet, build_patch_set, training_specs
 from training.evaluate import matching_accuracy, subpixel_peak
-from training.loop import Trainer, amp_mode, build_matcher
+from training.loop import BEST, LAST, Trainer, amp_mode, build_matcher
 
 TINY = {
     "seed": 0,
@@ -109,6 +109,20 @@ def test_a_model_that_does_not_fit_is_refused_before_the_data_are_built(tmp_path
     with pytest.raises(ValueError, match="widths and convs_per_stage must be non-empty and equal"):
         run_training(cfg, out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_without_validation_says_that_no_best_checkpoint_is_written(tmp_path, caplog):
+    """Without validation pairs checkpoint_best.pt never appears (nothing selects an epoch);
+    export of it (make train-default) then failed with only 'checkpoint ... not found'."""
+    import logging
+
+    no_val = tiny_datasets(n_train=4, n_val=0)
+    with caplog.at_level(logging.WARNING, logger="training.loop"):
+        Trainer(tiny_config(optim={"epochs": 1}), no_val, tmp_path).fit()
+    assert (
+        "no validation pairs" in caplog.text and "checkpoint_best.pt is not written" in caplog.text
+    )
+    assert (tmp_path / LAST).is_file() and not (tmp_path / BEST).exists()
 
 
 def test_terms_with_weight_zero_are_not_computed(tmp_path, data):
