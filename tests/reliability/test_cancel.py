@@ -1,14 +1,14 @@
-"""Cancellation at any stage stops within a second and leaves no output file behind.
+"""Cancellation at any stage stops at the next check and leaves no output file behind.
 
 A feedback cancels itself when the progress first reaches a given percentage (so at a known
 stage: Register maps keypoints to 0-7 %, matching to 7-70 %, the GDAL warp to 70-95 %, the side
-outputs after 95 %) and records when; the test measures the time from the cancel to the
-exception and lists the output folder afterwards.
+outputs after 95 %) and counts the progress reports that follow the cancel: a run that went on
+working (another tile, batch or warp chunk) would report progress again. No clock is read: a
+time limit fails on a loaded machine and passes a run that polls too rarely on a fast one.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,8 @@ from sar_optical_matcher import registration as reg
 from tests.processing import Pair, provider_fixture, twin_model_fixture, write_pair  # noqa: F401
 from tests.reliability import alg_params, files_under, run_refused
 
-MAX_STOP_S = 1.0
+#: progress reports allowed after the cancel (the step that saw it may still report once)
+MAX_REPORTS_AFTER_CANCEL = 1
 
 
 @pytest.fixture(name="pair", scope="module")
@@ -35,25 +36,30 @@ def cancel_at(percent: float, calls: int | None = None):
     class CancelAt(QgsProcessingFeedback):
         def __init__(self) -> None:
             super().__init__()
-            self.canceled_at: float | None = None
+            self.canceled_at: float | None = None  # the progress (%) at the cancel
             self.progress_calls = 0
+            self.reports_after_cancel = 0
 
         def setProgress(self, progress: float) -> None:  # noqa: N802 - QGIS API name
             super().setProgress(progress)
             self.progress_calls += 1
+            if self.canceled_at is not None:
+                self.reports_after_cancel += 1
             hit = progress >= percent or (calls is not None and self.progress_calls >= calls)
             if hit and self.canceled_at is None:
-                self.canceled_at = time.perf_counter()
+                self.canceled_at = float(progress)
                 self.cancel()
 
     return CancelAt()
 
 
-def _stopped_in_time(feedback) -> float:
+def _stopped_at_once(feedback) -> None:
     assert feedback.canceled_at is not None, "the run never reached the cancel point"
-    elapsed = time.perf_counter() - feedback.canceled_at
-    assert elapsed < MAX_STOP_S, f"stopped {elapsed:.2f} s after the cancel"
-    return elapsed
+    after = feedback.reports_after_cancel
+    assert after <= MAX_REPORTS_AFTER_CANCEL, (
+        f"{after} progress reports after the cancel at {feedback.canceled_at:.1f} %: the run "
+        "went on working"
+    )
 
 
 #: (algorithm, percent): keypoints, matching (early, late), warp (start, end), side outputs
@@ -80,7 +86,7 @@ def test_cancel_stops_quickly_and_writes_nothing(
         params.pop("BATCH_SIZE")
     feedback = cancel_at(percent)
     run_refused(alg, params, out, "Cancel", feedback=feedback)
-    _stopped_in_time(feedback)
+    _stopped_at_once(feedback)
     assert files_under(out) == []
 
 
@@ -92,7 +98,7 @@ def test_cancel_after_n_progress_calls(calls, provider, pair, twin_model, tmp_pa
                         BATCH_SIZE=1, MIN_DISTANCE=16)  # fmt: skip
     feedback = cancel_at(101.0, calls=calls)
     run_refused("registersartooptical", params, out, "Cancel", feedback=feedback)
-    _stopped_in_time(feedback)
+    _stopped_at_once(feedback)
     assert feedback.progress_calls <= calls + 1  # no further work reported progress
 
 
@@ -119,10 +125,10 @@ def test_matching_checks_cancel_per_batch(pair: Pair, twin_model: Path) -> None:
     matcher = reg.load_matcher(ms)
     optical, sar = rasters.open_raster(pair.optical), rasters.open_raster(pair.sar)
     xy = np.array([[64.5 + 8 * i, 128.5] for i in range(16)])
-    polls: list[float] = []
+    polls: list[int] = []
 
     def is_canceled() -> bool:
-        polls.append(time.perf_counter())
+        polls.append(len(polls))
         return len(polls) > 3
 
     with pytest.raises(reg.Canceled):
