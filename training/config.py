@@ -333,6 +333,13 @@ class TrainConfig:
                 f"loss.dense_negative_radius_px ({radius}) must be <= (data.search_size_px - "
                 "data.template_size_px) / 2: the dense neighbourhood must fit the search region"
             )
+        if self.loss.dense_kind == "hinge" and 0 < radius < self.data.negative_min_shift_px:
+            # windows closer than the shift are no negatives: a centred neighbourhood had none
+            raise ValueError(
+                f"loss.dense_negative_radius_px ({radius}) must be >= data.negative_min_shift_px "
+                f"({self.data.negative_min_shift_px}) with loss.dense_kind hinge: the dense "
+                "term's negatives lie that far from the true window"
+            )
         half_span = (self.data.search_size_px - self.data.template_size_px) // 2
         if self.data.negative_min_shift_px > half_span:
             # a true window at the centre has no window this far: the batch fails, at once

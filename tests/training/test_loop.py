@@ -128,7 +128,7 @@ def test_a_run_without_validation_says_that_no_best_checkpoint_is_written(tmp_pa
 def test_terms_with_weight_zero_are_not_computed(tmp_path, data):
     """w_recon = w_adv = 0: no decoder pass, no critic update; the encoders still learn."""
     cfg = tiny_config(
-        loss={"w_recon": 0.0, "w_adv": 0.0, "dense_negative_radius_px": 4},
+        loss={"w_recon": 0.0, "w_adv": 0.0, "dense_negative_radius_px": 8},
         data={"supervision_ratio": 1.0},
     )
     trainer = Trainer(cfg, data, tmp_path)
@@ -354,6 +354,8 @@ def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
         ("data.negative_min_shift_px=65", r"negative_min_shift_px \(65\) must be <= .* = 64"),
         ("data.search_size_px=128", r"negative_min_shift_px \(8\) must be <= .* = 0"),
         ("loss.dense_negative_radius_px=65", r"dense_negative_radius_px \(65\) must be <="),
+        # hinge: negatives lie >= negative_min_shift_px (8) away; none in a +-4 px neighbourhood
+        ("loss.dense_negative_radius_px=4", r"dense_negative_radius_px \(4\) must be >= data"),
     ],
 )
 def test_config_values_are_type_checked(tmp_path, override, message):
