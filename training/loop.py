@@ -550,6 +550,14 @@ class Trainer:
                 f"config has {self.hash[:12]}; resume with the same config (or a new --out)"
             )
         self._check_same_data(state, path)
+        if int(state.get("world_size", 1)) != self.world and self.rank == 0:
+            log.warning(
+                "%s was trained on %s rank(s), resumed on %d: the same batches, but other "
+                "augmentation draws (seeded per rank) than an uninterrupted run",
+                path,
+                state.get("world_size", 1),
+                self.world,
+            )
         self.matcher.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])

@@ -154,3 +154,16 @@ def test_resume_on_other_data_is_refused(data, tmp_path):
         Trainer(tiny_config(), other, tmp_path).fit(resume=True)
     history = Trainer(tiny_config(), tiny_datasets(), tmp_path).fit(resume=True)
     assert [r["epoch"] for r in history] == [1.0, 2.0]  # the same data (rebuilt): resumed
+
+
+def test_resume_on_another_world_size_warns(data, tmp_path, caplog):
+    """Each rank draws its own augmentation: a run resumed on another world size is not the
+    uninterrupted run (it continued without a word)."""
+    import logging
+
+    Trainer(tiny_config(), data, tmp_path).fit(max_epochs=1)
+    state = load_checkpoint(tmp_path / LAST)
+    save_checkpoint(dict(state, world_size=2), tmp_path / LAST)
+    with caplog.at_level(logging.WARNING, logger="training.loop"):
+        Trainer(tiny_config(), data, tmp_path).fit(resume=True, max_epochs=1)
+    assert "trained on 2 rank(s), resumed on 1" in caplog.text
