@@ -117,3 +117,31 @@ def test_raster_layer_without_crs_is_named_before_the_extent(
     text = str(err.value)
     assert f"{key}: no_crs.tif has no coordinate reference system" in text, text
     assert "Assign Projection" in text and "EXTENT" not in text
+
+
+def test_matches_help_names_the_fields_a_shapefile_keeps(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """MATCHES to a shapefile: GDAL cuts second_score to second_sco; the help says so, and
+    names every field the layer has (it listed quantities, 'second peak', not field names)."""
+    import processing
+    from osgeo import ogr
+
+    from sar_optical_matcher.processing.compute_correspondence import (
+        ComputeCorrespondenceAlgorithm,
+    )
+
+    alg = ComputeCorrespondenceAlgorithm()
+    alg.initAlgorithm()
+    help_text = alg.parameterDefinition("MATCHES").help()
+    names = [name for name, _ in matching_plan.MATCH_FIELDS]
+    assert [n for n in names if n not in help_text] == []
+    shp = tmp_path / "m.shp"
+    processing.run("sarmatcher:computecorrespondence", _cc_params(synthetic_pair, twin_model,
+                   MATCHES=str(shp), MAX_COUNT=3))  # fmt: skip
+    ds = ogr.Open(str(shp))  # kept: a layer outliving its dataset crashes OGR
+    defn = ds.GetLayer(0).GetLayerDefn()
+    written = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    assert written == [n[:10] for n in names]
+    for full, cut in zip(names, written):
+        assert full == cut or f"{full} becomes {cut}" in help_text
