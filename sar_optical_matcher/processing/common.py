@@ -26,8 +26,10 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeatureSource,
+    QgsProcessingFeatureSourceDefinition,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
+    QgsProcessingUtils,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -237,22 +239,23 @@ def make_fields(spec: Sequence[tuple[str, type]]) -> QgsFields:
 
 def points_in_crs(
     source: Any, crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext
-) -> np.ndarray:
-    """(N, 2) float64 map coordinates in ``crs`` of a point feature source (every part).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates in ``crs`` of a point feature source (every part), in feature-id order.
+
+    Feature-id order, not the provider's: a selection is read in no particular order (a
+    memory layer's selection 2, 3, 5, 8, 9 came as 5, 9, 8, 3, 2).
+
+    Returns:
+        ((N, 2) float64 coordinates, (N,) int64 feature id of each point).
 
     Raises:
         QgsProcessingException: the layer is not a point layer, or some points cannot be
             transformed to ``crs`` (usually a layer whose CRS is set wrongly).
     """
     xform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
-    out, bad = [], []
-    for feature in source.getFeatures():
-        geom = feature.geometry()
-        if geom is None or geom.isEmpty():
-            continue
-        if QgsWkbTypes.geometryType(geom.wkbType()) != QgsWkbTypes.PointGeometry:
-            raise QgsProcessingException("KEYPOINTS must be a point layer")
-        for p in geom.asMultiPoint() if geom.isMultipart() else [geom.asPoint()]:
+    out, fids, bad = [], [], []
+    for feature, parts in _point_features(source):
+        for p in parts:
             try:
                 q = xform.transform(p)
             except QgsCsException:
@@ -261,6 +264,7 @@ def points_in_crs(
                 bad.append((feature.id(), p.x(), p.y()))
             else:
                 out.append((q.x(), q.y()))
+                fids.append(feature.id())
     if bad:
         fid, x, y = bad[0]
         raise QgsProcessingException(
@@ -269,7 +273,54 @@ def points_in_crs(
             f"{crs.authid() or crs.description()} (first: feature {fid} at {x:g}, {y:g}); check "
             "that the layer's CRS is the one its coordinates are in, or remove those points"
         )
-    return np.asarray(out, np.float64).reshape(-1, 2)
+    return np.asarray(out, np.float64).reshape(-1, 2), np.asarray(fids, np.int64)
+
+
+def _point_features(source: Any, no_attributes: bool = False) -> Iterator[tuple[Any, list]]:
+    """(feature, its points) of the non-empty features of ``source``, in feature-id order."""
+    request = QgsFeatureRequest().addOrderBy("$id")
+    if no_attributes:
+        request.setNoAttributes()
+    for feature in source.getFeatures(request):
+        geom = feature.geometry()
+        if geom is None or geom.isEmpty():
+            continue
+        if QgsWkbTypes.geometryType(geom.wkbType()) != QgsWkbTypes.PointGeometry:
+            raise QgsProcessingException("KEYPOINTS must be a point layer")
+        yield feature, geom.asMultiPoint() if geom.isMultipart() else [geom.asPoint()]
+
+
+def point_indices_in_layer(
+    parameters: dict, name: str, context: QgsProcessingContext, fids: np.ndarray
+) -> np.ndarray:
+    """(N,) index of each point (feature ``fids``, parts in order) among all the layer's points.
+
+    With 'Selected features only' or a feature limit, the source is a part of a layer: each
+    point gets its index in the whole layer (feature-id order, every part of a multipoint
+    counted), so that a match names the same point as when the whole layer is matched (and
+    as Detect keypoints' ``id``). Otherwise the source is the layer: 0, 1, ...
+    """
+    value = parameters.get(name)
+    if not isinstance(value, QgsProcessingFeatureSourceDefinition) or (
+        not value.selectedFeaturesOnly and value.featureLimit == -1
+    ):
+        return np.arange(len(fids))
+    layer = QgsProcessingUtils.mapLayerFromString(
+        value.source.valueAsString(context.expressionContext())[0], context
+    )
+    if layer is None:
+        return np.arange(len(fids))
+    first: dict[int, int] = {}
+    count = 0
+    for feature, parts in _point_features(layer, no_attributes=True):
+        first[feature.id()] = count
+        count += len(parts)
+    out = np.empty(len(fids), np.int64)
+    part = 0
+    for i, fid in enumerate(fids):
+        part = part + 1 if i and fids[i - 1] == fid else 0  # the parts of a feature follow
+        out[i] = first[int(fid)] + part
+    return out
 
 
 def polygon_parts(geom: QgsGeometry) -> list[QgsGeometry]:

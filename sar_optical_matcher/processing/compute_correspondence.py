@@ -199,8 +199,10 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         ),
         "Optional point layer (any CRS, reprojected to the optical CRS); its points inside "
         "EXTENT and MASK (where given) are matched, and the match layer's id is the point's "
-        "index in it (0 = first point read; every part of a multipoint counts). When not set, "
-        "keypoints are detected on the optical raster (MIN_DISTANCE, MAX_COUNT, BORDER).",
+        "index in it (0 = its first point in feature-id order; every part of a multipoint "
+        "counts; also with 'Selected features only', so that a selected point keeps its id). "
+        "When not set, keypoints are detected on the optical raster (MIN_DISTANCE, MAX_COUNT, "
+        "BORDER).",
     )
     common.add_param(
         alg,
@@ -295,11 +297,12 @@ def correspondence_settings(
     sar_path = common.raster_path(alg, parameters, A.SAR, context)
     optical_path = common.raster_path(alg, parameters, A.OPTICAL, context)
     optical_band = alg.parameterAsInt(parameters, A.OPTICAL_BAND, context)
-    keypoints = None
+    keypoints = keypoint_ids = None
     source = alg.parameterAsSource(parameters, A.KEYPOINTS, context)
     if source is not None:
         crs = alg.parameterAsRasterLayer(parameters, A.OPTICAL, context).crs()
-        keypoints = common.points_in_crs(source, crs, context)
+        keypoints, fids = common.points_in_crs(source, crs, context)
+        keypoint_ids = common.point_indices_in_layer(parameters, A.KEYPOINTS, context, fids)
     maps = None
     if A.OUTPUT_MAPS in parameters and parameters.get(A.OUTPUT_MAPS):
         maps = alg.parameterAsString(parameters, A.OUTPUT_MAPS, context) or None
@@ -325,6 +328,7 @@ def correspondence_settings(
         optical_path=optical_path,
         optical_band=optical_band,
         keypoints_map=keypoints,
+        keypoint_ids=keypoint_ids,
         detect=detect_settings_from(alg, parameters, context, A.OPTICAL, optical_band),
         match=match,
         maps_folder=maps,
@@ -428,7 +432,8 @@ def _keypoints(
         ("EXTENT", points_in_box(xy_map, s.detect.extent_map)),
         (polygons, common.points_in_polygons(xy_map, s.detect.mask_wkt)),
     ]
-    ids, warnings = select_layer_keypoints(xy_px, optical.width, optical.height, filters)
+    kept, warnings = select_layer_keypoints(xy_px, optical.width, optical.height, filters)
     for text in warnings:
         feedback.pushWarning(text)
-    return xy_px[ids], ids
+    ids = kept if s.keypoint_ids is None else s.keypoint_ids[kept]
+    return xy_px[kept], ids

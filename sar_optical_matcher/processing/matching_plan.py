@@ -53,6 +53,8 @@ class CorrespondenceSettings:
         maps_folder: folder for correspondence-map GeoTIFFs, or ``None``.
         masked: a MASK layer was given (``detect.mask_wkt`` may also hold a reprojected
             EXTENT's outline).
+        keypoint_ids: (N,) int ids of ``keypoints_map`` (their indices in the whole
+            KEYPOINTS layer, also for a selection), or ``None`` for 0, 1, ...
     """
 
     sar_path: str
@@ -64,6 +66,7 @@ class CorrespondenceSettings:
     match: reg.MatchSettings
     maps_folder: str | None = None
     masked: bool = False
+    keypoint_ids: np.ndarray | None = None
 
 
 def check_overlap(

@@ -145,3 +145,84 @@ def test_matches_help_names_the_fields_a_shapefile_keeps(
     assert written == [n[:10] for n in names]
     for full, cut in zip(names, written):
         assert full == cut or f"{full} becomes {cut}" in help_text
+
+
+def test_selected_keypoints_keep_their_ids(provider, synthetic_pair, twin_model) -> None:
+    """'Selected features only' on Detect keypoints' layer: the match ids were 0, 1, 2 in the
+    order QGIS happened to read the selection (id 0 was Detect's point 7, at 321.5, 164.5);
+    they are now the points' ids in the whole layer (5, 6, 7: Detect's ids)."""
+    import processing
+    from qgis.core import QgsProcessingFeatureSourceDefinition, QgsProject
+
+    detected = processing.run(
+        "sarmatcher:detectkeypoints",
+        {"INPUT": str(synthetic_pair.optical), "MIN_DISTANCE": 24, "BORDER": 56,
+         "OUTPUT": "TEMPORARY_OUTPUT"},
+    )["OUTPUT"]  # fmt: skip
+    layer = QgsProject.instance().addMapLayer(detected)
+    try:
+        picked = [f for f in layer.getFeatures()][5:8]
+        layer.selectByIds([f.id() for f in picked])
+        source = QgsProcessingFeatureSourceDefinition(layer.id(), True)
+        matches = processing.run(
+            "sarmatcher:computecorrespondence",
+            _cc_params(synthetic_pair, twin_model, KEYPOINTS=source),
+        )["MATCHES"]
+        got = sorted((f["id"], f["opt_x_px"], f["opt_y_px"]) for f in matches.getFeatures())
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    assert got == [(f["id"], f["x_px"], f["y_px"]) for f in picked]
+    assert [f["id"] for f in picked] == [5, 6, 7]
+
+
+def test_selected_multipoint_parts_keep_their_layer_index(
+    provider, synthetic_pair, twin_model
+) -> None:
+    """Every part counts: features of 3, 1 and 2 points are points 0-2, 3 and 4-5; selecting
+    the third and the first (and a feature limit) keeps those indices."""
+    from qgis.core import (
+        QgsFeature,
+        QgsGeometry,
+        QgsProcessingContext,
+        QgsProcessingFeatureSourceDefinition,
+        QgsProject,
+        QgsVectorLayer,
+    )
+
+    from sar_optical_matcher.processing.compute_correspondence import (
+        ComputeCorrespondenceAlgorithm,
+    )
+
+    layer = QgsVectorLayer("MultiPoint?crs=EPSG:32633", "kp", "memory")
+    wkts = [
+        "MULTIPOINT((500500 4099500), (500600 4099400), (500700 4099300))",
+        "MULTIPOINT((500800 4099200))",
+        "MULTIPOINT((500900 4099100), (501000 4099000))",
+    ]
+    feats = []
+    for text in wkts:
+        f = QgsFeature()
+        f.setGeometry(QgsGeometry.fromWkt(text))
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    layer = QgsProject.instance().addMapLayer(layer)
+    alg = ComputeCorrespondenceAlgorithm()
+    alg.initAlgorithm()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    try:
+        fids = [f.id() for f in layer.getFeatures()]
+        layer.selectByIds([fids[2], fids[0]])
+        chosen = QgsProcessingFeatureSourceDefinition(layer.id(), True)
+        first_two = QgsProcessingFeatureSourceDefinition(layer.id(), False, 2)
+        s = alg.settings(_cc_params(synthetic_pair, twin_model, KEYPOINTS=chosen), context)
+        t = alg.settings(_cc_params(synthetic_pair, twin_model, KEYPOINTS=first_two), context)
+        whole = alg.settings(_cc_params(synthetic_pair, twin_model, KEYPOINTS=layer.id()), context)
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    assert s.keypoint_ids.tolist() == [0, 1, 2, 4, 5]
+    np.testing.assert_allclose(s.keypoints_map[:, 0], [500500, 500600, 500700, 500900, 501000])
+    assert t.keypoint_ids.tolist() == [0, 1, 2, 3]
+    assert whole.keypoint_ids.tolist() == [0, 1, 2, 3, 4, 5]
+    help_text = alg.parameterDefinition("KEYPOINTS").help()
+    assert "also with 'Selected features only', so that a selected point keeps its id" in help_text
