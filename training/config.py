@@ -325,8 +325,13 @@ class TrainConfig:
                 f"data.low_percentile ({self.data.low_percentile}) must be below "
                 f"data.high_percentile ({self.data.high_percentile})"
             )
-        if self.data.search_size_px < self.data.template_size_px:
-            raise ValueError("data.search_size_px must be >= data.template_size_px")
+        if self.data.search_size_px < self.data.template_size_px + 2:
+            # the model contract's least: a correspondence map of 3 x 3 offsets
+            raise ValueError(
+                "data.search_size_px must be >= data.template_size_px + 2 (a correspondence map "
+                f"of at least 3 x 3 offsets), got {self.data.search_size_px} and "
+                f"{self.data.template_size_px}"
+            )
         radius = self.loss.dense_negative_radius_px
         if self.data.template_size_px + 2 * radius > self.data.search_size_px:
             raise ValueError(

@@ -352,7 +352,9 @@ def test_config_yaml_roundtrip_hash_and_errors(tmp_path):
         # no negative window this far from a centred true one: a random-window batch failed
         # hours into a run, a search region of the template's size at the first batch
         ("data.negative_min_shift_px=65", r"negative_min_shift_px \(65\) must be <= .* = 64"),
-        ("data.search_size_px=128", r"negative_min_shift_px \(8\) must be <= .* = 0"),
+        ("data.search_size_px=130", r"negative_min_shift_px \(8\) must be <= .* = 1"),
+        # the model contract needs a map of >= 3 x 3 offsets; say so, not the negative shift
+        ("data.search_size_px=129", r"data.search_size_px must be >= data.template_size_px \+ 2"),
         ("loss.dense_negative_radius_px=65", r"dense_negative_radius_px \(65\) must be <="),
         # hinge: negatives lie >= negative_min_shift_px (8) away; none in a +-4 px neighbourhood
         ("loss.dense_negative_radius_px=4", r"dense_negative_radius_px \(4\) must be >= data"),
