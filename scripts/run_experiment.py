@@ -228,26 +228,75 @@ def replace_section(text: str, lines: list[str]) -> str:
     return head + "\n".join(lines) + tail
 
 
-def main() -> int:
+def parse_ratios(text: str) -> list[float]:
+    """``--ratios``: comma-separated supervision shares in (0, 1], each once."""
+    try:
+        ratios = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"needs comma-separated numbers in (0, 1], e.g. 1,0.5,0.05; got {text!r}"
+        ) from None
+    bad = [r for r in ratios if not 0.0 < r <= 1.0]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"supervision shares must be in (0, 1] (0.05 for 5 %), got {', '.join(map(str, bad))}"
+        )
+    if len(set(ratios)) != len(ratios):
+        raise argparse.ArgumentTypeError(f"a supervision share is given twice in {text!r}")
+    return ratios
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs a whole number >= 1, got {text!r}")
+    return value
+
+
+def check_before_training(args: argparse.Namespace, ratios: list[float]) -> None:
+    """Every level's training config and both evaluation sets, before the first level trains.
+
+    A level trains for minutes to hours: an ``--epochs 0``, a negative ``--w-adv`` or a
+    misspelt ``--data`` scene used to fail only after the levels before it had trained.
+    (Whether a share labels at least one pair is known only once the trainer has built the
+    data; it says so at its first level.)
+    """
+    from scripts import evaluate as ev
+    from training.config import load_config
+
+    try:
+        for ratio in ratios:
+            load_config(args.config, level_overrides(args, ratio))
+        for data in (args.data, args.synthetic):
+            ev.load_records(data, 0)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
     """Train, export and evaluate every supervision level, then write the document."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=Path("training/configs/default.yaml"))
-    p.add_argument("--ratios", default=",".join(map(str, RATIOS)))
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--ratios", type=parse_ratios, default=list(RATIOS))
+    p.add_argument("--epochs", type=_positive_int, default=40)
     p.add_argument("--w-recon", type=float, default=1.0, help="reconstruction weight (paper: 1)")
     p.add_argument(
         "--w-adv", type=float, default=0.1, help="adversarial weight (paper: 1; at 1 it diverged)"
     )
     p.add_argument("--data", default=HELD_OUT, help="evaluation data (scripts/evaluate.py)")
     p.add_argument("--synthetic", default="synthetic:8:1024", help="second evaluation set")
-    p.add_argument("--samples-per-pair", type=int, default=2, help="per real tile")
-    p.add_argument("--synthetic-samples-per-pair", type=int, default=6)
+    p.add_argument("--samples-per-pair", type=_positive_int, default=2, help="per real tile")
+    p.add_argument("--synthetic-samples-per-pair", type=_positive_int, default=6)
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--doc", type=Path, default=Path("docs/results.md"))
     p.add_argument("--force", action="store_true", help="retrain existing models")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    check_before_training(args, args.ratios)
     rows = []
-    for ratio in (float(r) for r in args.ratios.split(",")):
+    for ratio in args.ratios:
         rows.append((ratio, evaluate(args, ratio, train_and_export(args, ratio))))
     write_doc(args.doc, rows, args)
     print(f"wrote {args.doc}")

@@ -158,3 +158,30 @@ def test_auxiliary_weights_come_from_the_command_line(tmp_path, monkeypatch):
     monkeypatch.setattr(rx, "run", calls.append)
     rx.train_and_export(_args(tmp_path, w_recon=0.5, w_adv=0.0), 0.05)
     assert "loss.w_recon=0.5" in calls[0] and "loss.w_adv=0.0" in calls[0]
+
+
+def test_bad_arguments_are_refused_before_any_level_trains(tmp_path, monkeypatch, capsys):
+    """--ratios abc was a ValueError traceback; a share of 1.5, --epochs 0, a bad --w-adv or
+    a misspelt --data failed only after the levels before it had trained (hours)."""
+    import pytest
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(rx, "run", calls.append)
+    out = ["--out", str(tmp_path / "exp"), "--doc", str(tmp_path / "results.md")]
+    for argv, message in (
+        (["--ratios", "1,abc"], "comma-separated numbers in (0, 1]"),
+        (["--ratios", "1,1.5"], "must be in (0, 1] (0.05 for 5 %), got 1.5"),
+        (["--ratios", "0.5,0.5"], "given twice"),
+        (["--epochs", "0"], "a whole number >= 1, got '0'"),
+        (["--samples-per-pair", "0"], "a whole number >= 1, got '0'"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            rx.main(argv + out)
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    for argv, message in (
+        (["--w-adv", "-1"], "loss.w_adv must be >= 0"),
+        (["--data", f"3mos:{tmp_path / 'nowhere'}"], "nowhere"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            rx.main(["--ratios", "1,0.05"] + argv + out)
+    assert calls == [] and not (tmp_path / "exp").exists()
