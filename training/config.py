@@ -566,7 +566,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     """Read a YAML config and apply ``section.key=value`` overrides (values parsed as YAML)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {path} not found; pass --config pointing to a YAML file")
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise ValueError(
+            f"config file {path} not found{where}; give a training YAML file, e.g. "
+            "training/configs/default.yaml"
+        )
     raw = yaml.safe_load(path.read_text()) or {}
     return config_from_dict(apply_overrides(raw, overrides or []))
 

@@ -555,3 +555,11 @@ def test_validation_refines_the_peak_as_the_plugin_does():
     np.testing.assert_allclose(subpixel_peak(tilted), [stats.subpixel_x_px, stats.subpixel_y_px],
                                atol=1e-12)  # fmt: skip
     np.testing.assert_allclose(subpixel_peak(tilted), [16.3, 14.6], atol=1e-9)
+
+
+def test_a_missing_config_file_is_named_with_where_it_was_looked_for(tmp_path, monkeypatch):
+    """It said "pass --config", a flag calibrate_confidence.py (--training-tiles) does not have,
+    and not which folder a relative path was taken from."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=rf"nope.yaml not found \(relative to {tmp_path}\)"):
+        load_config("nope.yaml")
