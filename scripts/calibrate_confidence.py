@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.data and args.training_tiles is None:
         p.error("give calibration data: --data and/or --training-tiles")
+    if args.samples_per_pair < 1:
+        p.error(f"--samples-per-pair must be >= 1, got {args.samples_per_pair}")
+    if not args.correct_px > 0:
+        p.error(f"--correct-px must be > 0 (pixels), got {args.correct_px}")
     try:
         return calibrate(args)
     except ValueError as exc:  # a missing model or data, an unwritable --out: said, not dumped

@@ -207,6 +207,20 @@ def test_calibrate_confidence_checks_model_and_out_before_matching(tmp_path, mon
     assert calls == []
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [("--samples-per-pair=0", "--samples-per-pair must be >= 1, got 0"),
+     ("--correct-px=-3", "--correct-px must be > 0 (pixels), got -3.0")],
+)  # fmt: skip
+def test_calibrate_confidence_counts_are_argument_errors(option, message, tmp_path, capsys):
+    """--samples-per-pair 0 ran the model, then failed in the harness's words (n_per_record)."""
+    model = ROOT / "sar_optical_matcher" / "model" / "default.onnx"
+    with pytest.raises(SystemExit) as exc:
+        calibrate_confidence.main(["--data", "synthetic:1:256", "--model", str(model), option,
+                                   "--out", str(tmp_path / "c.onnx")])  # fmt: skip
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 # -- measure_offsets.py / measure_pixel_scale.py ----------------------------------------
 
 
