@@ -181,8 +181,10 @@ def no_keypoints_message(from_layer: bool, masked: bool = False, layer_points: i
 SKIP_REASONS = {
     "nodata_optical": "the optical template has too few valid pixels",
     "nodata_sar": "the SAR raster has no valid data around the keypoint (nodata or outside it)",
-    "constant_optical": "the optical template is constant",
-    "constant_sar": "the SAR search region is constant",
+    "constant_optical": "the optical template is (nearly) constant: one value after the "
+    "2-98 % stretch",
+    "constant_sar": "the SAR search region is (nearly) constant: one value after the 2-98 % "
+    "stretch",
 }
 
 

@@ -75,7 +75,10 @@ def test_check_overlap_says_what_is_too_small() -> None:
 
 def test_skipped_text_explains_each_status() -> None:
     text = matching_plan.skipped_text({"nodata_sar": 2, "constant_optical": 1})
-    assert text.startswith("constant_optical: 1 (the optical template is constant); nodata_sar")
+    assert text.startswith(
+        "constant_optical: 1 (the optical template is (nearly) constant: one value after the "
+        "2-98 % stretch); nodata_sar"
+    )
     assert (
         matching_plan.empty_result(
             SimpleNamespace(match=SimpleNamespace(template_size=64, search_size=96))
