@@ -246,16 +246,6 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"needs a whole number >= 1, got {text!r}")
-    return value
-
-
 def check_before_training(args: argparse.Namespace, ratios: list[float]) -> None:
     """Every level's training config and both evaluation sets, before the first level trains.
 
@@ -278,18 +268,20 @@ def check_before_training(args: argparse.Namespace, ratios: list[float]) -> None
 
 def main(argv: list[str] | None = None) -> int:
     """Train, export and evaluate every supervision level, then write the document."""
+    from training.cli import positive_int
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=Path("training/configs/default.yaml"))
     p.add_argument("--ratios", type=parse_ratios, default=list(RATIOS))
-    p.add_argument("--epochs", type=_positive_int, default=40)
+    p.add_argument("--epochs", type=positive_int, default=40)
     p.add_argument("--w-recon", type=float, default=1.0, help="reconstruction weight (paper: 1)")
     p.add_argument(
         "--w-adv", type=float, default=0.1, help="adversarial weight (paper: 1; at 1 it diverged)"
     )
     p.add_argument("--data", default=HELD_OUT, help="evaluation data (scripts/evaluate.py)")
     p.add_argument("--synthetic", default="synthetic:8:1024", help="second evaluation set")
-    p.add_argument("--samples-per-pair", type=_positive_int, default=2, help="per real tile")
-    p.add_argument("--synthetic-samples-per-pair", type=_positive_int, default=6)
+    p.add_argument("--samples-per-pair", type=positive_int, default=2, help="per real tile")
+    p.add_argument("--synthetic-samples-per-pair", type=positive_int, default=6)
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--doc", type=Path, default=Path("docs/results.md"))
     p.add_argument("--force", action="store_true", help="retrain existing models")

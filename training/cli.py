@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--checkpoint", required=True, help="checkpoint_*.pt of a run")
         if name == "evaluate":
             s.add_argument("--split", choices=("val", "test", "train"), default="val")
-            s.add_argument("--max-pairs", type=_positive_int, default=1000)
+            s.add_argument("--max-pairs", type=positive_int, default=1000)
         if name == "export":
             s.add_argument("--name", help="model name (default: config name)")
             s.add_argument("--version", help="model version (default: config version)")
@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (an argparse type; also the experiment script's)."""
     try:
         value = int(text)
     except ValueError:

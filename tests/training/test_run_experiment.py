@@ -172,8 +172,8 @@ def test_bad_arguments_are_refused_before_any_level_trains(tmp_path, monkeypatch
         (["--ratios", "1,abc"], "comma-separated numbers in (0, 1]"),
         (["--ratios", "1,1.5"], "must be in (0, 1] (0.05 for 5 %), got 1.5"),
         (["--ratios", "0.5,0.5"], "given twice"),
-        (["--epochs", "0"], "a whole number >= 1, got '0'"),
-        (["--samples-per-pair", "0"], "a whole number >= 1, got '0'"),
+        (["--epochs", "0"], "must be an integer >= 1, got '0'"),
+        (["--samples-per-pair", "0"], "must be an integer >= 1, got '0'"),
     ):
         with pytest.raises(SystemExit) as exc:
             rx.main(argv + out)
