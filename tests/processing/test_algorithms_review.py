@@ -184,31 +184,22 @@ def test_selected_multipoint_parts_keep_their_layer_index(
     """Every part counts: features of 3, 1 and 2 points are points 0-2, 3 and 4-5; selecting
     the third and the first (and a feature limit) keeps those indices."""
     from qgis.core import (
-        QgsFeature,
-        QgsGeometry,
         QgsProcessingContext,
         QgsProcessingFeatureSourceDefinition,
         QgsProject,
-        QgsVectorLayer,
     )
 
     from sar_optical_matcher.processing.compute_correspondence import (
         ComputeCorrespondenceAlgorithm,
     )
+    from tests.layers import memory_layer
 
-    layer = QgsVectorLayer("MultiPoint?crs=EPSG:32633", "kp", "memory")
     wkts = [
         "MULTIPOINT((500500 4099500), (500600 4099400), (500700 4099300))",
         "MULTIPOINT((500800 4099200))",
         "MULTIPOINT((500900 4099100), (501000 4099000))",
     ]
-    feats = []
-    for text in wkts:
-        f = QgsFeature()
-        f.setGeometry(QgsGeometry.fromWkt(text))
-        feats.append(f)
-    layer.dataProvider().addFeatures(feats)
-    layer = QgsProject.instance().addMapLayer(layer)
+    layer = QgsProject.instance().addMapLayer(memory_layer("MultiPoint", "EPSG:32633", wkts))
     alg = ComputeCorrespondenceAlgorithm()
     alg.initAlgorithm()
     context = QgsProcessingContext()

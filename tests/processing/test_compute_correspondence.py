@@ -82,36 +82,24 @@ def test_keypoint_layers_multipoints_and_a_wrong_crs(provider, synthetic_pair, t
     """Every part of a multipoint is a keypoint (the first part alone was kept); points that
     cannot be transformed (a layer whose CRS is wrong) are a clear error, not a traceback."""
     from qgis.core import (
-        QgsFeature,
-        QgsGeometry,
         QgsProcessingContext,
         QgsProcessingException,
-        QgsVectorLayer,
     )
 
     from sar_optical_matcher.processing.compute_correspondence import (
         ComputeCorrespondenceAlgorithm,
     )
+    from tests.layers import memory_layer
 
     alg = ComputeCorrespondenceAlgorithm()
     alg.initAlgorithm()
 
-    def layer(kind: str, crs: str, wkts: list[str]) -> QgsVectorLayer:
-        out = QgsVectorLayer(f"{kind}?crs={crs}", "kp", "memory")
-        feats = []
-        for text in wkts:
-            f = QgsFeature()
-            f.setGeometry(QgsGeometry.fromWkt(text))
-            feats.append(f)
-        out.dataProvider().addFeatures(feats)
-        return out
-
     pts = [(500100.0, 4199900.0), (500200.0, 4199800.0), (500300.0, 4199700.0)]
     multi = "MULTIPOINT(" + ", ".join(f"({x} {y})" for x, y in pts) + ")"
-    kp = layer("MultiPoint", f"EPSG:{EPSG}", [multi, "MULTIPOINT((500400 4199600))"])
+    kp = memory_layer("MultiPoint", f"EPSG:{EPSG}", [multi, "MULTIPOINT((500400 4199600))"])
     s = alg.settings(_params(synthetic_pair, twin_model, KEYPOINTS=kp), QgsProcessingContext())
     np.testing.assert_allclose(s.keypoints_map, pts + [(500400.0, 4199600.0)])
-    wrong = layer("Point", "EPSG:4326", ["POINT(15 37)", "POINT(200 95)", "POINT(300 -120)"])
+    wrong = memory_layer("Point", "EPSG:4326", ["POINT(15 37)", "POINT(200 95)", "POINT(300 -120)"])
     with pytest.raises(
         QgsProcessingException,
         match=r"KEYPOINTS: 2 point\(s\) cannot be "
