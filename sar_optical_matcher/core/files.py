@@ -16,11 +16,28 @@ from pathlib import Path
 SIDECARS = (".aux.xml", ".ovr", ".msk")
 
 
-def temporary_name(path: str | os.PathLike[str]) -> Path:
-    """A fresh name beside ``path``: ``<stem>.partial-<pid>-<random><suffix>`` (not created)."""
+def temporary_name(path: str | os.PathLike[str], kind: str = "partial") -> Path:
+    """A fresh name beside ``path``: ``<stem>.<kind>-<pid>-<random><suffix>`` (not created)."""
     path = Path(path)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return path.with_name(f"{path.stem}.partial-{token}{path.suffix or '.tif'}")
+    return path.with_name(f"{path.stem}.{kind}-{token}{path.suffix or '.tif'}")
+
+
+def _in_use_message(src: Path, dst: Path, exc: OSError, restored: bool) -> str:
+    """What a failed rename in :meth:`StagedOutputs.commit` means, and what to do."""
+    final = src if ".replaced-" in dst.name else dst
+    outcome = (
+        "No output was changed."
+        if restored
+        else "Some earlier outputs could not be put back: look for *.replaced-* files in "
+        f"{final.parent}."
+    )
+    return (
+        f"cannot replace {final}: {exc.strerror or exc}. It is probably open in another "
+        "program (on Windows a raster still loaded as a layer in QGIS, e.g. the output of an "
+        "earlier run, or a file open in Excel, cannot be replaced): remove that layer from "
+        f"the project or close the file, or choose another output name, and run again. {outcome}"
+    )
 
 
 def remove_with_sidecars(path: str | os.PathLike[str]) -> None:
@@ -82,18 +99,43 @@ class StagedOutputs:
         return tmp
 
     def commit(self) -> None:
-        """Rename every staged file to its final name (an earlier file of that name is replaced)."""
+        """Rename every staged file to its final name (an earlier file of that name is replaced).
+
+        All or nothing: the earlier files (and their GDAL sidecars) are first moved aside, then
+        the new ones (with theirs) moved in, then the earlier ones removed. On Windows a file
+        that is open (a raster still loaded as a QGIS layer, a table open in Excel) can be
+        neither renamed nor replaced: that fails at the first step, whatever was moved is put
+        back, and the error names the file and what to do.
+        """
         for tmp, final in self._staged:
             if not tmp.exists():
                 raise ValueError(f"nothing was written to {final}")
-        for tmp, final in self._staged:
-            os.replace(tmp, final)
-            for ext in SIDECARS:  # GDAL's side files belong to the file (PNG: its georeference)
-                side, old = Path(f"{tmp}{ext}"), Path(f"{final}{ext}")
-                if side.exists():
-                    os.replace(side, old)
-                else:
-                    old.unlink(missing_ok=True)  # the replaced file's, stale now
+        aside = [
+            (old, temporary_name(old, "replaced"))
+            for _, final in self._staged
+            for old in (final, *(Path(f"{final}{ext}") for ext in SIDECARS))
+            if old.exists()
+        ]
+        moves = aside + [  # GDAL's side files belong to the file (PNG: its georeference)
+            (Path(f"{tmp}{ext}"), Path(f"{final}{ext}"))
+            for tmp, final in self._staged
+            for ext in ("", *SIDECARS)
+            if Path(f"{tmp}{ext}").exists()
+        ]
+        for i, (src, dst) in enumerate(moves):
+            try:
+                os.replace(src, dst)
+            except OSError as exc:
+                restored = True
+                for back, moved in reversed(moves[:i]):
+                    try:
+                        os.replace(moved, back)
+                    except OSError:
+                        restored = False
+                raise ValueError(_in_use_message(src, dst, exc, restored)) from exc
+        for _, backup in aside:
+            with contextlib.suppress(OSError):  # best effort: the new outputs are in place
+                backup.unlink()
 
     def discard(self) -> None:
         """Remove the temporary files still there (and GDAL's sidecars of them)."""

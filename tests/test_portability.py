@@ -1,0 +1,83 @@
+"""Windows behaviour simulated on any system: open files cannot be renamed, replaced or removed.
+
+On Windows GDAL (and Excel) open files without FILE_SHARE_DELETE, so while a raster is loaded
+as a QGIS layer ``os.replace`` onto it, renaming it and deleting it all fail with
+``PermissionError``. These tests make ``os.replace`` / ``Path.unlink`` behave that way for the
+files a test marks as open.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sar_optical_matcher.core import files
+
+
+@pytest.fixture
+def open_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[Path]]:
+    """Paths held open 'as on Windows': renaming from or onto them, or removing them, fails."""
+    held: set[Path] = set()
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    def replace(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        for p in (Path(src), Path(dst)):
+            if p in held:
+                raise PermissionError(13, "Access is denied", str(src), None, str(dst))
+        real_replace(src, dst)
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self in held:
+            raise PermissionError(32, "The process cannot access the file", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    yield held
+
+
+def test_an_output_open_in_qgis_fails_with_a_clear_error_and_nothing_changes(
+    tmp_path: Path, open_files: set[Path]
+) -> None:
+    """Register's outputs of an earlier run: the raster is free, the .points file is open.
+
+    The raster was replaced and then the .points rename failed, leaving the new raster beside
+    the old GCPs, and the error was '[Errno 13] Access is denied' naming a temporary file.
+    """
+    raster, points = tmp_path / "out.tif", tmp_path / "out.points"
+    raster.write_text("old raster")
+    Path(f"{raster}.aux.xml").write_text("old aux")
+    points.write_text("old points")
+    open_files.add(points)
+    with pytest.raises(ValueError) as err, files.staged_outputs() as stage:
+        stage.path(raster).write_text("new raster")
+        stage.path(points).write_text("new points")
+    text = str(err.value)
+    assert text.startswith(f"cannot replace {points}: Access is denied")
+    assert "loaded as a layer in QGIS" in text and "No output was changed." in text
+    assert raster.read_text() == "old raster" and points.read_text() == "old points"
+    assert Path(f"{raster}.aux.xml").read_text() == "old aux"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.points",
+        "out.tif",
+        "out.tif.aux.xml",
+    ]
+    open_files.clear()  # layer removed: the same run now replaces both, and the stale sidecar
+    with files.staged_outputs() as stage:
+        stage.path(raster).write_text("new raster")
+        stage.path(points).write_text("new points")
+    assert (raster.read_text(), points.read_text()) == ("new raster", "new points")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.points", "out.tif"]
+
+
+def test_a_single_open_output_is_named(tmp_path: Path, open_files: set[Path]) -> None:
+    target = tmp_path / "reg.tif"
+    target.write_text("old")
+    open_files.add(target)
+    with pytest.raises(ValueError, match=r"cannot replace .*reg\.tif: .*No output was changed"):
+        files.write_text_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.tif"]
