@@ -81,3 +81,25 @@ def test_a_single_open_output_is_named(tmp_path: Path, open_files: set[Path]) ->
         files.write_text_atomic(target, "new")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.tif"]
+
+
+def test_a_failed_write_keeps_its_error_when_the_temporary_file_is_still_open(
+    tmp_path: Path, open_files: set[Path]
+) -> None:
+    """The writer failed with its file still open: the cleanup's PermissionError replaced the
+    writer's error (the user saw 'The process cannot access the file ... .partial-...')."""
+    target = tmp_path / "reg.tif"
+    target.write_text("old")
+    with pytest.raises(ValueError, match="writing reg.tif failed: disk full"):
+        with files.atomic_output(target) as tmp:
+            tmp.write_text("half")
+            open_files.add(tmp)
+            raise ValueError("writing reg.tif failed: disk full")
+    assert target.read_text() == "old"
+    held = open_files.pop()  # left: Windows removes no open file; its name says what it is
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([held.name, "reg.tif"])
+    held.unlink()
+    with pytest.raises(KeyboardInterrupt), files.atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.tif"]  # removed when it can be

@@ -40,11 +40,19 @@ def _in_use_message(src: Path, dst: Path, exc: OSError, restored: bool) -> str:
     )
 
 
-def remove_with_sidecars(path: str | os.PathLike[str]) -> None:
-    """Remove ``path`` and GDAL's sidecars of it (``.aux.xml``, ``.ovr``, ``.msk``), if there."""
+def remove_with_sidecars(path: str | os.PathLike[str], strict: bool = True) -> None:
+    """Remove ``path`` and GDAL's sidecars of it (``.aux.xml``, ``.ovr``, ``.msk``), if there.
+
+    ``strict=False``: a file that cannot be removed (on Windows, one still open) is left,
+    without an error, so that cleaning up after a failure never hides that failure.
+    """
     path = Path(path)
     for leftover in (path, *(Path(f"{path}{ext}") for ext in SIDECARS)):
-        leftover.unlink(missing_ok=True)
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError:
+            if strict:
+                raise
 
 
 def check_destination(path: str | os.PathLike[str], folder: bool = False) -> None:
@@ -138,9 +146,14 @@ class StagedOutputs:
                 backup.unlink()
 
     def discard(self) -> None:
-        """Remove the temporary files still there (and GDAL's sidecars of them)."""
+        """Remove the temporary files still there (and GDAL's sidecars of them).
+
+        Best effort: it runs while an error propagates, and a temporary file the failed writer
+        still holds open cannot be removed on Windows; raising here would replace the error
+        that says what went wrong with 'The process cannot access the file'.
+        """
         for tmp, _ in self._staged:
-            remove_with_sidecars(tmp)
+            remove_with_sidecars(tmp, strict=False)
 
 
 @contextlib.contextmanager
