@@ -707,15 +707,19 @@ def write_raster_atomic(
             )  # fmt: skip
             if ds is None:
                 raise ValueError(f"cannot create {path}: {'; '.join(errors)}")
-            ds.SetGeoTransform(tuple(float(v) for v in geotransform))
-            ds.SetProjection(crs_wkt)
-            for i, plane in enumerate(data):
-                band = ds.GetRasterBand(i + 1)
-                if nodata is not None:
-                    band.SetNoDataValue(float(nodata))
-                band.WriteArray(plane)
-            ds.FlushCache()
-            ds = None
+            try:
+                ds.SetGeoTransform(tuple(float(v) for v in geotransform))
+                ds.SetProjection(crs_wkt)
+                for i, plane in enumerate(data):
+                    band = ds.GetRasterBand(i + 1)
+                    if nodata is not None:
+                        band.SetNoDataValue(float(nodata))
+                    band.WriteArray(plane)
+                ds.FlushCache()
+            finally:
+                # closed before the file is renamed or removed, also on an error: the
+                # traceback would keep it open, and Windows removes no open file
+                band = ds = None
         if errors:
             raise ValueError(f"writing {path} failed: {'; '.join(errors)}")
     return Path(path)

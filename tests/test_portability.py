@@ -103,3 +103,32 @@ def test_a_failed_write_keeps_its_error_when_the_temporary_file_is_still_open(
         tmp.write_text("half")
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.tif"]  # removed when it can be
+
+
+def _open_paths_under(folder: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to list open files")
+def test_a_failed_raster_write_closes_its_temporary_file(tmp_path: Path) -> None:
+    """A write that failed after the GeoTIFF was created kept it open (the dataset lived on in
+    the traceback): on Windows the cleanup could not remove it and it was left behind."""
+    import numpy as np
+
+    from sar_optical_matcher.rasters import write_raster_atomic
+
+    gt = (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
+    with pytest.raises(ValueError, match="could not convert") as err:
+        write_raster_atomic(tmp_path / "x.tif", np.zeros((4, 4), np.float32), gt, "EPSG:32633",
+                            nodata="none")  # type: ignore[arg-type]  # fmt: skip
+    assert err.value.__traceback__ is not None  # the traceback is alive, as in a caller
+    assert _open_paths_under(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
