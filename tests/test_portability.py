@@ -132,3 +132,37 @@ def test_a_failed_raster_write_closes_its_temporary_file(tmp_path: Path) -> None
     assert err.value.__traceback__ is not None  # the traceback is alive, as in a caller
     assert _open_paths_under(tmp_path) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_output_name_gets_a_temporary_name_that_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 249-character name (a Sentinel-1 product name and more) is legal, but its temporary
+    name was 272: '[Errno 36] File name too long: ...partial-...points'."""
+    target = tmp_path / ("S1A_IW_GRDH_é" + "x" * 229 + ".points")
+    assert len(target.name) == 249
+    assert files.write_text_atomic(target, "gcps\n").read_text(encoding="utf-8") == "gcps\n"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    tmp = files.temporary_name(target)
+    assert len(tmp.name.encode("utf-8")) == files.MAX_NAME_BYTES
+    assert tmp.name.startswith("S1A_IW_GRDH_é") and tmp.name.endswith(".points")
+    assert tmp.name.split(".partial-")[0] in target.stem
+    # Windows: a path under the 259-character limit gets a temporary path under it too
+    monkeypatch.setattr(files, "WINDOWS", True)
+    short = tmp_path / "reg.tif"
+    folder = tmp_path / ("d" * (files.MAX_WINDOWS_PATH - 60 - len(str(tmp_path)) - 1))
+    deep = folder / ("reg_" + "x" * 50 + ".tif")
+    assert len(str(deep)) == files.MAX_WINDOWS_PATH - 1
+    tmp = files.temporary_name(deep)
+    assert len(str(tmp)) == files.MAX_WINDOWS_PATH and tmp.name.startswith("reg_xxx")
+    assert files.temporary_name(short).name.startswith("reg.partial-")
+
+
+def test_a_name_too_long_for_any_file_system_is_refused_before_the_run(tmp_path: Path) -> None:
+    """It was an OSError traceback '[Errno 36] File name too long' out of the parameter check."""
+    name = "é" * 128 + ".tif"  # 132 characters, 260 bytes
+    with pytest.raises(ValueError, match=r"is 260 bytes long, file systems allow 255; choose a"):
+        files.check_destination(tmp_path / name)
+    with pytest.raises(ValueError, match=r"is 300 bytes long"):
+        files.check_destination(tmp_path / ("x" * 300) / "r.tif")
+    files.check_destination(tmp_path / ("x" * 251 + ".tif"))

@@ -16,11 +16,35 @@ from pathlib import Path
 SIDECARS = (".aux.xml", ".ovr", ".msk")
 
 
+#: Longest file name (bytes, UTF-8) a temporary name may have, so that GDAL's longest sidecar
+#: of it still fits the usual 255 a name (ext4, NTFS, APFS).
+MAX_NAME_BYTES = 255 - max(len(ext) for ext in SIDECARS)
+#: Windows paths are limited to 259 characters unless long paths are enabled.
+MAX_WINDOWS_PATH = 259
+WINDOWS = os.name == "nt"
+
+
 def temporary_name(path: str | os.PathLike[str], kind: str = "partial") -> Path:
-    """A fresh name beside ``path``: ``<stem>.<kind>-<pid>-<random><suffix>`` (not created)."""
+    """A fresh name beside ``path``: ``<stem>.<kind>-<pid>-<random><suffix>`` (not created).
+
+    The stem is shortened where the name would pass :data:`MAX_NAME_BYTES` (on Windows also
+    where the path would pass :data:`MAX_WINDOWS_PATH` and ``path`` does not), so a name
+    that can be written has a temporary name that can be written too.
+    """
     path = Path(path)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return path.with_name(f"{path.stem}.{kind}-{token}{path.suffix or '.tif'}")
+    tail = f".{kind}-{token}{path.suffix or '.tif'}"
+    stem = path.stem
+
+    def too_long(name: str) -> bool:
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            return True
+        full = len(str(path.parent / name))
+        return WINDOWS and full > MAX_WINDOWS_PATH >= len(str(path))
+
+    while stem and too_long(stem + tail):
+        stem = stem[:-1]
+    return path.with_name(stem + tail)
 
 
 def _in_use_message(src: Path, dst: Path, exc: OSError, restored: bool) -> str:
@@ -48,6 +72,8 @@ def remove_with_sidecars(path: str | os.PathLike[str], strict: bool = True) -> N
     """
     path = Path(path)
     for leftover in (path, *(Path(f"{path}{ext}") for ext in SIDECARS)):
+        if not os.path.lexists(leftover):  # also a sidecar name too long to exist
+            continue
         try:
             leftover.unlink(missing_ok=True)
         except OSError:
@@ -63,6 +89,14 @@ def check_destination(path: str | os.PathLike[str], folder: bool = False) -> Non
     destination must not be a folder. The writers create missing folders.
     """
     target = Path(path)
+    for part in target.parts:
+        size = len(part) if WINDOWS else len(part.encode("utf-8"))
+        if size > 255:
+            raise ValueError(
+                f"cannot write {target}: the name {part[:40]}... is {size} "
+                f"{'characters' if WINDOWS else 'bytes'} long, file systems allow 255; "
+                "choose a shorter name"
+            )
     if folder and target.exists() and not target.is_dir():
         raise ValueError(f"{target} is a file, not a folder; choose a folder for the outputs")
     existing = target if folder else target.parent
@@ -122,13 +156,13 @@ class StagedOutputs:
             (old, temporary_name(old, "replaced"))
             for _, final in self._staged
             for old in (final, *(Path(f"{final}{ext}") for ext in SIDECARS))
-            if old.exists()
+            if os.path.lexists(old)  # False for a sidecar name too long to exist
         ]
         moves = aside + [  # GDAL's side files belong to the file (PNG: its georeference)
             (Path(f"{tmp}{ext}"), Path(f"{final}{ext}"))
             for tmp, final in self._staged
             for ext in ("", *SIDECARS)
-            if Path(f"{tmp}{ext}").exists()
+            if os.path.lexists(f"{tmp}{ext}")
         ]
         for i, (src, dst) in enumerate(moves):
             try:
