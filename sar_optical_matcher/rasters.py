@@ -3,8 +3,9 @@
 Everything here reads only the window it needs (never a full raster). Pixel convention of
 ``core.__init__``: ``(x, y)`` = (column, row), integer values are pixel corners, GDAL
 geotransform ``x_map = gt[0] + x * gt[1] + y * gt[2]``, ``y_map = gt[3] + x * gt[4] + y * gt[5]``.
-GDAL errors are collected and turned into ``ValueError`` with the GDAL text; the global
-``gdal.UseExceptions`` state is left as it is (QGIS and other plugins share it).
+GDAL errors are collected and turned into ``ValueError`` with the GDAL text, under either
+``gdal.UseExceptions`` state (:func:`gdal_try`); the global state is left as it is (QGIS and
+other plugins share it; QGIS 3.38 and later turn exceptions on).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -107,6 +109,21 @@ def gdal_errors() -> Iterator[list[str]]:
         yield messages
     finally:
         gdal.PopErrorHandler()
+
+
+def gdal_try(call: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """``call()`` with GDAL's errors collected: ``(result, messages)``, result None on failure.
+
+    The same under either ``gdal.UseExceptions`` state (QGIS 3.38 and later turn exceptions
+    on for every plugin): a RuntimeError of GDAL's is a failure with its text as the message.
+    """
+    with gdal_errors() as errors:
+        try:
+            result = call()
+        except RuntimeError as exc:
+            errors.append(str(exc).strip())
+            result = None
+    return result, errors
 
 
 def _open(path: str) -> gdal.Dataset:
@@ -222,14 +239,19 @@ def _read_valid(
     bw, bh = buf if buf is not None else (w, h)
     ds = _open(info.path)  # keep a reference: the band dies with its dataset
     rb = ds.GetRasterBand(band)
-    with gdal_errors() as errors:
-        data = rb.ReadAsArray(x0, y0, w, h, buf_xsize=bw, buf_ysize=bh)
+    data, errors = gdal_try(lambda: rb.ReadAsArray(x0, y0, w, h, buf_xsize=bw, buf_ysize=bh))
+    mask = None
+    if data is not None and _has_mask_band(rb):
+        mask, errors = gdal_try(
+            lambda: rb.GetMaskBand().ReadAsArray(x0, y0, w, h, buf_xsize=bw, buf_ysize=bh)
+        )
+        data = data if mask is not None else None
     if data is None:
         raise ValueError(f"reading {info.path!r} failed: {'; '.join(errors)}; {CORRUPT_HINT}")
     data = data.astype(np.float32)
     valid = _valid_mask(data, info.nodata[band - 1])
-    if _has_mask_band(rb):
-        valid &= rb.GetMaskBand().ReadAsArray(x0, y0, w, h, buf_xsize=bw, buf_ysize=bh) > 0
+    if mask is not None:
+        valid &= mask > 0
     data[~valid] = np.nan
     return data
 
@@ -342,8 +364,7 @@ def read_on_grid(
         warpOptions=["INIT_DEST=NO_DATA"],
         srcAlpha=masked,
     )
-    with gdal_errors() as errors:
-        ok = gdal.Warp(target, source, options=options)
+    ok, errors = gdal_try(lambda: gdal.Warp(target, source, options=options))
     if not ok:
         raise ValueError(
             f"reading {src.path!r} onto the optical grid failed: {'; '.join(errors)[:300]}; "

@@ -166,3 +166,54 @@ def test_a_name_too_long_for_any_file_system_is_refused_before_the_run(tmp_path:
     with pytest.raises(ValueError, match=r"is 300 bytes long"):
         files.check_destination(tmp_path / ("x" * 300) / "r.tif")
     files.check_destination(tmp_path / ("x" * 251 + ".tif"))
+
+
+@pytest.fixture(params=[False, True], ids=["DontUseExceptions", "UseExceptions"])
+def gdal_exceptions(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Both GDAL error modes: QGIS 3.38 and later call gdal.UseExceptions() for every plugin."""
+    from osgeo import gdal
+
+    was = gdal.GetUseExceptions()
+    gdal.UseExceptions() if request.param else gdal.DontUseExceptions()
+    try:
+        yield request.param
+    finally:
+        gdal.UseExceptions() if was else gdal.DontUseExceptions()
+
+
+def test_a_truncated_raster_says_so_under_either_gdal_error_mode(
+    tmp_path: Path, gdal_exceptions: bool
+) -> None:
+    """With gdal.UseExceptions() (QGIS 3.40) a read of a truncated GeoTIFF was GDAL's bare
+    RuntimeError ('IReadBlock failed at X offset 0, Y offset 1'), without the file's name as
+    given nor the hint to check and copy it again."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    from sar_optical_matcher import rasters
+
+    path = tmp_path / "sar.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), 512, 512, 1, gdal.GDT_Float32, ["TILED=YES", "COMPRESS=DEFLATE"]
+    )
+    ds.SetGeoTransform((500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    noise = np.random.default_rng(0).normal(size=(512, 512)).astype(np.float32)
+    ds.GetRasterBand(1).WriteArray(noise)
+    ds = None
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])  # the last tiles are cut off
+    info = rasters.open_raster(path)
+    calls = {
+        "read_window": lambda: rasters.read_window(info, 1, 0, 0, 512, 512),
+        "raster_sar_scale": lambda: rasters.raster_sar_scale(info, 1),
+        "read_on_grid": lambda: rasters.read_on_grid(info, 1, info, 0, 0, 512, 512),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as err:
+            call()
+        text = str(err.value)
+        assert text.startswith(f"reading {str(path)!r}"), name
+        assert "IReadBlock failed" in text and text.endswith(rasters.CORRUPT_HINT), name
