@@ -53,11 +53,26 @@ def _check_pair(template: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, n
     return t, r
 
 
+def _centred_unit(a: np.ndarray) -> np.ndarray:
+    """``a`` minus its mean, scaled to a largest magnitude of 1 (zeros when ``a`` is constant).
+
+    Constant means constant up to the rounding of the mean (1e-12 of ``a``'s magnitude), so
+    that a flat input with a large offset does not become unit-scaled rounding noise.
+    """
+    c = a - a.mean()
+    peak = float(np.abs(c).max())
+    if peak <= 1e-12 * float(np.abs(a).max()):
+        return np.zeros_like(c)
+    return c / peak
+
+
 def ncc_map(template: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Zero-mean normalised cross-correlation of the template with every region window.
 
     Numerator by FFT correlation with the zero-mean template; window means and energies by
-    integral images. Windows (or a template) without variance score 0.
+    integral images. Windows (or a template) without variance score 0. Both inputs are
+    centred and scaled to a largest magnitude of 1 first, so that the map does not depend on
+    their units or offsets.
 
     Args:
         template: (T_h, T_w) float.
@@ -67,15 +82,16 @@ def ncc_map(template: np.ndarray, region: np.ndarray) -> np.ndarray:
         (S_h - T_h + 1, S_w - T_w + 1) float32 Pearson correlation in [-1, 1].
     """
     t, r = _check_pair(template, region)
-    r = r - r.mean()  # conditioning of the integral-image energies
-    t0 = t - t.mean()
+    # Centring conditions the integral-image energies; scaling makes the variance floor below
+    # relative (it was absolute: data in small units, values ~1e-8, scored 0 everywhere).
+    r, t0 = _centred_unit(r), _centred_unit(t)
     n = t.size
     num = correlate_valid(r, t0)
     s1 = box_sums(r, *t.shape)
     s2 = box_sums(r * r, *t.shape)
     var_r = np.maximum(s2 - s1 * s1 / n, 0.0)
     den = np.sqrt(var_r * float((t0 * t0).sum()))
-    tiny = 1e-12 * max(float(np.abs(r).max()) ** 2, 1.0) * n
+    tiny = 1e-12 * n  # |r|, |t0| <= 1: below this is integral-image rounding residue
     out = np.where(den > tiny, num / np.maximum(den, tiny), 0.0)
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 

@@ -92,6 +92,21 @@ def test_ncc_affine_radiometry_and_inversion() -> None:
     assert classical.ncc_map(np.ones((T, T)), region).max() == 0.0  # flat template scores 0
 
 
+@pytest.mark.parametrize("scale", [1e-9, 1e-4, 1.0, 1e6])
+def test_ncc_does_not_depend_on_the_units(scale: float) -> None:
+    # The variance floor was absolute: values ~1e-9 scored 0 at every offset (max|diff| 1.0).
+    rng = np.random.default_rng(2)
+    img = texture(rng)
+    template = cut(img) + rng.normal(0, 0.3, (T, T))
+    ref = classical.ncc_map(template, img)
+    cmap = classical.ncc_map(scale * template, scale * img + 5.0 * scale)
+    np.testing.assert_allclose(cmap, ref, atol=1e-5)
+    assert peak(cmap) == TRUE_DXY and cmap.max() > 0.9
+    flat = np.full((S, S), scale * 7.1)  # constant up to the rounding of its mean
+    assert not classical.ncc_map(scale * template, flat).any()
+    assert not classical.ncc_map(np.full((T, T), 1e8 + scale), img).any()
+
+
 def mi_reference(a: np.ndarray, b: np.ndarray, bins: int) -> float:
     joint = np.histogram2d(a.ravel(), b.ravel(), bins=(np.arange(bins + 1),) * 2)[0] / a.size
     pa, pb = joint.sum(axis=1), joint.sum(axis=0)
