@@ -106,6 +106,13 @@ def phase_correlation_map(
     is the map (circular shifts that wrap a window are not returned). ``eps`` regularises
     frequencies without energy.
 
+    Limit: whitening weighs every frequency alike, including those that the template's
+    zero-padded borders and the region's wrap-around edges dominate, so on smooth images the
+    peak can miss even an exact copy. Measured on exact 48 px copies at every 4th offset of a
+    96 px region of Gaussian-smoothed white noise: 536 of 676 missed for a smoothing sigma of
+    2 px, none for 1 px or for a multi-scale texture. Windowing the template (Hann) and the
+    region (Tukey) only moves the limit (sigma 2 px solved, 4 px still mostly missed).
+
     Args:
         template: (T_h, T_w) float.
         region: (S_h, S_w) float.
