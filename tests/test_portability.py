@@ -217,3 +217,29 @@ def test_a_truncated_raster_says_so_under_either_gdal_error_mode(
         text = str(err.value)
         assert text.startswith(f"reading {str(path)!r}"), name
         assert "IReadBlock failed" in text and text.endswith(rasters.CORRUPT_HINT), name
+
+
+def test_a_raster_layer_with_gdal_open_options_is_explained(qgis_app, tmp_path: Path) -> None:
+    """A layer added with GDAL open options has the source '<path>|option:KEY=VALUE'; the
+    plugin handed that to GDAL and said '... as a raster (the file does not exist)'."""
+    import numpy as np
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsRasterLayer
+
+    from sar_optical_matcher.processing.detect_keypoints import DetectKeypointsAlgorithm
+    from tests.processing import OPT_GT, _write
+
+    path = _write(tmp_path / "opt é.tif", np.zeros((64, 64), np.uint8), OPT_GT)
+    alg = DetectKeypointsAlgorithm()
+    alg.initAlgorithm()
+    plain = QgsRasterLayer(str(path), "opt", "gdal")
+    assert alg.settings({"INPUT": plain}, QgsProcessingContext()).raster_path == str(path)
+    layer = QgsRasterLayer(f"{path}|option:NUM_THREADS=2", "opt", "gdal")
+    assert layer.isValid()
+    with pytest.raises(QgsProcessingException) as err:
+        alg.settings({"INPUT": layer}, QgsProcessingContext())
+    text = str(err.value)
+    del plain, layer, err  # freed before QGIS exits (after, it crashed at garbage collection)
+    assert text.startswith(
+        "INPUT: layer 'opt' is opened with the GDAL open option(s) NUM_THREADS=2"
+    )
+    assert str(path) in text and "does not exist" not in text

@@ -30,6 +30,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingUtils,
+    QgsProviderRegistry,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -89,6 +90,15 @@ def raster_path(
         raise QgsProcessingException(
             f"{name}: layer {layer.name()!r} comes from the {layer.providerType()!r} provider; "
             "only GDAL rasters are supported: save it as a GeoTIFF first"
+        )
+    uri = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    if uri.get("openOptions"):
+        # "<path>|option:KEY=VALUE": QGIS's form, no GDAL dataset name ("does not exist")
+        raise QgsProcessingException(
+            f"{name}: layer {layer.name()!r} is opened with the GDAL open option(s) "
+            f"{', '.join(uri['openOptions'])}, which this plugin's own reads of "
+            f"{uri.get('path') or 'the file'} cannot apply; add the file again without open "
+            "options, or save the layer as a GeoTIFF (Export > Save As) and choose that"
         )
     # the file itself must be usable (georeference, CRS) before EXTENT, MASK and KEYPOINTS
     # are read in the layer's CRS: a layer without one made a good EXTENT "not overlap"
