@@ -33,8 +33,9 @@ MapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def _check_pair(template: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate a template/region pair and return both as float64."""
-    t = np.asarray(template, dtype=np.float64)
-    r = np.asarray(region, dtype=np.float64)
+    # Masked pixels become NaN (refused below): np.asarray alone would match their hidden values.
+    t = np.ma.filled(np.ma.asarray(template, dtype=np.float64), np.nan)
+    r = np.ma.filled(np.ma.asarray(region, dtype=np.float64), np.nan)
     if t.ndim != 2 or r.ndim != 2:
         raise ValueError(
             f"template and region must be 2-D single-band arrays, got shapes {t.shape} and "
@@ -47,8 +48,8 @@ def _check_pair(template: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, n
         )
     if not (np.isfinite(t).all() and np.isfinite(r).all()):
         raise ValueError(
-            "template and region must be finite; replace NaN/nodata pixels first (e.g. with "
-            "the patch mean, as core.preprocessing.preprocess does)"
+            "template and region must be finite and unmasked; replace NaN/nodata/masked "
+            "pixels first (e.g. with the patch mean, as core.preprocessing.preprocess does)"
         )
     return t, r
 

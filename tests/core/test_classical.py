@@ -68,6 +68,16 @@ def test_exception_bad_inputs(name: str) -> None:
     bad[2, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         fn(np.ones((4, 4)), bad)
+    # Masked pixels were matched by their hidden values (-9999 here): all four peaks wrong.
+    masked = np.ma.masked_array(np.where(np.isnan(bad), -9999.0, 1.0), np.isnan(bad))
+    with pytest.raises(ValueError, match="masked"):
+        fn(np.ones((4, 4)), masked)
+    with pytest.raises(ValueError, match="masked"):
+        fn(np.ma.masked_less(np.ones((4, 4)), 2.0), np.ones((8, 8)))
+    unmasked = np.ma.masked_array(texture(np.random.default_rng(0), 12))
+    np.testing.assert_array_equal(
+        fn(unmasked[2:8, 3:9], unmasked), fn(unmasked.data[2:8, 3:9], unmasked.data)
+    )
 
 
 def test_ncc_equals_pearson_per_window() -> None:
