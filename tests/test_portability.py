@@ -243,3 +243,41 @@ def test_a_raster_layer_with_gdal_open_options_is_explained(qgis_app, tmp_path: 
         "INPUT: layer 'opt' is opened with the GDAL open option(s) NUM_THREADS=2"
     )
     assert str(path) in text and "does not exist" not in text
+
+
+def test_a_model_under_a_non_ascii_folder_loads_as_onnxruntime_on_windows_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime on Windows failed to initialise a session from a path outside the ANSI code
+    page (microsoft/onnxruntime#27724): the plugin's own default model under a profile folder
+    'C:/Users/田中/...' did not load. Simulated: a str path with non-ASCII characters fails."""
+    import numpy as np
+
+    ort = pytest.importorskip("onnxruntime")
+    from sar_optical_matcher.model.runtime import OnnxMatcher
+    from tests.model_fixtures import make_twin_model
+
+    ascii_model = make_twin_model(tmp_path / "twin.onnx", descriptor_size=32, widths=(4, 8, 8, 8))
+    folder = tmp_path / "田中 José" / "plugins"
+    folder.mkdir(parents=True)
+    model = folder / "default.onnx"
+    model.write_bytes(ascii_model.read_bytes())
+    real = ort.InferenceSession
+
+    def windows_session(source, *args, **kwargs):
+        if isinstance(source, str) and not source.isascii():
+            raise RuntimeError(
+                "Exception during initialization: No mapping for the Unicode character exists "
+                "in the target multi-byte code page."
+            )
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", windows_session)
+    rng = np.random.default_rng(0)
+    t = OnnxMatcher(ascii_model, device="cpu", threads=1, log=lambda _: None).contract
+    templates = rng.standard_normal((3, t.template_size, t.template_size)).astype(np.float32)
+    want = OnnxMatcher(ascii_model, device="cpu", threads=1, log=lambda _: None)
+    got = OnnxMatcher(model, device="cpu", threads=1, log=lambda _: None)
+    np.testing.assert_array_equal(
+        got.optical_descriptors(templates), want.optical_descriptors(templates)
+    )

@@ -149,12 +149,13 @@ def _read_header(data: bytes) -> _Header:
 # --- validation ----------------------------------------------------------------------------------
 
 
-def _load_header(path: Path) -> _Header:
+def _load_header(path: Path) -> tuple[_Header, bytes]:
+    """The header of ``path`` and the file's bytes (raises :class:`ModelError`)."""
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist; choose an existing .onnx file")
     data = path.read_bytes()
     try:
-        return _read_header(data)
+        return _read_header(data), data
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelError(
             f"{path.name} is not an ONNX model or is truncated/corrupt ({exc}, {len(data)} bytes); "
@@ -282,7 +283,7 @@ def _open(
 ) -> tuple[ModelContract, Any]:
     ort = _import_ort()
     path = Path(path)
-    header = _load_header(path)
+    header, data = _load_header(path)
     contract = _parse_contract(path, header)
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -291,8 +292,14 @@ def _open(
             raise ValueError(f"threads must be >= 1 or None (all cores), got {threads}")
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    # A non-ASCII path (a Windows user name like 'José' or '田中' in the QGIS profile that holds
+    # the plugin and its default model) made onnxruntime on Windows fail in
+    # InferenceSession::Initialize ('No mapping for the Unicode character exists in the target
+    # multi-byte code page', microsoft/onnxruntime#27724): such a model is loaded from its
+    # bytes, already read. ASCII paths are passed as paths (external weights still resolve).
+    source: str | bytes = str(path) if str(path).isascii() else data
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types
         raise _session_error(path, header, exc, ort) from exc
     _check_io(path, session, contract)
