@@ -73,6 +73,10 @@ def test_settings_translate_parameters(provider, synthetic_pair, twin_model, tmp
     d = alg.settings(_params(synthetic_pair, twin_model, tmp_path), QgsProcessingContext())
     assert d.warp.pixel_size is None and d.warp.nodata is None and d.transform == "affine"
     assert d.warp.creation_options is None  # the format's defaults
+    # the maps are only the report's: without one, none is kept (65 KB a keypoint)
+    params = _params(synthetic_pair, twin_model, tmp_path)
+    del params["OUTPUT_REPORT"]
+    assert not alg.settings(params, QgsProcessingContext()).correspondence.match.keep_maps
 
 
 def test_creation_options_of_another_format_are_refused_up_front(
