@@ -691,3 +691,25 @@ def test_warp_of_a_rotated_sar_follows_the_fit_exactly(
     err = np.hypot(got[0] - want[..., 0], got[1] - want[..., 1])[inside]
     assert inside.sum() > 0.4 * n * n
     assert err.max() < 2e-3
+
+
+def test_extrapolated_share_is_the_overlap_outside_the_inliers_hull() -> None:
+    grid = np.stack(np.meshgrid(np.linspace(100, 900, 9), np.linspace(100, 900, 9)), -1)
+    src = grid.reshape(-1, 2)
+    left = src[src[:, 0] <= 500]
+
+    def share(points: np.ndarray, margin: float = 100.0, offset: float = 0.0) -> float:
+        ties = reg.TiePoints(
+            points, points + offset, np.ones(len(points), bool), np.arange(len(points))
+        )
+        fit = reg.fit_tie_points(ties, "shift", 1.0, 1, np.random.default_rng(0))
+        return reg.extrapolated_share(fit, ties, (1000, 1000), (1000, 1000), margin)
+
+    assert share(src) == 0.0  # the inner 800 px square is the hull
+    assert share(left) == pytest.approx(0.5, abs=0.02)  # the right half is extrapolated
+    assert share(src, margin=0.0) == pytest.approx(1 - 0.8**2, abs=0.03)  # the border band
+    # the SAR 500 px to the right: only its half on the optical counts (0.68 with the rest)
+    right = src[src[:, 0] >= 500]
+    assert share(right, offset=-500.0, margin=0.0) == pytest.approx(1 - 0.4 * 0.8 / 0.5, abs=0.03)
+    line = np.column_stack([np.linspace(100, 900, 20), np.full(20, 500.0)])
+    assert share(line) == 1.0  # no area

@@ -367,6 +367,16 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             f"{n_in} inliers of {fit.n_accepted} usable matches, RMSE "
             f"{fit.rmse_px:.3f} px, leave-one-out RMSE {fit.loo_rmse_px:.3f} px ({s.transform})"
         )
+        # no tie point lies within the border, and spaced keypoints leave ~half their
+        # spacing free along it: that band is not counted as extrapolated
+        d = s.correspondence.detect
+        border = d.border_px + d.min_distance_px / 2
+        share = reg.extrapolated_share(
+            fit, ties, (sar.width, sar.height), (optical.width, optical.height), border
+        )
+        fit.extra["extrapolated_share"] = share
+        if s.transform in reg.BENDING_KINDS and share > reg.MAX_EXTRAPOLATED_SHARE:
+            feedback.pushWarning(extrapolation_warning(fit, share))
         if s.transform == "tps":
             feedback.pushWarning(
                 "a thin-plate spline passes through every inlier, so its RMSE and residuals "
@@ -437,6 +447,18 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         return dest
 
 
+def extrapolation_warning(fit: reg.FitResult, share: float) -> str:
+    """The log's warning that a bending fit is extrapolated over ``share`` of the overlap."""
+    return (
+        f"the {int(fit.inliers.sum())} inlier tie points cover only {100 * (1 - share):.0f} % "
+        f"of the overlap: the '{fit.kind}' transform is extrapolated over the other "
+        f"{100 * share:.0f} %, where it bends unchecked by any tie point (residuals and RMSE say "
+        "nothing there). Use TRANSFORM affine, or spread the keypoints over the overlap: a "
+        "higher MAX_COUNT (they are taken strongest first, so a contrasted area takes them "
+        "all), or a KEYPOINTS layer"
+    )
+
+
 def check_distinct_files(destinations: dict[str, Any], inputs: dict[str, str]) -> None:
     """Raise unless each file output has a file of its own, none of them an input raster.
 
@@ -490,6 +512,9 @@ def report_data(
         "RMSE (optical px)": fit.rmse_px,
         "RMSE (map units)": map_unit_rmse(fit, optical.geotransform),
         "leave-one-out RMSE (optical px)": fit.loo_rmse_px,
+        "overlap outside the inliers' hull (extrapolated)": fit.extra.get(
+            "extrapolated_share", float("nan")
+        ),
         "RANSAC seed": s.seed,
     }
     if fit.kind in ("shift", "affine", "poly1"):

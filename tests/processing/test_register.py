@@ -441,3 +441,41 @@ def test_qgis_process_cli(qgis_profile, synthetic_pair, twin_model, tmp_path) ->
     assert res["RMSE_PX"] < 1.0 and res["N_INLIERS"] >= 8
     assert _alignment_error(synthetic_pair, tmp_path / "reg.tif") < 4.0
     assert len(gcp.read_points(tmp_path / "reg.points")) >= 8
+
+
+def test_a_bending_fit_extrapolated_over_much_of_the_overlap_is_said(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """Keypoints only in one part of the overlap (strongest first: a contrasted area takes
+    them all) left a poly2 / tps fit extrapolated over the rest, accepted without a word: on an
+    8000 px scene whose keypoints lay in one half, 1.5 px (poly3) / 3.8 px (tps) off there."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    from sar_optical_matcher import rasters
+
+    def run(out: Path, **kw) -> tuple[dict, list[str]]:
+        said: list[str] = []
+
+        class Feedback(QgsProcessingFeedback):
+            def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
+                said.append(text)
+
+        res = processing.run(
+            "sarmatcher:registersartooptical",
+            _params(synthetic_pair, twin_model, out, TRANSFORM=3, **kw),
+            feedback=Feedback(),
+        )
+        return res, [w for w in said if "extrapolated" in w]
+
+    whole, said = run(tmp_path / "whole")
+    assert said == []
+    gt = rasters.open_raster(synthetic_pair.optical).geotransform
+    x0, y0 = gt[0], gt[3] + gt[5] * synthetic_pair.size
+    left = f"{x0},{gt[0] + gt[1] * synthetic_pair.size * 0.45},{y0},{gt[3]} [EPSG:32633]"
+    half, said = run(tmp_path / "half", EXTENT=left)
+    assert len(said) == 1 and "'poly2' transform is extrapolated" in said[0], said
+    share = float(said[0].split("other ")[1].split(" %")[0]) / 100
+    assert 0.4 < share < 0.8
+    html = Path(half["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    assert "overlap outside the inliers&#x27; hull" in html or "outside the inliers" in html
