@@ -873,8 +873,8 @@ def warp_sar(
                 )
                 copy.FlushCache()
                 copy = None
-            finally:
-                remove_with_sidecars(staging)
+            finally:  # best effort: a staging file still open must not hide the error
+                remove_with_sidecars(staging, strict=False)
     return Path(out_path)
 
 
@@ -918,10 +918,14 @@ def write_map_rasters(
             ds = gdal.GetDriverByName("GTiff").Create(
                 str(tmp), arr.shape[1], arr.shape[0], 1, gdal.GDT_Float32
             )
-            ds.SetGeoTransform((origin[0], gt[1] * k, gt[2] * k, origin[1], gt[4] * k, gt[5] * k))
-            ds.SetProjection(optical.crs_wkt)
-            ds.GetRasterBand(1).WriteArray(arr)
-            ds = None
+            try:
+                ds.SetGeoTransform(
+                    (origin[0], gt[1] * k, gt[2] * k, origin[1], gt[4] * k, gt[5] * k)
+                )
+                ds.SetProjection(optical.crs_wkt)
+                ds.GetRasterBand(1).WriteArray(arr)
+            finally:
+                ds = None  # closed before the file is renamed or removed (Windows)
         written.append(out)
     return written
 

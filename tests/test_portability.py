@@ -281,3 +281,30 @@ def test_a_model_under_a_non_ascii_folder_loads_as_onnxruntime_on_windows_allows
     np.testing.assert_array_equal(
         got.optical_descriptors(templates), want.optical_descriptors(templates)
     )
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to list open files")
+def test_a_failed_map_raster_write_closes_its_temporary_file(tmp_path: Path) -> None:
+    """write_map_rasters kept its GeoTIFF open when a step after Create failed: on Windows the
+    temporary map could not be removed and was left behind."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from sar_optical_matcher.registration import write_map_rasters
+
+    class Optical:  # fails after the map's GeoTIFF is created (the CRS is read after Create)
+        geotransform = (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
+
+        @property
+        def crs_wkt(self) -> str:
+            raise RuntimeError("no CRS")
+
+    rec = SimpleNamespace(id=3, opt_x_px=100.0, opt_y_px=80.0)
+    optical = Optical()
+    maps = np.zeros((1, 33, 33), np.float32)
+    with pytest.raises(RuntimeError, match="no CRS") as err:
+        write_map_rasters(tmp_path / "maps", [rec], maps, optical, 96, 64)
+    assert err.value.__traceback__ is not None  # the traceback is alive, as in a caller
+    assert _open_paths_under(tmp_path) == []
+    assert list((tmp_path / "maps").iterdir()) == []
