@@ -446,11 +446,15 @@ def fit_tie_points(
     result = tf.ransac(src_px[idx], ties.dst_px[idx], kind, threshold_px, rng, min_inliers=need)
     found = int(np.count_nonzero(result.inliers))
     if found >= need and result.transform.kind != kind:
+        layout = "they lie in a degenerate layout (e.g. on a few lines or in a corner)"
+        if kind == "tps":  # an interpolating spline cannot pass through two points at one place
+            layout += " or two of them sit at the same SAR position (a spline through both is "
+            layout += "not defined: detect keypoints farther apart, or drop duplicate KEYPOINTS)"
         raise RegistrationError(
             f"Registration refused: the {found} inlier tie points do not determine a '{kind}' "
-            "transform: they lie in a degenerate layout (e.g. on a few lines or in a corner) "
-            "for its terms. No output raster was written. Choose a simpler TRANSFORM (the "
-            f"inliers fit a '{result.transform.kind}'), or keypoints spread over the overlap."
+            f"transform: {layout} for its terms. No output raster was written. Choose a simpler "
+            f"TRANSFORM (the inliers fit a '{result.transform.kind}'), or keypoints spread over "
+            "the overlap."
         )
     if not result.ok or found < need:
         raise RegistrationError(too_few_message(found, need, ties, kind, half_range))

@@ -528,6 +528,19 @@ def test_a_degenerate_layout_for_the_kind_is_named(pair: Pair) -> None:
         reg.fit_tie_points(ties, "poly3", 1.0, 8, np.random.default_rng(0))
 
 
+def test_a_duplicated_tie_point_is_named_for_a_spline(pair: Pair) -> None:
+    """Two tie points at one SAR position: the interpolating spline is not defined there, and
+    the refusal blamed only 'a degenerate layout (e.g. on a few lines or in a corner)'."""
+    rng = np.random.default_rng(3)
+    src = rng.uniform(20, pair.size - 20, (30, 2))
+    src = np.vstack([src, src[:1]])  # a KEYPOINTS layer with one point twice
+    ties = reg.TiePoints(src, pair.sar_to_optical(src), np.ones(len(src), bool),
+                         np.arange(len(src)))  # fmt: skip
+    with pytest.raises(reg.RegistrationError, match=r"'tps' transform: .* or two of them sit "
+                       r"at the same SAR position"):  # fmt: skip
+        reg.fit_tie_points(ties, "tps", 1.0, 8, np.random.default_rng(0))
+
+
 def test_canceled_warp_leaves_nothing(pair: Pair, tmp_path: Path) -> None:
     optical, sar = _open(pair.optical), _open(pair.sar)
     fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
