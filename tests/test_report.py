@@ -131,6 +131,7 @@ def test_register_report_prints_the_fit_figures() -> None:
         rmse_px=rmse,
         loo_rmse_px=rmse * 1.3,
         residual_xy_px=resid,
+        extra={"extrapolated_share": 0.375},
     )
     ties = SimpleNamespace(
         accepted=np.arange(n) >= 1, ids=np.arange(n), dst_px=rng.uniform(0, 500, (n, 2))
@@ -152,6 +153,7 @@ def test_register_report_prints_the_fit_figures() -> None:
     assert float(cells["RMSE (map units)"]) == pytest.approx(rmse * 9e-5, rel=5e-3)
     assert int(cells["RANSAC inliers"]) == int(inliers.sum()) == 9
     assert int(cells["accepted matches"]) == 11
+    assert float(cells["overlap outside the inliers' hull (extrapolated)"]) == 0.375
     rows = _tie_rows(text)
     assert [r[-1] for r in rows].count("yes") == 9
     res_px = np.array([float(r[5]) for r in rows])
@@ -172,6 +174,7 @@ def test_map_unit_rmse_uses_the_pixel_shape_and_ids_reach_the_table() -> None:
         rmse_px=1.0,
         loo_rmse_px=1.0,
         residual_xy_px=np.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]),
+        extra={},
     )
     gt = (0.0, 10.0, 0.0, 0.0, 0.0, -30.0)
     assert map_unit_rmse(fit, gt) == pytest.approx(np.sqrt((100 + 900) / 2))
