@@ -200,15 +200,15 @@ def cfog_features(
           the gradient reversals between SAR and optical do not matter, and 180 deg periodic);
         * 3-D Gaussian smoothing: a 2-D Gaussian (``sigma_px``) per channel, then the kernel
           [1, 2, 1] / 4 along the orientations (circular, the orientations wrap at 180 deg);
-        * per-pixel L2 normalisation across the channels (``eps`` avoids 0 / 0 on flat areas);
-          the image is first scaled to a range of 1, so that ``eps`` is relative to its
-          contrast and the features do not depend on its units.
+        * per-pixel L2 normalisation across the channels (``eps`` avoids 0 / 0 on flat areas).
 
     Args:
         image: (H, W) float.
         n_orientations: number of orientation channels (>= 2).
         sigma_px: spatial Gaussian sigma in pixels (>= 0).
-        eps: normalisation floor, in units of the image's range (max - min).
+        eps: normalisation floor, absolute: the default suits images in unit range (as the
+            evaluation's percentile stretch gives them); rescale images in other units first
+            (at values ~1e-8 the features flatten).
 
     Returns:
         (n_orientations, H, W) float64 features, unit length per pixel where gradients exist.
@@ -218,8 +218,7 @@ def cfog_features(
         raise ValueError(f"cfog_features expects a 2-D image of at least 2x2, got {img.shape}")
     if n_orientations < 2 or sigma_px < 0:
         raise ValueError("need n_orientations >= 2 and sigma_px >= 0")
-    span = float(img.max() - img.min())  # the floor was absolute: values ~1e-6 lost the match
-    gy, gx = np.gradient(img / span if span > 0 else img)
+    gy, gx = np.gradient(img)
     theta = np.arange(n_orientations) * np.pi / n_orientations
     feats = np.abs(np.cos(theta)[:, None, None] * gx + np.sin(theta)[:, None, None] * gy)
     if sigma_px > 0:
