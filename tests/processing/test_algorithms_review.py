@@ -192,7 +192,7 @@ def test_selected_multipoint_parts_keep_their_layer_index(
     from sar_optical_matcher.processing.compute_correspondence import (
         ComputeCorrespondenceAlgorithm,
     )
-    from tests.layers import memory_layer
+    from tests.qgis_helpers import memory_layer
 
     wkts = [
         "MULTIPOINT((500500 4099500), (500600 4099400), (500700 4099300))",

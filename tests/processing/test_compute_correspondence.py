@@ -16,6 +16,7 @@ from tests.processing import (  # noqa: F401
     synthetic_pair_fixture,
     twin_model_fixture,
 )
+from tests.qgis_helpers import recording_feedback
 
 
 def _params(pair: Pair, model: Path, **kw) -> dict:
@@ -89,7 +90,7 @@ def test_keypoint_layers_multipoints_and_a_wrong_crs(provider, synthetic_pair, t
     from sar_optical_matcher.processing.compute_correspondence import (
         ComputeCorrespondenceAlgorithm,
     )
-    from tests.layers import memory_layer
+    from tests.qgis_helpers import memory_layer
 
     alg = ComputeCorrespondenceAlgorithm()
     alg.initAlgorithm()
@@ -267,20 +268,17 @@ def test_keypoint_layer_ids_extent_mask_and_an_empty_layer(
     although their help says "keypoints only inside it"; an empty layer was reported as one
     with "no point on the optical raster"."""
     import processing
-    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingFeedback, QgsVectorLayer
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
 
     from tests.processing import OPT_GT
 
-    warnings: list[str] = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
-            warnings.append(text)
+    feedback = recording_feedback()
+    warnings = feedback.warnings
 
     def run(**kw) -> list[tuple[int, float, float]]:
         layer = processing.run(
             "sarmatcher:computecorrespondence", _params(synthetic_pair, twin_model, **kw),
-            feedback=Feedback(),
+            feedback=feedback,
         )["MATCHES"]  # fmt: skip
         return sorted((f["id"], f["opt_x_px"], f["opt_y_px"]) for f in layer.getFeatures())
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.processing import EPSG, OPT_GT, _write, provider_fixture  # noqa: F401
+from tests.qgis_helpers import recording_feedback
 
 SQUARES = [(40, 50), (150, 60), (60, 160), (170, 170)]  # top-left (x, y) of 30 px squares
 
@@ -121,7 +122,7 @@ def test_invalid_and_misplaced_masks(provider, tmp_path: Path) -> None:
     check from inside the Python loop, which corrupted the interpreter; a mask away from the
     raster gives a warning about the MASK, not about the raster."""
     import processing
-    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingFeedback, QgsVectorLayer
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
 
     path, _ = _squares_raster(tmp_path)
     x0, y0 = OPT_GT[0], OPT_GT[3]
@@ -144,18 +145,15 @@ def test_invalid_and_misplaced_masks(provider, tmp_path: Path) -> None:
         x, y = f["x_px"], f["y_px"]
         assert abs(x - 128) >= abs(y - 128) - 2, (x, y)  # the left and right triangles
     assert sum(range(10)) == 45  # the interpreter still runs plain Python
-    warnings: list[str] = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
-            warnings.append(text)
+    feedback = recording_feedback()
+    warnings = feedback.warnings
 
     far = (
         f"POLYGON(({x0 + 1e6} {y0}, {x0 + 1e6 + 500} {y0}, {x0 + 1e6 + 500} {y0 - 500}, "
         f"{x0 + 1e6} {y0}))"
     )
     out = processing.run("sarmatcher:detectkeypoints", {**params, "MASK": mask_layer(far)},
-                         feedback=Feedback())  # fmt: skip
+                         feedback=feedback)  # fmt: skip
     assert out["OUTPUT"].featureCount() == 0
     assert any("no keypoints found inside MASK" in w for w in warnings), warnings
     # makeValid turns a zero-area ring into a line and a spike into polygon + lines: only the

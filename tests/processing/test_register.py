@@ -17,6 +17,7 @@ from tests.processing import (  # noqa: F401
     twin_model_fixture,
     write_pair,
 )
+from tests.qgis_helpers import recording_feedback
 
 
 def _params(pair: Pair, model: Path, out: Path, **kw) -> dict:
@@ -154,18 +155,13 @@ def test_tps_reports_its_leave_one_out_rmse(provider, synthetic_pair, twin_model
     """A spline's RMSE_PX is 0 by construction: RMSE_LOO_PX, the tie points' loo_residual_px
     and the report carry the figure to judge it by, and the log says so."""
     import processing
-    from qgis.core import QgsProcessingFeedback
 
-    warnings: list[str] = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
-            warnings.append(text)
-
+    feedback = recording_feedback()
+    warnings = feedback.warnings
     res = processing.run(
         "sarmatcher:registersartooptical",
         _params(synthetic_pair, twin_model, tmp_path, TRANSFORM=5),
-        feedback=Feedback(),
+        feedback=feedback,
     )
     assert res["RMSE_PX"] < 1e-6 < res["RMSE_LOO_PX"] < 2.0
     assert any("0 by construction" in w and "leave-one-out" in w for w in warnings), warnings
@@ -450,23 +446,17 @@ def test_a_bending_fit_extrapolated_over_much_of_the_overlap_is_said(
     them all) left a poly2 / tps fit extrapolated over the rest, accepted without a word: on an
     8000 px scene whose keypoints lay in one half, 1.5 px (poly3) / 3.8 px (tps) off there."""
     import processing
-    from qgis.core import QgsProcessingFeedback
 
     from sar_optical_matcher import rasters
 
     def run(out: Path, **kw) -> tuple[dict, list[str]]:
-        said: list[str] = []
-
-        class Feedback(QgsProcessingFeedback):
-            def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
-                said.append(text)
-
+        feedback = recording_feedback()
         res = processing.run(
             "sarmatcher:registersartooptical",
             _params(synthetic_pair, twin_model, out, TRANSFORM=3, **kw),
-            feedback=Feedback(),
+            feedback=feedback,
         )
-        return res, [w for w in said if "extrapolated" in w]
+        return res, [w for w in feedback.warnings if "extrapolated" in w]
 
     whole, said = run(tmp_path / "whole")
     assert said == []

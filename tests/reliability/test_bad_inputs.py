@@ -64,27 +64,11 @@ def _run(alg: str, params: dict, feedback=None) -> dict:
     return processing.run(f"sarmatcher:{alg}", params, feedback=feedback)
 
 
-class FeedbackLog:
+def FeedbackLog():  # noqa: N802 - kept as the tests name it
     """A QgsProcessingFeedback that records the infos and warnings pushed to it."""
+    from tests.qgis_helpers import recording_feedback
 
-    def __new__(cls):  # noqa: D102 - built lazily so the module imports without QGIS running
-        from qgis.core import QgsProcessingFeedback
-
-        class _Feedback(QgsProcessingFeedback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.infos: list[str] = []
-                self.warnings: list[str] = []
-
-            def pushInfo(self, text: str) -> None:  # noqa: N802 - QGIS API name
-                self.infos.append(text)
-                super().pushInfo(text)
-
-            def pushWarning(self, text: str) -> None:  # noqa: N802 - QGIS API name
-                self.warnings.append(text)
-                super().pushWarning(text)
-
-        return _Feedback()
+    return recording_feedback()
 
 
 # --- unreadable and ungeoreferenced rasters ------------------------------------------------------
