@@ -588,6 +588,17 @@ def gcp_grid(
 GCP_WINDOW_MARGIN_PX = 32
 
 
+def _value_and_step_jacobian(transform: Any, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``transform`` at (N, 2) SAR pixels ``xy`` and its (N, 2, 2) one-pixel-step Jacobian.
+
+    ``jac[i, :, j]`` is the optical-pixel step of one SAR pixel along SAR axis ``j`` (x =
+    column, y = row) at point ``i``: a forward difference over one pixel.
+    """
+    f = transform.apply(xy)
+    steps = [transform.apply(xy + d) - f for d in ([1.0, 0.0], [0.0, 1.0])]
+    return f, np.stack(steps, axis=2)
+
+
 def sar_window_on_optical(
     transform: Any, sar_width: int, sar_height: int, optical_width: int, optical_height: int
 ) -> tuple[float, float, float, float] | None:
@@ -612,9 +623,7 @@ def sar_window_on_optical(
     xy = np.tile(np.asarray(transform.src_centre, np.float64), (len(edges), 1))
     with np.errstate(all="ignore"):
         for _ in range(20):
-            f = transform.apply(xy)
-            jx, jy = transform.apply(xy + [1.0, 0.0]) - f, transform.apply(xy + [0.0, 1.0]) - f
-            jac = np.stack([jx, jy], axis=2)  # (N, 2, 2): d optical px / d SAR px
+            f, jac = _value_and_step_jacobian(transform, xy)
             det = jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0]
             if not (np.isfinite(det).all() and (np.abs(det) > 1e-12).all()):
                 return None
@@ -648,10 +657,7 @@ def warp_scales(transform: Any, src_px: Any, out_per_optical_px: Sequence[float]
     """
     c = np.asarray(src_px, np.float64).reshape(-1, 2).mean(axis=0, keepdims=True)
     with np.errstate(all="ignore"):
-        f = transform.apply(c)[0]
-        jac = np.column_stack(
-            [transform.apply(c + [1.0, 0.0])[0] - f, transform.apply(c + [0.0, 1.0])[0] - f]
-        )  # d optical px / d SAR px, one column per SAR axis
+        jac = _value_and_step_jacobian(transform, c)[1][0]  # d optical px / d SAR px
         jac = np.diag(np.asarray(out_per_optical_px, np.float64)) @ jac  # d out px / d SAR px
         if not np.isfinite(jac).all() or abs(np.linalg.det(jac)) < 1e-12:
             return []
