@@ -127,12 +127,7 @@ def gdal_try(call: Callable[[], Any]) -> tuple[Any, list[str]]:
 
 
 def _open(path: str) -> gdal.Dataset:
-    with gdal_errors() as errors:
-        try:
-            ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY)
-        except RuntimeError as exc:  # gdal.UseExceptions() set by someone else
-            errors.append(str(exc))
-            ds = None
+    ds, errors = gdal_try(lambda: gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY))
     if ds is None:
         detail = "; ".join(errors) or "GDAL recognises no raster format"
         exists = "" if os.path.exists(str(path)) else " (the file does not exist)"

@@ -764,7 +764,7 @@ def warp_sar(
         check_output,
         default_creation_options,
         gdal_cache_limit,
-        gdal_errors,
+        gdal_try,
         output_driver,
     )
 
@@ -818,12 +818,7 @@ def warp_sar(
         A None/0 result or, with ``gdal.UseExceptions()``, a RuntimeError: both give the same
         message and hint; a cancel is :class:`Canceled`.
         """
-        with gdal_errors() as errors:
-            try:
-                out = call()
-            except RuntimeError as exc:
-                errors.append(str(exc))
-                out = None
+        out, errors = gdal_try(call)
         _check_canceled(is_canceled)
         if out is None or out is False or out == 0:
             text = "; ".join(dict.fromkeys(e for e in errors if e)) or gdal.GetLastErrorMsg()
