@@ -285,7 +285,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Validate the values that would otherwise fail late."""
         self._check_table()
-        self._check_ranges()
         self._check_relations()
         choices = {
             "run.amp": (self.run.amp, ("bf16", "fp16", "none")),
@@ -360,38 +359,6 @@ class TrainConfig:
                 "the zoomed optical region)"
             )
 
-    def _check_ranges(self) -> None:
-        if not 0.0 <= self.data.supervision_ratio <= 1.0:
-            raise ValueError("data.supervision_ratio must be in [0, 1] (e.g. 0.25 for 25 %)")
-        if self.optim.batch_size < 2 or self.optim.epochs < 1:
-            raise ValueError("optim.batch_size must be >= 2 and optim.epochs >= 1")
-        if self.loss.prior_std <= 0 or self.loss.margin <= 0:
-            raise ValueError("loss.prior_std and loss.margin must be positive")
-        if self.data.val_windows_per_pair < 1:
-            raise ValueError("data.val_windows_per_pair must be >= 1")
-        if self.data.negative_min_shift_px < 1:  # 0 lets the true window be a "negative"
-            raise ValueError(
-                "data.negative_min_shift_px must be >= 1 (a negative window's least distance "
-                f"from the true one, px), got {self.data.negative_min_shift_px}"
-            )
-        if self.loss.temperature <= 0:
-            raise ValueError("loss.temperature must be positive (e.g. 0.07)")
-        aug = self.augment
-        lo, hi = aug.gamma_range
-        if not (0.0 <= aug.gamma_p <= 1.0 and 0.0 < lo <= hi):
-            raise ValueError(
-                f"augment.gamma_p must be in [0, 1] and augment.gamma_range positive and "
-                f"ordered (e.g. [0.7, 1.4]); got {aug.gamma_p} and {list(aug.gamma_range)}"
-            )
-        if aug.sar_noise_std < 0:
-            raise ValueError(f"augment.sar_noise_std must be >= 0, got {aug.sar_noise_std}")
-        zlo, zhi = aug.zoom_range
-        if not (0.0 <= aug.zoom_p <= 1.0 and 0.5 <= zlo <= zhi <= 2.0):
-            raise ValueError(
-                "augment.zoom_p must be in [0, 1] and augment.zoom_range ordered within "
-                f"[0.5, 2] (e.g. [0.8, 1.25]); got {aug.zoom_p} and {list(aug.zoom_range)}"
-            )
-
 
 def _positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
@@ -414,6 +381,13 @@ def _shown(value: Any) -> Any:
 #: trains nothing, flip_p 2 is flip_p 1, max_val_pairs 0 validates nothing and no
 #: checkpoint_best.pt is ever written).
 _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("data.supervision_ratio", _probability, "in [0, 1] (e.g. 0.25 for 25 %)"),
+    ("data.val_windows_per_pair", lambda v: v >= 1, ">= 1"),
+    (
+        "data.negative_min_shift_px",  # 0 lets the true window be a "negative"
+        lambda v: v >= 1,
+        ">= 1 (a negative window's least distance from the true one, px)",
+    ),
     ("data.template_size_px", lambda v: v >= 8, ">= 8 px (the model contract's least template)"),
     ("data.max_val_pairs", lambda v: v >= 1, ">= 1 (validation pairs matched an epoch)"),
     (
@@ -423,6 +397,11 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ),
     ("data.low_percentile", lambda v: 0 <= v < 100, "in [0, 100)"),
     ("data.high_percentile", lambda v: 0 < v <= 100, "in (0, 100]"),
+    ("optim.batch_size", lambda v: v >= 2, ">= 2"),
+    ("optim.epochs", lambda v: v >= 1, ">= 1"),
+    ("loss.prior_std", _positive, "> 0"),
+    ("loss.margin", _positive, "> 0"),
+    ("loss.temperature", _positive, "> 0 (e.g. 0.07)"),
     ("model.descriptor_size", lambda v: v >= 1, ">= 1"),
     ("model.widths", lambda v: all(w >= 1 for w in v), "channel counts >= 1"),
     ("model.critic_hidden", lambda v: min(v) >= 1, "2 layer sizes >= 1"),
@@ -447,6 +426,15 @@ _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("augment.transpose_p", _probability, "a probability in [0, 1]"),
     ("augment.scale_p", _probability, "a probability in [0, 1]"),
     ("augment.optical_noise_std", _non_negative, ">= 0"),
+    ("augment.sar_noise_std", _non_negative, ">= 0"),
+    ("augment.gamma_p", _probability, "a probability in [0, 1]"),
+    ("augment.gamma_range", lambda v: 0 < v[0] <= v[1], "positive and ordered, e.g. [0.7, 1.4]"),
+    ("augment.zoom_p", _probability, "a probability in [0, 1]"),
+    (
+        "augment.zoom_range",
+        lambda v: 0.5 <= v[0] <= v[1] <= 2.0,
+        "ordered within [0.5, 2], e.g. [0.8, 1.25]",
+    ),
     (
         "augment.scale_range",
         lambda v: 0 < v[0] <= v[1],
