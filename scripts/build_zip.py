@@ -2,12 +2,15 @@
 
 The zip holds one folder ``sar_optical_matcher/`` with the plugin's code, ``metadata.txt``,
 ``LICENSE``, the icon and the shipped model, nothing else (no tests, caches or training code).
+In a git checkout only the files git tracks are packed: a scratch script or a trial model left
+in the plugin folder stays out of the zip (and is named), as it is out of a clean clone.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -16,13 +19,54 @@ PLUGIN = "sar_optical_matcher"
 SUFFIXES = {".py", ".svg", ".onnx", ".json", ".txt"}
 
 
+def tracked_files(root: Path = ROOT) -> set[str] | None:
+    """Paths (relative to ``root``, posix) that git tracks under the plugin folder.
+
+    None when ``root`` is not the top of a git checkout (a source archive, or a folder inside
+    some other repository) or git is not installed: then every file of the folder is packed.
+    """
+    try:
+
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, check=True, text=True
+            ).stdout
+
+        top = git("rev-parse", "--show-toplevel").strip()
+        if not top or Path(top).resolve() != root.resolve():
+            return None
+        listed = git("ls-files", "-z", "--", PLUGIN)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {name for name in listed.split("\0") if name}
+
+
+def _candidates(root: Path) -> list[Path]:
+    pkg = root / PLUGIN
+    return [
+        path
+        for path in sorted(pkg.rglob("*"))
+        if path.is_file() and path.suffix in SUFFIXES and "__pycache__" not in path.parts
+    ]
+
+
+def untracked_files(root: Path = ROOT) -> list[str]:
+    """Files of the plugin folder's kinds that git does not track, so the zip leaves out."""
+    tracked = tracked_files(root)
+    if tracked is None:
+        return []
+    names = (path.relative_to(root).as_posix() for path in _candidates(root))
+    return [name for name in names if name not in tracked]
+
+
 def plugin_files(root: Path = ROOT) -> list[tuple[Path, str]]:
     """(source file, path inside the plugin folder) for everything the plugin ships."""
     pkg = root / PLUGIN
+    tracked = tracked_files(root)
     files = [
         (path, path.relative_to(pkg).as_posix())
-        for path in sorted(pkg.rglob("*"))
-        if path.is_file() and path.suffix in SUFFIXES and "__pycache__" not in path.parts
+        for path in _candidates(root)
+        if tracked is None or path.relative_to(root).as_posix() in tracked
     ]
     files += [(root / "metadata.txt", "metadata.txt"), (root / "LICENSE", "LICENSE")]
     return files
@@ -71,6 +115,9 @@ def main() -> None:
     args = parser.parse_args()
     if not args.out and not args.install:
         parser.error("give --out and/or --install")
+    left_out = untracked_files()
+    if left_out:
+        print(f"left out, as git does not track them: {', '.join(left_out)}")
     if args.out:
         try:
             path = build_zip(args.out)

@@ -343,6 +343,51 @@ def test_zip_ships_the_model_and_leaves_nothing_half_written(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "p.zip"]
 
 
+def _plugin_tree(root: Path) -> None:
+    pkg = root / "sar_optical_matcher"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "model" / "default.onnx").write_bytes(b"onnx")
+    (pkg / "scratch.py").write_text("print('trial')\n")
+    (pkg / "model" / "trial.onnx").write_bytes(b"trial")
+    (root / "metadata.txt").write_text("[general]\n")
+    (root / "LICENSE").write_text("license\n")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_zip_packs_only_tracked_files_of_a_checkout(tmp_path):
+    """An untracked scratch script and trial model in the plugin folder went into the zip."""
+    import zipfile
+
+    from scripts import build_zip as bz
+
+    repo = tmp_path / "repo"
+    _plugin_tree(repo)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "add", "sar_optical_matcher/__init__.py",
+         "sar_optical_matcher/model/default.onnx", "metadata.txt", "LICENSE"],
+        check=True,
+    )  # fmt: skip
+    names = zipfile.ZipFile(bz.build_zip(tmp_path / "p.zip", repo)).namelist()
+    assert sorted(names) == [
+        "sar_optical_matcher/LICENSE",
+        "sar_optical_matcher/__init__.py",
+        "sar_optical_matcher/metadata.txt",
+        "sar_optical_matcher/model/default.onnx",
+    ]
+    assert bz.untracked_files(repo) == [
+        "sar_optical_matcher/model/trial.onnx",
+        "sar_optical_matcher/scratch.py",
+    ]
+    # not the top of a checkout (a source archive unpacked inside another repository): all
+    inner = repo / "unpacked"
+    _plugin_tree(inner)
+    names = zipfile.ZipFile(bz.build_zip(tmp_path / "q.zip", inner)).namelist()
+    assert "sar_optical_matcher/scratch.py" in names and len(names) == 6
+    assert bz.untracked_files(inner) == []
+
+
 # -- versions ----------------------------------------------------------------------------
 
 
