@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# python3-venv: Debian's python3 has no ensurepip without it, and nothing above pulls it in
-APT_PACKAGES="python3-qgis qgis qgis-providers python3-gdal gdal-bin python3-venv"
+# python3-venv: Debian's python3 has no ensurepip without it, and nothing above pulls it in;
+# python3-matplotlib: the report's, evaluation's and training's plots use the matplotlib QGIS uses
+APT_PACKAGES="python3-qgis qgis qgis-providers python3-gdal gdal-bin python3-venv python3-matplotlib"
 VENV=.venv
 STAMP="$VENV/.requirements.sha256"
 
@@ -42,6 +43,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   # Only one of the two onnxruntime builds may be present.
   other=$([ "$ORT_REQ" = requirements-gpu.txt ] && echo onnxruntime || echo onnxruntime-gpu)
   "$VENV/bin/pip" uninstall -q -y "$other" >/dev/null 2>&1 || true
+  # a venv of an earlier requirements.txt has pip's matplotlib, which shadows Debian's badly
+  # (pip leaves the system copy alone: it uninstalls only inside the venv)
+  "$VENV/bin/pip" uninstall -q -y matplotlib >/dev/null 2>&1 || true
   "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt -r "$ORT_REQ"
   echo "$want" > "$STAMP"
 fi

@@ -63,6 +63,24 @@ def test_install_lists_the_debian_package_that_gives_python3_its_venv() -> None:
     assert "python3-venv" in line.split("=", 1)[1].strip('"').split()
 
 
+def test_one_matplotlib_the_one_qgis_uses() -> None:
+    """pip's matplotlib 3.9 in the --system-site-packages venv met Debian's mpl_toolkits 3.6 and
+    warned "Unable to import Axes3D" on every import (the demo, every report and plot)."""
+    script = (ROOT / "scripts" / "install.sh").read_text()
+    line = next(x for x in script.splitlines() if x.startswith("APT_PACKAGES="))
+    assert "python3-matplotlib" in line.split("=", 1)[1].strip('"').split()
+    pins = (ROOT / "requirements.txt").read_text().splitlines()
+    assert not [x for x in pins if x.split("==")[0].strip().lower() == "matplotlib"]
+    pytest.importorskip("matplotlib")
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c",
+         "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot, mpl_toolkits.mplot3d;"
+         "print(matplotlib.__file__)"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-500:]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/bin/python3").is_file(), reason="install.sh is for Debian")
 def test_install_recreates_a_venv_left_without_pip(tmp_path: Path) -> None:
