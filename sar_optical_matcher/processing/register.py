@@ -146,7 +146,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             ),
             "Model fitted to the inlier tie points (SAR pixels -> optical pixels). shift: a "
             "constant offset of the SAR's georeference, whatever the two rasters' pixel sizes, "
-            "rotations and CRSs; the others also fit scale, rotation and shear (and bends).",
+            "rotations and CRSs; the others also fit scale, rotation and shear (and bends). A "
+            "fit predicted to be wrong between the tie points by over 10x their RMSE (tie "
+            "points on a line, along crossing roads, in a corner) is refused.",
         )
         common.add_param(
             self,
