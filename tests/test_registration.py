@@ -823,3 +823,19 @@ def test_noise_free_tie_points_are_not_refused_for_their_layout() -> None:
     point: exact tie points on two crossing lines fit a poly2 exactly, and pass."""
     fit, predicted = _check(_layout_ties("cross", noise=0.0), "poly2")
     assert predicted < 1e-6 and _true_max_error(fit) < 1e-6
+
+
+def test_predicted_error_of_a_shift_and_of_a_spline() -> None:
+    """A shift's offset has one error everywhere, sqrt(RSS / (k (k - 1))) (its mean's), here
+    on the georeferences' pixel mapping; an interpolating spline has no residual to scale by:
+    NaN, never a refusal (it is judged by its leave-one-out RMSE)."""
+    ties = _layout_ties("line")  # even on one line: a shift is determined
+    jac = TRUE_A[:, :2]
+    fit = reg.fit_tie_points(ties, "shift", 1.5, 8, np.random.default_rng(0), nominal_jacobian=jac)
+    k = int(fit.inliers.sum())
+    want = np.sqrt((fit.residual_xy_px[fit.inliers] ** 2).sum() / (k * (k - 1)))
+    got = reg.check_predicted_error(fit, ties, (1000, 1000), (1000, 1000), 1.5, 64)
+    assert got == pytest.approx(want) and 0.05 < got < 0.15
+    spread = _layout_ties("spread")
+    tps = reg.fit_tie_points(spread, "tps", 1.5, 8, np.random.default_rng(0))
+    assert np.isnan(reg.check_predicted_error(tps, spread, (1000, 1000), (1000, 1000), 1.5))
