@@ -726,3 +726,116 @@ def test_extrapolated_share_is_the_overlap_outside_the_inliers_hull() -> None:
     assert share(right, offset=-500.0, margin=0.0) == pytest.approx(1 - 0.4 * 0.8 / 0.5, abs=0.03)
     line = np.column_stack([np.linspace(100, 900, 20), np.full(20, 500.0)])
     assert share(line) == 1.0  # no area
+
+
+def _layout_ties(name: str, seed: int = 0, noise: float = 0.3) -> reg.TiePoints:
+    """Tie points over a 1000 px overlap with ``noise`` px of match noise: spread, two lines
+    crossing (keypoints along roads, 3 px off them), one line, or bunched in a corner."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(64, 936, 20)
+    if name == "spread":
+        src = rng.uniform(64, 936, (40, 2))
+    elif name == "cross":
+        src = np.vstack([np.column_stack([t, 500 + rng.normal(0, 3, 20)]),
+                         np.column_stack([500 + rng.normal(0, 3, 20), t])])  # fmt: skip
+    elif name == "line":
+        src = np.column_stack([t, 0.3 * t + 300 + rng.normal(0, 3, 20)])
+    else:
+        src = rng.uniform(64, 300, (30, 2))
+    dst = src @ TRUE_A[:, :2].T + TRUE_A[:, 2] + rng.normal(0, noise, src.shape)
+    return reg.TiePoints(src, dst, np.ones(len(src), bool), np.arange(len(src)))
+
+
+def _check(ties: reg.TiePoints, kind: str) -> tuple[reg.FitResult, float]:
+    fit = reg.fit_tie_points(ties, kind, 1.5, 8, np.random.default_rng(0))
+    return fit, reg.check_predicted_error(fit, ties, (1000, 1000), (1000, 1000), 1.5, 64)
+
+
+def _true_max_error(fit: reg.FitResult) -> float:
+    g = np.linspace(64, 936, 32)
+    grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    return float(
+        np.hypot(*(fit.transform.apply(grid) - grid @ TRUE_A[:, :2].T - TRUE_A[:, 2]).T).max()
+    )
+
+
+@pytest.mark.parametrize("kind", ["affine", "poly2", "poly3"])
+def test_well_spread_tie_points_pass_the_predicted_error_with_a_margin(kind: str) -> None:
+    """40 random tie points, 0.3 px of noise: predicted 0.17 / 0.32 / 0.66 px (true largest
+    error 0.26 / 0.42 / 0.75 px), at most 2 times the RMSE where 10 times is refused."""
+    fit, predicted = _check(_layout_ties("spread"), kind)
+    assert predicted == fit.extra["predicted_error_px"]
+    assert predicted < 0.2 * reg.MAX_ERROR_AMPLIFICATION * fit.rmse_px
+    assert 0.5 < _true_max_error(fit) / predicted < 2.0
+
+
+def _same_order(true: float, predicted: float) -> bool:
+    """One draw's true largest error against the prediction: 0.2-2.2 times in 90 % of draws."""
+    return 0.25 < true / predicted < 4.0
+
+
+@pytest.mark.parametrize("kind", ["poly2", "poly3"])
+def test_tie_points_on_two_crossing_lines_refuse_a_polynomial(kind: str) -> None:
+    """Matches only along two crossing roads: the poly2 / poly3 fit passed RANSAC and every
+    residual check (RMSE 0.4 px) and was warped with, 42 / 141 px off between the roads
+    (predicted 23 / 87 px)."""
+    ties = _layout_ties("cross")
+    fit = reg.fit_tie_points(ties, kind, 1.5, 8, np.random.default_rng(0))
+    assert fit.rmse_px < 0.5 and _true_max_error(fit) > 15  # what was accepted
+    with pytest.raises(reg.RegistrationError) as err:
+        reg.check_predicted_error(fit, ties, (1000, 1000), (1000, 1000), 1.5, 64)
+    text = str(err.value)
+    assert f"the '{kind}' fit is predicted to be wrong by up to" in text
+    assert "lie along a few lines (e.g. two crossing roads)" in text
+    assert "Use TRANSFORM affine (predicted 0.23 px" in text and "KEYPOINTS" in text
+    assert _same_order(_true_max_error(fit), fit.extra["predicted_error_px"])
+    _, affine = _check(ties, "affine")  # the affine of the same tie points is determined
+    assert affine < 0.3
+
+
+def test_tie_points_on_one_line_refuse_even_an_affine() -> None:
+    """20 tie points along one road (3 px off it): spread_ratio is 1 (all usable matches lie
+    there) and the affine was accepted, 15 px off across the road (predicted 21 px)."""
+    ties = _layout_ties("line")
+    fit = reg.fit_tie_points(ties, "affine", 1.5, 8, np.random.default_rng(0))
+    assert _true_max_error(fit) > 10
+    why = r"20 inliers lie on nearly one line \(spread across it 1 % of that along it\)"
+    with pytest.raises(reg.RegistrationError, match=why + r".* Use TRANSFORM shift,"):
+        reg.check_predicted_error(fit, ties, (1000, 1000), (1000, 1000), 1.5, 64)
+    assert _same_order(_true_max_error(fit), fit.extra["predicted_error_px"])
+
+
+def test_tie_points_in_a_corner_refuse_a_poly2_not_an_affine() -> None:
+    """30 tie points in a 236 px corner square of a 1000 px overlap: the poly2 was accepted,
+    24 px off in the far corner (predicted 12 px); the affine, 0.5 px off, passes (1.2 px)."""
+    ties = _layout_ties("corner")
+    fit, predicted = _check(ties, "affine")
+    assert predicted < 1.5 and _same_order(_true_max_error(fit), predicted)
+    poly2 = reg.fit_tie_points(ties, "poly2", 1.5, 8, np.random.default_rng(0))
+    assert _true_max_error(poly2) > 15
+    with pytest.raises(reg.RegistrationError, match=r"bunched in one part of the overlap "
+                       r"\(their bounding box: 7 % of it\)"):  # fmt: skip
+        _check(ties, "poly2")
+
+
+def test_noise_free_tie_points_are_not_refused_for_their_layout() -> None:
+    """Below the residual threshold the predicted error is what the user accepts at a tie
+    point: exact tie points on two crossing lines fit a poly2 exactly, and pass."""
+    fit, predicted = _check(_layout_ties("cross", noise=0.0), "poly2")
+    assert predicted < 1e-6 and _true_max_error(fit) < 1e-6
+
+
+def test_predicted_error_of_a_shift_and_of_a_spline() -> None:
+    """A shift's offset has one error everywhere, sqrt(RSS / (k (k - 1))) (its mean's), here
+    on the georeferences' pixel mapping; an interpolating spline has no residual to scale by:
+    NaN, never a refusal (it is judged by its leave-one-out RMSE)."""
+    ties = _layout_ties("line")  # even on one line: a shift is determined
+    jac = TRUE_A[:, :2]
+    fit = reg.fit_tie_points(ties, "shift", 1.5, 8, np.random.default_rng(0), nominal_jacobian=jac)
+    k = int(fit.inliers.sum())
+    want = np.sqrt((fit.residual_xy_px[fit.inliers] ** 2).sum() / (k * (k - 1)))
+    got = reg.check_predicted_error(fit, ties, (1000, 1000), (1000, 1000), 1.5, 64)
+    assert got == pytest.approx(want) and 0.05 < got < 0.15
+    spread = _layout_ties("spread")
+    tps = reg.fit_tie_points(spread, "tps", 1.5, 8, np.random.default_rng(0))
+    assert np.isnan(reg.check_predicted_error(tps, spread, (1000, 1000), (1000, 1000), 1.5))

@@ -335,6 +335,39 @@ def loo_residuals(src: np.ndarray, dst: np.ndarray, kind: str) -> np.ndarray:
         return np.where(1.0 - h > 1e-9, resid / (1.0 - h), np.nan)
 
 
+def prediction_error(src: np.ndarray, dst: np.ndarray, kind: str, xy: np.ndarray) -> np.ndarray:
+    """Predicted standard error ``(M,)`` of the unweighted ``kind`` fit of src -> dst at ``xy``.
+
+    The least-squares parameters' covariance, propagated to each point of ``xy (M, 2)`` (src
+    frame): ``sigma * sqrt(2 h(xy))`` with ``h(xy) = m^T (X^T X)^-1 m`` the leverage of the
+    point's monomials ``m`` in the normalised design ``X`` of ``src``, and ``sigma^2 =
+    RSS / (2 (N - M))`` the residuals' variance per coordinate (``M`` parameters per
+    coordinate). It is the root mean square length of ``fit(xy) - truth(xy)`` over the
+    noise, in dst units, for an unbiased model. Where the points only just determine the fit
+    (on a line, on two crossing lines, bunched in a corner), ``h`` is large away from them:
+    the fit there is set by the noise off that layout, which its residuals do not show.
+
+    Returns:
+        ``(M,) float64``; NaN for ``tps`` (an interpolating spline leaves no residual to
+        estimate ``sigma`` from: judge it by :func:`loo_residuals`) and when ``N <= M``.
+    """
+    s, d, _ = _check_pairs(src, dst, None)
+    pts = _as_points(xy, "xy")
+    transform = fit_transform(s, d, kind)
+    n_par = 1 if kind == "shift" else (_DEGREE[kind] + 1) * (_DEGREE[kind] + 2) // 2
+    if kind == "tps" or len(s) <= n_par:
+        return np.full(len(pts), np.nan)
+    sigma = math.sqrt(float(((transform.apply(s) - d) ** 2).sum()) / (2 * (len(s) - n_par)))
+    if kind == "shift":
+        return np.full(len(pts), sigma * math.sqrt(2.0 / len(s)))
+    degree = _DEGREE[kind]
+    design = _monomials((s - transform.src_centre) / transform.src_scale, degree)
+    at = _monomials((pts - transform.src_centre) / transform.src_scale, degree)
+    _, sv, vt = np.linalg.svd(design, full_matrices=False)  # (X^T X)^-1 = V S^-2 V^T
+    lev = ((at @ vt.T / sv) ** 2).sum(axis=1)
+    return sigma * np.sqrt(2.0 * lev)
+
+
 def residuals(transform: Transform, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Euclidean distances ``(N,) float64`` between ``transform(src)`` and ``dst``."""
     s, d, _ = _check_pairs(src, dst, None)

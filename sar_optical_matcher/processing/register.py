@@ -146,7 +146,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             ),
             "Model fitted to the inlier tie points (SAR pixels -> optical pixels). shift: a "
             "constant offset of the SAR's georeference, whatever the two rasters' pixel sizes, "
-            "rotations and CRSs; the others also fit scale, rotation and shear (and bends).",
+            "rotations and CRSs; the others also fit scale, rotation and shear (and bends). A "
+            "fit predicted to be wrong between the tie points by over 10x their RMSE (tie "
+            "points on a line, along crossing roads, in a corner) is refused.",
         )
         common.add_param(
             self,
@@ -375,6 +377,12 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             fit, ties, (sar.width, sar.height), (optical.width, optical.height), border
         )
         fit.extra["extrapolated_share"] = share
+        sizes = (sar.width, sar.height), (optical.width, optical.height)
+        with common.processing_errors():  # refuses a fit set by ill-placed tie points' noise
+            reg.check_predicted_error(fit, ties, *sizes, s.residual_threshold_px, border)
+        # judged where tie points can lie; the border band is warped too, by extrapolation
+        fit.extra["predicted_error_whole_px"] = reg.predicted_error(fit, ties, *sizes)
+        feedback.pushInfo(predicted_error_text(fit))
         if s.transform in reg.BENDING_KINDS and share > reg.MAX_EXTRAPOLATED_SHARE:
             feedback.pushWarning(extrapolation_warning(fit, share))
         if s.transform == "tps":
@@ -459,6 +467,23 @@ def extrapolation_warning(fit: reg.FitResult, share: float) -> str:
     )
 
 
+def predicted_error_text(fit: reg.FitResult) -> str:
+    """The log's line on how far the fit may be wrong between and beyond the tie points."""
+    inner = fit.extra.get("predicted_error_px", float("nan"))
+    whole = fit.extra.get("predicted_error_whole_px", float("nan"))
+    if not np.isfinite(inner):
+        return (
+            f"predicted error over the overlap: not estimated for a '{fit.kind}' fit (judge it "
+            "by the leave-one-out RMSE)"
+        )
+    return (
+        f"predicted error over the overlap: up to {inner:.3f} px inside the keypoints' border, "
+        f"{whole:.3f} px with the border band (standard error of the '{fit.kind}' fit, "
+        f"propagated from its {int(fit.inliers.sum())} inliers' residuals; RMSE at the tie "
+        f"points {fit.rmse_px:.3f} px)"
+    )
+
+
 def check_distinct_files(destinations: dict[str, Any], inputs: dict[str, str]) -> None:
     """Raise unless each file output has a file of its own, none of them an input raster.
 
@@ -514,6 +539,12 @@ def report_data(
         "leave-one-out RMSE (optical px)": fit.loo_rmse_px,
         "overlap outside the inliers' hull (extrapolated)": fit.extra.get(
             "extrapolated_share", float("nan")
+        ),
+        "predicted error inside the keypoints' border, max standard error (optical px)": (
+            fit.extra.get("predicted_error_px", float("nan"))
+        ),
+        "predicted error over the whole overlap, border band included (optical px)": (
+            fit.extra.get("predicted_error_whole_px", float("nan"))
         ),
         "RANSAC seed": s.seed,
     }

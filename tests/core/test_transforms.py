@@ -12,6 +12,7 @@ from sar_optical_matcher.core.transforms import (
     fit_transform,
     loo_residuals,
     min_points,
+    prediction_error,
     ransac,
     residuals,
 )
@@ -293,3 +294,62 @@ def test_leave_one_out_residuals_equal_refits_without_each_point(kind: str) -> N
     assert held > own  # always: a point's own fit is closer to it
     if kind == "tps":
         assert own < 1e-9 and held > 0.3  # noise 0.3 px per axis
+
+
+def _layout(name: str, rng: np.random.Generator) -> np.ndarray:
+    """Tie point layouts over a 1000 px overlap: spread, two crossing lines (3 px off them)."""
+    if name == "spread":
+        return rng.uniform(64, 936, (40, 2))
+    t = np.linspace(64, 936, 20)
+    return np.vstack(
+        [
+            np.column_stack([t, 500 + rng.normal(0, 3, 20)]),
+            np.column_stack([500 + rng.normal(0, 3, 20), t]),
+        ]
+    )
+
+
+@pytest.mark.parametrize(("layout", "kind"), [("spread", "poly3"), ("cross", "poly2")])
+def test_prediction_error_is_the_true_error_of_the_fit_over_the_noise(layout, kind) -> None:
+    """Monte-Carlo truth: 200 noisy draws on one layout. The predicted standard error at the
+    grid's worst point is the root mean square of the true error there (0.97-1.05 measured),
+    and the true largest error over the grid is of the order of the largest prediction."""
+    rng = np.random.default_rng(0)
+    a, t = _random_affine(rng)
+    src = _layout(layout, rng)
+    g = np.linspace(64, 936, 16)
+    grid = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    errors, predicted = [], []
+    for _ in range(200):
+        dst = src @ a.T + t + rng.normal(0, 0.3, src.shape)
+        fit = fit_transform(src, dst, kind)
+        errors.append(np.hypot(*(fit.apply(grid) - (grid @ a.T + t)).T))
+        predicted.append(prediction_error(src, dst, kind, grid))
+    err, pred = np.array(errors), np.array(predicted)
+    worst = int(np.argmax(pred.mean(axis=0)))
+    assert np.sqrt(np.mean(err[:, worst] ** 2)) / pred[:, worst].mean() == pytest.approx(
+        1, abs=0.15
+    )
+    ratio = err.max(axis=1) / pred.max(axis=1)
+    assert 0.6 < np.median(ratio) < 1.5
+    # the crossing lines' fit is wrong by 20 px between them, 50 times the noise
+    assert (pred.max(axis=1).mean() > 15) == (layout == "cross")
+
+
+def test_prediction_error_of_a_shift_and_of_a_spline() -> None:
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 500, (25, 2))
+    dst = src + [3.0, -2.0] + rng.normal(0, 0.5, src.shape)
+    shift = fit_transform(src, dst, "shift")
+    sigma = np.sqrt(((shift.apply(src) - dst) ** 2).sum() / (2 * 24))
+    np.testing.assert_allclose(
+        prediction_error(src, dst, "shift", src[:3]), sigma * np.sqrt(2 / 25)
+    )
+    # an affine at its own points: sigma sqrt(2 h_ii), the hat matrix's diagonal
+    affine = prediction_error(src, dst, "affine", src)
+    x = np.column_stack([np.ones(25), src])
+    hat = np.einsum("ij,jk,ik->i", x, np.linalg.inv(x.T @ x), x)
+    aff = fit_transform(src, dst, "affine")
+    sigma_a = np.sqrt(((aff.apply(src) - dst) ** 2).sum() / (2 * 22))
+    np.testing.assert_allclose(affine, sigma_a * np.sqrt(2 * hat))
+    assert np.isnan(prediction_error(src, dst, "tps", src[:2])).all()

@@ -444,7 +444,9 @@ def test_a_bending_fit_extrapolated_over_much_of_the_overlap_is_said(
 ) -> None:
     """Keypoints only in one part of the overlap (strongest first: a contrasted area takes
     them all) left a poly2 / tps fit extrapolated over the rest, accepted without a word: on an
-    8000 px scene whose keypoints lay in one half, 1.5 px (poly3) / 3.8 px (tps) off there."""
+    8000 px scene whose keypoints lay in one half, 1.5 px (poly3) / 3.8 px (tps) off there.
+    Keypoints in the left 60 %: 18 inliers, predicted 0.86 px, warned of; in the left 45 %
+    (13 inliers) the poly2 is predicted 2.2 px wrong, 14.6 times its RMSE: refused."""
     import processing
 
     from sar_optical_matcher import rasters
@@ -462,10 +464,63 @@ def test_a_bending_fit_extrapolated_over_much_of_the_overlap_is_said(
     assert said == []
     gt = rasters.open_raster(synthetic_pair.optical).geotransform
     x0, y0 = gt[0], gt[3] + gt[5] * synthetic_pair.size
-    left = f"{x0},{gt[0] + gt[1] * synthetic_pair.size * 0.45},{y0},{gt[3]} [EPSG:32633]"
-    half, said = run(tmp_path / "half", EXTENT=left)
+
+    def left(share: float) -> str:
+        return f"{x0},{gt[0] + gt[1] * synthetic_pair.size * share},{y0},{gt[3]} [EPSG:32633]"
+
+    half, said = run(tmp_path / "half", EXTENT=left(0.6))
     assert len(said) == 1 and "'poly2' transform is extrapolated" in said[0], said
     share = float(said[0].split("other ")[1].split(" %")[0]) / 100
     assert 0.4 < share < 0.8
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match=r"'poly2' fit is predicted to be wrong .* "
+                       r"bunched in one part of the overlap"):  # fmt: skip
+        run(tmp_path / "less", EXTENT=left(0.45))
     html = Path(half["OUTPUT_REPORT"]).read_text(encoding="utf-8")
     assert "overlap outside the inliers&#x27; hull" in html or "outside the inliers" in html
+
+
+def test_keypoints_along_two_crossing_roads_refuse_a_poly2(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """A KEYPOINTS layer along two crossing lines (1 px off them): the poly2 passed RANSAC and
+    every check (58 inliers, RMSE 0.32 px) and was warped 12.4 px off between the lines; now
+    refused, predicted 8.4 px. The affine of the same matches passes, its predicted error
+    (0.15 px; true 0.15 px) in the log and the report."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from tests.processing import EPSG, OPT_GT
+    from tests.qgis_helpers import memory_layer
+
+    n, rng = synthetic_pair.size, np.random.default_rng(0)
+    t = np.arange(60, n - 60, 6.0) + 0.5
+    px = np.vstack([np.column_stack([t, n / 2 + rng.normal(0, 1, len(t))]),
+                    np.column_stack([n / 2 + rng.normal(0, 1, len(t)), t])])  # fmt: skip
+    xy = px * [OPT_GT[1], OPT_GT[5]] + [OPT_GT[0], OPT_GT[3]]
+    layer = memory_layer("Point", f"EPSG:{EPSG}", [f"POINT({x} {y})" for x, y in xy])
+    out = tmp_path / "poly2"
+    out.mkdir()
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run(
+            "sarmatcher:registersartooptical",
+            _params(synthetic_pair, twin_model, out, TRANSFORM=3, KEYPOINTS=layer),
+        )
+    text = str(err.value)
+    assert "the 'poly2' fit is predicted to be wrong by up to" in text
+    assert "lie along a few lines (e.g. two crossing roads)" in text
+    assert "Use TRANSFORM affine" in text and "No output raster was written" in text
+    assert list(out.iterdir()) == []
+    feedback = recording_feedback()
+    res = processing.run(
+        "sarmatcher:registersartooptical",
+        _params(synthetic_pair, twin_model, tmp_path / "affine", KEYPOINTS=layer),
+        feedback=feedback,
+    )
+    said = [i for i in feedback.infos if i.startswith("predicted error over the overlap")]
+    assert len(said) == 1, feedback.infos
+    inner = float(said[0].split("up to ")[1].split(" px")[0])
+    assert 0 < inner < 0.5 and inner < res["RMSE_PX"]
+    html = Path(res["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    assert "predicted error inside the keypoints" in html and f"{inner:.3f}"[:4] in html
