@@ -291,6 +291,43 @@ def test_scaled_grid_keeps_origin_and_axes(tmp_path: Path) -> None:
             scaled_grid(info, bad)
 
 
+def test_coarse_matching_grid_resamples_both_rasters_without_bias(tmp_path: Path) -> None:
+    """The 2x matching grid of a 20 m SAR on a 10 m optical (the SAR's 2 x 2 block means under
+    a wrong, slightly affine georeference): both rasters land on it with no sub-pixel bias.
+
+    Each band holds a pixel-centre coordinate (x, y), a ramp that box averaging and bilinear
+    sampling reproduce exactly, so every value read onto the grid is the position it came
+    from: the optical averaged onto the grid reads the coarse pixel centre, the SAR the optical
+    pixel its georeference puts there. Measured: within 1e-4 px (float32). A half-pixel slip
+    of a window origin or of the coarse grid would be 0.5-1 optical px; this pins that the
+    x-only bias of a 20 m synthetic SAR (docs/performance.md, stop 22) is not the grid's.
+    """
+    n, shift = 256, np.array([12.95, -11.28])
+    err = np.array([[-4.0e-4, 1.5e-4], [2.3e-5, 4.9e-4]])
+    centres = np.mgrid[0:n, 0:n][::-1] + 0.5  # (x, y) of every optical pixel centre
+    optical = open_raster(make_tif(tmp_path / "o.tif", centres.astype(np.float32), UTM_GT))
+    # SAR px p shows optical px p; its georeference puts p at p + shift + E (p - c), c = n / 2
+    lin = np.diag([10.0, -10.0]) @ (np.eye(2) + err)
+    off = np.diag([10.0, -10.0]) @ (shift - err @ [n / 2, n / 2]) + (UTM_GT[0], UTM_GT[3])
+    sar20_gt = (off[0], 2 * lin[0, 0], 2 * lin[0, 1], off[1], 2 * lin[1, 0], 2 * lin[1, 1])
+    blocks = centres.reshape(2, n // 2, 2, n // 2, 2).mean(axis=(2, 4)).astype(np.float32)
+    sar = open_raster(make_tif(tmp_path / "s20.tif", blocks, sar20_gt))
+    scale = pixel_size_ratio(optical, sar)  # what registration.matching_grid takes
+    assert scale == pytest.approx(2.0, abs=2e-3) and scale != 2.0
+    grid = scaled_grid(optical, scale)
+    x0, y0, w = 30, 40, 48  # inside both footprints
+    u = (np.mgrid[y0 : y0 + w, x0 : x0 + w][::-1] + 0.5) * scale  # coarse centres, optical px
+    # the optical pixel the SAR's georeference puts at u: solve u = q + shift + E (q - c)
+    rhs = u.reshape(2, -1) - (shift - err @ [n / 2, n / 2])[:, None]
+    q = np.linalg.solve(np.eye(2) + err, rhs).reshape(u.shape)
+    for band in (1, 2):
+        tpl, tpl_ok = read_on_grid(optical, band, grid, x0, y0, w, w, "average")
+        reg, reg_ok = read_on_grid(sar, band, grid, x0, y0, w, w, "bilinear")
+        assert tpl_ok.all() and reg_ok.all()
+        np.testing.assert_allclose(tpl, u[band - 1], atol=1e-3)
+        np.testing.assert_allclose(reg, q[band - 1], atol=1e-3)
+
+
 def test_footprint_no_overlap(tmp_path: Path) -> None:
     a = open_raster(make_tif(tmp_path / "a.tif", np.zeros((10, 10), np.uint8), UTM_GT))
     far = (UTM_GT[0] + 1e5, 10.0, 0.0, UTM_GT[3], 0.0, -10.0)
