@@ -739,3 +739,73 @@ def write_raster_atomic(
         if errors:
             raise ValueError(f"writing {path} failed: {'; '.join(errors)}")
     return Path(path)
+
+
+def valid_on_grid(
+    src: RasterInfo,
+    band: int,
+    dst: RasterInfo,
+    origin_px: tuple[float, float],
+    step_px: float,
+    shape: tuple[int, int],
+    max_read_px: int = 2048,
+) -> tuple[np.ndarray, float]:
+    """Whether ``src`` has valid data at the centres of a coarse grid laid on ``dst``'s pixels.
+
+    Cell ``(i, j)`` of the ``shape = (ny, nx)`` grid covers the ``dst`` pixels
+    ``[x0 + j step, x0 + (j + 1) step) x [y0 + i step, y0 + (i + 1) step)``, ``origin_px =
+    (x0, y0)`` (it may reach beyond ``dst``). The validity of ``src`` (nodata, NaN/Inf, the
+    mask or alpha band) is read once, decimated through GDAL (GDAL's overviews where there
+    are) to at most ``max_read_px`` a side and about half a cell, of the ``src`` window under
+    the grid only, then warped onto the grid by nearest neighbour (any CRS, rotation).
+
+    Returns:
+        ``(valid, src_cell_px)``: the ``(ny, nx)`` bool grid, and the side of one decimated
+        read cell in ``src`` pixels (how far off a validity edge may be, in ``src`` pixels).
+    """
+    src.check_band(band)
+    ny, nx = (int(v) for v in shape)
+    if nx < 1 or ny < 1 or not (math.isfinite(step_px) and step_px > 0):
+        raise ValueError(f"need a grid of at least 1 x 1 cells of a positive step, got {shape}")
+    x0, y0 = (float(v) for v in origin_px)
+    t = np.linspace(0.0, 1.0, 33)
+    gw, gh = nx * step_px, ny * step_px
+    outline = np.concatenate([
+        np.column_stack([x0 + t * gw, y0 + 0 * t]), np.column_stack([x0 + t * gw, y0 + gh + 0 * t]),
+        np.column_stack([x0 + 0 * t, y0 + t * gh]), np.column_stack([x0 + gw + 0 * t, y0 + t * gh]),
+    ])  # fmt: skip
+    under = map_to_pixel(src, transform_points(pixel_to_map(dst, outline), dst.crs_wkt,
+                                               src.crs_wkt))  # fmt: skip
+    under = under[np.isfinite(under).all(axis=1)]
+    valid = np.zeros((ny, nx), bool)
+    if len(under) == 0:
+        return valid, 1.0
+    wx0, wy0 = max(0, math.floor(under[:, 0].min())), max(0, math.floor(under[:, 1].min()))
+    wx1 = min(src.width, math.ceil(under[:, 0].max()))
+    wy1 = min(src.height, math.ceil(under[:, 1].max()))
+    if wx1 <= wx0 or wy1 <= wy0:
+        return valid, 1.0
+    w, h = wx1 - wx0, wy1 - wy0
+    ratio = pixel_size_ratio(dst, src)  # one src pixel in dst pixels
+    half_cell = 0.5 * step_px / (ratio if math.isfinite(ratio) and ratio > 0 else 1.0)
+    k = max(1.0, max(w, h) / max_read_px, half_cell)
+    bw, bh = max(1, round(w / k)), max(1, round(h / k))
+    read = np.isfinite(_read_valid(src, band, (wx0, wy0, w, h), (bw, bh))).astype(np.uint8)
+    mem = gdal.GetDriverByName("MEM")
+    source = mem.Create("", bw, bh, 1, gdal.GDT_Byte)
+    g = _window_gt(src.geotransform, wx0, wy0)
+    sx, sy = w / bw, h / bh
+    source.SetGeoTransform((g[0], g[1] * sx, g[2] * sy, g[3], g[4] * sx, g[5] * sy))
+    source.SetProjection(src.crs_wkt)
+    source.GetRasterBand(1).WriteArray(read)
+    target = mem.Create("", nx, ny, 1, gdal.GDT_Byte)
+    g = _window_gt(dst.geotransform, x0, y0)
+    target.SetGeoTransform((g[0], g[1] * step_px, g[2] * step_px, g[3], g[4] * step_px,
+                            g[5] * step_px))  # fmt: skip
+    target.SetProjection(dst.crs_wkt)
+    target.GetRasterBand(1).Fill(0)
+    options = gdal.WarpOptions(resampleAlg="near", multithread=False, warpOptions=["INIT_DEST=0"])
+    ok, errors = gdal_try(lambda: gdal.Warp(target, source, options=options))
+    if not ok:
+        raise ValueError(f"mapping the validity of {src.path!r} failed: {'; '.join(errors)[:300]}")
+    return target.GetRasterBand(1).ReadAsArray() > 0, float(max(sx, sy))

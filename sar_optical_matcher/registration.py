@@ -86,6 +86,12 @@ class DetectSettings:
         within_px: optional (x0, y0, x1, y1) pixel window keypoints must lie in, e.g. where a
             search region fits on the SAR footprint, so the budget of ``max_count`` is not spent
             where none does.
+        spread: share in [0, 1] of ``max_count`` shared out over a grid of cells of the search
+            window before the rest goes by strength (``core.keypoints.select_spread``); 0:
+            strongest first. The Processing algorithms default to :data:`DEFAULT_SPREAD`.
+        coverage: optional :class:`SarCoverage`: keypoints only where a search region of valid
+            SAR data lies around them (:func:`sar_coverage`), not in the nodata corners of the
+            footprint's bounding box.
     """
 
     band: int = 1
@@ -96,6 +102,8 @@ class DetectSettings:
     mask_wkt: tuple[str, ...] | None = None
     tile_px: int = DETECT_TILE_PX
     within_px: tuple[float, float, float, float] | None = None
+    spread: float = 0.0
+    coverage: SarCoverage | None = None
 
     def __post_init__(self) -> None:
         """Validate ranges."""
@@ -104,6 +112,96 @@ class DetectSettings:
                 "need min_distance_px >= 1, max_count >= 1 and border_px >= 0, got "
                 f"{self.min_distance_px}, {self.max_count}, {self.border_px}"
             )
+        if not (math.isfinite(self.spread) and 0.0 <= self.spread <= 1.0):
+            raise ValueError(
+                f"SPREAD must be in [0, 1] (the share of MAX_COUNT shared out over the scene's "
+                f"cells; 0: strongest first), got {self.spread!r}"
+            )
+
+
+#: Default SPREAD of the Processing algorithms (see docs/performance.md, "Keypoint spread").
+DEFAULT_SPREAD = 0.5
+#: Share of a search-region-sized window of the coarse SAR validity grid that must be valid
+#: (matching skips a region under 90 % valid as nodata_sar; the window is a little larger).
+COVERAGE_MIN_VALID = 0.95
+
+
+@dataclass(frozen=True, eq=False)
+class SarCoverage:
+    """Where a search region of valid SAR data fits around an optical pixel: a coarse grid.
+
+    Attributes:
+        x0: optical pixel x of the grid's left edge (may be negative).
+        y0: optical pixel y of the grid's top edge.
+        step_px: cell side in optical pixels.
+        ok: (ny, nx) bool, True where a keypoint's search region is (nearly) all valid SAR.
+    """
+
+    x0: float
+    y0: float
+    step_px: float
+    ok: np.ndarray
+
+    def at(self, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), len(cols)) bool at the optical pixel coordinates ``cols`` x ``rows``."""
+        ny, nx = self.ok.shape
+        j = np.floor((np.asarray(cols, np.float64) - self.x0) / self.step_px).astype(np.int64)
+        i = np.floor((np.asarray(rows, np.float64) - self.y0) / self.step_px).astype(np.int64)
+        jin, iin = (j >= 0) & (j < nx), (i >= 0) & (i < ny)
+        out = self.ok[np.clip(i, 0, ny - 1)][:, np.clip(j, 0, nx - 1)]
+        return out & iin[:, None] & jin[None, :]
+
+    def bbox(self) -> tuple[float, float, float, float] | None:
+        """(x0, y0, x1, y1) optical pixels around the True cells; None when there is none."""
+        rows, cols = np.nonzero(self.ok)
+        if len(rows) == 0:
+            return None
+        s = self.step_px
+        return (self.x0 + cols.min() * s, self.y0 + rows.min() * s,
+                self.x0 + (cols.max() + 1) * s, self.y0 + (rows.max() + 1) * s)  # fmt: skip
+
+
+def sar_coverage(
+    optical: Any, sar: Any, sar_band: int, search_size: int, grid_scale: float = 1.0,
+    max_cells: int = 2048,
+) -> SarCoverage:  # fmt: skip
+    """Where on the optical grid a keypoint's SAR search region has valid data.
+
+    The SAR's validity (nodata, mask or alpha band, outside the raster) is read decimated
+    (``rasters.valid_on_grid``) onto a grid of cells of ~1/8 of the search region's half size
+    (at most ``max_cells`` a side, reaching a search region beyond the optical raster), and a
+    cell is kept where at least :data:`COVERAGE_MIN_VALID` of a search region's window around
+    it (``search_size`` matching-grid pixels of ``grid_scale`` optical pixels, widened by the
+    grid's and the read's cells) is valid. So a rotated footprint or a swath inside nodata
+    triangles takes no keypoint in its bounding box's empty corners.
+
+    Raises:
+        ValueError: nowhere does the SAR have valid data over a whole search region.
+    """
+    from scipy import ndimage
+
+    from sar_optical_matcher import rasters
+
+    w, h = optical.width, optical.height
+    half = float(grid_scale) * (search_size / 2.0 + 1.0)  # + the corner's rounding to grid px
+    step = max(1.0, half / 8.0, (max(w, h) + 2.0 * half) / max_cells)
+    pad = half + 3.0 * step
+    nx, ny = math.ceil((w + 2 * pad) / step), math.ceil((h + 2 * pad) / step)
+    valid, sar_cell = rasters.valid_on_grid(sar, sar_band, optical, (-pad, -pad), step, (ny, nx))
+    ratio = rasters.pixel_size_ratio(optical, sar)  # one SAR pixel in optical pixels
+    slack = sar_cell * (ratio if math.isfinite(ratio) else 1.0) + step
+    r = math.ceil((half + slack) / step)
+    share = ndimage.uniform_filter(valid.astype(np.float32), 2 * r + 1, mode="constant")
+    ok = share >= COVERAGE_MIN_VALID - 1e-6
+    if not ok.any():
+        raise ValueError(
+            f"no room for keypoints: nowhere on the optical raster does the SAR have valid data "
+            f"over a whole search region ({search_size} x {search_size} px of {grid_scale:.2f} "
+            f"optical px, {2 * half:.0f} optical px; {valid.mean():.0%} of the grid around the "
+            "optical raster has valid SAR data); check the SAR's nodata value and mask band and "
+            "the overlap, or use a model with a smaller search region"
+        )
+    return SarCoverage(-pad, -pad, step, ok)
 
 
 def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, int]:
@@ -117,12 +215,17 @@ def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, i
         )
         x0, y0 = max(x0, math.floor(corners[:, 0].min())), max(y0, math.floor(corners[:, 1].min()))
         x1, y1 = min(x1, math.ceil(corners[:, 0].max())), min(y1, math.ceil(corners[:, 1].max()))
-    if settings.within_px is not None:
-        wx0, wy0, wx1, wy1 = settings.within_px
-        x0, y0 = max(x0, math.ceil(wx0)), max(y0, math.ceil(wy0))
-        x1, y1 = min(x1, math.floor(wx1)), min(y1, math.floor(wy1))
+    boxes = [settings.within_px]
+    if settings.coverage is not None:
+        boxes.append(settings.coverage.bbox())
+    for box in boxes:
+        if box is not None:
+            wx0, wy0, wx1, wy1 = box
+            x0, y0 = max(x0, math.ceil(wx0)), max(y0, math.ceil(wy0))
+            x1, y1 = min(x1, math.floor(wx1)), min(y1, math.floor(wy1))
     if x1 <= x0 or y1 <= y0:
-        within = "; and the SAR footprint" if settings.within_px is not None else ""
+        footprint = settings.within_px is not None or settings.coverage is not None
+        within = "; and the SAR footprint" if footprint else ""
         raise ValueError(
             f"no room for keypoints: the {info.width} x {info.height} px raster minus a border of "
             f"{b} px (and the extent, if given{within}) leaves nothing; use a larger raster, "
@@ -165,7 +268,9 @@ def detect_keypoints_tiled(
     """Harris keypoints of a raster read tile by tile (never the whole raster in memory).
 
     Each tile is read with a halo, keypoints are kept only in the tile's core and inside the
-    search window, and the tiles' keypoints are merged with a global non-maximum suppression.
+    search window (and ``settings.coverage``), and the tiles' keypoints are merged with a
+    global non-maximum suppression. With a ``spread`` every local maximum of the tiles enters
+    the merge, so the result equals whole-image detection whatever the tile size.
 
     Args:
         info: ``rasters.RasterInfo`` of the optical raster.
@@ -203,18 +308,25 @@ def detect_keypoints_tiled(
             xy_all = np.column_stack([gx.ravel(), gy.ravel()])
             xy_map = pixel_to_map(info.geotransform, xy_all)
             core &= points_in_box(xy_map, settings.extent_map).reshape(core.shape)
-        k = kp.detect_keypoints(
-            arr,
-            max_count=settings.max_count,
-            min_distance_px=settings.min_distance_px,
-            border_px=0,
-            valid=valid,
-            candidates=core,
-        )
+        if settings.coverage is not None:
+            core &= settings.coverage.at(cols, rows)
+        if settings.spread > 0:  # every local maximum: the global NMS and spread are exact
+            k = kp.detect_keypoints(arr, max_count=core.size, min_distance_px=0.0, border_px=0,
+                                    valid=valid, min_response_rel=0.0, candidates=core)  # fmt: skip
+        else:
+            k = kp.detect_keypoints(
+                arr,
+                max_count=settings.max_count,
+                min_distance_px=settings.min_distance_px,
+                border_px=0,
+                valid=valid,
+                candidates=core,
+            )
         found.append(kp.Keypoints(xy_px=k.xy_px + [rx0, ry0], response=k.response))
         if progress is not None:
             progress((i + 1) / len(tiles))
-    return kp.merge_keypoints(found, settings.min_distance_px, settings.max_count)
+    return kp.merge_keypoints(found, settings.min_distance_px, settings.max_count,
+                              settings.spread, (sx0, sy0, sx1, sy1))  # fmt: skip
 
 
 # --- fitting --------------------------------------------------------------------------------------

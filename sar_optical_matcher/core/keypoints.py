@@ -4,7 +4,9 @@ Hughes & Schmitt (2019, sec. 4) apply a Harris corner detector to the optical im
 non-maximum suppression with a spatial constraint so that keypoints are at least 128 px apart.
 :func:`detect_keypoints` does the same, vectorised: Harris response (``scipy.ndimage``
 filters), 3x3 local maxima as candidates, then an exact greedy suppression (strongest first)
-accelerated by a grid of cells holding at most one accepted point each.
+accelerated by a grid of cells holding at most one accepted point each. With a ``spread``
+(:func:`select_spread`) the budget is first shared out over a grid of cells of the search
+window, so that a low-contrast part of the scene still gets keypoints.
 
 Coordinates follow ``core.__init__``: ``(x, y)`` with the centre of pixel ``[r, c]`` at
 ``(c + 0.5, r + 0.5)``.
@@ -21,6 +23,12 @@ from scipy.spatial import cKDTree
 
 _CHUNK = 1024  # candidates resolved per vectorised NMS step
 _MAX_GRID_CELLS = 1 << 22  # above this, NMS runs on KD-tree pairs alone
+#: With a spread, a cell's strongest point is taken first only when its response is at least
+#: this fraction of the strongest point's. Harris grows with contrast^4, so 1e-5 is 5.6 % of the
+#: strongest corner's contrast. Measured on a 2048 px synthetic scene (strongest = 1): a half
+#: at 0.3x contrast has cells whose best point is 5e-4..8e-3 (kept); a flat quadrant with noise
+#: of 2 % of the scene's standard deviation peaks at 5e-8 (no keypoint taken there).
+SPREAD_FLOOR_REL = 1e-5
 
 
 @dataclass(frozen=True)
@@ -217,6 +225,7 @@ def detect_keypoints(
     sigma: float = 2.0,
     min_response_rel: float = 0.01,
     candidates: np.ndarray | None = None,
+    spread: float = 0.0,
 ) -> Keypoints:
     """Harris keypoints at least ``min_distance_px`` apart, strongest first.
 
@@ -240,6 +249,10 @@ def detect_keypoints(
             tile's core, an extent). Unlike ``valid`` it leaves the response untouched, and
             points outside it still suppress their neighbours but are neither returned nor
             counted towards ``max_count``.
+        spread: share in [0, 1] of ``max_count`` shared out over a grid of cells of the
+            border's inner box before the rest goes by strength (:func:`select_spread`); 0:
+            strongest first. With a spread, ``min_response_rel`` is relative to the strongest
+            candidate and applies to the points taken by strength only.
 
     Returns:
         :class:`Keypoints` sorted by response, descending (possibly empty).
@@ -253,6 +266,7 @@ def detect_keypoints(
         raise ValueError("min_distance_px and border_px must be finite and >= 0")
     if not 0 <= min_response_rel < 1:
         raise ValueError(f"min_response_rel must be in [0, 1), got {min_response_rel}")
+    _check_spread(spread)
     resp = harris_response(image, sigma=sigma, valid=valid)
     h, w = resp.shape
     if candidates is not None and np.shape(candidates) != (h, w):
@@ -266,7 +280,8 @@ def detect_keypoints(
     peak = float(inner.max())
     if peak <= 0:
         return Keypoints.empty()
-    cand = (inner > max(0.0, min_response_rel * peak)) & ok[r0 : r1 + 1, c0 : c1 + 1]
+    floor = min_response_rel * peak if spread == 0 else 0.0  # else applied by select_spread
+    cand = (inner > max(0.0, floor)) & ok[r0 : r1 + 1, c0 : c1 + 1]
     cand &= _local_maxima(resp, r0, r1, c0, c1)
     rows, cols = np.nonzero(cand)
     rows, cols = rows + r0, cols + c0
@@ -276,14 +291,96 @@ def detect_keypoints(
     inside = None
     if candidates is not None:
         inside = np.asarray(candidates, bool)[rows[order], cols[order]]
-    keep = _greedy_nms(xy, float(min_distance_px), int(max_count), inside)
+    values = values[order]
+    budget = int(max_count) if spread == 0 else len(xy)  # a spread chooses among all spaced
+    keep = _greedy_nms(xy, float(min_distance_px), budget, inside)
     if inside is not None:
         keep = keep[inside[keep]]
-    return Keypoints(xy[keep], values[order][keep])
+    if spread > 0:
+        box = (float(border_px), float(border_px), float(w - border_px), float(h - border_px))
+        keep = keep[select_spread(xy[keep], values[keep], int(max_count), spread, box,
+                                  min_response_rel)]  # fmt: skip
+    return Keypoints(xy[keep], values[keep])
+
+
+def _check_spread(spread: float) -> None:
+    if not (np.isfinite(spread) and 0 <= spread <= 1):
+        raise ValueError(
+            f"spread must be in [0, 1] (the share of the keypoints shared out over the scene's "
+            f"cells; 0: strongest first), got {spread!r}"
+        )
+
+
+def spread_cells(extent: Sequence[float], n_cells: int) -> tuple[int, int]:
+    """Columns and rows ``(nx, ny)`` of a grid of at most ``n_cells`` near-square cells."""
+    x0, y0, x1, y1 = (float(v) for v in extent)
+    w, h = max(x1 - x0, 1e-9), max(y1 - y0, 1e-9)
+    n = max(int(n_cells), 1)
+    guess = w / np.sqrt(w * h / n)
+    lo = min(max(1, int(guess) - 1), n)
+    options = [(nx, n // nx) for nx in range(lo, min(n, max(lo, int(np.ceil(guess)) + 1)) + 1)]
+    # the most cells first, then the squarest
+    return max(options, key=lambda c: (c[0] * c[1], -abs(np.log((w / c[0]) / (h / c[1])))))
+
+
+def select_spread(
+    xy: np.ndarray,
+    response: np.ndarray,
+    max_count: int,
+    spread: float,
+    extent: Sequence[float],
+    min_response_rel: float = 0.01,
+) -> np.ndarray:
+    """Indices of spaced keypoints chosen with a spatial spread, strongest first.
+
+    The extent ``(x0, y0, x1, y1)`` (pixels) is cut into ``floor(spread * max_count)``
+    near-square cells at most (:func:`spread_cells`). Each cell's strongest point is taken
+    first, if its response is at least :data:`SPREAD_FLOOR_REL` times the strongest point's
+    (a weak but real corner is kept; noise in a flat cell is not); the rest of ``max_count``
+    goes by strength to points above ``min_response_rel`` times the strongest. With
+    ``spread`` 0 this is the strongest ``max_count`` above that floor.
+
+    Args:
+        xy: ``(N, 2)`` points sorted strongest first and already spaced (non-maximum
+            suppression without a budget).
+        response: ``(N,)`` their responses, descending.
+        max_count: keypoints wanted (>= 0).
+        spread: share of ``max_count`` given out by cells, in [0, 1].
+        extent: the search window the cells tile; points outside count in the nearest cell.
+        min_response_rel: floor of the points taken by strength, relative to the strongest.
+
+    Returns:
+        ``(M,) int`` ascending indices into ``xy`` (so still strongest first), ``M <= max_count``.
+    """
+    _check_spread(spread)
+    resp = np.asarray(response, np.float64).reshape(-1)
+    if len(resp) == 0 or max_count <= 0 or resp[0] <= 0:
+        return np.zeros(0, np.int64)
+    peak = float(resp[0])
+    first = np.zeros(len(resp), bool)
+    n_cells = min(int(np.floor(spread * max_count + 1e-9)), len(resp))  # not more than points
+    if n_cells >= 1:
+        nx, ny = spread_cells(extent, n_cells)
+        x0, y0, x1, y1 = (float(v) for v in extent)
+        pts = np.asarray(xy, np.float64).reshape(-1, 2)
+        ix = np.clip(np.floor((pts[:, 0] - x0) / max(x1 - x0, 1e-9) * nx), 0, nx - 1)
+        iy = np.clip(np.floor((pts[:, 1] - y0) / max(y1 - y0, 1e-9) * ny), 0, ny - 1)
+        eligible = np.flatnonzero(resp >= SPREAD_FLOOR_REL * peak)
+        cell = (iy * nx + ix).astype(np.int64)[eligible]
+        _, at = np.unique(cell, return_index=True)  # the first = the strongest of each cell
+        first[eligible[at]] = True
+    strong = np.flatnonzero((resp > min_response_rel * peak) & ~first)
+    rest = strong[: max(0, int(max_count) - int(first.sum()))]
+    return np.sort(np.concatenate([np.flatnonzero(first), rest]))
 
 
 def merge_keypoints(
-    parts: Sequence[Keypoints], min_distance_px: float, max_count: int
+    parts: Sequence[Keypoints],
+    min_distance_px: float,
+    max_count: int,
+    spread: float = 0.0,
+    extent: Sequence[float] | None = None,
+    min_response_rel: float = 0.01,
 ) -> Keypoints:
     """Merge keypoints detected on tiles (offsets already applied) with a global NMS.
 
@@ -298,17 +395,32 @@ def merge_keypoints(
         parts: keypoint sets in one common pixel frame.
         min_distance_px: minimum spacing of the merged set.
         max_count: maximum number of merged keypoints.
+        spread: share of ``max_count`` shared out over cells of ``extent`` first
+            (:func:`select_spread`); 0: strongest first. The tiles are then best detected with
+            ``min_distance_px=0`` and ``min_response_rel=0``, the floor being applied here.
+        extent: ``(x0, y0, x1, y1)`` pixels the cells tile (with a spread; default: the
+            points' bounding box).
+        min_response_rel: with a spread, the floor of the points taken by strength.
 
     Returns:
         :class:`Keypoints` strongest first, every pair at least ``min_distance_px`` apart.
     """
     if int(max_count) != max_count or max_count < 0 or min_distance_px < 0:
         raise ValueError("max_count and min_distance_px must be non-negative")
+    _check_spread(spread)
     parts = [p for p in parts if len(p)]
     if not parts:
         return Keypoints.empty()
     xy = np.concatenate([p.xy_px for p in parts])
     values = np.concatenate([p.response for p in parts])
     order = np.lexsort((xy[:, 0], xy[:, 1], -values))
-    keep = _greedy_nms(xy[order], float(min_distance_px), int(max_count))
-    return Keypoints(xy[order][keep], values[order][keep])
+    xy, values = xy[order], values[order]
+    if spread == 0:
+        keep = _greedy_nms(xy, float(min_distance_px), int(max_count))
+        return Keypoints(xy[keep], values[keep])
+    keep = _greedy_nms(xy, float(min_distance_px), len(xy))
+    if extent is None:
+        extent = (*xy.min(axis=0), *xy.max(axis=0))
+    keep = keep[select_spread(xy[keep], values[keep], int(max_count), spread, extent,
+                              min_response_rel)]  # fmt: skip
+    return Keypoints(xy[keep], values[keep])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import numpy as np
@@ -35,7 +34,7 @@ from sar_optical_matcher.processing.matching_plan import (
     MATCH_FIELDS,
     CorrespondenceSettings,
     check_overlap,
-    detection_window,
+    detection_on_sar,
     empty_result,
     no_keypoints_message,
     select_layer_keypoints,
@@ -369,8 +368,8 @@ def run_matching(
         grid = reg.matching_grid(optical, sar, s.match.match_pixel_size)
         if grid.note:
             (feedback.pushWarning if grid.warning else feedback.pushInfo)(grid.note)
-        overlap = check_overlap(optical, sar, s.match.search_size, grid.scale)
-        xy_px, ids = _keypoints(s, optical, overlap, grid.scale, feedback, canceled, start, mid)
+        check_overlap(optical, sar, s.match.search_size, grid.scale)
+        xy_px, ids = _keypoints(s, optical, sar, grid.scale, feedback, canceled, start, mid)
         if len(xy_px) == 0:
             layer_points = -1 if s.keypoints_map is None else len(s.keypoints_map)
             why = no_keypoints_message(s.keypoints_map is not None, s.masked, layer_points)
@@ -401,27 +400,27 @@ def run_matching(
 
 
 def _keypoints(
-    s: CorrespondenceSettings, optical: Any, overlap: tuple[float, ...], grid_scale: float,
+    s: CorrespondenceSettings, optical: Any, sar: Any, grid_scale: float,
     feedback: QgsProcessingFeedback, canceled: Callable[[], bool], start: float, stop: float,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(N, 2) optical pixel keypoints and their (N,) int ids: detected, or the layer's.
 
-    Detected: inside the SAR footprint; the layer's: those on the optical raster and inside
-    EXTENT and MASK. ``overlap``: the footprint's bounding box in optical pixels
-    (:func:`check_overlap`'s). An id is the keypoint's index among all detected / all the
+    Detected: where a search region of valid SAR data lies around them
+    (:func:`detection_on_sar`); the layer's: those on the optical raster and inside EXTENT and
+    MASK. An id is the keypoint's index among all detected / all the
     layer's points, so the match layer's ``id`` still names the input point when others were
     left out.
     """
     if s.keypoints_map is None:
-        # a search region must fit on the SAR around each keypoint
-        within = detection_window(overlap, s.match.search_size, grid_scale)
-        detect = dataclasses.replace(s.detect, within_px=within)
-        with common.processing_errors():
+        with common.processing_errors():  # a search region of valid SAR around each keypoint
+            detect = detection_on_sar(s.detect, optical, sar, s.sar_band, s.match.search_size,
+                                      grid_scale)  # fmt: skip
             kps = reg.detect_keypoints_tiled(
                 optical, detect, common.progress_callback(feedback, start, stop), canceled
             )
         feedback.pushInfo(
-            f"{len(kps.xy_px)} keypoints detected on the optical raster, inside the SAR footprint"
+            f"{len(kps.xy_px)} keypoints detected on the optical raster, where a search region "
+            "of valid SAR data lies around them"
         )
         xy = np.asarray(kps.xy_px, np.float64).reshape(-1, 2)
         return xy, np.arange(len(xy))

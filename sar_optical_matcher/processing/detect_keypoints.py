@@ -41,7 +41,7 @@ class DetectKeypointsSettings:
 
 
 def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str = "") -> None:
-    """Declare BAND, MIN_DISTANCE, MAX_COUNT, BORDER, MASK, EXTENT (shared with Register)."""
+    """Declare MIN_DISTANCE, MAX_COUNT, SPREAD, BORDER, MASK, EXTENT (shared with Register)."""
     a = DetectKeypointsAlgorithm
     common.add_param(
         alg,
@@ -65,7 +65,25 @@ def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str 
             minValue=1,
             maxValue=common.MAX_INT_PARAM,
         ),
-        "Keep at most this many keypoints, strongest Harris response first.",
+        "Keep at most this many keypoints, strongest Harris response first (see SPREAD).",
+    )
+    common.add_param(
+        alg,
+        QgsProcessingParameterNumber(
+            prefix + a.SPREAD,
+            "Spatial spread (share of the keypoints)",
+            QgsProcessingParameterNumber.Double,
+            reg.DEFAULT_SPREAD,
+            minValue=0.0,
+            maxValue=1.0,
+        ),
+        "Share of MAX_COUNT shared out over the scene first: the search window is cut into "
+        "that many cells and each cell's strongest corner is taken, then the rest goes to the "
+        "strongest corners anywhere. 0: strongest first (a contrasted part of the scene can "
+        "take every keypoint, and a poly/TPS fit is then extrapolated over the rest). A cell "
+        "whose best corner has under ~6 % of the strongest corner's contrast (flat water, "
+        "cloud, noise) gets none.",
+        advanced=True,
     )
     common.add_param(
         alg,
@@ -128,6 +146,7 @@ def detect_settings_from(
             band=band,
             min_distance_px=alg.parameterAsDouble(parameters, prefix + a.MIN_DISTANCE, context),
             max_count=alg.parameterAsInt(parameters, prefix + a.MAX_COUNT, context),
+            spread=alg.parameterAsDouble(parameters, prefix + a.SPREAD, context),
             border_px=alg.parameterAsInt(parameters, prefix + a.BORDER, context),
             extent_map=extent,
             mask_wkt=mask,
@@ -222,6 +241,7 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
     BAND = "BAND"
     MIN_DISTANCE = "MIN_DISTANCE"
     MAX_COUNT = "MAX_COUNT"
+    SPREAD = "SPREAD"
     BORDER = "BORDER"
     MASK = "MASK"
     EXTENT = "EXTENT"
@@ -236,13 +256,15 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
     def shortHelpString(self) -> str:  # noqa: D102
         return common.help_html(
             "Harris corners of the optical raster with non-maximum suppression, read tile by "
-            "tile. Outputs a point layer in the raster's CRS with id, pixel x/y (pixel centre = "
-            "+0.5) and Harris response.",
+            "tile; a share of them (SPREAD) is spread over the raster, one per cell. Outputs a "
+            "point layer in the raster's CRS with id, pixel x/y (pixel centre = +0.5) and "
+            "Harris response.",
             [
                 (self.INPUT, "optical raster"),
                 (self.BAND, "band to detect on"),
                 (self.MIN_DISTANCE, "minimum keypoint spacing, pixels"),
                 (self.MAX_COUNT, "maximum number of keypoints"),
+                (self.SPREAD, "share of them spread over the scene, one per cell, 0..1"),
                 (self.BORDER, "distance from the raster edges, pixels"),
                 (self.MASK, "optional polygons to search in"),
                 (self.EXTENT, "optional extent"),

@@ -229,3 +229,92 @@ def test_full_size_image_4096() -> None:
     assert len(kp) == 500
     assert_spacing(kp, 128.0)
     assert kp.xy_px.min() >= 128 and kp.xy_px.max() <= 4096 - 128
+
+
+# --- spatial spread -----------------------------------------------------------------------------
+
+
+def _half_contrast(seed: int = 7, size: int = 512, gain: float = 0.3) -> np.ndarray:
+    """Texture whose left half has ``gain`` times the contrast of the right half."""
+    img = smooth_noise(seed, (size, size), sigma=3.0)
+    img[:, : size // 2] *= gain
+    return img
+
+
+def test_spread_gives_a_low_contrast_half_its_share() -> None:
+    """Strongest first, a half at 0.3x contrast (Harris ~ contrast^4: 0.8 %) got no keypoint;
+    with a spread, every cell holds one and half of the budget still goes by strength."""
+    img = _half_contrast()
+    args = dict(max_count=40, min_distance_px=24.0, border_px=16)
+    strongest = detect_keypoints(img, **args)
+    assert len(strongest) == 40 and (strongest.xy_px[:, 0] < 256).sum() == 0
+    spread = detect_keypoints(img, **args, spread=0.5)
+    assert len(spread) == 40
+    assert_spacing(spread, 24.0)
+    assert np.all(np.diff(spread.response) <= 0)
+    left = spread.xy_px[:, 0] < 256
+    assert 8 <= left.sum() <= 12  # 20 cells of a 5 x 4 grid, 10 on the left; the rest strongest
+    box = np.array([16.0, 16.0])
+    cells = np.floor((spread.xy_px - box) / ((512 - 32) / np.array([5, 4]))).astype(int)
+    assert len(np.unique(cells, axis=0)) == 20
+    everywhere = detect_keypoints(img, **args, spread=1.0)
+    assert 16 <= (everywhere.xy_px[:, 0] < 256).sum() <= 24
+
+
+def test_spread_takes_no_noise_in_a_flat_cell() -> None:
+    """A flat quadrant (noise of 2 % of the scene's std) is no weak corner: no keypoint there,
+    while a 0.3x contrast quadrant keeps its own."""
+    img = smooth_noise(8, (512, 512), sigma=3.0)
+    rng = np.random.default_rng(0)
+    img[256:, :256] = 0.02 * img.std() * rng.normal(size=(256, 256))
+    img[:256, :256] *= 0.3
+    for spread in (0.5, 1.0):
+        k = detect_keypoints(img, max_count=1000, min_distance_px=24.0, border_px=16,
+                             spread=spread)  # fmt: skip
+        x, y = k.xy_px.T
+        assert ((x < 256) & (y >= 256)).sum() == 0, spread
+        assert ((x < 256) & (y < 256)).sum() >= 9, spread
+    # Strongest first with a floor per call, the same quadrant alone gives noise corners.
+    assert len(detect_keypoints(img[256:, :256], 1000, 24.0, border_px=16)) > 5
+
+
+def test_spread_zero_is_strongest_first_and_select_spread_by_hand() -> None:
+    from sar_optical_matcher.core.keypoints import select_spread, spread_cells
+
+    img = _half_contrast(9)
+    a = detect_keypoints(img, max_count=25, min_distance_px=20.0, border_px=10)
+    b = detect_keypoints(img, max_count=25, min_distance_px=20.0, border_px=10, spread=0.0)
+    np.testing.assert_array_equal(a.xy_px, b.xy_px)
+    # 4 points, 2 cells (left / right of x = 50): the strongest of each, then by strength
+    xy = np.array([[60.0, 5], [70, 5], [10, 5], [20, 5]])
+    resp = np.array([1.0, 0.9, 0.5, 1e-7])  # the last is under SPREAD_FLOOR_REL
+    sel = select_spread(xy, resp, 3, 2 / 3, (0, 0, 100, 10), min_response_rel=0.0)
+    np.testing.assert_array_equal(sel, [0, 1, 2])
+    sel = select_spread(xy, resp, 2, 1.0, (0, 0, 100, 10), min_response_rel=0.0)
+    np.testing.assert_array_equal(sel, [0, 2])  # not 0, 1: the left cell comes first
+    sel = select_spread(xy[[0, 3]], resp[[0, 3]], 2, 1.0, (0, 0, 100, 10), min_response_rel=0.0)
+    np.testing.assert_array_equal(sel, [0, 1])  # the noise point only by strength
+    sel = select_spread(xy[[0, 3]], resp[[0, 3]], 2, 1.0, (0, 0, 100, 10))
+    np.testing.assert_array_equal(sel, [0])  # ... and not under min_response_rel
+    assert spread_cells((0, 0, 400, 100), 8) == (4, 2)
+    assert spread_cells((0, 0, 100, 10), 2) == (2, 1)
+    assert spread_cells((0, 0, 10, 10), 1) == (1, 1)
+    with pytest.raises(ValueError, match="spread must be in"):
+        detect_keypoints(img, spread=1.5)
+
+
+def test_spread_merge_of_tiles_equals_whole_image() -> None:
+    img = _half_contrast(10, 256)
+    whole = detect_keypoints(img, 30, 16.0, border_px=8, spread=0.5)
+    halo, parts = 12, []
+    for x0, y0 in [(0, 0), (128, 0), (0, 128), (128, 128)]:
+        wx0, wy0 = max(0, x0 - halo), max(0, y0 - halo)
+        window = img[wy0 : y0 + 128 + halo, wx0 : x0 + 128 + halo]
+        k = detect_keypoints(window, 10_000, 0.0, border_px=0, min_response_rel=0.0)
+        xy = k.xy_px + [wx0, wy0]
+        core = ((xy >= [x0, y0]) & (xy < [x0 + 128, y0 + 128])).all(axis=1)
+        core &= ((xy >= 8) & (xy <= 256 - 8)).all(axis=1)
+        parts.append(Keypoints(xy[core], k.response[core]))
+    merged = merge_keypoints(parts, 16.0, 30, spread=0.5, extent=(8, 8, 248, 248))
+    assert len(merged) == 30
+    np.testing.assert_array_equal(merged.xy_px, whole.xy_px)

@@ -43,6 +43,7 @@ def test_settings_translate_parameters(provider, tmp_path: Path) -> None:
             "MIN_DISTANCE": 17.5,
             "MAX_COUNT": 9,
             "BORDER": 12,
+            "SPREAD": 0.25,
             "EXTENT": extent,
         },
         QgsProcessingContext(),
@@ -50,10 +51,12 @@ def test_settings_translate_parameters(provider, tmp_path: Path) -> None:
     assert s.raster_path == str(path)
     d = s.detect
     assert (d.band, d.min_distance_px, d.max_count, d.border_px) == (1, 17.5, 9, 12)
+    assert d.spread == 0.25 and d.coverage is None
     assert d.extent_map == pytest.approx((500100, 4098000, 500900, 4099900))
     assert d.mask_wkt is None
     defaults = alg.settings({"INPUT": str(path)}, QgsProcessingContext()).detect
     assert (defaults.min_distance_px, defaults.max_count, defaults.border_px) == (128, 500, 128)
+    assert defaults.spread == 0.5
     assert alg.createInstance() is not alg and type(alg.createInstance()) is type(alg)
 
 
@@ -233,6 +236,7 @@ def test_runs_without_a_feedback_object(provider, tmp_path: Path) -> None:
         ({"BORDER": 200}, "smaller border"),
         ({"BORDER": 2**31}, "BORDER"),  # ran as BORDER 0: QGIS wrapped the 32-bit int
         ({"MAX_COUNT": 99_999_999_999}, "MAX_COUNT"),
+        ({"SPREAD": 1.5}, "SPREAD"),
         # was "no room for keypoints ... use ... a smaller border"
         (
             {"EXTENT": f"600000,601000,4000000,4001000 [EPSG:{EPSG}]", "BORDER": 8},
@@ -286,3 +290,25 @@ def run_cli_detect(env: dict[str, str], path: Path, out: Path) -> dict:
     return run_cli(
         env, "detectkeypoints", {"INPUT": path, "MIN_DISTANCE": 12, "BORDER": 8, "OUTPUT": out}
     )
+
+
+def test_spread_reaches_a_low_contrast_half(provider, tmp_path: Path) -> None:
+    """Strongest first (SPREAD 0), every keypoint fell in the contrasted half; by default half
+    of them are shared out over the raster's cells."""
+    import processing
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    img = ndimage.gaussian_filter(rng.normal(size=(400, 400)), 3.0) * 40 + 100
+    img[:, :200] = 100 + 0.3 * (img[:, :200] - 100)
+    path = _write(tmp_path / "half.tif", img.astype(np.float32), OPT_GT)
+
+    def left(**kw) -> int:
+        params = {"INPUT": str(path), "MIN_DISTANCE": 24, "MAX_COUNT": 40, "BORDER": 20}
+        out = processing.run("sarmatcher:detectkeypoints", {**params, **kw, "OUTPUT": "memory:"})
+        feats = _features(out["OUTPUT"])
+        assert len(feats) == 40
+        return sum(f["x_px"] < 200 for f in feats)
+
+    assert left(SPREAD=0) <= 2
+    assert left() >= 8
