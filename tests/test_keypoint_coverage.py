@@ -103,7 +103,8 @@ def test_keypoints_only_where_a_search_region_of_valid_sar_lies(
     sar = _sars(tmp_path)[case]
     base = reg.DetectSettings(min_distance_px=24, max_count=60, border_px=40)
     overlap = mp.check_overlap(optical, sar, S)
-    box = dataclasses.replace(base, within_px=mp.detection_window(overlap, S, 1.0))
+    x0, y0, x1, y1 = overlap  # the bounding box shrunk by half a search region, as before
+    box = dataclasses.replace(base, within_px=(x0 + S / 2, y0 + S / 2, x1 - S / 2, y1 - S / 2))
     before = _valid_share(optical, sar, reg.detect_keypoints_tiled(optical, box).xy_px)
     assert (before < MIN_VALID).mean() > 0.1  # the bounding box wastes the budget
     detect = mp.detection_on_sar(base, optical, sar, 1, S, 1.0)

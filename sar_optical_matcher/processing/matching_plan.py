@@ -104,24 +104,16 @@ def check_overlap(
     return x0, y0, x1, y1
 
 
-def detection_window(
-    overlap: tuple[float, ...], search_size: int, grid_scale: float
-) -> tuple[float, float, float, float]:
-    """The footprint box (optical px) shrunk so that a search region fits around a keypoint."""
-    x0, y0, x1, y1 = overlap
-    half = search_size * grid_scale / 2.0
-    return x0 + half, y0 + half, x1 - half, y1 - half
-
-
 def detection_on_sar(
     detect: reg.DetectSettings, optical: Any, sar: Any, sar_band: int, search_size: int,
     grid_scale: float,
 ) -> reg.DetectSettings:  # fmt: skip
     """``detect`` limited to where a search region of valid SAR data lies around a keypoint.
 
-    Not the footprint's bounding box (:func:`detection_window`): on a rotated SAR grid or a
-    swath inside nodata triangles, 7-18 % of the keypoints fell in its corners, outside the
-    SAR data, and were skipped as ``nodata_sar`` (``registration.sar_coverage``).
+    Not the footprint's bounding box shrunk by half a search region (before plugin 0.3.5): on
+    a rotated SAR grid or a swath inside nodata triangles, 7-27 % of the keypoints fell in its
+    corners, outside the SAR data, and were skipped as ``nodata_sar``
+    (``registration.sar_coverage``).
     """
     coverage = reg.sar_coverage(optical, sar, sar_band, search_size, grid_scale)
     return dataclasses.replace(detect, coverage=coverage)

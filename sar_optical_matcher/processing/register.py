@@ -462,8 +462,8 @@ def extrapolation_warning(fit: reg.FitResult, share: float) -> str:
         f"of the overlap: the '{fit.kind}' transform is extrapolated over the other "
         f"{100 * share:.0f} %, where it bends unchecked by any tie point (residuals and RMSE say "
         "nothing there). Use TRANSFORM affine, or spread the keypoints over the overlap: a "
-        "higher MAX_COUNT (they are taken strongest first, so a contrasted area takes them "
-        "all), or a KEYPOINTS layer"
+        "higher SPREAD (1: every part of the scene gets its share before the strongest "
+        "corners), a higher MAX_COUNT, or a KEYPOINTS layer"
     )
 
 

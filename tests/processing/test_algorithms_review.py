@@ -44,15 +44,6 @@ def test_select_layer_keypoints_keeps_ids_and_says_why() -> None:
     ]
 
 
-def test_detection_window_leaves_half_a_search_region() -> None:
-    assert matching_plan.detection_window((0.0, 10.0, 400.0, 300.0), 96, 1.5) == (
-        72.0,
-        82.0,
-        328.0,
-        228.0,
-    )
-
-
 def test_check_overlap_says_what_is_too_small() -> None:
     from osgeo import osr
 
