@@ -168,7 +168,7 @@ def sar_coverage(
     """Where on the optical grid a keypoint's SAR search region has valid data.
 
     The SAR's validity (nodata, mask or alpha band, outside the raster) is read decimated
-    (``rasters.valid_on_grid``) onto a grid of cells of ~1/8 of the search region's half size
+    (``rasters.valid_on_grid``) onto a grid of cells of ~1/16 of the search region's half size
     (at most ``max_cells`` a side, reaching a search region beyond the optical raster), and a
     cell is kept where at least :data:`COVERAGE_MIN_VALID` of a search region's window around
     it (``search_size`` matching-grid pixels of ``grid_scale`` optical pixels, widened by the
@@ -184,7 +184,9 @@ def sar_coverage(
 
     w, h = optical.width, optical.height
     half = float(grid_scale) * (search_size / 2.0 + 1.0)  # + the corner's rounding to grid px
-    step = max(1.0, half / 8.0, (max(w, h) + 2.0 * half) / max_cells)
+    # cells of 1/16 of the half size: each side of the kept area is conservative by about two
+    # cells and a read cell (1/8 refused a 128 px SAR footprint the 96 px search fits in)
+    step = max(1.0, half / 16.0, (max(w, h) + 2.0 * half) / max_cells)
     pad = half + 3.0 * step
     nx, ny = math.ceil((w + 2 * pad) / step), math.ceil((h + 2 * pad) / step)
     valid, sar_cell = rasters.valid_on_grid(sar, sar_band, optical, (-pad, -pad), step, (ny, nx))
