@@ -608,23 +608,59 @@ BENDING_KINDS = ("poly2", "poly3", "tps")
 MAX_EXTRAPOLATED_SHARE = 0.3
 
 
+def _inliers_affine(fit: FitResult, ties: TiePoints) -> Any:
+    """The inliers' affine fit (SAR px -> optical px), or None when they do not determine one."""
+    inl = np.asarray(fit.inliers, bool)
+    try:
+        return tf.fit_transform(ties.src_px[inl], ties.dst_px[inl], "affine")
+    except ValueError:  # < 3 points or exactly on a line
+        return None
+
+
 def _overlap_grid(
     transform: Any,
     sar_size: tuple[int, int],
     optical_size: tuple[int, int],
     margin_px: float,
     n: int,
+    window_by: Any = None,
 ) -> np.ndarray:
     """``(M, 2)`` SAR pixels of an ``n`` x ``n`` grid that ``transform`` maps onto the optical.
 
-    Only points at least ``margin_px`` inside the optical raster's edges are kept.
+    Only points at least ``margin_px`` inside the optical raster's edges are kept. The grid
+    is laid over the SAR pixels under that part of the optical raster, as an affine
+    ``window_by`` (SAR px -> optical px) puts it, padded by 5 %: a SAR scene many times the
+    optical raster's size is then sampled as finely as a crop of it (over the whole SAR, a
+    25,000 px scene left no grid point, or one, on a 1024 px optical raster). ``None``: the
+    whole SAR raster.
     """
     (sw, sh), (ow, oh) = sar_size, optical_size
+    m = float(margin_px)
+    x0, y0, x1, y1 = 0.0, 0.0, float(sw), float(sh)
+    if window_by is not None and ow > 2 * m and oh > 2 * m:
+        t = np.linspace(0.0, 1.0, 9)
+        edge = np.concatenate([
+            np.column_stack([m + t * (ow - 2 * m), np.full(9, m)]),
+            np.column_stack([m + t * (ow - 2 * m), np.full(9, oh - m)]),
+            np.column_stack([np.full(9, m), m + t * (oh - 2 * m)]),
+            np.column_stack([np.full(9, ow - m), m + t * (oh - 2 * m)]),
+        ])  # fmt: skip
+        a = window_by.affine_matrix()
+        try:
+            under = np.linalg.solve(a[:, :2], (edge - a[:, 2]).T).T
+        except np.linalg.LinAlgError:  # a singular affine: keep the whole SAR raster
+            under = np.full_like(edge, np.nan)
+        if np.isfinite(under).all():
+            lo, hi = under.min(axis=0), under.max(axis=0)
+            pad = 0.05 * (hi - lo)
+            x0, y0 = max(x0, lo[0] - pad[0]), max(y0, lo[1] - pad[1])
+            x1, y1 = min(x1, hi[0] + pad[0]), min(y1, hi[1] + pad[1])
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 2))
     g = (np.arange(n) + 0.5) / n
-    src = np.stack(np.meshgrid(g * sw, g * sh), axis=-1).reshape(-1, 2)
+    src = np.stack(np.meshgrid(x0 + g * (x1 - x0), y0 + g * (y1 - y0)), axis=-1).reshape(-1, 2)
     with np.errstate(all="ignore"):
         dst = transform.apply(src)
-    m = float(margin_px)
     on = (dst[:, 0] >= m) & (dst[:, 0] <= ow - m) & (dst[:, 1] >= m) & (dst[:, 1] <= oh - m)
     return src[on]
 
@@ -651,7 +687,8 @@ def extrapolated_share(
     """
     from scipy.spatial import Delaunay, QhullError
 
-    on = _overlap_grid(fit.transform, sar_size, optical_size, margin_px, n)
+    on = _overlap_grid(fit.transform, sar_size, optical_size, margin_px, n,
+                       _inliers_affine(fit, ties))  # fmt: skip
     inliers = ties.src_px[np.asarray(fit.inliers, bool)]
     if not len(on):
         return 0.0
@@ -680,13 +717,11 @@ def _fit_overlap(
     """
     inl = np.asarray(fit.inliers, bool)
     src, dst = ties.src_px[inl], ties.dst_px[inl]
-    try:
-        overlap_by = tf.fit_transform(src, dst, "affine")
-    except ValueError:  # < 3 points or exactly on a line: the fit itself then
-        overlap_by = fit.transform
-    grid = _overlap_grid(overlap_by, sar_size, optical_size, margin_px, n)
-    if not len(grid):  # the margin leaves nothing: the whole mapped SAR grid
-        grid = _overlap_grid(overlap_by, sar_size, optical_size, -math.inf, n)
+    affine = _inliers_affine(fit, ties)
+    overlap_by = fit.transform if affine is None else affine
+    grid = _overlap_grid(overlap_by, sar_size, optical_size, margin_px, n, affine)
+    if not len(grid):  # the margin leaves nothing (a small optical raster): the whole overlap
+        grid = _overlap_grid(overlap_by, sar_size, optical_size, 0.0, n, affine)
     return src, dst, grid
 
 

@@ -787,7 +787,7 @@ def test_tie_points_on_two_crossing_lines_refuse_a_polynomial(kind: str) -> None
     text = str(err.value)
     assert f"the '{kind}' fit is predicted to be wrong by up to" in text
     assert "lie along a few lines (e.g. two crossing roads)" in text
-    assert "Use TRANSFORM affine (predicted 0.23 px" in text and "KEYPOINTS" in text
+    assert "Use TRANSFORM affine (predicted 0.24 px" in text and "KEYPOINTS" in text
     assert _same_order(_true_max_error(fit), fit.extra["predicted_error_px"])
     _, affine = _check(ties, "affine")  # the affine of the same tie points is determined
     assert affine < 0.3
@@ -839,3 +839,29 @@ def test_predicted_error_of_a_shift_and_of_a_spline() -> None:
     spread = _layout_ties("spread")
     tps = reg.fit_tie_points(spread, "tps", 1.5, 8, np.random.default_rng(0))
     assert np.isnan(reg.check_predicted_error(tps, spread, (1000, 1000), (1000, 1000), 1.5))
+
+
+@pytest.mark.parametrize("kind", ["affine", "poly2"])
+def test_a_sar_scene_far_larger_than_the_optical_is_judged_on_the_overlap(kind: str) -> None:
+    """A 1024 px optical crop at the centre of a 25,000 px SAR scene (1:1 pixels): the overlap
+    grid was laid over the whole SAR, left no point inside the keypoints' border and fell back
+    to the whole scene, and a good fit (0.17 / 0.36 px on the crop) was refused as 5.9 / 529 px
+    off; the share outside the inliers' hull read 0.0 or 0.56 with the scene's size (0.19)."""
+    rng = np.random.default_rng(0)
+    opt = rng.uniform(200, 824, (40, 2))
+    dst = opt + rng.normal(0, 0.3, opt.shape)
+    figures = []
+    for side in (1024, 25000):
+        ties = reg.TiePoints(opt + (side / 2 - 512), dst, np.ones(40, bool), np.arange(40))
+        fit = reg.fit_tie_points(ties, kind, 1.5, 8, np.random.default_rng(0))
+        sizes = (side, side), (1024, 1024)
+        figures.append((
+            reg.check_predicted_error(fit, ties, *sizes, 1.5, 192),
+            reg.predicted_error(fit, ties, *sizes),
+            reg.extrapolated_share(fit, ties, *sizes, 192),
+        ))  # fmt: skip
+    (crop, crop_whole, crop_share), (scene, scene_whole, scene_share) = figures
+    assert scene == pytest.approx(crop, rel=1e-6) and crop < 0.5
+    assert scene_share == pytest.approx(crop_share, abs=1e-9) and 0.1 < crop_share < 0.3
+    # the whole overlap's grid is clipped to the crop's SAR raster, not to the scene's
+    assert scene_whole == pytest.approx(crop_whole, rel=0.1) and scene_whole < 1.0
