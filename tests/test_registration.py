@@ -865,3 +865,36 @@ def test_a_sar_scene_far_larger_than_the_optical_is_judged_on_the_overlap(kind: 
     assert scene_share == pytest.approx(crop_share, abs=1e-9) and 0.1 < crop_share < 0.3
     # the whole overlap's grid is clipped to the crop's SAR raster, not to the scene's
     assert scene_whole == pytest.approx(crop_whole, rel=0.1) and scene_whole < 1.0
+
+
+def test_a_spread_tiles_the_mask_as_it_tiles_the_same_extent(tmp_path: Path) -> None:
+    """The spread's cells were laid over the whole raster with a MASK: a mask square over a
+    quarter of it got a quarter of the cells, 5 of 40 keypoints in its weak (0.3x contrast)
+    part where the same square as an EXTENT got 10. Now the two give the same keypoints."""
+    from osgeo import gdal, osr
+    from scipy import ndimage
+
+    from sar_optical_matcher import rasters
+
+    n, gt = 1024, (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
+    img = ndimage.gaussian_filter(np.random.default_rng(5).normal(size=(n, n)), 3.0) * 40 + 100
+    img[:, :712] = 100 + 0.3 * (img[:, :712] - 100)
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "o.tif"), n, n, 1, gdal.GDT_Float32)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.GetRasterBand(1).WriteArray(img.astype(np.float32))
+    ds = None
+    info = rasters.open_raster(tmp_path / "o.tif")
+    x0, y0, x1, y1 = 503000.0, 4091880.0, 508120.0, 4097000.0  # pixels 300..812
+    square = f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
+
+    def detect(**kw: object) -> np.ndarray:
+        s = reg.DetectSettings(min_distance_px=24, max_count=40, border_px=20, spread=0.5, **kw)
+        return reg.detect_keypoints_tiled(info, s).xy_px
+
+    masked, extent = detect(mask_wkt=(square,)), detect(extent_map=(x0, y0, x1, y1))
+    assert len(masked) == len(extent) == 40
+    # not the same points: the mask also blanks the response outside it, an extent does not
+    assert (masked[:, 0] < 512).sum() == (extent[:, 0] < 512).sum() == 10
