@@ -151,6 +151,15 @@ class SarCoverage:
         out = self.ok[np.clip(i, 0, ny - 1)][:, np.clip(j, 0, nx - 1)]
         return out & iin[:, None] & jin[None, :]
 
+    def any_in(self, box: tuple[float, float, float, float]) -> bool:
+        """Whether a True cell overlaps the optical pixel box ``(x0, y0, x1, y1)``."""
+        ny, nx = self.ok.shape
+        j0 = max(0, math.floor((box[0] - self.x0) / self.step_px))
+        i0 = max(0, math.floor((box[1] - self.y0) / self.step_px))
+        j1 = min(nx, math.ceil((box[2] - self.x0) / self.step_px))
+        i1 = min(ny, math.ceil((box[3] - self.y0) / self.step_px))
+        return bool(j1 > j0 and i1 > i0 and self.ok[i0:i1, j0:j1].any())
+
     def bbox(self) -> tuple[float, float, float, float] | None:
         """(x0, y0, x1, y1) optical pixels around the True cells; None when there is none."""
         rows, cols = np.nonzero(self.ok)
@@ -232,6 +241,13 @@ def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, i
             f"no room for keypoints: the {info.width} x {info.height} px raster minus a border of "
             f"{b} px (and the extent, if given{within}) leaves nothing; use a larger raster, "
             "overlap or extent, or a smaller border"
+        )
+    if settings.coverage is not None and not settings.coverage.any_in((x0, y0, x1, y1)):
+        raise ValueError(
+            f"no room for keypoints: inside the border of {b} px (and the extent, if given) the "
+            "SAR has no valid data over a whole search region anywhere (nodata, its mask band, "
+            "or off the SAR); move EXTENT onto valid SAR data, check the SAR's nodata value, or "
+            "give a KEYPOINTS layer"
         )
     mask = _mask_box(settings, info.geotransform)
     if mask is not None:  # a mask off the window is left to find no keypoint (and say so)
