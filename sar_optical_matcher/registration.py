@@ -868,8 +868,9 @@ def check_predicted_error(
         f"{err:.3g} px (standard error) in the overlap, {times} its RMSE of "
         f"{fit.rmse_px:.2f} px at the tie points: its {len(src)} inliers {_layout(src, grid)}, "
         "so between and beyond them the fit follows their noise. No output raster was "
-        f"written. Use {fix}, or give more, better-spread keypoints (a KEYPOINTS layer over "
-        "the whole overlap, a higher MAX_COUNT or a lower MIN_DISTANCE)."
+        f"written. Use {fix}, or give more, better-spread keypoints (EXTENT and MASK over "
+        "the whole overlap, a higher SPREAD or MAX_COUNT, a lower MIN_DISTANCE, or a "
+        "KEYPOINTS layer over the whole overlap)."
     )
 
 

@@ -788,6 +788,8 @@ def test_tie_points_on_two_crossing_lines_refuse_a_polynomial(kind: str) -> None
     assert f"the '{kind}' fit is predicted to be wrong by up to" in text
     assert "lie along a few lines (e.g. two crossing roads)" in text
     assert "Use TRANSFORM affine (predicted 0.24 px" in text and "KEYPOINTS" in text
+    # keypoints kept to part of the overlap by EXTENT / MASK, or taken strongest first
+    assert "(EXTENT and MASK over the whole overlap, a higher SPREAD or MAX_COUNT" in text
     assert _same_order(_true_max_error(fit), fit.extra["predicted_error_px"])
     _, affine = _check(ties, "affine")  # the affine of the same tie points is determined
     assert affine < 0.3
