@@ -350,3 +350,16 @@ def test_an_extent_on_a_nodata_hole_of_the_sar_is_said(
         processing.run("sarmatcher:computecorrespondence", {**params, "EXTENT": extent})
     layer = processing.run("sarmatcher:computecorrespondence", params)["MATCHES"]
     assert layer.featureCount() > 0  # around the hole, keypoints are found and matched
+    # a KEYPOINTS layer ('Selected features only' too) is neither kept to the coverage nor
+    # spread: its point in the hole is matched and skipped as nodata_sar, with its id
+    kp = _point_layer([(200.0, 200.0), (80.0, 80.0)])
+    layer = processing.run(
+        "sarmatcher:computecorrespondence", {**params, "KEYPOINTS": kp, "EXTENT": extent}
+    )["MATCHES"]
+    assert sorted((f["id"], f["status"]) for f in layer.getFeatures()) == [(0, "nodata_sar")]
+    layer = processing.run("sarmatcher:computecorrespondence", {**params, "KEYPOINTS": kp})[
+        "MATCHES"
+    ]
+    assert sorted((f["id"], f["status"]) for f in layer.getFeatures()) == [
+        (0, "nodata_sar"), (1, "ok")
+    ]  # fmt: skip
