@@ -811,7 +811,12 @@ def predicted_error(
     return _max_error(fit.kind, src, dst, grid, fit.residual_xy_px[inl])
 
 
-def _layout(src: np.ndarray, grid: np.ndarray) -> str:
+#: Under this many inliers per term of a coordinate, a refused fit is said to have too few
+#: (16 well-spread inliers of a poly3, 10 terms: 2-11 px predicted, 12-42 times the RMSE).
+MIN_INLIERS_PER_TERM = 2.5
+
+
+def _layout(src: np.ndarray, grid: np.ndarray, kind: str) -> str:
     """What is wrong with the inliers' layout (SAR px) over the overlap ``grid``, in words."""
     evals = np.linalg.eigvalsh(np.cov(src.T)) if len(src) > 2 else np.zeros(2)
     across = math.sqrt(max(float(evals[0]), 0.0) / max(float(evals[1]), 1e-300))
@@ -821,6 +826,13 @@ def _layout(src: np.ndarray, grid: np.ndarray) -> str:
     if box < 0.5:
         return (
             f"are bunched in one part of the overlap (their bounding box: {100 * box:.0f} % of it)"
+        )
+    terms = tf.min_points(kind)
+    if len(src) < MIN_INLIERS_PER_TERM * terms:
+        return (
+            f"are too few for its {terms} terms per coordinate (at least "
+            f"{math.ceil(MIN_INLIERS_PER_TERM * terms)} well-spread ones keep its error near the "
+            "RMSE)"
         )
     return "lie along a few lines (e.g. two crossing roads), with too little spread off them"
 
@@ -863,10 +875,11 @@ def check_predicted_error(
             fix = f"TRANSFORM {alt} (predicted {e:.2g} px on these tie points)"
             break
     times = f"{err / fit.rmse_px:.3g} times" if fit.rmse_px > 0 else "far beyond"
+    layout = _layout(src, grid, fit.kind)
     raise RegistrationError(
         f"Registration refused: the '{fit.kind}' fit is predicted to be wrong by up to "
         f"{err:.3g} px (standard error) in the overlap, {times} its RMSE of "
-        f"{fit.rmse_px:.2f} px at the tie points: its {len(src)} inliers {_layout(src, grid)}, "
+        f"{fit.rmse_px:.2f} px at the tie points: its {len(src)} inliers {layout}, "
         "so between and beyond them the fit follows their noise. No output raster was "
         f"written. Use {fix}, or give more, better-spread keypoints (EXTENT and MASK over "
         "the whole overlap, a higher SPREAD or MAX_COUNT, a lower MIN_DISTANCE, or a "

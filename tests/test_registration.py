@@ -900,3 +900,18 @@ def test_a_spread_tiles_the_mask_as_it_tiles_the_same_extent(tmp_path: Path) -> 
     assert len(masked) == len(extent) == 40
     # not the same points: the mask also blanks the response outside it, an extent does not
     assert (masked[:, 0] < 512).sum() == (extent[:, 0] < 512).sum() == 10
+
+
+def test_too_few_inliers_for_a_poly3_are_said_so_not_roads() -> None:
+    """16 well-spread tie points of a poly3 (10 terms): refused, 11.1 px predicted, and told
+    they "lie along a few lines (e.g. two crossing roads)", which they do not."""
+    rng = np.random.default_rng(0)
+    src = rng.uniform(64, 936, (16, 2))
+    dst = src @ TRUE_A[:, :2].T + TRUE_A[:, 2] + rng.normal(0, 0.3, src.shape)
+    ties = reg.TiePoints(src, dst, np.ones(16, bool), np.arange(16))
+    fit = reg.fit_tie_points(ties, "poly3", 1.5, 8, np.random.default_rng(0))
+    with pytest.raises(reg.RegistrationError) as err:
+        reg.check_predicted_error(fit, ties, (1000, 1000), (1000, 1000), 1.5, 64)
+    text = str(err.value)
+    assert "its 16 inliers are too few for its 10 terms per coordinate (at least 25" in text
+    assert "crossing roads" not in text and "Use TRANSFORM poly2" in text
