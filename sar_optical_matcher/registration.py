@@ -178,7 +178,8 @@ def sar_coverage(
 
     The SAR's validity (nodata, mask or alpha band, outside the raster) is read decimated
     (``rasters.valid_on_grid``) onto a grid of cells of ~1/16 of the search region's half size
-    (at most ``max_cells`` a side, reaching a search region beyond the optical raster), and a
+    (at most ``max_cells`` a side) over the SAR footprint's bounding box on the optical raster,
+    reaching a search region beyond it, and a
     cell is kept where at least :data:`COVERAGE_MIN_VALID` of a search region's window around
     it (``search_size`` matching-grid pixels of ``grid_scale`` optical pixels, widened by the
     grid's and the read's cells) is valid. So a rotated footprint or a swath inside nodata
@@ -191,14 +192,21 @@ def sar_coverage(
 
     from sar_optical_matcher import rasters
 
-    w, h = optical.width, optical.height
+    # the grid covers the SAR footprint on the optical raster only: over the whole of a
+    # 20,000 px optical its cells were 10 px, and a 130 px SAR chip a 96 px search region fits
+    # in was refused (on a 2000 px optical: 3 px cells, kept)
+    fx0, fy0, fx1, fy1 = rasters.footprint_overlap(optical, sar)
+    if fx1 <= fx0 or fy1 <= fy0:
+        fx0, fy0, fx1, fy1 = 0.0, 0.0, float(optical.width), float(optical.height)
+    w, h = fx1 - fx0, fy1 - fy0
     half = float(grid_scale) * (search_size / 2.0 + 1.0)  # + the corner's rounding to grid px
     # cells of 1/16 of the half size: each side of the kept area is conservative by about two
     # cells and a read cell (1/8 refused a 128 px SAR footprint the 96 px search fits in)
     step = max(1.0, half / 16.0, (max(w, h) + 2.0 * half) / max_cells)
     pad = half + 3.0 * step
     nx, ny = math.ceil((w + 2 * pad) / step), math.ceil((h + 2 * pad) / step)
-    valid, sar_cell = rasters.valid_on_grid(sar, sar_band, optical, (-pad, -pad), step, (ny, nx))
+    gx0, gy0 = fx0 - pad, fy0 - pad
+    valid, sar_cell = rasters.valid_on_grid(sar, sar_band, optical, (gx0, gy0), step, (ny, nx))
     ratio = rasters.pixel_size_ratio(optical, sar)  # one SAR pixel in optical pixels
     slack = sar_cell * (ratio if math.isfinite(ratio) else 1.0) + step
     r = math.ceil((half + slack) / step)
@@ -209,10 +217,10 @@ def sar_coverage(
             f"no room for keypoints: nowhere on the optical raster does the SAR have valid data "
             f"over a whole search region ({search_size} x {search_size} px of {grid_scale:.2f} "
             f"optical px, {2 * half:.0f} optical px; {valid.mean():.0%} of the grid around the "
-            "optical raster has valid SAR data); check the SAR's nodata value and mask band and "
+            "SAR footprint has valid SAR data); check the SAR's nodata value and mask band and "
             "the overlap, or use a model with a smaller search region"
         )
-    return SarCoverage(-pad, -pad, step, ok)
+    return SarCoverage(gx0, gy0, step, ok)
 
 
 def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, int]:
