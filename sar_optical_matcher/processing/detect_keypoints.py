@@ -78,7 +78,7 @@ def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str 
             maxValue=1.0,
         ),
         f"0 to 1, default {reg.DEFAULT_SPREAD}. Share of MAX_COUNT shared out over the scene "
-        "first: the search window is cut into SPREAD x MAX_COUNT cells and each cell's "
+        "first: the search window is cut into up to SPREAD x MAX_COUNT cells and each cell's "
         "strongest corner is taken, then the rest goes to the strongest corners anywhere "
         "(SPREAD x MAX_COUNT under 1: strongest first). 0: strongest first (a contrasted part "
         "of the scene can take every keypoint, and a poly/TPS fit is then extrapolated over "
