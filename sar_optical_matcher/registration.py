@@ -226,6 +226,12 @@ def sar_coverage(
 def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, int]:
     """Pixel window (x0, y0, x1, y1) where keypoints may lie: border, extent, mask, raster edges."""
     b = settings.border_px
+    if min(info.width, info.height) < 2:  # Harris takes a gradient along both axes
+        raise ValueError(
+            f"no room for keypoints: the {info.width} x {info.height} px raster has no corner to "
+            "find (at least 2 px a side, and a search region around each keypoint to match); "
+            "use a larger raster"
+        )
     x0, y0, x1, y1 = b, b, info.width - b, info.height - b
     if settings.extent_map is not None:
         xmin, ymin, xmax, ymax = settings.extent_map

@@ -344,3 +344,19 @@ def test_qgis_process_says_and_takes_spread(qgis_profile: dict[str, str], tmp_pa
         env=qgis_profile, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode != 0 and "SPREAD" in bad.stdout + bad.stderr
+
+
+def test_a_one_pixel_raster_is_refused_clearly(provider, tmp_path: Path) -> None:
+    """A 1 x 1 px raster (BORDER 0) crashed in numpy: "Shape of array too small to calculate a
+    numerical gradient"; a 2 px wide one still gives its corner."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    rng = np.random.default_rng(0)
+    one = _write(tmp_path / "one.tif", rng.normal(size=(1, 1)).astype(np.float32), OPT_GT)
+    params = {"BORDER": 0, "MIN_DISTANCE": 1, "OUTPUT": "memory:"}
+    with pytest.raises(QgsProcessingException, match=r"the 1 x 1 px raster has no corner"):
+        processing.run("sarmatcher:detectkeypoints", {**params, "INPUT": str(one)})
+    two = _write(tmp_path / "two.tif", rng.normal(size=(5, 2)).astype(np.float32), OPT_GT)
+    out = processing.run("sarmatcher:detectkeypoints", {**params, "INPUT": str(two)})
+    assert out["OUTPUT"].featureCount() == 1
