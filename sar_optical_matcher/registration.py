@@ -738,9 +738,10 @@ def extrapolated_share(
     The overlap is sampled on an ``n`` x ``n`` grid of SAR pixels that the fit maps onto the
     optical raster, at least ``margin_px`` from its edges (the keypoints' border, where no tie
     point can lie). Keypoints taken strongest first (SPREAD 0), or kept to part of the scene
-    by EXTENT or MASK, can all fall in one part of it; a polynomial or spline fit is then extrapolated over the
-    rest (an 8000 px scene whose 500 keypoints all lay in its brighter half: poly3 1.5 px and
-    tps 3.8 px off in the other half, affine 0.2 px), which no tie-point residual shows.
+    by EXTENT or MASK, can all fall in one part of it; a polynomial or spline fit is then
+    extrapolated over the rest (an 8000 px scene whose 500 keypoints all lay in its brighter
+    half: poly3 1.5 px and tps 3.8 px off in the other half, affine 0.2 px), which no
+    tie-point residual shows.
 
     Returns:
         A share in [0, 1]; 1 when the inliers span no area (fewer than 3, or on a line).
