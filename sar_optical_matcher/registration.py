@@ -151,6 +151,15 @@ class SarCoverage:
         out = self.ok[np.clip(i, 0, ny - 1)][:, np.clip(j, 0, nx - 1)]
         return out & iin[:, None] & jin[None, :]
 
+    def any_in(self, box: tuple[float, float, float, float]) -> bool:
+        """Whether a True cell overlaps the optical pixel box ``(x0, y0, x1, y1)``."""
+        ny, nx = self.ok.shape
+        j0 = max(0, math.floor((box[0] - self.x0) / self.step_px))
+        i0 = max(0, math.floor((box[1] - self.y0) / self.step_px))
+        j1 = min(nx, math.ceil((box[2] - self.x0) / self.step_px))
+        i1 = min(ny, math.ceil((box[3] - self.y0) / self.step_px))
+        return bool(j1 > j0 and i1 > i0 and self.ok[i0:i1, j0:j1].any())
+
     def bbox(self) -> tuple[float, float, float, float] | None:
         """(x0, y0, x1, y1) optical pixels around the True cells; None when there is none."""
         rows, cols = np.nonzero(self.ok)
@@ -169,7 +178,8 @@ def sar_coverage(
 
     The SAR's validity (nodata, mask or alpha band, outside the raster) is read decimated
     (``rasters.valid_on_grid``) onto a grid of cells of ~1/16 of the search region's half size
-    (at most ``max_cells`` a side, reaching a search region beyond the optical raster), and a
+    (at most ``max_cells`` a side) over the SAR footprint's bounding box on the optical raster,
+    reaching a search region beyond it, and a
     cell is kept where at least :data:`COVERAGE_MIN_VALID` of a search region's window around
     it (``search_size`` matching-grid pixels of ``grid_scale`` optical pixels, widened by the
     grid's and the read's cells) is valid. So a rotated footprint or a swath inside nodata
@@ -182,14 +192,21 @@ def sar_coverage(
 
     from sar_optical_matcher import rasters
 
-    w, h = optical.width, optical.height
+    # the grid covers the SAR footprint on the optical raster only: over the whole of a
+    # 20,000 px optical its cells were 10 px, and a 130 px SAR chip a 96 px search region fits
+    # in was refused (on a 2000 px optical: 3 px cells, kept)
+    fx0, fy0, fx1, fy1 = rasters.footprint_overlap(optical, sar)
+    if fx1 <= fx0 or fy1 <= fy0:
+        fx0, fy0, fx1, fy1 = 0.0, 0.0, float(optical.width), float(optical.height)
+    w, h = fx1 - fx0, fy1 - fy0
     half = float(grid_scale) * (search_size / 2.0 + 1.0)  # + the corner's rounding to grid px
     # cells of 1/16 of the half size: each side of the kept area is conservative by about two
     # cells and a read cell (1/8 refused a 128 px SAR footprint the 96 px search fits in)
     step = max(1.0, half / 16.0, (max(w, h) + 2.0 * half) / max_cells)
     pad = half + 3.0 * step
     nx, ny = math.ceil((w + 2 * pad) / step), math.ceil((h + 2 * pad) / step)
-    valid, sar_cell = rasters.valid_on_grid(sar, sar_band, optical, (-pad, -pad), step, (ny, nx))
+    gx0, gy0 = fx0 - pad, fy0 - pad
+    valid, sar_cell = rasters.valid_on_grid(sar, sar_band, optical, (gx0, gy0), step, (ny, nx))
     ratio = rasters.pixel_size_ratio(optical, sar)  # one SAR pixel in optical pixels
     slack = sar_cell * (ratio if math.isfinite(ratio) else 1.0) + step
     r = math.ceil((half + slack) / step)
@@ -200,15 +217,21 @@ def sar_coverage(
             f"no room for keypoints: nowhere on the optical raster does the SAR have valid data "
             f"over a whole search region ({search_size} x {search_size} px of {grid_scale:.2f} "
             f"optical px, {2 * half:.0f} optical px; {valid.mean():.0%} of the grid around the "
-            "optical raster has valid SAR data); check the SAR's nodata value and mask band and "
+            "SAR footprint has valid SAR data); check the SAR's nodata value and mask band and "
             "the overlap, or use a model with a smaller search region"
         )
-    return SarCoverage(-pad, -pad, step, ok)
+    return SarCoverage(gx0, gy0, step, ok)
 
 
 def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, int]:
-    """Pixel window (x0, y0, x1, y1) where keypoints may lie: border, extent and raster edges."""
+    """Pixel window (x0, y0, x1, y1) where keypoints may lie: border, extent, mask, raster edges."""
     b = settings.border_px
+    if min(info.width, info.height) < 2:  # Harris takes a gradient along both axes
+        raise ValueError(
+            f"no room for keypoints: the {info.width} x {info.height} px raster has no corner to "
+            "find (at least 2 px a side, and a search region around each keypoint to match); "
+            "use a larger raster"
+        )
     x0, y0, x1, y1 = b, b, info.width - b, info.height - b
     if settings.extent_map is not None:
         xmin, ymin, xmax, ymax = settings.extent_map
@@ -233,7 +256,44 @@ def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, i
             f"{b} px (and the extent, if given{within}) leaves nothing; use a larger raster, "
             "overlap or extent, or a smaller border"
         )
+    if settings.coverage is not None and not settings.coverage.any_in((x0, y0, x1, y1)):
+        raise ValueError(
+            f"no room for keypoints: inside the border of {b} px (and the extent, if given) the "
+            "SAR has no valid data over a whole search region anywhere (nodata, its mask band, "
+            "or off the SAR); move EXTENT onto valid SAR data, check the SAR's nodata value, or "
+            "give a KEYPOINTS layer"
+        )
+    mask = _mask_box(settings, info.geotransform)
+    if mask is not None:  # a mask off the window is left to find no keypoint (and say so)
+        mx0, my0 = max(x0, math.ceil(mask[0])), max(y0, math.ceil(mask[1]))
+        mx1, my1 = min(x1, math.floor(mask[2])), min(y1, math.floor(mask[3]))
+        if mx1 > mx0 and my1 > my0:
+            x0, y0, x1, y1 = mx0, my0, mx1, my1
     return int(x0), int(y0), int(x1), int(y1)
+
+
+def _mask_box(settings: DetectSettings, gt: Sequence[float]) -> tuple[float, ...] | None:
+    """Pixel box (x0, y0, x1, y1) around the mask polygons; None without a mask.
+
+    The search window keeps to it, so a spread's cells tile the mask, not the whole raster
+    (a mask over a quarter of it got a quarter of the cells: 5 keypoints of 40 in its weak
+    half where the same area as an EXTENT got 10).
+    """
+    if not settings.mask_wkt:
+        return None
+    from osgeo import ogr
+
+    boxes = []
+    for wkt in settings.mask_wkt:
+        geom = ogr.CreateGeometryFromWkt(wkt)
+        if geom is not None and not geom.IsEmpty():
+            xmin, xmax, ymin, ymax = geom.GetEnvelope()
+            boxes.append(map_to_pixel(gt, [[xmin, ymin], [xmin, ymax], [xmax, ymin], [xmax, ymax]]))
+    if not boxes:
+        return None
+    px = np.concatenate(boxes)
+    return (float(math.floor(px[:, 0].min())), float(math.floor(px[:, 1].min())),
+            float(math.ceil(px[:, 0].max())), float(math.ceil(px[:, 1].max())))  # fmt: skip
 
 
 def _mask_window(settings: DetectSettings, gt: Sequence[float], win: tuple[int, ...]) -> Any:
@@ -608,23 +668,59 @@ BENDING_KINDS = ("poly2", "poly3", "tps")
 MAX_EXTRAPOLATED_SHARE = 0.3
 
 
+def _inliers_affine(fit: FitResult, ties: TiePoints) -> Any:
+    """The inliers' affine fit (SAR px -> optical px), or None when they do not determine one."""
+    inl = np.asarray(fit.inliers, bool)
+    try:
+        return tf.fit_transform(ties.src_px[inl], ties.dst_px[inl], "affine")
+    except ValueError:  # < 3 points or exactly on a line
+        return None
+
+
 def _overlap_grid(
     transform: Any,
     sar_size: tuple[int, int],
     optical_size: tuple[int, int],
     margin_px: float,
     n: int,
+    window_by: Any = None,
 ) -> np.ndarray:
     """``(M, 2)`` SAR pixels of an ``n`` x ``n`` grid that ``transform`` maps onto the optical.
 
-    Only points at least ``margin_px`` inside the optical raster's edges are kept.
+    Only points at least ``margin_px`` inside the optical raster's edges are kept. The grid
+    is laid over the SAR pixels under that part of the optical raster, as an affine
+    ``window_by`` (SAR px -> optical px) puts it, padded by 5 %: a SAR scene many times the
+    optical raster's size is then sampled as finely as a crop of it (over the whole SAR, a
+    25,000 px scene left no grid point, or one, on a 1024 px optical raster). ``None``: the
+    whole SAR raster.
     """
     (sw, sh), (ow, oh) = sar_size, optical_size
+    m = float(margin_px)
+    x0, y0, x1, y1 = 0.0, 0.0, float(sw), float(sh)
+    if window_by is not None and ow > 2 * m and oh > 2 * m:
+        t = np.linspace(0.0, 1.0, 9)
+        edge = np.concatenate([
+            np.column_stack([m + t * (ow - 2 * m), np.full(9, m)]),
+            np.column_stack([m + t * (ow - 2 * m), np.full(9, oh - m)]),
+            np.column_stack([np.full(9, m), m + t * (oh - 2 * m)]),
+            np.column_stack([np.full(9, ow - m), m + t * (oh - 2 * m)]),
+        ])  # fmt: skip
+        a = window_by.affine_matrix()
+        try:
+            under = np.linalg.solve(a[:, :2], (edge - a[:, 2]).T).T
+        except np.linalg.LinAlgError:  # a singular affine: keep the whole SAR raster
+            under = np.full_like(edge, np.nan)
+        if np.isfinite(under).all():
+            lo, hi = under.min(axis=0), under.max(axis=0)
+            pad = 0.05 * (hi - lo)
+            x0, y0 = max(x0, lo[0] - pad[0]), max(y0, lo[1] - pad[1])
+            x1, y1 = min(x1, hi[0] + pad[0]), min(y1, hi[1] + pad[1])
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((0, 2))
     g = (np.arange(n) + 0.5) / n
-    src = np.stack(np.meshgrid(g * sw, g * sh), axis=-1).reshape(-1, 2)
+    src = np.stack(np.meshgrid(x0 + g * (x1 - x0), y0 + g * (y1 - y0)), axis=-1).reshape(-1, 2)
     with np.errstate(all="ignore"):
         dst = transform.apply(src)
-    m = float(margin_px)
     on = (dst[:, 0] >= m) & (dst[:, 0] <= ow - m) & (dst[:, 1] >= m) & (dst[:, 1] <= oh - m)
     return src[on]
 
@@ -641,17 +737,19 @@ def extrapolated_share(
 
     The overlap is sampled on an ``n`` x ``n`` grid of SAR pixels that the fit maps onto the
     optical raster, at least ``margin_px`` from its edges (the keypoints' border, where no tie
-    point can lie). Keypoints are taken strongest first, so on a scene of uneven contrast they
-    can all fall in one part of it; a polynomial or spline fit is then extrapolated over the
-    rest (an 8000 px scene whose 500 keypoints all lay in its brighter half: poly3 1.5 px and
-    tps 3.8 px off in the other half, affine 0.2 px), which no tie-point residual shows.
+    point can lie). Keypoints taken strongest first (SPREAD 0), or kept to part of the scene
+    by EXTENT or MASK, can all fall in one part of it; a polynomial or spline fit is then
+    extrapolated over the rest (an 8000 px scene whose 500 keypoints all lay in its brighter
+    half: poly3 1.5 px and tps 3.8 px off in the other half, affine 0.2 px), which no
+    tie-point residual shows.
 
     Returns:
         A share in [0, 1]; 1 when the inliers span no area (fewer than 3, or on a line).
     """
     from scipy.spatial import Delaunay, QhullError
 
-    on = _overlap_grid(fit.transform, sar_size, optical_size, margin_px, n)
+    on = _overlap_grid(fit.transform, sar_size, optical_size, margin_px, n,
+                       _inliers_affine(fit, ties))  # fmt: skip
     inliers = ties.src_px[np.asarray(fit.inliers, bool)]
     if not len(on):
         return 0.0
@@ -680,13 +778,11 @@ def _fit_overlap(
     """
     inl = np.asarray(fit.inliers, bool)
     src, dst = ties.src_px[inl], ties.dst_px[inl]
-    try:
-        overlap_by = tf.fit_transform(src, dst, "affine")
-    except ValueError:  # < 3 points or exactly on a line: the fit itself then
-        overlap_by = fit.transform
-    grid = _overlap_grid(overlap_by, sar_size, optical_size, margin_px, n)
-    if not len(grid):  # the margin leaves nothing: the whole mapped SAR grid
-        grid = _overlap_grid(overlap_by, sar_size, optical_size, -math.inf, n)
+    affine = _inliers_affine(fit, ties)
+    overlap_by = fit.transform if affine is None else affine
+    grid = _overlap_grid(overlap_by, sar_size, optical_size, margin_px, n, affine)
+    if not len(grid):  # the margin leaves nothing (a small optical raster): the whole overlap
+        grid = _overlap_grid(overlap_by, sar_size, optical_size, 0.0, n, affine)
     return src, dst, grid
 
 
@@ -730,7 +826,12 @@ def predicted_error(
     return _max_error(fit.kind, src, dst, grid, fit.residual_xy_px[inl])
 
 
-def _layout(src: np.ndarray, grid: np.ndarray) -> str:
+#: Under this many inliers per term of a coordinate, a refused fit is said to have too few
+#: (16 well-spread inliers of a poly3, 10 terms: 2-11 px predicted, 12-42 times the RMSE).
+MIN_INLIERS_PER_TERM = 2.5
+
+
+def _layout(src: np.ndarray, grid: np.ndarray, kind: str) -> str:
     """What is wrong with the inliers' layout (SAR px) over the overlap ``grid``, in words."""
     evals = np.linalg.eigvalsh(np.cov(src.T)) if len(src) > 2 else np.zeros(2)
     across = math.sqrt(max(float(evals[0]), 0.0) / max(float(evals[1]), 1e-300))
@@ -740,6 +841,13 @@ def _layout(src: np.ndarray, grid: np.ndarray) -> str:
     if box < 0.5:
         return (
             f"are bunched in one part of the overlap (their bounding box: {100 * box:.0f} % of it)"
+        )
+    terms = tf.min_points(kind)
+    if len(src) < MIN_INLIERS_PER_TERM * terms:
+        return (
+            f"are too few for its {terms} terms per coordinate (at least "
+            f"{math.ceil(MIN_INLIERS_PER_TERM * terms)} well-spread ones keep its error near the "
+            "RMSE)"
         )
     return "lie along a few lines (e.g. two crossing roads), with too little spread off them"
 
@@ -782,13 +890,15 @@ def check_predicted_error(
             fix = f"TRANSFORM {alt} (predicted {e:.2g} px on these tie points)"
             break
     times = f"{err / fit.rmse_px:.3g} times" if fit.rmse_px > 0 else "far beyond"
+    layout = _layout(src, grid, fit.kind)
     raise RegistrationError(
         f"Registration refused: the '{fit.kind}' fit is predicted to be wrong by up to "
         f"{err:.3g} px (standard error) in the overlap, {times} its RMSE of "
-        f"{fit.rmse_px:.2f} px at the tie points: its {len(src)} inliers {_layout(src, grid)}, "
+        f"{fit.rmse_px:.2f} px at the tie points: its {len(src)} inliers {layout}, "
         "so between and beyond them the fit follows their noise. No output raster was "
-        f"written. Use {fix}, or give more, better-spread keypoints (a KEYPOINTS layer over "
-        "the whole overlap, a higher MAX_COUNT or a lower MIN_DISTANCE)."
+        f"written. Use {fix}, or give more, better-spread keypoints (EXTENT and MASK over "
+        "the whole overlap, a higher SPREAD or MAX_COUNT, a lower MIN_DISTANCE, or a "
+        "KEYPOINTS layer over the whole overlap)."
     )
 
 

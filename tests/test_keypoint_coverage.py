@@ -180,3 +180,29 @@ def test_tiled_spread_equals_whole_image_detection(
     assert (strongest.xy_px[:, 0] < 200).sum() <= 2
     with pytest.raises(ValueError, match="SPREAD must be in"):
         reg.DetectSettings(spread=-0.1)
+
+
+def test_a_small_sar_chip_on_a_huge_optical_keeps_its_room(tmp_path: Path) -> None:
+    """The coverage grid spanned the whole optical raster: on a 20,000 px one its cells were
+    10 px, and a 130 px SAR chip that a 96 px search region fits in (34 px of room) was refused
+    ("nowhere ... valid data"); on a 2000 px optical the same chip kept 28 px. Now the grid
+    covers the SAR footprint: the same cells and room on both."""
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    boxes = []
+    for n in (2000, 20000):
+        path = tmp_path / f"optical{n}.tif"
+        ds = gdal.GetDriverByName("GTiff").Create(str(path), n, n, 1, gdal.GDT_Byte,
+                                                  ["SPARSE_OK=TRUE", "TILED=YES"])  # fmt: skip
+        ds.SetGeoTransform(GT)
+        ds.SetProjection(srs.ExportToWkt())
+        ds = None
+        c = n / 2 - 65
+        chip_gt = (GT[0] + 10 * c, 10.0, 0.0, GT[3] - 10 * c, 0.0, -10.0)
+        chip = _write(tmp_path / f"chip{n}.tif", [np.ones((130, 130), np.float32)], chip_gt)
+        cov = reg.sar_coverage(rasters.open_raster(path), chip, 1, 96)
+        box = cov.bbox()
+        assert box is not None and cov.step_px < 4
+        boxes.append(np.subtract(box, c))
+    np.testing.assert_allclose(boxes[0], boxes[1], atol=1e-6)
+    assert 20 <= boxes[0][2] - boxes[0][0] <= 34  # of the 130 - 96 = 34 px of room

@@ -787,7 +787,9 @@ def test_tie_points_on_two_crossing_lines_refuse_a_polynomial(kind: str) -> None
     text = str(err.value)
     assert f"the '{kind}' fit is predicted to be wrong by up to" in text
     assert "lie along a few lines (e.g. two crossing roads)" in text
-    assert "Use TRANSFORM affine (predicted 0.23 px" in text and "KEYPOINTS" in text
+    assert "Use TRANSFORM affine (predicted 0.24 px" in text and "KEYPOINTS" in text
+    # keypoints kept to part of the overlap by EXTENT / MASK, or taken strongest first
+    assert "(EXTENT and MASK over the whole overlap, a higher SPREAD or MAX_COUNT" in text
     assert _same_order(_true_max_error(fit), fit.extra["predicted_error_px"])
     _, affine = _check(ties, "affine")  # the affine of the same tie points is determined
     assert affine < 0.3
@@ -933,3 +935,77 @@ def test_tps_warp_of_a_sar_larger_than_the_optical_follows_the_spline(tmp_path: 
     centre = np.column_stack([ox.ravel(), oy.ravel()]) + 0.5
     err = np.linalg.norm(fit.transform.apply(sampled) - centre, axis=1)
     assert err.max() < 0.1, (err.max(), np.median(err))
+
+
+@pytest.mark.parametrize("kind", ["affine", "poly2"])
+def test_a_sar_scene_far_larger_than_the_optical_is_judged_on_the_overlap(kind: str) -> None:
+    """A 1024 px optical crop at the centre of a 25,000 px SAR scene (1:1 pixels): the overlap
+    grid was laid over the whole SAR, left no point inside the keypoints' border and fell back
+    to the whole scene, and a good fit (0.17 / 0.36 px on the crop) was refused as 5.9 / 529 px
+    off; the share outside the inliers' hull read 0.0 or 0.56 with the scene's size (0.19)."""
+    rng = np.random.default_rng(0)
+    opt = rng.uniform(200, 824, (40, 2))
+    dst = opt + rng.normal(0, 0.3, opt.shape)
+    figures = []
+    for side in (1024, 25000):
+        ties = reg.TiePoints(opt + (side / 2 - 512), dst, np.ones(40, bool), np.arange(40))
+        fit = reg.fit_tie_points(ties, kind, 1.5, 8, np.random.default_rng(0))
+        sizes = (side, side), (1024, 1024)
+        figures.append((
+            reg.check_predicted_error(fit, ties, *sizes, 1.5, 192),
+            reg.predicted_error(fit, ties, *sizes),
+            reg.extrapolated_share(fit, ties, *sizes, 192),
+        ))  # fmt: skip
+    (crop, crop_whole, crop_share), (scene, scene_whole, scene_share) = figures
+    assert scene == pytest.approx(crop, rel=1e-6) and crop < 0.5
+    assert scene_share == pytest.approx(crop_share, abs=1e-9) and 0.1 < crop_share < 0.3
+    # the whole overlap's grid is clipped to the crop's SAR raster, not to the scene's
+    assert scene_whole == pytest.approx(crop_whole, rel=0.1) and scene_whole < 1.0
+
+
+def test_a_spread_tiles_the_mask_as_it_tiles_the_same_extent(tmp_path: Path) -> None:
+    """The spread's cells were laid over the whole raster with a MASK: a mask square over a
+    quarter of it got a quarter of the cells, 5 of 40 keypoints in its weak (0.3x contrast)
+    part where the same square as an EXTENT got 10. Now the two give the same keypoints."""
+    from osgeo import gdal, osr
+    from scipy import ndimage
+
+    from sar_optical_matcher import rasters
+
+    n, gt = 1024, (500000.0, 10.0, 0.0, 4100000.0, 0.0, -10.0)
+    img = ndimage.gaussian_filter(np.random.default_rng(5).normal(size=(n, n)), 3.0) * 40 + 100
+    img[:, :712] = 100 + 0.3 * (img[:, :712] - 100)
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "o.tif"), n, n, 1, gdal.GDT_Float32)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.GetRasterBand(1).WriteArray(img.astype(np.float32))
+    ds = None
+    info = rasters.open_raster(tmp_path / "o.tif")
+    x0, y0, x1, y1 = 503000.0, 4091880.0, 508120.0, 4097000.0  # pixels 300..812
+    square = f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
+
+    def detect(**kw: object) -> np.ndarray:
+        s = reg.DetectSettings(min_distance_px=24, max_count=40, border_px=20, spread=0.5, **kw)
+        return reg.detect_keypoints_tiled(info, s).xy_px
+
+    masked, extent = detect(mask_wkt=(square,)), detect(extent_map=(x0, y0, x1, y1))
+    assert len(masked) == len(extent) == 40
+    # not the same points: the mask also blanks the response outside it, an extent does not
+    assert (masked[:, 0] < 512).sum() == (extent[:, 0] < 512).sum() == 10
+
+
+def test_too_few_inliers_for_a_poly3_are_said_so_not_roads() -> None:
+    """16 well-spread tie points of a poly3 (10 terms): refused, 11.1 px predicted, and told
+    they "lie along a few lines (e.g. two crossing roads)", which they do not."""
+    rng = np.random.default_rng(0)
+    src = rng.uniform(64, 936, (16, 2))
+    dst = src @ TRUE_A[:, :2].T + TRUE_A[:, 2] + rng.normal(0, 0.3, src.shape)
+    ties = reg.TiePoints(src, dst, np.ones(16, bool), np.arange(16))
+    fit = reg.fit_tie_points(ties, "poly3", 1.5, 8, np.random.default_rng(0))
+    with pytest.raises(reg.RegistrationError) as err:
+        reg.check_predicted_error(fit, ties, (1000, 1000), (1000, 1000), 1.5, 64)
+    text = str(err.value)
+    assert "its 16 inliers are too few for its 10 terms per coordinate (at least 25" in text
+    assert "crossing roads" not in text and "Use TRANSFORM poly2" in text

@@ -201,7 +201,8 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         "index in it (0 = its first point in feature-id order; every part of a multipoint "
         "counts; also with 'Selected features only', so that a selected point keeps its id). "
         "When not set, keypoints are detected on the optical raster (MIN_DISTANCE, MAX_COUNT, "
-        "BORDER).",
+        "SPREAD, BORDER) where a search region of valid SAR data lies around them; a layer's "
+        "points are all matched, unspread (those off the SAR data are skipped as nodata_sar).",
     )
     common.add_param(
         alg,

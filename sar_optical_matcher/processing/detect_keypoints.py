@@ -77,12 +77,13 @@ def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str 
             minValue=0.0,
             maxValue=1.0,
         ),
-        "Share of MAX_COUNT shared out over the scene first: the search window is cut into "
-        "that many cells and each cell's strongest corner is taken, then the rest goes to the "
-        "strongest corners anywhere. 0: strongest first (a contrasted part of the scene can "
-        "take every keypoint, and a poly/TPS fit is then extrapolated over the rest). A cell "
-        "whose best corner has under ~6 % of the strongest corner's contrast (flat water, "
-        "cloud, noise) gets none.",
+        f"0 to 1, default {reg.DEFAULT_SPREAD}. Share of MAX_COUNT shared out over the scene "
+        "first: the search window is cut into up to SPREAD x MAX_COUNT cells and each cell's "
+        "strongest corner is taken, then the rest goes to the strongest corners anywhere "
+        "(SPREAD x MAX_COUNT under 1: strongest first). 0: strongest first (a contrasted part "
+        "of the scene can take every keypoint, and a poly/TPS fit is then extrapolated over "
+        "the rest). A cell whose best corner has under ~6 % of the strongest corner's "
+        "contrast (flat water, cloud, noise) gets none.",
         advanced=True,
     )
     common.add_param(
@@ -264,7 +265,7 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
                 (self.BAND, "band to detect on"),
                 (self.MIN_DISTANCE, "minimum keypoint spacing, pixels"),
                 (self.MAX_COUNT, "maximum number of keypoints"),
-                (self.SPREAD, "share of them spread over the scene, one per cell, 0..1"),
+                (self.SPREAD, f"share of them spread, one per cell, 0..1 ({reg.DEFAULT_SPREAD})"),
                 (self.BORDER, "distance from the raster edges, pixels"),
                 (self.MASK, "optional polygons to search in"),
                 (self.EXTENT, "optional extent"),

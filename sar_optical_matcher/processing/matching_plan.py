@@ -178,9 +178,11 @@ def no_keypoints_message(from_layer: bool, masked: bool = False, layer_points: i
             "mask, leave it empty, or give a KEYPOINTS layer"
         )
     return (
-        "there are no keypoints to match: no corner was found on the optical raster (constant, "
-        "all nodata or textureless there, or smaller than the search region plus BORDER); use a "
-        "textured area, a smaller MIN_DISTANCE/BORDER, or give a KEYPOINTS layer"
+        "there are no keypoints to match: no corner was found on the optical raster inside "
+        "BORDER and EXTENT, where given, and where a search region of valid SAR data lies "
+        "around it (constant, all nodata or textureless there, or smaller than the search "
+        "region plus BORDER); use a textured area, a smaller MIN_DISTANCE/BORDER, or give a "
+        "KEYPOINTS layer"
     )
 
 

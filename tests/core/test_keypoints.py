@@ -253,9 +253,12 @@ def test_spread_gives_a_low_contrast_half_its_share() -> None:
     assert_spacing(spread, 24.0)
     assert np.all(np.diff(spread.response) <= 0)
     left = spread.xy_px[:, 0] < 256
-    assert 8 <= left.sum() <= 12  # 20 cells of a 5 x 4 grid, 10 on the left; the rest strongest
+    assert 8 <= left.sum() <= 12  # 20 cells of a 4 x 5 grid, 10 on the left; the rest strongest
+    from sar_optical_matcher.core.keypoints import spread_cells
+
+    assert spread_cells((16, 16, 496, 496), 20) == (4, 5)
     box = np.array([16.0, 16.0])
-    cells = np.floor((spread.xy_px - box) / ((512 - 32) / np.array([5, 4]))).astype(int)
+    cells = np.floor((spread.xy_px - box) / ((512 - 32) / np.array([4, 5]))).astype(int)
     assert len(np.unique(cells, axis=0)) == 20
     everywhere = detect_keypoints(img, **args, spread=1.0)
     assert 16 <= (everywhere.xy_px[:, 0] < 256).sum() <= 24
@@ -318,3 +321,21 @@ def test_spread_merge_of_tiles_equals_whole_image() -> None:
     merged = merge_keypoints(parts, 16.0, 30, spread=0.5, extent=(8, 8, 248, 248))
     assert len(merged) == 30
     np.testing.assert_array_equal(merged.xy_px, whole.xy_px)
+
+
+def test_a_small_spread_is_a_grid_not_strips() -> None:
+    """The grid with the most cells cut a square into strips for a prime count (5 cells:
+    1 x 5, 7: 1 x 7), so at MAX_COUNT 10-14 and SPREAD 0.5 every keypoint of a scene with a
+    0.3x-contrast half lay in the other half, as strongest first; now 2 x 2 and 3 x 2."""
+    from sar_optical_matcher.core.keypoints import spread_cells
+
+    assert spread_cells((0, 0, 400, 400), 5) == (2, 2)
+    assert spread_cells((0, 0, 400, 400), 7) in ((3, 2), (2, 3))
+    assert spread_cells((0, 0, 1000, 10), 50) == (50, 1)  # a strip of an extent stays one
+    assert spread_cells((0, 0, 400, 400), 250) in ((15, 16), (16, 15))
+    img = _half_contrast(5, 400)
+    for count, left in ((10, 2), (14, 2)):
+        k = detect_keypoints(img, count, 24.0, border_px=20, spread=0.5)
+        assert len(k) == count and (k.xy_px[:, 0] < 200).sum() >= left
+        strongest = detect_keypoints(img, count, 24.0, border_px=20)
+        assert (strongest.xy_px[:, 0] < 200).sum() == 0

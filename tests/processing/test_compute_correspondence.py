@@ -318,3 +318,48 @@ def test_runs_without_a_feedback_object(provider, synthetic_pair, twin_model) ->
     dest = alg.processAlgorithm(params, context, None)["MATCHES"]
     layer = QgsProcessingUtils.mapLayerFromString(dest, context)
     assert sorted(f["id"] for f in layer.getFeatures()) == [0, 1]
+
+
+def test_an_extent_on_a_nodata_hole_of_the_sar_is_said(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """EXTENT over a 200 px nodata hole of the SAR (valid SAR all around it): detection kept
+    to the coverage found nothing there and the warning blamed the optical ("no corner was
+    found on the optical raster (constant, all nodata or textureless there ..."), which is
+    textured. Now refused, naming the SAR's nodata and EXTENT."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    from tests.processing import OPT_GT
+
+    sar = tmp_path / "holed.tif"
+    gdal.Translate(str(sar), str(synthetic_pair.sar))
+    ds = gdal.Open(str(sar), gdal.GA_Update)
+    band = ds.GetRasterBand(1)
+    arr = band.ReadAsArray()
+    arr[100:300, 100:300] = -9999.0
+    band.WriteArray(arr)
+    band.SetNoDataValue(-9999.0)
+    ds = None
+    x0, y0 = OPT_GT[0], OPT_GT[3]
+    extent = f"{x0 + 1600},{x0 + 2400},{y0 - 2400},{y0 - 1600} [EPSG:{EPSG}]"  # px 160..240
+    params = {**_params(synthetic_pair, twin_model), "SAR": str(sar)}
+    with pytest.raises(QgsProcessingException, match=r"the SAR has no valid data over a whole "
+                       r"search region anywhere .* move EXTENT onto valid SAR data"):  # fmt: skip
+        processing.run("sarmatcher:computecorrespondence", {**params, "EXTENT": extent})
+    layer = processing.run("sarmatcher:computecorrespondence", params)["MATCHES"]
+    assert layer.featureCount() > 0  # around the hole, keypoints are found and matched
+    # a KEYPOINTS layer ('Selected features only' too) is neither kept to the coverage nor
+    # spread: its point in the hole is matched and skipped as nodata_sar, with its id
+    kp = _point_layer([(200.0, 200.0), (80.0, 80.0)])
+    layer = processing.run(
+        "sarmatcher:computecorrespondence", {**params, "KEYPOINTS": kp, "EXTENT": extent}
+    )["MATCHES"]
+    assert sorted((f["id"], f["status"]) for f in layer.getFeatures()) == [(0, "nodata_sar")]
+    layer = processing.run("sarmatcher:computecorrespondence", {**params, "KEYPOINTS": kp})[
+        "MATCHES"
+    ]
+    assert sorted((f["id"], f["status"]) for f in layer.getFeatures()) == [
+        (0, "nodata_sar"), (1, "ok")
+    ]  # fmt: skip

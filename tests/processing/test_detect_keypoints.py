@@ -312,3 +312,51 @@ def test_spread_reaches_a_low_contrast_half(provider, tmp_path: Path) -> None:
 
     assert left(SPREAD=0) <= 2
     assert left() >= 8
+
+
+@pytest.mark.qgis_process
+def test_qgis_process_says_and_takes_spread(qgis_profile: dict[str, str], tmp_path: Path) -> None:
+    """`qgis_process help` listed SPREAD without its range or default (QGIS 3.22 prints
+    neither for a number); a SPREAD given on the command line reaches the algorithm."""
+    import subprocess
+
+    from osgeo import ogr
+
+    from tests.conftest import qgis_process_command
+    from tests.processing import run_cli
+
+    run = subprocess.run(
+        [*qgis_process_command(), "help", "sarmatcher:detectkeypoints"],
+        env=qgis_profile, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    spread = run.stdout.split("\nSPREAD: ")[1].split("\nBORDER: ")[0]
+    assert "0 to 1, default 0.5." in spread and "SPREAD x MAX_COUNT cells" in spread
+    path, _ = _squares_raster(tmp_path)
+    params = {"INPUT": path, "MIN_DISTANCE": 12, "BORDER": 8, "MAX_COUNT": 4}
+    for value in (0, 1):
+        out = tmp_path / f"kp{value}.gpkg"
+        run_cli(qgis_profile, "detectkeypoints", {**params, "SPREAD": value, "OUTPUT": out})
+        ds = ogr.Open(str(out))
+        assert ds.GetLayer(0).GetFeatureCount() == 4
+    bad = subprocess.run(
+        [*qgis_process_command(), "run", "sarmatcher:detectkeypoints", "--",
+         f"INPUT={path}", "SPREAD=1.5", f"OUTPUT={tmp_path / 'bad.gpkg'}"],
+        env=qgis_profile, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "SPREAD" in bad.stdout + bad.stderr
+
+
+def test_a_one_pixel_raster_is_refused_clearly(provider, tmp_path: Path) -> None:
+    """A 1 x 1 px raster (BORDER 0) crashed in numpy: "Shape of array too small to calculate a
+    numerical gradient"; a 2 px wide one still gives its corner."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    rng = np.random.default_rng(0)
+    one = _write(tmp_path / "one.tif", rng.normal(size=(1, 1)).astype(np.float32), OPT_GT)
+    params = {"BORDER": 0, "MIN_DISTANCE": 1, "OUTPUT": "memory:"}
+    with pytest.raises(QgsProcessingException, match=r"the 1 x 1 px raster has no corner"):
+        processing.run("sarmatcher:detectkeypoints", {**params, "INPUT": str(one)})
+    two = _write(tmp_path / "two.tif", rng.normal(size=(5, 2)).astype(np.float32), OPT_GT)
+    out = processing.run("sarmatcher:detectkeypoints", {**params, "INPUT": str(two)})
+    assert out["OUTPUT"].featureCount() == 1
