@@ -203,9 +203,9 @@ def test_property_nms_spacing_and_border(
         assert np.all(np.diff(kp.response) <= 0) and (kp.response > 0).all()
 
 
-def test_tiled_detection_with_halo_equals_whole_image() -> None:
-    img = smooth_noise(6, shape=(256, 256))
-    whole = detect_keypoints(img, 10_000, 12.0, border_px=8, min_response_rel=0.0)
+def _tile_parts(img: np.ndarray) -> list[Keypoints]:
+    """Keypoints of the four 128 px tiles of a 256 px image (a 12 px halo, border 8), in the
+    image's frame: every local maximum of each tile's core, for a global merge."""
     halo, parts = 12, []  # halo >= the filters' reach (9 px) + 1 for the 3x3 maxima
     for x0, y0 in [(0, 0), (128, 0), (0, 128), (128, 128)]:
         wx0, wy0 = max(0, x0 - halo), max(0, y0 - halo)
@@ -217,7 +217,13 @@ def test_tiled_detection_with_halo_equals_whole_image() -> None:
         core = ((xy >= [x0, y0]) & (xy < [x0 + 128, y0 + 128])).all(axis=1)
         core &= ((xy >= 8) & (xy <= 256 - 8)).all(axis=1)
         parts.append(Keypoints(xy[core], k.response[core]))
-    merged = merge_keypoints(parts, 12.0, 10_000)
+    return parts
+
+
+def test_tiled_detection_with_halo_equals_whole_image() -> None:
+    img = smooth_noise(6, shape=(256, 256))
+    whole = detect_keypoints(img, 10_000, 12.0, border_px=8, min_response_rel=0.0)
+    merged = merge_keypoints(_tile_parts(img), 12.0, 10_000)
     np.testing.assert_array_equal(merged.xy_px, whole.xy_px)
     np.testing.assert_array_equal(merged.response, whole.response)
 
@@ -309,16 +315,7 @@ def test_spread_zero_is_strongest_first_and_select_spread_by_hand() -> None:
 def test_spread_merge_of_tiles_equals_whole_image() -> None:
     img = _half_contrast(10, 256)
     whole = detect_keypoints(img, 30, 16.0, border_px=8, spread=0.5)
-    halo, parts = 12, []
-    for x0, y0 in [(0, 0), (128, 0), (0, 128), (128, 128)]:
-        wx0, wy0 = max(0, x0 - halo), max(0, y0 - halo)
-        window = img[wy0 : y0 + 128 + halo, wx0 : x0 + 128 + halo]
-        k = detect_keypoints(window, 10_000, 0.0, border_px=0, min_response_rel=0.0)
-        xy = k.xy_px + [wx0, wy0]
-        core = ((xy >= [x0, y0]) & (xy < [x0 + 128, y0 + 128])).all(axis=1)
-        core &= ((xy >= 8) & (xy <= 256 - 8)).all(axis=1)
-        parts.append(Keypoints(xy[core], k.response[core]))
-    merged = merge_keypoints(parts, 16.0, 30, spread=0.5, extent=(8, 8, 248, 248))
+    merged = merge_keypoints(_tile_parts(img), 16.0, 30, spread=0.5, extent=(8, 8, 248, 248))
     assert len(merged) == 30
     np.testing.assert_array_equal(merged.xy_px, whole.xy_px)
 
