@@ -1036,18 +1036,18 @@ def tps_geolocation(
 ) -> tuple[dict[str, str], np.ndarray, np.ndarray]:
     """GDAL geolocation arrays of a thin-plate spline: metadata, node map x, node map y.
 
-    The metadata is the GEOLOCATION domain's, less the X/Y_DATASET names. The nodes are SAR
-    pixels (corners, GDAL's default convention) every ``step`` pixels over ``window`` (None:
-    the whole SAR), ``step`` about :data:`TPS_NODE_SPACING_OUT_PX` output pixels (wider beyond
-    :data:`TPS_MAX_NODES` nodes or :data:`TPS_MAX_NODE_TERMS` terms). The spline is evaluated
-    on a coarse subgrid and near each control point, interpolated between
-    (:data:`TPS_COARSE_FACTOR`, :data:`TPS_EXACT_RADIUS_NODES`). GDAL inverts the bilinear
-    interpolation between the nodes exactly, so the warp samples the SAR where the fitted
-    spline puts each output pixel. ``gdal.Warp(tps=True)`` through the control points missed
-    the spline by up to 0.31 px even with an exact transformer (GDAL fits the inverse,
-    optical -> SAR, as a second spline through the same points, and the inverse of a spline is
-    no spline), 1.22 px with its default approximate one (error threshold 0.125 px; 2000^2 px,
-    300 noisy tie points).
+    The metadata is the GEOLOCATION domain's, less the X/Y_DATASET names. The nodes are SAR pixels
+    (corners, GDAL's default convention) every ``step`` pixels over ``window`` (None: the whole
+    SAR), ``step`` about :data:`TPS_NODE_SPACING_OUT_PX` output pixels (wider beyond
+    :data:`TPS_MAX_NODES` nodes or :data:`TPS_MAX_NODE_TERMS` terms). The spline is evaluated on a
+    coarse subgrid and near each control point, interpolated between (:data:`TPS_COARSE_FACTOR`,
+    :data:`TPS_EXACT_RADIUS_NODES`, a smaller radius where the nodes near the control points, times
+    their number, would pass the terms left). GDAL inverts the bilinear interpolation between the
+    nodes exactly, so the warp samples the SAR where the fitted spline puts each output pixel.
+    ``gdal.Warp(tps=True)`` through the control points missed the spline by up to 0.31 px even with
+    an exact transformer (GDAL fits the inverse, optical -> SAR, as a second spline through the same
+    points, and the inverse of a spline is no spline), 1.22 px with its default approximate one
+    (error threshold 0.125 px; 2000^2 px, 300 noisy tie points).
 
     Args:
         to_map: (N, 2) SAR pixels -> (N, 2) map coordinates through the fitted spline.
@@ -1088,12 +1088,26 @@ def tps_geolocation(
         b = np.take(values, np.minimum(j + 1, values.shape[axis] - 1), axis=axis)
         f = f.reshape((-1, 1, 1) if axis == 0 else (1, -1, 1))
         values = a + f * (b - a)
-    near = np.zeros((ny, nx), bool)  # nodes near a control point: the spline's own values
-    r = TPS_EXACT_RADIUS_NODES
     u = (ctrl - [x0, y0]) / step
-    for cx, cy in u[np.isfinite(u).all(axis=1)]:
-        near[max(math.floor(cy) - r, 0) : max(math.ceil(cy) + r + 1, 0),
-             max(math.floor(cx) - r, 0) : max(math.ceil(cx) + r + 1, 0)] = True  # fmt: skip
+    u = u[np.isfinite(u).all(axis=1)]
+
+    def near_nodes(r: int) -> np.ndarray:  # nodes near a control point: the spline's own values
+        near = np.zeros((ny, nx), bool)
+        for cx, cy in u:
+            near[max(math.floor(cy) - r, 0) : max(math.ceil(cy) + r + 1, 0),
+                 max(math.floor(cx) - r, 0) : max(math.ceil(cx) + r + 1, 0)] = True  # fmt: skip
+        return near
+
+    # the near nodes share the budget with the coarse ones (1500 control points evaluated
+    # 957 M terms there besides the coarse 94 M, 9.9 s): halve the radius until they fit
+    left = TPS_MAX_NODE_TERMS - coarse(ny) * coarse(nx) * len(ctrl)
+    r = TPS_EXACT_RADIUS_NODES
+    near = near_nodes(r)
+    while r > 0 and np.count_nonzero(near) * len(ctrl) > left:
+        r //= 2
+        near = near_nodes(r)
+    if np.count_nonzero(near) * len(ctrl) > left:
+        near[:] = False
     iy, ix = np.nonzero(near)
     if len(iy):
         values[iy, ix] = to_map(np.column_stack([x0 + step * ix, y0 + step * iy]).astype(float))
@@ -1196,11 +1210,12 @@ def _write_tps_geolocation(
     optical: Any,
     per_optical: tuple[float, float],
     name: str,
+    is_canceled: IsCanceled | None = None,
 ) -> list[str]:
     """Give ``vrt`` the spline's geolocation arrays; return their /vsimem/ files to unlink.
 
     ``vrt``: the SAR with GCPs at the spline's control points ``src_px`` (see
-    :func:`tps_geolocation`).
+    :func:`tps_geolocation`). ``is_canceled`` is checked before each chunk of nodes.
     """
     import uuid
 
@@ -1220,7 +1235,8 @@ def _write_tps_geolocation(
 
     def to_map(xy: np.ndarray) -> np.ndarray:
         out = []
-        for i in range(0, len(xy), 65536):
+        for i in range(0, len(xy), 65536):  # 65536 nodes x 1000 control points: about 0.6 s
+            _check_canceled(is_canceled)
             points, ok = tps_forward.TransformPoints(0, xy[i : i + 65536].tolist())
             if not all(ok):
                 raise RegistrationError(
@@ -1345,7 +1361,9 @@ def warp_sar(
                    math.hypot(gt[2], gt[5]) / math.hypot(out_gt[2], out_gt[5]))  # fmt: skip
     scales = warp_scales(fit.transform, src_px, per_optical)
     geoloc_files = (
-        _write_tps_geolocation(vrt, fit.transform, src_px, sar, optical, per_optical, name)
+        _write_tps_geolocation(
+            vrt, fit.transform, src_px, sar, optical, per_optical, name, is_canceled
+        )
         if order is None
         else []
     )
