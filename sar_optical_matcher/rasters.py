@@ -610,8 +610,9 @@ def check_creation_options(driver: str, options: Sequence[str], name: str) -> No
 
 def _max_bands(driver: str, gdal_type: str) -> tuple[int, ...] | None:
     """Band counts ``driver`` writes as one raster of ``gdal_type`` (None: any count)."""
-    if driver == "GPKG":  # tiles: grey, grey + alpha, RGB, RGBA; a coverage of other types
-        return (1, 2, 3, 4) if gdal_type == "Byte" else (1,)
+    if driver == "GPKG":  # tiles: grey, RGB (a 2nd / 4th band is alpha, which the warp cannot
+        # fill: "Destination dataset has 2 bands, but at least 3 are needed"); a coverage else
+        return (1, 3) if gdal_type == "Byte" else (1,)
     if driver == "netCDF":  # each further band is a variable of its own: subdatasets
         return (1,)
     if driver == "PNG":
@@ -624,8 +625,9 @@ def _max_bands(driver: str, gdal_type: str) -> tuple[int, ...] | None:
 def check_output_bands(driver: str, gdal_type: str, band_count: int, name: str) -> None:
     """Raise unless ``driver`` stores ``band_count`` bands of ``gdal_type`` as one raster.
 
-    GDAL fails at creation (GeoPackage: one band beyond Byte), changes them (JPEG: 4 bands
-    become 3) or writes a file that opens as no raster (netCDF: one variable a band).
+    GDAL fails at creation (GeoPackage: one band beyond Byte) or at the warp (GeoPackage: 2
+    or 4 Byte bands, the last taken as alpha), changes them (JPEG: 4 bands become 3) or writes a
+    file that opens as no raster (netCDF: one variable a band).
     """
     allowed = _max_bands(driver, gdal_type)
     if allowed is None or band_count in allowed:
