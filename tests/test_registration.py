@@ -858,6 +858,25 @@ def _coordinate_raster(path: Path, size: int, gt: tuple[float, ...], wkt: str) -
     return path
 
 
+def _coordinate_pair(folder: Path, sar_size: int, optical_size: int) -> Path:
+    """A ``sar_size`` coordinate raster ``xy.tif`` (:func:`_coordinate_raster`) and an empty
+    ``optical_size`` optical ``opt.tif`` on the same 10 m UTM grid; returns the SAR's path."""
+    from osgeo import gdal, osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    wkt = srs.ExportToWkt()
+    gt = (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)
+    sar_path = _coordinate_raster(folder / "xy.tif", sar_size, gt, wkt)
+    opt = gdal.GetDriverByName("GTiff").Create(
+        str(folder / "opt.tif"), optical_size, optical_size, 1
+    )
+    opt.SetGeoTransform(gt)
+    opt.SetProjection(wkt)
+    opt = None
+    return sar_path
+
+
 @pytest.mark.parametrize("out_per_sar_px", [1.0, 2.0])
 def test_tps_warp_samples_the_sar_where_the_fitted_spline_says(
     tmp_path: Path, out_per_sar_px: float
@@ -867,18 +886,10 @@ def test_tps_warp_samples_the_sar_where_the_fitted_spline_says(
     the output pixel's centre), also with SAR pixels twice the output's: 0.086 / 0.055 px at
     most, next to a close pair of tie points. gdal.Warp(tps=True) through the control points
     was 2.18 / 0.89 px off (GDAL's approximate transformer, and its inverse a second spline)."""
-    from osgeo import gdal, osr
+    from osgeo import gdal
 
     size, k = 400, round(400 * out_per_sar_px)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32633)
-    wkt = srs.ExportToWkt()
-    gt = (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)
-    sar_path = _coordinate_raster(tmp_path / "xy.tif", size, gt, wkt)
-    opt = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "opt.tif"), k, k, 1)
-    opt.SetGeoTransform(gt)
-    opt.SetProjection(wkt)
-    opt = None
+    sar_path = _coordinate_pair(tmp_path, size, k)
     rng = np.random.default_rng(3)
     src = rng.uniform(0, size, (80, 2))
     c, s = np.cos(0.05), np.sin(0.05)
@@ -1040,18 +1051,10 @@ def test_a_cancel_while_the_spline_is_evaluated_stops_before_the_warp(tmp_path: 
     """The spline's nodes are evaluated in chunks that each check the cancel (they took 9.9 s
     uncancelable for 1500 control points): canceled there, nothing is warped (no progress
     reported), written or left in /vsimem."""
-    from osgeo import gdal, osr
+    from osgeo import gdal
 
     size = 300
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32633)
-    wkt = srs.ExportToWkt()
-    gt = (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)
-    sar_path = _coordinate_raster(tmp_path / "xy.tif", size, gt, wkt)
-    opt = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "opt.tif"), size, size, 1)
-    opt.SetGeoTransform(gt)
-    opt.SetProjection(wkt)
-    opt = None
+    sar_path = _coordinate_pair(tmp_path, size, size)
     rng = np.random.default_rng(3)
     src = rng.uniform(0, size, (40, 2))
     dst = src + [3.0, -2.0] + rng.normal(0, 0.3, src.shape)
