@@ -427,16 +427,7 @@ def footprint_overlap(a: RasterInfo, b: RasterInfo, samples: int = 21) -> tuple[
         ``(x0, y0, x1, y1)`` in ``a`` pixels with ``x1 >= x0``, ``y1 >= y0``; a zero width or
         height means the rasters do not overlap.
     """
-    t = np.linspace(0.0, 1.0, samples)
-    w, h = b.width, b.height
-    edges = np.concatenate(
-        [
-            np.column_stack([t * w, 0 * t]),
-            np.column_stack([t * w, h + 0 * t]),
-            np.column_stack([0 * t, t * h]),
-            np.column_stack([w + 0 * t, t * h]),
-        ]
-    )
+    edges = geotransform.box_outline((0, 0, b.width, b.height), samples)
     xy = map_to_pixel(a, transform_points(pixel_to_map(b, edges), b.crs_wkt, a.crs_wkt))
     xy = xy[np.isfinite(xy).all(axis=1)]
     if len(xy) == 0:
@@ -770,12 +761,7 @@ def valid_on_grid(
     if nx < 1 or ny < 1 or not (math.isfinite(step_px) and step_px > 0):
         raise ValueError(f"need a grid of at least 1 x 1 cells of a positive step, got {shape}")
     x0, y0 = (float(v) for v in origin_px)
-    t = np.linspace(0.0, 1.0, 33)
-    gw, gh = nx * step_px, ny * step_px
-    outline = np.concatenate([
-        np.column_stack([x0 + t * gw, y0 + 0 * t]), np.column_stack([x0 + t * gw, y0 + gh + 0 * t]),
-        np.column_stack([x0 + 0 * t, y0 + t * gh]), np.column_stack([x0 + gw + 0 * t, y0 + t * gh]),
-    ])  # fmt: skip
+    outline = geotransform.box_outline((x0, y0, x0 + nx * step_px, y0 + ny * step_px), 33)
     under = map_to_pixel(src, transform_points(pixel_to_map(dst, outline), dst.crs_wkt,
                                                src.crs_wkt))  # fmt: skip
     under = under[np.isfinite(under).all(axis=1)]

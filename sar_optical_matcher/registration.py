@@ -31,7 +31,12 @@ from sar_optical_matcher.core.files import (
     remove_with_sidecars,
     temporary_name,
 )
-from sar_optical_matcher.core.geotransform import map_to_pixel, pixel_to_map, points_in_box
+from sar_optical_matcher.core.geotransform import (
+    box_outline,
+    map_to_pixel,
+    pixel_to_map,
+    points_in_box,
+)
 from sar_optical_matcher.core.tiling import iter_tiles
 
 Progress = Callable[[float], None]
@@ -698,13 +703,7 @@ def _overlap_grid(
     m = float(margin_px)
     x0, y0, x1, y1 = 0.0, 0.0, float(sw), float(sh)
     if window_by is not None and ow > 2 * m and oh > 2 * m:
-        t = np.linspace(0.0, 1.0, 9)
-        edge = np.concatenate([
-            np.column_stack([m + t * (ow - 2 * m), np.full(9, m)]),
-            np.column_stack([m + t * (ow - 2 * m), np.full(9, oh - m)]),
-            np.column_stack([np.full(9, m), m + t * (oh - 2 * m)]),
-            np.column_stack([np.full(9, ow - m), m + t * (oh - 2 * m)]),
-        ])  # fmt: skip
+        edge = box_outline((m, m, ow - m, oh - m), 9)
         a = window_by.affine_matrix()
         try:
             under = np.linalg.solve(a[:, :2], (edge - a[:, 2]).T).T
@@ -984,12 +983,7 @@ def sar_window_on_optical(
     grid so much that the inverse missed the fit by 1.1 px (SAR 8x the optical's side) to
     7.9 px (16x) on the optical tile.
     """
-    t = np.linspace(0.0, 1.0, 17)
-    w, h = float(optical_width), float(optical_height)
-    edges = np.concatenate(
-        [np.column_stack(e) for e in ((t * w, 0 * t), (t * w, h + 0 * t), (0 * t, t * h),
-                                      (w + 0 * t, t * h))]
-    )  # fmt: skip
+    edges = box_outline((0, 0, optical_width, optical_height), 17)
     xy = np.tile(np.asarray(transform.src_centre, np.float64), (len(edges), 1))
     with np.errstate(all="ignore"):
         for _ in range(20):

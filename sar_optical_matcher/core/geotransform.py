@@ -50,3 +50,19 @@ def points_in_box(xy: ArrayLike, box: Sequence[float] | None) -> np.ndarray:
     xmin, ymin, xmax, ymax = box
     x, y = pts[:, 0], pts[:, 1]
     return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
+
+
+def box_outline(box: Sequence[float], samples: int) -> np.ndarray:
+    """(4 * samples, 2) points along the edges of ``box = (x0, y0, x1, y1)``.
+
+    Top, bottom, left, right, ``samples`` evenly spaced on each, corners included. What a
+    box's bounding box becomes through a curved or rotating mapping (a reprojection, a fitted
+    transform) is taken from these densified edges.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    t = np.linspace(0.0, 1.0, samples)
+    xs, ys = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+    return np.concatenate([
+        np.column_stack([xs, np.full(samples, y0)]), np.column_stack([xs, np.full(samples, y1)]),
+        np.column_stack([np.full(samples, x0), ys]), np.column_stack([np.full(samples, x1), ys]),
+    ])  # fmt: skip

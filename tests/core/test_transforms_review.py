@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from sar_optical_matcher.core import classical, correlation
-from sar_optical_matcher.core.geotransform import map_to_pixel, pixel_to_map
+from sar_optical_matcher.core.geotransform import box_outline, map_to_pixel, pixel_to_map
 from sar_optical_matcher.core.transforms import fit_transform, ransac
 
 A = np.array([[1.01, 0.02], [-0.015, 0.99]])
@@ -110,3 +110,15 @@ def test_classical_maps_share_the_learned_maps_orientation() -> None:
         cmap = fn(template, region)
         assert cmap.shape == learned.shape, name
         assert np.unravel_index(int(cmap.argmax()), cmap.shape) == (dy, dx), name
+
+
+def test_box_outline_walks_each_edge_corner_to_corner() -> None:
+    """The one densified outline of a box (footprints, overlap grids, GCP windows)."""
+    pts = box_outline((2.0, -1.0, 6.0, 3.0), 5)
+    assert pts.shape == (20, 2)
+    np.testing.assert_array_equal(pts[:5, 1], -1.0)  # top
+    np.testing.assert_array_equal(pts[5:10, 1], 3.0)  # bottom
+    np.testing.assert_array_equal(pts[10:15, 0], 2.0)  # left
+    np.testing.assert_array_equal(pts[15:, 0], 6.0)  # right
+    np.testing.assert_allclose(pts[:5, 0], [2, 3, 4, 5, 6])
+    np.testing.assert_allclose(pts[10:15, 1], [-1, 0, 1, 2, 3])
