@@ -1111,6 +1111,18 @@ def tps_geolocation(
     return meta, values[:, :, 0], values[:, :, 1]
 
 
+def _output_jacobian(transform: Any, src_px: Any, out_per_optical_px: Sequence[float]) -> Any:
+    """(2, 2) output pixels per SAR pixel of the fitted transform at the centroid of ``src_px``.
+
+    Column ``j`` is the output-pixel step of one SAR pixel along SAR axis ``j``; may hold NaN
+    or Inf where the transform does.
+    """
+    c = np.asarray(src_px, np.float64).reshape(-1, 2).mean(axis=0, keepdims=True)
+    with np.errstate(all="ignore"):
+        jac = _value_and_step_jacobian(transform, c)[1][0]  # d optical px / d SAR px
+        return np.diag(np.asarray(out_per_optical_px, np.float64)) @ jac
+
+
 def warp_scales(transform: Any, src_px: Any, out_per_optical_px: Sequence[float]) -> list[str]:
     """GDAL's ``XSCALE`` / ``YSCALE`` warp options for the fitted transform (or none).
 
@@ -1126,10 +1138,8 @@ def warp_scales(transform: Any, src_px: Any, out_per_optical_px: Sequence[float]
         src_px: (N, 2) SAR pixels the GCPs sample.
         out_per_optical_px: (2,) output pixels per optical pixel along x and y.
     """
-    c = np.asarray(src_px, np.float64).reshape(-1, 2).mean(axis=0, keepdims=True)
+    jac = _output_jacobian(transform, src_px, out_per_optical_px)  # d out px / d SAR px
     with np.errstate(all="ignore"):
-        jac = _value_and_step_jacobian(transform, c)[1][0]  # d optical px / d SAR px
-        jac = np.diag(np.asarray(out_per_optical_px, np.float64)) @ jac  # d out px / d SAR px
         if not np.isfinite(jac).all() or abs(np.linalg.det(jac)) < 1e-12:
             return []
         steps = np.linalg.norm(np.linalg.inv(jac), axis=0)  # SAR px per output px, each axis
@@ -1217,10 +1227,8 @@ def _write_tps_geolocation(
 
     from sar_optical_matcher.rasters import gdal_try
 
-    c = np.asarray(src_px, np.float64).mean(axis=0, keepdims=True)
-    with np.errstate(all="ignore"):
-        jac = _value_and_step_jacobian(transform, c)[1][0]
-        det = abs(float(np.linalg.det(np.diag(per_optical) @ jac)))  # out px^2 per SAR px^2
+    with np.errstate(all="ignore"):  # out px^2 per SAR px^2
+        det = abs(float(np.linalg.det(_output_jacobian(transform, src_px, per_optical))))
     sar_per_out = 1.0 / math.sqrt(det) if math.isfinite(det) and det > 1e-12 else 1.0
     window = sar_window_on_optical(transform, sar.width, sar.height, optical.width, optical.height)
     # GDAL's forward spline through the control points is the fit's (the interpolating
