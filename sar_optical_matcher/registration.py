@@ -117,11 +117,7 @@ class DetectSettings:
                 "need min_distance_px >= 1, max_count >= 1 and border_px >= 0, got "
                 f"{self.min_distance_px}, {self.max_count}, {self.border_px}"
             )
-        if not (math.isfinite(self.spread) and 0.0 <= self.spread <= 1.0):
-            raise ValueError(
-                f"SPREAD must be in [0, 1] (the share of MAX_COUNT shared out over the scene's "
-                f"cells; 0: strongest first), got {self.spread!r}"
-            )
+        kp.check_spread(self.spread, "SPREAD", "MAX_COUNT")
 
 
 #: Default SPREAD of the Processing algorithms (see docs/performance.md, "Keypoint spread").

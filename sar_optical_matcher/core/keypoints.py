@@ -267,7 +267,7 @@ def detect_keypoints(
         raise ValueError("min_distance_px and border_px must be finite and >= 0")
     if not 0 <= min_response_rel < 1:
         raise ValueError(f"min_response_rel must be in [0, 1), got {min_response_rel}")
-    _check_spread(spread)
+    check_spread(spread)
     resp = harris_response(image, sigma=sigma, valid=valid)
     h, w = resp.shape
     if candidates is not None and np.shape(candidates) != (h, w):
@@ -304,10 +304,11 @@ def detect_keypoints(
     return Keypoints(xy[keep], values[keep])
 
 
-def _check_spread(spread: float) -> None:
+def check_spread(spread: float, name: str = "spread", of: str = "the keypoints") -> None:
+    """Raise ``ValueError`` unless ``spread`` is in [0, 1]; the message calls it ``name``."""
     if not (np.isfinite(spread) and 0 <= spread <= 1):
         raise ValueError(
-            f"spread must be in [0, 1] (the share of the keypoints shared out over the scene's "
+            f"{name} must be in [0, 1] (the share of {of} shared out over the scene's "
             f"cells; 0: strongest first), got {spread!r}"
         )
 
@@ -364,7 +365,7 @@ def select_spread(
     Returns:
         ``(M,) int`` ascending indices into ``xy`` (so still strongest first), ``M <= max_count``.
     """
-    _check_spread(spread)
+    check_spread(spread)
     resp = np.asarray(response, np.float64).reshape(-1)
     if len(resp) == 0 or max_count <= 0 or resp[0] <= 0:
         return np.zeros(0, np.int64)
@@ -419,7 +420,7 @@ def merge_keypoints(
     """
     if int(max_count) != max_count or max_count < 0 or min_distance_px < 0:
         raise ValueError("max_count and min_distance_px must be non-negative")
-    _check_spread(spread)
+    check_spread(spread)
     parts = [p for p in parts if len(p)]
     if not parts:
         return Keypoints.empty()
