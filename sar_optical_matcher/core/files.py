@@ -64,14 +64,18 @@ def _in_use_message(src: Path, dst: Path, exc: OSError, restored: bool) -> str:
     )
 
 
+def with_sidecars(path: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """``path`` and the names of GDAL's sidecars of it (``.aux.xml``, ``.ovr``, ``.msk``)."""
+    return (Path(path), *(Path(f"{path}{ext}") for ext in SIDECARS))
+
+
 def remove_with_sidecars(path: str | os.PathLike[str], strict: bool = True) -> None:
     """Remove ``path`` and GDAL's sidecars of it (``.aux.xml``, ``.ovr``, ``.msk``), if there.
 
     ``strict=False``: a file that cannot be removed (on Windows, one still open) is left,
     without an error, so that cleaning up after a failure never hides that failure.
     """
-    path = Path(path)
-    for leftover in (path, *(Path(f"{path}{ext}") for ext in SIDECARS)):
+    for leftover in with_sidecars(path):
         if not os.path.lexists(leftover):  # also a sidecar name too long to exist
             continue
         try:
@@ -155,14 +159,14 @@ class StagedOutputs:
         aside = [
             (old, temporary_name(old, "replaced"))
             for _, final in self._staged
-            for old in (final, *(Path(f"{final}{ext}") for ext in SIDECARS))
+            for old in with_sidecars(final)
             if os.path.lexists(old)  # False for a sidecar name too long to exist
         ]
         moves = aside + [  # GDAL's side files belong to the file (PNG: its georeference)
-            (Path(f"{tmp}{ext}"), Path(f"{final}{ext}"))
+            (new, dst)
             for tmp, final in self._staged
-            for ext in ("", *SIDECARS)
-            if os.path.lexists(f"{tmp}{ext}")
+            for new, dst in zip(with_sidecars(tmp), with_sidecars(final))
+            if os.path.lexists(new)
         ]
         for i, (src, dst) in enumerate(moves):
             try:
