@@ -816,9 +816,17 @@ def predicted_error(
     Returns:
         Optical pixels; NaN for ``tps`` (no residuals to scale by: see ``loo_rmse_px``).
     """
+    return _predicted(fit, ties, sar_size, optical_size, margin_px, n)[0]
+
+
+def _predicted(
+    fit: FitResult, ties: TiePoints, sar_size: tuple[int, int],
+    optical_size: tuple[int, int], margin_px: float, n: int,
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`predicted_error`, with the inliers' (src, dst) and the overlap grid it is on."""
     src, dst, grid = _fit_overlap(fit, ties, sar_size, optical_size, margin_px, n)
     inl = np.asarray(fit.inliers, bool)
-    return _max_error(fit.kind, src, dst, grid, fit.residual_xy_px[inl])
+    return _max_error(fit.kind, src, dst, grid, fit.residual_xy_px[inl]), src, dst, grid
 
 
 #: Under this many inliers per term of a coordinate, a refused fit is said to have too few
@@ -865,9 +873,7 @@ def check_predicted_error(
     Raises:
         RegistrationError: the message names the fit, the figures, the layout and the remedy.
     """
-    src, dst, grid = _fit_overlap(fit, ties, sar_size, optical_size, margin_px, 32)
-    inl = np.asarray(fit.inliers, bool)
-    err = _max_error(fit.kind, src, dst, grid, fit.residual_xy_px[inl])
+    err, src, dst, grid = _predicted(fit, ties, sar_size, optical_size, margin_px, 32)
     fit.extra["predicted_error_px"] = err
 
     def too_large(e: float, rmse: float) -> bool:

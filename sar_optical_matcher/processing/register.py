@@ -373,11 +373,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         # spacing free along it: that band is not counted as extrapolated
         d = s.correspondence.detect
         border = d.border_px + d.min_distance_px / 2
-        share = reg.extrapolated_share(
-            fit, ties, (sar.width, sar.height), (optical.width, optical.height), border
-        )
-        fit.extra["extrapolated_share"] = share
         sizes = (sar.width, sar.height), (optical.width, optical.height)
+        share = reg.extrapolated_share(fit, ties, *sizes, border)
+        fit.extra["extrapolated_share"] = share
         with common.processing_errors():  # refuses a fit set by ill-placed tie points' noise
             reg.check_predicted_error(fit, ties, *sizes, s.residual_threshold_px, border)
         # judged where tie points can lie; the border band is warped too, by extrapolation
