@@ -129,6 +129,41 @@ def test_the_batch_dialog_builds_a_row_per_run(provider, processing_gui, name: s
     dialog.close()
 
 
+def test_batch_rows_run_with_their_own_values(
+    provider, processing_gui, synthetic_pair: Pair, tmp_path: Path
+) -> None:
+    """Two rows of Detect keypoints set in the batch table, run as the batch dialog runs them."""
+    import processing
+    from qgis.core import QgsProcessingContext, QgsVectorLayer
+
+    _, batch_cls = processing_gui
+    alg = _alg(provider, "detectkeypoints")
+    dialog = batch_cls(alg, None)
+    panel = dialog.mainWidget()
+    panel.addRow()
+    context = QgsProcessingContext()
+    rows = [(synthetic_pair.optical, 30), (synthetic_pair.sar, 12)]
+    for row, (raster, count) in enumerate(rows):
+        for key, value in (
+            ("INPUT", str(raster)),
+            ("MAX_COUNT", count),
+            ("MIN_DISTANCE", 24),
+            ("BORDER", 56),
+        ):
+            wrapper = panel.wrappers[row][panel.parameter_to_column[key]]
+            wrapper.setParameterValue(value, context)
+        out = panel.tblParameters.cellWidget(row + 1, panel.parameter_to_column["OUTPUT"])
+        out.setValue(str(tmp_path / f"row{row}.gpkg"))
+    for row, (_, count) in enumerate(rows):
+        params, ok = panel.parametersForRow(row)
+        assert ok, f"row {row} refused: {params}"
+        assert params["MAX_COUNT"] == count
+        res = processing.run(alg, params)
+        layer = QgsVectorLayer(res["OUTPUT"], "kp", "ogr")
+        assert layer.isValid() and layer.featureCount() == count  # the pair has corners enough
+    dialog.close()
+
+
 def _chain(pair: Pair, model: Path):
     """A model: Detect keypoints on the optical, their layer into Register SAR to optical."""
     from qgis.core import (
