@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sar_optical_matcher.core import keypoint_merge as kp_merge
 from sar_optical_matcher.core import keypoints as kp
 from sar_optical_matcher.core import transforms as tf
 from sar_optical_matcher.core.files import (
@@ -333,7 +334,9 @@ def detect_keypoints_tiled(
     Each tile is read with a halo, keypoints are kept only in the tile's core and inside the
     search window (and ``settings.coverage``), and the tiles' keypoints are merged with a
     global non-maximum suppression. With a ``spread`` every local maximum of the tiles enters
-    the merge, so the result equals whole-image detection whatever the tile size.
+    the merge, so the result equals whole-image detection whatever the tile size; the merge
+    (``core.keypoint_merge.TileMerger``) drops the points that can no longer change it as the
+    tiles come, so it holds about one row of tiles' maxima, not the raster's.
 
     Args:
         info: ``rasters.RasterInfo`` of the optical raster.
@@ -352,7 +355,9 @@ def detect_keypoints_tiled(
         )
     sx0, sy0, sx1, sy1 = search_window(info, settings)
     tiles = list(iter_tiles(sx1 - sx0, sy1 - sy0, settings.tile_px))
-    found = []
+    boxes = [(sx0 + tx, sy0 + ty, sx0 + tx + tw, sy0 + ty + th) for tx, ty, tw, th in tiles]
+    merger = kp_merge.TileMerger(boxes, settings.min_distance_px, settings.max_count,
+                                 settings.spread, (sx0, sy0, sx1, sy1))  # fmt: skip
     for i, (tx, ty, tw, th) in enumerate(tiles):
         _check_canceled(is_canceled)
         cx0, cy0 = sx0 + tx, sy0 + ty
@@ -385,11 +390,10 @@ def detect_keypoints_tiled(
                 valid=valid,
                 candidates=core,
             )
-        found.append(kp.Keypoints(xy_px=k.xy_px + [rx0, ry0], response=k.response))
+        merger.add(kp.Keypoints(xy_px=k.xy_px + [rx0, ry0], response=k.response))
         if progress is not None:
             progress((i + 1) / len(tiles))
-    return kp.merge_keypoints(found, settings.min_distance_px, settings.max_count,
-                              settings.spread, (sx0, sy0, sx1, sy1))  # fmt: skip
+    return merger.result()
 
 
 # --- fitting --------------------------------------------------------------------------------------

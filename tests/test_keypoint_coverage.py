@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from sar_optical_matcher import rasters
 from sar_optical_matcher import registration as reg
+from sar_optical_matcher.core import keypoint_merge
 from sar_optical_matcher.core.keypoints import detect_keypoints
 from sar_optical_matcher.processing import matching_plan as mp
 
@@ -180,6 +181,26 @@ def test_tiled_spread_equals_whole_image_detection(
     assert (strongest.xy_px[:, 0] < 200).sum() <= 2
     with pytest.raises(ValueError, match="SPREAD must be in"):
         reg.DetectSettings(spread=-0.1)
+
+
+@pytest.mark.parametrize(("tile_px", "spacing"), [(48, 24.0), (64, 90.0), (128, 40.0), (150, 12.0)])
+def test_the_streaming_merge_keeps_tiled_spread_detection_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tile_px: int, spacing: float
+) -> None:
+    """The merge drops settled maxima as the tiles come (``core.keypoint_merge``): at any tile
+    size, and with a spacing beyond a tile and its halo (90 px against 64 + 16), the keypoints
+    are still whole-image detection's, bit for bit."""
+    monkeypatch.setattr(keypoint_merge, "_FLUSH_MIN", 1)  # settle after every tile
+    img = _texture(5, 400)
+    img[:, :200] = 100 + 0.3 * (img[:, :200] - 100)
+    info = _write(tmp_path / "half.tif", [img], GT)
+    s = reg.DetectSettings(min_distance_px=spacing, max_count=60, border_px=20, tile_px=tile_px,
+                           spread=0.5)  # fmt: skip
+    tiled = reg.detect_keypoints_tiled(info, s)
+    whole = detect_keypoints(img, 60, spacing, border_px=20, spread=0.5)
+    assert len(whole) >= 12
+    np.testing.assert_array_equal(tiled.xy_px, whole.xy_px)
+    np.testing.assert_array_equal(tiled.response, whole.response)
 
 
 def test_a_small_sar_chip_on_a_huge_optical_keeps_its_room(tmp_path: Path) -> None:

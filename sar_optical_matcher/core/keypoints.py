@@ -336,6 +336,19 @@ def spread_cells(extent: Sequence[float], n_cells: int) -> tuple[int, int]:
     return int(nx[best]), int(ny[best])
 
 
+def spread_cell_index(xy: np.ndarray, extent: Sequence[float], nx: int, ny: int) -> np.ndarray:
+    """``(N,) int64`` cell (row-major) of each point of ``xy (N, 2)`` in an ``nx`` x ``ny`` grid.
+
+    The grid tiles ``extent (x0, y0, x1, y1)``; points outside it count in the nearest cell.
+    One definition for :func:`select_spread` and the streaming merge (``core.keypoint_merge``).
+    """
+    x0, y0, x1, y1 = (float(v) for v in extent)
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    ix = np.clip(np.floor((pts[:, 0] - x0) / max(x1 - x0, 1e-9) * nx), 0, nx - 1)
+    iy = np.clip(np.floor((pts[:, 1] - y0) / max(y1 - y0, 1e-9) * ny), 0, ny - 1)
+    return (iy * nx + ix).astype(np.int64)
+
+
 def select_spread(
     xy: np.ndarray,
     response: np.ndarray,
@@ -373,13 +386,9 @@ def select_spread(
     first = np.zeros(len(resp), bool)
     n_cells = min(int(np.floor(spread * max_count + 1e-9)), len(resp))  # not more than points
     if n_cells >= 1:
-        nx, ny = spread_cells(extent, n_cells)
-        x0, y0, x1, y1 = (float(v) for v in extent)
-        pts = np.asarray(xy, np.float64).reshape(-1, 2)
-        ix = np.clip(np.floor((pts[:, 0] - x0) / max(x1 - x0, 1e-9) * nx), 0, nx - 1)
-        iy = np.clip(np.floor((pts[:, 1] - y0) / max(y1 - y0, 1e-9) * ny), 0, ny - 1)
+        cells = spread_cell_index(xy, extent, *spread_cells(extent, n_cells))
         eligible = np.flatnonzero(resp >= SPREAD_FLOOR_REL * peak)
-        cell = (iy * nx + ix).astype(np.int64)[eligible]
+        cell = cells[eligible]
         _, at = np.unique(cell, return_index=True)  # the first = the strongest of each cell
         first[eligible[at]] = True
     strong = np.flatnonzero((resp > min_response_rel * peak) & ~first)
