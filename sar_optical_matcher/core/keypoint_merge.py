@@ -80,7 +80,9 @@ class TileMerger:
         self._extent = None if extent is None else tuple(float(v) for v in extent)
         self._min_rel = float(min_response_rel)
         n_cells = int(np.floor(spread * max_count + 1e-9))
-        self._cells = kp.spread_cells(self._extent, n_cells) if n_cells >= 1 else None
+        self._cells = None  # (nx, ny) of the spread's cells; n_cells >= 1 needs a spread
+        if n_cells >= 1 and self._extent is not None:
+            self._cells = kp.spread_cells(self._extent, n_cells)
         self._added = 0
         self._xy, self._resp = np.zeros((0, 2)), np.zeros(0)  # held points
         self._last = np.zeros(0, np.int64)  # last box within reach of each held point
