@@ -162,6 +162,19 @@ class SarCoverage:
         i1 = min(ny, math.ceil((box[3] - self.y0) / self.step_px))
         return bool(j1 > j0 and i1 > i0 and self.ok[i0:i1, j0:j1].any())
 
+    def on_box(self, box: tuple[float, float, float, float], max_side: int = 512) -> np.ndarray:
+        """(gy, gx) bool samples of :meth:`at` at the centres of a grid of cells over ``box``.
+
+        Cells of about the coverage's step (at most ``max_side`` a side): the ``valid`` grid
+        of ``core.keypoints.spread_grid``, so a spread's cells count only those with coverage.
+        """
+        x0, y0, x1, y1 = box
+        gx = min(max_side, max(1, math.ceil((x1 - x0) / self.step_px)))
+        gy = min(max_side, max(1, math.ceil((y1 - y0) / self.step_px)))
+        cols = x0 + (np.arange(gx) + 0.5) / gx * (x1 - x0)
+        rows = y0 + (np.arange(gy) + 0.5) / gy * (y1 - y0)
+        return self.at(cols, rows)
+
     def bbox(self) -> tuple[float, float, float, float] | None:
         """(x0, y0, x1, y1) optical pixels around the True cells; None when there is none."""
         rows, cols = np.nonzero(self.ok)
@@ -356,8 +369,11 @@ def detect_keypoints_tiled(
     sx0, sy0, sx1, sy1 = search_window(info, settings)
     tiles = list(iter_tiles(sx1 - sx0, sy1 - sy0, settings.tile_px))
     boxes = [(sx0 + tx, sy0 + ty, sx0 + tx + tw, sy0 + ty + th) for tx, ty, tw, th in tiles]
+    window = (sx0, sy0, sx1, sy1)
+    # with a coverage, the spread's cells count only those where keypoints may lie
+    valid = None if settings.coverage is None else settings.coverage.on_box(window)
     merger = kp_merge.TileMerger(boxes, settings.min_distance_px, settings.max_count,
-                                 settings.spread, (sx0, sy0, sx1, sy1))  # fmt: skip
+                                 settings.spread, window, valid=valid)  # fmt: skip
     for i, (tx, ty, tw, th) in enumerate(tiles):
         _check_canceled(is_canceled)
         cx0, cy0 = sx0 + tx, sy0 + ty

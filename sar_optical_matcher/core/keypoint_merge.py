@@ -41,7 +41,7 @@ class TileMerger:
 
     ``merger.add(part)`` once per box, in the boxes' order, then ``merger.result()``: the
     same :class:`keypoints.Keypoints` as ``merge_keypoints(parts, min_distance_px, max_count,
-    spread, extent, min_response_rel)``. Memory is bounded by the points within reach
+    spread, extent, min_response_rel, valid)``. Memory is bounded by the points within reach
     (``min_distance_px``, chained through unsettled points) of the boxes not yet added, plus
     ``max_count`` and the spread's cells: for tiles added row by row, about one row of tiles.
 
@@ -53,6 +53,8 @@ class TileMerger:
         spread: share of ``max_count`` shared out over cells of ``extent`` first.
         extent: ``(x0, y0, x1, y1)`` pixels the spread's cells tile; needed with a spread.
         min_response_rel: with a spread, the floor of the points taken by strength.
+        valid: with a spread, optional ``(gy, gx)`` bool grid over ``extent`` of where
+            keypoints may lie (``keypoints.spread_grid``).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class TileMerger:
         spread: float = 0.0,
         extent: Sequence[float] | None = None,
         min_response_rel: float = 0.01,
+        valid: np.ndarray | None = None,
     ) -> None:
         """Check the settings; no tile added yet."""
         if int(max_count) != max_count or max_count < 0 or not min_distance_px >= 0:
@@ -80,9 +83,10 @@ class TileMerger:
         self._extent = None if extent is None else tuple(float(v) for v in extent)
         self._min_rel = float(min_response_rel)
         n_cells = int(np.floor(spread * max_count + 1e-9))
+        self._valid = valid
         self._cells = None  # (nx, ny) of the spread's cells; n_cells >= 1 needs a spread
         if n_cells >= 1 and self._extent is not None:
-            self._cells = kp.spread_cells(self._extent, n_cells)
+            self._cells = kp.spread_grid(self._extent, n_cells, valid, most=int(max_count))
         self._added = 0
         self._xy, self._resp = np.zeros((0, 2)), np.zeros(0)  # held points
         self._last = np.zeros(0, np.int64)  # last box within reach of each held point
@@ -121,7 +125,7 @@ class TileMerger:
             return kp.Keypoints(xy[: self._max_count], resp[: self._max_count])
         assert self._extent is not None  # checked in __init__
         keep = kp.select_spread(xy, resp, self._max_count, self._spread, self._extent,
-                                self._min_rel)  # fmt: skip
+                                self._min_rel, self._valid)  # fmt: skip
         return kp.Keypoints(xy[keep], resp[keep])
 
     def _last_box(self, xy: np.ndarray, i: int) -> np.ndarray:

@@ -64,11 +64,17 @@ def test_streaming_merge_equals_the_one_shot_merge(
         spread = float(rng.choice([0.0, 0.25, 0.5, 1.0]))
         rel = float(rng.choice([0.0, 0.01, 0.5]))
         extent = (2.0, 3.0, w - 1.0, h - 4.0)
-        want = merge_keypoints(parts, d, max_count, spread, extent, rel)
+        valid = None  # where keypoints may lie: the spread's cells count only those
+        if trial % 4 == 1:
+            valid = rng.random((int(rng.integers(1, 12)), int(rng.integers(1, 12)))) < 0.5
+        want = merge_keypoints(parts, d, max_count, spread, extent, rel, valid)
         if trial % 3 == 0:  # any order of the tiles, not only raster order
             perm = rng.permutation(len(boxes))
             boxes, parts = [boxes[i] for i in perm], [parts[i] for i in perm]
-        got = _merge(boxes, parts, d, max_count, spread, extent, rel).result()
+        merger = TileMerger(boxes, d, max_count, spread, extent, rel, valid)
+        for part in parts:
+            merger.add(part)
+        got = merger.result()
         np.testing.assert_array_equal(got.xy_px, want.xy_px, err_msg=f"trial {trial}")
         np.testing.assert_array_equal(got.response, want.response, err_msg=f"trial {trial}")
         cases += len(want) > 1
