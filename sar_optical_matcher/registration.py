@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sar_optical_matcher.core import keypoint_merge as kp_merge
 from sar_optical_matcher.core import keypoints as kp
 from sar_optical_matcher.core import transforms as tf
 from sar_optical_matcher.core.files import (
@@ -160,6 +161,19 @@ class SarCoverage:
         j1 = min(nx, math.ceil((box[2] - self.x0) / self.step_px))
         i1 = min(ny, math.ceil((box[3] - self.y0) / self.step_px))
         return bool(j1 > j0 and i1 > i0 and self.ok[i0:i1, j0:j1].any())
+
+    def on_box(self, box: tuple[float, float, float, float], max_side: int = 512) -> np.ndarray:
+        """(gy, gx) bool samples of :meth:`at` at the centres of a grid of cells over ``box``.
+
+        Cells of about the coverage's step (at most ``max_side`` a side): the ``valid`` grid
+        of ``core.keypoints.spread_grid``, so a spread's cells count only those with coverage.
+        """
+        x0, y0, x1, y1 = box
+        gx = min(max_side, max(1, math.ceil((x1 - x0) / self.step_px)))
+        gy = min(max_side, max(1, math.ceil((y1 - y0) / self.step_px)))
+        cols = x0 + (np.arange(gx) + 0.5) / gx * (x1 - x0)
+        rows = y0 + (np.arange(gy) + 0.5) / gy * (y1 - y0)
+        return self.at(cols, rows)
 
     def bbox(self) -> tuple[float, float, float, float] | None:
         """(x0, y0, x1, y1) optical pixels around the True cells; None when there is none."""
@@ -333,7 +347,9 @@ def detect_keypoints_tiled(
     Each tile is read with a halo, keypoints are kept only in the tile's core and inside the
     search window (and ``settings.coverage``), and the tiles' keypoints are merged with a
     global non-maximum suppression. With a ``spread`` every local maximum of the tiles enters
-    the merge, so the result equals whole-image detection whatever the tile size.
+    the merge, so the result equals whole-image detection whatever the tile size; the merge
+    (``core.keypoint_merge.TileMerger``) drops the points that can no longer change it as the
+    tiles come, so it holds about one row of tiles' maxima, not the raster's.
 
     Args:
         info: ``rasters.RasterInfo`` of the optical raster.
@@ -352,7 +368,12 @@ def detect_keypoints_tiled(
         )
     sx0, sy0, sx1, sy1 = search_window(info, settings)
     tiles = list(iter_tiles(sx1 - sx0, sy1 - sy0, settings.tile_px))
-    found = []
+    boxes = [(sx0 + tx, sy0 + ty, sx0 + tx + tw, sy0 + ty + th) for tx, ty, tw, th in tiles]
+    window = (sx0, sy0, sx1, sy1)
+    # with a coverage, the spread's cells count only those where keypoints may lie
+    valid = None if settings.coverage is None else settings.coverage.on_box(window)
+    merger = kp_merge.TileMerger(boxes, settings.min_distance_px, settings.max_count,
+                                 settings.spread, window, valid=valid)  # fmt: skip
     for i, (tx, ty, tw, th) in enumerate(tiles):
         _check_canceled(is_canceled)
         cx0, cy0 = sx0 + tx, sy0 + ty
@@ -385,11 +406,10 @@ def detect_keypoints_tiled(
                 valid=valid,
                 candidates=core,
             )
-        found.append(kp.Keypoints(xy_px=k.xy_px + [rx0, ry0], response=k.response))
+        merger.add(kp.Keypoints(xy_px=k.xy_px + [rx0, ry0], response=k.response))
         if progress is not None:
             progress((i + 1) / len(tiles))
-    return kp.merge_keypoints(found, settings.min_distance_px, settings.max_count,
-                              settings.spread, (sx0, sy0, sx1, sy1))  # fmt: skip
+    return merger.result()
 
 
 # --- fitting --------------------------------------------------------------------------------------

@@ -193,3 +193,9 @@ def test_large_pair_mosaics_share_their_layout(tmp_path: Path) -> None:
     truth = json.loads(out["truth"].read_text())
     assert truth["sar_px_to_optical_px"] == "identity"
     np.testing.assert_allclose(truth["shift_px"], out["shift_px"])
+
+
+def test_bench_keypoints_tiny() -> None:
+    text = _run("bench_keypoints.py", "--size", "1024", "--max-count", "100", "--spacing", "48")
+    assert "held and stream: identical keypoints" in text
+    assert text.count(" px ") == 3  # one line per variant

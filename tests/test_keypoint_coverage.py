@@ -14,6 +14,8 @@ from scipy import ndimage
 
 from sar_optical_matcher import rasters
 from sar_optical_matcher import registration as reg
+from sar_optical_matcher.core import keypoint_merge
+from sar_optical_matcher.core import keypoints as kp
 from sar_optical_matcher.core.keypoints import detect_keypoints
 from sar_optical_matcher.processing import matching_plan as mp
 
@@ -180,6 +182,65 @@ def test_tiled_spread_equals_whole_image_detection(
     assert (strongest.xy_px[:, 0] < 200).sum() <= 2
     with pytest.raises(ValueError, match="SPREAD must be in"):
         reg.DetectSettings(spread=-0.1)
+
+
+@pytest.mark.parametrize(("tile_px", "spacing"), [(48, 24.0), (64, 90.0), (128, 40.0), (150, 12.0)])
+def test_the_streaming_merge_keeps_tiled_spread_detection_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tile_px: int, spacing: float
+) -> None:
+    """The merge drops settled maxima as the tiles come (``core.keypoint_merge``): at any tile
+    size, and with a spacing beyond a tile and its halo (90 px against 64 + 16), the keypoints
+    are still whole-image detection's, bit for bit."""
+    monkeypatch.setattr(keypoint_merge, "_FLUSH_MIN", 1)  # settle after every tile
+    img = _texture(5, 400)
+    img[:, :200] = 100 + 0.3 * (img[:, :200] - 100)
+    info = _write(tmp_path / "half.tif", [img], GT)
+    s = reg.DetectSettings(min_distance_px=spacing, max_count=60, border_px=20, tile_px=tile_px,
+                           spread=0.5)  # fmt: skip
+    tiled = reg.detect_keypoints_tiled(info, s)
+    whole = detect_keypoints(img, 60, spacing, border_px=20, spread=0.5)
+    assert len(whole) >= 12
+    np.testing.assert_array_equal(tiled.xy_px, whole.xy_px)
+    np.testing.assert_array_equal(tiled.response, whole.response)
+
+
+@pytest.mark.parametrize("degrees", [30.0, 45.0])
+def test_a_rotated_footprint_shares_the_spread_over_cells_it_covers(
+    optical: rasters.RasterInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, degrees: float
+) -> None:
+    """MAX_COUNT 40, SPREAD 0.5: 4 x 5 cells over the bounding box of a SAR grid rotated 30 /
+    45 degrees, of which 18 / 16 overlap the coverage (a search region of valid SAR), and 16
+    got a keypoint. The grid now grows to the count of such cells closest to 20 (4 x 6: 21 /
+    20 of them) and 20 distinct cells get a keypoint; the streaming merge stays exact."""
+    sar = _write(tmp_path / "rot.tif", [_texture(1, 400)], _rotated_gt(400, degrees))
+    base = reg.DetectSettings(min_distance_px=24, max_count=40, border_px=40, spread=0.5,
+                              tile_px=128)  # fmt: skip
+    detect = mp.detection_on_sar(base, optical, sar, 1, S, 1.0)
+    window = reg.search_window(optical, detect)
+    valid = detect.coverage.on_box(window)
+
+    def cells(xy: np.ndarray, grid: tuple[int, int]) -> int:
+        return len(np.unique(kp.spread_cell_index(xy, window, *grid)))
+
+    before_grid = kp.spread_cells(window, 20)
+    after_grid = kp.spread_grid(window, 20, valid, most=40)
+    samples = np.column_stack([c.ravel() for c in np.meshgrid(
+        window[0] + (np.arange(valid.shape[1]) + 0.5) / valid.shape[1] * (window[2] - window[0]),
+        window[1] + (np.arange(valid.shape[0]) + 0.5) / valid.shape[0] * (window[3] - window[1]),
+    )])[valid.ravel()]  # fmt: skip
+    want = {30.0: (18, 21), 45.0: (16, 20)}[degrees]  # cells of each grid with coverage
+    assert (cells(samples, before_grid), cells(samples, after_grid)) == want
+    assert (before_grid, after_grid) == ((4, 5), (4, 6))
+    after = reg.detect_keypoints_tiled(optical, detect)
+    with monkeypatch.context() as m:  # the 0.3.5 grid: every cell of the bounding box
+        m.setattr(reg.SarCoverage, "on_box", lambda self, box, max_side=512: None)
+        before = reg.detect_keypoints_tiled(optical, detect)
+    assert len(before) == len(after) == 40
+    assert cells(before.xy_px, before_grid) == 16
+    assert cells(after.xy_px, after_grid) == 20
+    monkeypatch.setattr(keypoint_merge, "_FLUSH_MIN", 1)  # settle after every tile: same
+    again = reg.detect_keypoints_tiled(optical, detect)
+    np.testing.assert_array_equal(again.xy_px, after.xy_px)
 
 
 def test_a_small_sar_chip_on_a_huge_optical_keeps_its_room(tmp_path: Path) -> None:

@@ -336,6 +336,72 @@ def spread_cells(extent: Sequence[float], n_cells: int) -> tuple[int, int]:
     return int(nx[best]), int(ny[best])
 
 
+def spread_grid(
+    extent: Sequence[float], n_cells: int, valid: np.ndarray | None = None,
+    most: int | None = None,
+) -> tuple[int, int]:  # fmt: skip
+    """Columns and rows ``(nx, ny)`` of the spread's cells, counting only usable cells.
+
+    Without ``valid``: :func:`spread_cells`. With ``valid``, a ``(gy, gx)`` bool grid over
+    ``extent`` (True where keypoints may lie, sampled at its cells' centres), the grids of
+    :func:`spread_cells` for ``n_cells``, ``n_cells + 1``, ... are tried and the one whose
+    count of cells holding a True sample is the closest to ``n_cells`` (on a tie the
+    fewer, never above ``most``, default ``n_cells``) is taken: cells in a rotated
+    footprint's empty corners no longer take a share of the budget (a footprint rotated 45
+    degrees covers half of its bounding box).
+    """
+    n = max(int(n_cells), 1)
+    most = n if most is None else max(int(most), n)
+    if valid is not None and (np.ndim(valid) != 2 or min(np.shape(valid)) < 1):
+        raise ValueError(
+            f"valid must be a (gy, gx) bool grid over the extent, got shape {np.shape(valid)}"
+        )
+    if valid is None or not np.asarray(valid).any():
+        return spread_cells(extent, n)
+    ok = np.asarray(valid, bool)
+    gy, gx = ok.shape
+    x0, y0, x1, y1 = (float(v) for v in extent)
+    xs = x0 + (np.arange(gx) + 0.5) / gx * (x1 - x0)
+    ys = y0 + (np.arange(gy) + 0.5) / gy * (y1 - y0)
+    cum = np.pad(ok.cumsum(axis=0), ((1, 0), (0, 0)))  # sums over runs of rows: differences
+
+    def usable(nx: int, ny: int) -> int:
+        col = spread_cell_index(np.column_stack([xs, np.full(gx, y0)]), extent, nx, 1)
+        row = spread_cell_index(np.column_stack([np.full(gy, x0), ys]), extent, 1, ny)
+        by_row = np.diff(cum[np.searchsorted(row, np.arange(ny + 1))], axis=0)  # (ny, gx)
+        cum_c = np.pad(by_row.cumsum(axis=1), ((0, 0), (1, 0)))
+        per = np.diff(cum_c[:, np.searchsorted(col, np.arange(nx + 1))], axis=1)  # (ny, nx)
+        return int((per > 0).sum())
+
+    best, best_gap, seen = spread_cells(extent, n), math.inf, set()
+    for m in range(n, 16 * n + 1):
+        grid = spread_cells(extent, m)
+        if grid in seen:
+            continue
+        seen.add(grid)
+        count = usable(*grid)
+        if count > most:
+            break
+        if abs(count - n) < best_gap:  # strictly closer: a tie keeps the fewer cells
+            best, best_gap = grid, abs(count - n)
+        if count >= n:
+            break
+    return best
+
+
+def spread_cell_index(xy: np.ndarray, extent: Sequence[float], nx: int, ny: int) -> np.ndarray:
+    """``(N,) int64`` cell (row-major) of each point of ``xy (N, 2)`` in an ``nx`` x ``ny`` grid.
+
+    The grid tiles ``extent (x0, y0, x1, y1)``; points outside it count in the nearest cell.
+    One definition for :func:`select_spread` and the streaming merge (``core.keypoint_merge``).
+    """
+    x0, y0, x1, y1 = (float(v) for v in extent)
+    pts = np.asarray(xy, np.float64).reshape(-1, 2)
+    ix = np.clip(np.floor((pts[:, 0] - x0) / max(x1 - x0, 1e-9) * nx), 0, nx - 1)
+    iy = np.clip(np.floor((pts[:, 1] - y0) / max(y1 - y0, 1e-9) * ny), 0, ny - 1)
+    return (iy * nx + ix).astype(np.int64)
+
+
 def select_spread(
     xy: np.ndarray,
     response: np.ndarray,
@@ -343,6 +409,7 @@ def select_spread(
     spread: float,
     extent: Sequence[float],
     min_response_rel: float = 0.01,
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of spaced keypoints chosen with a spatial spread, strongest first.
 
@@ -361,6 +428,8 @@ def select_spread(
         spread: share of ``max_count`` given out by cells, in [0, 1].
         extent: the search window the cells tile; points outside count in the nearest cell.
         min_response_rel: floor of the points taken by strength, relative to the strongest.
+        valid: optional ``(gy, gx)`` bool grid over ``extent``, True where keypoints may lie:
+            only cells holding a True sample count towards the cells (:func:`spread_grid`).
 
     Returns:
         ``(M,) int`` ascending indices into ``xy`` (so still strongest first), ``M <= max_count``.
@@ -373,13 +442,10 @@ def select_spread(
     first = np.zeros(len(resp), bool)
     n_cells = min(int(np.floor(spread * max_count + 1e-9)), len(resp))  # not more than points
     if n_cells >= 1:
-        nx, ny = spread_cells(extent, n_cells)
-        x0, y0, x1, y1 = (float(v) for v in extent)
-        pts = np.asarray(xy, np.float64).reshape(-1, 2)
-        ix = np.clip(np.floor((pts[:, 0] - x0) / max(x1 - x0, 1e-9) * nx), 0, nx - 1)
-        iy = np.clip(np.floor((pts[:, 1] - y0) / max(y1 - y0, 1e-9) * ny), 0, ny - 1)
+        grid = spread_grid(extent, n_cells, valid, most=int(max_count))
+        cells = spread_cell_index(xy, extent, *grid)
         eligible = np.flatnonzero(resp >= SPREAD_FLOOR_REL * peak)
-        cell = (iy * nx + ix).astype(np.int64)[eligible]
+        cell = cells[eligible]
         _, at = np.unique(cell, return_index=True)  # the first = the strongest of each cell
         first[eligible[at]] = True
     strong = np.flatnonzero((resp > min_response_rel * peak) & ~first)
@@ -394,6 +460,7 @@ def merge_keypoints(
     spread: float = 0.0,
     extent: Sequence[float] | None = None,
     min_response_rel: float = 0.01,
+    valid: np.ndarray | None = None,
 ) -> Keypoints:
     """Merge keypoints detected on tiles (offsets already applied) with a global NMS.
 
@@ -414,6 +481,8 @@ def merge_keypoints(
         extent: ``(x0, y0, x1, y1)`` pixels the cells tile (with a spread; default: the
             points' bounding box).
         min_response_rel: with a spread, the floor of the points taken by strength.
+        valid: with a spread, optional ``(gy, gx)`` bool grid over ``extent`` of where
+            keypoints may lie (:func:`spread_grid`).
 
     Returns:
         :class:`Keypoints` strongest first, every pair at least ``min_distance_px`` apart.
@@ -435,5 +504,5 @@ def merge_keypoints(
     if extent is None:
         extent = (*xy.min(axis=0), *xy.max(axis=0))
     keep = keep[select_spread(xy[keep], values[keep], int(max_count), spread, extent,
-                              min_response_rel)]  # fmt: skip
+                              min_response_rel, valid)]  # fmt: skip
     return Keypoints(xy[keep], values[keep])
