@@ -601,9 +601,10 @@ def check_creation_options(driver: str, options: Sequence[str], name: str) -> No
 
 def _max_bands(driver: str, gdal_type: str) -> tuple[int, ...] | None:
     """Band counts ``driver`` writes as one raster of ``gdal_type`` (None: any count)."""
-    if driver == "GPKG":  # tiles: grey, RGB (a 2nd / 4th band is alpha, which the warp cannot
-        # fill: "Destination dataset has 2 bands, but at least 3 are needed"); a coverage else
-        return (1, 3) if gdal_type == "Byte" else (1,)
+    if driver == "GPKG":  # Byte: image tiles, RGB (a 2nd / 4th band is alpha, which the warp
+        # cannot fill: "Destination dataset has 2 bands, but at least 3 are needed"; a grey band
+        # reads back as RGBA, check_output_bands); a coverage of one band else
+        return (3,) if gdal_type == "Byte" else (1,)
     if driver == "netCDF":  # each further band is a variable of its own: subdatasets
         return (1,)
     if driver == "PNG":
@@ -617,12 +618,21 @@ def check_output_bands(driver: str, gdal_type: str, band_count: int, name: str) 
     """Raise unless ``driver`` stores ``band_count`` bands of ``gdal_type`` as one raster.
 
     GDAL fails at creation (GeoPackage: one band beyond Byte) or at the warp (GeoPackage: 2
-    or 4 Byte bands, the last taken as alpha), changes them (JPEG: 4 bands become 3) or writes a
-    file that opens as no raster (netCDF: one variable a band).
+    or 4 Byte bands, the last taken as alpha), changes them (JPEG: 4 bands become 3; GeoPackage:
+    1 Byte band reads back as 4, GDAL 3.6 stores no band count and opens Byte tiles as RGBA
+    unless told ``BAND_COUNT=1``, an open option QGIS does not pass) or writes a file that
+    opens as no raster (netCDF: one variable a band).
     """
     allowed = _max_bands(driver, gdal_type)
     if allowed is None or band_count in allowed:
         return
+    if driver == "GPKG" and gdal_type == "Byte" and band_count == 1:
+        raise ValueError(
+            f"cannot write {name}: the GPKG format stores a Byte band as image tiles, which "
+            "GDAL and QGIS read back as 4 bands (the grey band 3 times and an alpha band); "
+            "write a .tif instead, or convert the SAR to UInt16 or Float32 first for a "
+            "one-band .gpkg (e.g. `gdal_translate -ot UInt16 sar.tif sar16.tif`)"
+        )
     counts = " or ".join(str(n) for n in allowed)
     raise ValueError(
         f"cannot write {name}: the {driver} format stores {counts} band(s) of {gdal_type} as "

@@ -220,6 +220,7 @@ def test_pixel_jacobian_through_both_georeferences(tmp_path: Path) -> None:
         ("GPKG", "Float32", 1, True),
         ("GPKG", "Float32", 2, False),
         ("GPKG", "Byte", 3, True),
+        ("GPKG", "UInt16", 1, True),
         ("GPKG", "Byte", 2, False),
         ("GPKG", "Byte", 4, False),
         ("GPKG", "Byte", 5, False),
@@ -282,6 +283,32 @@ def test_output_band_counts_match_what_gdal_writes(
     )
     back = None  # closed before any assertion (GDAL objects in a failing assert's repr crashed)
     assert (same and all(abs(v - (b + 1)) <= 2 for b, v in enumerate(values))) == ok, values
+
+
+def test_one_byte_band_geopackage_is_refused_for_what_reads_back(tmp_path: Path) -> None:
+    """A 1-band Byte SAR registered to a .gpkg read back as 4 bands (grey 3 times + alpha) in
+    gdal.Open and QgsRasterLayer: GDAL 3.6 stores Byte rasters as RGBA image tiles with no band
+    count. Refused, naming the ways that work: a .tif, or a UInt16 / Float32 one-band .gpkg."""
+    for gdal_type, bands in (("Byte", 4), ("UInt16", 1), ("Float32", 1)):
+        out = tmp_path / f"x_{gdal_type}.gpkg"
+        dst = gdal.GetDriverByName("GPKG").Create(
+            str(out), 40, 40, 1, gdal.GetDataTypeByName(gdal_type)
+        )
+        dst.SetGeoTransform(UTM_GT)
+        dst.SetProjection(wkt(32633))
+        dst.GetRasterBand(1).WriteArray(np.arange(1600).reshape(40, 40) % 200 + 1)
+        dst = None
+        back = gdal.Open(str(out))
+        count, first = back.RasterCount, back.GetRasterBand(1).ReadAsArray()
+        back = None
+        assert count == bands, gdal_type  # what the refusal / the alternative rest on
+        np.testing.assert_array_equal(first, np.arange(1600).reshape(40, 40) % 200 + 1)
+    with pytest.raises(ValueError, match=r"cannot write r\.gpkg: the GPKG format stores a Byte "
+                       r"band as image tiles, which GDAL and QGIS read back as 4 bands .*write a "
+                       r"\.tif instead, or convert the SAR to UInt16 or Float32"):  # fmt: skip
+        check_output("GPKG", "Byte", None, "r.gpkg", 1)
+    for ok in (("GPKG", "UInt16", 1), ("GPKG", "Float32", 1), ("GTiff", "Byte", 1)):
+        check_output(ok[0], ok[1], None, "r.gpkg", ok[2])
 
 
 def test_16_bit_jpeg_is_refused(tmp_path: Path) -> None:

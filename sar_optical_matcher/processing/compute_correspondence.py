@@ -361,11 +361,8 @@ def run_matching(
     log: Callable[[str], None] = feedback.pushInfo
     mid = start + 0.1 * (stop - start)
     with common.processing_errors():
+        # the model logs its name, version and onnxruntime provider once, as it opens
         matcher = reg.load_matcher(s.match, log=log)
-        feedback.pushInfo(
-            f"model {matcher.contract.name} {matcher.contract.version}, "
-            f"onnxruntime provider: {matcher.provider}"
-        )
         grid = reg.matching_grid(optical, sar, s.match.match_pixel_size)
         if grid.note:
             (feedback.pushWarning if grid.warning else feedback.pushInfo)(grid.note)

@@ -301,6 +301,26 @@ def test_keypoint_layer_ids_extent_mask_and_an_empty_layer(
     assert any("the KEYPOINTS layer has no points (an empty layer" in w for w in warnings)
 
 
+@pytest.mark.parametrize("alg", ["computecorrespondence", "registersartooptical"])
+def test_the_model_and_its_provider_are_logged_once(
+    provider, synthetic_pair, twin_model, tmp_path: Path, alg: str
+) -> None:
+    """Each run logged the model and its onnxruntime provider twice, one line after the other
+    ('SAR-Optical Matcher: running twin 0.0-test with CPUExecutionProvider ...' and 'model twin
+    0.0-test, onnxruntime provider: CPUExecutionProvider'), seen in a qgis_process log."""
+    import processing
+
+    feedback = recording_feedback()
+    params = _params(synthetic_pair, twin_model)
+    if alg == "registersartooptical":
+        params = {**params, "RESIDUAL_THRESHOLD": 1.5, "OUTPUT": str(tmp_path / "r.tif")}
+        params.pop("MATCHES")
+    processing.run(f"sarmatcher:{alg}", params, feedback=feedback)
+    named = [m for m in feedback.infos if "CPUExecutionProvider" in m]
+    assert len(named) == 1, named
+    assert named[0].startswith("SAR-Optical Matcher: running twin ")
+
+
 def test_runs_without_a_feedback_object(provider, synthetic_pair, twin_model) -> None:
     """QgsProcessingAlgorithm.run(parameters, context, None) hands processAlgorithm no
     feedback: it failed with AttributeError 'NoneType' object has no attribute 'pushInfo'."""

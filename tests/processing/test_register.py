@@ -351,6 +351,41 @@ def test_a_format_that_cannot_hold_the_sars_bands_is_refused_before_any_work(
     assert max(progress, default=0.0) == 0.0 and not out.exists()
 
 
+def test_a_byte_sar_to_geopackage_is_refused_before_matching(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """A 1-band Byte SAR registered to reg.gpkg: written as RGBA image tiles, which QGIS opened
+    as a 4-band layer (grey 3 times + alpha). Refused before any matching, nothing written; the
+    UInt16 way the message names gives a one-band layer."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException, QgsRasterLayer
+
+    byte_sar = tmp_path / "sar8.tif"
+    gdal.Translate(str(byte_sar), str(synthetic_pair.sar), outputType=gdal.GDT_Byte,
+                   scaleParams=[[-18, -15, 1, 255]], noData=0)  # fmt: skip
+    pair = Pair(synthetic_pair.optical, byte_sar, synthetic_pair.a, synthetic_pair.size)
+    out = tmp_path / "out"
+    with pytest.raises(QgsProcessingException, match=r"OUTPUT: cannot write reg\.gpkg: the GPKG "
+                       r"format stores a Byte band .* read back as 4 bands"):  # fmt: skip
+        processing.run("sarmatcher:registersartooptical",
+                       _params(pair, twin_model, out, OUTPUT=str(out / "reg.gpkg")))  # fmt: skip
+    assert not out.exists()
+    sar16 = tmp_path / "sar16.tif"
+    gdal.Translate(str(sar16), str(byte_sar), outputType=gdal.GDT_UInt16)
+    pair16 = Pair(synthetic_pair.optical, sar16, synthetic_pair.a, synthetic_pair.size)
+    processing.run("sarmatcher:registersartooptical",
+                   _params(pair16, twin_model, out, OUTPUT=str(out / "reg.gpkg")))  # fmt: skip
+    layer = QgsRasterLayer(str(out / "reg.gpkg"), "reg")
+    assert layer.isValid() and layer.bandCount() == 1
+    warped = gdal.Open(str(out / "reg.gpkg")).ReadAsArray().astype(np.float64)[40:-40, 40:-40]
+    ref = gdal.Open(str(pair.optical)).ReadAsArray().astype(np.float64)[40:-40, 40:-40]
+    # the SAR is 3 * optical - 18 dB, scaled to 1..255: registered, it follows the optical
+    valid = warped > 0
+    assert valid.mean() > 0.9
+    assert np.corrcoef(warped[valid], ref[valid])[0, 1] > 0.9
+
+
 def test_an_output_named_like_an_input_or_another_output_is_refused(
     provider, twin_model, tmp_path
 ) -> None:
