@@ -147,8 +147,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             "Model fitted to the inlier tie points (SAR pixels -> optical pixels). shift: a "
             "constant offset of the SAR's georeference, whatever the two rasters' pixel sizes, "
             "rotations and CRSs; the others also fit scale, rotation and shear (and bends). A "
-            "fit predicted to be wrong between the tie points by over 10x their RMSE (tie "
-            "points on a line, along crossing roads, in a corner) is refused.",
+            "fit predicted to be wrong somewhere between the tie points by more than the "
+            "RESIDUAL_THRESHOLD (1.5x its predicted standard error: tie points on a line, along "
+            "crossing roads, in a corner, too few for its terms) is refused; one predicted so "
+            "along the raster's edges, where no tie point lies, is warned of.",
         )
         common.add_param(
             self,
@@ -379,8 +381,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         with common.processing_errors():  # refuses a fit set by ill-placed tie points' noise
             reg.check_predicted_error(fit, ties, *sizes, s.residual_threshold_px, border)
         # judged where tie points can lie; the border band is warped too, by extrapolation
-        fit.extra["predicted_error_whole_px"] = reg.predicted_error(fit, ties, *sizes)
+        band = reg.check_border_band(fit, ties, *sizes, s.residual_threshold_px, border)
         feedback.pushInfo(predicted_error_text(fit))
+        if band is not None:
+            feedback.pushWarning(band)
         if s.transform in reg.BENDING_KINDS and share > reg.MAX_EXTRAPOLATED_SHARE:
             feedback.pushWarning(extrapolation_warning(fit, share))
         if s.transform == "tps":
@@ -468,15 +472,16 @@ def extrapolation_warning(fit: reg.FitResult, share: float) -> str:
 def predicted_error_text(fit: reg.FitResult) -> str:
     """The log's line on how far the fit may be wrong between and beyond the tie points."""
     inner = fit.extra.get("predicted_error_px", float("nan"))
-    whole = fit.extra.get("predicted_error_whole_px", float("nan"))
+    band = fit.extra.get("predicted_error_band_px", float("nan"))
     if not np.isfinite(inner):
         return (
             f"predicted error over the overlap: not estimated for a '{fit.kind}' fit (judge it "
             "by the leave-one-out RMSE)"
         )
+    edge = f"{band:.3f} px in the border band" if np.isfinite(band) else "no border band"
     return (
         f"predicted error over the overlap: up to {inner:.3f} px inside the keypoints' border, "
-        f"{whole:.3f} px with the border band (standard error of the '{fit.kind}' fit, "
+        f"{edge} (standard error of the '{fit.kind}' fit, "
         f"propagated from its {int(fit.inliers.sum())} inliers' residuals; RMSE at the tie "
         f"points {fit.rmse_px:.3f} px)"
     )
@@ -541,8 +546,8 @@ def report_data(
         "predicted error inside the keypoints' border, max standard error (optical px)": (
             fit.extra.get("predicted_error_px", float("nan"))
         ),
-        "predicted error over the whole overlap, border band included (optical px)": (
-            fit.extra.get("predicted_error_whole_px", float("nan"))
+        "predicted error in the border band, max standard error (optical px)": (
+            fit.extra.get("predicted_error_band_px", float("nan"))
         ),
         "RANSAC seed": s.seed,
     }

@@ -480,13 +480,16 @@ def test_a_bending_fit_extrapolated_over_much_of_the_overlap_is_said(
     """Keypoints only in one part of the overlap (strongest first: a contrasted area takes
     them all) left a poly2 / tps fit extrapolated over the rest, accepted without a word: on an
     8000 px scene whose keypoints lay in one half, 1.5 px (poly3) / 3.8 px (tps) off there.
-    Keypoints in the left 60 %: 18 inliers, predicted 0.86 px, warned of; in the left 45 %
+    Keypoints in the left 60 %: 18 inliers, predicted 0.87 px, warned of (and of its border
+    band, predicted 1.78 px, over the 1.5 px threshold once times 1.5); in the left 45 %
     (13 inliers) the poly2 is predicted 2.2 px wrong, 14.6 times its RMSE: refused. SPREAD 0
     (strongest first), the layout these figures are of: a spread changes which corners are
     taken."""
     import processing
 
     from sar_optical_matcher import rasters
+
+    warned: list[str] = []
 
     def run(out: Path, **kw) -> tuple[dict, list[str]]:
         feedback = recording_feedback()
@@ -495,10 +498,12 @@ def test_a_bending_fit_extrapolated_over_much_of_the_overlap_is_said(
             _params(synthetic_pair, twin_model, out, TRANSFORM=3, SPREAD=0, **kw),
             feedback=feedback,
         )
-        return res, [w for w in feedback.warnings if "extrapolated" in w]
+        warned[:] = feedback.warnings
+        return res, [w for w in feedback.warnings if "transform is extrapolated" in w]
 
     whole, said = run(tmp_path / "whole")
     assert said == []
+    assert not [w for w in warned if "border band" in w]  # keypoints over the whole scene
     gt = rasters.open_raster(synthetic_pair.optical).geotransform
     x0, y0 = gt[0], gt[3] + gt[5] * synthetic_pair.size
 
@@ -507,6 +512,11 @@ def test_a_bending_fit_extrapolated_over_much_of_the_overlap_is_said(
 
     half, said = run(tmp_path / "half", EXTENT=left(0.6))
     assert len(said) == 1 and "'poly2' transform is extrapolated" in said[0], said
+    # the band of a fit that bends over the right 40 %: warned of (1.78 px predicted there
+    # against 0.87 px inside), with the affine that passes there and the clipping
+    band = [w for w in warned if "border band" in w]
+    assert len(band) == 1 and "use TRANSFORM affine (predicted" in band[0], warned
+    assert "The output was written" in band[0] and "Clip Raster by Extent" in band[0]
     share = float(said[0].split("other ")[1].split(" %")[0]) / 100
     assert 0.4 < share < 0.8
     from qgis.core import QgsProcessingException
