@@ -52,9 +52,9 @@ HELD: dict[str, int] = {"added": 0, "most": 0}  # points added to / held by the 
 class _HoldAll:
     """The merge before the streaming one: every tile's points held, one merge at the end."""
 
-    def __init__(self, boxes: Any, *args: Any) -> None:
+    def __init__(self, boxes: Any, *args: Any, **kwargs: Any) -> None:
         self.parts: list[Any] = []
-        self.args = args
+        self.args, self.kwargs = args, kwargs
 
     def add(self, part: Any) -> None:
         self.parts.append(part)
@@ -64,7 +64,7 @@ class _HoldAll:
     def result(self) -> Any:
         from sar_optical_matcher.core.keypoints import merge_keypoints
 
-        return merge_keypoints(self.parts, *self.args)
+        return merge_keypoints(self.parts, *self.args, **self.kwargs)
 
 
 def _counting(base: Any) -> Any:
