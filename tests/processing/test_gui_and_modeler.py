@@ -42,6 +42,14 @@ def processing_gui_fixture(provider, monkeypatch: pytest.MonkeyPatch):
     return gui.AlgorithmDialog, batch.BatchAlgorithmDialog
 
 
+def _dispose(dialog) -> None:
+    """Close and delete a dialog now: one left to Python's exit outlives QGIS (segfault)."""
+    from qgis.PyQt import sip
+
+    dialog.close()
+    sip.delete(dialog)
+
+
 def _alg(provider, name: str):
     alg = provider.algorithm(name)
     assert alg is not None, f"the provider has no {name!r}"
@@ -73,7 +81,7 @@ def test_the_toolbox_dialog_has_a_widget_for_every_parameter(
     assert "SPREAD" in advanced and "MAX_COUNT" not in advanced
     spread = panel.wrappers["SPREAD"].wrappedWidget()
     assert (spread.minimum(), spread.maximum(), spread.value()) == (0.0, 1.0, 0.5)
-    dialog.close()
+    _dispose(dialog)
 
 
 def test_the_dialogs_widgets_reach_the_algorithm(
@@ -113,7 +121,7 @@ def test_the_dialogs_widgets_reach_the_algorithm(
         assert s.correspondence.detect.max_count == 77
         assert (s.transform, s.residual_threshold_px) == ("poly2", 1.25)
         assert s.output_path == str(tmp_path / "gui.tif")
-        dialog.close()
+        _dispose(dialog)
     finally:
         QgsProject.instance().removeMapLayers([sar.id(), optical.id()])
 
@@ -126,7 +134,7 @@ def test_the_batch_dialog_builds_a_row_per_run(provider, processing_gui, name: s
     panel = dialog.mainWidget()
     panel.addRow()
     assert panel.batchRowCount() == 2  # the first row plus the one added
-    dialog.close()
+    _dispose(dialog)
 
 
 def test_batch_rows_run_with_their_own_values(
@@ -161,7 +169,7 @@ def test_batch_rows_run_with_their_own_values(
         res = processing.run(alg, params)
         layer = QgsVectorLayer(res["OUTPUT"], "kp", "ogr")
         assert layer.isValid() and layer.featureCount() == count  # the pair has corners enough
-    dialog.close()
+    _dispose(dialog)
 
 
 def _chain(pair: Pair, model: Path):
