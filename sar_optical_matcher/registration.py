@@ -171,9 +171,7 @@ class SarCoverage:
         x0, y0, x1, y1 = box
         gx = min(max_side, max(1, math.ceil((x1 - x0) / self.step_px)))
         gy = min(max_side, max(1, math.ceil((y1 - y0) / self.step_px)))
-        cols = x0 + (np.arange(gx) + 0.5) / gx * (x1 - x0)
-        rows = y0 + (np.arange(gy) + 0.5) / gy * (y1 - y0)
-        return self.at(cols, rows)
+        return self.at(*kp.cell_centres(box, gx, gy))
 
     def bbox(self) -> tuple[float, float, float, float] | None:
         """(x0, y0, x1, y1) optical pixels around the True cells; None when there is none."""
@@ -793,6 +791,16 @@ ERROR_BOUND_FACTOR = 1.5
 LAYOUT_AMPLIFICATION = 20.0
 
 
+def _overlap_mapping(fit: FitResult, ties: TiePoints) -> tuple[Any, Any]:
+    """``(mapping, affine)`` of the overlap grids the fit's error is predicted on.
+
+    The inliers' affine fit maps the overlap (it does not bend where the fit may); the fit
+    itself does where they determine none (``affine`` is then None).
+    """
+    affine = _inliers_affine(fit, ties)
+    return (fit.transform if affine is None else affine), affine
+
+
 def _fit_overlap(
     fit: FitResult, ties: TiePoints, sar_size: tuple[int, int],
     optical_size: tuple[int, int], margin_px: float, n: int,
@@ -803,8 +811,7 @@ def _fit_overlap(
     """
     inl = np.asarray(fit.inliers, bool)
     src, dst = ties.src_px[inl], ties.dst_px[inl]
-    affine = _inliers_affine(fit, ties)
-    overlap_by = fit.transform if affine is None else affine
+    overlap_by, affine = _overlap_mapping(fit, ties)
     grid = _overlap_grid(overlap_by, sar_size, optical_size, margin_px, n, affine)
     if not len(grid):  # the margin leaves nothing (a small optical raster): the whole overlap
         grid = _overlap_grid(overlap_by, sar_size, optical_size, 0.0, n, affine)
@@ -816,8 +823,7 @@ def _band_grid(
     optical_size: tuple[int, int], margin_px: float, n: int,
 ) -> np.ndarray:  # fmt: skip
     """``(M, 2)`` SAR pixels of an ``n`` x ``n`` overlap grid within ``margin_px`` of its edges."""
-    affine = _inliers_affine(fit, ties)
-    by = fit.transform if affine is None else affine
+    by, affine = _overlap_mapping(fit, ties)
     whole = _overlap_grid(by, sar_size, optical_size, 0.0, n, affine)
     with np.errstate(all="ignore"):
         at = by.apply(whole)

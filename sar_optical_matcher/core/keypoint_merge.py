@@ -68,9 +68,7 @@ class TileMerger:
         valid: np.ndarray | None = None,
     ) -> None:
         """Check the settings; no tile added yet."""
-        if int(max_count) != max_count or max_count < 0 or not min_distance_px >= 0:
-            raise ValueError("max_count and min_distance_px must be non-negative")
-        kp.check_spread(spread)
+        kp.check_merge_settings(max_count, min_distance_px, spread)
         b = np.asarray(boxes, np.float64)
         if b.ndim != 2 or b.shape[1] != 4 or not np.isfinite(b).all():
             raise ValueError(f"boxes must be (T, 4) finite (x0, y0, x1, y1), got shape {b.shape}")

@@ -313,6 +313,28 @@ def check_spread(spread: float, name: str = "spread", of: str = "the keypoints")
         )
 
 
+def check_merge_settings(max_count: int, min_distance_px: float, spread: float) -> None:
+    """Raise ``ValueError`` on a merge's out-of-range settings (NaN spacing included).
+
+    One check for :func:`merge_keypoints` and the streaming ``core.keypoint_merge.TileMerger``.
+    """
+    if int(max_count) != max_count or max_count < 0 or not min_distance_px >= 0:
+        raise ValueError("max_count and min_distance_px must be non-negative")
+    check_spread(spread)
+
+
+def cell_centres(extent: Sequence[float], gx: int, gy: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centres ``(xs (gx,), ys (gy,))`` of a ``gx`` x ``gy`` grid of cells tiling ``extent``.
+
+    Where a ``valid`` grid of :func:`spread_grid` is sampled (``registration.SarCoverage``),
+    and where :func:`spread_grid` takes its samples to lie: one definition for both.
+    """
+    x0, y0, x1, y1 = (float(v) for v in extent)
+    xs = x0 + (np.arange(gx) + 0.5) / gx * (x1 - x0)
+    ys = y0 + (np.arange(gy) + 0.5) / gy * (y1 - y0)
+    return xs, ys
+
+
 def spread_cells(extent: Sequence[float], n_cells: int) -> tuple[int, int]:
     """Columns and rows ``(nx, ny)`` of a grid of at most ``n_cells`` near-square cells.
 
@@ -360,9 +382,8 @@ def spread_grid(
         return spread_cells(extent, n)
     ok = np.asarray(valid, bool)
     gy, gx = ok.shape
-    x0, y0, x1, y1 = (float(v) for v in extent)
-    xs = x0 + (np.arange(gx) + 0.5) / gx * (x1 - x0)
-    ys = y0 + (np.arange(gy) + 0.5) / gy * (y1 - y0)
+    x0, y0 = float(extent[0]), float(extent[1])
+    xs, ys = cell_centres(extent, gx, gy)
     cum = np.pad(ok.cumsum(axis=0), ((1, 0), (0, 0)))  # sums over runs of rows: differences
 
     def usable(nx: int, ny: int) -> int:
@@ -487,9 +508,7 @@ def merge_keypoints(
     Returns:
         :class:`Keypoints` strongest first, every pair at least ``min_distance_px`` apart.
     """
-    if int(max_count) != max_count or max_count < 0 or min_distance_px < 0:
-        raise ValueError("max_count and min_distance_px must be non-negative")
-    check_spread(spread)
+    check_merge_settings(max_count, min_distance_px, spread)
     parts = [p for p in parts if len(p)]
     if not parts:
         return Keypoints.empty()

@@ -117,3 +117,14 @@ def test_bad_tiles_are_refused() -> None:
     with pytest.raises(ValueError, match="spread must be in"):
         TileMerger(box, 2.0, 5, spread=2.0, extent=(0, 0, 10, 10))
     assert len(TileMerger(box, 2.0, 5).result()) == 0  # nothing added: nothing merged
+
+
+@pytest.mark.parametrize("max_count, spacing", [(-1, 10.0), (2.5, 10.0), (5, -1.0), (5, np.nan)])
+def test_both_merges_refuse_the_same_bad_settings(max_count, spacing) -> None:
+    """One check (``keypoints.check_merge_settings``): a NaN spacing, which suppresses nothing
+    in the greedy test ``distance < d``, is refused by both, not merged unspaced."""
+    part = Keypoints(np.array([[10.0, 10.0], [12.0, 10.0]]), np.array([2.0, 1.0]))
+    with pytest.raises(ValueError, match="must be non-negative"):
+        merge_keypoints([part], spacing, max_count)
+    with pytest.raises(ValueError, match="must be non-negative"):
+        TileMerger([(0, 0, 20, 20)], spacing, max_count)
