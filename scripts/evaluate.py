@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 from sar_optical_matcher.core import classical, files, peaks  # noqa: E402
 from sar_optical_matcher.model.runtime import MissingDependencyError, OnnxMatcher  # noqa: E402
 from training import evaluation_harness as harness  # noqa: E402
+from training.cli import non_negative_int, positive_int  # noqa: E402
 
 ALL_METHODS = ("learned", *classical.METHODS)
 SYNTHETIC_SEED_OFFSET = 10_000  # synthetic evaluation scenes never share a seed with training
@@ -83,20 +84,6 @@ def _split(text: str) -> list[str] | None:
     return items or None
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", help="ONNX model (default: the shipped model if present)")
@@ -109,10 +96,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods")
     p.add_argument(
-        "--samples-per-pair", type=_positive_int, default=1, help="samples per pair record"
+        "--samples-per-pair", type=positive_int, default=1, help="samples per pair record"
     )
     p.add_argument(
-        "--max-records", type=_non_negative_int, default=0, help="random subset of records (0: all)"
+        "--max-records", type=non_negative_int, default=0, help="random subset of records (0: all)"
     )
     p.add_argument("--template", type=int, default=128, help="template side T (px)")
     p.add_argument("--search", type=int, default=256, help="search region side S (px)")
@@ -121,11 +108,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--subpixel", action="store_true", help="continuous true offsets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch", type=_positive_int, default=8, help="samples per batch")
+    p.add_argument("--batch", type=positive_int, default=8, help="samples per batch")
     p.add_argument("--correct-px", type=float, default=3.0, help="a match is correct within")
     p.add_argument("--threshold", type=float, default=0.5, help="confidence threshold in table")
     p.add_argument(
-        "--maps", type=_non_negative_int, default=4, help="samples shown in maps.png (0: none)"
+        "--maps", type=non_negative_int, default=4, help="samples shown in maps.png (0: none)"
     )
     p.add_argument(
         "--cfog-sigma", type=float, default=0.8, help="CFOG spatial smoothing (px, paper 0.8)"

@@ -71,15 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def positive_int(text: str) -> int:
-    """A whole number >= 1 (an argparse type; also the experiment script's)."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (an argparse type; also the experiment and evaluation scripts')."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (an argparse type of the evaluation script)."""
+    return _int_at_least(text, 0)
 
 
 def _config(args: argparse.Namespace, fallback: dict | None = None) -> TrainConfig:

@@ -180,7 +180,7 @@ def test_evaluate_cli_says_what_is_wrong(tmp_path: Path, capsys) -> None:
         assert not out.exists()
     with pytest.raises(SystemExit):
         evaluate.main(["--data", "synthetic:1:256", "--samples-per-pair", "0"])
-    assert "--samples-per-pair: must be >= 1" in capsys.readouterr().err
+    assert "--samples-per-pair: must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_run_method_and_summarise() -> None:
