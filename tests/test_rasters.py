@@ -14,6 +14,7 @@ from sar_optical_matcher.rasters import (
     can_create,
     check_output,
     footprint_overlap,
+    lossless_creation_options,
     map_to_pixel,
     open_dataset,
     open_raster,
@@ -309,6 +310,25 @@ def test_one_byte_band_geopackage_is_refused_for_what_reads_back(tmp_path: Path)
         check_output("GPKG", "Byte", None, "r.gpkg", 1)
     for ok in (("GPKG", "UInt16", 1), ("GPKG", "Float32", 1), ("GTiff", "Byte", 1)):
         check_output(ok[0], ok[1], None, "r.gpkg", ok[2])
+
+
+def test_lossless_options_are_added_unless_the_user_sets_them() -> None:
+    """A Byte GeoPackage gets PNG tiles and a JPEG 2000 the reversible wavelet at quality 100,
+    after the user's other options; a key the user sets keeps the user's value (and all of the
+    format's additions are left out); other formats and GeoPackage coverages get nothing."""
+    assert lossless_creation_options("GPKG", "Byte", ()) == ("TILE_FORMAT=PNG",)
+    assert lossless_creation_options("GPKG", "Byte", ("BLOCKSIZE=512",)) == (
+        "BLOCKSIZE=512", "TILE_FORMAT=PNG")  # fmt: skip
+    assert lossless_creation_options("GPKG", "Byte", ("tile_format=JPEG",)) == (
+        "tile_format=JPEG",)  # fmt: skip
+    assert lossless_creation_options("JP2OpenJPEG", "UInt16", ("CODEC=JP2",)) == (
+        "CODEC=JP2", "REVERSIBLE=YES", "QUALITY=100")  # fmt: skip
+    assert lossless_creation_options("JP2OpenJPEG", "Byte", ("QUALITY=40",)) == ("QUALITY=40",)
+    assert lossless_creation_options("JP2OpenJPEG", "Byte", ("REVERSIBLE=NO",)) == (
+        "REVERSIBLE=NO",)  # fmt: skip
+    for driver, gdal_type in (("GPKG", "UInt16"), ("GPKG", "Float32"), ("GTiff", "Byte"),
+                              ("JPEG", "Byte"), ("PNG", "Byte")):  # fmt: skip
+        assert lossless_creation_options(driver, gdal_type, ("X=1",)) == ("X=1",)
 
 
 def test_16_bit_jpeg_is_refused(tmp_path: Path) -> None:
