@@ -111,6 +111,36 @@ def gdal_errors() -> Iterator[list[str]]:
         gdal.PopErrorHandler()
 
 
+@contextlib.contextmanager
+def gdal_messages_dropped(*fragments: str) -> Iterator[list[str]]:
+    """Drop GDAL's messages that contain one of ``fragments``; pass the others on.
+
+    Yields the dropped messages. The others reach, when the block ends, the error handler
+    that was there before (GDAL's printing, QGIS's log); with ``gdal.UseExceptions()`` on, a
+    failure passed on would be raised instead of shown, so it is passed on as a warning.
+    """
+    dropped: list[str] = []
+    kept: list[tuple[int, int, str]] = []
+
+    def handler(err_class: int, number: int, msg: str) -> None:
+        text = str(msg).strip()
+        if any(f in text for f in fragments):
+            dropped.append(text)
+        else:
+            kept.append((err_class, number, text))
+
+    gdal.PushErrorHandler(handler)
+    try:
+        yield dropped
+    finally:
+        gdal.PopErrorHandler()
+        raising = gdal.GetUseExceptions()
+        for err_class, number, text in kept:
+            failure = err_class >= gdal.CE_Failure
+            gdal.Error(gdal.CE_Warning if failure and raising else min(err_class, gdal.CE_Failure),
+                       number, text)  # fmt: skip
+
+
 def gdal_try(call: Callable[[], Any]) -> tuple[Any, list[str]]:
     """``call()`` with GDAL's errors collected: ``(result, messages)``, result None on failure.
 
