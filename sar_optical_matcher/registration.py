@@ -1023,6 +1023,8 @@ class WarpSettings:
         creation_options: GDAL creation options of the output's format, e.g.
             ``("COMPRESS=DEFLATE",)``; ``None``: the format's defaults
             (``rasters.default_creation_options``: DEFLATE-compressed tiles for GeoTIFF).
+            Either way :func:`warp_sar` adds what keeps a GeoPackage or JPEG 2000 lossless
+            unless these set it (``rasters.lossless_creation_options``).
             Options the format does not declare are refused by :func:`warp_sar` (GDAL would
             only warn and write without them).
         nodata: output nodata value; ``None``: the SAR's nodata, else 0.
@@ -1405,8 +1407,9 @@ def warp_sar(
     0.1 px of it; GDAL's own TPS transformer inverts it as a second spline (0.3 px off, 1.2 px
     with its approximate transformer). The
     output is the optical grid (:func:`output_grid`; rotated grids included) in the optical
-    CRS, in the format of ``out_path``'s extension (``rasters.output_driver``); written
-    atomically.
+    CRS, in the format of ``out_path``'s extension (``rasters.output_driver``), lossless
+    unless the creation options ask otherwise (``rasters.lossless_creation_options``: GDAL
+    writes a Byte GeoPackage as JPEG tiles, a JPEG 2000 at quality 25); written atomically.
 
     ``final_name``: the name the file will have once a caller's staging renames ``out_path``
     (messages, a GeoPackage's table name); default ``out_path``'s own.
@@ -1427,16 +1430,12 @@ def warp_sar(
         default_creation_options,
         gdal_cache_limit,
         gdal_try,
+        lossless_creation_options,
         output_driver,
     )
 
     name = final_name or Path(out_path).name
     driver = output_driver(Path(out_path))
-    options = list(
-        default_creation_options(driver)
-        if settings.creation_options is None
-        else settings.creation_options
-    )
     order = {"shift": 1, "affine": 1, "poly1": 1, "poly2": 2, "poly3": 3}.get(fit.kind)
     if order is None:  # tps: GCPs at the fit's own control points (the inliers), which the
         # .points file holds too; GDAL's forward spline through them is the fit's, and it
@@ -1464,8 +1463,13 @@ def warp_sar(
         else (src_nodata if src_nodata is not None else 0.0)
     )
     _check_nodata_fits(nodata, first.DataType)
-    check_output(driver, gdal.GetDataTypeName(first.DataType), settings.creation_options, name,
-                 vrt.RasterCount)  # fmt: skip
+    gdal_type = gdal.GetDataTypeName(first.DataType)
+    check_output(driver, gdal_type, settings.creation_options, name, vrt.RasterCount)
+    options = list(lossless_creation_options(driver, gdal_type, (
+        default_creation_options(driver)
+        if settings.creation_options is None
+        else settings.creation_options
+    )))  # fmt: skip
     out_gt, width, height = output_grid(optical, settings.pixel_size)
     gt = optical.geotransform
     per_optical = (math.hypot(gt[1], gt[4]) / math.hypot(out_gt[1], out_gt[4]),

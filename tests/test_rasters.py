@@ -14,6 +14,8 @@ from sar_optical_matcher.rasters import (
     can_create,
     check_output,
     footprint_overlap,
+    gdal_messages_dropped,
+    lossless_creation_options,
     map_to_pixel,
     open_dataset,
     open_raster,
@@ -309,6 +311,57 @@ def test_one_byte_band_geopackage_is_refused_for_what_reads_back(tmp_path: Path)
         check_output("GPKG", "Byte", None, "r.gpkg", 1)
     for ok in (("GPKG", "UInt16", 1), ("GPKG", "Float32", 1), ("GTiff", "Byte", 1)):
         check_output(ok[0], ok[1], None, "r.gpkg", ok[2])
+
+
+def test_lossless_options_are_added_unless_the_user_sets_them() -> None:
+    """A Byte GeoPackage gets PNG tiles and a JPEG 2000 the reversible wavelet at quality 100,
+    after the user's other options; a key the user sets keeps the user's value (and all of the
+    format's additions are left out); other formats and GeoPackage coverages get nothing."""
+    assert lossless_creation_options("GPKG", "Byte", ()) == ("TILE_FORMAT=PNG",)
+    assert lossless_creation_options("GPKG", "Byte", ("BLOCKSIZE=512",)) == (
+        "BLOCKSIZE=512", "TILE_FORMAT=PNG")  # fmt: skip
+    assert lossless_creation_options("GPKG", "Byte", ("tile_format=JPEG",)) == (
+        "tile_format=JPEG",)  # fmt: skip
+    assert lossless_creation_options("JP2OpenJPEG", "UInt16", ("CODEC=JP2",)) == (
+        "CODEC=JP2", "REVERSIBLE=YES", "QUALITY=100")  # fmt: skip
+    assert lossless_creation_options("JP2OpenJPEG", "Byte", ("QUALITY=40",)) == ("QUALITY=40",)
+    assert lossless_creation_options("JP2OpenJPEG", "Byte", ("REVERSIBLE=NO",)) == (
+        "REVERSIBLE=NO",)  # fmt: skip
+    for driver, gdal_type in (("GPKG", "UInt16"), ("GPKG", "Float32"), ("GTiff", "Byte"),
+                              ("JPEG", "Byte"), ("PNG", "Byte")):  # fmt: skip
+        assert lossless_creation_options(driver, gdal_type, ("X=1",)) == ("X=1",)
+
+
+@pytest.mark.parametrize("exceptions", [False, True])
+def test_dropped_gdal_messages_are_only_the_named_ones(exceptions: bool) -> None:
+    """The statistics failure is dropped; any other message reaches the handler that was
+    there, a failure as a failure (as a warning with exceptions on: raised, it would be lost
+    to the caller's handler and break the caller)."""
+    seen: list[tuple[int, str]] = []
+    was = gdal.GetUseExceptions()
+    gdal.UseExceptions() if exceptions else gdal.DontUseExceptions()
+    gdal.PushErrorHandler(lambda cls, _no, msg: seen.append((cls, str(msg))))
+    try:
+        with gdal_messages_dropped("Failed to compute statistics") as dropped:
+            ds = gdal.GetDriverByName("MEM").Create("", 8, 8, 1, gdal.GDT_Float32)
+            band = ds.GetRasterBand(1)
+            band.SetNoDataValue(-1.0)
+            band.Fill(-1.0)
+            try:  # GDAL's own failure (raised with exceptions on)
+                band.ComputeStatistics(False)
+            except RuntimeError:
+                pass
+            gdal.Error(gdal.CE_Warning, 1, "a warning")
+            if not exceptions:
+                gdal.Error(gdal.CE_Failure, 1, "another failure")
+            assert seen == []  # passed on when the block ends, the dropped one never
+        assert len(dropped) == 1 and "no valid pixels" in dropped[0], dropped
+    finally:
+        gdal.PopErrorHandler()
+        gdal.UseExceptions() if was else gdal.DontUseExceptions()
+        band = ds = None
+    assert seen == [(gdal.CE_Warning, "a warning")] + (
+        [] if exceptions else [(gdal.CE_Failure, "another failure")])  # fmt: skip
 
 
 def test_16_bit_jpeg_is_refused(tmp_path: Path) -> None:

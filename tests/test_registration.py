@@ -413,6 +413,59 @@ def test_warp_writes_the_format_of_the_extension(
     assert left == ["d.tif", "r.gpkg", "r.nc", "r.png", "r8.tif", "ref.tif", "sar8.tif"]
 
 
+def _noise_sar(pair: Pair, path: Path, gdal_type: str, bands: int) -> Path:
+    """The SAR's georeference with random values (no smoothness a lossy codec could keep)."""
+    from osgeo import gdal
+
+    ds = gdal.Translate(str(path), str(pair.sar), bandList=[1] * bands, noData="none",
+                        outputType=gdal.GetDataTypeByName(gdal_type))  # fmt: skip
+    rng = np.random.default_rng(11)
+    top = 255 if gdal_type == "Byte" else 60000
+    for b in range(bands):
+        data = rng.integers(1, top, (ds.RasterYSize, ds.RasterXSize), endpoint=True)
+        ds.GetRasterBand(b + 1).WriteArray(data.astype(np.float32 if gdal_type == "Float32"
+                                                       else np.int64))  # fmt: skip
+    ds = None
+    return path
+
+
+def test_geopackage_and_jpeg2000_outputs_are_lossless_unless_asked(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """A 3-band Byte SAR registered to a .gpkg was stored as JPEG tiles (GDAL's TILE_FORMAT=
+    AUTO: JPEG for every opaque tile): 44 % of its random values came back changed, by up to
+    242, without a word. A .jp2 got OpenJPEG's QUALITY=25: a UInt16 one off by 1,362 on mean.
+    Both now read back exactly what the GeoTIFF holds, also when other creation options are
+    given; a TILE_FORMAT / QUALITY the user gives still wins."""
+    from osgeo import gdal
+
+    optical = _open(pair.optical)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+
+    def warped(sar: Path, name: str, options: tuple[str, ...] | None = None) -> np.ndarray:
+        settings = reg.WarpSettings(resampling="near", creation_options=options)
+        ds = gdal.Open(str(reg.warp_sar(_open(sar), optical, fit, tmp_path / name, settings)))
+        data = ds.ReadAsArray().astype(np.float64)
+        ds = None
+        return data if data.ndim == 3 else data[None]
+
+    cases = [("Byte", 3, "gpkg", ("BLOCKSIZE=128",), ("TILE_FORMAT=JPEG",)),
+             ("UInt16", 1, "gpkg", None, None), ("Float32", 1, "gpkg", None, None)]  # fmt: skip
+    if gdal.GetDriverByName("JP2OpenJPEG") is not None:
+        cases += [("Byte", 3, "jp2", ("CODEC=JP2",), ("QUALITY=25",)),
+                  ("UInt16", 1, "jp2", None, ("REVERSIBLE=NO",))]  # fmt: skip
+    for gdal_type, bands, ext, other, lossy in cases:
+        sar = _noise_sar(pair, tmp_path / f"n_{gdal_type}_{ext}.tif", gdal_type, bands)
+        ref = warped(sar, f"ref_{gdal_type}_{ext}.tif")
+        assert ref.std() > 0.25 * ref.max(), gdal_type  # noise, not a smooth field
+        for options in (None, other):
+            out = warped(sar, f"r_{gdal_type}.{ext}", options)[:bands]  # GPKG Byte: + alpha
+            np.testing.assert_array_equal(out, ref, err_msg=f"{gdal_type} .{ext} {options}")
+        if lossy is not None:  # what the user asks for is what is written
+            off = np.abs(warped(sar, f"l_{gdal_type}.{ext}", lossy)[:bands] - ref)
+            assert off.mean() > 0.02 * ref.max(), (gdal_type, ext, off.mean())
+
+
 def test_warp_errors_and_cancel_read_the_same_with_gdal_exceptions(
     pair: Pair, tmp_path: Path
 ) -> None:

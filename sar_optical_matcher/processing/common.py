@@ -433,8 +433,18 @@ class MatcherAlgorithm(QgsProcessingAlgorithm):
     def checkParameterValues(  # noqa: D102
         self, parameters: dict, context: QgsProcessingContext
     ) -> tuple[bool, str]:
+        from sar_optical_matcher import rasters
+
         ok, message = check_raster_files(parameters, self.RASTER_PARAMS)
-        return (ok, message) if not ok else super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        # QGIS loads each raster layer here and computes approximate band statistics for its
+        # renderer: a raster without a valid pixel made GDAL print "ERROR 1: Failed to compute
+        # statistics, no valid pixels found in sampling." (some formats: after the file name)
+        # ahead of the algorithm's own message (Register: "nowhere on the optical raster does
+        # the SAR have valid data ..."; Detect keypoints: "no keypoints" and an empty layer)
+        with rasters.gdal_messages_dropped("Failed to compute statistics"):
+            return super().checkParameterValues(parameters, context)
 
 
 def points_in_polygons(xy_map: np.ndarray, polygons_wkt: tuple[str, ...] | None) -> np.ndarray:

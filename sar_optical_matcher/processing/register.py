@@ -219,8 +219,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             "GDAL creation options of the output raster's format, KEY=VALUE separated by '|' "
             "(e.g. COMPRESS=LZW|TILED=YES for GeoTIFF). Empty: the format's defaults "
             "(DEFLATE-compressed tiles for GeoTIFF, BigTIFF where it may pass 4 GB; GDAL's own "
-            "for the other formats). An "
-            "option the format does not have is an error.",
+            "for the other formats). Lossless whatever is given, unless asked otherwise: PNG "
+            "tiles for a Byte GeoPackage (GDAL's default is JPEG), REVERSIBLE=YES|QUALITY=100 "
+            "for JPEG 2000; a TILE_FORMAT, QUALITY or REVERSIBLE given here wins (.jpg is "
+            "always lossy). An option the format does not have is an error.",
             advanced=True,
         )
         common.add_param(
