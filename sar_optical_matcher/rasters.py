@@ -566,7 +566,8 @@ def check_output_type(driver: str, gdal_type: str, name: str) -> None:
     """Raise unless ``driver`` stores bands of ``gdal_type`` (e.g. PNG: Byte and UInt16 only).
 
     JPEG's UInt16 is 12-bit JPEG: GDAL clips every value above 4095 without a word, so it is
-    refused too.
+    refused too; so are JPEG 2000's Int32 and UInt32, which the JP2OpenJPEG driver lists but
+    OpenJPEG cannot write (at most 31 bits: GDAL 3.6 failed only at the end of the warp).
 
     Args:
         driver: GDAL driver short name.
@@ -577,6 +578,11 @@ def check_output_type(driver: str, gdal_type: str, name: str) -> None:
         raise ValueError(
             f"cannot write {name}: the JPEG format stores UInt16 bands as 12-bit JPEG, which "
             "clips every value above 4095; write a .tif instead (or .png, .jp2: 16-bit)"
+        )
+    if driver == "JP2OpenJPEG" and gdal_type in ("Int32", "UInt32"):
+        raise ValueError(
+            f"cannot write {name}: OpenJPEG writes JPEG 2000 bands of at most 31 bits, the SAR "
+            f"raster is {gdal_type}; write a .tif instead (or convert the SAR to 16 bits)"
         )
     allowed = gdal.GetDriverByName(driver).GetMetadataItem(gdal.DMD_CREATIONDATATYPES) or ""
     if allowed and gdal_type not in allowed.split():

@@ -381,6 +381,36 @@ def test_16_bit_jpeg_is_refused(tmp_path: Path) -> None:
     assert gdal.Open(str(tmp_path / "r.jpg")).ReadAsArray().max() == 4095  # what was refused
 
 
+def test_32_bit_jpeg2000_is_refused(tmp_path: Path) -> None:
+    """The JP2OpenJPEG driver lists Int32 and UInt32, yet OpenJPEG writes at most 31 bits: the
+    write failed ('opj_read_header() failed') after all the matching; now refused before."""
+    for gdal_type in ("Int32", "UInt32"):
+        with pytest.raises(ValueError, match=rf"cannot write r\.jp2: OpenJPEG writes JPEG 2000 "
+                           rf"bands of at most 31 bits, the SAR raster is {gdal_type}; write a "
+                           r"\.tif"):  # fmt: skip
+            check_output("JP2OpenJPEG", gdal_type, None, "r.jp2", 1)
+    for gdal_type, dtype in (("Int16", np.int16), ("UInt16", np.uint16)):
+        check_output("JP2OpenJPEG", gdal_type, None, "r.jp2", 1)  # kept, and written exactly
+        src = gdal.GetDriverByName("MEM").Create("", 16, 16, 1, gdal.GetDataTypeByName(gdal_type))
+        data = (np.arange(256).reshape(16, 16) * 97 % 30000 - 100).astype(dtype)
+        src.GetRasterBand(1).WriteArray(data)
+        out = str(tmp_path / f"r_{gdal_type}.jp2")
+        gdal.GetDriverByName("JP2OpenJPEG").CreateCopy(
+            out, src, options=["REVERSIBLE=YES", "QUALITY=100"]
+        )
+        assert np.array_equal(gdal.Open(out).ReadAsArray(), data)
+    src = gdal.GetDriverByName("MEM").Create("", 16, 16, 1, gdal.GDT_Int32)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:  # what was refused: GDAL fails to write it, with exceptions on or off
+        written = gdal.GetDriverByName("JP2OpenJPEG").CreateCopy(str(tmp_path / "r32.jp2"), src)
+    except RuntimeError:
+        written = None
+    finally:
+        gdal.PopErrorHandler()
+    assert written is None
+    src = None
+
+
 def test_scaled_grid_keeps_origin_and_axes(tmp_path: Path) -> None:
     """Pixels ``scale`` times larger on the same origin and axes (a rotated grid stays rotated);
     whole coarse pixels only, and an exact multiple measured with float noise keeps its last."""
