@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from sar_optical_matcher import registration as reg
 from sar_optical_matcher import report as rep
+from sar_optical_matcher.core import transforms as tf
 from tests.processing import TRUE_A, Pair, write_pair
 
 
@@ -1129,15 +1131,15 @@ def test_spread_tie_points_too_noisy_for_a_poly3_are_said_so() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "inside", "band", "warned"),
-    [("affine", 0.135, 0.200, False), ("poly2", 0.203, 0.485, False), ("poly3", 0.243, 1.28, True)],
+    [("affine", 0.135, 0.202, False), ("poly2", 0.203, 0.497, False), ("poly3", 0.243, 1.30, True)],
 )
 def test_the_border_band_is_judged_and_warned_of_not_refused(
     kind: str, inside: float, band: float, warned: bool
 ) -> None:
     """60 tie points 128-872 px into a 1000 px overlap, 0.3 px of noise, judged inside 192 px
     of the edges: the band outside, warped but never judged, is where a poly3 bends. Its
-    predicted error there is 1.28 px against 0.24 px inside (truly 2.13 / 0.36 px off), over
-    the 1.5 px threshold once times 1.5: warned of, with the poly2 that passes (0.48 px there,
+    predicted error there is 1.30 px against 0.24 px inside (truly 2.13 / 0.36 px off), over
+    the 1.5 px threshold once times 1.5: warned of, with the poly2 that passes (0.50 px there,
     truly 0.58 px) and the clipping; the affine and poly2 are not."""
     from sar_optical_matcher.processing.register import predicted_error_text
 
@@ -1158,14 +1160,73 @@ def test_the_border_band_is_judged_and_warned_of_not_refused(
     assert (said is not None) == warned
     if said is not None:
         assert "within 192 px of the optical raster's edges" in said
-        assert "wrong by up to 1.28 px (standard error; its largest error there likely 1.92" in said
-        assert "The output was written; use TRANSFORM poly2 (predicted 0.48 px" in said
+        assert "wrong by up to 1.3 px (standard error; its largest error there likely 1.94" in said
+        assert "The output was written; use TRANSFORM poly2 (predicted 0.5 px" in said
         assert "clip it 192 px inside the optical raster's edges" in said
     line = predicted_error_text(fit)
     figures = re.search(r"up to ([\d.]+) px inside the keypoints' border, ([\d.]+) px in the "
                         r"border band", line)  # fmt: skip
     assert figures is not None, line
     assert [float(v) for v in figures.groups()] == pytest.approx([inside, band], abs=5e-3)
+
+
+def _rotated_ties(degrees: float, kind: str) -> tuple[reg.FitResult, reg.TiePoints]:
+    """60 tie points 128-872 px into a 1000 px optical raster, 0.3 px of noise, on a 2000 px
+    SAR turned ``degrees`` against it (the optical in the SAR's middle), fitted by ``kind``."""
+    t = math.radians(degrees)
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    rng = np.random.default_rng(0)
+    optical = rng.uniform(128, 872, (60, 2))
+    src = (optical - 500) @ rot + 1000  # SAR px: optical = rot (src - 1000) + 500
+    ties = reg.TiePoints(src, optical + rng.normal(0, 0.3, src.shape), np.ones(60, bool),
+                         np.arange(60))  # fmt: skip
+    return reg.fit_tie_points(ties, kind, 2.0, 8, np.random.default_rng(0)), ties
+
+
+@pytest.mark.parametrize("degrees", [0.0, 10.0, 45.0])
+def test_the_border_band_is_judged_out_to_the_output_s_outermost_pixels(degrees: float) -> None:
+    """A poly3 extrapolated into the band is most wrong at the output's corner pixels: its
+    predicted error there is 1.347 px however the SAR is turned (a poly3 is one whatever its
+    axes), the figure at the outermost pixel centres. A grid of cell centres missed the
+    corners by up to a cell: 1.259 / 1.223 / 1.263 px, under the 1.95 px threshold once times
+    1.5 (1.89 / 1.83 / 1.89 px), where 1.347 px is over it (2.02 px): now warned of."""
+    fit, ties = _rotated_ties(degrees, "poly3")
+    sizes = (2000, 2000), (1000, 1000)
+    said = reg.check_border_band(fit, ties, *sizes, 1.95, 192)
+    corners = np.array([[0.5, 0.5], [999.5, 0.5], [0.5, 999.5], [999.5, 999.5]])
+    at = reg._inliers_affine(fit, ties).affine_matrix()
+    under = np.linalg.solve(at[:, :2], (corners - at[:, 2]).T).T
+    inl = np.asarray(fit.inliers, bool)
+    corner_px = tf.prediction_error(ties.src_px[inl], ties.dst_px[inl], "poly3", under).max()
+    assert fit.extra["predicted_error_band_px"] == pytest.approx(corner_px, rel=1e-9)
+    assert fit.extra["predicted_error_band_px"] == pytest.approx(1.347, abs=1e-3)
+    assert said is not None and "wrong by up to 1.35 px" in said
+
+
+def test_the_band_grid_covers_the_output_where_the_sar_does_and_nowhere_else() -> None:
+    """A 1000 px SAR turned 10 degrees under a 1000 px optical raster covers an octagon of
+    it: the band's samples lie on the SAR (0-1000 px) and on the output's pixel centres
+    (0.5-999.5 px), reach both rasters' edges, the octagon's 8 corners among them, and none
+    lie inside the judged 192 px."""
+    t = math.radians(10.0)
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    rng = np.random.default_rng(0)
+    src = rng.uniform(200, 800, (40, 2))
+    dst = (src - 500) @ rot.T + 500 + rng.normal(0, 0.3, src.shape)
+    ties = reg.TiePoints(src, dst, np.ones(40, bool), np.arange(40))
+    fit = reg.fit_tie_points(ties, "affine", 2.0, 8, np.random.default_rng(0))
+    band = reg._band_grid(fit, ties, (1000, 1000), (1000, 1000), 192.0, 64)
+    optical = reg._inliers_affine(fit, ties).apply(band)
+    tol = 1e-6
+    assert ((band >= -tol) & (band <= 1000 + tol)).all()
+    assert ((optical >= 0.5 - tol) & (optical <= 999.5 + tol)).all()
+    assert not ((optical > 192) & (optical < 808)).all(axis=1).any()
+    octagon = reg._output_overlap(reg._inliers_affine(fit, ties), (1000, 1000), (1000, 1000))
+    assert octagon is not None and len(octagon) == 8
+    assert np.abs(band[:, None] - octagon[None]).max(axis=2).min(axis=0).max() < 1e-9
+    assert band.min() == pytest.approx(0.0, abs=tol) and band.max() == pytest.approx(1000, abs=tol)
+    assert optical.min() == pytest.approx(0.5, abs=tol)
+    assert optical.max() == pytest.approx(999.5, abs=tol)
 
 
 def test_tps_geolocation_keeps_every_spline_evaluation_within_the_budget(

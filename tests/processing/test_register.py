@@ -514,7 +514,7 @@ def test_a_bending_fit_extrapolated_over_much_of_the_overlap_is_said(
 
     half, said = run(tmp_path / "half", EXTENT=left(0.6))
     assert len(said) == 1 and "'poly2' transform is extrapolated" in said[0], said
-    # the band of a fit that bends over the right 40 %: warned of (1.78 px predicted there
+    # the band of a fit that bends over the right 40 %: warned of (1.80 px predicted there
     # against 0.87 px inside), with the affine that passes there and the clipping
     band = [w for w in warned if "border band" in w]
     assert len(band) == 1 and "use TRANSFORM affine (predicted" in band[0], warned
