@@ -157,9 +157,9 @@ def test_evaluate_outputs_are_one_run_and_renamed_together(tmp_path, monkeypatch
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("--batch", "--batch: must be >= 1"),
-        ("--maps", "--maps: must be >= 0"),
-        ("--max-records", "--max-records: must be >= 0"),
+        ("--batch", "--batch: must be an integer >= 1, got '0'"),
+        ("--maps", "--maps: must be an integer >= 0, got '-1'"),
+        ("--max-records", "--max-records: must be an integer >= 0, got '-1'"),
     ],  # fmt: skip
 )
 def test_evaluate_counts_are_argument_errors(option: str, message: str, capsys) -> None:
