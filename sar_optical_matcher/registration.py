@@ -750,11 +750,14 @@ def extrapolated_share(
 
     The overlap is sampled on an ``n`` x ``n`` grid of SAR pixels that the fit maps onto the
     optical raster, at least ``margin_px`` from its edges (the keypoints' border, where no tie
-    point can lie). Keypoints taken strongest first (SPREAD 0), or kept to part of the scene
-    by EXTENT or MASK, can all fall in one part of it; a polynomial or spline fit is then
-    extrapolated over the rest (an 8000 px scene whose 500 keypoints all lay in its brighter
-    half: poly3 1.5 px and tps 3.8 px off in the other half, affine 0.2 px), which no
-    tie-point residual shows.
+    point can lie). A share of area: the grid's cells' centres, each standing for an equal area
+    (the midpoint rule), not :func:`_output_grid`'s outline, which would weigh the overlap's
+    edges, outside any hull, beyond their area (a hull of the left half: 0.518, not 0.500; 40
+    tie points over 200-800 px of a 1000 px overlap: 0.568 for 0.524; the cell centres 0.500 and
+    0.523). Keypoints taken strongest first (SPREAD 0), or kept to part of the scene by EXTENT
+    or MASK, can all fall in one part of it; a polynomial or spline fit is then extrapolated
+    over the rest (an 8000 px scene whose 500 keypoints all lay in its brighter half: poly3 1.5
+    px and tps 3.8 px off in the other half, affine 0.2 px), which no tie-point residual shows.
 
     Returns:
         A share in [0, 1]; 1 when the inliers span no area (fewer than 3, or on a line).
@@ -776,18 +779,27 @@ def extrapolated_share(
 #: How many times its predicted standard error (the largest over the overlap grid) a fit's true
 #: largest error over the overlap is taken to be: a fit is refused when this times its predicted
 #: error exceeds the residual threshold, the error the user accepts at a tie point. Measured
-#: (``scripts/measure_predicted_error.py``: 3758 synthetic fits, affine to poly3, 20-200 tie
-#: points well spread, on lines, in a corner or few per term, 0.3-1.5 px of noise, 1000-4000
-#: px overlaps), true largest / predicted: 1.15 in the median, 1.64 at the 80th percentile,
-#: 2.2 at the 95th, whatever the inliers per term. With 1.5, 1.6 % of the fits truly off by
-#: more than the threshold are accepted (none by more than twice it) and 9 % of those within it
-#: refused (1.5 % of those within half of it); the rule it replaced (refused above 10 x RMSE
-#: and above the threshold) accepted 19 % of them, up to 9 times the threshold off.
+#: (``scripts/measure_predicted_error.py``, 4000 draws of seeds 0 / 1: 3758 / 3734 synthetic fits,
+#: affine to poly3, 20-200 tie points well spread, on lines, in a corner or few per term, 0.3-1.5 px
+#: of noise, 1000-4000 px overlaps; predicted and true out to the border's outline and corners),
+#: true largest / predicted: 1.11 / 1.12 in the median, 1.57 / 1.59 at the 80th percentile, 2.1 at
+#: the 95th (medians 1.0-1.15 whatever the inliers per term). With 1.5, 1.3 / 1.7 % of the fits
+#: truly off by more than the threshold are accepted (none by more than twice it: 1.90 / 1.67 times
+#: at worst) and 10 / 9 % of those within it refused (1.6 / 1.1 % of those within half of it); the
+#: rule it replaced (refused above 10 x RMSE and above the threshold) accepted 18 / 20 % of them, up
+#: to 9.4 / 7.0 times the threshold off. From 1.2 no factor accepts a fit off by twice the threshold
+#: either (1.90 / 1.98 times at worst), at twice the false acceptances (58 / 71 of 2050 / 2084,
+#: against 26 / 35) for 101 / 97 false refusals of 1708 / 1650 (against 178 / 150); counting a false
+#: acceptance twice, 1.5 costs 230 / 220, 1.4 210 / 221, 1.3 205 / 231, 1.2 217 / 239: no factor is
+#: the cheapest on both seeds, and 1.5 is kept. (On grids of cell centres, a cell short of the
+#: outline: 1.15 / 1.16 in the median; none off by twice the threshold accepted from 1.3; 1.5
+#: accepted 32 / 46, refused 154 / 141, cost 218 / 233.)
 ERROR_BOUND_FACTOR = 1.5
 
-#: Well-spread inliers' predicted error was at most 14 times their RMSE (a poly3 on 25+ random
-#: points; affine 0.9, poly2 4); beyond this many times a refused fit's layout is blamed (along
-#: two crossing lines: 23-6500 times), below it their noise.
+#: Well-spread inliers' predicted error was at most 16 times their RMSE (a poly3 on 25+ random
+#: points: 16.2 / 14.8 on seeds 0 / 1, 14.0 / 12.5 on grids of cell centres; affine 0.9, poly2 4.1 /
+#: 5.8); beyond this many times a refused fit's layout is blamed (along two crossing lines: 23-6500
+#: times), below it their noise.
 LAYOUT_AMPLIFICATION = 20.0
 
 
@@ -807,15 +819,21 @@ def _fit_overlap(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """The inliers' (src, dst) and the overlap grid (SAR px) the fit's error is predicted on.
 
-    The overlap is mapped by the inliers' affine fit, which does not bend where the fit may.
-    ``mapping``: ``_overlap_mapping(fit, ties)`` if at hand.
+    The output inside ``margin_px`` of the optical's edges, as the inliers' affine fit (which
+    does not bend where the fit may) places it, on :func:`_output_grid`: its outermost rows
+    and columns on the margin's outline, corners included, where a poly2 or poly3 is most
+    wrong. ``mapping``: ``_overlap_mapping(fit, ties)`` if at hand.
     """
     inl = np.asarray(fit.inliers, bool)
     src, dst = ties.src_px[inl], ties.dst_px[inl]
     overlap_by, affine = mapping if mapping is not None else _overlap_mapping(fit, ties)
-    grid = _overlap_grid(overlap_by, sar_size, optical_size, margin_px, n, affine)
-    if not len(grid):  # the margin leaves nothing (a small optical raster): the whole overlap
-        grid = _overlap_grid(overlap_by, sar_size, optical_size, 0.0, n, affine)
+    grid = _output_grid(affine, sar_size, optical_size, margin_px, n)
+    if grid is not None and not len(grid):  # the margin leaves nothing: the whole output
+        grid = _output_grid(affine, sar_size, optical_size, 0.0, n)
+    if grid is None:  # no affine to place the output by: the fit's own grid of cell centres
+        grid = _overlap_grid(overlap_by, sar_size, optical_size, margin_px, n, affine)
+        if not len(grid):
+            grid = _overlap_grid(overlap_by, sar_size, optical_size, 0.0, n, affine)
     return src, dst, grid
 
 
@@ -839,17 +857,20 @@ def _clip_to_box(poly: np.ndarray, box: tuple[float, float, float, float]) -> np
 
 
 def _output_overlap(
-    affine: Any, sar_size: tuple[int, int], optical_size: tuple[int, int]
+    affine: Any, sar_size: tuple[int, int], optical_size: tuple[int, int], margin_px: float = 0.0
 ) -> np.ndarray | None:
     """``(K, 2)`` SAR-pixel vertices of the output pixels the SAR covers, as ``affine`` puts it.
 
     The output is the optical grid, its values the SAR's at the images of its pixel centres
-    (0.5 to width - 0.5): the outermost centres taken back into SAR pixels, cut to the SAR
-    raster (0 to its width, its pixel edges). None when ``affine`` is singular.
+    (0.5 to width - 0.5): those at least ``margin_px`` (0.5 at least: the outermost centres)
+    inside the optical's edges, taken back into SAR pixels, cut to the SAR raster (0 to its
+    width, its pixel edges). ``(0, 2)`` when the margin leaves no output; None when ``affine``
+    is singular.
     """
-    (sw, sh), (ow, oh) = sar_size, optical_size
-    lo, hi = 0.5, np.array([ow, oh], np.float64) - 0.5
-    corners = np.array([[lo, lo], [hi[0], lo], hi, [lo, hi[1]]])
+    (sw, sh), (ow, oh), m = sar_size, optical_size, max(float(margin_px), 0.5)
+    if ow - m < m or oh - m < m:
+        return np.zeros((0, 2))
+    corners = np.array([[m, m], [ow - m, m], [ow - m, oh - m], [m, oh - m]], np.float64)
     a = affine.affine_matrix()
     try:
         under = np.linalg.solve(a[:, :2], (corners - a[:, 2]).T).T
@@ -860,15 +881,40 @@ def _output_overlap(
     return _clip_to_box(under, (0.0, 0.0, float(sw), float(sh)))
 
 
+def _output_grid(
+    affine: Any, sar_size: tuple[int, int], optical_size: tuple[int, int], margin_px: float,
+    n: int,
+) -> np.ndarray | None:  # fmt: skip
+    """``(M, 2)`` SAR pixels over :func:`_output_overlap` (``margin_px`` inside the optical).
+
+    An ``n`` x ``n`` grid over the overlap's bounding box, its outermost rows and columns on
+    the overlap's edges, kept where it maps onto that output, and ``n`` points along each of
+    the overlap's edges, corners included: a grid of cell centres stopped up to a cell short
+    of them, where an extrapolating poly2 or poly3 is most wrong. ``(0, 2)`` when the SAR
+    covers none of that output; None when ``affine`` is None or singular.
+    """
+    poly = None if affine is None else _output_overlap(affine, sar_size, optical_size, margin_px)
+    if poly is None or len(poly) < 3:
+        return poly if poly is None else np.zeros((0, 2))
+    (ow, oh), m = optical_size, max(float(margin_px), 0.5)
+    t = np.linspace(0.0, 1.0, n)
+    lo, hi = poly.min(axis=0), poly.max(axis=0)
+    grid = np.stack(np.meshgrid(lo[0] + t * (hi[0] - lo[0]), lo[1] + t * (hi[1] - lo[1])),
+                    axis=-1).reshape(-1, 2)  # fmt: skip
+    at, tol = affine.apply(grid), 1e-9 * max(ow, oh)  # the edges' own points kept
+    on = ((at >= m - tol) & (at <= np.array([ow, oh]) - m + tol)).all(axis=1)
+    edges = poly[:, None] + t[:, None] * (np.roll(poly, -1, axis=0) - poly)[:, None]
+    return np.concatenate([grid[on], edges.reshape(-1, 2)])
+
+
 def _band_grid(
     fit: FitResult, ties: TiePoints, sar_size: tuple[int, int],
     optical_size: tuple[int, int], margin_px: float, n: int, mapping: Any = None,
 ) -> np.ndarray:  # fmt: skip
     """``(M, 2)`` SAR pixels of the output within ``margin_px`` of the optical's edges.
 
-    An ``n`` x ``n`` grid over the output's overlap with the SAR (:func:`_output_overlap`),
-    its outermost rows and columns on the overlap's edges, and ``n`` points along each of
-    those edges, corners included: a poly2 or poly3 extrapolated there is most wrong at the
+    The whole output's :func:`_output_grid`, out to its outermost pixels and corners less
+    those inside the margin: a poly2 or poly3 extrapolated there is most wrong at the
     outermost pixels and corners, which a grid of cell centres missed by up to a cell (a
     poly3 of 60 tie points 128-872 px into a 1000 px optical raster, on a SAR turned 0-45
     degrees: 1.22-1.26 px predicted on those, 1.35 px at the corner pixels; over the
@@ -876,21 +922,10 @@ def _band_grid(
     ``_overlap_mapping(fit, ties)`` if at hand.
     """
     by, affine = mapping if mapping is not None else _overlap_mapping(fit, ties)
-    poly = _output_overlap(affine, sar_size, optical_size) if affine is not None else None
-    (ow, oh), m = optical_size, float(margin_px)
-    if poly is None:  # no affine to place the output by: the fit's own grid over the SAR
+    whole = _output_grid(affine, sar_size, optical_size, 0.0, n)
+    if whole is None:  # no affine to place the output by: the fit's own grid over the SAR
         whole = _overlap_grid(by, sar_size, optical_size, 0.0, n, affine)
-    elif len(poly) < 3:  # the SAR covers no output pixel
-        return np.zeros((0, 2))
-    else:
-        t = np.linspace(0.0, 1.0, n)
-        lo, hi = poly.min(axis=0), poly.max(axis=0)
-        grid = np.stack(np.meshgrid(lo[0] + t * (hi[0] - lo[0]), lo[1] + t * (hi[1] - lo[1])),
-                        axis=-1).reshape(-1, 2)  # fmt: skip
-        at, tol = affine.apply(grid), 1e-9 * max(ow, oh)  # the edges' own points kept
-        on = ((at >= 0.5 - tol) & (at <= np.array([ow, oh]) - 0.5 + tol)).all(axis=1)
-        edges = poly[:, None] + t[:, None] * (np.roll(poly, -1, axis=0) - poly)[:, None]
-        whole = np.concatenate([grid[on], edges.reshape(-1, 2)])
+    (ow, oh), m = optical_size, float(margin_px)
     with np.errstate(all="ignore"):
         at = by.apply(whole)
     inner = (at[:, 0] >= m) & (at[:, 0] <= ow - m) & (at[:, 1] >= m) & (at[:, 1] <= oh - m)
@@ -923,11 +958,12 @@ def predicted_error(
 
     The least-squares parameters' covariance on the inliers, scaled by their residuals and
     propagated to an ``n`` x ``n`` grid over the overlap (``core.transforms.prediction_error``;
-    the overlap as in :func:`extrapolated_share`): how far the warp may be wrong between and
-    beyond the tie points, which their residuals do not show. On synthetic tie points with
-    0.3-1.5 px of noise, the true largest error over the overlap was 1.15 times this figure in
-    the median (5-95 %: 0.4-2.2 times; see :data:`ERROR_BOUND_FACTOR`), for affine, poly2 and
-    poly3 fits of well-spread, crossing-line, one-line and corner-bunched layouts.
+    the output at least ``margin_px`` inside the optical's edges, as the inliers' affine places
+    it, out to that outline and its corners: :func:`_output_grid`): how far the warp may be
+    wrong between and beyond the tie points, which their residuals do not show. On synthetic tie
+    points with 0.3-1.5 px of noise, the true largest error over the overlap was 1.11 times this
+    figure in the median (5-95 %: 0.4-2.1 times; see :data:`ERROR_BOUND_FACTOR`), for affine,
+    poly2 and poly3 fits of well-spread, crossing-line, one-line and corner-bunched layouts.
 
     Returns:
         Optical pixels; NaN for ``tps`` (no residuals to scale by: see ``loo_rmse_px``).
@@ -1045,13 +1081,14 @@ def check_border_band(
     The output raster covers the band, but :func:`check_predicted_error` judges only inside
     ``margin_px``: in the band the fit is extrapolated (``scripts/measure_predicted_error.py``,
     192 px bands, 4000 draws each of seeds 0 / 1: a well-spread poly3's predicted error there
-    was 1.9 times that inside in the median, 4.3 times at the 95th percentile; poly2 1.4 /
-    2.3, affine 1.17 / 1.4; the true largest error there 1.3-1.37 times the prediction in the
-    median). Its largest predicted standard error (:func:`_band_grid`: a 64 x 64 grid over
+    was 1.8 times that inside in the median, 4.2 times at the 95th percentile; poly2 1.4 /
+    2.2, affine 1.15 / 1.4; the true largest error there 1.26-1.36 times the prediction in
+    the median). Its largest predicted standard error (:func:`_band_grid`: a 64 x 64 grid over
     the output's overlap with the SAR, out to its outermost pixels) is kept in
-    ``fit.extra["predicted_error_band_px"]``. Of 187 / 204 accepted fits truly off by more
-    than the threshold in the band, 124 / 140 were warned of, and 100 / 94 more that were not
-    (on a grid of cell centres that stopped short of the edges: 119 / 135, and 82 / 77).
+    ``fit.extra["predicted_error_band_px"]``. Of 162 / 185 accepted fits truly off by more
+    than the threshold in the band, 103 / 123 were warned of, and 95 / 93 more that were not
+    (the inside, and the truth, on grids of cell centres that stopped short of the edges:
+    187 / 204, 124 / 140 and 100 / 94; the band's grid too: 119 / 135 warned, 82 / 77 not).
 
     Returns:
         A warning, naming the figures and what to do, when :data:`ERROR_BOUND_FACTOR` times

@@ -4,8 +4,9 @@ Each draw lays tie points over a square overlap (SAR and optical of one size, th
 near-identity affine), adds match noise, and runs Register's own fit and overlap grid
 (``registration.fit_tie_points`` and the grid of ``registration.check_predicted_error``,
 inside the keypoints' border of 192 px: BORDER 128 + half of MIN_DISTANCE 128). Its true
-largest error over that overlap (the fit against the truth, on a 41 x 41 grid with the
-edges) is set against each candidate acceptance rule's decision:
+largest error over that overlap (the fit against the truth, on Register's grid of that
+overlap as the truth places it, 41 x 41 with its outline and corners) is set against each
+candidate acceptance rule's decision:
 
 * false acceptance: accepted, yet truly wrong somewhere by more than the residual threshold;
 * false refusal: refused, yet truly within the threshold everywhere (and the share of those
@@ -82,13 +83,22 @@ def _truth(rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([np.eye(2) + rng.normal(0, 0.01, (2, 2)), rng.uniform(-20, 20, 2)])
 
 
-def _inner_and_band(side: float, n: int = 41) -> tuple[np.ndarray, np.ndarray]:
-    """Points (SAR px ~ optical px) inside the judged overlap, and in the band around it."""
-    g = np.linspace(0, side, 2 * n)
-    whole = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
-    inside = ((whole >= JUDGED_PX) & (whole <= side - JUDGED_PX)).all(axis=1)
-    h = np.linspace(JUDGED_PX, side - JUDGED_PX, n)
-    return np.stack(np.meshgrid(h, h), -1).reshape(-1, 2), whole[~inside]
+def _inner_and_band(
+    fit: Any, ties: Any, a: np.ndarray, side: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """SAR px of the output inside the judged border, and of the band around it, truly.
+
+    Register's own grids (``registration._output_grid`` / ``_band_grid``: out to the margin's
+    outline and the output's outermost pixels, corners included), 41 / 82 points a side,
+    placed by the true affine ``a``, not by the fit's inliers: the region Register judges.
+    """
+    corners = np.array([[0.0, 0.0], [side, 0.0], [0.0, side], [side, side]])
+    truth = tf.fit_transform(corners, corners @ a[:, :2].T + a[:, 2], "affine")
+    sizes = (int(side), int(side)), (int(side), int(side))
+    inner = reg._output_grid(truth, *sizes, JUDGED_PX, 41)
+    band = reg._band_grid(fit, ties, *sizes, JUDGED_PX, 82, (truth, truth))
+    assert inner is not None and len(inner) and len(band)
+    return inner, band
 
 
 def simulated_bound(src: np.ndarray, kind: str, grid: np.ndarray, sigma: float,
@@ -125,7 +135,7 @@ def draw(rng: np.random.Generator) -> dict[str, Any]:
     except reg.RegistrationError:
         return {"layout": name, "kind": kind, "upstream": True}
     pred, isrc, _, grid = reg._predicted(fit, ties, *sizes, JUDGED_PX, 32)
-    inner, band = _inner_and_band(side)
+    inner, band = _inner_and_band(fit, ties, a, side)
 
     def true_max(pts: np.ndarray) -> float:
         truth = pts @ a[:, :2].T + a[:, 2]
@@ -164,7 +174,7 @@ RULES: dict[str, Callable[[dict[str, Any]], bool]] = {
     "pred > max(10 RMSE, thr) (0.3.5)": lambda c: c["pred"] > max(10 * c["rmse"], c["thr"]),
     "pred > max(10 RMSE, or 3 RMSE under 2.5 inliers/term; thr)": lambda c: c["pred"]
     > max((10 if c["k"] >= reg.MIN_INLIERS_PER_TERM * c["p"] else 3) * c["rmse"], c["thr"]),
-    **{f"{q:g} pred > thr": _factor(q) for q in (1.0, 1.25, 1.5, 1.75, 2.0)},
+    **{f"{q:g} pred > thr": _factor(q) for q in (1.0, 1.1, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0)},
     "pred sqrt(F(2, nu, 0.95)) > thr (one point)": lambda c: _f_bound(c, 1) > c["thr"],
     "pred sqrt(p F(2p, nu, 0.95)) > thr (Scheffe)": lambda c: _f_bound(c, c["p"]) > c["thr"],
     "simulated 95 % bound of the largest error > thr": lambda c: c["sim95"] > c["thr"],
