@@ -9,8 +9,10 @@ Examples::
 A ``gdal`` pair's truth is its georeference (the SAR resampled onto the optical's matching
 grid): for a pair whose SAR is known to be off by a constant shift, give that shift with
 ``--scene-offset <optical file stem>=X,Y``, e.g. the one ``scripts/make_synthetic_pair.py``
-prints (``--max-shift 10 --affine 0``: the misregistration is one shift everywhere); a pair off
-by more than a shift has no truth here.
+prints (``--max-shift 10 --affine 0``: the misregistration is one shift everywhere), in optical
+pixels; a pair off by more than a shift has no truth here. A SAR pixel more than 1.5x the
+optical's is matched on the plugin's coarser grid (the SAR's pixel size): the shift is converted
+to its pixels, and that pair's errors are in them.
 
 Writes to ``--out``: ``results.json`` (config, figures per method, per-sample errors),
 ``results.md`` (the table; with both ``learned`` and ``cfog``, also how often the two agree and
@@ -123,10 +125,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="SCENE=X,Y",
         help="replace the ground-truth offset_xy_px of a scene's records (repeatable): the "
-        "SAR's misregistration relative to the optical in pixels (x, y), e.g. a measured "
-        "registration bias (scripts/measure_offsets.py) or, for a gdal pair (whose scene is its "
-        "optical file's stem), the shift make_synthetic_pair.py prints; results against the "
-        "data set's own truth are the ones to report as such",
+        "SAR's misregistration relative to the optical in optical-raster pixels (x, y), e.g. a "
+        "measured registration bias (scripts/measure_offsets.py) or, for a gdal pair (whose "
+        "scene is its optical file's stem), the shift make_synthetic_pair.py prints (a pair "
+        "matched on a coarser grid gets it in grid pixels); results against the data set's "
+        "own truth are the ones to report as such",
     )
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
@@ -173,7 +176,12 @@ def parse_scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
 
 
 def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
-    """The records with each ``--scene-offset SCENE=X,Y`` replacing its scene's offset."""
+    """The records with each ``--scene-offset SCENE=X,Y`` replacing its scene's offset.
+
+    X, Y are pixels of the optical raster (a 3MOS tile's, a gdal optical file's): a gdal pair
+    matched on a coarser grid (``PairRecord.grid_scale``, a SAR pixel > 1.5x the optical's)
+    gets ``(X, Y) / grid_scale`` grid pixels, the unit of its samples and errors.
+    """
     offsets = parse_scene_offsets(items)
     scenes = sorted({r.scene for r in records})
     unknown = set(offsets) - set(scenes)
@@ -182,10 +190,20 @@ def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
             f"--scene-offset names scenes {sorted(unknown)} not in --data; its scenes are "
             f"{scenes}"
         )
-    return [
-        dataclasses.replace(r, offset_xy_px=offsets[r.scene]) if r.scene in offsets else r
-        for r in records
-    ]
+    out = []
+    for r in records:
+        if r.scene in offsets:
+            x, y = offsets[r.scene]
+            s = float(getattr(r, "grid_scale", 1.0))
+            if s != 1.0:
+                print(
+                    f"note: {r.name} is matched on a grid of {s:.4g} optical pixels a pixel: "
+                    f"--scene-offset {r.scene}={x:g},{y:g} (optical px) is ({x / s:.4g}, "
+                    f"{y / s:.4g}) grid px, and its errors are in grid px"
+                )
+            r = dataclasses.replace(r, offset_xy_px=(x / s, y / s))
+        out.append(r)
+    return out
 
 
 def build_samples(args: argparse.Namespace) -> list[harness.Sample]:

@@ -1,0 +1,73 @@
+"""Regression tests of the evaluation's ground truth on georeferenced (gdal) pairs.
+
+* ``evaluate.py --scene-offset``: a gdal pair's shift is given in optical pixels (the one
+  ``make_synthetic_pair.py`` prints); a pair whose SAR pixel is > 1.5x the optical's is matched
+  on the coarser grid, and the shift was taken as grid pixels (twice the truth at 2x);
+* ``measure_offsets.py``: its offsets, fed back to ``--scene-offset``, are in the same unit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts import evaluate, measure_offsets
+from training import evaluation_harness as harness
+
+pytest.importorskip("osgeo")
+
+
+@pytest.fixture(scope="module")
+def coarse_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], np.ndarray]:
+    """A 640 px optical and a SAR of twice its pixel, off by one shift of > 5 optical px."""
+    from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
+
+    # speckled: CFOG misses most matches on a speckle-free SAR
+    pair = make_georeferenced_pair(
+        640, np.random.default_rng(3), max_shift_px=12, max_affine=0, sar_pixel_size_ratio=2.0
+    )
+    shift = np.asarray(pair.truth.shift_px, float)
+    assert np.abs(shift).min() > 5.0  # the test needs a shift whose half is clearly wrong
+    return write_pair(pair, tmp_path_factory.mktemp("coarse")), shift
+
+
+def _cfog_errors(paths: dict[str, Path], offset: str) -> tuple[np.ndarray, np.ndarray]:
+    args = evaluate.parse_args(
+        ["--data", f"gdal:{paths['optical']},{paths['sar']}", "--samples-per-pair", "12",
+         "--seed", "2", "--scene-offset", offset]
+    )  # fmt: skip
+    samples = evaluate.build_samples(args)
+    pred = harness.run_method(samples, harness.classical_map_fn("cfog"), name="cfog")
+    return pred.error_px, pred.pred_offset_xy_px - pred.true_offset_xy_px
+
+
+def test_scene_offset_of_a_pair_on_a_coarser_grid_is_in_optical_pixels(coarse_pair, capsys):
+    """Before: the printed shift was applied as grid pixels; CFOG's median error 5.0 px, 0 of
+    12 within 3 px. Now the truth is the shift / 2 and CFOG solves the pair."""
+    paths, shift = coarse_pair
+    errors, residual = _cfog_errors(paths, f"pair_optical={shift[0]},{shift[1]}")
+    assert np.median(errors) < 1.5 and np.mean(errors <= 3.0) >= 0.75
+    assert "matched on a grid of 2 optical pixels a pixel" in capsys.readouterr().out
+    # a deliberately wrong truth (the opposite sign) is scored as far off as it is
+    wrong, _ = _cfog_errors(paths, f"pair_optical={-shift[0]},{-shift[1]}")
+    assert np.median(wrong) > 0.8 * np.hypot(*shift)  # |2 shift| / 2 grid px, less CFOG's slack
+    assert np.mean(wrong <= 3.0) == 0.0
+
+
+def test_measure_offsets_gives_a_coarse_pair_its_shift_in_optical_pixels(coarse_pair, capsys):
+    """Before: grid pixels, (-5.95, -3.12) for (-9.94, -6.32), which --scene-offset reads as
+    optical pixels."""
+    paths, shift = coarse_pair
+    found = measure_offsets.main(
+        ["--data", f"gdal:{paths['optical']},{paths['sar']}", "--samples-per-pair", "16",
+         "--radius", "12"]
+    )  # fmt: skip
+    (f,) = found
+    assert f.corrected
+    # the synthetic SAR's layover adds ~1 optical px in x (towards the sensor, in the east)
+    np.testing.assert_allclose(f.offset_xy_px, shift, atol=2.0)
+    assert f"offsets_px: {{pair_optical: [{f.offset_xy_px[0]}, {f.offset_xy_px[1]}]}}" in (
+        capsys.readouterr().out
+    )
