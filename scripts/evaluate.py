@@ -133,7 +133,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 2 <= args.template <= args.search:
+        p.error(
+            f"--template {args.template} --search {args.search}: the template side must be "
+            ">= 2 and at most the search region's (the default model's: 128 in 256)"
+        )
+    if not (0.0 <= args.max_rotation <= 45.0 and 0.0 <= args.max_scale < 0.5):
+        p.error(
+            f"--max-rotation {args.max_rotation:g} --max-scale {args.max_scale:g}: the rotation "
+            "must be in [0, 45] degrees and the scale in [0, 0.5)"
+        )
+    return args
 
 
 def resolve_methods(args: argparse.Namespace) -> tuple[list[str], Path | None]:
@@ -228,18 +239,45 @@ def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     )
 
 
-def run_all(
-    args: argparse.Namespace, samples: list[harness.Sample]
-) -> tuple[list[harness.Predictions], dict[str, Any]]:
-    """Run every method on the same samples; returns predictions and the fitted models."""
+def open_methods(args: argparse.Namespace) -> tuple[list[str], OnnxMatcher | None]:
+    """The methods to run and the opened model (None without ``learned``), checked.
+
+    Called before the samples are cut: a misspelt ``--methods``, a bad model or ``--device``
+    and sample sizes the model cannot match fail before the data are read.
+
+    Raises:
+        SystemExit: an unknown method or a missing model (:func:`resolve_methods`).
+        ValueError: the model is not usable, or ``--template`` / ``--search`` are not its sizes.
+    """
     methods, model_path = resolve_methods(args)
-    matcher = None
-    if model_path is not None:  # before any method runs: a bad model or --device fails first
-        matcher = OnnxMatcher(model_path, device=args.device, log=print)
+    if model_path is None:
+        return methods, None
+    matcher = OnnxMatcher(model_path, device=args.device, log=print)
+    c = matcher.contract
+    if (args.template, args.search) != (c.template_size, c.search_size):
+        raise ValueError(
+            f"model {c.name} matches {c.template_size} px templates in {c.search_size} px "
+            f"regions, not --template {args.template} --search {args.search}: pass --template "
+            f"{c.template_size} --search {c.search_size}, or drop 'learned' from --methods"
+        )
+    return methods, matcher
+
+
+def run_all(
+    args: argparse.Namespace,
+    samples: list[harness.Sample],
+    opened: tuple[list[str], OnnxMatcher | None] | None = None,
+) -> tuple[list[harness.Predictions], dict[str, Any]]:
+    """Run every method on the same samples; returns predictions and the fitted models.
+
+    ``opened`` is :func:`open_methods`'s result (None: opened here, before any method runs).
+    """
+    methods, matcher = opened if opened is not None else open_methods(args)
     results, fitted = [], {}
     for name in methods:
         conf_model = None
         if name == "learned":
+            assert matcher is not None  # open_methods opens the model of 'learned'
             stored = matcher.contract.training.get("confidence_model")
             conf_model = peaks.ConfidenceModel.from_dict(stored) if stored else None
             fn = harness.learned_map_fn(matcher, args.batch)
@@ -419,9 +457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             files.check_destination(args.out, folder=True)
         except ValueError as exc:
             raise ValueError(f"--out: {exc}") from None
+        opened = open_methods(args)  # before the data are read: --methods, the model
         samples = build_samples(args)
         print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
-        preds, fitted = run_all(args, samples)
+        preds, fitted = run_all(args, samples, opened)
         write_outputs(args, samples, preds, fitted)
     # bad --data, sizes, model, --device, --out: said, not dumped
     except (ValueError, OSError, MissingDependencyError) as exc:

@@ -71,3 +71,38 @@ def test_measure_offsets_gives_a_coarse_pair_its_shift_in_optical_pixels(coarse_
     assert f"offsets_px: {{pair_optical: [{f.offset_xy_px[0]}, {f.offset_xy_px[1]}]}}" in (
         capsys.readouterr().out
     )
+
+
+def test_a_misspelt_method_or_a_model_of_other_sizes_fails_before_the_data_are_read(
+    tmp_path, monkeypatch, capsys
+):
+    """Before: every pair was loaded and cut into samples first (minutes for large rasters);
+    with ``--methods cfog,learned`` and sizes the model cannot match, CFOG ran in full and
+    then 'learned' failed."""
+    read: list[object] = []
+    monkeypatch.setattr(evaluate, "build_samples", lambda args: read.append(args) or [])
+    out = str(tmp_path / "eval")
+    with pytest.raises(SystemExit, match=r"unknown methods \['nccc'\]; choose from learned"):
+        evaluate.main(["--data", "synthetic:1:256", "--methods", "nccc,cfog", "--out", out])
+    assert read == []
+    argv = ["--data", "synthetic:1:256", "--methods", "cfog,learned", "--device", "cpu"]
+    assert evaluate.main([*argv, "--template", "64", "--search", "128", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "matches 128 px templates in 256 px regions, not --template 64 --search 128" in err
+    assert read == [] and not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--template", "300"], "--template 300 --search 256: the template side must be >= 2"),
+        (["--max-rotation", "90"], "--max-rotation 90 --max-scale 0: the rotation must be in"),
+        (["--max-scale", "0.5"], "--max-rotation 0 --max-scale 0.5: the rotation must be in"),
+    ],
+)
+def test_sample_geometry_errors_name_the_options(extra, message, capsys):
+    """Before: 'need n_per_record >= 1 and 2 <= template <= search, got 1, 300, 256' after the
+    data were read (the harness's argument names, not the options)."""
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--data", "synthetic:1", *extra])
+    assert message in capsys.readouterr().err
