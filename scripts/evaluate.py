@@ -263,6 +263,24 @@ def open_methods(args: argparse.Namespace) -> tuple[list[str], OnnxMatcher | Non
     return methods, matcher
 
 
+def model_provenance(matcher: OnnxMatcher) -> dict[str, Any]:
+    """What results.json records of the model ``learned`` ran (``--model`` is None if shipped).
+
+    The resolved path, the file's SHA-256, the contract's name and version, and whether the
+    confidence is the contract's calibrated model or the default one.
+    """
+    import hashlib
+
+    c = matcher.contract
+    return {
+        "path": str(matcher.path.resolve()),
+        "sha256": hashlib.sha256(matcher.path.read_bytes()).hexdigest(),
+        "name": c.name,
+        "version": c.version,
+        "confidence_model": "contract" if c.training.get("confidence_model") else "default",
+    }
+
+
 def run_all(
     args: argparse.Namespace,
     samples: list[harness.Sample],
@@ -458,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             raise ValueError(f"--out: {exc}") from None
         opened = open_methods(args)  # before the data are read: --methods, the model
+        if opened[1] is not None:  # results.json says which model 'learned' was
+            args.model_used = model_provenance(opened[1])
         samples = build_samples(args)
         print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
         preds, fitted = run_all(args, samples, opened)

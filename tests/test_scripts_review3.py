@@ -106,3 +106,23 @@ def test_sample_geometry_errors_name_the_options(extra, message, capsys):
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--data", "synthetic:1", *extra])
     assert message in capsys.readouterr().err
+
+
+def test_results_json_names_the_model_that_was_evaluated(tmp_path):
+    """Before: config.model was None for the shipped model, and a path for --model, with no
+    hash or version: two runs of 'learned' could not be told apart."""
+    import hashlib
+    import json
+
+    from sar_optical_matcher.model.runtime import DEFAULT_MODEL_PATH
+
+    if not DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("no shipped model")
+    argv = ["--data", "synthetic:1:256", "--methods", "learned", "--device", "cpu", "--maps", "0"]
+    assert evaluate.main([*argv, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    used = doc["config"]["model_used"]
+    assert used["path"] == str(DEFAULT_MODEL_PATH.resolve())
+    assert used["sha256"] == hashlib.sha256(DEFAULT_MODEL_PATH.read_bytes()).hexdigest()
+    assert used["name"] == "sar-optical-matcher-default" and used["version"]
+    assert used["confidence_model"] in ("contract", "default")
