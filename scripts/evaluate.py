@@ -201,6 +201,14 @@ def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
             f"--scene-offset names scenes {sorted(unknown)} not in --data; its scenes are "
             f"{scenes}"
         )
+    for scene in offsets:  # a gdal pair's scene is its optical file's stem, not unique
+        pairs = [r.name for r in records if r.scene == scene and r.source == "gdal"]
+        if len(pairs) > 1:
+            raise SystemExit(
+                f"--scene-offset {scene}=... would give one shift to {len(pairs)} gdal pairs "
+                f"whose optical files share the stem {scene!r} ({', '.join(pairs)}): give them "
+                "distinct optical file names (make_synthetic_pair.py --stem), one per truth"
+            )
     out = []
     for r in records:
         if r.scene in offsets:
@@ -217,9 +225,28 @@ def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
     return out
 
 
+def unique_names(records: list[Any]) -> list[Any]:
+    """The records, a name shared by several (gdal pairs of equal file names) made ``name#k``.
+
+    Per-record figures (``agreed_residuals``, the per-sample ``record``) group by name: two
+    pairs of one name would pass for one.
+    """
+    seen: dict[str, int] = {}
+    for r in records:
+        seen[r.name] = seen.get(r.name, 0) + 1
+    count: dict[str, int] = {}
+    out = []
+    for r in records:
+        if seen[r.name] > 1:
+            count[r.name] = count.get(r.name, 0) + 1
+            r = dataclasses.replace(r, name=f"{r.name}#{count[r.name]}")
+        out.append(r)
+    return out
+
+
 def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     """Load the records of every ``--data`` and cut the samples (seeded)."""
-    records = [r for spec in args.data for r in load_records(spec, args.seed)]
+    records = unique_names([r for spec in args.data for r in load_records(spec, args.seed)])
     records = with_scene_offsets(records, args.scene_offset)
     rng = np.random.default_rng(args.seed)
     if args.max_records and len(records) > args.max_records:

@@ -126,3 +126,26 @@ def test_results_json_names_the_model_that_was_evaluated(tmp_path):
     assert used["sha256"] == hashlib.sha256(DEFAULT_MODEL_PATH.read_bytes()).hexdigest()
     assert used["name"] == "sar-optical-matcher-default" and used["version"]
     assert used["confidence_model"] in ("contract", "default")
+
+
+def test_a_scene_offset_is_refused_for_two_gdal_pairs_of_one_optical_stem(coarse_pair, tmp_path):
+    """make_synthetic_pair.py names every optical 'pair_optical.tif': two such pairs were one
+    scene, and one --scene-offset silently became the truth of both."""
+    import shutil
+
+    paths, _ = coarse_pair
+    other = tmp_path / "other"
+    other.mkdir()
+    for kind in ("optical", "sar"):
+        shutil.copy(paths[kind], other / paths[kind].name)
+    specs = [f"gdal:{paths['optical']},{paths['sar']}"]
+    specs.append(f"gdal:{other / paths['optical'].name},{other / paths['sar'].name}")
+    records = [r for spec in specs for r in evaluate.load_records(spec, 0)]
+    assert [r.scene for r in records] == ["pair_optical", "pair_optical"]
+    with pytest.raises(SystemExit, match=r"one shift to 2 gdal pairs whose optical files share"):
+        evaluate.with_scene_offsets(records, ["pair_optical=1,2"])
+    assert evaluate.with_scene_offsets(records, []) == records  # without an offset: both kept
+    # and the two stay two records (their per-record residuals were one group)
+    names = [r.name for r in evaluate.unique_names(records)]
+    assert names == [f"{records[0].name}#1", f"{records[0].name}#2"]
+    assert evaluate.unique_names(records[:1])[0].name == records[0].name
