@@ -9,8 +9,10 @@ Examples::
 A ``gdal`` pair's truth is its georeference (the SAR resampled onto the optical's matching
 grid): for a pair whose SAR is known to be off by a constant shift, give that shift with
 ``--scene-offset <optical file stem>=X,Y``, e.g. the one ``scripts/make_synthetic_pair.py``
-prints (``--max-shift 10 --affine 0``: the misregistration is one shift everywhere); a pair off
-by more than a shift has no truth here.
+prints (``--max-shift 10 --affine 0``: the misregistration is one shift everywhere), in optical
+pixels; a pair off by more than a shift has no truth here. A SAR pixel more than 1.5x the
+optical's is matched on the plugin's coarser grid (the SAR's pixel size): the shift is converted
+to its pixels, and that pair's errors are in them.
 
 Writes to ``--out``: ``results.json`` (config, figures per method, per-sample errors),
 ``results.md`` (the table; with both ``learned`` and ``cfog``, also how often the two agree and
@@ -123,14 +125,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="SCENE=X,Y",
         help="replace the ground-truth offset_xy_px of a scene's records (repeatable): the "
-        "SAR's misregistration relative to the optical in pixels (x, y), e.g. a measured "
-        "registration bias (scripts/measure_offsets.py) or, for a gdal pair (whose scene is its "
-        "optical file's stem), the shift make_synthetic_pair.py prints; results against the "
-        "data set's own truth are the ones to report as such",
+        "SAR's misregistration relative to the optical in optical-raster pixels (x, y), e.g. a "
+        "measured registration bias (scripts/measure_offsets.py) or, for a gdal pair (whose "
+        "scene is its optical file's stem), the shift make_synthetic_pair.py prints (a pair "
+        "matched on a coarser grid gets it in grid pixels); results against the data set's "
+        "own truth are the ones to report as such",
     )
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 2 <= args.template <= args.search:
+        p.error(
+            f"--template {args.template} --search {args.search}: the template side must be "
+            ">= 2 and at most the search region's (the default model's: 128 in 256)"
+        )
+    if not (0.0 <= args.max_rotation <= 45.0 and 0.0 <= args.max_scale < 0.5):
+        p.error(
+            f"--max-rotation {args.max_rotation:g} --max-scale {args.max_scale:g}: the rotation "
+            "must be in [0, 45] degrees and the scale in [0, 0.5)"
+        )
+    return args
 
 
 def resolve_methods(args: argparse.Namespace) -> tuple[list[str], Path | None]:
@@ -173,7 +187,12 @@ def parse_scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
 
 
 def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
-    """The records with each ``--scene-offset SCENE=X,Y`` replacing its scene's offset."""
+    """The records with each ``--scene-offset SCENE=X,Y`` replacing its scene's offset.
+
+    X, Y are pixels of the optical raster (a 3MOS tile's, a gdal optical file's): a gdal pair
+    matched on a coarser grid (``PairRecord.grid_scale``, a SAR pixel > 1.5x the optical's)
+    gets ``(X, Y) / grid_scale`` grid pixels, the unit of its samples and errors.
+    """
     offsets = parse_scene_offsets(items)
     scenes = sorted({r.scene for r in records})
     unknown = set(offsets) - set(scenes)
@@ -182,15 +201,52 @@ def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
             f"--scene-offset names scenes {sorted(unknown)} not in --data; its scenes are "
             f"{scenes}"
         )
-    return [
-        dataclasses.replace(r, offset_xy_px=offsets[r.scene]) if r.scene in offsets else r
-        for r in records
-    ]
+    for scene in offsets:  # a gdal pair's scene is its optical file's stem, not unique
+        pairs = [r.name for r in records if r.scene == scene and r.source == "gdal"]
+        if len(pairs) > 1:
+            raise SystemExit(
+                f"--scene-offset {scene}=... would give one shift to {len(pairs)} gdal pairs "
+                f"whose optical files share the stem {scene!r} ({', '.join(pairs)}): give them "
+                "distinct optical file names (make_synthetic_pair.py --stem), one per truth"
+            )
+    out = []
+    for r in records:
+        if r.scene in offsets:
+            x, y = offsets[r.scene]
+            s = float(getattr(r, "grid_scale", 1.0))
+            if s != 1.0:
+                print(
+                    f"note: {r.name} is matched on a grid of {s:.4g} optical pixels a pixel: "
+                    f"--scene-offset {r.scene}={x:g},{y:g} (optical px) is ({x / s:.4g}, "
+                    f"{y / s:.4g}) grid px, and its errors are in grid px"
+                )
+            r = dataclasses.replace(r, offset_xy_px=(x / s, y / s))
+        out.append(r)
+    return out
+
+
+def unique_names(records: list[Any]) -> list[Any]:
+    """The records, a name shared by several (gdal pairs of equal file names) made ``name#k``.
+
+    Per-record figures (``agreed_residuals``, the per-sample ``record``) group by name: two
+    pairs of one name would pass for one.
+    """
+    seen: dict[str, int] = {}
+    for r in records:
+        seen[r.name] = seen.get(r.name, 0) + 1
+    count: dict[str, int] = {}
+    out = []
+    for r in records:
+        if seen[r.name] > 1:
+            count[r.name] = count.get(r.name, 0) + 1
+            r = dataclasses.replace(r, name=f"{r.name}#{count[r.name]}")
+        out.append(r)
+    return out
 
 
 def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     """Load the records of every ``--data`` and cut the samples (seeded)."""
-    records = [r for spec in args.data for r in load_records(spec, args.seed)]
+    records = unique_names([r for spec in args.data for r in load_records(spec, args.seed)])
     records = with_scene_offsets(records, args.scene_offset)
     rng = np.random.default_rng(args.seed)
     if args.max_records and len(records) > args.max_records:
@@ -210,18 +266,63 @@ def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     )
 
 
-def run_all(
-    args: argparse.Namespace, samples: list[harness.Sample]
-) -> tuple[list[harness.Predictions], dict[str, Any]]:
-    """Run every method on the same samples; returns predictions and the fitted models."""
+def open_methods(args: argparse.Namespace) -> tuple[list[str], OnnxMatcher | None]:
+    """The methods to run and the opened model (None without ``learned``), checked.
+
+    Called before the samples are cut: a misspelt ``--methods``, a bad model or ``--device``
+    and sample sizes the model cannot match fail before the data are read.
+
+    Raises:
+        SystemExit: an unknown method or a missing model (:func:`resolve_methods`).
+        ValueError: the model is not usable, or ``--template`` / ``--search`` are not its sizes.
+    """
     methods, model_path = resolve_methods(args)
-    matcher = None
-    if model_path is not None:  # before any method runs: a bad model or --device fails first
-        matcher = OnnxMatcher(model_path, device=args.device, log=print)
+    if model_path is None:
+        return methods, None
+    matcher = OnnxMatcher(model_path, device=args.device, log=print)
+    c = matcher.contract
+    if (args.template, args.search) != (c.template_size, c.search_size):
+        raise ValueError(
+            f"model {c.name} matches {c.template_size} px templates in {c.search_size} px "
+            f"regions, not --template {args.template} --search {args.search}: pass --template "
+            f"{c.template_size} --search {c.search_size}, or drop 'learned' from --methods"
+        )
+    return methods, matcher
+
+
+def model_provenance(matcher: OnnxMatcher) -> dict[str, Any]:
+    """What results.json records of the model ``learned`` ran (``--model`` is None if shipped).
+
+    The resolved path, the file's SHA-256, the contract's name and version, and whether the
+    confidence is the contract's calibrated model or the default one.
+    """
+    import hashlib
+
+    c = matcher.contract
+    return {
+        "path": str(matcher.path.resolve()),
+        "sha256": hashlib.sha256(matcher.path.read_bytes()).hexdigest(),
+        "name": c.name,
+        "version": c.version,
+        "confidence_model": "contract" if c.training.get("confidence_model") else "default",
+    }
+
+
+def run_all(
+    args: argparse.Namespace,
+    samples: list[harness.Sample],
+    opened: tuple[list[str], OnnxMatcher | None] | None = None,
+) -> tuple[list[harness.Predictions], dict[str, Any]]:
+    """Run every method on the same samples; returns predictions and the fitted models.
+
+    ``opened`` is :func:`open_methods`'s result (None: opened here, before any method runs).
+    """
+    methods, matcher = opened if opened is not None else open_methods(args)
     results, fitted = [], {}
     for name in methods:
         conf_model = None
         if name == "learned":
+            assert matcher is not None  # open_methods opens the model of 'learned'
             stored = matcher.contract.training.get("confidence_model")
             conf_model = peaks.ConfidenceModel.from_dict(stored) if stored else None
             fn = harness.learned_map_fn(matcher, args.batch)
@@ -401,9 +502,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             files.check_destination(args.out, folder=True)
         except ValueError as exc:
             raise ValueError(f"--out: {exc}") from None
+        opened = open_methods(args)  # before the data are read: --methods, the model
+        if opened[1] is not None:  # results.json says which model 'learned' was
+            args.model_used = model_provenance(opened[1])
         samples = build_samples(args)
         print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
-        preds, fitted = run_all(args, samples)
+        preds, fitted = run_all(args, samples, opened)
         write_outputs(args, samples, preds, fitted)
     # bad --data, sizes, model, --device, --out: said, not dumped
     except (ValueError, OSError, MissingDependencyError) as exc:

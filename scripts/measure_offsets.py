@@ -23,6 +23,7 @@ default 1 px) are corrected, e.g.::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,6 +93,13 @@ def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
         max_mad_px=max_mad,
         min_residual_px=min_res,
     )
+    # the figures in optical-raster pixels, the unit of --scene-offset: a gdal pair matched on
+    # a coarser grid measures in grid pixels (PairRecord.grid_scale optical pixels each)
+    scale = {
+        tile_key(r.name) if args.per_tile else r.scene: float(getattr(r, "grid_scale", 1.0))
+        for r in records
+    }
+    found = [_in_optical_px(f, scale[f.scene]) for f in found]
     print(
         f"| {'tile' if args.per_tile else 'scene'} | used / samples | residual x, y px | "
         "MAD x, y px | offset x, y px |"
@@ -108,6 +116,22 @@ def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
     pairs = ", ".join(f"{f.scene}: [{f.offset_xy_px[0]}, {f.offset_xy_px[1]}]" for f in chosen)
     print(f"\n{'tile_offsets_px' if args.per_tile else 'offsets_px'}: {{{pairs}}}")
     return found
+
+
+def _in_optical_px(f: scene_bias.SceneOffset, grid_scale: float) -> scene_bias.SceneOffset:
+    """``f`` with its (x, y) figures in optical pixels (grid pixels times ``grid_scale``)."""
+    if grid_scale == 1.0:
+        return f
+
+    def px(xy: tuple[float, float]) -> tuple[float, float]:
+        return (round(xy[0] * grid_scale, 2), round(xy[1] * grid_scale, 2))
+
+    return dataclasses.replace(
+        f,
+        residual_xy_px=px(f.residual_xy_px),
+        mad_xy_px=px(f.mad_xy_px),
+        offset_xy_px=px(f.offset_xy_px),
+    )
 
 
 if __name__ == "__main__":

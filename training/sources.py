@@ -42,6 +42,10 @@ class PairRecord:
             pixels (e.g. the GF-3 x bias of 3MOS), (0, 0) when perfectly registered.
         repeat: times the pairs cut from this record are drawn per training epoch (the source
             spec's ``repeat``, e.g. to weight scarce real tiles over synthetic scenes).
+        grid_scale: the record's pixel in pixels of the optical raster it was read from: 1 but
+            for a gdal pair matched on a coarser grid (e.g. 2.0 for a SAR pixel twice the
+            optical's); ``offset_xy_px`` and every error measured on the record are in record
+            pixels, a shift in optical pixels is ``shift / grid_scale`` of them.
     """
 
     sar: np.ndarray
@@ -54,6 +58,7 @@ class PairRecord:
     valid: np.ndarray | None = None
     offset_xy_px: tuple[float, float] = (0.0, 0.0)
     repeat: int = 1
+    grid_scale: float = 1.0
 
     def __post_init__(self) -> None:
         """Check shapes and the scale."""
@@ -68,6 +73,8 @@ class PairRecord:
             raise ValueError(f"{self.name}: valid mask shape differs from the images")
         if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
             raise ValueError(f"{self.name}: repeat must be an integer >= 1, got {self.repeat!r}")
+        if not (np.isfinite(self.grid_scale) and self.grid_scale > 0):
+            raise ValueError(f"{self.name}: grid_scale must be > 0, got {self.grid_scale!r}")
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -330,7 +337,8 @@ def load_gdal_pair(
         match_pixel_size: grid pixel size in optical map units (0: automatic, as above).
 
     Returns:
-        One :class:`PairRecord` with ``valid`` = optical and SAR data (nodata/NaN excluded).
+        One :class:`PairRecord` with ``valid`` = optical and SAR data (nodata/NaN excluded) and
+        ``grid_scale`` = the grid's pixel in optical pixels (1 on the optical grid).
     """
     from sar_optical_matcher import rasters
     from sar_optical_matcher.core.preprocessing import resolve_sar_scale
@@ -369,6 +377,7 @@ def load_gdal_pair(
         source="gdal",
         name=f"gdal/{Path(optical).name}+{Path(sar).name}",
         valid=valid,
+        grid_scale=float(grid.scale),
     )
 
 
