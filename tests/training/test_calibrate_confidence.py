@@ -54,6 +54,8 @@ def test_calibration_on_training_tiles_writes_a_calibrated_model(tmp_path: Path)
     assert main([*argv, "--samples-per-pair", "3", "--out", str(out)]) == 0
     calib = runtime.read_contract(out).training["confidence_calibration"]
     assert calib["samples"] == 30 and 0.0 < calib["share_correct"] < 1.0
+    # out of fold these 30 samples (29 correct) rank far worse than on the fit's own
+    assert 0.0 <= calib["auc_cv"] <= calib["auc"] <= 1.0 and calib["auc_cv"] != calib["auc"]
     assert calib["data"] == [f"training tiles of {cfg} (10 pairs)"]
     with pytest.raises(SystemExit, match=r"repeats training scenes \['SEN_city'\]"):
         main([*argv, "--data", f"3mos:{DATA_3MOS}:SEN_city", "--out", str(tmp_path / "x.onnx")])
