@@ -60,7 +60,8 @@ class MatchRecord:
         score: peak cosine similarity.
         second_score: best cosine outside the peak's exclusion radius.
         ratio: peak-to-second-peak ratio (>= 1).
-        spread_px: RMS extent of the peak (map pixels).
+        spread_px: RMS extent of the peak, optical pixels (the map's, in matching-grid pixels,
+            times ``grid_scale``, as ``dx_px``).
         confidence: match confidence in [0, 1].
         accepted: ``status == "ok"`` and ``confidence >= confidence_threshold``.
         status: ``"ok"`` or why the keypoint was skipped (``"nodata_optical"``,
@@ -324,7 +325,9 @@ def _records(
             rec.sar_x_px, rec.sar_y_px = float(sar_px[i, 0]), float(sar_px[i, 1])
             rec.sar_x_map, rec.sar_y_map = float(sar_map[i, 0]), float(sar_map[i, 1])
             rec.score, rec.second_score, rec.ratio = st.score, st.second_score, st.ratio
-            rec.spread_px, rec.confidence = st.spread_px, st.confidence
+            # in optical pixels like every _px field of the record (the confidence was
+            # computed, as calibrated, from the map's own spread in matching-grid pixels)
+            rec.spread_px, rec.confidence = st.spread_px * grid_scale, st.confidence
             rec.accepted = bool(st.confidence >= threshold)
         out.append(rec)
     return out

@@ -173,6 +173,12 @@ def test_matching_on_a_coarser_grid_reports_optical_pixels(
     assert result.maps is not None and result.maps.shape == (3, 33, 33)
     peaks = [np.unravel_index(m.argmax(), m.shape) for m in result.maps]
     assert peaks == [(16 + 2, 16 + 3)] * 3  # (dy, dx) offsets in 15 m grid pixels
+    # the peak's spread too is in optical pixels (it was in 15 m grid pixels, 3x too small)
+    from sar_optical_matcher.core.peaks import analyse_maps
+
+    for r, st in zip(result.records, analyse_maps(result.maps)):
+        assert st.spread_px > 0.5
+        assert r.spread_px == pytest.approx(3.0 * st.spread_px)
     # the map GeoTIFFs have 15 m pixels and put each peak where the SAR content was found
     from sar_optical_matcher.registration import write_map_rasters
 
