@@ -211,6 +211,24 @@ def test_auto_sar_scale_is_decided_once_for_the_raster(matcher: OnnxMatcher, tmp
     assert match_keypoints(optical, 1, linear, 1, kps, matcher).sar_scale == "linear"
 
 
+def test_linear_sar_scale_refuses_a_db_band(matcher: OnnxMatcher, tmp_path: Path) -> None:
+    """sar_scale "linear" on a dB band (mostly negative): a clear error; each value floored to
+    -60 dB, 5 of 6 keypoints of a real dB pair were skipped as constant_sar. A linear band with
+    a few negative pixels (noise subtraction) is still matched."""
+    optical = open_raster(make_tif(tmp_path / "o.tif", scene(3), UTM_GT))
+    db = (scene(3).astype(np.float32) - 200.0) / 8.0  # -25 .. +7 dB, ~80 % negative
+    sar = open_raster(make_tif(tmp_path / "db.tif", db, UTM_GT))
+    kps = np.array([[80.5, 80.5], [176.5, 176.5]])
+    with pytest.raises(ValueError, match=r"SAR_SCALE is linear, but \d+% .* negative .*dB"):
+        match_keypoints(optical, 1, sar, 1, kps, matcher, sar_scale="linear")
+    assert match_keypoints(optical, 1, sar, 1, kps, matcher, sar_scale="db").counts == {"ok": 2}
+    noisy = scene(3).astype(np.float32) / 255.0
+    noisy[:20] = -0.001  # 8 % of the band slightly negative
+    lin = open_raster(make_tif(tmp_path / "lin.tif", noisy, UTM_GT))
+    result = match_keypoints(optical, 1, lin, 1, kps, matcher, sar_scale="linear")
+    assert result.sar_scale == "linear" and result.counts == {"ok": 2}
+
+
 def test_patches_the_stretch_flattens_are_skipped(matcher: OnnxMatcher, tmp_path: Path) -> None:
     """A template or region of one value but for a 3 x 3 spot (0.2 % of a 64 x 64 template, 0.1 %
     of a 96 x 96 region) is constant after the 2-98 % stretch: the model sees a constant

@@ -234,7 +234,8 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         ),
         "How the SAR values are scaled: auto-detect (once for the band: 8-bit or negative "
         "values are dB/display data, anything else linear; the log says which), linear "
-        "amplitude/intensity (converted to dB), or already dB.",
+        "amplitude/intensity (converted to dB; refused for a band whose values are mostly "
+        "negative, i.e. dB), or already dB.",
     )
     common.add_param(
         alg,

@@ -168,6 +168,23 @@ def test_sizes_that_differ_from_the_model_are_refused(
         )
 
 
+def test_linear_sar_values_on_a_db_raster_are_refused(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """SAR_SCALE linear on the dB-like pair (all negative): an error naming the fix, not a
+    layer of constant_sar skips; nothing is written."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out, maps = tmp_path / "out" / "m.gpkg", str(tmp_path / "maps")
+    with pytest.raises(QgsProcessingException, match="100% of the SAR band 1's values are neg"):
+        processing.run(
+            "sarmatcher:computecorrespondence",
+            _params(synthetic_pair, twin_model, SAR_SCALE=1, MATCHES=str(out), OUTPUT_MAPS=maps),
+        )
+    assert not out.exists() and not Path(maps).exists()
+
+
 def test_not_a_model_is_refused(provider, synthetic_pair, tmp_path: Path) -> None:
     import processing
     from qgis.core import QgsProcessingException
