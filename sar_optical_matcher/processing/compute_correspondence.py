@@ -111,8 +111,10 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
                 self.MATCHES, "Matches", QgsProcessing.TypeVectorPoint
             ),
             "Point layer at the optical keypoints (optical CRS): id, opt_x_px/opt_y_px, "
-            "dx_px/dy_px, sar_x_px/sar_y_px, the positions in map units (opt_x_map/opt_y_map, "
-            "sar_x_map/sar_y_map), score, second_score, ratio, spread_px, confidence, accepted, "
+            "dx_px/dy_px (optical pixels), sar_x_px/sar_y_px (SAR pixels), the positions in map "
+            "units (opt_x_map/opt_y_map in the optical CRS; sar_x_map/sar_y_map in the SAR "
+            "raster's CRS, where the SAR's own georeference puts the match), score, "
+            "second_score, ratio, spread_px (optical pixels), confidence, accepted, "
             "status. A shapefile keeps 10 characters of a field name (second_score becomes "
             "second_sco); GeoPackage keeps them all.",
         )

@@ -277,6 +277,44 @@ def _point_layer(pts_px: list[tuple[float, float]], crs: str = f"EPSG:{EPSG}"):
     return layer
 
 
+def test_sar_map_positions_are_in_the_sar_crs_as_the_help_says(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """A SAR in EPSG:3857 over the UTM optical: sar_x_map/sar_y_map are in the SAR's CRS (the
+    help said "positions in map units" beside the layer's optical CRS, so a user subtracted
+    them from opt_x_map/opt_y_map: 1.1e6 m "offsets" here)."""
+    import processing
+    from osgeo import gdal, osr
+
+    from sar_optical_matcher.processing.compute_correspondence import (
+        ComputeCorrespondenceAlgorithm,
+    )
+
+    alg = ComputeCorrespondenceAlgorithm()
+    alg.initAlgorithm()
+    assert (
+        "sar_x_map/sar_y_map in the SAR raster's CRS" in alg.parameterDefinition("MATCHES").help()
+    )
+    sar = str(tmp_path / "sar_3857.tif")
+    gdal.Warp(sar, str(synthetic_pair.sar), dstSRS="EPSG:3857", resampleAlg="bilinear")
+    layer = processing.run(
+        "sarmatcher:computecorrespondence",
+        {**_params(synthetic_pair, twin_model, KEYPOINTS=_point_layer([(190.5, 190.5)])),
+         "SAR": sar},
+    )["MATCHES"]  # fmt: skip
+    (f,) = layer.getFeatures()
+    assert f["status"] == "ok"
+    utm, merc = osr.SpatialReference(), osr.SpatialReference()
+    utm.ImportFromEPSG(EPSG)
+    merc.ImportFromEPSG(3857)
+    for s in (utm, merc):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    found_utm = (f["opt_x_map"] + 10.0 * f["dx_px"], f["opt_y_map"] - 10.0 * f["dy_px"])
+    x, y, _ = osr.CoordinateTransformation(utm, merc).TransformPoint(*found_utm)
+    assert abs(f["sar_x_map"] - x) < 0.01 and abs(f["sar_y_map"] - y) < 0.01
+    assert abs(f["sar_x_map"] - f["opt_x_map"]) > 1e5  # not comparable with the optical CRS
+
+
 def test_keypoint_layer_ids_extent_mask_and_an_empty_layer(
     provider, synthetic_pair, twin_model
 ) -> None:
