@@ -185,6 +185,28 @@ def test_linear_sar_values_on_a_db_raster_are_refused(
     assert not out.exists() and not Path(maps).exists()
 
 
+def test_a_shapefile_output_logs_no_field_width_warning(
+    provider, synthetic_pair, twin_model, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """MATCHES to a shapefile: the status field had no width, and GDAL printed 'Warning 1:
+    Field status of width 255 truncated to 254.' on every run."""
+    import processing
+    from osgeo import ogr
+
+    shp = tmp_path / "m.shp"
+    capfd.readouterr()
+    processing.run(
+        "sarmatcher:computecorrespondence",
+        _params(synthetic_pair, twin_model, MATCHES=str(shp), MAX_COUNT=2),
+    )
+    assert "truncated" not in capfd.readouterr().err
+    ds = ogr.Open(str(shp))
+    defn = ds.GetLayer(0).GetLayerDefn()
+    status = defn.GetFieldDefn(defn.GetFieldIndex("status"))
+    assert status.GetWidth() == 32
+    assert sorted({f.GetField("status") for f in ds.GetLayer(0)}) == ["ok"]
+
+
 def test_not_a_model_is_refused(provider, synthetic_pair, tmp_path: Path) -> None:
     import processing
     from qgis.core import QgsProcessingException
