@@ -35,6 +35,8 @@ from sar_optical_matcher.processing.matching_plan import (
     CorrespondenceSettings,
     check_overlap,
     detection_on_sar,
+    edge_peak_warning,
+    edge_peaks,
     empty_result,
     no_keypoints_message,
     select_layer_keypoints,
@@ -136,6 +138,14 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
         s = self.settings(parameters, context)
         optical, sar, result = run_matching(s, feedback, 0, 90, allow_empty=True)
         records = result.records
+        m = s.match
+        edge = edge_peaks(records, m.search_size, m.template_size, result.grid_scale)
+        if edge.any():  # no evidence (Register does not fit them either), however confident
+            for r, on_edge in zip(records, edge):
+                r.accepted = r.accepted and not on_edge
+            matched = sum(1 for r in records if r.status == "ok")
+            feedback.pushWarning(edge_peak_warning(int(edge.sum()), matched, m.search_size,
+                                                   m.template_size, result.grid_scale))  # fmt: skip
         n_ok = sum(1 for r in records if r.accepted)
         n_matched = sum(1 for r in records if r.status == "ok")
         feedback.pushInfo(f"{len(records)} keypoints: {n_matched} matched, {n_ok} accepted")
@@ -271,7 +281,10 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
             minValue=0.0,
             maxValue=1.0,
         ),
-        "Matches whose confidence (sharp single peak = high) is below it are not accepted.",
+        "Matches whose confidence (sharp single peak = high) is below it are not accepted. A "
+        "peak on the edge of the search range (|dx_px| or |dy_px| at (search - template) / 2) "
+        "is no evidence, whatever its confidence: Compute correspondence does not accept it, "
+        "Register does not fit it.",
     )
     common.add_param(
         alg,

@@ -138,7 +138,10 @@ def test_matches_are_within_a_pixel_of_the_truth(
         assert key in names
     feats = list(layer.getFeatures())
     assert len(feats) >= 25
-    assert all(f["accepted"] for f in feats)  # threshold 0
+    # threshold 0: all accepted but the (wrong) matches peaking on the map's edge, |d| 16
+    on_edge = [max(abs(f["dx_px"]), abs(f["dy_px"])) > 15.5 for f in feats]
+    assert [f["accepted"] for f in feats] == [not e for e in on_edge]
+    assert sum(on_edge) <= 0.2 * len(feats), sum(on_edge)
     opt = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats])
     sar = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in feats])
     err = np.linalg.norm(sar - _true_sar_px(synthetic_pair, opt), axis=1)
@@ -205,6 +208,32 @@ def test_a_shapefile_output_logs_no_field_width_warning(
     status = defn.GetFieldDefn(defn.GetFieldIndex("status"))
     assert status.GetWidth() == 32
     assert sorted({f.GetField("status") for f in ds.GetLayer(0)}) == ["ok"]
+
+
+def test_peaks_on_the_edge_of_the_search_range_are_not_accepted(
+    provider, twin_model, tmp_path: Path
+) -> None:
+    """The SAR's georeference off by 40 px, beyond the twin's +/-16: matches peaking on the
+    map's edge (|dx| = 16.0 exactly, no measurement) were accepted, as confident as any (on a
+    real 3MOS pair off by 90 px, 2 of 34 with dx 64.0 at confidence 0.56); Register already
+    takes them for no evidence. Now they are not accepted, and the log says why."""
+    import processing
+
+    from tests.processing import write_pair
+
+    pair = write_pair(tmp_path / "pair", shift_px=(40.0, 0.0))
+    feedback = recording_feedback()
+    layer = processing.run(
+        "sarmatcher:computecorrespondence", _params(pair, twin_model), feedback=feedback
+    )["MATCHES"]
+    feats = [f for f in layer.getFeatures() if f["status"] == "ok"]
+    edge = np.array([max(abs(f["dx_px"]), abs(f["dy_px"])) > 15.5 for f in feats])
+    assert 3 <= edge.sum() < len(feats), edge
+    assert [f["accepted"] for f in feats] == list(~edge)  # threshold 0: all others accepted
+    assert any(
+        w.startswith(f"{edge.sum()} of {len(feats)} matches peak on the edge of the search range")
+        for w in feedback.warnings
+    ), feedback.warnings
 
 
 def test_not_a_model_is_refused(provider, synthetic_pair, tmp_path: Path) -> None:
