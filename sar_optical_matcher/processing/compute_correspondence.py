@@ -99,7 +99,8 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
                 self.OUTPUT_MAPS, "Correspondence maps folder", optional=True, createByDefault=False
             ),
             "Optional folder: one GeoTIFF map_<id>.tif per matched keypoint (the id of the "
-            "Matches layer; skipped keypoints get none), in the optical CRS. Each pixel is one "
+            "Matches layer in 5 digits or more: id 12 is map_00012.tif; skipped keypoints get "
+            "none), in the optical CRS. Each pixel is one "
             "candidate SAR window (pixel (j, i): window offset (j, i) in the search region), "
             "valued by its cosine similarity (smoothed as the model says), and placed where "
             "that window puts the keypoint: the peak lies at the found position, keypoint + "

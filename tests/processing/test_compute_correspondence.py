@@ -117,6 +117,7 @@ def test_matches_are_within_a_pixel_of_the_truth(
 ) -> None:
     import processing
     from osgeo import gdal
+    from qgis.core import QgsApplication
 
     res = processing.run(
         "sarmatcher:computecorrespondence",
@@ -151,6 +152,10 @@ def test_matches_are_within_a_pixel_of_the_truth(
     assert all(0.0 <= f["confidence"] <= 1.0 for f in feats)
     maps = sorted((tmp_path / "maps").glob("*.tif"))
     assert len(maps) == len(feats)
+    # named as the help says (it said map_<id>.tif only: map_12.tif was looked for)
+    assert {p.name for p in maps} == {f"map_{f['id']:05d}.tif" for f in feats}
+    alg = QgsApplication.processingRegistry().algorithmById("sarmatcher:computecorrespondence")
+    assert "id 12 is map_00012.tif" in alg.parameterDefinition("OUTPUT_MAPS").help()
     ds = gdal.Open(str(maps[0]))
     assert (ds.RasterXSize, ds.RasterYSize) == (33, 33)
     assert ds.GetGeoTransform()[1] == 10.0
