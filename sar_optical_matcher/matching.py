@@ -26,6 +26,7 @@ from sar_optical_matcher.core.preprocessing import SAR_SCALES, preprocess
 from sar_optical_matcher.model.runtime import METHODS, Canceled, OnnxMatcher
 from sar_optical_matcher.rasters import (
     RasterInfo,
+    band_sample,
     map_to_pixel,
     pixel_to_map,
     raster_sar_scale,
@@ -60,7 +61,8 @@ class MatchRecord:
         score: peak cosine similarity.
         second_score: best cosine outside the peak's exclusion radius.
         ratio: peak-to-second-peak ratio (>= 1).
-        spread_px: RMS extent of the peak (map pixels).
+        spread_px: RMS extent of the peak, optical pixels (the map's, in matching-grid pixels,
+            times ``grid_scale``, as ``dx_px``).
         confidence: match confidence in [0, 1].
         accepted: ``status == "ok"`` and ``confidence >= confidence_threshold``.
         status: ``"ok"`` or why the keypoint was skipped (``"nodata_optical"``,
@@ -129,6 +131,28 @@ def _check_args(
     if not 0.0 <= min_valid_fraction <= 1.0:
         raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
     return kp
+
+
+#: Share of negative values above which a SAR band cannot be linear amplitude/intensity
+#: (a noise-subtracted linear band has a few negative pixels; a dB band mostly negative ones).
+LINEAR_MAX_NEGATIVE = 0.5
+
+
+def _check_linear(sar: RasterInfo, band: int) -> None:
+    """Refuse ``sar_scale="linear"`` for a band whose values are mostly negative (dB data).
+
+    Linear values are floored at 1e-6 before the dB conversion: a dB band taken as linear
+    became -60 dB almost everywhere, and 5 of 6 keypoints were skipped as ``constant_sar``
+    (a misleading reason) while the sixth matched noise.
+    """
+    values = band_sample(sar, band)
+    share = float((values < 0).mean()) if values.size else 0.0
+    if share > LINEAR_MAX_NEGATIVE:
+        raise ValueError(
+            f"SAR_SCALE is linear, but {share:.0%} of the SAR band {band}'s values are negative "
+            f"(min {float(values.min()):.4g}): linear amplitude or intensity is never negative, "
+            "so these look like dB; choose dB or auto for SAR_SCALE"
+        )
 
 
 def _confidence_model(matcher: OnnxMatcher) -> ConfidenceModel | None:
@@ -264,6 +288,8 @@ def match_keypoints(
     m, off = s - t + 1, (s - t) // 2
     if sar_scale == "auto":  # once for the raster (the warp returns float32 regions)
         sar_scale = raster_sar_scale(sar, sar_band)
+    elif sar_scale == "linear":
+        _check_linear(sar, sar_band)
     model = _confidence_model(matcher)
     maps_out = np.full((len(kp), m, m), np.nan, np.float32) if keep_maps else None
     records = []
@@ -324,7 +350,9 @@ def _records(
             rec.sar_x_px, rec.sar_y_px = float(sar_px[i, 0]), float(sar_px[i, 1])
             rec.sar_x_map, rec.sar_y_map = float(sar_map[i, 0]), float(sar_map[i, 1])
             rec.score, rec.second_score, rec.ratio = st.score, st.second_score, st.ratio
-            rec.spread_px, rec.confidence = st.spread_px, st.confidence
+            # in optical pixels like every _px field of the record (the confidence was
+            # computed, as calibrated, from the map's own spread in matching-grid pixels)
+            rec.spread_px, rec.confidence = st.spread_px * grid_scale, st.confidence
             rec.accepted = bool(st.confidence >= threshold)
         out.append(rec)
     return out

@@ -324,10 +324,19 @@ def raster_sar_scale(info: RasterInfo, band: int, sample_px: int = 1024) -> str:
     info.check_band(band)
     if info.dtypes[band - 1] == "uint8":
         return "db"
+    return resolve_sar_scale(band_sample(info, band, sample_px))
+
+
+def band_sample(info: RasterInfo, band: int, sample_px: int = 1024) -> np.ndarray:
+    """(N,) float32 valid, finite pixels of ``band`` read at most ``sample_px`` a side.
+
+    GDAL's decimated read (overviews where there are; nothing is written beside the file).
+    """
+    info.check_band(band)
     k = max(1, math.ceil(max(info.width, info.height) / sample_px))
     buf = (max(1, info.width // k), max(1, info.height // k))
     data = _read_valid(info, band, (0, 0, info.width, info.height), buf)
-    return resolve_sar_scale(data[np.isfinite(data)])
+    return data[np.isfinite(data)]
 
 
 def _window_gt(gt: Sequence[float], x0: float, y0: float) -> tuple[float, ...]:

@@ -173,6 +173,12 @@ def test_matching_on_a_coarser_grid_reports_optical_pixels(
     assert result.maps is not None and result.maps.shape == (3, 33, 33)
     peaks = [np.unravel_index(m.argmax(), m.shape) for m in result.maps]
     assert peaks == [(16 + 2, 16 + 3)] * 3  # (dy, dx) offsets in 15 m grid pixels
+    # the peak's spread too is in optical pixels (it was in 15 m grid pixels, 3x too small)
+    from sar_optical_matcher.core.peaks import analyse_maps
+
+    for r, st in zip(result.records, analyse_maps(result.maps)):
+        assert st.spread_px > 0.5
+        assert r.spread_px == pytest.approx(3.0 * st.spread_px)
     # the map GeoTIFFs have 15 m pixels and put each peak where the SAR content was found
     from sar_optical_matcher.registration import write_map_rasters
 
@@ -203,6 +209,24 @@ def test_auto_sar_scale_is_decided_once_for_the_raster(matcher: OnnxMatcher, tmp
     np.testing.assert_array_equal(auto.maps, forced.maps)
     linear = open_raster(make_tif(tmp_path / "lin.tif", scene(3).astype(np.float32) + 1, UTM_GT))
     assert match_keypoints(optical, 1, linear, 1, kps, matcher).sar_scale == "linear"
+
+
+def test_linear_sar_scale_refuses_a_db_band(matcher: OnnxMatcher, tmp_path: Path) -> None:
+    """sar_scale "linear" on a dB band (mostly negative): a clear error; each value floored to
+    -60 dB, 5 of 6 keypoints of a real dB pair were skipped as constant_sar. A linear band with
+    a few negative pixels (noise subtraction) is still matched."""
+    optical = open_raster(make_tif(tmp_path / "o.tif", scene(3), UTM_GT))
+    db = (scene(3).astype(np.float32) - 200.0) / 8.0  # -25 .. +7 dB, ~80 % negative
+    sar = open_raster(make_tif(tmp_path / "db.tif", db, UTM_GT))
+    kps = np.array([[80.5, 80.5], [176.5, 176.5]])
+    with pytest.raises(ValueError, match=r"SAR_SCALE is linear, but \d+% .* negative .*dB"):
+        match_keypoints(optical, 1, sar, 1, kps, matcher, sar_scale="linear")
+    assert match_keypoints(optical, 1, sar, 1, kps, matcher, sar_scale="db").counts == {"ok": 2}
+    noisy = scene(3).astype(np.float32) / 255.0
+    noisy[:20] = -0.001  # 8 % of the band slightly negative
+    lin = open_raster(make_tif(tmp_path / "lin.tif", noisy, UTM_GT))
+    result = match_keypoints(optical, 1, lin, 1, kps, matcher, sar_scale="linear")
+    assert result.sar_scale == "linear" and result.counts == {"ok": 2}
 
 
 def test_patches_the_stretch_flattens_are_skipped(matcher: OnnxMatcher, tmp_path: Path) -> None:

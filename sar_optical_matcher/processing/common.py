@@ -239,11 +239,18 @@ def point_sink(
     return sink, dest, fields
 
 
+#: Width of text fields (the longest value, a status such as "constant_optical", has 16
+#: characters). Without one a shapefile's field was 255 wide and GDAL logged "Warning 1: Field
+#: status of width 255 truncated to 254." on every run.
+TEXT_FIELD_WIDTH = 32
+
+
 def make_fields(spec: Sequence[tuple[str, type]]) -> QgsFields:
-    """QgsFields from (name, python type) pairs."""
+    """QgsFields from (name, python type) pairs; text fields :data:`TEXT_FIELD_WIDTH` wide."""
     fields = QgsFields()
     for name, kind in spec:
-        fields.append(QgsField(name, FIELD_TYPES[kind]))
+        width = TEXT_FIELD_WIDTH if kind is str else 0
+        fields.append(QgsField(name, FIELD_TYPES[kind], len=width))
     return fields
 
 

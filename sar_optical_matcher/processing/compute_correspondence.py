@@ -35,6 +35,8 @@ from sar_optical_matcher.processing.matching_plan import (
     CorrespondenceSettings,
     check_overlap,
     detection_on_sar,
+    edge_peak_warning,
+    edge_peaks,
     empty_result,
     no_keypoints_message,
     select_layer_keypoints,
@@ -97,7 +99,8 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
                 self.OUTPUT_MAPS, "Correspondence maps folder", optional=True, createByDefault=False
             ),
             "Optional folder: one GeoTIFF map_<id>.tif per matched keypoint (the id of the "
-            "Matches layer; skipped keypoints get none), in the optical CRS. Each pixel is one "
+            "Matches layer in 5 digits or more: id 12 is map_00012.tif; skipped keypoints get "
+            "none), in the optical CRS. Each pixel is one "
             "candidate SAR window (pixel (j, i): window offset (j, i) in the search region), "
             "valued by its cosine similarity (smoothed as the model says), and placed where "
             "that window puts the keypoint: the peak lies at the found position, keypoint + "
@@ -111,8 +114,10 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
                 self.MATCHES, "Matches", QgsProcessing.TypeVectorPoint
             ),
             "Point layer at the optical keypoints (optical CRS): id, opt_x_px/opt_y_px, "
-            "dx_px/dy_px, sar_x_px/sar_y_px, the positions in map units (opt_x_map/opt_y_map, "
-            "sar_x_map/sar_y_map), score, second_score, ratio, spread_px, confidence, accepted, "
+            "dx_px/dy_px (optical pixels), sar_x_px/sar_y_px (SAR pixels), the positions in map "
+            "units (opt_x_map/opt_y_map in the optical CRS; sar_x_map/sar_y_map in the SAR "
+            "raster's CRS, where the SAR's own georeference puts the match), score, "
+            "second_score, ratio, spread_px (optical pixels), confidence, accepted, "
             "status. A shapefile keeps 10 characters of a field name (second_score becomes "
             "second_sco); GeoPackage keeps them all.",
         )
@@ -134,6 +139,14 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
         s = self.settings(parameters, context)
         optical, sar, result = run_matching(s, feedback, 0, 90, allow_empty=True)
         records = result.records
+        m = s.match
+        edge = edge_peaks(records, m.search_size, m.template_size, result.grid_scale)
+        if edge.any():  # no evidence (Register does not fit them either), however confident
+            for r, on_edge in zip(records, edge):
+                r.accepted = r.accepted and not on_edge
+            matched = sum(1 for r in records if r.status == "ok")
+            feedback.pushWarning(edge_peak_warning(int(edge.sum()), matched, m.search_size,
+                                                   m.template_size, result.grid_scale))  # fmt: skip
         n_ok = sum(1 for r in records if r.accepted)
         n_matched = sum(1 for r in records if r.status == "ok")
         feedback.pushInfo(f"{len(records)} keypoints: {n_matched} matched, {n_ok} accepted")
@@ -234,7 +247,8 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         ),
         "How the SAR values are scaled: auto-detect (once for the band: 8-bit or negative "
         "values are dB/display data, anything else linear; the log says which), linear "
-        "amplitude/intensity (converted to dB), or already dB.",
+        "amplitude/intensity (converted to dB; refused for a band whose values are mostly "
+        "negative, i.e. dB), or already dB.",
     )
     common.add_param(
         alg,
@@ -268,7 +282,10 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
             minValue=0.0,
             maxValue=1.0,
         ),
-        "Matches whose confidence (sharp single peak = high) is below it are not accepted.",
+        "Matches whose confidence (sharp single peak = high) is below it are not accepted. A "
+        "peak on the edge of the search range (|dx_px| or |dy_px| at (search - template) / 2) "
+        "is no evidence, whatever its confidence: Compute correspondence does not accept it, "
+        "Register does not fit it.",
     )
     common.add_param(
         alg,

@@ -186,6 +186,33 @@ def no_keypoints_message(from_layer: bool, masked: bool = False, layer_points: i
     )
 
 
+def edge_peaks(records: Sequence[Any], search_size: int, template_size: int,
+               grid_scale: float = 1.0) -> np.ndarray:  # fmt: skip
+    """(N,) bool: matched records whose peak lies on the edge of the correspondence map.
+
+    ``|dx_px|`` or ``|dy_px|`` beyond the largest offset inside the map, ``(h - 0.5) k`` optical
+    px for a search range of ``h = (S - T) // 2`` grid pixels of ``k`` optical px (Register's
+    rule, ``registration.TiePoints.usable``): the map's maximum is where the search range ends,
+    so the shift is at least that large or the peak is noise, and it cannot be localised.
+    """
+    half_px = ((search_size - template_size) // 2 - 0.5) * grid_scale + 0.5
+    shift = np.array([[r.dx_px, r.dy_px] for r in records], np.float64).reshape(-1, 2)
+    with np.errstate(invalid="ignore"):
+        return (np.abs(shift) > half_px - 0.5).any(axis=1)
+
+
+def edge_peak_warning(n_edge: int, n_matched: int, search_size: int, template_size: int,
+                      grid_scale: float = 1.0) -> str:  # fmt: skip
+    """Why ``n_edge`` of ``n_matched`` matches were not accepted (:func:`edge_peaks`)."""
+    half_px = (search_size - template_size) // 2 * grid_scale
+    return (
+        f"{n_edge} of {n_matched} matches peak on the edge of the search range (|dx_px| or "
+        f"|dy_px| ~ {half_px:g} optical px) and are not accepted, whatever their confidence: "
+        "the misregistration may exceed the range there, or the peak is noise; check the "
+        "rasters' georeferences (a larger offset than the model can find?)"
+    )
+
+
 #: What each skip status of a match record means for the user.
 SKIP_REASONS = {
     "nodata_optical": "the optical template has too few valid pixels",

@@ -117,6 +117,7 @@ def test_matches_are_within_a_pixel_of_the_truth(
 ) -> None:
     import processing
     from osgeo import gdal
+    from qgis.core import QgsApplication
 
     res = processing.run(
         "sarmatcher:computecorrespondence",
@@ -138,7 +139,10 @@ def test_matches_are_within_a_pixel_of_the_truth(
         assert key in names
     feats = list(layer.getFeatures())
     assert len(feats) >= 25
-    assert all(f["accepted"] for f in feats)  # threshold 0
+    # threshold 0: all accepted but the (wrong) matches peaking on the map's edge, |d| 16
+    on_edge = [max(abs(f["dx_px"]), abs(f["dy_px"])) > 15.5 for f in feats]
+    assert [f["accepted"] for f in feats] == [not e for e in on_edge]
+    assert sum(on_edge) <= 0.2 * len(feats), sum(on_edge)
     opt = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats])
     sar = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in feats])
     err = np.linalg.norm(sar - _true_sar_px(synthetic_pair, opt), axis=1)
@@ -148,6 +152,10 @@ def test_matches_are_within_a_pixel_of_the_truth(
     assert all(0.0 <= f["confidence"] <= 1.0 for f in feats)
     maps = sorted((tmp_path / "maps").glob("*.tif"))
     assert len(maps) == len(feats)
+    # named as the help says (it said map_<id>.tif only: map_12.tif was looked for)
+    assert {p.name for p in maps} == {f"map_{f['id']:05d}.tif" for f in feats}
+    alg = QgsApplication.processingRegistry().algorithmById("sarmatcher:computecorrespondence")
+    assert "id 12 is map_00012.tif" in alg.parameterDefinition("OUTPUT_MAPS").help()
     ds = gdal.Open(str(maps[0]))
     assert (ds.RasterXSize, ds.RasterYSize) == (33, 33)
     assert ds.GetGeoTransform()[1] == 10.0
@@ -166,6 +174,71 @@ def test_sizes_that_differ_from_the_model_are_refused(
             "sarmatcher:computecorrespondence",
             _params(synthetic_pair, twin_model, TEMPLATE_SIZE=128, SEARCH_SIZE=256),
         )
+
+
+def test_linear_sar_values_on_a_db_raster_are_refused(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """SAR_SCALE linear on the dB-like pair (all negative): an error naming the fix, not a
+    layer of constant_sar skips; nothing is written."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out, maps = tmp_path / "out" / "m.gpkg", str(tmp_path / "maps")
+    with pytest.raises(QgsProcessingException, match="100% of the SAR band 1's values are neg"):
+        processing.run(
+            "sarmatcher:computecorrespondence",
+            _params(synthetic_pair, twin_model, SAR_SCALE=1, MATCHES=str(out), OUTPUT_MAPS=maps),
+        )
+    assert not out.exists() and not Path(maps).exists()
+
+
+def test_a_shapefile_output_logs_no_field_width_warning(
+    provider, synthetic_pair, twin_model, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """MATCHES to a shapefile: the status field had no width, and GDAL printed 'Warning 1:
+    Field status of width 255 truncated to 254.' on every run."""
+    import processing
+    from osgeo import ogr
+
+    shp = tmp_path / "m.shp"
+    capfd.readouterr()
+    processing.run(
+        "sarmatcher:computecorrespondence",
+        _params(synthetic_pair, twin_model, MATCHES=str(shp), MAX_COUNT=2),
+    )
+    assert "truncated" not in capfd.readouterr().err
+    ds = ogr.Open(str(shp))
+    defn = ds.GetLayer(0).GetLayerDefn()
+    status = defn.GetFieldDefn(defn.GetFieldIndex("status"))
+    assert status.GetWidth() == 32
+    assert sorted({f.GetField("status") for f in ds.GetLayer(0)}) == ["ok"]
+
+
+def test_peaks_on_the_edge_of_the_search_range_are_not_accepted(
+    provider, twin_model, tmp_path: Path
+) -> None:
+    """The SAR's georeference off by 40 px, beyond the twin's +/-16: matches peaking on the
+    map's edge (|dx| = 16.0 exactly, no measurement) were accepted, as confident as any (on a
+    real 3MOS pair off by 90 px, 2 of 34 with dx 64.0 at confidence 0.56); Register already
+    takes them for no evidence. Now they are not accepted, and the log says why."""
+    import processing
+
+    from tests.processing import write_pair
+
+    pair = write_pair(tmp_path / "pair", shift_px=(40.0, 0.0))
+    feedback = recording_feedback()
+    layer = processing.run(
+        "sarmatcher:computecorrespondence", _params(pair, twin_model), feedback=feedback
+    )["MATCHES"]
+    feats = [f for f in layer.getFeatures() if f["status"] == "ok"]
+    edge = np.array([max(abs(f["dx_px"]), abs(f["dy_px"])) > 15.5 for f in feats])
+    assert 3 <= edge.sum() < len(feats), edge
+    assert [f["accepted"] for f in feats] == list(~edge)  # threshold 0: all others accepted
+    assert any(
+        w.startswith(f"{edge.sum()} of {len(feats)} matches peak on the edge of the search range")
+        for w in feedback.warnings
+    ), feedback.warnings
 
 
 def test_not_a_model_is_refused(provider, synthetic_pair, tmp_path: Path) -> None:
@@ -258,6 +331,44 @@ def _point_layer(pts_px: list[tuple[float, float]], crs: str = f"EPSG:{EPSG}"):
         feats.append(f)
     layer.dataProvider().addFeatures(feats)
     return layer
+
+
+def test_sar_map_positions_are_in_the_sar_crs_as_the_help_says(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """A SAR in EPSG:3857 over the UTM optical: sar_x_map/sar_y_map are in the SAR's CRS (the
+    help said "positions in map units" beside the layer's optical CRS, so a user subtracted
+    them from opt_x_map/opt_y_map: 1.1e6 m "offsets" here)."""
+    import processing
+    from osgeo import gdal, osr
+
+    from sar_optical_matcher.processing.compute_correspondence import (
+        ComputeCorrespondenceAlgorithm,
+    )
+
+    alg = ComputeCorrespondenceAlgorithm()
+    alg.initAlgorithm()
+    assert (
+        "sar_x_map/sar_y_map in the SAR raster's CRS" in alg.parameterDefinition("MATCHES").help()
+    )
+    sar = str(tmp_path / "sar_3857.tif")
+    gdal.Warp(sar, str(synthetic_pair.sar), dstSRS="EPSG:3857", resampleAlg="bilinear")
+    layer = processing.run(
+        "sarmatcher:computecorrespondence",
+        {**_params(synthetic_pair, twin_model, KEYPOINTS=_point_layer([(190.5, 190.5)])),
+         "SAR": sar},
+    )["MATCHES"]  # fmt: skip
+    (f,) = layer.getFeatures()
+    assert f["status"] == "ok"
+    utm, merc = osr.SpatialReference(), osr.SpatialReference()
+    utm.ImportFromEPSG(EPSG)
+    merc.ImportFromEPSG(3857)
+    for s in (utm, merc):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    found_utm = (f["opt_x_map"] + 10.0 * f["dx_px"], f["opt_y_map"] - 10.0 * f["dy_px"])
+    x, y, _ = osr.CoordinateTransformation(utm, merc).TransformPoint(*found_utm)
+    assert abs(f["sar_x_map"] - x) < 0.01 and abs(f["sar_y_map"] - y) < 0.01
+    assert abs(f["sar_x_map"] - f["opt_x_map"]) > 1e5  # not comparable with the optical CRS
 
 
 def test_keypoint_layer_ids_extent_mask_and_an_empty_layer(
