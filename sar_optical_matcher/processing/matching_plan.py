@@ -186,16 +186,26 @@ def no_keypoints_message(from_layer: bool, masked: bool = False, layer_points: i
     )
 
 
+def edge_half_range(search_size: int, template_size: int, grid_scale: float = 1.0) -> float:
+    """The ``half_range`` of ``registration.TiePoints.usable``, optical pixels.
+
+    Peaks beyond ``half_range - 0.5 = (h - 0.5) k`` optical px, the largest offset inside the
+    map for a search range of ``h = (S - T) // 2`` grid pixels of ``k`` optical px, are on its
+    edge (in grid pixels, edge peaks of 2x-grid matches were taken for every match beyond half
+    the range).
+    """
+    return ((search_size - template_size) // 2 - 0.5) * grid_scale + 0.5
+
+
 def edge_peaks(records: Sequence[Any], search_size: int, template_size: int,
                grid_scale: float = 1.0) -> np.ndarray:  # fmt: skip
     """(N,) bool: matched records whose peak lies on the edge of the correspondence map.
 
-    ``|dx_px|`` or ``|dy_px|`` beyond the largest offset inside the map, ``(h - 0.5) k`` optical
-    px for a search range of ``h = (S - T) // 2`` grid pixels of ``k`` optical px (Register's
-    rule, ``registration.TiePoints.usable``): the map's maximum is where the search range ends,
-    so the shift is at least that large or the peak is noise, and it cannot be localised.
+    Register's rule (``registration.TiePoints.usable`` at :func:`edge_half_range`): the map's
+    maximum is where the search range ends, so the shift is at least that large or the peak
+    is noise, and it cannot be localised.
     """
-    half_px = ((search_size - template_size) // 2 - 0.5) * grid_scale + 0.5
+    half_px = edge_half_range(search_size, template_size, grid_scale)
     shift = np.array([[r.dx_px, r.dy_px] for r in records], np.float64).reshape(-1, 2)
     with np.errstate(invalid="ignore"):
         return (np.abs(shift) > half_px - 0.5).any(axis=1)

@@ -44,6 +44,7 @@ from sar_optical_matcher.processing.compute_correspondence import (
     skipped_text,
 )
 from sar_optical_matcher.processing.detect_keypoints import declare_detect_params
+from sar_optical_matcher.processing.matching_plan import edge_half_range
 from sar_optical_matcher.rasters import output_driver
 
 TIEPOINT_FIELDS = (
@@ -352,11 +353,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                 "the rasters' nodata values, bands and overlap."
             )
         ties = reg.TiePoints.from_records(result.records)
-        half = (s.correspondence.match.search_size - s.correspondence.match.template_size) // 2
-        # in optical pixels: matching on a grid of k optical px, the largest offset inside the
-        # map is (half - 0.5) k; in grid pixels, edge peaks of 2x-grid matches were taken for
-        # every match beyond half the range, and all refused
-        half_px = (half - 0.5) * result.grid_scale + 0.5
+        m = s.correspondence.match  # the edge of the map in optical pixels
+        half_px = edge_half_range(m.search_size, m.template_size, result.grid_scale)
         jac = rasters.pixel_jacobian(optical, sar)  # a shift is an offset of the georeference
         with common.processing_errors():
             fit = reg.fit_tie_points(
