@@ -63,7 +63,8 @@ class MatchRecord:
         ratio: peak-to-second-peak ratio (>= 1).
         spread_px: RMS extent of the peak, optical pixels (the map's, in matching-grid pixels,
             times ``grid_scale``, as ``dx_px``).
-        confidence: match confidence in [0, 1].
+        confidence: match confidence in [0, 1]; NaN (NULL in a layer) for a skipped keypoint,
+            like the other figures of its match (it was 0, which read as a measured one).
         accepted: ``status == "ok"`` and ``confidence >= confidence_threshold``.
         status: ``"ok"`` or why the keypoint was skipped (``"nodata_optical"``,
             ``"nodata_sar"``, ``"constant_optical"``, ``"constant_sar"``; constant means
@@ -86,7 +87,7 @@ class MatchRecord:
     second_score: float = NAN
     ratio: float = NAN
     spread_px: float = NAN
-    confidence: float = 0.0
+    confidence: float = NAN
     accepted: bool = False
     status: str = "ok"
 

@@ -110,6 +110,7 @@ def test_nodata_and_constant_regions_are_skipped(matcher: OnnxMatcher, tmp_path:
     assert abs(result.records[0].dx_px) < 0.5 and abs(result.records[0].dy_px) < 0.5
     for r in result.records[1:]:
         assert not r.accepted and np.isnan(r.dx_px) and np.isnan(r.sar_x_px)
+        assert np.isnan(r.confidence)  # not measured (NULL in the layer), not "0 confident"
         assert r.opt_x_map == UTM_GT[0] + 10 * r.opt_x_px  # still located
     assert np.isfinite(result.maps[0]).all() and np.isnan(result.maps[1:]).all()
 

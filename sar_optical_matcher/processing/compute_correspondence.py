@@ -118,7 +118,8 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
             "units (opt_x_map/opt_y_map in the optical CRS; sar_x_map/sar_y_map in the SAR "
             "raster's CRS, where the SAR's own georeference puts the match), score, "
             "second_score, ratio, spread_px (optical pixels), confidence, accepted, "
-            "status. A shapefile keeps 10 characters of a field name (second_score becomes "
+            "status (a skipped keypoint's status says why; its match figures are NULL). A "
+            "shapefile keeps 10 characters of a field name (second_score becomes "
             "second_sco); GeoPackage keeps them all.",
         )
 
