@@ -290,7 +290,10 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
             QgsProcessingParameterFeatureSink(
                 self.OUTPUT, "Keypoints", QgsProcessing.TypeVectorPoint
             ),
-            "Point layer in the raster's CRS: id, x_px, y_px, response.",
+            "Point layer in the raster's CRS: id, x_px, y_px (pixel column and "
+            "row of the raster, 0.5 = the first pixel's centre), response (the Harris corner "
+            "measure of the band as read: its units depend on the data's, so compare it only "
+            "within one raster).",
         )
 
     def settings(
