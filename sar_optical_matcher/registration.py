@@ -185,9 +185,9 @@ class SarCoverage:
 
 def sar_coverage(
     optical: Any, sar: Any, sar_band: int, search_size: int, grid_scale: float = 1.0,
-    max_cells: int = 2048,
+    max_cells: int = 2048, optical_band: int | None = None, template_size: int = 0,
 ) -> SarCoverage:  # fmt: skip
-    """Where on the optical grid a keypoint's SAR search region has valid data.
+    """Where on the optical grid a keypoint's SAR search region (and template) has valid data.
 
     The SAR's validity (nodata, mask or alpha band, outside the raster) is read decimated
     (``rasters.valid_on_grid``) onto a grid of cells of ~1/16 of the search region's half size
@@ -198,8 +198,15 @@ def sar_coverage(
     grid's and the read's cells) is valid. So a rotated footprint or a swath inside nodata
     triangles takes no keypoint in its bounding box's empty corners.
 
+    With ``optical_band`` and a ``template_size`` (matching-grid pixels), a cell is also kept
+    only where the optical template would pass matching's own rule,
+    ``matching.MIN_VALID_FRACTION`` of its pixels valid (:func:`optical_template_ok`): Harris
+    corners are strongest along an optical nodata edge (a scene's nodata triangle, a masked
+    cloud), and 8 of 53 keypoints there were skipped as ``nodata_optical``.
+
     Raises:
-        ValueError: nowhere does the SAR have valid data over a whole search region.
+        ValueError: nowhere does the SAR have valid data over a whole search region (or, with
+            a template, nowhere does a valid optical template fit on it).
     """
     from scipy import ndimage
 
@@ -233,7 +240,53 @@ def sar_coverage(
             "SAR footprint has valid SAR data); check the SAR's nodata value and mask band and "
             "the overlap, or use a model with a smaller search region"
         )
+    if optical_band is not None and template_size > 0:
+        ok &= optical_template_ok(optical, optical_band, (gx0, gy0), step, ok.shape,
+                                  template_size, grid_scale)  # fmt: skip
+        if not ok.any():
+            raise ValueError(
+                f"no room for keypoints: nowhere where the SAR has valid data does the optical "
+                f"band {optical_band} have a valid template ({template_size} x {template_size} "
+                f"px of {grid_scale:.2f} optical px, at least "
+                f"{_min_valid_fraction():.0%} of it valid); check the optical's nodata value "
+                "and mask band and the overlap, or give a KEYPOINTS layer"
+            )
     return SarCoverage(gx0, gy0, step, ok)
+
+
+def _min_valid_fraction() -> float:
+    from sar_optical_matcher import matching
+
+    return matching.MIN_VALID_FRACTION
+
+
+def optical_template_ok(
+    optical: Any, band: int, origin_px: tuple[float, float], step: float,
+    shape: tuple[int, int], template_size: int, grid_scale: float = 1.0,
+) -> np.ndarray:  # fmt: skip
+    """(ny, nx) bool: cells of a coarse grid where a keypoint's optical template passes matching.
+
+    Matching skips a keypoint as ``nodata_optical`` when under ``matching.MIN_VALID_FRACTION``
+    of its template (``template_size`` matching-grid pixels of ``grid_scale`` optical pixels a
+    side, ``L`` optical px) is valid. The optical's validity (nodata, mask or alpha band, off
+    the raster) is read decimated onto the grid (``rasters.valid_on_grid``, as the SAR
+    coverage), and a cell is kept where the share of valid cells in a window of ``2 r + 1``
+    cells around it is at least ``1 - (1 - MIN_VALID_FRACTION) (L / step)^2 / (2 r + 1)^2``:
+    the window holds the template of any keypoint in the cell (its corner rounded to the grid,
+    a read cell off), so its invalid cells, all taken to lie in the template, still leave it
+    valid enough. On a fully valid raster every cell whose window stays on it is kept.
+    """
+    from scipy import ndimage
+
+    from sar_optical_matcher import rasters
+
+    valid, read_cell = rasters.valid_on_grid(optical, band, optical, origin_px, step, shape)
+    side = float(grid_scale) * template_size  # the template in optical px
+    r = math.ceil((side / 2.0 + grid_scale + step / 2.0 + read_cell) / step)
+    n = 2 * r + 1
+    share = ndimage.uniform_filter(valid.astype(np.float32), n, mode="constant")
+    need = 1.0 - (1.0 - _min_valid_fraction()) * min(1.0, (side / step) ** 2 / n**2)
+    return np.asarray(share >= need - 1e-6)
 
 
 def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, int]:
