@@ -136,13 +136,17 @@ class SarCoverage:
         x0: optical pixel x of the grid's left edge (may be negative).
         y0: optical pixel y of the grid's top edge.
         step_px: cell side in optical pixels.
-        ok: (ny, nx) bool, True where a keypoint's search region is (nearly) all valid SAR.
+        ok: (ny, nx) bool, True where a keypoint's search region is (nearly) all valid SAR
+            (and, with a template, its optical template valid enough to be matched).
+        sar_ok: (ny, nx) bool, the SAR's part of ``ok`` alone, where ``ok`` also holds the
+            optical template's (None: ``ok`` is the SAR's): says which raster left no room.
     """
 
     x0: float
     y0: float
     step_px: float
     ok: np.ndarray
+    sar_ok: np.ndarray | None = None
 
     def at(self, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(rows), len(cols)) bool at the optical pixel coordinates ``cols`` x ``rows``."""
@@ -153,14 +157,18 @@ class SarCoverage:
         out = self.ok[np.clip(i, 0, ny - 1)][:, np.clip(j, 0, nx - 1)]
         return out & iin[:, None] & jin[None, :]
 
-    def any_in(self, box: tuple[float, float, float, float]) -> bool:
-        """Whether a True cell overlaps the optical pixel box ``(x0, y0, x1, y1)``."""
-        ny, nx = self.ok.shape
+    def any_in(self, box: tuple[float, float, float, float], sar_only: bool = False) -> bool:
+        """Whether a True cell overlaps the optical pixel box ``(x0, y0, x1, y1)``.
+
+        ``sar_only``: a True cell of the SAR's part (``sar_ok``) alone.
+        """
+        grid = self.sar_ok if sar_only and self.sar_ok is not None else self.ok
+        ny, nx = grid.shape
         j0 = max(0, math.floor((box[0] - self.x0) / self.step_px))
         i0 = max(0, math.floor((box[1] - self.y0) / self.step_px))
         j1 = min(nx, math.ceil((box[2] - self.x0) / self.step_px))
         i1 = min(ny, math.ceil((box[3] - self.y0) / self.step_px))
-        return bool(j1 > j0 and i1 > i0 and self.ok[i0:i1, j0:j1].any())
+        return bool(j1 > j0 and i1 > i0 and grid[i0:i1, j0:j1].any())
 
     def on_box(self, box: tuple[float, float, float, float], max_side: int = 512) -> np.ndarray:
         """(gy, gx) bool samples of :meth:`at` at the centres of a grid of cells over ``box``.
@@ -240,7 +248,9 @@ def sar_coverage(
             "SAR footprint has valid SAR data); check the SAR's nodata value and mask band and "
             "the overlap, or use a model with a smaller search region"
         )
+    sar_ok = None
     if optical_band is not None and template_size > 0:
+        sar_ok = ok.copy()
         ok &= optical_template_ok(optical, optical_band, (gx0, gy0), step, ok.shape,
                                   template_size, grid_scale)  # fmt: skip
         if not ok.any():
@@ -251,7 +261,7 @@ def sar_coverage(
                 f"{_min_valid_fraction():.0%} of it valid); check the optical's nodata value "
                 "and mask band and the overlap, or give a KEYPOINTS layer"
             )
-    return SarCoverage(gx0, gy0, step, ok)
+    return SarCoverage(gx0, gy0, step, ok, sar_ok)
 
 
 def _min_valid_fraction() -> float:
@@ -322,7 +332,16 @@ def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, i
             f"{b} px (and the extent, if given{within}) leaves nothing; use a larger raster, "
             "overlap or extent, or a smaller border"
         )
-    if settings.coverage is not None and not settings.coverage.any_in((x0, y0, x1, y1)):
+    cov = settings.coverage
+    if cov is not None and not cov.any_in((x0, y0, x1, y1)):
+        if cov.any_in((x0, y0, x1, y1), sar_only=True):
+            raise ValueError(
+                f"no room for keypoints: inside the border of {b} px (and the extent, if given) "
+                "no optical template around a point with valid SAR data has enough valid "
+                f"optical pixels ({_min_valid_fraction():.0%}; nodata, the optical's mask band, "
+                "or off the optical); move EXTENT onto valid optical data, check the optical's "
+                "nodata value, or give a KEYPOINTS layer"
+            )
         raise ValueError(
             f"no room for keypoints: inside the border of {b} px (and the extent, if given) the "
             "SAR has no valid data over a whole search region anywhere (nodata, its mask band, "

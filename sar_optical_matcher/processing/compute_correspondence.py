@@ -215,8 +215,9 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         "index in it (0 = its first point in feature-id order; every part of a multipoint "
         "counts; also with 'Selected features only', so that a selected point keeps its id). "
         "When not set, keypoints are detected on the optical raster (MIN_DISTANCE, MAX_COUNT, "
-        "SPREAD, BORDER) where a search region of valid SAR data lies around them; a layer's "
-        "points are all matched, unspread (those off the SAR data are skipped as nodata_sar).",
+        "SPREAD, BORDER) where a search region of valid SAR data and a valid optical template "
+        "lie around them; a layer's points are all matched, unspread (those off the SAR data "
+        "are skipped as nodata_sar, those on optical nodata as nodata_optical).",
     )
     common.add_param(
         alg,
@@ -426,9 +427,9 @@ def _keypoints(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(N, 2) optical pixel keypoints and their (N,) int ids: detected, or the layer's.
 
-    Detected: where a search region of valid SAR data lies around them
-    (:func:`detection_on_sar`); the layer's: those on the optical raster and inside EXTENT and
-    MASK. An id is the keypoint's index among all detected / all the
+    Detected: where a search region of valid SAR data and a valid optical template lie
+    around them (:func:`detection_on_sar`); the layer's: those on the optical raster and
+    inside EXTENT and MASK. An id is the keypoint's index among all detected / all the
     layer's points, so the match layer's ``id`` still names the input point when others were
     left out.
     """

@@ -182,10 +182,10 @@ def no_keypoints_message(from_layer: bool, masked: bool = False, layer_points: i
         )
     return (
         "there are no keypoints to match: no corner was found on the optical raster inside "
-        "BORDER and EXTENT, where given, and where a search region of valid SAR data lies "
-        "around it (constant, all nodata or textureless there, or smaller than the search "
-        "region plus BORDER); use a textured area, a smaller MIN_DISTANCE/BORDER, or give a "
-        "KEYPOINTS layer"
+        "BORDER and EXTENT, where given, and where a search region of valid SAR data and a "
+        "valid optical template lie around it (constant, all nodata or textureless there, or "
+        "smaller than the search region plus BORDER); use a textured area, a smaller "
+        "MIN_DISTANCE/BORDER, or give a KEYPOINTS layer"
     )
 
 

@@ -529,3 +529,22 @@ def test_keypoints_are_not_spent_on_an_optical_nodata_edge(
     assert len(feats) == 20
     assert status.count("nodata_optical") == 0, status  # 2 before
     assert status.count("ok") == 20, status  # 18 before
+
+
+def test_an_extent_on_an_optical_nodata_triangle_is_said(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """EXTENT inside the optical's nodata triangle (valid SAR there): refused, naming the
+    optical's nodata, not the SAR's."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from tests.processing import OPT_GT
+
+    optical = _optical_with_a_nodata_triangle(synthetic_pair, tmp_path / "triangle.tif")
+    x0, y0 = OPT_GT[0], OPT_GT[3]
+    extent = f"{x0 + 600},{x0 + 1200},{y0 - 1200},{y0 - 600} [EPSG:{EPSG}]"  # px 60..120
+    params = {**_params(synthetic_pair, twin_model), "OPTICAL": str(optical), "EXTENT": extent}
+    with pytest.raises(QgsProcessingException, match=r"no optical template around a point with "
+                       r"valid SAR data .* check the optical's nodata value"):  # fmt: skip
+        processing.run("sarmatcher:computecorrespondence", params)
