@@ -40,6 +40,11 @@ __all__ = ["Canceled", "MatchRecord", "MatchResult", "match_keypoints"]
 
 NAN = float("nan")
 
+#: Least share of valid pixels of an optical template or SAR search region for a keypoint to be
+#: matched (under it: ``nodata_optical`` / ``nodata_sar``). Detection uses it too
+#: (``registration.sar_coverage``), so that keypoints are not spent where matching skips them.
+MIN_VALID_FRACTION = 0.9
+
 
 @dataclass
 class MatchRecord:
@@ -235,7 +240,7 @@ def match_keypoints(
     sar_scale: str = "auto",
     method: str = "dense",
     batch_size: int = 4,
-    min_valid_fraction: float = 0.9,
+    min_valid_fraction: float = MIN_VALID_FRACTION,
     confidence_threshold: float = 0.5,
     keep_maps: bool = False,
     progress: Callable[[float], None] | None = None,

@@ -136,13 +136,17 @@ class SarCoverage:
         x0: optical pixel x of the grid's left edge (may be negative).
         y0: optical pixel y of the grid's top edge.
         step_px: cell side in optical pixels.
-        ok: (ny, nx) bool, True where a keypoint's search region is (nearly) all valid SAR.
+        ok: (ny, nx) bool, True where a keypoint's search region is (nearly) all valid SAR
+            (and, with a template, its optical template valid enough to be matched).
+        sar_ok: (ny, nx) bool, the SAR's part of ``ok`` alone, where ``ok`` also holds the
+            optical template's (None: ``ok`` is the SAR's): says which raster left no room.
     """
 
     x0: float
     y0: float
     step_px: float
     ok: np.ndarray
+    sar_ok: np.ndarray | None = None
 
     def at(self, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(rows), len(cols)) bool at the optical pixel coordinates ``cols`` x ``rows``."""
@@ -153,14 +157,18 @@ class SarCoverage:
         out = self.ok[np.clip(i, 0, ny - 1)][:, np.clip(j, 0, nx - 1)]
         return out & iin[:, None] & jin[None, :]
 
-    def any_in(self, box: tuple[float, float, float, float]) -> bool:
-        """Whether a True cell overlaps the optical pixel box ``(x0, y0, x1, y1)``."""
-        ny, nx = self.ok.shape
+    def any_in(self, box: tuple[float, float, float, float], sar_only: bool = False) -> bool:
+        """Whether a True cell overlaps the optical pixel box ``(x0, y0, x1, y1)``.
+
+        ``sar_only``: a True cell of the SAR's part (``sar_ok``) alone.
+        """
+        grid = self.sar_ok if sar_only and self.sar_ok is not None else self.ok
+        ny, nx = grid.shape
         j0 = max(0, math.floor((box[0] - self.x0) / self.step_px))
         i0 = max(0, math.floor((box[1] - self.y0) / self.step_px))
         j1 = min(nx, math.ceil((box[2] - self.x0) / self.step_px))
         i1 = min(ny, math.ceil((box[3] - self.y0) / self.step_px))
-        return bool(j1 > j0 and i1 > i0 and self.ok[i0:i1, j0:j1].any())
+        return bool(j1 > j0 and i1 > i0 and grid[i0:i1, j0:j1].any())
 
     def on_box(self, box: tuple[float, float, float, float], max_side: int = 512) -> np.ndarray:
         """(gy, gx) bool samples of :meth:`at` at the centres of a grid of cells over ``box``.
@@ -185,9 +193,9 @@ class SarCoverage:
 
 def sar_coverage(
     optical: Any, sar: Any, sar_band: int, search_size: int, grid_scale: float = 1.0,
-    max_cells: int = 2048,
+    max_cells: int = 2048, optical_band: int | None = None, template_size: int = 0,
 ) -> SarCoverage:  # fmt: skip
-    """Where on the optical grid a keypoint's SAR search region has valid data.
+    """Where on the optical grid a keypoint's SAR search region (and template) has valid data.
 
     The SAR's validity (nodata, mask or alpha band, outside the raster) is read decimated
     (``rasters.valid_on_grid``) onto a grid of cells of ~1/16 of the search region's half size
@@ -198,8 +206,15 @@ def sar_coverage(
     grid's and the read's cells) is valid. So a rotated footprint or a swath inside nodata
     triangles takes no keypoint in its bounding box's empty corners.
 
+    With ``optical_band`` and a ``template_size`` (matching-grid pixels), a cell is also kept
+    only where the optical template would pass matching's own rule,
+    ``matching.MIN_VALID_FRACTION`` of its pixels valid (:func:`optical_template_ok`): Harris
+    corners are strongest along an optical nodata edge (a scene's nodata triangle, a masked
+    cloud), and 8 of 53 keypoints there were skipped as ``nodata_optical``.
+
     Raises:
-        ValueError: nowhere does the SAR have valid data over a whole search region.
+        ValueError: nowhere does the SAR have valid data over a whole search region (or, with
+            a template, nowhere does a valid optical template fit on it).
     """
     from scipy import ndimage
 
@@ -233,7 +248,55 @@ def sar_coverage(
             "SAR footprint has valid SAR data); check the SAR's nodata value and mask band and "
             "the overlap, or use a model with a smaller search region"
         )
-    return SarCoverage(gx0, gy0, step, ok)
+    sar_ok = None
+    if optical_band is not None and template_size > 0:
+        sar_ok = ok.copy()
+        ok &= optical_template_ok(optical, optical_band, (gx0, gy0), step, ok.shape,
+                                  template_size, grid_scale)  # fmt: skip
+        if not ok.any():
+            raise ValueError(
+                f"no room for keypoints: nowhere where the SAR has valid data does the optical "
+                f"band {optical_band} have a valid template ({template_size} x {template_size} "
+                f"px of {grid_scale:.2f} optical px, at least "
+                f"{_min_valid_fraction():.0%} of it valid); check the optical's nodata value "
+                "and mask band and the overlap, or give a KEYPOINTS layer"
+            )
+    return SarCoverage(gx0, gy0, step, ok, sar_ok)
+
+
+def _min_valid_fraction() -> float:
+    from sar_optical_matcher import matching
+
+    return matching.MIN_VALID_FRACTION
+
+
+def optical_template_ok(
+    optical: Any, band: int, origin_px: tuple[float, float], step: float,
+    shape: tuple[int, int], template_size: int, grid_scale: float = 1.0,
+) -> np.ndarray:  # fmt: skip
+    """(ny, nx) bool: cells of a coarse grid where a keypoint's optical template passes matching.
+
+    Matching skips a keypoint as ``nodata_optical`` when under ``matching.MIN_VALID_FRACTION``
+    of its template (``template_size`` matching-grid pixels of ``grid_scale`` optical pixels a
+    side, ``L`` optical px) is valid. The optical's validity (nodata, mask or alpha band, off
+    the raster) is read decimated onto the grid (``rasters.valid_on_grid``, as the SAR
+    coverage), and a cell is kept where the share of valid cells in a window of ``2 r + 1``
+    cells around it is at least ``1 - (1 - MIN_VALID_FRACTION) (L / step)^2 / (2 r + 1)^2``:
+    the window holds the template of any keypoint in the cell (its corner rounded to the grid,
+    a read cell off), so its invalid cells, all taken to lie in the template, still leave it
+    valid enough. On a fully valid raster every cell whose window stays on it is kept.
+    """
+    from scipy import ndimage
+
+    from sar_optical_matcher import rasters
+
+    valid, read_cell = rasters.valid_on_grid(optical, band, optical, origin_px, step, shape)
+    side = float(grid_scale) * template_size  # the template in optical px
+    r = math.ceil((side / 2.0 + grid_scale + step / 2.0 + read_cell) / step)
+    n = 2 * r + 1
+    share = ndimage.uniform_filter(valid.astype(np.float32), n, mode="constant")
+    need = 1.0 - (1.0 - _min_valid_fraction()) * min(1.0, (side / step) ** 2 / n**2)
+    return np.asarray(share >= need - 1e-6)
 
 
 def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, int]:
@@ -269,7 +332,16 @@ def search_window(info: Any, settings: DetectSettings) -> tuple[int, int, int, i
             f"{b} px (and the extent, if given{within}) leaves nothing; use a larger raster, "
             "overlap or extent, or a smaller border"
         )
-    if settings.coverage is not None and not settings.coverage.any_in((x0, y0, x1, y1)):
+    cov = settings.coverage
+    if cov is not None and not cov.any_in((x0, y0, x1, y1)):
+        if cov.any_in((x0, y0, x1, y1), sar_only=True):
+            raise ValueError(
+                f"no room for keypoints: inside the border of {b} px (and the extent, if given) "
+                "no optical template around a point with valid SAR data has enough valid "
+                f"optical pixels ({_min_valid_fraction():.0%}; nodata, the optical's mask band, "
+                "or off the optical); move EXTENT onto valid optical data, check the optical's "
+                "nodata value, or give a KEYPOINTS layer"
+            )
         raise ValueError(
             f"no room for keypoints: inside the border of {b} px (and the extent, if given) the "
             "SAR has no valid data over a whole search region anywhere (nodata, its mask band, "

@@ -267,3 +267,36 @@ def test_a_small_sar_chip_on_a_huge_optical_keeps_its_room(tmp_path: Path) -> No
         boxes.append(np.subtract(box, c))
     np.testing.assert_allclose(boxes[0], boxes[1], atol=1e-6)
     assert 20 <= boxes[0][2] - boxes[0][0] <= 34  # of the 130 - 96 = 34 px of room
+
+
+def test_optical_template_rule_is_sound_and_changes_nothing_on_valid_optical(
+    optical: rasters.RasterInfo, tmp_path: Path
+) -> None:
+    """Detection also keeps to where matching's optical rule passes (``nodata_optical``:
+    under ``matching.MIN_VALID_FRACTION`` of the template valid); a fully valid optical gets
+    exactly the keypoints it got without the rule."""
+    from sar_optical_matcher import matching
+
+    sar = _sars(tmp_path)["nodata corners"]
+    base = reg.DetectSettings(min_distance_px=24, max_count=60, border_px=40)
+    sar_only = mp.detection_on_sar(base, optical, sar, 1, S, 1.0)
+    without = reg.detect_keypoints_tiled(optical, sar_only)
+    with_rule = reg.detect_keypoints_tiled(
+        optical, mp.detection_on_sar(base, optical, sar, 1, S, 1.0, template_size=T)
+    )
+    np.testing.assert_array_equal(with_rule.xy_px, without.xy_px)
+    np.testing.assert_array_equal(with_rule.response, without.response)
+    # an optical nodata triangle: every kept cell's template passes matching's rule
+    data = _texture(0, SIZE)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    data[xx + yy < 400] = -1.0
+    holed = _write(tmp_path / "opt_triangle.tif", [data], GT, nodata=-1.0)
+    g = np.arange(8, SIZE, 12) + 0.5
+    ok = reg.optical_template_ok(holed, 1, (0.0, 0.0), 4.0, (SIZE // 4, SIZE // 4), T)
+    ok = reg.SarCoverage(0.0, 0.0, 4.0, ok).at(g, g)
+    share = np.array([[rasters.read_window(holed, 1, math.floor(x - T / 2 + 0.5),
+                                           math.floor(y - T / 2 + 0.5), T, T)[1].mean()
+                       for x in g] for y in g])  # fmt: skip
+    assert share[ok].min() >= matching.MIN_VALID_FRACTION
+    assert ok[share == 1.0].mean() > 0.8  # most fully valid templates are kept
+    assert not ok[share < matching.MIN_VALID_FRACTION].any()

@@ -24,6 +24,7 @@ from qgis.core import (
 from sar_optical_matcher import registration as reg
 from sar_optical_matcher.core import files
 from sar_optical_matcher.core.geotransform import points_in_box
+from sar_optical_matcher.matching import MIN_VALID_FRACTION
 from sar_optical_matcher.processing import common
 from sar_optical_matcher.processing.detect_keypoints import (
     declare_detect_params,
@@ -215,8 +216,9 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         "index in it (0 = its first point in feature-id order; every part of a multipoint "
         "counts; also with 'Selected features only', so that a selected point keeps its id). "
         "When not set, keypoints are detected on the optical raster (MIN_DISTANCE, MAX_COUNT, "
-        "SPREAD, BORDER) where a search region of valid SAR data lies around them; a layer's "
-        "points are all matched, unspread (those off the SAR data are skipped as nodata_sar).",
+        "SPREAD, BORDER) where a search region of valid SAR data and a valid optical template "
+        "lie around them; a layer's points are all matched, unspread (those off the SAR data "
+        "are skipped as nodata_sar, those on optical nodata as nodata_optical).",
     )
     common.add_param(
         alg,
@@ -237,8 +239,13 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
                 minValue=8,
                 maxValue=common.MAX_PATCH_PX,
             ),
-            f"{label}; must equal the model's (paper: template 128, search 256). The "
-            "misregistration that can be found is at most (search - template) / 2.",
+            f"{label}; must equal the model's (paper: template 128, search 256), in pixels "
+            "of the matching grid (MATCH_PIXEL_SIZE). The misregistration that can be found "
+            "is at most (search - template) / 2 matching-grid pixels: +/-64 optical px on the "
+            "optical grid, +/-128 optical px where the automatic grid takes a SAR pixel of 2 "
+            "optical px. Detected keypoints lie where the optical template and the SAR search "
+            f"region have valid data (at least {MIN_VALID_FRACTION:.0%} of their pixels, as "
+            "matching requires).",
             advanced=True,
         )
     common.add_param(
@@ -284,9 +291,9 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
             maxValue=1.0,
         ),
         "Matches whose confidence (sharp single peak = high) is below it are not accepted. A "
-        "peak on the edge of the search range (|dx_px| or |dy_px| at (search - template) / 2) "
-        "is no evidence, whatever its confidence: Compute correspondence does not accept it, "
-        "Register does not fit it.",
+        "peak on the edge of the search range (|dx_px| or |dy_px| at (search - template) / 2 "
+        "matching-grid pixels) is no evidence, whatever its confidence: Compute correspondence "
+        "does not accept it, Register does not fit it.",
     )
     common.add_param(
         alg,
@@ -421,22 +428,22 @@ def _keypoints(
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(N, 2) optical pixel keypoints and their (N,) int ids: detected, or the layer's.
 
-    Detected: where a search region of valid SAR data lies around them
-    (:func:`detection_on_sar`); the layer's: those on the optical raster and inside EXTENT and
-    MASK. An id is the keypoint's index among all detected / all the
+    Detected: where a search region of valid SAR data and a valid optical template lie
+    around them (:func:`detection_on_sar`); the layer's: those on the optical raster and
+    inside EXTENT and MASK. An id is the keypoint's index among all detected / all the
     layer's points, so the match layer's ``id`` still names the input point when others were
     left out.
     """
     if s.keypoints_map is None:
         with common.processing_errors():  # a search region of valid SAR around each keypoint
             detect = detection_on_sar(s.detect, optical, sar, s.sar_band, s.match.search_size,
-                                      grid_scale)  # fmt: skip
+                                      grid_scale, s.match.template_size)  # fmt: skip
             kps = reg.detect_keypoints_tiled(
                 optical, detect, common.progress_callback(feedback, start, stop), canceled
             )
         feedback.pushInfo(
             f"{len(kps.xy_px)} keypoints detected on the optical raster, where a search region "
-            "of valid SAR data lies around them"
+            "of valid SAR data and a valid optical template lie around them"
         )
         xy = np.asarray(kps.xy_px, np.float64).reshape(-1, 2)
         return xy, np.arange(len(xy))

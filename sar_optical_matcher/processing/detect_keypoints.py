@@ -259,7 +259,11 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
             "Harris corners of the optical raster with non-maximum suppression, read tile by "
             "tile; a share of them (SPREAD) is spread over the raster, one per cell. Outputs a "
             "point layer in the raster's CRS with id, pixel x/y (pixel centre = +0.5) and "
-            "Harris response.",
+            "Harris response. It knows neither the SAR nor the model's template size, so it "
+            "does not keep keypoints off optical nodata edges (a nodata triangle, a masked "
+            "cloud) as the detection inside Compute correspondence and Register does: there "
+            "such points are skipped at matching as nodata_optical; use MASK or EXTENT to keep "
+            "away from them, or leave KEYPOINTS unset there.",
             [
                 (self.INPUT, "optical raster"),
                 (self.BAND, "band to detect on"),

@@ -494,3 +494,57 @@ def test_an_extent_on_a_nodata_hole_of_the_sar_is_said(
     assert sorted((f["id"], f["status"]) for f in layer.getFeatures()) == [
         (0, "nodata_sar"), (1, "ok")
     ]  # fmt: skip
+
+
+def _optical_with_a_nodata_triangle(pair: Pair, path: Path) -> Path:
+    """The pair's optical with its top-left triangle (x + y < 300 px) set to nodata (0)."""
+    from osgeo import gdal
+
+    gdal.Translate(str(path), str(pair.optical))
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    band = ds.GetRasterBand(1)
+    arr = np.maximum(band.ReadAsArray(), 1)  # 0 is the nodata value
+    yy, xx = np.mgrid[0 : arr.shape[0], 0 : arr.shape[1]] + 0.5
+    arr[xx + yy < 300] = 0
+    band.WriteArray(arr)
+    band.SetNoDataValue(0)
+    ds = None
+    return path
+
+
+def test_keypoints_are_not_spent_on_an_optical_nodata_edge(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """Harris corners are strongest along an optical nodata edge (a scene's nodata triangle):
+    detection kept to the SAR coverage only put 2 of 20 keypoints there, skipped at matching
+    as nodata_optical. Now detection keeps to where matching's own optical rule
+    (``matching.MIN_VALID_FRACTION``) passes: none is skipped, and more are matched."""
+    import processing
+
+    optical = _optical_with_a_nodata_triangle(synthetic_pair, tmp_path / "triangle.tif")
+    params = {**_params(synthetic_pair, twin_model), "OPTICAL": str(optical), "MAX_COUNT": 20}
+    layer = processing.run("sarmatcher:computecorrespondence", params)["MATCHES"]
+    feats = list(layer.getFeatures())
+    status = [f["status"] for f in feats]
+    assert len(feats) == 20
+    assert status.count("nodata_optical") == 0, status  # 2 before
+    assert status.count("ok") == 20, status  # 18 before
+
+
+def test_an_extent_on_an_optical_nodata_triangle_is_said(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """EXTENT inside the optical's nodata triangle (valid SAR there): refused, naming the
+    optical's nodata, not the SAR's."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from tests.processing import OPT_GT
+
+    optical = _optical_with_a_nodata_triangle(synthetic_pair, tmp_path / "triangle.tif")
+    x0, y0 = OPT_GT[0], OPT_GT[3]
+    extent = f"{x0 + 600},{x0 + 1200},{y0 - 1200},{y0 - 600} [EPSG:{EPSG}]"  # px 60..120
+    params = {**_params(synthetic_pair, twin_model), "OPTICAL": str(optical), "EXTENT": extent}
+    with pytest.raises(QgsProcessingException, match=r"no optical template around a point with "
+                       r"valid SAR data .* check the optical's nodata value"):  # fmt: skip
+        processing.run("sarmatcher:computecorrespondence", params)
