@@ -522,9 +522,20 @@ class TiePoints:
         """
         ok = np.asarray(self.accepted, bool).copy()
         if self.shift_px is not None:
-            edge = np.abs(np.asarray(self.shift_px, np.float64)) > half_range - 0.5
-            ok &= ~edge.any(axis=1)
+            ok &= ~on_map_edge(self.shift_px, half_range)
         return ok
+
+
+def on_map_edge(shift_px: Any, half_range: float) -> np.ndarray:
+    """(N,) bool: shifts ``(N, 2)`` whose peak lies on the correspondence map's edge.
+
+    ``|dx|`` or ``|dy|`` beyond ``half_range - 0.5``, the largest offset inside the map (NaN:
+    not on it). One rule for Register's tie points (:meth:`TiePoints.usable`) and Compute
+    correspondence's matches.
+    """
+    shift = np.asarray(shift_px, np.float64).reshape(-1, 2)
+    with np.errstate(invalid="ignore"):
+        return (np.abs(shift) > half_range - 0.5).any(axis=1)
 
 
 @dataclass

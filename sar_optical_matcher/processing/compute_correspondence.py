@@ -142,15 +142,14 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
         optical, sar, result = run_matching(s, feedback, 0, 90, allow_empty=True)
         records = result.records
         m = s.match
+        n_matched = sum(1 for r in records if r.status == "ok")
         edge = edge_peaks(records, m.search_size, m.template_size, result.grid_scale)
         if edge.any():  # no evidence (Register does not fit them either), however confident
             for r, on_edge in zip(records, edge):
                 r.accepted = r.accepted and not on_edge
-            matched = sum(1 for r in records if r.status == "ok")
-            feedback.pushWarning(edge_peak_warning(int(edge.sum()), matched, m.search_size,
+            feedback.pushWarning(edge_peak_warning(int(edge.sum()), n_matched, m.search_size,
                                                    m.template_size, result.grid_scale))  # fmt: skip
         n_ok = sum(1 for r in records if r.accepted)
-        n_matched = sum(1 for r in records if r.status == "ok")
         feedback.pushInfo(f"{len(records)} keypoints: {n_matched} matched, {n_ok} accepted")
         common.raise_if_canceled(feedback)  # before the first output is created
         outputs: dict[str, Any] = {}

@@ -208,10 +208,8 @@ def edge_peaks(records: Sequence[Any], search_size: int, template_size: int,
     maximum is where the search range ends, so the shift is at least that large or the peak
     is noise, and it cannot be localised.
     """
-    half_px = edge_half_range(search_size, template_size, grid_scale)
-    shift = np.array([[r.dx_px, r.dy_px] for r in records], np.float64).reshape(-1, 2)
-    with np.errstate(invalid="ignore"):
-        return (np.abs(shift) > half_px - 0.5).any(axis=1)
+    shift = [[r.dx_px, r.dy_px] for r in records]
+    return reg.on_map_edge(shift, edge_half_range(search_size, template_size, grid_scale))
 
 
 def edge_peak_warning(n_edge: int, n_matched: int, search_size: int, template_size: int,
