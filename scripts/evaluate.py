@@ -213,7 +213,7 @@ def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
     for r in records:
         if r.scene in offsets:
             x, y = offsets[r.scene]
-            s = float(getattr(r, "grid_scale", 1.0))
+            s = float(r.grid_scale)
             if s != 1.0:
                 print(
                     f"note: {r.name} is matched on a grid of {s:.4g} optical pixels a pixel: "

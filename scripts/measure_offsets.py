@@ -95,10 +95,7 @@ def main(argv: Sequence[str] | None = None) -> list[scene_bias.SceneOffset]:
     )
     # the figures in optical-raster pixels, the unit of --scene-offset: a gdal pair matched on
     # a coarser grid measures in grid pixels (PairRecord.grid_scale optical pixels each)
-    scale = {
-        tile_key(r.name) if args.per_tile else r.scene: float(getattr(r, "grid_scale", 1.0))
-        for r in records
-    }
+    scale = {tile_key(r.name) if args.per_tile else r.scene: float(r.grid_scale) for r in records}
     found = [_in_optical_px(f, scale[f.scene]) for f in found]
     print(
         f"| {'tile' if args.per_tile else 'scene'} | used / samples | residual x, y px | "
