@@ -175,13 +175,6 @@ def write_case(case: Case, applied: tuple[float, float], out: Path) -> tuple[Pat
     return opt, sar
 
 
-def start_qgis() -> Any:
-    """Headless QGIS with Processing and this plugin's provider (as scripts/demo.py)."""
-    from scripts.demo import start_qgis as demo_start
-
-    return demo_start()
-
-
 def run_register(opt: Path, sar: Path, out: Path, min_distance: float, max_count: int,
                  keypoints: Path | None = None) -> dict:  # fmt: skip
     """Register (shift transform); the fitted t, its inliers and the tie points' own d."""
@@ -246,7 +239,6 @@ def warp_shift(registered: Path, sar: np.ndarray, margin: int = 16) -> np.ndarra
 
 def harness_d(case: Case, matcher: Any, n: int, seed: int) -> dict[str, np.ndarray]:
     """Median (pred - true) window offset of CFOG and of the learned model, within 8 px."""
-    from sar_optical_matcher.core import peaks
     from training import evaluation_harness as harness
     from training.sources import PairRecord
 
@@ -254,14 +246,12 @@ def harness_d(case: Case, matcher: Any, n: int, seed: int) -> dict[str, np.ndarr
     rec = PairRecord(sar=sar, optical=opt, sar_scale="db", scene=case.name, sensor="probe",
                      source="gdal", name=case.name)  # fmt: skip
     samples = harness.make_samples([rec], n, rng=np.random.default_rng(seed))
-    stored = matcher.contract.training.get("confidence_model")
-    conf = peaks.ConfidenceModel.from_dict(stored) if stored else None
     out = {}
-    for name, fn, cm in (
-        ("cfog", harness.classical_map_fn("cfog"), None),
-        ("learned", harness.learned_map_fn(matcher), conf),
-    ):
-        pred = harness.run_method(samples, fn, name=name, confidence_model=cm)
+    for name, fn in (
+        ("cfog", harness.classical_map_fn("cfog")),
+        ("learned", harness.learned_map_fn(matcher)),
+    ):  # offsets only: no confidence is read
+        pred = harness.run_method(samples, fn, name=name)
         res = pred.pred_offset_xy_px - pred.true_offset_xy_px
         used = pred.error_px <= 8.0
         med = np.median(res[used], axis=0) if used.any() else np.full(2, np.nan)
@@ -315,6 +305,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit("nothing to probe: give --tiles and/or --synthetic")
 
     from sar_optical_matcher.model.runtime import OnnxMatcher, default_model_path
+    from scripts.demo import start_qgis  # headless QGIS with Processing and the provider
 
     app, _provider = start_qgis()
     matcher = None if args.no_harness else OnnxMatcher(default_model_path())
