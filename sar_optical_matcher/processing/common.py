@@ -102,8 +102,42 @@ def raster_path(
         )
     # the file itself must be usable (georeference, CRS) before EXTENT, MASK and KEYPOINTS
     # are read in the layer's CRS: a layer without one made a good EXTENT "not overlap"
-    open_raster_checked(layer.source(), name)
+    info = open_raster_checked(layer.source(), name)
+    check_layer_crs(layer, info, name)
     return layer.source()
+
+
+def check_layer_crs(layer: Any, info: Any, name: str, tolerance_px: float = 0.1) -> None:
+    """Raise unless the CRS of raster ``layer`` places its pixels where its file's CRS does.
+
+    The rasters are read from their files, with the files' CRSs, while KEYPOINTS, EXTENT,
+    MASK and the output layers take the layer's: a CRS set in Layer Properties (EPSG:32632
+    over an EPSG:32633 file) put Detect keypoints' points 530 km from where they were. The
+    raster's corners and centre are transformed from the file's CRS to the layer's: the same
+    CRS written otherwise (ESRI WKT, a PROJ string QGIS names IGNF:ETRS89LAEA, a compound
+    CRS's horizontal part) moves them by less than ``tolerance_px`` pixels and passes.
+    """
+    from sar_optical_matcher import rasters
+
+    w, h = info.width, info.height
+    px = np.array([[0, 0], [w, 0], [0, h], [w, h], [w / 2, h / 2]], np.float64)
+    layer_wkt = layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL)
+    try:
+        moved = rasters.map_to_pixel(info, rasters.transform_points(
+            rasters.pixel_to_map(info, px), info.crs_wkt, layer_wkt))  # fmt: skip
+    except ValueError:  # a layer CRS GDAL cannot read: nothing to compare
+        return
+    if np.all(np.abs(moved - px) < tolerance_px):  # NaN (no transform) is a difference
+        return
+    file_crs = QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt)
+    raise QgsProcessingException(
+        f"{name}: layer {layer.name()!r} has the CRS {layer.crs().userFriendlyIdentifier()} "
+        f"set in QGIS, but its file {Path(info.path).name} is in "
+        f"{file_crs.userFriendlyIdentifier()}: the plugin reads the file, with its own CRS, so "
+        "the results would not be where the layer's CRS says. Set the layer's CRS back to the "
+        "file's, or, if the layer's is the right one, "
+        f"{rasters.ASSIGN_CRS_HINT.replace('assign one to', 'assign it to', 1)}"
+    )
 
 
 def check_raster_files(parameters: dict, names: Sequence[str]) -> tuple[bool, str]:
