@@ -390,7 +390,7 @@ def run_matching(
         grid = reg.matching_grid(optical, sar, s.match.match_pixel_size)
         if grid.note:
             (feedback.pushWarning if grid.warning else feedback.pushInfo)(grid.note)
-        check_overlap(optical, sar, s.match.search_size, grid.scale)
+        check_overlap(optical, sar, s.match.search_size, grid.scale, s.match.match_pixel_size)
         xy_px, ids = _keypoints(s, optical, sar, grid.scale, feedback, canceled, start, mid)
         if len(xy_px) == 0:
             layer_points = -1 if s.keypoints_map is None else len(s.keypoints_map)

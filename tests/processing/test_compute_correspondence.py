@@ -548,3 +548,36 @@ def test_an_extent_on_an_optical_nodata_triangle_is_said(
     with pytest.raises(QgsProcessingException, match=r"no optical template around a point with "
                        r"valid SAR data .* check the optical's nodata value"):  # fmt: skip
         processing.run("sarmatcher:computecorrespondence", params)
+
+
+def test_a_matching_pixel_size_in_metres_for_an_optical_in_degrees_is_said(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """MATCH_PIXEL_SIZE 20 (metres) for an optical raster in EPSG:4326: a grid of 196,282
+    optical pixels, and the error said the rasters "overlap by only 417 x 339 optical pixels
+    ... choose rasters that cover more of the same place/area", sending the user to other
+    rasters. It now names MATCH_PIXEL_SIZE, its units and the optical pixel size; 0.0002
+    (degrees, the 20 m SAR's pixel) runs and matches as on the UTM optical."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    optical, sar = str(tmp_path / "optical_4326.tif"), str(tmp_path / "sar_20m.tif")
+    gdal.Warp(optical, str(synthetic_pair.optical), dstSRS="EPSG:4326")
+    gdal.Warp(sar, str(synthetic_pair.sar), xRes=20, yRes=20, resampleAlg="average")
+    params = {**_params(synthetic_pair, twin_model), "OPTICAL": optical, "SAR": sar,
+              "MIN_DISTANCE": 12, "BORDER": 100}  # fmt: skip
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("sarmatcher:computecorrespondence", {**params, "MATCH_PIXEL_SIZE": 20.0})
+    text = str(err.value)
+    assert text.startswith("MATCH_PIXEL_SIZE 20 makes one search region 96 x 96 matching-grid "
+                           "pixels of 196282 optical px"), text  # fmt: skip
+    assert (
+        "optical map units (degrees: the optical CRS is geographic); the optical pixel is "
+        "0.0001019: give a smaller one, at most 0.0003598 here, or 0 (automatic)" in text
+    ), text
+    assert "cover more of the same place" not in text
+    layer = processing.run(
+        "sarmatcher:computecorrespondence", {**params, "MATCH_PIXEL_SIZE": 0.0002}
+    )["MATCHES"]
+    assert layer.featureCount() >= 50
