@@ -337,7 +337,12 @@ def _point_features(source: Any, no_attributes: bool = False) -> Iterator[tuple[
         if geom is None or geom.isEmpty():
             continue
         if QgsWkbTypes.geometryType(geom.wkbType()) != QgsWkbTypes.PointGeometry:
-            raise QgsProcessingException("KEYPOINTS must be a point layer")
+            raise QgsProcessingException(
+                f"KEYPOINTS must be a point layer: feature {feature.id()} is a "
+                f"{QgsWkbTypes.displayString(geom.wkbType())}; choose a point layer, or keep "
+                "this one's points (Processing 'Extract by expression' with "
+                "geometry_type($geometry) = 'Point'; 'Centroids' for lines or polygons)"
+            )
         yield feature, geom.asMultiPoint() if geom.isMultipart() else [geom.asPoint()]
 
 

@@ -625,3 +625,45 @@ def test_the_fix_a_complex_sar_is_refused_with_gives_a_matchable_sar(
     truth = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats]) + SHIFT_PX
     within = (np.linalg.norm(found - truth, axis=1) < 1.0).mean()
     assert len(feats) >= 50 and within > 0.5, (len(feats), within)
+
+
+def test_a_keypoint_layer_with_lines_names_the_feature_and_the_fix(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """A GeoPackage layer of mixed geometries (a point, then a line), or a line layer, given as
+    KEYPOINTS: the error was "KEYPOINTS must be a point layer", for a layer QGIS lists as a
+    point-capable one (GeometryCollection); it now names the feature, its type and the fix.
+    The layer's points alone (an OGR geometry-type filter) are matched."""
+    import processing
+    from osgeo import ogr, osr
+    from qgis.core import QgsProcessingException
+
+    from tests.processing import OPT_GT
+    from tests.qgis_helpers import memory_layer
+
+    x, y = OPT_GT[0] + 1005, OPT_GT[3] - 1205  # optical px (100.5, 120.5)
+    line = f"LINESTRING({x} {y}, {x + 1000} {y - 1000})"
+    path = str(tmp_path / "mixed.gpkg")
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(EPSG)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    layer = ds.CreateLayer("mixed", srs, ogr.wkbUnknown)
+    for wkt in (f"POINT({x} {y})", line):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    ds = layer = None
+    for keypoints, fid in ((path, 2), (memory_layer("LineString", f"EPSG:{EPSG}", [line]), 1)):
+        with pytest.raises(QgsProcessingException) as err:
+            processing.run("sarmatcher:computecorrespondence",
+                           _params(synthetic_pair, twin_model, KEYPOINTS=keypoints))  # fmt: skip
+        text = str(err.value)
+        assert text.startswith(
+            f"KEYPOINTS must be a point layer: feature {fid} is a LineString;"
+        ), text
+        assert "geometry_type($geometry) = 'Point'" in text, text
+    out = processing.run(
+        "sarmatcher:computecorrespondence",
+        _params(synthetic_pair, twin_model, KEYPOINTS=f"{path}|geometrytype=Point"),
+    )["MATCHES"]
+    assert [(f["opt_x_px"], f["opt_y_px"]) for f in out.getFeatures()] == [(100.5, 120.5)]
