@@ -395,6 +395,8 @@ def polygons_wkt(
 ) -> tuple[str, ...]:
     """WKT of every polygon of ``source``, transformed to ``crs``; invalid ones repaired.
 
+    Lines and points (a line layer given as MASK, a collection's parts) are no mask.
+
     Features are read without QGIS's invalid-geometry check: raised from inside the Python
     loop it corrupted the interpreter (a self-intersecting mask then broke the next Python
     statement). Invalid polygons are repaired with ``makeValid`` here instead.
@@ -409,6 +411,11 @@ def polygons_wkt(
         geom = QgsGeometry(feature.geometry())
         if geom.isEmpty():
             continue
+        if geom.type() != QgsWkbTypes.PolygonGeometry:  # a line or point layer, a collection
+            parts = polygon_parts(geom)  # its polygons alone: lines were burnt in as a mask
+            if not parts:
+                continue
+            geom = QgsGeometry.collectGeometry(parts)
         if not geom.isGeosValid():
             # makeValid may return lines (a zero-area ring, a spike): only the polygon parts
             # are a mask; lines would be burnt in as mask pixels outside any polygon
