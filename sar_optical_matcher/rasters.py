@@ -177,6 +177,18 @@ def _open(path: str) -> gdal.Dataset:
     return ds
 
 
+def dataset_files(path: str | Path) -> list[str]:
+    """The files of raster dataset ``path``, as GDAL lists them (``GetFileList``).
+
+    A file path is itself (and its side files); a connection string such as
+    ``GPKG:<file>:<table>`` is its file, a VRT also the files it reads. ``[path]`` when GDAL
+    cannot open it or lists nothing.
+    """
+    ds, _ = gdal_try(lambda: gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY))
+    files = (ds.GetFileList() or []) if ds is not None else []
+    return [str(f) for f in files] or [str(path)]
+
+
 def open_raster(path: str | Path, band: int | None = None) -> RasterInfo:
     """Open a raster, check its georeference, and describe it.
 

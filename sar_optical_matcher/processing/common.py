@@ -247,6 +247,37 @@ def check_output_path(path: str | None, name: str, folder: bool = False) -> None
         raise QgsProcessingException(f"{name}: {exc}") from exc
 
 
+def check_distinct_files(destinations: dict[str, Any], inputs: dict[str, str]) -> None:
+    """Raise unless each file output has a file of its own, none of them an input raster's.
+
+    One output named like another was overwritten by it (a report over the registered raster,
+    which OUTPUT then named), and OUTPUT named like the SAR replaced the input raster. An
+    input is each file GDAL reads for it (``rasters.dataset_files``): a GeoPackage raster
+    layer's source is ``GPKG:<file>:<table>``, and a point layer written to ``<file>`` (QGIS
+    writes a GeoPackage output anew) deleted the raster in it.
+
+    Args:
+        destinations: output parameter name -> destination (memory and URIs are skipped).
+        inputs: input parameter name -> GDAL dataset name of the raster.
+    """
+    from sar_optical_matcher import rasters
+
+    seen: dict[str, str] = {}
+    for k, name in inputs.items():
+        for path in rasters.dataset_files(name):
+            seen.setdefault(os.path.normcase(os.path.realpath(path)), f"the {k} input raster")
+    for name, path in destinations.items():
+        if not path or str(path).startswith(NOT_A_FILE_PREFIXES):
+            continue
+        key = os.path.normcase(os.path.realpath(str(path)))
+        if key in seen:
+            raise QgsProcessingException(
+                f"{name}: {Path(str(path)).name} is also {seen[key]}, which writing it would "
+                "replace; give each output a file name of its own, other than the inputs'"
+            )
+        seen[key] = f"{name}'s file"
+
+
 def make_output_folder(destination: str | None) -> None:
     """Create the missing folder of a file destination (QGIS's vector writer does not)."""
     if destination and not str(destination).startswith(NOT_A_FILE_PREFIXES):

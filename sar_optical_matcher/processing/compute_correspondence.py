@@ -332,8 +332,11 @@ def correspondence_settings(
         maps = alg.parameterAsString(parameters, A.OUTPUT_MAPS, context) or None
         common.check_output_path(maps, A.OUTPUT_MAPS, folder=True)
     if A.MATCHES in parameters:
-        common.check_output_path(alg.parameterAsOutputLayer(parameters, A.MATCHES, context),
-                                 A.MATCHES)  # fmt: skip
+        matches = alg.parameterAsOutputLayer(parameters, A.MATCHES, context)
+        common.check_output_path(matches, A.MATCHES)
+        common.check_distinct_files(
+            {A.MATCHES: matches}, {A.SAR: sar_path, A.OPTICAL: optical_path}
+        )
     model = alg.parameterAsFile(parameters, A.MODEL, context) or None
     match = reg.MatchSettings(
         model_path=model,

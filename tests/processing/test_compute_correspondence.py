@@ -667,3 +667,35 @@ def test_a_keypoint_layer_with_lines_names_the_feature_and_the_fix(
         _params(synthetic_pair, twin_model, KEYPOINTS=f"{path}|geometrytype=Point"),
     )["MATCHES"]
     assert [(f["opt_x_px"], f["opt_y_px"]) for f in out.getFeatures()] == [(100.5, 120.5)]
+
+
+@pytest.mark.parametrize("alg", ["detectkeypoints", "computecorrespondence"])
+def test_an_output_into_the_input_geopackage_is_refused(
+    alg, provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """The optical raster in optical.gpkg and the output layer given as optical.gpkg: QGIS
+    writes a GeoPackage output anew, and the input raster was deleted with no word (the file
+    then held the point layer alone, 0 rasters). Refused before any work; a table added to
+    that GeoPackage (an ogr: URI) keeps the raster."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    gpkg = str(tmp_path / "optical.gpkg")
+    gdal.Translate(gpkg, str(synthetic_pair.optical), format="GPKG")
+    if alg == "detectkeypoints":
+        params = {"INPUT": gpkg, "MIN_DISTANCE": 24, "BORDER": 56}
+        key, name = "OUTPUT", "INPUT"
+    else:
+        params = {**_params(synthetic_pair, twin_model), "OPTICAL": gpkg}
+        key, name = "MATCHES", "OPTICAL"
+    with pytest.raises(
+        QgsProcessingException,
+        match=rf"{key}: optical\.gpkg is also the {name} input raster, which writing it "
+        "would replace",
+    ):
+        processing.run(f"sarmatcher:{alg}", {**params, key: gpkg})
+    assert gdal.Open(gpkg).RasterCount == 1
+    processing.run(f"sarmatcher:{alg}", {**params, key: f"ogr:dbname='{gpkg}' table=\"kp\" (geom)"})
+    ds = gdal.OpenEx(gpkg)
+    assert (ds.RasterCount, ds.GetLayerCount()) == (1, 1)
