@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -85,13 +86,21 @@ class RasterInfo:
 
 
 def complex_band_error(path: str | Path, band: int, dtype: str) -> ValueError:
-    """The error for a complex band: what it is and how to turn it into a usable image."""
+    """The error for a complex band: what it is and how to turn it into a usable image.
+
+    The amplitude is given as a ``gdal_calc.py`` command: a GDAL VRT's 'mod' pixel function
+    without ``SourceTransferType`` reads the complex source as its real part (the matches of
+    such a SAR were noise: 0 of 72 within 1 px, against 46 for the amplitude).
+    """
+    name = Path(str(path)).name
     return ValueError(
-        f"band {band} of {Path(str(path)).name} is complex ({dtype}), e.g. a single-look "
-        "complex (SLC) SAR product: the matcher needs a detected amplitude or intensity "
-        "image on a map grid. Detect and geocode it first (SNAP: Calibration, TOPSAR "
-        "Deburst, Multilook, Terrain Correction), or take the amplitude of a geocoded "
-        "complex raster with a GDAL VRT using the 'mod' pixel function"
+        f"band {band} of {name} is complex ({dtype}), e.g. a single-look complex (SLC) SAR "
+        "product: the matcher needs a detected amplitude or intensity image on a map grid. "
+        "Detect and geocode it first (SNAP: Calibration, TOPSAR Deburst, Multilook, Terrain "
+        "Correction); a complex raster already on a map grid: take its amplitude, "
+        f'`gdal_calc.py -A {shlex.quote(name)} --A_band={band} --calc="abs(A)" --type=Float32 '
+        "--outfile=amplitude.tif` (a GDAL VRT's 'mod' pixel function does it too, with "
+        "<SourceTransferType>CFloat32</SourceTransferType>: without it, the real part only)"
     )
 
 
@@ -166,6 +175,18 @@ def _open(path: str) -> gdal.Dataset:
             "read (GeoTIFF, ...) and check that it is complete"
         )
     return ds
+
+
+def dataset_files(path: str | Path) -> list[str]:
+    """The files of raster dataset ``path``, as GDAL lists them (``GetFileList``).
+
+    A file path is itself (and its side files); a connection string such as
+    ``GPKG:<file>:<table>`` is its file, a VRT also the files it reads. ``[path]`` when GDAL
+    cannot open it or lists nothing.
+    """
+    ds, _ = gdal_try(lambda: gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY))
+    files = (ds.GetFileList() or []) if ds is not None else []
+    return [str(f) for f in files] or [str(path)]
 
 
 def open_raster(path: str | Path, band: int | None = None) -> RasterInfo:

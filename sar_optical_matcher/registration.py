@@ -1447,6 +1447,11 @@ def warp_scales(transform: Any, src_px: Any, out_per_optical_px: Sequence[float]
     return [f"XSCALE={1.0 / steps[0]:.12g}", f"YSCALE={1.0 / steps[1]:.12g}"]
 
 
+def map_units(info: Any) -> str:
+    """What a raster's map units are, for a message about a size given in them."""
+    return "degrees: the optical CRS is geographic" if info.is_geographic else "map units"
+
+
 def output_grid(optical: Any, pixel_size: float | None) -> tuple[tuple[float, ...], int, int]:
     """Geotransform, width and height of the registered raster's grid.
 
@@ -1464,12 +1469,11 @@ def output_grid(optical: Any, pixel_size: float | None) -> tuple[tuple[float, ..
     kx = pixel_size / math.hypot(gt[1], gt[4])  # column step, scaled to pixel_size
     ky = pixel_size / math.hypot(gt[2], gt[5])  # row step
     if optical.width < kx or optical.height < ky:
-        units = "degrees: the optical CRS is geographic" if optical.is_geographic else "map units"
         raise ValueError(
             f"PIXEL_SIZE {pixel_size:g} is larger than the optical raster, "
             f"{optical.width * pixel_size / kx:.4g} x {optical.height * pixel_size / ky:.4g} "
-            f"optical map units ({units}): the output would be one pixel; give it in the "
-            "optical CRS's units, or 0 for the optical pixel size"
+            f"optical map units ({map_units(optical)}): the output would be one pixel; give it "
+            "in the optical CRS's units, or 0 for the optical pixel size"
         )
     out_gt = (gt[0], gt[1] * kx, gt[2] * ky, gt[3], gt[4] * kx, gt[5] * ky)
     return out_gt, max(round(optical.width / kx), 1), max(round(optical.height / ky), 1)

@@ -102,8 +102,42 @@ def raster_path(
         )
     # the file itself must be usable (georeference, CRS) before EXTENT, MASK and KEYPOINTS
     # are read in the layer's CRS: a layer without one made a good EXTENT "not overlap"
-    open_raster_checked(layer.source(), name)
+    info = open_raster_checked(layer.source(), name)
+    check_layer_crs(layer, info, name)
     return layer.source()
+
+
+def check_layer_crs(layer: Any, info: Any, name: str, tolerance_px: float = 0.1) -> None:
+    """Raise unless the CRS of raster ``layer`` places its pixels where its file's CRS does.
+
+    The rasters are read from their files, with the files' CRSs, while KEYPOINTS, EXTENT,
+    MASK and the output layers take the layer's: a CRS set in Layer Properties (EPSG:32632
+    over an EPSG:32633 file) put Detect keypoints' points 530 km from where they were. The
+    raster's corners and centre are transformed from the file's CRS to the layer's: the same
+    CRS written otherwise (ESRI WKT, a PROJ string QGIS names IGNF:ETRS89LAEA, a compound
+    CRS's horizontal part) moves them by less than ``tolerance_px`` pixels and passes.
+    """
+    from sar_optical_matcher import rasters
+
+    w, h = info.width, info.height
+    px = np.array([[0, 0], [w, 0], [0, h], [w, h], [w / 2, h / 2]], np.float64)
+    layer_wkt = layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL)
+    try:
+        moved = rasters.map_to_pixel(info, rasters.transform_points(
+            rasters.pixel_to_map(info, px), info.crs_wkt, layer_wkt))  # fmt: skip
+    except ValueError:  # a layer CRS GDAL cannot read: nothing to compare
+        return
+    if np.all(np.abs(moved - px) < tolerance_px):  # NaN (no transform) is a difference
+        return
+    file_crs = QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt)
+    raise QgsProcessingException(
+        f"{name}: layer {layer.name()!r} has the CRS {layer.crs().userFriendlyIdentifier()} "
+        f"set in QGIS, but its file {Path(info.path).name} is in "
+        f"{file_crs.userFriendlyIdentifier()}: the plugin reads the file, with its own CRS, so "
+        "the results would not be where the layer's CRS says. Set the layer's CRS back to the "
+        "file's, or, if the layer's is the right one, "
+        f"{rasters.ASSIGN_CRS_HINT.replace('assign one to', 'assign it to', 1)}"
+    )
 
 
 def check_raster_files(parameters: dict, names: Sequence[str]) -> tuple[bool, str]:
@@ -213,6 +247,37 @@ def check_output_path(path: str | None, name: str, folder: bool = False) -> None
         raise QgsProcessingException(f"{name}: {exc}") from exc
 
 
+def check_distinct_files(destinations: dict[str, Any], inputs: dict[str, str]) -> None:
+    """Raise unless each file output has a file of its own, none of them an input raster's.
+
+    One output named like another was overwritten by it (a report over the registered raster,
+    which OUTPUT then named), and OUTPUT named like the SAR replaced the input raster. An
+    input is each file GDAL reads for it (``rasters.dataset_files``): a GeoPackage raster
+    layer's source is ``GPKG:<file>:<table>``, and a point layer written to ``<file>`` (QGIS
+    writes a GeoPackage output anew) deleted the raster in it.
+
+    Args:
+        destinations: output parameter name -> destination (memory and URIs are skipped).
+        inputs: input parameter name -> GDAL dataset name of the raster.
+    """
+    from sar_optical_matcher import rasters
+
+    seen: dict[str, str] = {}
+    for k, name in inputs.items():
+        for path in rasters.dataset_files(name):
+            seen.setdefault(os.path.normcase(os.path.realpath(path)), f"the {k} input raster")
+    for name, path in destinations.items():
+        if not path or str(path).startswith(NOT_A_FILE_PREFIXES):
+            continue
+        key = os.path.normcase(os.path.realpath(str(path)))
+        if key in seen:
+            raise QgsProcessingException(
+                f"{name}: {Path(str(path)).name} is also {seen[key]}, which writing it would "
+                "replace; give each output a file name of its own, other than the inputs'"
+            )
+        seen[key] = f"{name}'s file"
+
+
 def make_output_folder(destination: str | None) -> None:
     """Create the missing folder of a file destination (QGIS's vector writer does not)."""
     if destination and not str(destination).startswith(NOT_A_FILE_PREFIXES):
@@ -303,7 +368,12 @@ def _point_features(source: Any, no_attributes: bool = False) -> Iterator[tuple[
         if geom is None or geom.isEmpty():
             continue
         if QgsWkbTypes.geometryType(geom.wkbType()) != QgsWkbTypes.PointGeometry:
-            raise QgsProcessingException("KEYPOINTS must be a point layer")
+            raise QgsProcessingException(
+                f"KEYPOINTS must be a point layer: feature {feature.id()} is a "
+                f"{QgsWkbTypes.displayString(geom.wkbType())}; choose a point layer, or keep "
+                "this one's points (Processing 'Extract by expression' with "
+                "geometry_type($geometry) = 'Point'; 'Centroids' for lines or polygons)"
+            )
         yield feature, geom.asMultiPoint() if geom.isMultipart() else [geom.asPoint()]
 
 
@@ -356,6 +426,8 @@ def polygons_wkt(
 ) -> tuple[str, ...]:
     """WKT of every polygon of ``source``, transformed to ``crs``; invalid ones repaired.
 
+    Lines and points (a line layer given as MASK, a collection's parts) are no mask.
+
     Features are read without QGIS's invalid-geometry check: raised from inside the Python
     loop it corrupted the interpreter (a self-intersecting mask then broke the next Python
     statement). Invalid polygons are repaired with ``makeValid`` here instead.
@@ -370,6 +442,11 @@ def polygons_wkt(
         geom = QgsGeometry(feature.geometry())
         if geom.isEmpty():
             continue
+        if geom.type() != QgsWkbTypes.PolygonGeometry:  # a line or point layer, a collection
+            parts = polygon_parts(geom)  # its polygons alone: lines were burnt in as a mask
+            if not parts:
+                continue
+            geom = QgsGeometry.collectGeometry(parts)
         if not geom.isGeosValid():
             # makeValid may return lines (a zero-area ring, a spike): only the polygon parts
             # are a mask; lines would be burnt in as mask pixels outside any polygon

@@ -332,8 +332,11 @@ def correspondence_settings(
         maps = alg.parameterAsString(parameters, A.OUTPUT_MAPS, context) or None
         common.check_output_path(maps, A.OUTPUT_MAPS, folder=True)
     if A.MATCHES in parameters:
-        common.check_output_path(alg.parameterAsOutputLayer(parameters, A.MATCHES, context),
-                                 A.MATCHES)  # fmt: skip
+        matches = alg.parameterAsOutputLayer(parameters, A.MATCHES, context)
+        common.check_output_path(matches, A.MATCHES)
+        common.check_distinct_files(
+            {A.MATCHES: matches}, {A.SAR: sar_path, A.OPTICAL: optical_path}
+        )
     model = alg.parameterAsFile(parameters, A.MODEL, context) or None
     match = reg.MatchSettings(
         model_path=model,
@@ -390,7 +393,7 @@ def run_matching(
         grid = reg.matching_grid(optical, sar, s.match.match_pixel_size)
         if grid.note:
             (feedback.pushWarning if grid.warning else feedback.pushInfo)(grid.note)
-        check_overlap(optical, sar, s.match.search_size, grid.scale)
+        check_overlap(optical, sar, s.match.search_size, grid.scale, s.match.match_pixel_size)
         xy_px, ids = _keypoints(s, optical, sar, grid.scale, feedback, canceled, start, mid)
         if len(xy_px) == 0:
             layer_points = -1 if s.keypoints_map is None else len(s.keypoints_map)

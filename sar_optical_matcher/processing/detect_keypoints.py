@@ -306,6 +306,8 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         """Turn the parameters into plain values (no side effects)."""
         path = common.raster_path(self, parameters, self.INPUT, context)
         band = self.parameterAsInt(parameters, self.BAND, context)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        common.check_distinct_files({self.OUTPUT: output}, {self.INPUT: path})
         return DetectKeypointsSettings(
             path, detect_settings_from(self, parameters, context, self.INPUT, band)
         )

@@ -71,12 +71,16 @@ class CorrespondenceSettings:
 
 
 def check_overlap(
-    optical: Any, sar: Any, search_size: int, grid_scale: float = 1.0
-) -> tuple[float, float, float, float]:
+    optical: Any, sar: Any, search_size: int, grid_scale: float = 1.0,
+    match_pixel_size: float = 0.0,
+) -> tuple[float, float, float, float]:  # fmt: skip
     """Raise unless the SAR footprint covers at least one search region of the matching grid.
 
-    The matching grid has pixels of ``grid_scale`` optical pixels. Returns the footprint's
-    bounding box in optical pixels (``rasters.footprint_overlap``).
+    The matching grid has pixels of ``grid_scale`` optical pixels, set by ``match_pixel_size``
+    (optical map units) where that is not 0 (automatic): a region that fits on the optical
+    grid but not on that one is MATCH_PIXEL_SIZE's error (20, metres, for an optical in
+    degrees was 196,282 optical px a grid pixel, and the rasters were blamed). Returns the
+    footprint's bounding box in optical pixels (``rasters.footprint_overlap``).
 
     Raises:
         ValueError: the rasters do not overlap, or by less than one search region.
@@ -92,6 +96,17 @@ def check_overlap(
             f"the SAR and optical rasters do not overlap {sizes}: no SAR pixel lies on the "
             "optical raster, so there is no search region to match in; choose two rasters of "
             "the same place/area and check that their CRSs are set correctly"
+        )
+    if min(w, h) < needed and match_pixel_size > 0 and min(w, h) >= search_size:
+        optical_px = match_pixel_size / grid_scale  # matching_grid's scale, undone
+        most = min(w, h) / search_size * optical_px
+        raise ValueError(
+            f"MATCH_PIXEL_SIZE {match_pixel_size:g} makes one search region {search_size} x "
+            f"{search_size} matching-grid pixels of {grid_scale:.6g} optical px ({needed} optical "
+            f"px a side), more than the {w} x {h} optical pixels the SAR and optical rasters "
+            f"overlap by {sizes}. MATCH_PIXEL_SIZE is in optical map units "
+            f"({reg.map_units(optical)}); the optical pixel is {optical_px:.4g}: "
+            f"give a smaller one, at most {most:.4g} here, or 0 (automatic)"
         )
     if min(w, h) < needed:
         grid = "" if grid_scale == 1.0 else f" of {grid_scale:.2f}x optical pixels"

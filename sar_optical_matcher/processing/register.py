@@ -11,7 +11,6 @@ the same names intact.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,7 +306,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             self, parameters, context, keep_maps=report_path is not None
         )
         inputs = {"SAR": correspondence.sar_path, "OPTICAL": correspondence.optical_path}
-        check_distinct_files(destinations, inputs)
+        common.check_distinct_files(destinations, inputs)
         try:  # the format and whether it holds the SAR's bands: said before any work
             sar_info = rasters.open_raster(correspondence.sar_path)
             rasters.check_output(
@@ -485,27 +484,6 @@ def predicted_error_text(fit: reg.FitResult) -> str:
         f"propagated from its {int(fit.inliers.sum())} inliers' residuals; RMSE at the tie "
         f"points {fit.rmse_px:.3f} px)"
     )
-
-
-def check_distinct_files(destinations: dict[str, Any], inputs: dict[str, str]) -> None:
-    """Raise unless each file output has a file of its own, none of them an input raster.
-
-    One output named like another was overwritten by it (a report over the registered raster,
-    which OUTPUT then named), and OUTPUT named like the SAR replaced the input raster.
-    """
-    seen = {
-        os.path.normcase(os.path.realpath(p)): f"the {k} input raster" for k, p in inputs.items()
-    }
-    for name, path in destinations.items():
-        if not path or str(path).startswith(common.NOT_A_FILE_PREFIXES):
-            continue
-        key = os.path.normcase(os.path.realpath(str(path)))
-        if key in seen:
-            raise QgsProcessingException(
-                f"{name}: {Path(str(path)).name} is also {seen[key]}, which writing it would "
-                "replace; give each output a file name of its own, other than the inputs'"
-            )
-        seen[key] = f"{name}'s file"
 
 
 def write_gcp_file(

@@ -113,6 +113,50 @@ def test_raster_layer_without_crs_is_named_before_the_extent(
     assert "Assign Projection" in text and "EXTENT" not in text
 
 
+@pytest.mark.parametrize(
+    ("alg", "key"),
+    [("detectkeypoints", "INPUT"), ("computecorrespondence", "OPTICAL"),
+     ("computecorrespondence", "SAR")],
+)  # fmt: skip
+def test_a_layer_crs_that_is_not_its_files_is_refused(
+    alg, key, provider, synthetic_pair, twin_model
+) -> None:
+    """A project layer whose CRS was set in QGIS (Layer Properties) to another than its file's,
+    EPSG:32632 over the EPSG:32633 file: the plugin reads the file's georeference, but Detect
+    keypoints labelled its points EPSG:32632 with EPSG:32633 coordinates (the first keypoint,
+    500745 E, placed 530 km west of where it is), and Compute correspondence reprojected
+    KEYPOINTS into EPSG:32632 and found none on the raster. Now refused, naming both CRSs."""
+    import processing
+    from qgis.core import (
+        QgsCoordinateReferenceSystem,
+        QgsProcessingException,
+        QgsProject,
+        QgsRasterLayer,
+    )
+
+    path = synthetic_pair.sar if key == "SAR" else synthetic_pair.optical
+    # owned by the project (see test_raster_layer_without_crs_is_named_before_the_extent)
+    layer = QgsProject.instance().addMapLayer(QgsRasterLayer(str(path), "relabelled"))
+    layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32632"))
+    if alg == "detectkeypoints":
+        params = {"INPUT": layer.id(), "MIN_DISTANCE": 24, "BORDER": 56, "OUTPUT": "memory:"}
+    else:
+        params = _cc_params(synthetic_pair, twin_model, **{key: layer.id()})
+    try:
+        with pytest.raises(QgsProcessingException) as err:
+            processing.run(f"sarmatcher:{alg}", params)
+        layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32633"))  # the file's: runs
+        processing.run(f"sarmatcher:{alg}", params)
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    text = str(err.value)
+    assert (
+        f"{key}: layer 'relabelled' has the CRS EPSG:32632 - WGS 84 / UTM zone 32N set in "
+        f"QGIS, but its file {path.name} is in EPSG:32633 - WGS 84 / UTM zone 33N" in text
+    ), text
+    assert "Assign Projection" in text
+
+
 def test_matches_help_names_the_fields_a_shapefile_keeps(
     provider, synthetic_pair, twin_model, tmp_path
 ) -> None:

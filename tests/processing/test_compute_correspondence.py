@@ -10,6 +10,7 @@ import pytest
 from tests.processing import (  # noqa: F401
     EPSG,
     MATCH_PARAMS,
+    SHIFT_PX,
     Pair,
     provider_fixture,
     run_cli,
@@ -548,3 +549,153 @@ def test_an_extent_on_an_optical_nodata_triangle_is_said(
     with pytest.raises(QgsProcessingException, match=r"no optical template around a point with "
                        r"valid SAR data .* check the optical's nodata value"):  # fmt: skip
         processing.run("sarmatcher:computecorrespondence", params)
+
+
+def test_a_matching_pixel_size_in_metres_for_an_optical_in_degrees_is_said(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """MATCH_PIXEL_SIZE 20 (metres) for an optical raster in EPSG:4326: a grid of 196,282
+    optical pixels, and the error said the rasters "overlap by only 417 x 339 optical pixels
+    ... choose rasters that cover more of the same place/area", sending the user to other
+    rasters. It now names MATCH_PIXEL_SIZE, its units and the optical pixel size; 0.0002
+    (degrees, the 20 m SAR's pixel) runs and matches as on the UTM optical."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    optical, sar = str(tmp_path / "optical_4326.tif"), str(tmp_path / "sar_20m.tif")
+    gdal.Warp(optical, str(synthetic_pair.optical), dstSRS="EPSG:4326")
+    gdal.Warp(sar, str(synthetic_pair.sar), xRes=20, yRes=20, resampleAlg="average")
+    params = {**_params(synthetic_pair, twin_model), "OPTICAL": optical, "SAR": sar,
+              "MIN_DISTANCE": 12, "BORDER": 100}  # fmt: skip
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("sarmatcher:computecorrespondence", {**params, "MATCH_PIXEL_SIZE": 20.0})
+    text = str(err.value)
+    assert text.startswith("MATCH_PIXEL_SIZE 20 makes one search region 96 x 96 matching-grid "
+                           "pixels of 196282 optical px"), text  # fmt: skip
+    assert (
+        "optical map units (degrees: the optical CRS is geographic); the optical pixel is "
+        "0.0001019: give a smaller one, at most 0.0003598 here, or 0 (automatic)" in text
+    ), text
+    assert "cover more of the same place" not in text
+    layer = processing.run(
+        "sarmatcher:computecorrespondence", {**params, "MATCH_PIXEL_SIZE": 0.0002}
+    )["MATCHES"]
+    assert layer.featureCount() >= 50
+
+
+def test_the_fix_a_complex_sar_is_refused_with_gives_a_matchable_sar(
+    provider, synthetic_pair, twin_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A geocoded complex SAR (amplitude x random phase, CFloat32) is refused; the error said
+    "take the amplitude ... with a GDAL VRT using the 'mod' pixel function", and the plain
+    VRT that does (no SourceTransferType) reads the complex source as Float32, its real part:
+    matched, 0 of 72 matches within 1 px of the truth (median error 14.4 px), against 46 of
+    72 for the amplitude itself. The error now gives a command; run as given, it matches."""
+    import re
+    import shlex
+
+    import processing
+    from osgeo import gdal
+    from osgeo_utils import gdal_calc
+    from qgis.core import QgsProcessingException
+
+    ds = gdal.Open(str(synthetic_pair.sar))
+    amplitude = 10 ** (ds.ReadAsArray() / 20.0)  # the pair's dB-like values, as amplitude
+    phase = np.exp(1j * np.random.default_rng(0).uniform(0, 2 * np.pi, amplitude.shape))
+    slc = gdal.GetDriverByName("GTiff").Create(
+        str(tmp_path / "slc.tif"), ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_CFloat32
+    )
+    slc.SetGeoTransform(ds.GetGeoTransform())
+    slc.SetProjection(ds.GetProjection())
+    slc.GetRasterBand(1).WriteArray((amplitude * phase).astype(np.complex64))
+    slc = None
+    params = {**_params(synthetic_pair, twin_model), "SAR": str(tmp_path / "slc.tif")}
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("sarmatcher:computecorrespondence", params)
+    command = re.search(r"`(gdal_calc\.py [^`]+)`", str(err.value))
+    assert command, str(err.value)
+    monkeypatch.chdir(tmp_path)
+    gdal_calc.main([*shlex.split(command.group(1)), "--quiet"])
+    layer = processing.run(
+        "sarmatcher:computecorrespondence", {**params, "SAR": str(tmp_path / "amplitude.tif")}
+    )["MATCHES"]
+    feats = [f for f in layer.getFeatures() if f["status"] == "ok"]
+    found = np.array([[f["opt_x_px"] + f["dx_px"], f["opt_y_px"] + f["dy_px"]] for f in feats])
+    truth = np.array([[f["opt_x_px"], f["opt_y_px"]] for f in feats]) + SHIFT_PX
+    within = (np.linalg.norm(found - truth, axis=1) < 1.0).mean()
+    assert len(feats) >= 50 and within > 0.5, (len(feats), within)
+
+
+def test_a_keypoint_layer_with_lines_names_the_feature_and_the_fix(
+    provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """A GeoPackage layer of mixed geometries (a point, then a line), or a line layer, given as
+    KEYPOINTS: the error was "KEYPOINTS must be a point layer", for a layer QGIS lists as a
+    point-capable one (GeometryCollection); it now names the feature, its type and the fix.
+    The layer's points alone (an OGR geometry-type filter) are matched."""
+    import processing
+    from osgeo import ogr, osr
+    from qgis.core import QgsProcessingException
+
+    from tests.processing import OPT_GT
+    from tests.qgis_helpers import memory_layer
+
+    x, y = OPT_GT[0] + 1005, OPT_GT[3] - 1205  # optical px (100.5, 120.5)
+    line = f"LINESTRING({x} {y}, {x + 1000} {y - 1000})"
+    path = str(tmp_path / "mixed.gpkg")
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(EPSG)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    layer = ds.CreateLayer("mixed", srs, ogr.wkbUnknown)
+    for wkt in (f"POINT({x} {y})", line):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    ds = layer = None
+    for keypoints, fid in ((path, 2), (memory_layer("LineString", f"EPSG:{EPSG}", [line]), 1)):
+        with pytest.raises(QgsProcessingException) as err:
+            processing.run("sarmatcher:computecorrespondence",
+                           _params(synthetic_pair, twin_model, KEYPOINTS=keypoints))  # fmt: skip
+        text = str(err.value)
+        assert text.startswith(
+            f"KEYPOINTS must be a point layer: feature {fid} is a LineString;"
+        ), text
+        assert "geometry_type($geometry) = 'Point'" in text, text
+    out = processing.run(
+        "sarmatcher:computecorrespondence",
+        _params(synthetic_pair, twin_model, KEYPOINTS=f"{path}|geometrytype=Point"),
+    )["MATCHES"]
+    assert [(f["opt_x_px"], f["opt_y_px"]) for f in out.getFeatures()] == [(100.5, 120.5)]
+
+
+@pytest.mark.parametrize("alg", ["detectkeypoints", "computecorrespondence"])
+def test_an_output_into_the_input_geopackage_is_refused(
+    alg, provider, synthetic_pair, twin_model, tmp_path: Path
+) -> None:
+    """The optical raster in optical.gpkg and the output layer given as optical.gpkg: QGIS
+    writes a GeoPackage output anew, and the input raster was deleted with no word (the file
+    then held the point layer alone, 0 rasters). Refused before any work; a table added to
+    that GeoPackage (an ogr: URI) keeps the raster."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    gpkg = str(tmp_path / "optical.gpkg")
+    gdal.Translate(gpkg, str(synthetic_pair.optical), format="GPKG")
+    if alg == "detectkeypoints":
+        params = {"INPUT": gpkg, "MIN_DISTANCE": 24, "BORDER": 56}
+        key, name = "OUTPUT", "INPUT"
+    else:
+        params = {**_params(synthetic_pair, twin_model), "OPTICAL": gpkg}
+        key, name = "MATCHES", "OPTICAL"
+    with pytest.raises(
+        QgsProcessingException,
+        match=rf"{key}: optical\.gpkg is also the {name} input raster, which writing it "
+        "would replace",
+    ):
+        processing.run(f"sarmatcher:{alg}", {**params, key: gpkg})
+    assert gdal.Open(gpkg).RasterCount == 1
+    processing.run(f"sarmatcher:{alg}", {**params, key: f"ogr:dbname='{gpkg}' table=\"kp\" (geom)"})
+    ds = gdal.OpenEx(gpkg)
+    assert (ds.RasterCount, ds.GetLayerCount()) == (1, 1)

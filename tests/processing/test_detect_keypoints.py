@@ -175,6 +175,34 @@ def test_invalid_and_misplaced_masks(provider, tmp_path: Path) -> None:
     assert xs and max(xs) < 128, xs
 
 
+def test_lines_and_points_are_no_mask(provider, tmp_path: Path) -> None:
+    """A line or point layer given as MASK (QGIS 3.22's processing.run does not check the
+    geometry type): the lines were burnt in as mask pixels and the run found "no keypoints
+    inside MASK: its polygons cover no textured part" with no polygon at all. Lines and
+    points are no mask, as those makeValid leaves already were: "MASK has no polygons"; a
+    collection keeps its polygons."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from tests.qgis_helpers import memory_layer
+
+    path, _ = _squares_raster(tmp_path)
+    x0, y0 = OPT_GT[0], OPT_GT[3]
+    params = {"INPUT": str(path), "MIN_DISTANCE": 12, "BORDER": 8, "OUTPUT": "memory:"}
+    diagonal = f"LINESTRING({x0 + 1500} {y0 - 600}, {x0 + 2000} {y0 - 2000})"  # right squares
+    for kind, wkt in (("LineString", diagonal), ("Point", f"POINT({x0 + 1500} {y0 - 600})")):
+        mask = memory_layer(kind, f"EPSG:{EPSG}", [wkt])
+        with pytest.raises(QgsProcessingException, match="MASK has no polygons"):
+            processing.run("sarmatcher:detectkeypoints", {**params, "MASK": mask})
+    x1, y1 = x0 + 1280, y0 - 2560  # the left half
+    left = f"POLYGON(({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"
+    mask = memory_layer("GeometryCollection", f"EPSG:{EPSG}",
+                        [f"GEOMETRYCOLLECTION({left}, {diagonal})"])  # fmt: skip
+    out = processing.run("sarmatcher:detectkeypoints", {**params, "MASK": mask})["OUTPUT"]
+    xs = [f["x_px"] for f in out.getFeatures()]
+    assert len(xs) == 8 and max(xs) < 128, xs  # the corners of the two left squares
+
+
 def test_extent_in_another_crs_is_applied_exactly(provider, tmp_path: Path) -> None:
     """An extent in EPSG:32632 over this EPSG:32633 raster is rotated by 3.6 degrees in the
     raster's grid: only its bounding box was applied, and 12 of 103 keypoints lay outside it."""

@@ -420,6 +420,36 @@ def test_an_output_named_like_an_input_or_another_output_is_refused(
     assert not out.exists()
 
 
+def test_an_output_over_the_geopackage_of_the_inputs_is_refused(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """Optical and SAR as two raster tables of one GeoPackage (layers GPKG:both.gpkg:opt and
+    :sar) and OUTPUT both.gpkg: the inputs' names are GDAL connection strings, not file
+    paths, so the check of OUTPUT against them passed, and the registered raster replaced the
+    GeoPackage: both input tables lost. Refused before any work."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException, QgsProject, QgsRasterLayer
+
+    gpkg = str(tmp_path / "both.gpkg")
+    gdal.Translate(gpkg, str(synthetic_pair.optical), format="GPKG",
+                   creationOptions=["RASTER_TABLE=opt"])  # fmt: skip
+    gdal.Warp(gpkg, str(synthetic_pair.sar), format="GPKG",
+              creationOptions=["RASTER_TABLE=sar", "APPEND_SUBDATASET=YES"])  # fmt: skip
+    project = QgsProject.instance()  # owned by the project (see test_algorithms_review)
+    layers = [project.addMapLayer(QgsRasterLayer(f"GPKG:{gpkg}:{t}", t)) for t in ("opt", "sar")]
+    params = _params(synthetic_pair, twin_model, tmp_path / "out", OPTICAL=layers[0].id(),
+                     SAR=layers[1].id(), OUTPUT=gpkg)  # fmt: skip
+    try:
+        with pytest.raises(QgsProcessingException, match=r"OUTPUT: both\.gpkg is also the SAR "
+                           "input raster, which writing it would replace"):  # fmt: skip
+            processing.run("sarmatcher:registersartooptical", params)
+    finally:
+        for layer in layers:
+            project.removeMapLayer(layer.id())
+    assert len(gdal.Open(gpkg).GetSubDatasets()) == 2
+
+
 def test_a_pixel_size_beyond_the_optical_raster_is_refused_up_front(
     provider, synthetic_pair, twin_model, tmp_path
 ) -> None:
