@@ -481,9 +481,10 @@ class Trainer:
         is_best = math.isfinite(acc) and acc >= self.best_acc
         if is_best:
             self.best_acc = acc
-        self.save(self.out / LAST)
-        if is_best:
+            # best first: a run killed between the two saves keeps its new best epoch (the
+            # last checkpoint of the previous epoch still resumes, one epoch earlier)
             self.save(self.out / BEST)
+        self.save(self.out / LAST)
         _write_logs(self.out, self.history, self.cfg.run.tensorboard)
         log.info(
             "epoch %d: %s", int(row["epoch"]), ", ".join(f"{k}={v:.4g}" for k, v in row.items())

@@ -167,3 +167,29 @@ def test_resume_on_another_world_size_warns(data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="training.loop"):
         Trainer(tiny_config(), data, tmp_path).fit(resume=True, max_epochs=1)
     assert "trained on 2 rank(s), resumed on 1" in caplog.text
+
+
+def test_a_kill_between_the_two_end_of_epoch_saves_keeps_the_new_best(data, tmp_path, monkeypatch):
+    """The last checkpoint was written before the best: a kill between the two lost the best
+    epoch (checkpoint_best.pt stayed the previous epoch's, or was missing after epoch 1)."""
+    import training.loop as loop
+
+    trainer = Trainer(tiny_config(), data, tmp_path)
+    real_save = loop.save_checkpoint
+    written: list[str] = []
+
+    def save_then_die(payload: dict, path) -> str:
+        if written:  # the second save of the epoch
+            raise KilledError
+        written.append(path.name)
+        return real_save(payload, path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KilledError):
+        trainer.fit(max_epochs=1)
+    assert written == [BEST]
+    best = load_checkpoint(tmp_path / BEST)
+    assert (best["epoch"], best["global_step"]) == (1, trainer.steps_per_epoch)
+    assert best["best_acc"] == trainer.best_acc and best["best_acc"] >= 0
+    assert not (tmp_path / LAST).exists()
+    assert not list(tmp_path.glob("*.tmp"))
