@@ -107,7 +107,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     import torch
 
     from sar_optical_matcher.core.preprocessing import PreprocessSpec
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import load_checkpoint, load_weights
     from training.data import build_datasets
     from training.evaluate import matching_accuracy
     from training.loop import build_matcher
@@ -115,14 +115,12 @@ def _evaluate(args: argparse.Namespace) -> dict:
     state = load_checkpoint(args.checkpoint)
     cfg = _config(args, state["config"])
     matcher = build_matcher(cfg)
-    try:
-        matcher.load_state_dict(state["model"])
-    except RuntimeError as exc:  # torch's wall of "size mismatch for ..." lines
-        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
-        raise ValueError(
-            f"the --config model does not fit {args.checkpoint} ({first[0].strip()}); "
-            "leave --config out to use the checkpoint's own config"
-        ) from None
+    fix = (
+        "leave --config out to use the checkpoint's own config"
+        if args.config
+        else "evaluate it with the code version that trained it"
+    )
+    load_weights(matcher, state["model"], args.checkpoint, fix)
     specs = (PreprocessSpec(**state["specs"]["sar"]), PreprocessSpec(**state["specs"]["optical"]))
     data = build_datasets(cfg.data, cfg.seed, cache_dir=Path(args.checkpoint).parent)
     split = getattr(data, args.split)

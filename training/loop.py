@@ -35,7 +35,13 @@ from torch import nn
 from tqdm import tqdm
 
 from training import losses
-from training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
+from training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+)
 from training.config import AugmentConfig, TrainConfig, config_hash, config_to_dict, save_config
 from training.data import (
     Batch,
@@ -559,7 +565,12 @@ class Trainer:
                 state.get("world_size", 1),
                 self.world,
             )
-        self.matcher.load_state_dict(state["model"])
+        load_weights(
+            self.matcher,
+            state["model"],
+            path,
+            "resume with the code version that wrote it, or train into a new --out",
+        )
         self.opt.load_state_dict(state["opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.sched.load_state_dict(state["sched"])

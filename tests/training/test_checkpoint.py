@@ -193,3 +193,21 @@ def test_a_kill_between_the_two_end_of_epoch_saves_keeps_the_new_best(data, tmp_
     assert best["best_acc"] == trainer.best_acc and best["best_acc"] >= 0
     assert not (tmp_path / LAST).exists()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_of_weights_this_code_cannot_load_names_them_in_one_line(data, tmp_path):
+    """Weights of another code version under the same config failed deep in torch's
+    load_state_dict, one line per key; the message is the one export gives."""
+    Trainer(tiny_config(), data, tmp_path).fit(max_epochs=1)
+    state = load_checkpoint(tmp_path / LAST)
+    model = dict(state["model"])
+    first = next(iter(model))
+    model["optical.encoder.extra"] = model.pop(first)
+    save_checkpoint(dict(state, model=model), tmp_path / LAST)
+    with pytest.raises(CheckpointError) as err:
+        Trainer(tiny_config(), data, tmp_path).fit(resume=True)
+    assert str(err.value) == (
+        f"the weights in {tmp_path / LAST} do not fit the model built here (1 missing key(s): "
+        f"{first}; 1 unexpected key(s): optical.encoder.extra); resume with the code version "
+        "that wrote it, or train into a new --out"
+    )
