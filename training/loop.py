@@ -552,9 +552,13 @@ class Trainer:
         """Restore a checkpoint of the same configuration."""
         state = load_checkpoint(path, map_location=self.device)
         if state["config_hash"] != self.hash:
+            diffs = config_diffs(state["config"], config_to_dict(self.cfg))
+            own = self.out / "config.yaml"
+            use = f"--config {own}" if own.is_file() else "the config it was trained with"
             raise CheckpointError(
-                f"{path} was trained with config hash {state['config_hash'][:12]}, the current "
-                f"config has {self.hash[:12]}; resume with the same config (or a new --out)"
+                f"{path} was trained under another config (hash {state['config_hash'][:12]}, "
+                f"now {self.hash[:12]}): {'; '.join(diffs) or 'a key this code hashes anew'}; "
+                f"resume with the run's own config ({use}), or train into a new --out"
             )
         self._check_same_data(state, path)
         if int(state.get("world_size", 1)) != self.world and self.rank == 0:
@@ -580,6 +584,34 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.history, self.best_acc = list(state["history"]), float(state["best_acc"])
         self._resumed_from = self.batch_in_epoch
+
+
+def config_diffs(old: dict[str, Any], new: dict[str, Any], width: int = 60) -> list[str]:
+    """``"section.key old -> new"`` for each key the weights depend on that differs.
+
+    The ``run`` section (device, threads, output) is left out, as the config hash leaves it
+    out; a key one side lacks shows as ``(absent)``. Long values are cut to ``width`` chars.
+    """
+
+    def shown(v: Any) -> str:
+        text = "(absent)" if v is _ABSENT else repr(v)
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    out = []
+    for section in sorted((set(old) | set(new)) - {"run"}):
+        a, b = old.get(section, _ABSENT), new.get(section, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            pairs = [
+                (f"{section}.{k}", a.get(k, _ABSENT), b.get(k, _ABSENT))
+                for k in sorted(set(a) | set(b))
+            ]
+        else:
+            pairs = [(section, a, b)]
+        out += [f"{key} {shown(x)} -> {shown(y)}" for key, x, y in pairs if x != y]
+    return out
+
+
+_ABSENT = object()
 
 
 def _same_specs(saved: dict[str, Any], now: dict[str, Any]) -> bool:

@@ -131,10 +131,23 @@ def test_a_fresh_run_in_a_folder_with_another_run_is_refused(data, tmp_path):
 
 
 def test_resume_with_another_config_is_refused(data, tmp_path):
+    """The refusal gave two hashes only: which key differed, and which config to use, was
+    left to guess."""
+    from training.config import load_config
+
     Trainer(tiny_config(), data, tmp_path).fit(max_epochs=1)
-    other = Trainer(tiny_config(loss={"margin": 0.5}), data, tmp_path)
-    with pytest.raises(CheckpointError, match="config hash"):
-        other.fit(resume=True)
+    other = tiny_config(loss={"margin": 0.5}, optim={"lr_max": 0.01}, run={"num_threads": 2})
+    with pytest.raises(CheckpointError) as err:
+        Trainer(other, data, tmp_path).fit(resume=True)
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / LAST} was trained under another config (hash ")
+    assert (
+        "): loss.margin 1.0 -> 0.5; optim.lr_max 0.003 -> 0.01; resume with the run's own " in msg
+    )
+    assert msg.endswith(f"config (--config {tmp_path / 'config.yaml'}), or train into a new --out")
+    assert "num_threads" not in msg  # run settings do not change the weights: not refused
+    history = Trainer(load_config(tmp_path / "config.yaml"), data, tmp_path).fit(resume=True)
+    assert [r["epoch"] for r in history] == [1.0, 2.0]  # the suggested config resumes
 
 
 def test_resume_on_other_data_is_refused(data, tmp_path):
