@@ -784,8 +784,11 @@ def build_datasets(
             {"sar": sar_spec.to_dict(), "optical": opt_spec.to_dict(), "sources": names}
         )
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # DDP ranks may race
-        np.savez(tmp, meta=np.array(meta), **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
+        try:
+            np.savez(tmp, meta=np.array(meta), **{k: np.asarray(v) for k, v in arrays.items()})
+            os.replace(tmp, path)
+        finally:  # an interrupted write leaves no half-written cache behind
+            tmp.unlink(missing_ok=True)
     return data
 
 

@@ -202,6 +202,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.best_acc = -math.inf
         self.last_lr = float("nan")
+        #: set by :func:`sigterm_handler`: stop at the next step boundary, saved
+        self.stop_requested = False
 
     # -- one step -------------------------------------------------------------------------
     def _plan(self, epoch: int) -> list[BatchPlan]:
@@ -382,7 +384,20 @@ class Trainer:
                 LAST,
             )
         end = min(self.cfg.optim.epochs, max_epochs or self.cfg.optim.epochs)
+        if self.world == 1:  # under DDP a stop would have to be agreed by every rank
+            _ACTIVE.append(self)
+        try:
+            return self._fit_epochs(end, on_step)
+        finally:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+
+    def _fit_epochs(
+        self, end: int, on_step: Callable[[Trainer], None] | None
+    ) -> list[dict[str, float]]:
         while self.epoch < end:
+            if self.stop_requested:  # the epoch just ended was saved
+                raise KeyboardInterrupt
             sums = self._run_epoch(on_step)
             row = {"epoch": float(self.epoch + 1), "lr": self.last_lr}
             row.update({f"train_{k}": v for k, v in sums.items()})
@@ -421,6 +436,10 @@ class Trainer:
                 self.save(self.out / LAST)
             if on_step is not None:
                 on_step(self)
+            if self.stop_requested and b + 1 < len(plan):  # the epoch's last step: saved below
+                bar.close()
+                self.save(self.out / LAST)
+                raise KeyboardInterrupt
         bar.close()
         if self.world > 1:
             dist.all_reduce(sums)
@@ -621,6 +640,26 @@ def _same_specs(saved: dict[str, Any], now: dict[str, Any]) -> bool:
         else math.isclose(float(saved[k]), float(now[k]), rel_tol=1e-6)
         for k in now
     )
+
+
+#: The trainer of this process while it trains (single process only), for the SIGTERM handler.
+_ACTIVE: list[Trainer] = []
+
+
+def sigterm_handler(signum: int, frame: Any) -> None:
+    """SIGTERM (e.g. a batch scheduler's or ``kill``'s) as a clean stop, like Ctrl-C.
+
+    While a trainer runs its steps, it is asked to stop at the next step boundary, where it
+    saves ``checkpoint_last.pt`` (a state exact resume can continue) and raises
+    ``KeyboardInterrupt``; elsewhere (or at a second SIGTERM) ``KeyboardInterrupt`` is raised
+    at once, and the atomic writes delete their temporary files.
+    """
+    pending = [t for t in _ACTIVE if not t.stop_requested]
+    if not pending:
+        raise KeyboardInterrupt
+    for trainer in pending:
+        trainer.stop_requested = True
+    log.warning("SIGTERM: stopping after this step, saving %s", pending[0].out / LAST)
 
 
 def run_training(

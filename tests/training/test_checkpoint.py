@@ -224,3 +224,98 @@ def test_resume_of_weights_this_code_cannot_load_names_them_in_one_line(data, tm
         f"{first}; 1 unexpected key(s): optical.encoder.extra); resume with the code version "
         "that wrote it, or train into a new --out"
     )
+
+
+@pytest.fixture
+def sigterm_stops_training():
+    """The trainer's SIGTERM handler, installed for one test (as ``python -m training train``)."""
+    import signal
+
+    from training.loop import sigterm_handler
+
+    previous = signal.signal(signal.SIGTERM, sigterm_handler)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_at(step: int):
+    import os
+    import signal
+
+    def hook(tr: Trainer) -> None:
+        if tr.global_step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
+
+
+def test_sigterm_saves_at_the_step_boundary_and_resumes_exactly(
+    data, straight, tmp_path, sigterm_stops_training
+):
+    """SIGTERM (a scheduler's or `kill`'s) killed the run where it stood: the steps since the
+    last checkpoint were lost, and a write under way could be cut short."""
+    victim = Trainer(tiny_config(), data, tmp_path)
+    stop_at = victim.steps_per_epoch + 1  # in epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        victim.fit(on_step=_sigterm_at(stop_at))
+    saved = load_checkpoint(tmp_path / LAST)
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["global_step"]) == (1, 1, stop_at)
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+    resumed = Trainer(tiny_config(), data, tmp_path)
+    steps: list[int] = []
+    resumed.fit(resume=True, on_step=lambda tr: steps.append(tr.global_step))
+    assert steps == list(range(stop_at + 1, 2 * victim.steps_per_epoch + 1))
+    _assert_same_weights(resumed.matcher.state_dict(), straight[1])
+    # on an epoch's last step: the epoch ends (validated, saved), then the run stops
+    other = tmp_path / "other"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(), data, other).fit(on_step=_sigterm_at(victim.steps_per_epoch))
+    saved = load_checkpoint(other / LAST)
+    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 0) and len(saved["history"]) == 1
+
+
+def test_cli_sigterm_exits_130_and_suggests_resume_only_with_a_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    """The message offered --resume also where no checkpoint had been written yet; SIGTERM
+    ended the process without a word (and could leave patches_*.tmp.npz behind)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    import numpy as np
+
+    from training.cli import main
+
+    tiny = str(Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny.yaml")
+    real_savez = np.savez
+
+    def savez_then_sigterm(path, *args, **kwargs):  # killed while the patch cache is written
+        real_savez(path, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(np, "savez", savez_then_sigterm)
+    early = tmp_path / "early"
+    assert main(["train", "--config", tiny, "--out", str(early)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; no {early / LAST} was written, so there is nothing to resume" in err
+    assert "--resume" not in err
+    assert sorted(p.name for p in early.iterdir()) == []  # no half-written cache
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
+    monkeypatch.setattr(np, "savez", real_savez)
+    monkeypatch.setattr(Trainer, "fit", _fit_with_sigterm_at_step(3))
+    late = tmp_path / "late"
+    assert main(["train", "--config", tiny, "--out", str(late)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; {late / LAST} was saved after step 3 (1 epoch(s) done): continue " in err
+    assert load_checkpoint(late / LAST)["global_step"] == 3
+    assert not [p.name for p in late.iterdir() if ".tmp" in p.name]
+
+
+def _fit_with_sigterm_at_step(step: int):
+    real_fit = Trainer.fit
+
+    def fit(self: Trainer, resume: bool = False, max_epochs=None, on_step=None):
+        return real_fit(self, resume, max_epochs, _sigterm_at(step))
+
+    return fit
