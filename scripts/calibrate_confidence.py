@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         "--data",
         action="append",
         default=[],
-        help="calibration data, as scripts/evaluate.py --data (repeatable)",
+        help="calibration data, as scripts/evaluate.py --data, e.g. 3mos:ROOT:SCENE,... or "
+        "sen12:DIR:ROIs1158_spring_1,... (repeatable)",
     )
     p.add_argument(
         "--training-tiles",

@@ -5,6 +5,7 @@ Examples::
     python scripts/evaluate.py --data 3mos:../shared/data/3mos:SEN_city,GF3_plain --out build/eval
     python scripts/evaluate.py --model m.onnx --data synthetic:8 --methods learned,cfog,ncc
     python scripts/evaluate.py --data gdal:opt.tif,sar.tif --samples-per-pair 50
+    python scripts/evaluate.py --data sen12:../shared/data/sen12:ROIs1158_spring_1,ROIs2017_winter
 
 A ``gdal`` pair's truth is its georeference (the SAR resampled onto the optical's matching
 grid): for a pair whose SAR is known to be off by a constant shift, give that shift with
@@ -69,15 +70,16 @@ def load_records(spec: str, seed: int) -> list[Any]:
             ) from None
         return sources.load_synthetic(count, side, seed + SYNTHETIC_SEED_OFFSET)
     if kind == "sen12":
-        return sources.load_sen12(rest)
+        root, _, scenes = rest.partition(":")
+        return sources.load_sen12(root, scenes=_split(scenes))
     if kind == "gdal":
         paths = _split(rest)
         if paths is None or len(paths) != 2:
             raise ValueError(f"--data gdal needs OPTICAL.tif,SAR.tif, got {rest!r}")
         return [sources.load_gdal_pair(paths[0], paths[1])]
     raise ValueError(
-        f"unknown --data kind {kind!r}; use 3mos:ROOT[:SCENES], synthetic:N[:SIZE], sen12:DIR "
-        "or gdal:OPTICAL.tif,SAR.tif"
+        f"unknown --data kind {kind!r}; use 3mos:ROOT[:SCENES], synthetic:N[:SIZE], "
+        "sen12:DIR[:SCENES] or gdal:OPTICAL.tif,SAR.tif"
     )
 
 
@@ -93,7 +95,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--data",
         action="append",
         required=True,
-        help="3mos:ROOT[:SCENE,...] | synthetic:N[:SIZE] | sen12:DIR | gdal:OPT.tif,SAR.tif "
+        help="3mos:ROOT[:SCENE,...] | synthetic:N[:SIZE] | sen12:DIR[:SCENE,...] (scene keys "
+        "like ROIs1158_spring_1 or season folders like ROIs1158_spring) | gdal:OPT.tif,SAR.tif "
         "(repeatable)",
     )
     p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods")

@@ -14,10 +14,12 @@ import hashlib
 import io
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 MAGIC = b"SOMCKPT1"
 
@@ -77,6 +79,62 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "checkpoint_best.pt or retrain"
         )
     return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
+def load_error_line(
+    path: str | Path, expected: Mapping[str, Any], saved: Mapping[str, Any], fix: str, k: int = 3
+) -> str | None:
+    """One line naming how a checkpoint's weights differ from the model built here, or None.
+
+    Args:
+        path: the checkpoint file (named in the line).
+        expected: the state dict of the model this code builds (key -> tensor).
+        saved: the checkpoint's ``model`` state dict.
+        fix: what to do instead, appended after a semicolon.
+        k: keys shown per kind of difference (the count of the others follows).
+
+    Returns:
+        ``None`` when every key and shape matches; else the missing and unexpected keys and
+        the shape mismatches (checkpoint vs this code's model), the first ``k`` of each.
+    """
+
+    def first(items: list[str]) -> str:
+        return ", ".join(items[:k]) + (f" and {len(items) - k} more" if len(items) > k else "")
+
+    def shape(v: Any) -> tuple[int, ...] | None:
+        return tuple(v.shape) if hasattr(v, "shape") else None
+
+    missing = [n for n in expected if n not in saved]
+    unexpected = [n for n in saved if n not in expected]
+    sizes = [
+        f"{n} {list(shape(saved[n]) or ())} in the checkpoint vs {list(shape(v) or ())} here"
+        for n, v in expected.items()
+        if n in saved and shape(saved[n]) != shape(v)
+    ]
+    parts = [
+        f"{what} {first(items)}"
+        for what, items in (
+            (f"{len(missing)} missing key(s):", missing),
+            (f"{len(unexpected)} unexpected key(s):", unexpected),
+            (f"{len(sizes)} shape mismatch(es):", sizes),
+        )
+        if items
+    ]
+    if not parts:
+        return None
+    return f"the weights in {path} do not fit the model built here ({'; '.join(parts)}); {fix}"
+
+
+def load_weights(module: nn.Module, saved: Mapping[str, Any], path: str | Path, fix: str) -> None:
+    """``module.load_state_dict(saved)``, or a :class:`CheckpointError` of :func:`load_error_line`.
+
+    torch's own error is a wall of lines (one per key) with a traceback; this names the file
+    and the first differences in one line.
+    """
+    line = load_error_line(path, module.state_dict(), saved, fix)
+    if line is not None:
+        raise CheckpointError(line)
+    module.load_state_dict(dict(saved))
 
 
 def rng_state() -> dict[str, Any]:

@@ -18,8 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from training.config import TrainConfig, apply_overrides, config_from_dict, load_config
 
@@ -107,7 +110,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     import torch
 
     from sar_optical_matcher.core.preprocessing import PreprocessSpec
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import load_checkpoint, load_weights
     from training.data import build_datasets
     from training.evaluate import matching_accuracy
     from training.loop import build_matcher
@@ -115,14 +118,12 @@ def _evaluate(args: argparse.Namespace) -> dict:
     state = load_checkpoint(args.checkpoint)
     cfg = _config(args, state["config"])
     matcher = build_matcher(cfg)
-    try:
-        matcher.load_state_dict(state["model"])
-    except RuntimeError as exc:  # torch's wall of "size mismatch for ..." lines
-        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
-        raise ValueError(
-            f"the --config model does not fit {args.checkpoint} ({first[0].strip()}); "
-            "leave --config out to use the checkpoint's own config"
-        ) from None
+    fix = (
+        "leave --config out to use the checkpoint's own config"
+        if args.config
+        else "evaluate it with the code version that trained it"
+    )
+    load_weights(matcher, state["model"], args.checkpoint, fix)
     specs = (PreprocessSpec(**state["specs"]["sar"]), PreprocessSpec(**state["specs"]["optical"]))
     data = build_datasets(cfg.data, cfg.seed, cache_dir=Path(args.checkpoint).parent)
     split = getattr(data, args.split)
@@ -148,11 +149,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    out: Path | None = None
+    previous = _on_sigterm(args.command == "train")
     try:
         if args.command == "train":
             from training.loop import run_training
 
-            history = run_training(_config(args), resume=args.resume)
+            cfg = _config(args)
+            out = Path(cfg.run.out_dir)
+            history = run_training(cfg, resume=args.resume)
             print(json.dumps(history[-1] if history else {}, indent=1))
         elif args.command == "lr-find":
             from training.data import build_datasets
@@ -195,10 +200,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = " (continue with --resume)" if args.command == "train" else ""
-        print(f"interrupted{resume}", file=sys.stderr)
+        print(f"interrupted{_resume_hint(out)}", file=sys.stderr)
         return 130
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _on_sigterm(train: bool) -> Any:
+    """For ``train``: SIGTERM stops as Ctrl-C does (``loop.sigterm_handler``); the old handler.
+
+    None where nothing was installed (another command, or not the main thread).
+    """
+    if not train or threading.current_thread() is not threading.main_thread():
+        return None
+    from training.loop import sigterm_handler
+
+    return signal.signal(signal.SIGTERM, sigterm_handler)
+
+
+def _resume_hint(out: Path | None) -> str:
+    """What an interrupted ``train`` can do next: resume only where a checkpoint is."""
+    if out is None:
+        return ""
+    from training.checkpoint import CheckpointError, load_checkpoint
+    from training.loop import LAST
+
+    try:
+        state = load_checkpoint(out / LAST)
+    except CheckpointError:
+        return f"; no {out / LAST} was written, so there is nothing to resume: train again"
+    return (
+        f"; {out / LAST} was saved after step {int(state['global_step'])} "
+        f"({int(state['epoch'])} epoch(s) done): continue with --resume (and the same --config "
+        "and --out)"
+    )

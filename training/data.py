@@ -102,10 +102,7 @@ def _centres(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) -> l
     if (h, w) == (s, s):
         return [(s // 2, s // 2)]
     if h < s or w < s:
-        log.warning(
-            "%s: %dx%d is smaller than the %d px search region; skipped", record.name, w, h, s
-        )
-        return []
+        return []  # named by build_patch_set with the other records that yield no pair
     xy = detect_keypoints(
         record.optical, cfg.max_keypoints_per_scene, cfg.min_distance_px, s // 2, record.valid
     )
@@ -117,11 +114,33 @@ def _centres(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) -> l
     return out
 
 
+def _no_pair_reason(record: PairRecord, cfg: DataConfig, n_centres: int) -> str:
+    """Why ``record`` yields no patch pair, given that ``n_centres`` cuts were tried."""
+    h, w = record.sar.shape
+    s = cfg.search_size_px
+    if h < s or w < s:
+        return f"{w}x{h} px is smaller than the {s} px search region (data.search_size_px)"
+    if n_centres == 0:
+        return (
+            f"{w}x{h} px: no Harris corner {s // 2} px or more from its border, and "
+            f"data.random_crops_per_scene is {cfg.random_crops_per_scene}"
+        )
+    return f"each of its {n_centres} cut(s) is more than half nodata"
+
+
 def cut_record(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) -> PatchSet:
     """Cut and stretch the patch pairs of one record (see module docstring)."""
+    return _cut(record, cfg, rng)[0]
+
+
+def _cut(
+    record: PairRecord, cfg: DataConfig, rng: np.random.Generator
+) -> tuple[PatchSet, str | None]:
+    """:func:`cut_record` and, when it yields no pair, why not."""
     s, t = cfg.search_size_px, cfg.template_size_px
     sar_list, opt_list, region_list, names = [], [], [], []
-    for cx, cy in _centres(record, cfg, rng):
+    centres = _centres(record, cfg, rng)
+    for cx, cy in centres:
         x0, y0 = cx - s // 2, cy - s // 2
         win = (slice(y0, y0 + s), slice(x0, x0 + s))
         valid = None if record.valid is None else record.valid[win]
@@ -139,7 +158,8 @@ def cut_record(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) ->
         names.append(f"{record.name}@{cx},{cy}")
     n = len(names)
     offset = np.tile(np.asarray(record.offset_xy_px, dtype=np.float64), (n, 1)).reshape(n, 2)
-    return PatchSet(
+    reason = None if n else _no_pair_reason(record, cfg, len(centres))
+    patches = PatchSet(
         np.asarray(sar_list, dtype=np.float32).reshape(n, s, s),
         np.asarray(opt_list, dtype=np.float32).reshape(n, t, t),
         offset + (s - t) // 2,
@@ -149,6 +169,7 @@ def cut_record(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) ->
         offset,
         np.full(n, record.repeat, dtype=np.int64),
     )
+    return patches, reason
 
 
 def draw_windows(offsets: np.ndarray, span: int, rng: np.random.Generator) -> np.ndarray:
@@ -215,8 +236,36 @@ def repeat_pairs(ps: PatchSet, k: int) -> PatchSet:
 def build_patch_set(
     records: list[PairRecord], cfg: DataConfig, rng: np.random.Generator
 ) -> PatchSet:
-    """Cut all records into one :class:`PatchSet` (empty input gives an empty set)."""
-    parts = [cut_record(r, cfg, rng) for r in records]
+    """Cut all records into one :class:`PatchSet` (empty input gives an empty set).
+
+    The records that yield no pair are named in one warning, with why.
+    """
+    return cut_records(records, cfg, rng)[0]
+
+
+def cut_records(
+    records: list[PairRecord], cfg: DataConfig, rng: np.random.Generator
+) -> tuple[PatchSet, list[str]]:
+    """:func:`build_patch_set` and the ``"<record name>: <why>"`` of each record yielding none."""
+    cuts = [_cut(r, cfg, rng) for r in records]
+    skipped = [f"{r.name}: {why}" for r, (_, why) in zip(records, cuts) if why is not None]
+    if skipped:
+        log.warning(
+            "%d of %d records yield no patch pair and are skipped: %s",
+            len(skipped),
+            len(records),
+            _first(skipped),
+        )
+    return _concat([p for p, _ in cuts], cfg), skipped
+
+
+def _first(items: list[str], k: int = 5) -> str:
+    """The first ``k`` items joined, and how many more."""
+    more = f"; ... ({len(items) - k} more)" if len(items) > k else ""
+    return "; ".join(items[:k]) + more
+
+
+def _concat(parts: list[PatchSet], cfg: DataConfig) -> PatchSet:
     s, t = cfg.search_size_px, cfg.template_size_px
     if not parts:
         return PatchSet(
@@ -704,7 +753,9 @@ def build_datasets(
         records = load_records(cfg)
     parts = split_records(records, cfg, seed)
     rng = np.random.default_rng([seed, 11])
-    train, val, test = (build_patch_set(list(p), cfg, rng) for p in parts)
+    (train, skipped), (val, _), (test, _) = (cut_records(list(p), cfg, rng) for p in parts)
+    if len(train) == 0:
+        raise ValueError(_empty_training_message(parts, skipped, cfg))
     if cfg.random_windows:
         val = with_fixed_windows(
             repeat_pairs(val, cfg.val_windows_per_pair), cfg, np.random.default_rng([seed, 13])
@@ -733,9 +784,32 @@ def build_datasets(
             {"sar": sar_spec.to_dict(), "optical": opt_spec.to_dict(), "sources": names}
         )
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # DDP ranks may race
-        np.savez(tmp, meta=np.array(meta), **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
+        try:
+            np.savez(tmp, meta=np.array(meta), **{k: np.asarray(v) for k, v in arrays.items()})
+            os.replace(tmp, path)
+        finally:  # an interrupted write leaves no half-written cache behind
+            tmp.unlink(missing_ok=True)
     return data
+
+
+def _empty_training_message(
+    parts: tuple[list[PairRecord], ...], skipped: list[str], cfg: DataConfig
+) -> str:
+    """Why the training split has no patch pair, and what to change."""
+    if not parts[0]:
+        n = sum(len(p) for p in parts)
+        return (
+            f"the training split has no records: all {n} went to validation/test "
+            f"(data.split_fractions {list(cfg.split_fractions)}, holdout_scenes "
+            f"{list(cfg.holdout_scenes)}, validation_scenes {list(cfg.validation_scenes)}); "
+            "give the training split a share or free some scenes, or add sources"
+        )
+    return (
+        f"the training split has no patch pairs: none of its {len(parts[0])} records yields "
+        f"one ({_first(skipped, 3)}); use records at least data.search_size_px "
+        f"({cfg.search_size_px} px) on a side, set data.random_crops_per_scene > 0 for "
+        "records without corners, or give a smaller data.search_size_px / template_size_px"
+    )
 
 
 def _load_cached(path: Path) -> Datasets:

@@ -13,6 +13,19 @@ from sar_optical_matcher.model.contract import METADATA_KEY, ModelContract
 from training.models import DenseEncoder, Encoder
 
 OPSET = 17
+#: Checkpoint entries an export reads.
+_STATE_KEYS = (
+    "config",
+    "model",
+    "specs",
+    "history",
+    "config_hash",
+    "epoch",
+    "global_step",
+    "best_acc",
+    "sources",
+    "torch_version",
+)
 
 
 class ExportGraph(nn.Module):
@@ -208,14 +221,23 @@ def export_checkpoint(
         (written path, contract as written).
     """
     from sar_optical_matcher.core.preprocessing import PreprocessSpec
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import CheckpointError, load_checkpoint, load_weights
     from training.config import config_from_dict
     from training.loop import build_matcher
 
     state = load_checkpoint(checkpoint)
-    cfg = config_from_dict(state["config"])
-    matcher = build_matcher(cfg)
-    matcher.load_state_dict(state["model"])
+    fix = "export it with the code version that trained it, or retrain"
+    absent = [k for k in _STATE_KEYS if k not in state]
+    if absent:
+        raise CheckpointError(f"{checkpoint} lacks {absent}: not a training checkpoint; {fix}")
+    try:
+        cfg = config_from_dict(state["config"])
+        matcher = build_matcher(cfg)
+    except ValueError as exc:  # a config key or model shape this code does not know
+        raise CheckpointError(
+            f"{checkpoint}: its config does not build a model with this code ({exc}); {fix}"
+        ) from None
+    load_weights(matcher, state["model"], checkpoint, fix)
     history = list(state["history"])
     last = history[-1] if history else {}
     val = {k: _finite_or_none(v) for k, v in last.items() if k.startswith("val_")}

@@ -35,7 +35,13 @@ from torch import nn
 from tqdm import tqdm
 
 from training import losses
-from training.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint
+from training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+)
 from training.config import AugmentConfig, TrainConfig, config_hash, config_to_dict, save_config
 from training.data import (
     Batch,
@@ -196,6 +202,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.best_acc = -math.inf
         self.last_lr = float("nan")
+        #: set by :func:`sigterm_handler`: stop at the next step boundary, saved
+        self.stop_requested = False
 
     # -- one step -------------------------------------------------------------------------
     def _plan(self, epoch: int) -> list[BatchPlan]:
@@ -376,7 +384,20 @@ class Trainer:
                 LAST,
             )
         end = min(self.cfg.optim.epochs, max_epochs or self.cfg.optim.epochs)
+        if self.world == 1:  # under DDP a stop would have to be agreed by every rank
+            _ACTIVE.append(self)
+        try:
+            return self._fit_epochs(end, on_step)
+        finally:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+
+    def _fit_epochs(
+        self, end: int, on_step: Callable[[Trainer], None] | None
+    ) -> list[dict[str, float]]:
         while self.epoch < end:
+            if self.stop_requested:  # the epoch just ended was saved
+                raise KeyboardInterrupt
             sums = self._run_epoch(on_step)
             row = {"epoch": float(self.epoch + 1), "lr": self.last_lr}
             row.update({f"train_{k}": v for k, v in sums.items()})
@@ -415,6 +436,10 @@ class Trainer:
                 self.save(self.out / LAST)
             if on_step is not None:
                 on_step(self)
+            if self.stop_requested and b + 1 < len(plan):  # the epoch's last step: saved below
+                bar.close()
+                self.save(self.out / LAST)
+                raise KeyboardInterrupt
         bar.close()
         if self.world > 1:
             dist.all_reduce(sums)
@@ -481,9 +506,10 @@ class Trainer:
         is_best = math.isfinite(acc) and acc >= self.best_acc
         if is_best:
             self.best_acc = acc
-        self.save(self.out / LAST)
-        if is_best:
+            # best first: a run killed between the two saves keeps its new best epoch (the
+            # last checkpoint of the previous epoch still resumes, one epoch earlier)
             self.save(self.out / BEST)
+        self.save(self.out / LAST)
         _write_logs(self.out, self.history, self.cfg.run.tensorboard)
         log.info(
             "epoch %d: %s", int(row["epoch"]), ", ".join(f"{k}={v:.4g}" for k, v in row.items())
@@ -545,9 +571,13 @@ class Trainer:
         """Restore a checkpoint of the same configuration."""
         state = load_checkpoint(path, map_location=self.device)
         if state["config_hash"] != self.hash:
+            diffs = config_diffs(state["config"], config_to_dict(self.cfg))
+            own = self.out / "config.yaml"
+            use = f"--config {own}" if own.is_file() else "the config it was trained with"
             raise CheckpointError(
-                f"{path} was trained with config hash {state['config_hash'][:12]}, the current "
-                f"config has {self.hash[:12]}; resume with the same config (or a new --out)"
+                f"{path} was trained under another config (hash {state['config_hash'][:12]}, "
+                f"now {self.hash[:12]}): {'; '.join(diffs) or 'a key this code hashes anew'}; "
+                f"resume with the run's own config ({use}), or train into a new --out"
             )
         self._check_same_data(state, path)
         if int(state.get("world_size", 1)) != self.world and self.rank == 0:
@@ -558,7 +588,12 @@ class Trainer:
                 state.get("world_size", 1),
                 self.world,
             )
-        self.matcher.load_state_dict(state["model"])
+        load_weights(
+            self.matcher,
+            state["model"],
+            path,
+            "resume with the code version that wrote it, or train into a new --out",
+        )
         self.opt.load_state_dict(state["opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.sched.load_state_dict(state["sched"])
@@ -570,6 +605,34 @@ class Trainer:
         self._resumed_from = self.batch_in_epoch
 
 
+def config_diffs(old: dict[str, Any], new: dict[str, Any], width: int = 60) -> list[str]:
+    """``"section.key old -> new"`` for each key the weights depend on that differs.
+
+    The ``run`` section (device, threads, output) is left out, as the config hash leaves it
+    out; a key one side lacks shows as ``(absent)``. Long values are cut to ``width`` chars.
+    """
+
+    def shown(v: Any) -> str:
+        text = "(absent)" if v is _ABSENT else repr(v)
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    out = []
+    for section in sorted((set(old) | set(new)) - {"run"}):
+        a, b = old.get(section, _ABSENT), new.get(section, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            pairs = [
+                (f"{section}.{k}", a.get(k, _ABSENT), b.get(k, _ABSENT))
+                for k in sorted(set(a) | set(b))
+            ]
+        else:
+            pairs = [(section, a, b)]
+        out += [f"{key} {shown(x)} -> {shown(y)}" for key, x, y in pairs if x != y]
+    return out
+
+
+_ABSENT = object()
+
+
 def _same_specs(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     return saved.keys() == now.keys() and all(
         saved[k] == now[k]
@@ -577,6 +640,26 @@ def _same_specs(saved: dict[str, Any], now: dict[str, Any]) -> bool:
         else math.isclose(float(saved[k]), float(now[k]), rel_tol=1e-6)
         for k in now
     )
+
+
+#: The trainer of this process while it trains (single process only), for the SIGTERM handler.
+_ACTIVE: list[Trainer] = []
+
+
+def sigterm_handler(signum: int, frame: Any) -> None:
+    """SIGTERM (e.g. a batch scheduler's or ``kill``'s) as a clean stop, like Ctrl-C.
+
+    While a trainer runs its steps, it is asked to stop at the next step boundary, where it
+    saves ``checkpoint_last.pt`` (a state exact resume can continue) and raises
+    ``KeyboardInterrupt``; elsewhere (or at a second SIGTERM) ``KeyboardInterrupt`` is raised
+    at once, and the atomic writes delete their temporary files.
+    """
+    pending = [t for t in _ACTIVE if not t.stop_requested]
+    if not pending:
+        raise KeyboardInterrupt
+    for trainer in pending:
+        trainer.stop_requested = True
+    log.warning("SIGTERM: stopping after this step, saving %s", pending[0].out / LAST)
 
 
 def run_training(

@@ -228,7 +228,7 @@ def _3mos_tiles(folder: Path) -> list[Path]:
 _SEN12_S1 = re.compile(r"^(?P<roi>ROIs\d+_[a-z]+)_s1_(?P<scene>\d+)_p(?P<patch>\d+)\.png$")
 
 
-def load_sen12(root: str | Path) -> list[PairRecord]:
+def load_sen12(root: str | Path, scenes: Sequence[str] | None = None) -> list[PairRecord]:
     """SEN1-2 patches: ``ROIs*/s1_<n>/<ROI>_<season>_s1_<n>_p<k>.png`` + the ``s2_<n>`` twin.
 
     Scene key = ROI + season + scene number (``"ROIs1158_spring_1"``): patches of one scene
@@ -237,21 +237,26 @@ def load_sen12(root: str | Path) -> list[PairRecord]:
 
     Args:
         root: the SEN1-2 root holding the ``ROIs*`` season folders.
+        scenes: keep only these: scene keys (``"ROIs1158_spring_1"``) or whole season folders
+            (``"ROIs1158_spring"``); None for all.
 
     Returns:
         Records sorted by path.
 
     Raises:
-        ValueError: ``root`` is missing or holds no patch pairs.
+        ValueError: ``root`` is missing or holds no patch pairs, or ``scenes`` names a scene or
+            season folder that is not there (the available ones are listed).
     """
     base = Path(root)
     if not base.is_dir():
         raise ValueError(f"SEN1-2 folder {base} not found: pass the folder holding ROIs*/")
+    patches = [
+        (p, m) for p in sorted(base.glob("ROIs*/s1_*/*.png")) if (m := _SEN12_S1.match(p.name))
+    ]
+    if scenes is not None:
+        patches = _sen12_selected(base, patches, scenes)
     records, skipped = [], 0
-    for s1_path in sorted(base.glob("ROIs*/s1_*/*.png")):
-        m = _SEN12_S1.match(s1_path.name)
-        if m is None:
-            continue
+    for s1_path, m in patches:
         s2_name = f"{m['roi']}_s2_{m['scene']}_p{m['patch']}.png"
         s2_path = s1_path.parent.parent / f"s2_{m['scene']}" / s2_name
         if not s2_path.is_file():
@@ -271,11 +276,38 @@ def load_sen12(root: str | Path) -> list[PairRecord]:
     if skipped:
         warnings.warn(f"SEN1-2: {skipped} s1 patches without an s2 twin skipped", stacklevel=2)
     if not records:
+        chosen = "" if scenes is None else f" of scenes {list(scenes)}"
         raise ValueError(
-            f"no SEN1-2 patch pairs under {base}: expected ROIs*/s1_<n>/<ROI>_<season>_s1_<n>_p<k>"
-            ".png with its twin in ROIs*/s2_<n>/; pass the folder holding ROIs*/"
+            f"no SEN1-2 patch pairs{chosen} under {base}: expected ROIs*/s1_<n>/<ROI>_<season>"
+            "_s1_<n>_p<k>.png with its twin in ROIs*/s2_<n>/; pass the folder holding ROIs*/"
         )
     return records
+
+
+def _sen12_selected(
+    base: Path, patches: list[tuple[Path, re.Match[str]]], scenes: Sequence[str]
+) -> list[tuple[Path, re.Match[str]]]:
+    """The ``(s1 path, name match)`` of ``patches`` in ``scenes`` (scene keys or seasons).
+
+    Checked on the file names alone, before any image is read.
+    """
+    if isinstance(scenes, str) or not scenes:
+        raise ValueError(
+            f"SEN1-2 scenes must be a non-empty list of names (e.g. ['ROIs1158_spring_1']), "
+            f"got {scenes!r}; leave it out for every scene"
+        )
+    keys = {f"{m['roi']}_{m['scene']}": m["roi"] for _, m in patches}
+    unknown = sorted(set(scenes) - set(keys) - set(keys.values()))
+    if unknown:
+        seasons = sorted(set(keys.values()))
+        have = sorted(keys)
+        shown = ", ".join(have[:20]) + (f", ... ({len(have)} in all)" if len(have) > 20 else "")
+        raise ValueError(
+            f"SEN1-2 scenes {unknown} not in {base}; have the season folders {seasons} and "
+            f"the scenes {shown}"
+        )
+    wanted = set(scenes)
+    return [(p, m) for p, m in patches if {f"{m['roi']}_{m['scene']}", m["roi"]} & wanted]
 
 
 def _optical_bands(band: int | None, band_count: int) -> list[int]:

@@ -131,10 +131,23 @@ def test_a_fresh_run_in_a_folder_with_another_run_is_refused(data, tmp_path):
 
 
 def test_resume_with_another_config_is_refused(data, tmp_path):
+    """The refusal gave two hashes only: which key differed, and which config to use, was
+    left to guess."""
+    from training.config import load_config
+
     Trainer(tiny_config(), data, tmp_path).fit(max_epochs=1)
-    other = Trainer(tiny_config(loss={"margin": 0.5}), data, tmp_path)
-    with pytest.raises(CheckpointError, match="config hash"):
-        other.fit(resume=True)
+    other = tiny_config(loss={"margin": 0.5}, optim={"lr_max": 0.01}, run={"num_threads": 2})
+    with pytest.raises(CheckpointError) as err:
+        Trainer(other, data, tmp_path).fit(resume=True)
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / LAST} was trained under another config (hash ")
+    assert (
+        "): loss.margin 1.0 -> 0.5; optim.lr_max 0.003 -> 0.01; resume with the run's own " in msg
+    )
+    assert msg.endswith(f"config (--config {tmp_path / 'config.yaml'}), or train into a new --out")
+    assert "num_threads" not in msg  # run settings do not change the weights: not refused
+    history = Trainer(load_config(tmp_path / "config.yaml"), data, tmp_path).fit(resume=True)
+    assert [r["epoch"] for r in history] == [1.0, 2.0]  # the suggested config resumes
 
 
 def test_resume_on_other_data_is_refused(data, tmp_path):
@@ -167,3 +180,142 @@ def test_resume_on_another_world_size_warns(data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="training.loop"):
         Trainer(tiny_config(), data, tmp_path).fit(resume=True, max_epochs=1)
     assert "trained on 2 rank(s), resumed on 1" in caplog.text
+
+
+def test_a_kill_between_the_two_end_of_epoch_saves_keeps_the_new_best(data, tmp_path, monkeypatch):
+    """The last checkpoint was written before the best: a kill between the two lost the best
+    epoch (checkpoint_best.pt stayed the previous epoch's, or was missing after epoch 1)."""
+    import training.loop as loop
+
+    trainer = Trainer(tiny_config(), data, tmp_path)
+    real_save = loop.save_checkpoint
+    written: list[str] = []
+
+    def save_then_die(payload: dict, path) -> str:
+        if written:  # the second save of the epoch
+            raise KilledError
+        written.append(path.name)
+        return real_save(payload, path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KilledError):
+        trainer.fit(max_epochs=1)
+    assert written == [BEST]
+    best = load_checkpoint(tmp_path / BEST)
+    assert (best["epoch"], best["global_step"]) == (1, trainer.steps_per_epoch)
+    assert best["best_acc"] == trainer.best_acc and best["best_acc"] >= 0
+    assert not (tmp_path / LAST).exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_of_weights_this_code_cannot_load_names_them_in_one_line(data, tmp_path):
+    """Weights of another code version under the same config failed deep in torch's
+    load_state_dict, one line per key; the message is the one export gives."""
+    Trainer(tiny_config(), data, tmp_path).fit(max_epochs=1)
+    state = load_checkpoint(tmp_path / LAST)
+    model = dict(state["model"])
+    first = next(iter(model))
+    model["optical.encoder.extra"] = model.pop(first)
+    save_checkpoint(dict(state, model=model), tmp_path / LAST)
+    with pytest.raises(CheckpointError) as err:
+        Trainer(tiny_config(), data, tmp_path).fit(resume=True)
+    assert str(err.value) == (
+        f"the weights in {tmp_path / LAST} do not fit the model built here (1 missing key(s): "
+        f"{first}; 1 unexpected key(s): optical.encoder.extra); resume with the code version "
+        "that wrote it, or train into a new --out"
+    )
+
+
+@pytest.fixture
+def sigterm_stops_training():
+    """The trainer's SIGTERM handler, installed for one test (as ``python -m training train``)."""
+    import signal
+
+    from training.loop import sigterm_handler
+
+    previous = signal.signal(signal.SIGTERM, sigterm_handler)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_at(step: int):
+    import os
+    import signal
+
+    def hook(tr: Trainer) -> None:
+        if tr.global_step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
+
+
+def test_sigterm_saves_at_the_step_boundary_and_resumes_exactly(
+    data, straight, tmp_path, sigterm_stops_training
+):
+    """SIGTERM (a scheduler's or `kill`'s) killed the run where it stood: the steps since the
+    last checkpoint were lost, and a write under way could be cut short."""
+    victim = Trainer(tiny_config(), data, tmp_path)
+    stop_at = victim.steps_per_epoch + 1  # in epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        victim.fit(on_step=_sigterm_at(stop_at))
+    saved = load_checkpoint(tmp_path / LAST)
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["global_step"]) == (1, 1, stop_at)
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+    resumed = Trainer(tiny_config(), data, tmp_path)
+    steps: list[int] = []
+    resumed.fit(resume=True, on_step=lambda tr: steps.append(tr.global_step))
+    assert steps == list(range(stop_at + 1, 2 * victim.steps_per_epoch + 1))
+    _assert_same_weights(resumed.matcher.state_dict(), straight[1])
+    # on an epoch's last step: the epoch ends (validated, saved), then the run stops
+    other = tmp_path / "other"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(), data, other).fit(on_step=_sigterm_at(victim.steps_per_epoch))
+    saved = load_checkpoint(other / LAST)
+    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, 0) and len(saved["history"]) == 1
+
+
+def test_cli_sigterm_exits_130_and_suggests_resume_only_with_a_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    """The message offered --resume also where no checkpoint had been written yet; SIGTERM
+    ended the process without a word (and could leave patches_*.tmp.npz behind)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    import numpy as np
+
+    from training.cli import main
+
+    tiny = str(Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny.yaml")
+    real_savez = np.savez
+
+    def savez_then_sigterm(path, *args, **kwargs):  # killed while the patch cache is written
+        real_savez(path, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(np, "savez", savez_then_sigterm)
+    early = tmp_path / "early"
+    assert main(["train", "--config", tiny, "--out", str(early)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; no {early / LAST} was written, so there is nothing to resume" in err
+    assert "--resume" not in err
+    assert sorted(p.name for p in early.iterdir()) == []  # no half-written cache
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
+    monkeypatch.setattr(np, "savez", real_savez)
+    monkeypatch.setattr(Trainer, "fit", _fit_with_sigterm_at_step(3))
+    late = tmp_path / "late"
+    assert main(["train", "--config", tiny, "--out", str(late)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; {late / LAST} was saved after step 3 (1 epoch(s) done): continue " in err
+    assert load_checkpoint(late / LAST)["global_step"] == 3
+    assert not [p.name for p in late.iterdir() if ".tmp" in p.name]
+
+
+def _fit_with_sigterm_at_step(step: int):
+    real_fit = Trainer.fit
+
+    def fit(self: Trainer, resume: bool = False, max_epochs=None, on_step=None):
+        return real_fit(self, resume, max_epochs, _sigterm_at(step))
+
+    return fit

@@ -489,3 +489,57 @@ def test_zoom_config_is_checked() -> None:
         TrainConfig(augment=AugmentConfig(zoom_p=0.5, zoom_range=(1.3, 0.8)))
     with pytest.raises(ValueError, match="random_windows"):
         TrainConfig(data=DataConfig(random_windows=False), augment=AugmentConfig(zoom_p=0.5))
+
+
+def test_records_without_a_patch_pair_are_named_and_an_empty_training_split_says_why(
+    tmp_path, caplog
+):
+    """A tile smaller than the search region, one without corners and one all nodata were
+    dropped silently (only the first was logged); training then failed with "the training
+    split has no patch pairs; add sources or scenes", naming none of them."""
+    import dataclasses
+    import logging
+
+    from PIL import Image
+
+    from tests.test_rasters import UTM_GT, make_tif
+    from training.data import build_datasets
+
+    rng = np.random.default_rng(0)
+    tiles = tmp_path / "tiles"
+    for name, img in (
+        ("SEN_small", rng.integers(0, 256, (200, 200), dtype=np.uint8)),
+        ("SEN_flat", np.full((300, 300), 90, np.uint8)),  # no Harris corner
+    ):
+        (tiles / name).mkdir(parents=True)
+        Image.fromarray(np.stack([img] * 3, -1)).save(tiles / name / "0_optical.png")
+        Image.fromarray(img).save(tiles / name / "0_sar.png")
+    opt = make_tif(tmp_path / "opt.tif", rng.integers(1, 256, (256, 256), dtype=np.uint8), UTM_GT)
+    sar = make_tif(tmp_path / "sar.tif", np.zeros((256, 256), np.float32), UTM_GT, nodata=0.0)
+    sources = [
+        {"kind": "3mos", "root": str(tiles)},
+        {"kind": "gdal", "optical": str(opt), "sar": str(sar), "sar_scale": "linear"},
+    ]
+    cfg = DataConfig(sources=sources, split_fractions=[1, 0, 0])
+    with pytest.raises(ValueError) as err, caplog.at_level(logging.WARNING, "training.data"):
+        build_datasets(cfg, 0)
+    msg = str(err.value)
+    assert msg.startswith("the training split has no patch pairs: none of its 3 records")
+    for part in (
+        "3mos/SEN_small/0: 200x200 px is smaller than the 256 px search region",
+        "3mos/SEN_flat/0: 300x300 px: no Harris corner 128 px or more from its border, and "
+        "data.random_crops_per_scene is 0",
+        "gdal/opt.tif+sar.tif: each of its 1 cut(s) is more than half nodata",
+        "set data.random_crops_per_scene > 0",
+    ):
+        assert part in msg
+    assert "3 of 3 records yield no patch pair" in caplog.text
+    # the fix the message gives: random crops cut the flat tile; the others are still named
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "training.data"):
+        data = build_datasets(dataclasses.replace(cfg, random_crops_per_scene=2), 0)
+    assert len(data.train) == 2 and {n.split("@")[0] for n in data.train.names} == {
+        "3mos/SEN_flat/0"
+    }
+    assert "2 of 3 records yield no patch pair" in caplog.text
+    assert "SEN_small/0" in caplog.text and "opt.tif+sar.tif" in caplog.text

@@ -134,7 +134,8 @@ def test_cli_evaluate_refuses_an_empty_split_and_a_config_that_does_not_fit(
     save_config(tiny_config(model={"widths": [4, 8, 8, 16]}), other)
     assert main([*argv, "--config", str(other)]) == 2
     err = capsys.readouterr().err
-    assert "the --config model does not fit" in err and "size mismatch" in err
+    assert f"the weights in {run_dir / BEST} do not fit the model built here (" in err
+    assert "shape mismatch(es): sar.encoder." in err and "leave --config out" in err
     assert "Traceback" not in err
 
 
@@ -158,3 +159,39 @@ def test_cli_refuses_arguments_it_would_ignore(run_dir, tmp_path, capsys):
     assert main([*lr, "--steps", "3"]) == 2
     assert "--steps >= 5, got 1e-07, 1 and 3" in capsys.readouterr().err
     assert not (tmp_path / "lr").exists()
+
+
+def test_cli_export_of_a_checkpoint_this_code_cannot_rebuild_is_one_line(run_dir, tmp_path, capsys):
+    """A checkpoint from another code version (renamed, missing or resized weights, or a config
+    key this code does not know) ended in torch's RuntimeError traceback, one line per key."""
+    from training.checkpoint import save_checkpoint
+
+    state = load_checkpoint(run_dir / BEST)
+    model = dict(state["model"])
+    names = list(model)  # the model's own order, as the message lists them
+    model["sar.encoder.extra.weight"] = model.pop(names[0])  # renamed: 1 missing, 1 unexpected
+    del model[names[1]]
+    model[names[2]] = torch.zeros(3, 3)
+    odd = tmp_path / "odd.pt"
+    save_checkpoint(dict(state, model=model), odd)
+    argv = ["export", "--checkpoint", str(odd), "--out", str(tmp_path / "m.onnx")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: the weights in {odd} do not fit the model built here (")
+    assert f"2 missing key(s): {names[0]}, {names[1]}; " in err
+    assert "1 unexpected key(s): sar.encoder.extra.weight; " in err
+    want = list(state["model"][names[2]].shape)
+    assert f"1 shape mismatch(es): {names[2]} [3, 3] in the checkpoint vs {want} here)" in err
+    assert err.rstrip().endswith("export it with the code version that trained it, or retrain")
+    raw = dict(state["config"])
+    raw["model"] = dict(raw["model"], attention_heads=4)  # a key of a newer version
+    save_checkpoint(dict(state, config=raw), odd)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {odd}: its config does not build a model with this code (")
+    assert "attention_heads" in err and err.count("\n") == 1
+    save_checkpoint({"model": model}, odd)
+    assert main(argv) == 2
+    assert f"{odd} lacks ['config', 'specs', " in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

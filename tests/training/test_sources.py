@@ -145,6 +145,49 @@ def test_sen12_pairs_twins_and_scene_keys(tmp_path):
     )
 
 
+def test_sen12_scenes_filter_by_scene_or_season_and_names_the_available_ones(tmp_path):
+    """SEN1-2 could only be loaded whole (every season of the root): no way to evaluate or
+    calibrate on chosen scenes, as 3mos:ROOT:SCENES allows."""
+    fake_sen12(tmp_path)
+    winter = sources.load_sen12(tmp_path, scenes=["ROIs2017_winter_1"])
+    assert [r.name for r in winter] == [
+        "sen12/ROIs2017_winter_s1_1_p7", "sen12/ROIs2017_winter_s1_1_p8",
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match="1 s1 patches without an s2 twin"):
+        spring = sources.load_sen12(tmp_path, scenes=["ROIs1158_spring"])  # a season folder
+    assert sorted(r.scene for r in spring) == ["ROIs1158_spring_1"] * 2 + ["ROIs1158_spring_2"]
+    with pytest.raises(ValueError) as err:
+        sources.load_sen12(tmp_path, scenes=["ROIs2017_winter_1", "ROIs1158_summer_3"])
+    assert str(err.value) == (
+        f"SEN1-2 scenes ['ROIs1158_summer_3'] not in {tmp_path}; have the season folders "
+        "['ROIs1158_spring', 'ROIs2017_winter'] and the scenes ROIs1158_spring_1, "
+        "ROIs1158_spring_2, ROIs2017_winter_1"
+    )
+    with pytest.raises(ValueError, match="non-empty list of names"):
+        sources.load_sen12(tmp_path, scenes="ROIs2017_winter_1")  # a string, not a list
+
+
+def test_sen12_scenes_in_the_data_option_of_evaluate_and_calibrate(tmp_path):
+    from sar_optical_matcher.model import runtime
+    from scripts import calibrate_confidence
+    from scripts.evaluate import load_records
+
+    fake_sen12(tmp_path)
+    with pytest.warns(UserWarning, match="1 s1 patches without an s2 twin"):  # spring_2's p99
+        recs = load_records(f"sen12:{tmp_path}:ROIs2017_winter_1,ROIs1158_spring_2", 0)
+    assert sorted({r.scene for r in recs}) == ["ROIs1158_spring_2", "ROIs2017_winter_1"]
+    assert len(recs) == 3
+    with pytest.warns(UserWarning, match="without an s2 twin"):
+        assert len(load_records(f"sen12:{tmp_path}", 0)) == 5  # the old form: every scene
+    with pytest.raises(ValueError, match=r"SEN1-2 scenes \['ROIs9_x_1'\] not in .*season"):
+        load_records(f"sen12:{tmp_path}:ROIs9_x_1", 0)
+    out = tmp_path / "c.onnx"
+    argv = ["--model", str(runtime.default_model_path()), "--out", str(out)]
+    with pytest.raises(SystemExit, match=r"error: SEN1-2 scenes \['ROIs9_x_1'\] not in "):
+        calibrate_confidence.main([*argv, "--data", f"sen12:{tmp_path}:ROIs9_x_1"])
+    assert not out.exists()
+
+
 def test_gdal_pair_is_resampled_onto_the_optical_grid_with_its_georeference(tmp_path):
     # zero misregistration: the stored georeference is the truth, so GDAL's resampling must
     # reproduce the truth warp (SAR stored in another CRS and pixel size)
