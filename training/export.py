@@ -255,6 +255,7 @@ def export_checkpoint(
             "config_hash": state["config_hash"],
             "seed": cfg.seed,
             "data_sources": list(state["sources"]),
+            **_splits(state),
             "supervision_ratio": cfg.data.supervision_ratio,
             "epochs": int(state["epoch"]),
             "global_step": int(state["global_step"]),
@@ -267,6 +268,18 @@ def export_checkpoint(
     out, parity = export_checked(matcher.optical.encoder, matcher.sar.encoder, contract, path)
     contract = dataclasses_replace_training(contract, onnx_parity_max_abs_diff=parity["max"])
     return out, contract
+
+
+def _splits(state: dict) -> dict[str, list[str]]:
+    """The scenes of each split, as the run made them; empty for checkpoints before 0.3.8.
+
+    ``data_sources`` lists every scene loaded, the held-out ones included.
+    """
+    splits = state.get("splits")
+    if not splits:
+        return {}
+    names = {"train": "train_scenes", "val": "validation_scenes", "test": "held_out_scenes"}
+    return {names[k]: list(v) for k, v in splits.items()}
 
 
 def dataclasses_replace_training(contract: ModelContract, **extra: object) -> ModelContract:

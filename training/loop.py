@@ -535,6 +535,10 @@ class Trainer:
             "best_acc": self.best_acc,
             "specs": {"sar": self.specs[0].to_dict(), "optical": self.specs[1].to_dict()},
             "sources": list(self.data.sources),
+            "splits": {
+                name: sorted(set(getattr(self.data, name).scenes))
+                for name in ("train", "val", "test")
+            },
             "world_size": self.world,
             "torch_version": str(torch.__version__),
         }

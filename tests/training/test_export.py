@@ -44,6 +44,10 @@ def test_export_writes_valid_onnx_with_contract_and_parity(run_dir, tmp_path):
     assert t["onnx_parity_max_abs_diff"] < 1e-4 and t["seed"] == 0
     assert "val_acc_1_3px" in t["validation"] and t["torch_version"] == torch.__version__
     assert t["data_sources"] == ["synthetic:tiny"]
+    data = tiny_datasets()  # the run's splits, by scene: what trained, what only validated
+    assert t["train_scenes"] == sorted(set(data.train.scenes)) != t["validation_scenes"]
+    assert t["validation_scenes"] == sorted(set(data.val.scenes)) == t["held_out_scenes"]
+    assert not set(t["train_scenes"]) & set(t["validation_scenes"])
     json.dumps(t, allow_nan=False)  # strict JSON
 
     # the exported SAR branch gives the dense map of the trained torch encoder
