@@ -284,6 +284,59 @@ def test_a_failing_last_output_keeps_the_earlier_results(
         assert (tmp_path / name).read_text() == f"earlier {name}"
 
 
+def test_a_tie_point_layer_failing_midway_or_a_failed_rename_keeps_the_earlier_layer(
+    provider, synthetic_pair, twin_model, tmp_path, monkeypatch
+) -> None:
+    """QGIS writes the tie-point layer in place: a write failing after 3 of its features (a
+    full disk) replaced the earlier 72-point tp.gpkg with an unreadable 64 KB file and its
+    -journal, beside the earlier raster, GCPs and report that were kept. So did a failed rename
+    of the staged files (on Windows, the earlier reg.tif still loaded in QGIS): new tie points
+    beside the earlier raster. Now the earlier layer is put back, nothing else is left."""
+    import hashlib
+
+    import processing
+    from osgeo import ogr
+    from qgis.core import QgsProcessingException
+
+    from sar_optical_matcher.core import files
+    from sar_optical_matcher.processing import common
+
+    params = _params(
+        synthetic_pair, twin_model, tmp_path, OUTPUT_TIEPOINTS=str(tmp_path / "t.gpkg")
+    )
+    processing.run("sarmatcher:registersartooptical", params)
+
+    def digests() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()}
+
+    earlier = digests()
+    assert sorted(earlier) == ["reg.html", "reg.points", "reg.tif", "t.gpkg"]
+    ds = ogr.Open(str(tmp_path / "t.gpkg"))  # kept: a layer outlives no dataset
+    n_earlier = ds.GetLayer(0).GetFeatureCount()
+    ds = None
+    write = common.write_point_features
+
+    def disk_full_after_3(sink, fields, xy, rows, feedback=None):
+        write(sink, fields, xy[:3], rows[:3])
+        raise OSError(28, "No space left on device")
+
+    def in_use(self):
+        raise ValueError("cannot replace reg.tif: Permission denied")
+
+    for patch, message in (
+        ((common, "write_point_features", disk_full_after_3), "No space left on device"),
+        ((files.StagedOutputs, "commit", in_use), "cannot replace reg.tif"),
+    ):
+        with monkeypatch.context() as m:
+            m.setattr(*patch)
+            with pytest.raises(QgsProcessingException, match=message):
+                processing.run("sarmatcher:registersartooptical", params)
+        assert digests() == earlier, message
+    ds = ogr.Open(str(tmp_path / "t.gpkg"))
+    assert ds.GetLayer(0).GetFeatureCount() == n_earlier > 3
+    ds = None
+
+
 def test_unwritable_outputs_are_refused_before_any_work(
     provider, synthetic_pair, twin_model, tmp_path
 ) -> None:
