@@ -224,3 +224,58 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, newline: str | No
         with open(tmp, "w", encoding="utf-8", newline=newline) as f:
             f.write(text)
     return Path(path)
+
+
+#: Parts of a shapefile a vector writer creates beside the ``.shp`` (QGIS's spatial index too).
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".qmd")
+#: Files SQLite (GeoPackage, SpatiaLite) keeps beside a database while it is written.
+SQLITE_SIDECARS = ("-journal", "-wal", "-shm")
+
+
+def written_in_place(path: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """``path`` and the files a vector writer makes beside it (a shapefile's parts, journals)."""
+    p = Path(path)
+    if p.suffix.lower() == ".shp":
+        return tuple(p.with_suffix(ext) for ext in SHAPEFILE_PARTS)
+    return (p, *(Path(f"{p}{ext}") for ext in SQLITE_SIDECARS))
+
+
+@contextlib.contextmanager
+def kept_until_replaced(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Keep an earlier ``path`` for a writer that can only write in place (a QGIS sink).
+
+    The earlier file (with the parts :func:`written_in_place` names) is moved aside on entry;
+    if the block fails, what it wrote under those names is removed and the earlier file put
+    back; once it succeeds the earlier file is removed. Entered right before the writer, as
+    the last step of a :func:`staged_outputs` block (and exited after it), it makes that
+    output all or nothing with the staged ones.
+    """
+    names = written_in_place(path)
+    aside: list[tuple[Path, Path]] = []
+
+    def put_back(written: bool) -> None:
+        for name in names if written else ():  # best effort: the error in flight says why
+            with contextlib.suppress(OSError):
+                if os.path.lexists(name):
+                    name.unlink()
+        for name, backup in reversed(aside):
+            with contextlib.suppress(OSError):
+                os.replace(backup, name)
+
+    for name in names:
+        if os.path.lexists(name):
+            backup = temporary_name(name, "replaced")
+            try:
+                os.replace(name, backup)
+            except OSError as exc:  # nothing written yet: only what was moved goes back
+                put_back(written=False)
+                raise ValueError(_in_use_message(name, backup, exc, restored=True)) from exc
+            aside.append((name, backup))
+    try:
+        yield
+    except BaseException:
+        put_back(written=True)
+        raise
+    for _, backup in aside:
+        with contextlib.suppress(OSError):  # best effort: the new output is in place
+            backup.unlink()

@@ -5,12 +5,14 @@ The keypoint and matching steps are the same pipeline functions the two other al
 through ``processing.run`` child algorithms: one progress bar, one cancellation check per
 batch, and no intermediate layers. Nothing is written before the fit is accepted; every file
 output is written under a temporary name, and all are renamed together once the last one (the
-tie-point layer) is written, so a failing step leaves no partial file and an earlier result of
-the same names intact.
+tie-point layer, which QGIS writes in place: an earlier one is kept aside until then) is
+written, so a failing step leaves no partial file and an earlier result of the same names
+intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,8 @@ class RegisterSettings:
         output_path: registered raster (format from its extension; GeoTIFF for .tif).
         gcp_path: ``.points`` file or ``None``.
         report_path: HTML report or ``None``.
+        tiepoints_path: the tie-point layer's destination (a file, ``memory:``, a database
+            URI) or ``None``.
     """
 
     correspondence: CorrespondenceSettings
@@ -89,6 +93,7 @@ class RegisterSettings:
     output_path: str
     gcp_path: str | None
     report_path: str | None
+    tiepoints_path: str | None = None
 
 
 class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
@@ -333,6 +338,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             output_path=output_path,
             gcp_path=gcp_path,
             report_path=report_path,
+            tiepoints_path=tiepoints or None,
         )
 
     def processAlgorithm(  # noqa: D102
@@ -394,31 +400,36 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             )
         outputs: dict[str, Any] = {self.OUTPUT: s.output_path}
         # every file is written under a temporary name and renamed only once all outputs,
-        # the tie-point layer included, are written: a failure leaves earlier results intact
-        with common.processing_errors(), files.staged_outputs() as stage:
-            reg.warp_sar(
-                sar,
-                optical,
-                fit,
-                stage.path(s.output_path),
-                s.warp,
-                common.canceled_callback(feedback),
-                common.progress_callback(feedback, 70, 95),
-                final_name=Path(s.output_path).name,
-            )
-            if s.gcp_path:
+        # the tie-point layer included, are written: a failure leaves earlier results intact.
+        # QGIS writes the tie-point layer in place: an earlier one is kept aside until the
+        # renames are done (the stage exits first), and put back if anything failed
+        with common.processing_errors(), contextlib.ExitStack() as in_place:
+            with files.staged_outputs() as stage:
+                reg.warp_sar(
+                    sar,
+                    optical,
+                    fit,
+                    stage.path(s.output_path),
+                    s.warp,
+                    common.canceled_callback(feedback),
+                    common.progress_callback(feedback, 70, 95),
+                    final_name=Path(s.output_path).name,
+                )
+                if s.gcp_path:
+                    common.raise_if_canceled(feedback)
+                    write_gcp_file(stage.path(s.gcp_path), ties, fit, optical, sar)
+                    outputs[self.OUTPUT_GCP] = s.gcp_path
                 common.raise_if_canceled(feedback)
-                write_gcp_file(stage.path(s.gcp_path), ties, fit, optical, sar)
-                outputs[self.OUTPUT_GCP] = s.gcp_path
-            common.raise_if_canceled(feedback)
-            if s.report_path:
-                data = report_data(s, ties, fit, result, optical)
-                rep.write_report(stage.path(s.report_path), data)
-                outputs[self.OUTPUT_REPORT] = s.report_path
-            common.raise_if_canceled(feedback)  # the tie-point layer is the last output
-            dest = self._write_tiepoints(parameters, context, ties, fit, result, optical)
-            if dest is not None:
-                outputs[self.OUTPUT_TIEPOINTS] = dest
+                if s.report_path:
+                    data = report_data(s, ties, fit, result, optical)
+                    rep.write_report(stage.path(s.report_path), data)
+                    outputs[self.OUTPUT_REPORT] = s.report_path
+                common.raise_if_canceled(feedback)  # the tie-point layer is the last output
+                if s.tiepoints_path and not s.tiepoints_path.startswith(common.NOT_A_FILE_PREFIXES):
+                    in_place.enter_context(files.kept_until_replaced(s.tiepoints_path))
+                dest = self._write_tiepoints(parameters, context, ties, fit, result, optical)
+                if dest is not None:
+                    outputs[self.OUTPUT_TIEPOINTS] = dest
         feedback.setProgress(100)
         outputs.update({"RMSE_PX": fit.rmse_px, "RMSE_LOO_PX": fit.loo_rmse_px, "N_INLIERS": n_in})
         return outputs
@@ -429,6 +440,14 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         )
         if sink is None:
             return None
+        try:
+            self._add_tiepoints(sink, fields, ties, fit, result, optical)
+        finally:  # closed before a failed layer is removed (a traceback keeps this frame)
+            del sink
+        return dest
+
+    @staticmethod
+    def _add_tiepoints(sink, fields, ties, fit, result, optical) -> None:
         res = fit.residual_xy_px
         loo = fit.loo_residual_xy_px if fit.loo_residual_xy_px is not None else res * np.nan
         rows = [
@@ -453,7 +472,6 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         common.write_point_features(
             sink, fields, reg.pixel_to_map(optical.geotransform, ties.dst_px), rows
         )
-        return dest
 
 
 def extrapolation_warning(fit: reg.FitResult, share: float) -> str:

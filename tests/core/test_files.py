@@ -11,6 +11,7 @@ import pytest
 from sar_optical_matcher.core.files import (
     atomic_output,
     check_destination,
+    kept_until_replaced,
     staged_outputs,
     temporary_name,
     write_text_atomic,
@@ -95,3 +96,27 @@ def test_check_destination_says_why_a_path_cannot_be_written(tmp_path: Path) -> 
         check_destination(a_file, folder=True)
     with pytest.raises(ValueError, match="is a folder; give a file name"):
         check_destination(tmp_path)
+
+
+def test_a_layer_written_in_place_is_put_back_whole_when_its_writer_fails(tmp_path: Path) -> None:
+    """A shapefile's 4 parts and a GeoPackage with its -journal: what a failed writer left is
+    removed and the earlier files come back byte for byte; a writer that succeeds replaces
+    them and no backup is left."""
+    shp = {ext: f"earlier {ext}" for ext in (".shp", ".shx", ".dbf", ".prj")}
+    for ext, text in shp.items():
+        (tmp_path / f"tp{ext}").write_text(text)
+    (tmp_path / "tp.gpkg").write_text("earlier gpkg")
+    with pytest.raises(OSError, match="No space"):
+        with kept_until_replaced(tmp_path / "tp.shp"), kept_until_replaced(tmp_path / "tp.gpkg"):
+            assert not [e for e in [*shp, ".gpkg"] if (tmp_path / f"tp{e}").exists()]
+            (tmp_path / "tp.shp").write_text("half")
+            (tmp_path / "tp.cpg").write_text("UTF-8")
+            (tmp_path / "tp.gpkg").write_text("half")
+            (tmp_path / "tp.gpkg-journal").write_text("journal")
+            raise OSError(28, "No space left on device")
+    kept = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert kept == {**{f"tp{e}": t for e, t in shp.items()}, "tp.gpkg": "earlier gpkg"}
+    with kept_until_replaced(tmp_path / "tp.gpkg"):
+        (tmp_path / "tp.gpkg").write_text("new")
+    assert (tmp_path / "tp.gpkg").read_text() == "new"
+    assert len(list(tmp_path.iterdir())) == 5  # the shapefile's 4 parts and the new gpkg

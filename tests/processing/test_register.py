@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from sar_optical_matcher import gcp
 from tests.processing import (  # noqa: F401
     MATCH_PARAMS,
+    OPT_GT,
     Pair,
     provider_fixture,
     run_cli,
@@ -282,6 +284,59 @@ def test_a_failing_last_output_keeps_the_earlier_results(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.html", "reg.points", "reg.tif"]
     for name in ("reg.tif", "reg.points", "reg.html"):
         assert (tmp_path / name).read_text() == f"earlier {name}"
+
+
+def test_a_tie_point_layer_failing_midway_or_a_failed_rename_keeps_the_earlier_layer(
+    provider, synthetic_pair, twin_model, tmp_path, monkeypatch
+) -> None:
+    """QGIS writes the tie-point layer in place: a write failing after 3 of its features (a
+    full disk) replaced the earlier 72-point tp.gpkg with an unreadable 64 KB file and its
+    -journal, beside the earlier raster, GCPs and report that were kept. So did a failed rename
+    of the staged files (on Windows, the earlier reg.tif still loaded in QGIS): new tie points
+    beside the earlier raster. Now the earlier layer is put back, nothing else is left."""
+    import hashlib
+
+    import processing
+    from osgeo import ogr
+    from qgis.core import QgsProcessingException
+
+    from sar_optical_matcher.core import files
+    from sar_optical_matcher.processing import common
+
+    params = _params(
+        synthetic_pair, twin_model, tmp_path, OUTPUT_TIEPOINTS=str(tmp_path / "t.gpkg")
+    )
+    processing.run("sarmatcher:registersartooptical", params)
+
+    def digests() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()}
+
+    earlier = digests()
+    assert sorted(earlier) == ["reg.html", "reg.points", "reg.tif", "t.gpkg"]
+    ds = ogr.Open(str(tmp_path / "t.gpkg"))  # kept: a layer outlives no dataset
+    n_earlier = ds.GetLayer(0).GetFeatureCount()
+    ds = None
+    write = common.write_point_features
+
+    def disk_full_after_3(sink, fields, xy, rows, feedback=None):
+        write(sink, fields, xy[:3], rows[:3])
+        raise OSError(28, "No space left on device")
+
+    def in_use(self):
+        raise ValueError("cannot replace reg.tif: Permission denied")
+
+    for patch, message in (
+        ((common, "write_point_features", disk_full_after_3), "No space left on device"),
+        ((files.StagedOutputs, "commit", in_use), "cannot replace reg.tif"),
+    ):
+        with monkeypatch.context() as m:
+            m.setattr(*patch)
+            with pytest.raises(QgsProcessingException, match=message):
+                processing.run("sarmatcher:registersartooptical", params)
+        assert digests() == earlier, message
+    ds = ogr.Open(str(tmp_path / "t.gpkg"))
+    assert ds.GetLayer(0).GetFeatureCount() == n_earlier > 3
+    ds = None
 
 
 def test_unwritable_outputs_are_refused_before_any_work(
@@ -659,3 +714,158 @@ def test_tps_warps_every_band_where_the_truth_says_and_the_points_are_its_contro
     inl = [f for f in res["OUTPUT_TIEPOINTS"].getFeatures() if f["inlier"]]
     ctrl = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in inl])
     assert np.abs(np.sort(px[table.enabled], axis=0) - np.sort(ctrl, axis=0)).max() < 1e-6
+
+
+def _coordinate_sar(pair: Pair, path: Path, nodata: float = -999.0) -> Path:
+    """The pair's SAR with 2 more bands holding its own pixel coordinates (centres, +0.5):
+    warped, they say where each output pixel was sampled."""
+    from osgeo import gdal
+
+    src = gdal.Open(str(pair.sar))
+    w, h = src.RasterXSize, src.RasterYSize
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, 3, gdal.GDT_Float32)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    bands = (src.ReadAsArray(), np.tile(np.arange(w) + 0.5, (h, 1)),
+             np.tile((np.arange(h) + 0.5)[:, None], (1, w)))  # fmt: skip
+    for b, (arr, name) in enumerate(zip(bands, ("VV <dB> & co", "column", "row")), start=1):
+        ds.GetRasterBand(b).WriteArray(arr)
+        ds.GetRasterBand(b).SetNoDataValue(nodata)
+        ds.GetRasterBand(b).SetDescription(name)
+    ds = None
+    return path
+
+
+def _sampling_error(pair: Pair, warped: np.ndarray, nodata: float) -> tuple[np.ndarray, Any]:
+    """(N, 2) SAR pixel each valid interior output pixel shows minus the truth's, and the
+    (H, W) valid mask; ``warped``: the coordinate SAR warped onto the optical grid."""
+    oy, ox = np.mgrid[0 : warped.shape[1], 0 : warped.shape[2]]
+    centre = np.column_stack([ox.ravel(), oy.ravel()]) + 0.5
+    truth = (centre - pair.a[:, 2]) @ np.linalg.inv(pair.a[:, :2]).T
+    sampled = warped[1:].reshape(2, -1).T
+    valid = warped[0].ravel() != nodata
+    inner = valid & ((sampled > 2) & (sampled < pair.size - 2)).all(axis=1)
+    return sampled[inner] - truth[inner], valid.reshape(warped.shape[1:])
+
+
+def test_the_points_file_warped_by_gdal_and_the_registered_raster_sit_where_the_truth_says(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """The .points file as a GDAL user takes it (pixel = (sourceX - gt[0]) / gt[1], line =
+    (gt[3] - sourceY) / |gt[5]|, corner-based; map = mapX, mapY in the #CRS), given to
+    gdal.Warp with polynomial order 1: the SAR lands where the truth says, 0.008 px off on
+    average, 0.12 px at the median pixel (the twin model's matches), and within 0.0022 px of
+    OUTPUT, which is as close to the truth (a half-pixel slip would be 0.5 px on average).
+    OUTPUT: the optical grid and CRS, Float32, 3 bands with their descriptions and nodata,
+    nodata wherever the truth is outside the SAR. The tie-point layer's points are
+    the .points file's map points, its SAR pixels the file's source pixels."""
+    import processing
+    from osgeo import gdal, osr
+
+    from sar_optical_matcher import rasters
+
+    sar = _coordinate_sar(synthetic_pair, tmp_path / "sar3.tif")
+    res = processing.run(
+        "sarmatcher:registersartooptical",
+        {**_params(synthetic_pair, twin_model, tmp_path), "SAR": str(sar)},
+    )
+    opt = gdal.Open(str(synthetic_pair.optical))
+    out = gdal.Open(res["OUTPUT"])
+    assert out.GetGeoTransform() == opt.GetGeoTransform()
+    assert (out.RasterXSize, out.RasterYSize) == (opt.RasterXSize, opt.RasterYSize)
+    assert out.GetSpatialRef().IsSame(opt.GetSpatialRef())
+    bands = [out.GetRasterBand(b) for b in (1, 2, 3)]
+    assert [b.DataType for b in bands] == [gdal.GDT_Float32] * 3
+    assert [b.GetDescription() for b in bands] == ["VV <dB> & co", "column", "row"]
+    assert [b.GetNoDataValue() for b in bands] == [-999.0] * 3
+    registered = out.ReadAsArray().astype(np.float64)
+    bands, out = None, None
+    err, valid = _sampling_error(synthetic_pair, registered, -999.0)
+    assert np.abs(err.mean(axis=0)).max() < 0.1 and np.median(np.hypot(*err.T)) < 0.25
+    # nodata exactly where the truth is outside the SAR (0.5 px margin: the fit's error)
+    oy, ox = np.mgrid[0 : valid.shape[0], 0 : valid.shape[1]]
+    q = np.stack([ox, oy], -1) + 0.5
+    truth = (q - synthetic_pair.a[:, 2]) @ np.linalg.inv(synthetic_pair.a[:, :2]).T
+    far_out = ((truth < -0.5) | (truth > synthetic_pair.size + 0.5)).any(axis=-1)
+    well_in = ((truth > 1.5) & (truth < synthetic_pair.size - 1.5)).all(axis=-1)
+    assert far_out.sum() > 100 and not valid[far_out].any() and valid[well_in].all()
+    # the .points file, as GDAL takes it
+    table = gcp.read_points(res["OUTPUT_GCP"])
+    sgt = gdal.Open(str(sar)).GetGeoTransform()
+    gcps = [
+        gdal.GCP(mx, my, 0.0, (sx - sgt[0]) / sgt[1], (sgt[3] - sy) / abs(sgt[5]))
+        for (mx, my), (sx, sy) in zip(table.map_xy[table.enabled], table.source_xy[table.enabled])
+    ]
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(table.crs_wkt)
+    assert srs.IsSame(opt.GetSpatialRef())
+    vrt = gdal.Translate("", str(sar), format="VRT", GCPs=gcps, outputSRS=table.crs_wkt)
+    g = opt.GetGeoTransform()
+    bounds = (g[0], g[3] + g[5] * opt.RasterYSize, g[0] + g[1] * opt.RasterXSize, g[3])
+    warped = gdal.Warp("", vrt, format="MEM", polynomialOrder=1, outputBounds=bounds,
+                       xRes=g[1], yRes=-g[5], resampleAlg="bilinear", dstNodata=-999.0,
+                       errorThreshold=0)  # fmt: skip
+    by_gdal = warped.ReadAsArray().astype(np.float64)
+    warped, vrt = None, None
+    gdal_err, _ = _sampling_error(synthetic_pair, by_gdal, -999.0)
+    assert np.abs(gdal_err.mean(axis=0)).max() < 0.1
+    assert np.median(np.hypot(*gdal_err.T)) < 0.25
+    both = (registered[0] != -999.0) & (by_gdal[0] != -999.0)
+    assert np.abs(by_gdal[1:, both] - registered[1:, both]).max() < 0.01
+    # the tie-point layer: the same points
+    feats = [f for f in res["OUTPUT_TIEPOINTS"].getFeatures() if f["accepted"]]
+    xy = np.array([[f.geometry().asPoint().x(), f.geometry().asPoint().y()] for f in feats])
+    src_px = np.array([[f["sar_x_px"], f["sar_y_px"]] for f in feats])
+    assert len(feats) == len(table) and np.abs(xy - table.map_xy).max() < 1e-6
+    px = gcp.pixels_from_source(table.source_xy, rasters.open_raster(str(sar)).geotransform)
+    assert np.abs(src_px - px).max() < 1e-6
+    assert [bool(f["inlier"]) for f in feats] == table.enabled.tolist()
+
+
+def test_the_report_of_a_run_escapes_its_paths_embeds_its_figures_and_agrees_with_the_points(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """Inputs and outputs in folders named with <, & and quotes: the report shows the paths
+    escaped, its 5 figures (residuals, 4 maps) are data: URIs (nothing to lose when the report
+    is moved), and its figures are the .points file's: RMSE 0.352 px = the enabled rows'
+    residuals, 48 inliers = 48 enabled rows, each row's optical pixel the row's map point and
+    its residual the row's dX, dY."""
+    import html as html_lib
+    import re
+    import shutil
+
+    import processing
+
+    folder = tmp_path / "a<b&c>\"q'"
+    folder.mkdir()
+    sar = Path(shutil.copy(synthetic_pair.sar, folder / "sar.tif"))
+    optical = Path(shutil.copy(synthetic_pair.optical, folder / "optical.tif"))
+    pair = Pair(optical, sar, synthetic_pair.a, synthetic_pair.size)
+    out = tmp_path / "out<&>"
+    res = processing.run(
+        "sarmatcher:registersartooptical",
+        _params(pair, twin_model, out, OUTPUT_REPORT=str(out / "r&<.html")),
+    )
+    moved = Path(shutil.move(res["OUTPUT_REPORT"], tmp_path / "elsewhere.html"))
+    text = moved.read_text(encoding="utf-8")
+    assert html_lib.escape(str(sar)) in text and str(sar) not in text
+    sources = re.findall(r'(?:src|href)="([^"]*)"', text)
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    cells = dict(re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", text))
+    table = gcp.read_points(res["OUTPUT_GCP"])
+    res_xy = table.residual_xy[table.enabled]
+    rmse = float(np.sqrt((res_xy**2).sum(axis=1).mean()))
+    assert float(cells["RMSE (optical px)"]) == pytest.approx(rmse, abs=5e-4)
+    assert rmse == pytest.approx(res["RMSE_PX"])
+    assert int(cells["RANSAC inliers"]) == int(table.enabled.sum()) == res["N_INLIERS"]
+    number = r"(-?[\d.]+)"
+    rows = re.findall(
+        r"<tr><td>\d+</td>" + rf"<td>{number}</td>" * 5 + r"<td>(yes|no)</td></tr>", text
+    )
+    got = np.array([[float(v) for v in r[:5]] for r in rows])
+    gt = OPT_GT
+    opt_px = (table.map_xy - [gt[0], gt[3]]) / [gt[1], gt[5]]
+    assert len(rows) == len(table) and [r[5] == "yes" for r in rows] == table.enabled.tolist()
+    np.testing.assert_allclose(got[:, :2], opt_px, atol=5e-4)
+    np.testing.assert_allclose(got[:, 2:4], table.residual_xy, atol=5e-4)
+    np.testing.assert_allclose(got[:, 4], np.hypot(*table.residual_xy.T), atol=5e-4)
