@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +36,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from sar_optical_matcher.core import files
 from sar_optical_matcher.core.files import check_destination
 
 GROUP = "SAR-optical matching"
@@ -302,6 +304,49 @@ def point_sink(
     crs = alg.parameterAsRasterLayer(parameters, raster, context).crs()
     sink, dest = alg.parameterAsSink(parameters, key, context, fields, QgsWkbTypes.Point, crs)
     return sink, dest, fields
+
+
+def write_points_layer(
+    alg: QgsProcessingAlgorithm,
+    parameters: dict,
+    context: QgsProcessingContext,
+    key: str,
+    spec: Sequence[tuple[str, type]],
+    xy_map: np.ndarray,
+    rows: Sequence[Sequence[Any]],
+    raster: str = "OPTICAL",
+) -> Any:
+    """Create the point-layer output ``key`` (:func:`point_sink`), write ``rows``, close it.
+
+    Returns its destination, or None for an optional output not asked for. The layer is
+    closed when this returns or raises: a failed write's traceback keeps the frames that
+    held the sink, whose file QGIS writes in place, and an earlier layer can only be put
+    back (:func:`keep_earlier_layer`) once nothing writes there any more.
+    """
+    sink, dest, fields = point_sink(alg, parameters, context, key, spec, raster)
+    if sink is None:
+        return None
+    try:
+        write_point_features(sink, fields, xy_map, rows)
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)  # the frames below this one hold the sink
+        raise
+    finally:
+        del sink
+    return dest
+
+
+def keep_earlier_layer(destination: str | None) -> contextlib.AbstractContextManager[None]:
+    """An earlier file at a vector output's ``destination`` kept aside while QGIS writes it.
+
+    QGIS writes a vector output in place: a run failing midway (a full disk) or after it
+    (a staged file that cannot be renamed) left a half-written layer, or a new layer beside
+    the earlier run's other outputs. ``core.files.kept_until_replaced`` puts the earlier one
+    back then; no-op for a temporary output, a memory layer or a database URI.
+    """
+    if not destination or str(destination).startswith(NOT_A_FILE_PREFIXES):
+        return contextlib.nullcontext()
+    return files.kept_until_replaced(destination)
 
 
 #: Width of text fields (the longest value, a status such as "constant_optical", has 16

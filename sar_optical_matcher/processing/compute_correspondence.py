@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import numpy as np
@@ -153,28 +154,32 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
         feedback.pushInfo(f"{len(records)} keypoints: {n_matched} matched, {n_ok} accepted")
         common.raise_if_canceled(feedback)  # before the first output is created
         outputs: dict[str, Any] = {}
-        # the maps are renamed into their folder only once the match layer is written
-        with common.processing_errors(), files.staged_outputs() as stage:
-            if s.maps_folder:
-                reg.write_map_rasters(
-                    s.maps_folder,
-                    records,
-                    result.maps,
-                    optical,
-                    s.match.search_size,
-                    s.match.template_size,
-                    result.grid_scale,
-                    stage=stage,
+        # the maps are renamed into their folder only once the match layer is written; QGIS
+        # writes that layer in place: an earlier one is kept aside until the maps are renamed
+        # (the stage exits first), and put back if anything failed
+        matches = self.parameterAsOutputLayer(parameters, self.MATCHES, context)
+        rows = [[getattr(r, name) for name, _ in MATCH_FIELDS] for r in records]
+        xy = np.array([[r.opt_x_map, r.opt_y_map] for r in records], np.float64)
+        with common.processing_errors(), contextlib.ExitStack() as in_place:
+            with files.staged_outputs() as stage:
+                if s.maps_folder:
+                    reg.write_map_rasters(
+                        s.maps_folder,
+                        records,
+                        result.maps,
+                        optical,
+                        s.match.search_size,
+                        s.match.template_size,
+                        result.grid_scale,
+                        stage=stage,
+                    )
+                    outputs[self.OUTPUT_MAPS] = s.maps_folder
+                in_place.enter_context(common.keep_earlier_layer(matches))
+                dest = common.write_points_layer(
+                    self, parameters, context, self.MATCHES, MATCH_FIELDS, xy, rows
                 )
-                outputs[self.OUTPUT_MAPS] = s.maps_folder
-            sink, dest, fields = common.point_sink(
-                self, parameters, context, self.MATCHES, MATCH_FIELDS
-            )
-            if sink is None:
-                raise QgsProcessingException(self.invalidSinkError(parameters, self.MATCHES))
-            rows = [[getattr(r, name) for name, _ in MATCH_FIELDS] for r in records]
-            xy = np.array([[r.opt_x_map, r.opt_y_map] for r in records], np.float64)
-            common.write_point_features(sink, fields, xy, rows)
+                if dest is None:
+                    raise QgsProcessingException(self.invalidSinkError(parameters, self.MATCHES))
         feedback.setProgress(100)
         outputs[self.MATCHES] = dest
         return outputs

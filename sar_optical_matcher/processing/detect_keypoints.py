@@ -333,14 +333,16 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         feedback.pushInfo(f"{len(keypoints.xy_px)} keypoints detected")
         if len(keypoints.xy_px) == 0:
             feedback.pushWarning(no_keypoints_warning(s.detect, mask_given(parameters)))
-        sink, dest, fields = common.point_sink(
-            self, parameters, context, self.OUTPUT, KEYPOINT_FIELDS, raster=self.INPUT
-        )
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         xy = np.asarray(keypoints.xy_px, np.float64).reshape(-1, 2)
         rows = [(i, x, y, r) for i, ((x, y), r) in enumerate(zip(xy, keypoints.response))]
-        common.write_point_features(sink, fields, reg.pixel_to_map(info.geotransform, xy), rows)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        with common.processing_errors(), common.keep_earlier_layer(output):
+            dest = common.write_points_layer(
+                self, parameters, context, self.OUTPUT, KEYPOINT_FIELDS,
+                reg.pixel_to_map(info.geotransform, xy), rows, raster=self.INPUT,
+            )  # fmt: skip
+            if dest is None:
+                raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         feedback.setProgress(100)
         return {self.OUTPUT: dest}
 

@@ -425,8 +425,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                     rep.write_report(stage.path(s.report_path), data)
                     outputs[self.OUTPUT_REPORT] = s.report_path
                 common.raise_if_canceled(feedback)  # the tie-point layer is the last output
-                if s.tiepoints_path and not s.tiepoints_path.startswith(common.NOT_A_FILE_PREFIXES):
-                    in_place.enter_context(files.kept_until_replaced(s.tiepoints_path))
+                in_place.enter_context(common.keep_earlier_layer(s.tiepoints_path))
                 dest = self._write_tiepoints(parameters, context, ties, fit, result, optical)
                 if dest is not None:
                     outputs[self.OUTPUT_TIEPOINTS] = dest
@@ -435,19 +434,6 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         return outputs
 
     def _write_tiepoints(self, parameters, context, ties, fit, result, optical) -> Any:
-        sink, dest, fields = common.point_sink(
-            self, parameters, context, self.OUTPUT_TIEPOINTS, TIEPOINT_FIELDS
-        )
-        if sink is None:
-            return None
-        try:
-            self._add_tiepoints(sink, fields, ties, fit, result, optical)
-        finally:  # closed before a failed layer is removed (a traceback keeps this frame)
-            del sink
-        return dest
-
-    @staticmethod
-    def _add_tiepoints(sink, fields, ties, fit, result, optical) -> None:
         res = fit.residual_xy_px
         loo = fit.loo_residual_xy_px if fit.loo_residual_xy_px is not None else res * np.nan
         rows = [
@@ -469,8 +455,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             )
             for i, r in enumerate(result.records)
         ]
-        common.write_point_features(
-            sink, fields, reg.pixel_to_map(optical.geotransform, ties.dst_px), rows
+        xy = reg.pixel_to_map(optical.geotransform, ties.dst_px)
+        return common.write_points_layer(
+            self, parameters, context, self.OUTPUT_TIEPOINTS, TIEPOINT_FIELDS, xy, rows
         )
 
 
