@@ -250,7 +250,12 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             QgsProcessingParameterFileDestination(
                 self.OUTPUT_GCP, "GCP file", "QGIS Georeferencer points (*.points)", optional=True
             ),
-            "Tie points as a QGIS Georeferencer .points file (with #CRS).",
+            "Tie points as a QGIS Georeferencer .points file (with #CRS), inliers enabled; "
+            "the SAR side in the SAR's map coordinates, as the Georeferencer reads them. "
+            "Whatever re-uses the file fits its own transform to the enabled points (the "
+            "Georeferencer's or GDAL's polynomial 1 is an affine): for TRANSFORM shift, "
+            "poly2, poly3 or tps that differs from the registered raster, which follows the "
+            "chosen fit.",
         )
         common.add_param(
             self,
