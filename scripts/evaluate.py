@@ -52,13 +52,21 @@ SYNTHETIC_SEED_OFFSET = 10_000  # synthetic evaluation scenes never share a seed
 
 
 def load_records(spec: str, seed: int) -> list[Any]:
-    """PairRecords of one ``--data`` specification (see ``--help``)."""
+    r"""PairRecords of one ``--data`` specification (see ``--help``).
+
+    A path may start with a Windows drive letter (``3mos:C:\data\3mos:SEN_city``,
+    ``sen12:D:/sen12``): its colon is not a separator (:func:`split_path`).
+    """
     from training import sources
 
     kind, _, rest = spec.partition(":")
-    if kind == "3mos":
-        root, _, scenes = rest.partition(":")
-        return sources.load_3mos(root or "../shared/data/3mos", scenes=_split(scenes))
+    if kind in ("3mos", "sen12"):
+        root, scenes = _root_and_scenes(kind, rest, spec)
+        if kind == "3mos":
+            return sources.load_3mos(root or "../shared/data/3mos", scenes=scenes)
+        if not root:
+            raise ValueError(f"--data {spec!r}: sen12 needs its folder, e.g. sen12:DIR[:SCENES]")
+        return sources.load_sen12(root, scenes=scenes)
     if kind == "synthetic":
         n, _, size = rest.partition(":")
         try:
@@ -69,18 +77,52 @@ def load_records(spec: str, seed: int) -> list[Any]:
                 f"{spec!r}"
             ) from None
         return sources.load_synthetic(count, side, seed + SYNTHETIC_SEED_OFFSET)
-    if kind == "sen12":
-        root, _, scenes = rest.partition(":")
-        return sources.load_sen12(root, scenes=_split(scenes))
     if kind == "gdal":
         paths = _split(rest)
         if paths is None or len(paths) != 2:
             raise ValueError(f"--data gdal needs OPTICAL.tif,SAR.tif, got {rest!r}")
         return [sources.load_gdal_pair(paths[0], paths[1])]
+    hint = ""
+    if _is_drive(spec):
+        hint = f" ({spec[:3]}... is a Windows path: put the kind first, e.g. 3mos:{spec})"
     raise ValueError(
-        f"unknown --data kind {kind!r}; use 3mos:ROOT[:SCENES], synthetic:N[:SIZE], "
+        f"unknown --data kind {kind!r}{hint}; use 3mos:ROOT[:SCENES], synthetic:N[:SIZE], "
         "sen12:DIR[:SCENES] or gdal:OPTICAL.tif,SAR.tif"
     )
+
+
+def _is_drive(text: str) -> bool:
+    r"""Whether ``text`` starts with a Windows drive letter (``C:\`` or ``C:/``)."""
+    return (
+        len(text) >= 3
+        and text[0].isascii()
+        and text[0].isalpha()
+        and text[1] == ":"
+        and (text[2] in "\\/")
+    )
+
+
+def split_path(text: str) -> tuple[str, str | None]:
+    r"""``"ROOT:REST"`` -> ``(ROOT, REST)``, ``"ROOT"`` -> ``(ROOT, None)``.
+
+    The path ends at its first colon, unless that colon is a Windows drive letter's (a letter
+    then ``:`` then ``\`` or ``/``, as in ``C:\data``), which stays in the path.
+    """
+    start = 2 if _is_drive(text) else 0
+    cut = text.find(":", start)
+    return (text, None) if cut < 0 else (text[:cut], text[cut + 1 :])
+
+
+def _root_and_scenes(kind: str, rest: str, spec: str) -> tuple[str, list[str] | None]:
+    """ROOT and SCENES of a ``3mos`` / ``sen12`` spec's part after ``KIND:``."""
+    root, scenes = split_path(rest)
+    if scenes is not None and ":" in scenes:
+        raise ValueError(
+            f"--data {spec!r}: {kind}:ROOT[:SCENE,...] has one ':' between the folder and the "
+            f"scenes, got the scenes {scenes!r}; separate scenes with ',' (a Windows folder "
+            "keeps its drive letter: 3mos:C:\\data\\3mos:SEN_city)"
+        )
+    return root, _split(scenes or "")
 
 
 def _split(text: str) -> list[str] | None:
@@ -97,7 +139,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         required=True,
         help="3mos:ROOT[:SCENE,...] | synthetic:N[:SIZE] | sen12:DIR[:SCENE,...] (scene keys "
         "like ROIs1158_spring_1 or season folders like ROIs1158_spring) | gdal:OPT.tif,SAR.tif "
-        "(repeatable)",
+        "(repeatable; a Windows path keeps its drive letter: 3mos:C:\\data\\3mos:SEN_city)",
     )
     p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods")
     p.add_argument(
