@@ -49,6 +49,8 @@ from training.cli import non_negative_int, positive_int  # noqa: E402
 
 ALL_METHODS = ("learned", *classical.METHODS)
 SYNTHETIC_SEED_OFFSET = 10_000  # synthetic evaluation scenes never share a seed with training
+#: --template / --search without a model to take them from (the shipped model's sizes)
+DEFAULT_TEMPLATE, DEFAULT_SEARCH = 128, 256
 
 
 def load_records(spec: str, seed: int) -> list[Any]:
@@ -148,8 +150,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-records", type=non_negative_int, default=0, help="random subset of records (0: all)"
     )
-    p.add_argument("--template", type=int, default=128, help="template side T (px)")
-    p.add_argument("--search", type=int, default=256, help="search region side S (px)")
+    p.add_argument(
+        "--template",
+        type=int,
+        help=f"template side T (px; default: the model's with 'learned', else {DEFAULT_TEMPLATE})",
+    )
+    p.add_argument(
+        "--search",
+        type=int,
+        help=f"search region side S (px; default: the model's with 'learned', else "
+        f"{DEFAULT_SEARCH})",
+    )
     p.add_argument("--max-rotation", type=float, default=0.0, help="template rotation (deg)")
     p.add_argument("--max-scale", type=float, default=0.0, help="template scale, 1 +- this")
     p.add_argument("--subpixel", action="store_true", help="continuous true offsets")
@@ -179,17 +190,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
     args = p.parse_args(argv)
-    if not 2 <= args.template <= args.search:
-        p.error(
-            f"--template {args.template} --search {args.search}: the template side must be "
-            ">= 2 and at most the search region's (the default model's: 128 in 256)"
-        )
+    # with 'learned' a size not given is the model's, known once it is opened (open_methods)
+    if "learned" not in args.methods.split(",") or None not in (args.template, args.search):
+        message = size_error(*sample_sizes(args))
+        if message:
+            p.error(message)
     if not (0.0 <= args.max_rotation <= 45.0 and 0.0 <= args.max_scale < 0.5):
         p.error(
             f"--max-rotation {args.max_rotation:g} --max-scale {args.max_scale:g}: the rotation "
             "must be in [0, 45] degrees and the scale in [0, 0.5)"
         )
     return args
+
+
+def sample_sizes(args: argparse.Namespace) -> tuple[int, int]:
+    """``(--template, --search)``, each the default where not given."""
+    t, s = args.template, args.search
+    return (DEFAULT_TEMPLATE if t is None else t), (DEFAULT_SEARCH if s is None else s)
+
+
+def size_error(template: int, search: int) -> str | None:
+    """What is wrong with a template side in a search region side (None: nothing)."""
+    if 2 <= template <= search:
+        return None
+    return (
+        f"--template {template} --search {search}: the template side must be >= 2 and at most "
+        f"the search region's (the default model's: {DEFAULT_TEMPLATE} in {DEFAULT_SEARCH})"
+    )
 
 
 def resolve_methods(args: argparse.Namespace) -> tuple[list[str], Path | None]:
@@ -302,8 +329,7 @@ def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     return harness.make_samples(
         records,
         args.samples_per_pair,
-        args.template,
-        args.search,
+        *sample_sizes(args),
         rng=rng,
         max_rotation_deg=args.max_rotation,
         max_scale=args.max_scale,
@@ -317,20 +343,34 @@ def open_methods(args: argparse.Namespace) -> tuple[list[str], OnnxMatcher | Non
     Called before the samples are cut: a misspelt ``--methods``, a bad model or ``--device``
     and sample sizes the model cannot match fail before the data are read.
 
+    Sets ``args.template`` / ``args.search`` where not given: the model's sizes with
+    ``learned``, else the defaults.
+
     Raises:
         SystemExit: an unknown method or a missing model (:func:`resolve_methods`).
         ValueError: the model is not usable, or ``--template`` / ``--search`` are not its sizes.
     """
     methods, model_path = resolve_methods(args)
     if model_path is None:
+        args.template, args.search = sample_sizes(args)
+        message = size_error(args.template, args.search)
+        if message:
+            raise ValueError(message)
         return methods, None
     matcher = OnnxMatcher(model_path, device=args.device, log=print)
     c = matcher.contract
+    given = (args.template, args.search)
+    # a size not given is the model's: the samples every method sees are cut to its sizes
+    args.template = c.template_size if args.template is None else args.template
+    args.search = c.search_size if args.search is None else args.search
     if (args.template, args.search) != (c.template_size, c.search_size):
+        shown = " ".join(
+            f"--{k} {v}" for k, v in zip(("template", "search"), given) if v is not None
+        )
         raise ValueError(
             f"model {c.name} matches {c.template_size} px templates in {c.search_size} px "
-            f"regions, not --template {args.template} --search {args.search}: pass --template "
-            f"{c.template_size} --search {c.search_size}, or drop 'learned' from --methods"
+            f"regions, not {shown}: leave out --template / --search (the model's sizes are "
+            "the default), or drop 'learned' from --methods"
         )
     return methods, matcher
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from scripts import evaluate
@@ -78,3 +79,55 @@ def test_a_malformed_data_spec_says_what_is_wrong(spec, message, calls) -> None:
     with pytest.raises(ValueError, match=message):
         evaluate.load_records(spec, 0)
     assert calls == []
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory):
+    """A twin model whose contract matches 64 px templates in 96 px regions (not 128 in 256)."""
+    from tests.model_fixtures import make_twin_model
+
+    return make_twin_model(tmp_path_factory.mktemp("model") / "small.onnx")
+
+
+def test_sample_sizes_default_to_the_models(small_model, tmp_path, capsys) -> None:
+    """Before: --template / --search defaulted to 128 / 256, so a model of other sizes failed
+    with 'matches 64 px templates in 96 px regions, not --template 128 --search 256' unless
+    both were given by hand."""
+    import json
+
+    out = tmp_path / "eval"
+    argv = ["--model", str(small_model), "--data", "synthetic:2:256", "--methods", "learned,ncc",
+            "--samples-per-pair", "4", "--device", "cpu", "--maps", "0",
+            "--out", str(out)]  # fmt: skip
+    assert evaluate.main(argv) == 0, capsys.readouterr().err
+    doc = json.loads((out / "results.json").read_text())
+    assert (doc["config"]["template"], doc["config"]["search"]) == (64, 96)
+    # every method matched the model's geometry: offsets within the 96 - 64 = 32 px span
+    offsets = np.asarray(doc["errors_px"]["true_offset_xy_px"])
+    assert offsets.shape == (8, 2) and offsets.min() >= 0 and offsets.max() <= 32
+    learned = next(s for s in doc["summaries"] if s["method"] == "learned")
+    assert learned["n"] == 8
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [(["--search", "128"], "not --search 128:"),
+     (["--template", "300"], "not --template 300:"),
+     (["--template", "128", "--search", "256"], "not --template 128 --search 256:")],
+)  # fmt: skip
+def test_sizes_other_than_the_models_are_refused(small_model, tmp_path, capsys, given, shown):
+    argv = ["--model", str(small_model), "--data", "synthetic:1:256", "--device", "cpu",
+            "--methods", "ncc,learned", *given, "--out", str(tmp_path / "eval")]  # fmt: skip
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"matches 64 px templates in 96 px regions, {shown} leave out --template" in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_sizes_without_a_model_are_the_defaults(capsys) -> None:
+    args = evaluate.parse_args(["--data", "synthetic:1:256", "--methods", "ncc,cfog"])
+    assert evaluate.open_methods(args) == (["ncc", "cfog"], None)
+    assert (args.template, args.search) == (128, 256)
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--data", "synthetic:1", "--methods", "ncc", "--search", "100"])
+    assert "--template 128 --search 100: the template side must be >= 2" in capsys.readouterr().err
