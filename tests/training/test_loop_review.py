@@ -1,0 +1,57 @@
+"""Regression tests of the trainer's logs and of the resume refusal.
+
+* ``metrics.csv`` / ``loss_curves.png``: were written in place, so a run killed while writing
+  them left them truncated;
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from training import loop
+
+HISTORY = [
+    {"epoch": 1.0, "lr": 1e-3, "train_recon": 0.5, "train_match": 0.9},
+    {"epoch": 2.0, "lr": 5e-4, "train_recon": 0.4, "train_match": 0.7},
+]
+
+
+def _written(tmp_path: Path) -> tuple[list[dict[str, str]], bytes]:
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv", newline="")))
+    return rows, (tmp_path / "loss_curves.png").read_bytes()
+
+
+def test_a_kill_while_writing_the_logs_keeps_the_previous_ones(tmp_path, monkeypatch) -> None:
+    """Before: after a kill during the CSV's rows metrics.csv held its header only (no row
+    of the epoch before), and one during savefig left a loss_curves.png of 7 bytes."""
+    loop._write_logs(tmp_path, HISTORY[:1], tensorboard=False)
+    rows, png = _written(tmp_path)
+    assert [r["epoch"] for r in rows] == ["1.0"] and png.startswith(b"\x89PNG")
+
+    def killed_rows(self, rows):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(csv.DictWriter, "writerows", killed_rows)
+        with pytest.raises(KeyboardInterrupt):
+            loop._write_logs(tmp_path, HISTORY, tensorboard=False)
+    assert _written(tmp_path) == (rows, png)
+
+    def killed_plot(path, history):
+        Path(path).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "_plot", killed_plot)
+        with pytest.raises(KeyboardInterrupt):
+            loop._write_logs(tmp_path, HISTORY, tensorboard=False)
+    new_rows, kept_png = _written(tmp_path)
+    assert [r["epoch"] for r in new_rows] == ["1.0", "2.0"]  # the CSV was written whole
+    assert kept_png == png
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_curves.png", "metrics.csv"]
+
+    loop._write_logs(tmp_path, HISTORY, tensorboard=False)  # and a whole write replaces them
+    assert _written(tmp_path)[1] != png
