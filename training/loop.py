@@ -794,6 +794,27 @@ def _write_logs(out: Path, history: list[dict[str, float]], tensorboard: bool) -
         _plot(tmp, history)
 
 
+#: The panels of loss_curves.png: the metrics each one draws.
+PANELS = (
+    ("train_recon", "val_recon"),
+    ("train_match", "val_match"),
+    ("val_acc_1_3px", "val_acc_1px", "val_acc_3px"),
+)
+
+
+def plotted_series(history: list[dict[str, float]]) -> list[list[tuple[str, list[float]]]]:
+    """Per panel of :data:`PANELS`, the ``(metric, value per epoch)`` series it draws.
+
+    A metric no epoch has a finite value of (the validation's, in a run without validation
+    pairs) is left out: matplotlib would draw nothing and warn of a legend without artists.
+    """
+    out = []
+    for names in PANELS:
+        series = [(k, [r.get(k, math.nan) for r in history]) for k in names]
+        out.append([(k, ys) for k, ys in series if any(math.isfinite(y) for y in ys)])
+    return out
+
+
 def _plot(path: Path, history: list[dict[str, float]]) -> None:
     import matplotlib
 
@@ -801,20 +822,16 @@ def _plot(path: Path, history: list[dict[str, float]]) -> None:
     import matplotlib.pyplot as plt
 
     ep = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, names in zip(
-        axes,
-        (
-            ("train_recon", "val_recon"),
-            ("train_match", "val_match"),
-            ("val_acc_1_3px", "val_acc_1px", "val_acc_3px"),
-        ),
-    ):
-        for k in names:
-            if any(k in r for r in history):
-                ax.plot(ep, [r.get(k, float("nan")) for r in history], marker="o", label=k)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(14, 4))
+    for ax, names, series in zip(axes, PANELS, plotted_series(history)):
+        for k, ys in series:
+            ax.plot(ep, ys, marker="o", label=k)
         ax.set_xlabel("epoch")
-        ax.legend()
+        if series:
+            ax.legend()
+        else:  # e.g. no validation pairs: say so rather than leave a blank panel
+            text = f"no values of {', '.join(names)}"
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -55,3 +55,23 @@ def test_a_kill_while_writing_the_logs_keeps_the_previous_ones(tmp_path, monkeyp
 
     loop._write_logs(tmp_path, HISTORY, tensorboard=False)  # and a whole write replaces them
     assert _written(tmp_path)[1] != png
+
+
+def test_a_run_without_validation_plots_no_empty_series(tmp_path, caplog) -> None:
+    """Before: the accuracy panel had no line and its legend() logged matplotlib's 'No artists
+    with labels found to put in legend' at every epoch of a run without validation pairs; an
+    all-NaN validation series was drawn as an empty line with a legend entry."""
+    import logging
+
+    history = [{**row, "val_recon": float("nan")} for row in HISTORY]
+    assert loop.plotted_series(history) == [
+        [("train_recon", [0.5, 0.4])],
+        [("train_match", [0.9, 0.7])],
+        [],
+    ]
+    with caplog.at_level(logging.WARNING):
+        loop._plot(tmp_path / "curves.png", history)
+    assert caplog.records == []
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    with_val = [{**row, "val_acc_1px": 0.25 * row["epoch"]} for row in HISTORY]
+    assert loop.plotted_series(with_val)[2] == [("val_acc_1px", [0.25, 0.5])]
