@@ -45,7 +45,14 @@ from training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from training.config import AugmentConfig, TrainConfig, config_hash, config_to_dict, save_config
+from training.config import (
+    AugmentConfig,
+    TrainConfig,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    save_config,
+)
 from training.data import (
     Batch,
     BatchPlan,
@@ -616,25 +623,45 @@ def config_diffs(old: dict[str, Any], new: dict[str, Any], width: int = 60) -> l
     """``"section.key old -> new"`` for each key the weights depend on that differs.
 
     The ``run`` section (device, threads, output) is left out, as the config hash leaves it
-    out; a key one side lacks shows as ``(absent)``. Long values are cut to ``width`` chars.
+    out. A key ``old`` lacks (a config of code before the key) counts as its default: it is
+    listed only where ``new`` differs from the default, as ``(absent: default X)``; a key
+    ``new`` lacks shows as ``(absent)``. Long values are cut to ``width`` chars.
     """
 
     def shown(v: Any) -> str:
         text = "(absent)" if v is _ABSENT else repr(v)
         return text if len(text) <= width else text[: width - 3] + "..."
 
+    filled = _with_defaults(old)
     out = []
     for section in sorted((set(old) | set(new)) - {"run"}):
         a, b = old.get(section, _ABSENT), new.get(section, _ABSENT)
+        if a is _ABSENT and isinstance(filled.get(section), dict):
+            a = {}  # a section added after the old config: its keys are its defaults
         if isinstance(a, dict) and isinstance(b, dict):
             pairs = [
-                (f"{section}.{k}", a.get(k, _ABSENT), b.get(k, _ABSENT))
+                (f"{section}.{k}", a.get(k, _ABSENT), b.get(k, _ABSENT), k)
                 for k in sorted(set(a) | set(b))
             ]
         else:
-            pairs = [(section, a, b)]
-        out += [f"{key} {shown(x)} -> {shown(y)}" for key, x, y in pairs if x != y]
+            pairs = [(section, a, b, None)]
+        for key, x, y, k in pairs:
+            default = filled.get(section, {}).get(k, _ABSENT) if k is not None else _ABSENT
+            if x is _ABSENT and default is not _ABSENT:
+                if default == y:
+                    continue
+                out.append(f"{key} (absent: default {shown(default)}) -> {shown(y)}")
+            elif x != y:
+                out.append(f"{key} {shown(x)} -> {shown(y)}")
     return out
+
+
+def _with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` completed with the defaults of the keys it lacks ({} where this code rejects it)."""
+    try:
+        return config_to_dict(config_from_dict(raw))
+    except (ValueError, TypeError):  # e.g. a key this code no longer knows: nothing filled
+        return {}
 
 
 _ABSENT = object()

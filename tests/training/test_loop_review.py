@@ -1,7 +1,9 @@
 """Regression tests of the trainer's logs and of the resume refusal.
 
 * ``metrics.csv`` / ``loss_curves.png``: were written in place, so a run killed while writing
-  them left them truncated;
+  them left them truncated; a run without validation logged matplotlib's empty-legend warning;
+* ``config_diffs`` (a refused ``--resume``): a key an older checkpoint's config lacks was listed
+  as ``(absent) -> value`` even where the value is the key's default.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from training import loop
+from training.config import TrainConfig, config_to_dict
 
 HISTORY = [
     {"epoch": 1.0, "lr": 1e-3, "train_recon": 0.5, "train_match": 0.9},
@@ -75,3 +78,30 @@ def test_a_run_without_validation_plots_no_empty_series(tmp_path, caplog) -> Non
     assert (tmp_path / "curves.png").stat().st_size > 1000
     with_val = [{**row, "val_acc_1px": 0.25 * row["epoch"]} for row in HISTORY]
     assert loop.plotted_series(with_val)[2] == [("val_acc_1px", [0.25, 0.5])]
+
+
+def test_config_diffs_count_a_key_an_older_config_lacks_as_its_default() -> None:
+    """Before: 'augment.zoom_p (absent) -> 0.0; data.random_windows (absent) -> True;
+    optim.lr_max 0.003 -> 0.01' for a config of older code that differs in lr_max only."""
+    new = config_to_dict(TrainConfig())
+    defaults = config_to_dict(TrainConfig())
+    old = {k: dict(v) if isinstance(v, dict) else v for k, v in new.items()}
+    del old["augment"]["zoom_p"], old["data"]["random_windows"]
+    old["optim"]["lr_max"] = 0.003
+    new["optim"]["lr_max"] = 0.01
+    assert loop.config_diffs(old, new) == ["optim.lr_max 0.003 -> 0.01"]
+    # a lacking key whose value now is not its default is listed, with that default
+    new["augment"]["zoom_p"] = 0.5
+    assert loop.config_diffs(old, new) == [
+        f"augment.zoom_p (absent: default {defaults['augment']['zoom_p']!r}) -> 0.5",
+        "optim.lr_max 0.003 -> 0.01",
+    ]
+    # a whole section older code did not have: its keys are their defaults too
+    del old["augment"]
+    assert loop.config_diffs(old, new)[0].startswith("augment.zoom_p (absent: default ")
+    assert len(loop.config_diffs(old, new)) == 2
+    # an old config this code rejects (a key it no longer knows): compared as it is
+    old["loss"]["retired_key"] = 1
+    diffs = loop.config_diffs(old, new)
+    assert "loss.retired_key 1 -> (absent)" in diffs
+    assert f"data.random_windows (absent) -> {defaults['data']['random_windows']!r}" in diffs
