@@ -49,16 +49,26 @@ from training.cli import non_negative_int, positive_int  # noqa: E402
 
 ALL_METHODS = ("learned", *classical.METHODS)
 SYNTHETIC_SEED_OFFSET = 10_000  # synthetic evaluation scenes never share a seed with training
+#: --template / --search without a model to take them from (the shipped model's sizes)
+DEFAULT_TEMPLATE, DEFAULT_SEARCH = 128, 256
 
 
 def load_records(spec: str, seed: int) -> list[Any]:
-    """PairRecords of one ``--data`` specification (see ``--help``)."""
+    r"""PairRecords of one ``--data`` specification (see ``--help``).
+
+    A path may start with a Windows drive letter (``3mos:C:\data\3mos:SEN_city``,
+    ``sen12:D:/sen12``): its colon is not a separator (:func:`split_path`).
+    """
     from training import sources
 
     kind, _, rest = spec.partition(":")
-    if kind == "3mos":
-        root, _, scenes = rest.partition(":")
-        return sources.load_3mos(root or "../shared/data/3mos", scenes=_split(scenes))
+    if kind in ("3mos", "sen12"):
+        root, scenes = _root_and_scenes(kind, rest, spec)
+        if kind == "3mos":
+            return sources.load_3mos(root or "../shared/data/3mos", scenes=scenes)
+        if not root:
+            raise ValueError(f"--data {spec!r}: sen12 needs its folder, e.g. sen12:DIR[:SCENES]")
+        return sources.load_sen12(root, scenes=scenes)
     if kind == "synthetic":
         n, _, size = rest.partition(":")
         try:
@@ -69,18 +79,52 @@ def load_records(spec: str, seed: int) -> list[Any]:
                 f"{spec!r}"
             ) from None
         return sources.load_synthetic(count, side, seed + SYNTHETIC_SEED_OFFSET)
-    if kind == "sen12":
-        root, _, scenes = rest.partition(":")
-        return sources.load_sen12(root, scenes=_split(scenes))
     if kind == "gdal":
         paths = _split(rest)
         if paths is None or len(paths) != 2:
             raise ValueError(f"--data gdal needs OPTICAL.tif,SAR.tif, got {rest!r}")
         return [sources.load_gdal_pair(paths[0], paths[1])]
+    hint = ""
+    if _is_drive(spec):
+        hint = f" ({spec[:3]}... is a Windows path: put the kind first, e.g. 3mos:{spec})"
     raise ValueError(
-        f"unknown --data kind {kind!r}; use 3mos:ROOT[:SCENES], synthetic:N[:SIZE], "
+        f"unknown --data kind {kind!r}{hint}; use 3mos:ROOT[:SCENES], synthetic:N[:SIZE], "
         "sen12:DIR[:SCENES] or gdal:OPTICAL.tif,SAR.tif"
     )
+
+
+def _is_drive(text: str) -> bool:
+    r"""Whether ``text`` starts with a Windows drive letter (``C:\`` or ``C:/``)."""
+    return (
+        len(text) >= 3
+        and text[0].isascii()
+        and text[0].isalpha()
+        and text[1] == ":"
+        and (text[2] in "\\/")
+    )
+
+
+def split_path(text: str) -> tuple[str, str | None]:
+    r"""``"ROOT:REST"`` -> ``(ROOT, REST)``, ``"ROOT"`` -> ``(ROOT, None)``.
+
+    The path ends at its first colon, unless that colon is a Windows drive letter's (a letter
+    then ``:`` then ``\`` or ``/``, as in ``C:\data``), which stays in the path.
+    """
+    start = 2 if _is_drive(text) else 0
+    cut = text.find(":", start)
+    return (text, None) if cut < 0 else (text[:cut], text[cut + 1 :])
+
+
+def _root_and_scenes(kind: str, rest: str, spec: str) -> tuple[str, list[str] | None]:
+    """ROOT and SCENES of a ``3mos`` / ``sen12`` spec's part after ``KIND:``."""
+    root, scenes = split_path(rest)
+    if scenes is not None and ":" in scenes:
+        raise ValueError(
+            f"--data {spec!r}: {kind}:ROOT[:SCENE,...] has one ':' between the folder and the "
+            f"scenes, got the scenes {scenes!r}; separate scenes with ',' (a Windows folder "
+            "keeps its drive letter: 3mos:C:\\data\\3mos:SEN_city)"
+        )
+    return root, _split(scenes or "")
 
 
 def _split(text: str) -> list[str] | None:
@@ -97,7 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         required=True,
         help="3mos:ROOT[:SCENE,...] | synthetic:N[:SIZE] | sen12:DIR[:SCENE,...] (scene keys "
         "like ROIs1158_spring_1 or season folders like ROIs1158_spring) | gdal:OPT.tif,SAR.tif "
-        "(repeatable)",
+        "(repeatable; a Windows path keeps its drive letter: 3mos:C:\\data\\3mos:SEN_city)",
     )
     p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods")
     p.add_argument(
@@ -106,8 +150,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-records", type=non_negative_int, default=0, help="random subset of records (0: all)"
     )
-    p.add_argument("--template", type=int, default=128, help="template side T (px)")
-    p.add_argument("--search", type=int, default=256, help="search region side S (px)")
+    p.add_argument(
+        "--template",
+        type=int,
+        help=f"template side T (px; default: the model's with 'learned', else {DEFAULT_TEMPLATE})",
+    )
+    p.add_argument(
+        "--search",
+        type=int,
+        help=f"search region side S (px; default: the model's with 'learned', else "
+        f"{DEFAULT_SEARCH})",
+    )
     p.add_argument("--max-rotation", type=float, default=0.0, help="template rotation (deg)")
     p.add_argument("--max-scale", type=float, default=0.0, help="template scale, 1 +- this")
     p.add_argument("--subpixel", action="store_true", help="continuous true offsets")
@@ -137,17 +190,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
     args = p.parse_args(argv)
-    if not 2 <= args.template <= args.search:
-        p.error(
-            f"--template {args.template} --search {args.search}: the template side must be "
-            ">= 2 and at most the search region's (the default model's: 128 in 256)"
-        )
+    # with 'learned' a size not given is the model's, known once it is opened (open_methods)
+    if "learned" not in args.methods.split(",") or None not in (args.template, args.search):
+        message = size_error(*sample_sizes(args))
+        if message:
+            p.error(message)
     if not (0.0 <= args.max_rotation <= 45.0 and 0.0 <= args.max_scale < 0.5):
         p.error(
             f"--max-rotation {args.max_rotation:g} --max-scale {args.max_scale:g}: the rotation "
             "must be in [0, 45] degrees and the scale in [0, 0.5)"
         )
     return args
+
+
+def sample_sizes(args: argparse.Namespace) -> tuple[int, int]:
+    """``(--template, --search)``, each the default where not given."""
+    t, s = args.template, args.search
+    return (DEFAULT_TEMPLATE if t is None else t), (DEFAULT_SEARCH if s is None else s)
+
+
+def size_error(template: int, search: int) -> str | None:
+    """What is wrong with a template side in a search region side (None: nothing)."""
+    if 2 <= template <= search:
+        return None
+    return (
+        f"--template {template} --search {search}: the template side must be >= 2 and at most "
+        f"the search region's (the default model's: {DEFAULT_TEMPLATE} in {DEFAULT_SEARCH})"
+    )
 
 
 def resolve_methods(args: argparse.Namespace) -> tuple[list[str], Path | None]:
@@ -260,8 +329,7 @@ def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     return harness.make_samples(
         records,
         args.samples_per_pair,
-        args.template,
-        args.search,
+        *sample_sizes(args),
         rng=rng,
         max_rotation_deg=args.max_rotation,
         max_scale=args.max_scale,
@@ -275,20 +343,34 @@ def open_methods(args: argparse.Namespace) -> tuple[list[str], OnnxMatcher | Non
     Called before the samples are cut: a misspelt ``--methods``, a bad model or ``--device``
     and sample sizes the model cannot match fail before the data are read.
 
+    Sets ``args.template`` / ``args.search`` where not given: the model's sizes with
+    ``learned``, else the defaults.
+
     Raises:
         SystemExit: an unknown method or a missing model (:func:`resolve_methods`).
         ValueError: the model is not usable, or ``--template`` / ``--search`` are not its sizes.
     """
     methods, model_path = resolve_methods(args)
     if model_path is None:
+        args.template, args.search = sample_sizes(args)
+        message = size_error(args.template, args.search)
+        if message:
+            raise ValueError(message)
         return methods, None
     matcher = OnnxMatcher(model_path, device=args.device, log=print)
     c = matcher.contract
+    given = (args.template, args.search)
+    # a size not given is the model's: the samples every method sees are cut to its sizes
+    args.template = c.template_size if args.template is None else args.template
+    args.search = c.search_size if args.search is None else args.search
     if (args.template, args.search) != (c.template_size, c.search_size):
+        shown = " ".join(
+            f"--{k} {v}" for k, v in zip(("template", "search"), given) if v is not None
+        )
         raise ValueError(
             f"model {c.name} matches {c.template_size} px templates in {c.search_size} px "
-            f"regions, not --template {args.template} --search {args.search}: pass --template "
-            f"{c.template_size} --search {c.search_size}, or drop 'learned' from --methods"
+            f"regions, not {shown}: leave out --template / --search (the model's sizes are "
+            "the default), or drop 'learned' from --methods"
         )
     return methods, matcher
 

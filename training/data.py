@@ -753,9 +753,14 @@ def build_datasets(
         records = load_records(cfg)
     parts = split_records(records, cfg, seed)
     rng = np.random.default_rng([seed, 11])
-    (train, skipped), (val, _), (test, _) = (cut_records(list(p), cfg, rng) for p in parts)
+    (train, skipped), (val, val_skipped), (test, _) = (
+        cut_records(list(p), cfg, rng) for p in parts
+    )
     if len(train) == 0:
         raise ValueError(_empty_training_message(parts, skipped, cfg))
+    message = _empty_validation_scenes_message(parts[1], val, val_skipped, cfg)
+    if message:
+        raise ValueError(message)
     if cfg.random_windows:
         val = with_fixed_windows(
             repeat_pairs(val, cfg.val_windows_per_pair), cfg, np.random.default_rng([seed, 13])
@@ -809,6 +814,36 @@ def _empty_training_message(
         f"one ({_first(skipped, 3)}); use records at least data.search_size_px "
         f"({cfg.search_size_px} px) on a side, set data.random_crops_per_scene > 0 for "
         "records without corners, or give a smaller data.search_size_px / template_size_px"
+    )
+
+
+def _empty_validation_scenes_message(
+    records: list[PairRecord], val: PatchSet, skipped: list[str], cfg: DataConfig
+) -> str | None:
+    """Which ``data.validation_scenes`` yield no validation pair, and why (None: all do).
+
+    An error even where other scenes still give the split pairs: the best epoch would be
+    selected on other scenes than the ones the config names (or on none).
+    """
+    have = set(val.scenes)
+    empty = [scene for scene in cfg.validation_scenes if scene not in have]
+    if not empty:
+        return None
+    names = {r.name for r in records if r.scene in empty}
+    why = [x for x in skipped if x.split(": ", 1)[0] in names]
+    others = sorted(have)
+    selected = (
+        f"the best epoch would be selected on {len(val)} pairs of the other scenes {others} "
+        "only, not on the scenes named"
+        if others
+        else "no epoch would be selected (the validation split has no pair)"
+    )
+    return (
+        f"data.validation_scenes {empty} yield no validation pair ({_first(why, 3)}): "
+        f"{selected}; use records at least data.search_size_px ({cfg.search_size_px} px) on a "
+        "side, set data.random_crops_per_scene > 0 for records without corners, give a smaller "
+        "data.search_size_px / template_size_px, or remove the scenes from "
+        "data.validation_scenes"
     )
 
 

@@ -20,11 +20,13 @@ resumed run replays exactly the batches and draws the uninterrupted run would ha
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from sar_optical_matcher.core.files import temporary_name
 from training import losses
 from training.checkpoint import (
     CheckpointError,
@@ -42,7 +45,14 @@ from training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from training.config import AugmentConfig, TrainConfig, config_hash, config_to_dict, save_config
+from training.config import (
+    AugmentConfig,
+    TrainConfig,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    save_config,
+)
 from training.data import (
     Batch,
     BatchPlan,
@@ -613,25 +623,45 @@ def config_diffs(old: dict[str, Any], new: dict[str, Any], width: int = 60) -> l
     """``"section.key old -> new"`` for each key the weights depend on that differs.
 
     The ``run`` section (device, threads, output) is left out, as the config hash leaves it
-    out; a key one side lacks shows as ``(absent)``. Long values are cut to ``width`` chars.
+    out. A key ``old`` lacks (a config of code before the key) counts as its default: it is
+    listed only where ``new`` differs from the default, as ``(absent: default X)``; a key
+    ``new`` lacks shows as ``(absent)``. Long values are cut to ``width`` chars.
     """
 
     def shown(v: Any) -> str:
         text = "(absent)" if v is _ABSENT else repr(v)
         return text if len(text) <= width else text[: width - 3] + "..."
 
+    filled = _with_defaults(old)
     out = []
     for section in sorted((set(old) | set(new)) - {"run"}):
         a, b = old.get(section, _ABSENT), new.get(section, _ABSENT)
+        if a is _ABSENT and isinstance(filled.get(section), dict):
+            a = {}  # a section added after the old config: its keys are its defaults
         if isinstance(a, dict) and isinstance(b, dict):
             pairs = [
-                (f"{section}.{k}", a.get(k, _ABSENT), b.get(k, _ABSENT))
+                (f"{section}.{k}", a.get(k, _ABSENT), b.get(k, _ABSENT), k)
                 for k in sorted(set(a) | set(b))
             ]
         else:
-            pairs = [(section, a, b)]
-        out += [f"{key} {shown(x)} -> {shown(y)}" for key, x, y in pairs if x != y]
+            pairs = [(section, a, b, None)]
+        for key, x, y, k in pairs:
+            default = filled.get(section, {}).get(k, _ABSENT) if k is not None else _ABSENT
+            if x is _ABSENT and default is not _ABSENT:
+                if default == y:
+                    continue
+                out.append(f"{key} (absent: default {shown(default)}) -> {shown(y)}")
+            elif x != y:
+                out.append(f"{key} {shown(x)} -> {shown(y)}")
     return out
+
+
+def _with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` completed with the defaults of the keys it lacks ({} where this code rejects it)."""
+    try:
+        return config_to_dict(config_from_dict(raw))
+    except (ValueError, TypeError):  # e.g. a key this code no longer knows: nothing filled
+        return {}
 
 
 _ABSENT = object()
@@ -753,10 +783,29 @@ def _device(name: str, rank: int) -> torch.device:
     return torch.device(name)
 
 
+@contextlib.contextmanager
+def _replaced(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path``, ``os.replace``-d over it once the block has written it.
+
+    A run killed while writing keeps the previous ``path`` whole (the rename is atomic in one
+    folder); an exception (Ctrl-C, SIGTERM) removes the temporary file.
+    """
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_logs(out: Path, history: list[dict[str, float]], tensorboard: bool) -> None:
-    """metrics.csv, loss_curves.png and TensorBoard scalars from the full history."""
+    """metrics.csv, loss_curves.png and TensorBoard scalars from the full history.
+
+    The CSV and the figure are each written under a temporary name and renamed over the
+    previous epoch's: never left truncated.
+    """
     keys = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
-    with open(out / "metrics.csv", "w", newline="") as fh:
+    with _replaced(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
@@ -768,7 +817,29 @@ def _write_logs(out: Path, history: list[dict[str, float]], tensorboard: bool) -
             for k, v in row.items():
                 if k != "epoch" and math.isfinite(v):
                     tb.add_scalar(k.replace("_", "/", 1), v, int(row["epoch"]))
-    _plot(out / "loss_curves.png", history)
+    with _replaced(out / "loss_curves.png") as tmp:
+        _plot(tmp, history)
+
+
+#: The panels of loss_curves.png: the metrics each one draws.
+PANELS = (
+    ("train_recon", "val_recon"),
+    ("train_match", "val_match"),
+    ("val_acc_1_3px", "val_acc_1px", "val_acc_3px"),
+)
+
+
+def plotted_series(history: list[dict[str, float]]) -> list[list[tuple[str, list[float]]]]:
+    """Per panel of :data:`PANELS`, the ``(metric, value per epoch)`` series it draws.
+
+    A metric no epoch has a finite value of (the validation's, in a run without validation
+    pairs) is left out: matplotlib would draw nothing and warn of a legend without artists.
+    """
+    out = []
+    for names in PANELS:
+        series = [(k, [r.get(k, math.nan) for r in history]) for k in names]
+        out.append([(k, ys) for k, ys in series if any(math.isfinite(y) for y in ys)])
+    return out
 
 
 def _plot(path: Path, history: list[dict[str, float]]) -> None:
@@ -778,20 +849,16 @@ def _plot(path: Path, history: list[dict[str, float]]) -> None:
     import matplotlib.pyplot as plt
 
     ep = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, names in zip(
-        axes,
-        (
-            ("train_recon", "val_recon"),
-            ("train_match", "val_match"),
-            ("val_acc_1_3px", "val_acc_1px", "val_acc_3px"),
-        ),
-    ):
-        for k in names:
-            if any(k in r for r in history):
-                ax.plot(ep, [r.get(k, float("nan")) for r in history], marker="o", label=k)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(14, 4))
+    for ax, names, series in zip(axes, PANELS, plotted_series(history)):
+        for k, ys in series:
+            ax.plot(ep, ys, marker="o", label=k)
         ax.set_xlabel("epoch")
-        ax.legend()
+        if series:
+            ax.legend()
+        else:  # e.g. no validation pairs: say so rather than leave a blank panel
+            text = f"no values of {', '.join(names)}"
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
