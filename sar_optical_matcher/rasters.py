@@ -353,11 +353,62 @@ def band_sample(info: RasterInfo, band: int, sample_px: int = 1024) -> np.ndarra
 
     GDAL's decimated read (overviews where there are; nothing is written beside the file).
     """
+    data = band_sample_grid(info, band, sample_px)
+    return data[np.isfinite(data)]
+
+
+def band_sample_grid(info: RasterInfo, band: int, sample_px: int = 1024) -> np.ndarray:
+    """(h, w) float32 pixels of ``band`` read at most ``sample_px`` a side, NaN where invalid."""
     info.check_band(band)
     k = max(1, math.ceil(max(info.width, info.height) / sample_px))
     buf = (max(1, info.width // k), max(1, info.height // k))
-    data = _read_valid(info, band, (0, 0, info.width, info.height), buf)
-    return data[np.isfinite(data)]
+    return _read_valid(info, band, (0, 0, info.width, info.height), buf)
+
+
+#: Thresholds of :func:`linear_sar_evidence`: at most this share of negative values, the 99th
+#: percentile at least this many times the median and the 1st percentile, and at least this
+#: correlation between the log mean and the log spread of 8 x 8 blocks.
+LINEAR_EVIDENCE = {"negative": 0.01, "p99_p50": 3.0, "p99_p1": 10.0, "speckle_r": 0.5}
+
+
+def linear_sar_evidence(values: np.ndarray, dtype: str) -> str | None:
+    """Why a SAR band given as dB looks linear (amplitude or intensity), or None.
+
+    Fires only when all of these hold: not 8-bit (display data are logarithmic); no negative
+    values (dB of sigma0 < 1 are negative); a long bright tail (99th percentile >= 3 x the
+    median and >= 10 x the 1st percentile; dB data shifted positive or stretched to [0, 1]
+    measured 1.5-1.9 and 2.3-6.2); and a spread that grows with the brightness, as speckle on
+    linear values does (dB speckle has the same spread at every level: correlation of the log
+    block mean and log block standard deviation 0.88-0.97 linear, -0.01-0.47 for dB shifted).
+
+    Args:
+        values: (h, w) float pixels, NaN where invalid (e.g. :func:`band_sample_grid`).
+        dtype: numpy dtype name of the band.
+    """
+    lim = LINEAR_EVIDENCE
+    v = values[np.isfinite(values)].astype(np.float64)
+    if dtype in ("uint8", "int8") or v.size < 1024 or (v < 0).mean() > lim["negative"]:
+        return None
+    p1, p50, p99 = np.percentile(v, [1, 50, 99])
+    if not (p50 > 0 and p99 >= lim["p99_p50"] * p50 and p99 >= lim["p99_p1"] * p1):
+        return None
+    k = 8
+    h, w = (values.shape[0] // k) * k, (values.shape[1] // k) * k
+    blocks = values[:h, :w].reshape(h // k, k, w // k, k).transpose(0, 2, 1, 3).reshape(-1, k * k)
+    blocks = blocks[np.isfinite(blocks).all(axis=1)].astype(np.float64)
+    mean, std = blocks.mean(axis=1), blocks.std(axis=1)
+    keep = (mean > 0) & (std > 0)
+    if keep.sum() < 16:
+        return None
+    r = float(np.corrcoef(np.log(mean[keep]), np.log(std[keep]))[0, 1])
+    if not r >= lim["speckle_r"]:
+        return None
+    return (
+        f"no negative value, median {p50:.4g}, 99th percentile {p99 / p50:.1f} x the median "
+        f"and {p99 / p1 if p1 > 0 else float('inf'):.3g} x the 1st percentile, and a local "
+        f"spread that grows with the brightness (correlation {r:.2f}), as speckle on linear "
+        "values does"
+    )
 
 
 def _window_gt(gt: Sequence[float], x0: float, y0: float) -> tuple[float, ...]:
