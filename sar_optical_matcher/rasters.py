@@ -85,21 +85,47 @@ class RasterInfo:
             raise complex_band_error(self.path, int(band), named)
 
 
-def complex_band_error(path: str | Path, band: int, dtype: str) -> ValueError:
+def complex_band_error(path: str | Path, band: int, dtype: str, role: str = "SAR") -> ValueError:
     """The error for a complex band: what it is and how to turn it into a usable image.
 
     The amplitude is given as a ``gdal_calc.py`` command: a GDAL VRT's 'mod' pixel function
     without ``SourceTransferType`` reads the complex source as its real part (the matches of
     such a SAR were noise: 0 of 72 within 1 px, against 46 for the amplitude).
+
+    Args:
+        path: the raster.
+        band: 1-based band.
+        dtype: its type as ``gdalinfo`` prints it (``CFloat32``, ...).
+        role: the parameter it was given for: ``"SAR"``, ``"OPTICAL"`` (an optical image is
+            never complex: the wrong file) or ``"INPUT"`` (Detect keypoints' raster).
     """
     name = Path(str(path)).name
+    amplitude = (
+        f'`gdal_calc.py -A {shlex.quote(name)} --A_band={band} --calc="abs(A)" --type=Float32 '
+        "--outfile=amplitude.tif`"
+    )
+    what = f"band {band} of {name} is complex ({dtype})"
+    if role == "OPTICAL":
+        return ValueError(
+            f"{what}, but the OPTICAL raster is an optical image (reflectance or digital "
+            "numbers, real-valued): a complex band is a SAR product (single-look complex), so "
+            "the wrong file is given for OPTICAL. Choose the optical image there; a complex "
+            "SAR belongs in SAR, once detected or turned into its amplitude (e.g. "
+            f"{amplitude})"
+        )
+    if role == "INPUT":
+        return ValueError(
+            f"{what}: keypoints are detected on a real-valued image, usually the optical "
+            "raster that Compute correspondence or Register then matches: choose it for "
+            "INPUT. To detect on a complex SAR (single-look complex) raster already on a map "
+            f"grid, take its amplitude first: {amplitude}"
+        )
     return ValueError(
-        f"band {band} of {name} is complex ({dtype}), e.g. a single-look complex (SLC) SAR "
+        f"{what}, e.g. a single-look complex (SLC) SAR "
         "product: the matcher needs a detected amplitude or intensity image on a map grid. "
         "Detect and geocode it first (SNAP: Calibration, TOPSAR Deburst, Multilook, Terrain "
-        "Correction); a complex raster already on a map grid: take its amplitude, "
-        f'`gdal_calc.py -A {shlex.quote(name)} --A_band={band} --calc="abs(A)" --type=Float32 '
-        "--outfile=amplitude.tif` (a GDAL VRT's 'mod' pixel function does it too, with "
+        f"Correction); a complex raster already on a map grid: take its amplitude, {amplitude} "
+        "(a GDAL VRT's 'mod' pixel function does it too, with "
         "<SourceTransferType>CFloat32</SourceTransferType>: without it, the real part only)"
     )
 

@@ -173,18 +173,39 @@ def test_band_out_of_range_is_refused(alg, provider, pair, twin_model, out) -> N
     run_refused(alg, params, out, "band 3", r"1 band|1\.\.1|between 1 and 1")
 
 
-@pytest.mark.parametrize("alg", ALGS)
-def test_complex_raster_is_refused(alg, provider, pair, twin_model, tmp_path, out) -> None:
-    """A single-look complex (SLC) band would otherwise lose its imaginary part silently."""
+def _slc(pair: Pair, folder: Path) -> Path:
     arr, gt = read_array(pair.sar)
     phase = np.exp(1j * np.random.default_rng(0).uniform(0, 2 * np.pi, arr.shape))
-    slc = write_raster(tmp_path / "slc.tif", (arr * phase).astype(np.complex64), gt=gt)
+    return write_raster(folder / "slc.tif", (arr * phase).astype(np.complex64), gt=gt)
+
+
+@pytest.mark.parametrize("alg", MATCHING)
+def test_complex_sar_raster_is_refused(alg, provider, pair, twin_model, tmp_path, out) -> None:
+    """A single-look complex (SLC) band would otherwise lose its imaginary part silently."""
+    params = _params(alg, pair, twin_model, out, sar=_slc(pair, tmp_path))
+    text = run_refused(alg, params, out, "slc.tif", "CFloat32", "amplitude or intensity", "SNAP")
+    assert text.startswith("SAR: band 1 of slc.tif is complex (CFloat32), e.g. a single-look")
+    assert "'mod' pixel function" in text and '--calc="abs(A)"' in text
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_complex_optical_or_input_names_its_parameter(
+    alg, provider, pair, twin_model, tmp_path, out
+) -> None:
+    """A complex band given as the optical (or Detect keypoints' INPUT) was refused with the SAR
+    wording (SNAP, 'the matcher needs a detected amplitude'): the message now names the
+    parameter and what belongs there."""
+    slc = _slc(pair, tmp_path)
     if alg == "detectkeypoints":
         params = _params(alg, pair, twin_model, out, INPUT=str(slc))
+        text = run_refused(alg, params, out, "slc.tif", "CFloat32")
+        assert text.startswith("INPUT: band 1 of slc.tif is complex (CFloat32): keypoints are ")
+        assert "usually the optical raster" in text and "choose it for INPUT" in text
     else:
-        params = _params(alg, pair, twin_model, out, sar=slc)
-    text = run_refused(alg, params, out, "slc.tif", "CFloat32", "amplitude or intensity", "SNAP")
-    assert "'mod' pixel function" in text
+        text = run_refused(alg, _params(alg, pair, twin_model, out, optical=slc), out, "slc")
+        assert text.startswith("OPTICAL: band 1 of slc.tif is complex (CFloat32), but the OPT")
+        assert "the wrong file is given for OPTICAL" in text and "belongs in SAR" in text
+    assert "SNAP" not in text and '--calc="abs(A)"' in text
 
 
 def _scaled_sar(pair: Pair, folder: Path, factor: float) -> Path:
