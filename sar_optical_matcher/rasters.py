@@ -614,6 +614,37 @@ def pixel_jacobian(optical: RasterInfo, sar: RasterInfo) -> np.ndarray:
     return np.column_stack([opt_px[1] - opt_px[0], opt_px[2] - opt_px[0]])
 
 
+#: Pixel side ratio (longer / shorter, on the ground) above which pixels count as non-square.
+MAX_PIXEL_ASPECT = 1.5
+
+#: Metres per degree of latitude (and of longitude at the equator), for the ground size of a
+#: geographic raster's pixels.
+METRES_PER_DEGREE = 111_320.0
+
+
+def ground_pixel_size(info: RasterInfo) -> tuple[float, float, str]:
+    """``(x, y, unit)``: the sides of one pixel along its column and row steps, on the ground.
+
+    Map units for a projected CRS; metres for a geographic one, the longitude side scaled by
+    the cosine of the latitude at the raster's centre (a pixel square in degrees is 2:1 on
+    the ground at 60 degrees of latitude).
+    """
+    gt = info.geotransform
+    x, y = math.hypot(gt[1], gt[4]), math.hypot(gt[2], gt[5])
+    if not info.is_geographic:
+        return x, y, "map units"
+    lat = gt[3] + gt[4] * info.width / 2 + gt[5] * info.height / 2
+    coslat = math.cos(math.radians(min(max(lat, -89.0), 89.0)))
+    # the column and row steps of a north-up raster are along longitude and latitude
+    return x * METRES_PER_DEGREE * coslat, y * METRES_PER_DEGREE, "m"
+
+
+def pixel_aspect(info: RasterInfo) -> float:
+    """Longer over shorter side of one pixel on the ground (1: square); see ground_pixel_size."""
+    x, y, _ = ground_pixel_size(info)
+    return max(x, y) / min(x, y) if min(x, y) > 0 else math.inf
+
+
 def pixel_size_ratio(optical: RasterInfo, sar: RasterInfo) -> float:
     """Side of one SAR pixel in optical pixels, at the centre of the two rasters' overlap.
 

@@ -659,3 +659,29 @@ def test_linear_sar_evidence_fires_on_linear_data_only(encoded_sars: dict[str, P
     }
     fired = [k for k, v in not_linear.items() if linear_sar_evidence(v, "float32") is not None]
     assert fired == []
+
+
+def test_ground_pixel_size_of_a_geographic_raster_scales_longitude(tmp_path: Path) -> None:
+    """Degrees are not square on the ground: 1e-4 x 1e-4 degrees at 60 N is 2:1 (5.57 x 11.1
+    m); 2e-4 x 1e-4 degrees there is square. A projected raster: its geotransform's steps."""
+    from sar_optical_matcher.rasters import ground_pixel_size, pixel_aspect
+
+    def raster(name: str, gt: tuple, epsg: int) -> object:
+        ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / name), 20, 20, 1, gdal.GDT_Byte)
+        ds.SetGeoTransform(gt)
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        ds.SetProjection(srs.ExportToWkt())
+        ds = None
+        return open_raster(tmp_path / name)
+
+    equal_deg = raster("deg.tif", (10.0, 1e-4, 0.0, 60.001, 0.0, -1e-4), 4326)
+    x, y, unit = ground_pixel_size(equal_deg)
+    assert (
+        unit == "m" and x == pytest.approx(5.566, abs=0.01) and y == pytest.approx(11.13, abs=0.01)
+    )
+    assert pixel_aspect(equal_deg) == pytest.approx(2.0, abs=0.001)
+    square = raster("sq.tif", (10.0, 2e-4, 0.0, 60.001, 0.0, -1e-4), 4326)
+    assert pixel_aspect(square) == pytest.approx(1.0, abs=0.001)
+    utm = raster("utm.tif", (500000.0, 10.0, 0.0, 4100000.0, 0.0, -20.0), 32633)
+    assert ground_pixel_size(utm) == (10.0, 20.0, "map units") and pixel_aspect(utm) == 2.0

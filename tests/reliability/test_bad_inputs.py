@@ -208,6 +208,40 @@ def test_complex_optical_or_input_names_its_parameter(
     assert "SNAP" not in text and '--calc="abs(A)"' in text
 
 
+@pytest.mark.parametrize("which", ["sar", "optical", None])
+@pytest.mark.parametrize("alg", MATCHING)
+def test_non_square_pixels_are_warned_about(alg, which, provider, pair, twin_model, tmp_path, out):
+    """A raster resampled to 10 x 20 m pixels: matching ran on without a word (templates in
+    optical pixels cover twice the ground along y; an upsampled SAR axis); now a warning names
+    the pixel sizes, what they mean and the fix. Square pixels say nothing."""
+    from osgeo import gdal
+
+    params = _params(alg, pair, twin_model, out)
+    if which is not None:
+        src = pair.sar if which == "sar" else pair.optical
+        _, gt = read_array(src)
+        dst = tmp_path / f"{which}_10x20.tif"
+        gdal.Warp(str(dst), str(src), xRes=abs(gt[1]), yRes=2 * abs(gt[5]), resampleAlg="average")
+        params = _params(alg, pair, twin_model, out, **{which: dst})
+    log = FeedbackLog()
+    with contextlib.suppress(Exception):  # a refused fit has logged the matching
+        _run(alg, params, log)
+    notes = [w for w in log.warnings if "pixels are not square" in w]
+    if which is None:
+        assert notes == []
+        return
+    assert len(notes) == 1, log.warnings
+    size = f"{abs(gt[1]):.4g} x {2 * abs(gt[5]):.4g} map units a pixel (column x row step, 2.0:1)"
+    assert notes[0].startswith(f"{which.upper()} pixels are not square on the ground: {size}. ")
+    if which == "optical":
+        assert "every template covers 2.0x more ground along one axis" in notes[0]
+        assert notes[0].endswith(
+            f"`gdalwarp -tr {abs(gt[1]):.4g} {abs(gt[1]):.4g} -r cubic in.tif out.tif`"
+        )
+    else:
+        assert "its coarser axis upsampled 2.0x" in notes[0] and "GR square pixel" in notes[0]
+
+
 def _scaled_sar(pair: Pair, folder: Path, factor: float) -> Path:
     """The pair's SAR with pixels ``factor`` times the optical's (content meaningless)."""
     _, gt = read_array(pair.sar)
