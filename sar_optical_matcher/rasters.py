@@ -85,21 +85,47 @@ class RasterInfo:
             raise complex_band_error(self.path, int(band), named)
 
 
-def complex_band_error(path: str | Path, band: int, dtype: str) -> ValueError:
+def complex_band_error(path: str | Path, band: int, dtype: str, role: str = "SAR") -> ValueError:
     """The error for a complex band: what it is and how to turn it into a usable image.
 
     The amplitude is given as a ``gdal_calc.py`` command: a GDAL VRT's 'mod' pixel function
     without ``SourceTransferType`` reads the complex source as its real part (the matches of
     such a SAR were noise: 0 of 72 within 1 px, against 46 for the amplitude).
+
+    Args:
+        path: the raster.
+        band: 1-based band.
+        dtype: its type as ``gdalinfo`` prints it (``CFloat32``, ...).
+        role: the parameter it was given for: ``"SAR"``, ``"OPTICAL"`` (an optical image is
+            never complex: the wrong file) or ``"INPUT"`` (Detect keypoints' raster).
     """
     name = Path(str(path)).name
+    amplitude = (
+        f'`gdal_calc.py -A {shlex.quote(name)} --A_band={band} --calc="abs(A)" --type=Float32 '
+        "--outfile=amplitude.tif`"
+    )
+    what = f"band {band} of {name} is complex ({dtype})"
+    if role == "OPTICAL":
+        return ValueError(
+            f"{what}, but the OPTICAL raster is an optical image (reflectance or digital "
+            "numbers, real-valued): a complex band is a SAR product (single-look complex), so "
+            "the wrong file is given for OPTICAL. Choose the optical image there; a complex "
+            "SAR belongs in SAR, once detected or turned into its amplitude (e.g. "
+            f"{amplitude})"
+        )
+    if role == "INPUT":
+        return ValueError(
+            f"{what}: keypoints are detected on a real-valued image, usually the optical "
+            "raster that Compute correspondence or Register then matches: choose it for "
+            "INPUT. To detect on a complex SAR (single-look complex) raster already on a map "
+            f"grid, take its amplitude first: {amplitude}"
+        )
     return ValueError(
-        f"band {band} of {name} is complex ({dtype}), e.g. a single-look complex (SLC) SAR "
+        f"{what}, e.g. a single-look complex (SLC) SAR "
         "product: the matcher needs a detected amplitude or intensity image on a map grid. "
         "Detect and geocode it first (SNAP: Calibration, TOPSAR Deburst, Multilook, Terrain "
-        "Correction); a complex raster already on a map grid: take its amplitude, "
-        f'`gdal_calc.py -A {shlex.quote(name)} --A_band={band} --calc="abs(A)" --type=Float32 '
-        "--outfile=amplitude.tif` (a GDAL VRT's 'mod' pixel function does it too, with "
+        f"Correction); a complex raster already on a map grid: take its amplitude, {amplitude} "
+        "(a GDAL VRT's 'mod' pixel function does it too, with "
         "<SourceTransferType>CFloat32</SourceTransferType>: without it, the real part only)"
     )
 
@@ -353,11 +379,62 @@ def band_sample(info: RasterInfo, band: int, sample_px: int = 1024) -> np.ndarra
 
     GDAL's decimated read (overviews where there are; nothing is written beside the file).
     """
+    data = band_sample_grid(info, band, sample_px)
+    return data[np.isfinite(data)]
+
+
+def band_sample_grid(info: RasterInfo, band: int, sample_px: int = 1024) -> np.ndarray:
+    """(h, w) float32 pixels of ``band`` read at most ``sample_px`` a side, NaN where invalid."""
     info.check_band(band)
     k = max(1, math.ceil(max(info.width, info.height) / sample_px))
     buf = (max(1, info.width // k), max(1, info.height // k))
-    data = _read_valid(info, band, (0, 0, info.width, info.height), buf)
-    return data[np.isfinite(data)]
+    return _read_valid(info, band, (0, 0, info.width, info.height), buf)
+
+
+#: Thresholds of :func:`linear_sar_evidence`: at most this share of negative values, the 99th
+#: percentile at least this many times the median and the 1st percentile, and at least this
+#: correlation between the log mean and the log spread of 8 x 8 blocks.
+LINEAR_EVIDENCE = {"negative": 0.01, "p99_p50": 3.0, "p99_p1": 10.0, "speckle_r": 0.5}
+
+
+def linear_sar_evidence(values: np.ndarray, dtype: str) -> str | None:
+    """Why a SAR band given as dB looks linear (amplitude or intensity), or None.
+
+    Fires only when all of these hold: not 8-bit (display data are logarithmic); no negative
+    values (dB of sigma0 < 1 are negative); a long bright tail (99th percentile >= 3 x the
+    median and >= 10 x the 1st percentile; dB data shifted positive or stretched to [0, 1]
+    measured 1.5-1.9 and 2.3-6.2); and a spread that grows with the brightness, as speckle on
+    linear values does (dB speckle has the same spread at every level: correlation of the log
+    block mean and log block standard deviation 0.88-0.97 linear, -0.01-0.47 for dB shifted).
+
+    Args:
+        values: (h, w) float pixels, NaN where invalid (e.g. :func:`band_sample_grid`).
+        dtype: numpy dtype name of the band.
+    """
+    lim = LINEAR_EVIDENCE
+    v = values[np.isfinite(values)].astype(np.float64)
+    if dtype in ("uint8", "int8") or v.size < 1024 or (v < 0).mean() > lim["negative"]:
+        return None
+    p1, p50, p99 = np.percentile(v, [1, 50, 99])
+    if not (p50 > 0 and p99 >= lim["p99_p50"] * p50 and p99 >= lim["p99_p1"] * p1):
+        return None
+    k = 8
+    h, w = (values.shape[0] // k) * k, (values.shape[1] // k) * k
+    blocks = values[:h, :w].reshape(h // k, k, w // k, k).transpose(0, 2, 1, 3).reshape(-1, k * k)
+    blocks = blocks[np.isfinite(blocks).all(axis=1)].astype(np.float64)
+    mean, std = blocks.mean(axis=1), blocks.std(axis=1)
+    keep = (mean > 0) & (std > 0)
+    if keep.sum() < 16:
+        return None
+    r = float(np.corrcoef(np.log(mean[keep]), np.log(std[keep]))[0, 1])
+    if not r >= lim["speckle_r"]:
+        return None
+    return (
+        f"no negative value, median {p50:.4g}, 99th percentile {p99 / p50:.1f} x the median "
+        f"and {p99 / p1 if p1 > 0 else float('inf'):.3g} x the 1st percentile, and a local "
+        f"spread that grows with the brightness (correlation {r:.2f}), as speckle on linear "
+        "values does"
+    )
 
 
 def _window_gt(gt: Sequence[float], x0: float, y0: float) -> tuple[float, ...]:
@@ -535,6 +612,37 @@ def pixel_jacobian(optical: RasterInfo, sar: RasterInfo) -> np.ndarray:
     opt_px = map_to_pixel(optical, transform_points(pixel_to_map(sar, corners), sar.crs_wkt,
                                                     optical.crs_wkt))  # fmt: skip
     return np.column_stack([opt_px[1] - opt_px[0], opt_px[2] - opt_px[0]])
+
+
+#: Pixel side ratio (longer / shorter, on the ground) above which pixels count as non-square.
+MAX_PIXEL_ASPECT = 1.5
+
+#: Metres per degree of latitude (and of longitude at the equator), for the ground size of a
+#: geographic raster's pixels.
+METRES_PER_DEGREE = 111_320.0
+
+
+def ground_pixel_size(info: RasterInfo) -> tuple[float, float, str]:
+    """``(x, y, unit)``: the sides of one pixel along its column and row steps, on the ground.
+
+    Map units for a projected CRS; metres for a geographic one, the longitude side scaled by
+    the cosine of the latitude at the raster's centre (a pixel square in degrees is 2:1 on
+    the ground at 60 degrees of latitude).
+    """
+    gt = info.geotransform
+    x, y = math.hypot(gt[1], gt[4]), math.hypot(gt[2], gt[5])
+    if not info.is_geographic:
+        return x, y, "map units"
+    lat = gt[3] + gt[4] * info.width / 2 + gt[5] * info.height / 2
+    coslat = math.cos(math.radians(min(max(lat, -89.0), 89.0)))
+    # the column and row steps of a north-up raster are along longitude and latitude
+    return x * METRES_PER_DEGREE * coslat, y * METRES_PER_DEGREE, "m"
+
+
+def pixel_aspect(info: RasterInfo) -> float:
+    """Longer over shorter side of one pixel on the ground (1: square); see ground_pixel_size."""
+    x, y, _ = ground_pixel_size(info)
+    return max(x, y) / min(x, y) if min(x, y) > 0 else math.inf
 
 
 def pixel_size_ratio(optical: RasterInfo, sar: RasterInfo) -> float:

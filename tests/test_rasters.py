@@ -619,3 +619,69 @@ def test_raster_sar_scale_reads_the_valid_finite_pixels(tmp_path: Path) -> None:
     assert rasters.raster_sar_scale(info, 1, sample_px=256) == "db"
     u8 = rasters.open_raster(str(make_tif(tmp_path / "u8.tif", np.ones((8, 8), np.uint8), UTM_GT)))
     assert rasters.raster_sar_scale(u8, 1) == "db"
+
+
+@pytest.fixture(name="encoded_sars", scope="module")
+def encoded_sars_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The synthetic pair's SAR in each of ``scripts/make_synthetic_pair.py``'s encodings."""
+    from sar_optical_matcher.synthetic import SAR_DTYPES, make_georeferenced_pair, write_pair
+
+    folder = tmp_path_factory.mktemp("encoded")
+    pair = make_georeferenced_pair(384, np.random.default_rng(3))
+    return {d: write_pair(pair, folder, d, sar_dtype=d)["sar"] for d in SAR_DTYPES}
+
+
+def test_linear_sar_evidence_fires_on_linear_data_only(encoded_sars: dict[str, Path]) -> None:
+    """Linear float32 / uint16 amplitude and its square (intensity) look linear; dB, 8-bit
+    display data and dB shifted positive, stretched to [0, 1], stored as UInt16 or mostly dark
+    (water) do not."""
+    from sar_optical_matcher.rasters import band_sample_grid, linear_sar_evidence
+
+    def grid(d: str) -> np.ndarray:
+        return band_sample_grid(open_raster(encoded_sars[d]), 1)
+
+    for d in ("float32", "uint16"):
+        text = linear_sar_evidence(grid(d), d)
+        assert text is not None and text.startswith("no negative value, median ")
+        assert "99th percentile" in text and "correlation 0." in text
+    assert linear_sar_evidence(grid("float32") ** 2, "float32") is not None
+    assert linear_sar_evidence(grid("uint8"), "uint8") is None
+    assert linear_sar_evidence(grid("uint8"), "uint16") is None  # not only by its dtype
+    db = grid("db")
+    water = np.where(np.arange(db.shape[1]) < 0.7 * db.shape[1], db - 12.0, db)
+    not_linear = {
+        "db": db,
+        "db + 40": db + 40.0,
+        "db - min": db - np.nanmin(db),
+        "db stretched": np.clip((db + 20.0) / 25.0, 0.0, 1.0),
+        "db x 100 uint16": np.rint((db + 50.0) * 100.0),
+        "water db - min": water - np.nanmin(water),
+    }
+    fired = [k for k, v in not_linear.items() if linear_sar_evidence(v, "float32") is not None]
+    assert fired == []
+
+
+def test_ground_pixel_size_of_a_geographic_raster_scales_longitude(tmp_path: Path) -> None:
+    """Degrees are not square on the ground: 1e-4 x 1e-4 degrees at 60 N is 2:1 (5.57 x 11.1
+    m); 2e-4 x 1e-4 degrees there is square. A projected raster: its geotransform's steps."""
+    from sar_optical_matcher.rasters import ground_pixel_size, pixel_aspect
+
+    def raster(name: str, gt: tuple, epsg: int) -> object:
+        ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / name), 20, 20, 1, gdal.GDT_Byte)
+        ds.SetGeoTransform(gt)
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        ds.SetProjection(srs.ExportToWkt())
+        ds = None
+        return open_raster(tmp_path / name)
+
+    equal_deg = raster("deg.tif", (10.0, 1e-4, 0.0, 60.001, 0.0, -1e-4), 4326)
+    x, y, unit = ground_pixel_size(equal_deg)
+    assert (
+        unit == "m" and x == pytest.approx(5.566, abs=0.01) and y == pytest.approx(11.13, abs=0.01)
+    )
+    assert pixel_aspect(equal_deg) == pytest.approx(2.0, abs=0.001)
+    square = raster("sq.tif", (10.0, 2e-4, 0.0, 60.001, 0.0, -1e-4), 4326)
+    assert pixel_aspect(square) == pytest.approx(1.0, abs=0.001)
+    utm = raster("utm.tif", (500000.0, 10.0, 0.0, 4100000.0, 0.0, -20.0), 32633)
+    assert ground_pixel_size(utm) == (10.0, 20.0, "map units") and pixel_aspect(utm) == 2.0

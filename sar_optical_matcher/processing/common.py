@@ -176,6 +176,10 @@ def open_raster_checked(path: str, name: str, band: int | None = None) -> Any:
             f"{name}: band {band} does not exist, the raster has {info.band_count} band(s); "
             f"choose a band between 1 and {info.band_count}"
         )
+    if band is not None and info.dtypes[band - 1].startswith("complex"):
+        role = name if name in ("OPTICAL", "INPUT") else "SAR"
+        error = rasters.complex_band_error(path, band, info.gdal_types[band - 1], role)
+        raise QgsProcessingException(f"{name}: {error}")
     return info
 
 

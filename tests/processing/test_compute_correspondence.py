@@ -699,3 +699,34 @@ def test_an_output_into_the_input_geopackage_is_refused(
     processing.run(f"sarmatcher:{alg}", {**params, key: f"ogr:dbname='{gpkg}' table=\"kp\" (geom)"})
     ds = gdal.OpenEx(gpkg)
     assert (ds.RasterCount, ds.GetLayerCount()) == (1, 1)
+
+
+@pytest.mark.parametrize("alg_id", ["computecorrespondence", "registersartooptical"])
+def test_db_sar_values_on_a_linear_raster_are_warned_about(
+    provider, synthetic_pair, twin_model, tmp_path: Path, alg_id: str
+) -> None:
+    """SAR_SCALE dB on linear float32 amplitude (``synthetic.write_pair``): a warning saying
+    what was seen and to choose auto or linear; none on the dB-like pair."""
+    import processing
+
+    from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
+
+    linear = write_pair(make_georeferenced_pair(384, np.random.default_rng(3)), tmp_path, "lin")
+    outputs = {"OUTPUT": str(tmp_path / "out.tif")} if alg_id != "computecorrespondence" else {}
+    warned, errors = [], []
+    for inputs in ({"SAR": str(linear["sar"]), "OPTICAL": str(linear["optical"])}, {}):
+        feedback = recording_feedback()
+        params = _params(synthetic_pair, twin_model, SAR_SCALE=2, MAX_COUNT=6, **outputs)
+        try:
+            processing.run(f"sarmatcher:{alg_id}", {**params, **inputs}, feedback=feedback)
+        except Exception as exc:  # noqa: BLE001 - a refused fit has logged the matching
+            errors.append(str(exc))
+        warned.append([w for w in feedback.warnings if w.startswith("SAR_SCALE is dB")])
+    assert len(warned[0]) == 1, (warned, errors)
+    assert (
+        "SAR band 1 (float32) looks like linear amplitude or intensity: no negative "
+        in (warned[0][0])
+    )
+    end = "choose auto or linear for SAR_SCALE unless these really are dB values"
+    assert warned[0][0].endswith(end)
+    assert warned[1] == []

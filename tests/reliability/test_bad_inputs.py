@@ -173,18 +173,73 @@ def test_band_out_of_range_is_refused(alg, provider, pair, twin_model, out) -> N
     run_refused(alg, params, out, "band 3", r"1 band|1\.\.1|between 1 and 1")
 
 
-@pytest.mark.parametrize("alg", ALGS)
-def test_complex_raster_is_refused(alg, provider, pair, twin_model, tmp_path, out) -> None:
-    """A single-look complex (SLC) band would otherwise lose its imaginary part silently."""
+def _slc(pair: Pair, folder: Path) -> Path:
     arr, gt = read_array(pair.sar)
     phase = np.exp(1j * np.random.default_rng(0).uniform(0, 2 * np.pi, arr.shape))
-    slc = write_raster(tmp_path / "slc.tif", (arr * phase).astype(np.complex64), gt=gt)
+    return write_raster(folder / "slc.tif", (arr * phase).astype(np.complex64), gt=gt)
+
+
+@pytest.mark.parametrize("alg", MATCHING)
+def test_complex_sar_raster_is_refused(alg, provider, pair, twin_model, tmp_path, out) -> None:
+    """A single-look complex (SLC) band would otherwise lose its imaginary part silently."""
+    params = _params(alg, pair, twin_model, out, sar=_slc(pair, tmp_path))
+    text = run_refused(alg, params, out, "slc.tif", "CFloat32", "amplitude or intensity", "SNAP")
+    assert text.startswith("SAR: band 1 of slc.tif is complex (CFloat32), e.g. a single-look")
+    assert "'mod' pixel function" in text and '--calc="abs(A)"' in text
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_complex_optical_or_input_names_its_parameter(
+    alg, provider, pair, twin_model, tmp_path, out
+) -> None:
+    """A complex band given as the optical (or Detect keypoints' INPUT) was refused with the SAR
+    wording (SNAP, 'the matcher needs a detected amplitude'): the message now names the
+    parameter and what belongs there."""
+    slc = _slc(pair, tmp_path)
     if alg == "detectkeypoints":
         params = _params(alg, pair, twin_model, out, INPUT=str(slc))
+        text = run_refused(alg, params, out, "slc.tif", "CFloat32")
+        assert text.startswith("INPUT: band 1 of slc.tif is complex (CFloat32): keypoints are ")
+        assert "usually the optical raster" in text and "choose it for INPUT" in text
     else:
-        params = _params(alg, pair, twin_model, out, sar=slc)
-    text = run_refused(alg, params, out, "slc.tif", "CFloat32", "amplitude or intensity", "SNAP")
-    assert "'mod' pixel function" in text
+        text = run_refused(alg, _params(alg, pair, twin_model, out, optical=slc), out, "slc")
+        assert text.startswith("OPTICAL: band 1 of slc.tif is complex (CFloat32), but the OPT")
+        assert "the wrong file is given for OPTICAL" in text and "belongs in SAR" in text
+    assert "SNAP" not in text and '--calc="abs(A)"' in text
+
+
+@pytest.mark.parametrize("which", ["sar", "optical", None])
+@pytest.mark.parametrize("alg", MATCHING)
+def test_non_square_pixels_are_warned_about(alg, which, provider, pair, twin_model, tmp_path, out):
+    """A raster resampled to 10 x 20 m pixels: matching ran on without a word (templates in
+    optical pixels cover twice the ground along y; an upsampled SAR axis); now a warning names
+    the pixel sizes, what they mean and the fix. Square pixels say nothing."""
+    from osgeo import gdal
+
+    params = _params(alg, pair, twin_model, out)
+    if which is not None:
+        src = pair.sar if which == "sar" else pair.optical
+        _, gt = read_array(src)
+        dst = tmp_path / f"{which}_10x20.tif"
+        gdal.Warp(str(dst), str(src), xRes=abs(gt[1]), yRes=2 * abs(gt[5]), resampleAlg="average")
+        params = _params(alg, pair, twin_model, out, **{which: dst})
+    log = FeedbackLog()
+    with contextlib.suppress(Exception):  # a refused fit has logged the matching
+        _run(alg, params, log)
+    notes = [w for w in log.warnings if "pixels are not square" in w]
+    if which is None:
+        assert notes == []
+        return
+    assert len(notes) == 1, log.warnings
+    size = f"{abs(gt[1]):.4g} x {2 * abs(gt[5]):.4g} map units a pixel (column x row step, 2.0:1)"
+    assert notes[0].startswith(f"{which.upper()} pixels are not square on the ground: {size}. ")
+    if which == "optical":
+        assert "every template covers 2.0x more ground along one axis" in notes[0]
+        assert notes[0].endswith(
+            f"`gdalwarp -tr {abs(gt[1]):.4g} {abs(gt[1]):.4g} -r cubic in.tif out.tif`"
+        )
+    else:
+        assert "its coarser axis upsampled 2.0x" in notes[0] and "GR square pixel" in notes[0]
 
 
 def _scaled_sar(pair: Pair, folder: Path, factor: float) -> Path:
