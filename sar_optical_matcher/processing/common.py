@@ -340,14 +340,17 @@ def write_points_layer(
     return dest
 
 
-def keep_earlier_layer(destination: str | None) -> contextlib.AbstractContextManager[None]:
-    """An earlier file at a vector output's ``destination`` kept aside while QGIS writes it.
+def keep_earlier_layer(
+    alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext, key: str
+) -> contextlib.AbstractContextManager[None]:
+    """An earlier file at vector output ``key``'s destination kept aside while QGIS writes it.
 
     QGIS writes a vector output in place: a run failing midway (a full disk) or after it
     (a staged file that cannot be renamed) left a half-written layer, or a new layer beside
     the earlier run's other outputs. ``core.files.kept_until_replaced`` puts the earlier one
     back then; no-op for a temporary output, a memory layer or a database URI.
     """
+    destination = alg.parameterAsOutputLayer(parameters, key, context)
     if not destination or str(destination).startswith(NOT_A_FILE_PREFIXES):
         return contextlib.nullcontext()
     return files.kept_until_replaced(destination)

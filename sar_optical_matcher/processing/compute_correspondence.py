@@ -158,7 +158,6 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
         # the maps are renamed into their folder only once the match layer is written; QGIS
         # writes that layer in place: an earlier one is kept aside until the maps are renamed
         # (the stage exits first), and put back if anything failed
-        matches = self.parameterAsOutputLayer(parameters, self.MATCHES, context)
         rows = [[getattr(r, name) for name, _ in MATCH_FIELDS] for r in records]
         xy = np.array([[r.opt_x_map, r.opt_y_map] for r in records], np.float64)
         with common.processing_errors(), contextlib.ExitStack() as in_place:
@@ -175,7 +174,8 @@ class ComputeCorrespondenceAlgorithm(common.MatcherAlgorithm):
                         stage=stage,
                     )
                     outputs[self.OUTPUT_MAPS] = s.maps_folder
-                in_place.enter_context(common.keep_earlier_layer(matches))
+                layer = common.keep_earlier_layer(self, parameters, context, self.MATCHES)
+                in_place.enter_context(layer)
                 dest = common.write_points_layer(
                     self, parameters, context, self.MATCHES, MATCH_FIELDS, xy, rows
                 )

@@ -335,8 +335,8 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
             feedback.pushWarning(no_keypoints_warning(s.detect, mask_given(parameters)))
         xy = np.asarray(keypoints.xy_px, np.float64).reshape(-1, 2)
         rows = [(i, x, y, r) for i, ((x, y), r) in enumerate(zip(xy, keypoints.response))]
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        with common.processing_errors(), common.keep_earlier_layer(output):
+        in_place = common.keep_earlier_layer(self, parameters, context, self.OUTPUT)
+        with common.processing_errors(), in_place:
             dest = common.write_points_layer(
                 self, parameters, context, self.OUTPUT, KEYPOINT_FIELDS,
                 reg.pixel_to_map(info.geotransform, xy), rows, raster=self.INPUT,

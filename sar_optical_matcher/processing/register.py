@@ -80,8 +80,6 @@ class RegisterSettings:
         output_path: registered raster (format from its extension; GeoTIFF for .tif).
         gcp_path: ``.points`` file or ``None``.
         report_path: HTML report or ``None``.
-        tiepoints_path: the tie-point layer's destination (a file, ``memory:``, a database
-            URI) or ``None``.
     """
 
     correspondence: CorrespondenceSettings
@@ -93,7 +91,6 @@ class RegisterSettings:
     output_path: str
     gcp_path: str | None
     report_path: str | None
-    tiepoints_path: str | None = None
 
 
 class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
@@ -343,7 +340,6 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             output_path=output_path,
             gcp_path=gcp_path,
             report_path=report_path,
-            tiepoints_path=tiepoints or None,
         )
 
     def processAlgorithm(  # noqa: D102
@@ -430,7 +426,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                     rep.write_report(stage.path(s.report_path), data)
                     outputs[self.OUTPUT_REPORT] = s.report_path
                 common.raise_if_canceled(feedback)  # the tie-point layer is the last output
-                in_place.enter_context(common.keep_earlier_layer(s.tiepoints_path))
+                layer = common.keep_earlier_layer(self, parameters, context, self.OUTPUT_TIEPOINTS)
+                in_place.enter_context(layer)
                 dest = self._write_tiepoints(parameters, context, ties, fit, result, optical)
                 if dest is not None:
                     outputs[self.OUTPUT_TIEPOINTS] = dest
