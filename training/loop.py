@@ -20,13 +20,11 @@ resumed run replays exactly the batches and draws the uninterrupted run would ha
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from sar_optical_matcher.core.files import temporary_name
+from sar_optical_matcher.core.files import atomic_output
 from training import losses
 from training.checkpoint import (
     CheckpointError,
@@ -783,21 +781,6 @@ def _device(name: str, rank: int) -> torch.device:
     return torch.device(name)
 
 
-@contextlib.contextmanager
-def _replaced(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path``, ``os.replace``-d over it once the block has written it.
-
-    A run killed while writing keeps the previous ``path`` whole (the rename is atomic in one
-    folder); an exception (Ctrl-C, SIGTERM) removes the temporary file.
-    """
-    tmp = temporary_name(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_logs(out: Path, history: list[dict[str, float]], tensorboard: bool) -> None:
     """metrics.csv, loss_curves.png and TensorBoard scalars from the full history.
 
@@ -805,7 +788,7 @@ def _write_logs(out: Path, history: list[dict[str, float]], tensorboard: bool) -
     previous epoch's: never left truncated.
     """
     keys = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
-    with _replaced(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
+    with atomic_output(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
@@ -817,7 +800,7 @@ def _write_logs(out: Path, history: list[dict[str, float]], tensorboard: bool) -
             for k, v in row.items():
                 if k != "epoch" and math.isfinite(v):
                     tb.add_scalar(k.replace("_", "/", 1), v, int(row["epoch"]))
-    with _replaced(out / "loss_curves.png") as tmp:
+    with atomic_output(out / "loss_curves.png") as tmp:
         _plot(tmp, history)
 
 
