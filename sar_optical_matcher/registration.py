@@ -1217,7 +1217,9 @@ class WarpSettings:
             unless these set it (``rasters.lossless_creation_options``).
             Options the format does not declare are refused by :func:`warp_sar` (GDAL would
             only warn and write without them).
-        nodata: output nodata value; ``None``: the SAR's nodata, else 0.
+        nodata: output nodata value; ``None``: the SAR's nodata, else one no valid SAR pixel
+            has (NaN for floats; 0, else the type's max or min, for integers;
+            :func:`output_nodata`).
         grid_points: GCPs per axis sampled from a fitted polynomial (tps: its control points).
     """
 
@@ -1495,6 +1497,194 @@ def _check_nodata_fits(nodata: float, gdal_type: int) -> None:
         )
 
 
+#: Pixels per read while scanning the SAR for values equal to the output nodata (16 MB of
+#: Float32): strips of whole block rows, never the whole raster.
+SCAN_PIXELS = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class OutputNodata:
+    """The output's nodata value, why it was chosen, and the valid SAR pixels it hides.
+
+    Attributes:
+        value: the nodata value written (NaN for a float SAR without one).
+        note: one line for the log: the value and where it comes from.
+        collisions: valid SAR pixels (over all bands) equal to ``value``: where they fall on
+            the output grid they are written as nodata, holes no reader can tell from the area
+            outside the SAR.
+        warning: what ``collisions`` > 0 means and how to avoid it; None without collisions.
+    """
+
+    value: float
+    note: str
+    collisions: int = 0
+    warning: str | None = None
+
+    def said(self, log: Callable[[str], None] | None, warn: Callable[[str], None] | None) -> float:
+        """Give ``log`` the note and ``warn`` the warning (where there is one); the value."""
+        if log is not None:
+            log(self.note)
+        if self.warning is not None and warn is not None:
+            warn(self.warning)
+        return self.value
+
+
+def _scan_valid(
+    ds: Any, value: float, is_canceled: IsCanceled | None = None
+) -> tuple[int, int, float, float]:
+    """``(equal, valid, min, max)`` over the valid pixels of every band of ``ds``.
+
+    ``equal``: how many equal ``value`` compared in the band's type (as GDAL's nodata mask
+    compares). Valid: not nodata, not excluded by a mask or alpha band, finite. Read in strips
+    of :data:`SCAN_PIXELS` (whole block rows); ``is_canceled`` is checked before each.
+    """
+    from osgeo import gdal
+
+    from sar_optical_matcher.rasters import CORRUPT_HINT, gdal_try
+
+    equal, valid, lo, hi = 0, 0, math.inf, -math.inf
+    width, height = ds.RasterXSize, ds.RasterYSize
+    for b in range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(b)
+        block_h = max(int(band.GetBlockSize()[1]), 1)
+        rows = max(SCAN_PIXELS // max(width, 1) // block_h, 1) * block_h
+        masked = not band.GetMaskFlags() & gdal.GMF_ALL_VALID
+        for y0 in range(0, height, rows):
+            _check_canceled(is_canceled)
+            h = min(rows, height - y0)
+            data, errors = gdal_try(lambda: band.ReadAsArray(0, y0, width, h))  # noqa: B023
+            mask = None
+            if data is not None and masked:
+                mask, errors = gdal_try(
+                    lambda: band.GetMaskBand().ReadAsArray(0, y0, width, h)  # noqa: B023
+                )
+            if data is None or (masked and mask is None):
+                raise RegistrationError(
+                    f"reading the SAR raster failed: {'; '.join(errors)}; {CORRUPT_HINT}"
+                )
+            ok = mask > 0 if mask is not None else np.ones(data.shape, bool)
+            if np.issubdtype(data.dtype, np.inexact):
+                ok &= np.isfinite(data)
+            values = data[ok]
+            if values.size:
+                valid += int(values.size)
+                lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+                if not math.isnan(value):
+                    equal += int(np.count_nonzero(values == np.array(value).astype(data.dtype)))
+    return equal, valid, lo, hi
+
+
+def output_nodata(
+    ds: Any,
+    requested: float | None,
+    driver: str,
+    name: str,
+    resampling: str = "near",
+    is_canceled: IsCanceled | None = None,
+) -> OutputNodata:
+    """Choose the nodata value of the registered raster and count the valid pixels it hides.
+
+    ``requested`` (the NODATA parameter) wins; its valid SAR pixels are counted and named in
+    the warning. Else the SAR's own nodata value (its nodata pixels are no data: not scanned).
+    Else one that no valid SAR pixel has: NaN for a float SAR (a GeoPackage cannot record it:
+    the type's lowest value there), for an integer SAR 0 where no pixel is 0 (and, but for
+    nearest resampling, its values are not both negative and positive), else the type's
+    maximum or minimum where it lies outside the SAR's values (nearest and bilinear never
+    produce it). An integer SAR spanning its whole type keeps 0, with the warning.
+
+    Args:
+        ds: the SAR dataset (all bands are warped with one nodata value).
+        requested: the user's nodata value, or None.
+        driver: GDAL driver of the output.
+        name: the output's file name, for the messages.
+        resampling: the warp's (:data:`RESAMPLINGS`): all but ``near`` interpolate.
+        is_canceled: checked between the strips of the scan.
+
+    Raises:
+        RegistrationError: ``requested`` cannot be stored in the SAR's data type.
+    """
+    from osgeo import gdal, gdal_array
+
+    band = ds.GetRasterBand(1)
+    code = gdal_array.GDALTypeCodeToNumericTypeCode(band.DataType)
+    dtype = np.dtype(code if code is not None else np.float64)
+    type_name = gdal.GetDataTypeName(band.DataType)
+    if requested is not None:
+        _check_nodata_fits(requested, band.DataType)
+        equal, valid, lo, hi = _scan_valid(ds, requested, is_canceled)
+        note = f"output nodata {requested:g} (NODATA)"
+        if not equal:
+            return OutputNodata(float(requested), note)
+        free = _free_integer(dtype, lo, hi) if np.issubdtype(dtype, np.integer) else None
+        warning = (
+            f"{equal} valid SAR pixel values (of {valid}) equal the output nodata "
+            f"{requested:g} (NODATA): wherever they fall on the output they are written as "
+            f"nodata, holes in {name} that no reader can tell from the area outside the SAR. "
+            "Set NODATA to a value no SAR pixel has"
+            + (f" (e.g. {free}, outside its values {lo:g} to {hi:g})" if free is not None else "")
+            + ", or leave it empty"
+            + (
+                " (the SAR's own nodata value)"
+                if band.GetNoDataValue() is not None
+                else " for one chosen so"
+            )  # fmt: skip
+        )
+        return OutputNodata(float(requested), note, equal, warning)
+    own = band.GetNoDataValue()
+    if own is not None:
+        return OutputNodata(float(own), f"output nodata {own:g} (the SAR's nodata value)")
+    if np.issubdtype(dtype, np.floating):
+        if driver == "GPKG":  # GDAL: "A NaN nodata value cannot be recorded" in a GeoPackage
+            low = float(np.finfo(dtype).min)
+            return OutputNodata(low, f"output nodata {low:.9g}: the SAR raster has no nodata "
+                                f"value; the lowest {type_name} value (a GeoPackage cannot "
+                                "record NaN)")  # fmt: skip
+        return OutputNodata(math.nan, "output nodata NaN: the SAR raster has no nodata value, "
+                            "and NaN is no valid pixel")  # fmt: skip
+    if not np.issubdtype(dtype, np.integer):  # complex: GDAL compares the real part
+        return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value")
+    zeros, valid, lo, hi = _scan_valid(ds, 0.0, is_canceled)
+    # interpolation makes a 0 between negative and positive values (nearest: only copies)
+    between = lo < 0 < hi and resampling != "near"
+    if not zeros and not between:
+        return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value and "
+                            "none of its pixels is 0")  # fmt: skip
+    free = _free_integer(dtype, lo, hi)
+    if free is not None:
+        why = (
+            f"{zeros} of its pixels are 0, kept as data"
+            if zeros
+            else f"{resampling} resampling makes 0s between its negative and positive values"
+        )
+        return OutputNodata(float(free), (
+            f"output nodata {free}: the SAR raster has no nodata value and {why} ({free} lies "
+            f"outside its values, {lo:g} to {hi:g})"
+            + ("; if those zeros are the SAR's no-data border, set NODATA to 0" if zeros else "")
+        ))  # fmt: skip
+    if not zeros:  # a signed SAR over its whole type: no value is safe from interpolation
+        return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value and "
+                            "none of its pixels is 0")  # fmt: skip
+    warning = (
+        f"{zeros} valid SAR pixel values (of {valid}) are 0, the output nodata: wherever they "
+        f"fall on the output they are written as nodata, holes in {name} that no reader can "
+        f"tell from the area outside the SAR. The SAR raster has no nodata value and its "
+        f"{type_name} values span the whole type ({lo:g} to {hi:g}), so no nodata value lies "
+        "outside them. If its zeros are no data, set the SAR's nodata value to 0; else "
+        "convert the SAR to a wider type first (gdal_translate -ot Int32 or Float32)"
+    )
+    return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value", zeros,
+                        warning)  # fmt: skip
+
+
+def _free_integer(dtype: np.dtype, lo: float, hi: float) -> int | None:
+    """The type's maximum, else minimum, where it lies outside ``[lo, hi]``; else None."""
+    info = np.iinfo(dtype)
+    for value in (info.max, info.min):
+        if not lo <= value <= hi:
+            return int(value)
+    return None
+
+
 def _copy_descriptions(src: Any, dst: Any, nodata: float) -> None:
     """Metadata, band descriptions, colour interpretation/table, scale/offset: as gdalwarp."""
     dst.SetMetadata(src.GetMetadata() or {})
@@ -1590,6 +1780,8 @@ def warp_sar(
     is_canceled: IsCanceled | None = None,
     progress: Progress | None = None,
     final_name: str | None = None,
+    log: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Warp every band of the SAR raster onto the optical grid through the fitted transform.
 
@@ -1607,6 +1799,9 @@ def warp_sar(
 
     ``final_name``: the name the file will have once a caller's staging renames ``out_path``
     (messages, a GeoPackage's table name); default ``out_path``'s own.
+
+    The output's nodata value is :func:`output_nodata`'s: ``log`` gets its line, ``warn`` the
+    warning when valid SAR pixels equal it (they become nodata).
 
     Raises:
         RegistrationError: the nodata value does not fit the SAR's data type, or GDAL fails.
@@ -1650,15 +1845,13 @@ def warp_sar(
     ]
     vrt = gdal.Translate("", sar.path, format="VRT", GCPs=gcps, outputSRS=optical.crs_wkt)
     first = vrt.GetRasterBand(1)
-    src_nodata = first.GetNoDataValue()
-    nodata = (
-        settings.nodata
-        if settings.nodata is not None
-        else (src_nodata if src_nodata is not None else 0.0)
-    )
-    _check_nodata_fits(nodata, first.DataType)
+    if settings.nodata is not None:  # said before the format's checks, as it always was
+        _check_nodata_fits(settings.nodata, first.DataType)
     gdal_type = gdal.GetDataTypeName(first.DataType)
     check_output(driver, gdal_type, settings.creation_options, name, vrt.RasterCount)
+    nodata = output_nodata(
+        vrt, settings.nodata, driver, name, settings.resampling, is_canceled
+    ).said(log, warn)
     options = list(lossless_creation_options(driver, gdal_type, (
         default_creation_options(driver)
         if settings.creation_options is None

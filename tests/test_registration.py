@@ -445,7 +445,9 @@ def test_geopackage_and_jpeg2000_outputs_are_lossless_unless_asked(
     fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
 
     def warped(sar: Path, name: str, options: tuple[str, ...] | None = None) -> np.ndarray:
-        settings = reg.WarpSettings(resampling="near", creation_options=options)
+        # one nodata for every format (without, a Float32 SAR gets NaN, in a GeoPackage its
+        # lowest value); the noise is 1..top: no pixel is 0
+        settings = reg.WarpSettings(resampling="near", creation_options=options, nodata=0.0)
         ds = gdal.Open(str(reg.warp_sar(_open(sar), optical, fit, tmp_path / name, settings)))
         data = ds.ReadAsArray().astype(np.float64)
         ds = None
@@ -533,6 +535,181 @@ def test_warp_refuses_a_nodata_the_sar_type_cannot_hold(pair: Pair, tmp_path: Pa
                                     reg.WarpSettings(nodata=255.0))))  # fmt: skip
     assert ds.GetRasterBand(1).GetNoDataValue() == 255.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tif", "sar8.tif"]
+
+
+def _sar_with_zeros(
+    pair: Pair,
+    path: Path,
+    gdal_type: str,
+    nodata: float | None = None,
+    top: int = 200,
+    bands: int = 1,
+) -> tuple[Path, np.ndarray]:
+    """The SAR's georeference, random values 0..top-1 (exact zeros among them), ``nodata``."""
+    from osgeo import gdal
+
+    ds = gdal.Translate(str(path), str(pair.sar), bandList=[1] * bands, noData="none",
+                        outputType=gdal.GetDataTypeByName(gdal_type))  # fmt: skip
+    data = np.random.default_rng(1).integers(0, top, (bands, ds.RasterYSize, ds.RasterXSize))
+    for b in range(bands):
+        band = ds.GetRasterBand(b + 1)
+        band.WriteArray(data[b])
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+    ds = band = None
+    return path, data
+
+
+def _warped(path: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Values, validity (GDAL's mask band) and nodata value of a warped raster's band 1."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    band = ds.GetRasterBand(1)
+    return band.ReadAsArray(), band.GetMaskBand().ReadAsArray() > 0, band.GetNoDataValue()
+
+
+@pytest.mark.parametrize(("gdal_type", "nodata"),
+                         [("Byte", 255.0), ("UInt16", 65535.0), ("Int16", 32767.0),
+                          ("Float32", math.nan)])  # fmt: skip
+def test_a_sar_without_nodata_keeps_its_zero_pixels_as_data(
+    pair: Pair, tmp_path: Path, gdal_type: str, nodata: float
+) -> None:
+    """A SAR raster with no nodata value whose valid pixels include exact zeros: the output's
+    nodata was 0, and 733 of the 734 zeros (the one other is off the optical grid) became
+    holes without a word (nearest resampling; any type). Now the nodata is one no SAR pixel
+    has, said in the log, and every valid pixel is the warp's value: that of a warp with a
+    nodata value the SAR cannot have (the values are 0..199)."""
+    sar_path, data = _sar_with_zeros(pair, tmp_path / f"sar_{gdal_type}.tif", gdal_type)
+    assert (data == 0).sum() == 734
+    optical, sar = _open(pair.optical), _open(sar_path)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    logged: list[str] = []
+    warned: list[str] = []
+    out = reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", reg.WarpSettings(resampling="near"),
+                       log=logged.append, warn=warned.append)  # fmt: skip
+    ref = reg.warp_sar(sar, optical, fit, tmp_path / "ref.tif",
+                       reg.WarpSettings(resampling="near", nodata=250.0))  # fmt: skip
+    values, valid, out_nodata = _warped(out)
+    ref_values, ref_valid, _ = _warped(ref)
+    assert out_nodata == nodata or (math.isnan(nodata) and math.isnan(out_nodata))
+    assert ref_valid.sum() == 146604 and ((ref_values == 0) & ref_valid).sum() == 733
+    np.testing.assert_array_equal(valid, ref_valid)  # not one valid pixel lost
+    np.testing.assert_array_equal(values[valid], ref_values[valid])
+    assert warned == []
+    if math.isnan(nodata):
+        assert logged == ["output nodata NaN: the SAR raster has no nodata value, and NaN is no "
+                          "valid pixel"]  # fmt: skip
+    else:
+        assert logged == [f"output nodata {nodata:g}: the SAR raster has no nodata value and 734 "
+                          f"of its pixels are 0, kept as data ({nodata:g} lies outside its "
+                          "values, 0 to 199); if those zeros are the SAR's no-data border, set "
+                          "NODATA to 0"]  # fmt: skip
+
+
+def test_the_default_nodata_of_a_sar_without_one() -> None:
+    """Without zeros an integer SAR keeps 0 (the conventional border); a float SAR gets NaN,
+    in a GeoPackage (which cannot record NaN) the type's lowest value; a signed SAR up to its
+    type's maximum gets the minimum; one whose values are both negative and positive keeps 0
+    only for nearest resampling (bilinear makes 0s between them)."""
+    from osgeo import gdal_array
+
+    def choose(arr: np.ndarray, driver: str = "GTiff", resampling: str = "near"):
+        return reg.output_nodata(gdal_array.OpenArray(arr), None, driver, "r.tif", resampling)
+
+    ones = np.ones((50, 60), np.uint16)
+    assert choose(ones) == reg.OutputNodata(0.0, "output nodata 0: the SAR raster has no "
+                                            "nodata value and none of its pixels is 0")  # fmt: skip
+    assert choose(ones, resampling="cubic").value == 0.0
+    assert math.isnan(choose(ones.astype(np.float32)).value)
+    assert choose(ones.astype(np.float32), "GPKG").value == float(np.finfo(np.float32).min)
+    signed = np.array([[0, 32767], [-5, 7]], np.int16)
+    assert choose(signed).value == -32768.0 and choose(signed).warning is None
+    straddling = np.array([[-3, 3], [-5, 7]], np.int16)
+    assert choose(straddling).value == 0.0
+    assert choose(straddling, resampling="bilinear").value == 32767.0
+    assert "bilinear resampling makes 0s" in choose(straddling, resampling="bilinear").note
+
+
+def test_a_sar_using_every_value_of_its_type_is_warned_of_its_zeros(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """A Byte SAR without nodata using all of 0..255: no value outside its data exists, so
+    the nodata stays 0; the warning names how many valid pixels that hides (the true count)
+    and the way out. Read in strips of 1000 pixels here (the scan never loads the raster)."""
+    sar_path, data = _sar_with_zeros(pair, tmp_path / "sar8.tif", "Byte", top=256, bands=2)
+    optical, sar = _open(pair.optical), _open(sar_path)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    warned: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reg, "SCAN_PIXELS", 1000)
+        out = reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", reg.WarpSettings(),
+                           warn=warned.append)  # fmt: skip
+    zeros = int((data == 0).sum())
+    assert zeros == 1144 and data.size == 294912
+    assert _warped(out)[2] == 0.0
+    assert warned == [f"{zeros} valid SAR pixel values (of 294912) are 0, the output nodata: "
+                      "wherever they fall on the output they are written as nodata, holes in "
+                      "r.tif that no reader can tell from the area outside the SAR. The SAR "
+                      "raster has no nodata value and its Byte values span the whole type (0 to "
+                      "255), so no nodata value lies outside them. If its zeros are no data, set "
+                      "the SAR's nodata value to 0; else convert the SAR to a wider type first "
+                      "(gdal_translate -ot Int32 or Float32)"]  # fmt: skip
+
+
+def test_a_given_nodata_among_valid_sar_pixels_is_warned_with_their_count(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """NODATA 5 given for a SAR whose valid pixels include 5s: they become holes, as asked,
+    but said, with their true count (over both bands) and a value that would not collide; of
+    a SAR with its own nodata value only its valid pixels are counted."""
+    sar_path, data = _sar_with_zeros(pair, tmp_path / "sar16.tif", "UInt16", bands=2)
+    optical = _open(pair.optical)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    given = reg.WarpSettings(resampling="near", nodata=5.0)
+    warned: list[str] = []
+    out = reg.warp_sar(_open(sar_path), optical, fit, tmp_path / "r.tif", given,
+                       warn=warned.append)  # fmt: skip
+    fives = int((data == 5).sum())
+    assert fives == 1379
+    values, valid, nodata = _warped(out)
+    assert nodata == 5.0 and ((values == 5) & ~valid).sum() > 0.95 * (data[0] == 5).sum()
+    assert warned == [f"{fives} valid SAR pixel values (of 294912) equal the output nodata 5 "
+                      "(NODATA): wherever they fall on the output they are written as nodata, "
+                      "holes in r.tif that no reader can tell from the area outside the SAR. Set "
+                      "NODATA to a value no SAR pixel has (e.g. 65535, outside its values 0 to "
+                      "199), or leave it empty for one chosen so"]  # fmt: skip
+    own, own_data = _sar_with_zeros(pair, tmp_path / "own.tif", "UInt16", nodata=3.0)
+    warned.clear()
+    reg.warp_sar(_open(own), optical, fit, tmp_path / "o.tif", given, warn=warned.append)
+    own_fives = int((own_data == 5).sum())
+    assert len(warned) == 1 and warned[0].startswith(
+        f"{own_fives} valid SAR pixel values (of {int((own_data != 3).sum())}) equal"
+    )
+    assert warned[0].endswith("or leave it empty (the SAR's own nodata value)")
+    warned.clear()
+    reg.warp_sar(_open(own), optical, fit, tmp_path / "n.tif", reg.WarpSettings(nodata=250.0),
+                 warn=warned.append)  # fmt: skip
+    assert warned == []  # no pixel is 250
+
+
+def test_a_sar_with_its_own_nodata_keeps_it(pair: Pair, tmp_path: Path) -> None:
+    """Its nodata pixels are no data: its nodata value is the output's, zeros or not, and it
+    is not scanned (the float pair's -9999 stays, it does not become NaN)."""
+    optical = _open(pair.optical)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    sar_path, data = _sar_with_zeros(pair, tmp_path / "sar16.tif", "UInt16", nodata=0.0)
+    for path, nodata in ((sar_path, 0.0), (pair.sar, -9999.0)):
+        logged: list[str] = []
+        warned: list[str] = []
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(reg, "_scan_valid", None)  # a scan would fail
+            out = reg.warp_sar(_open(path), optical, fit, tmp_path / "r.tif",
+                               reg.WarpSettings(resampling="near"), log=logged.append,
+                               warn=warned.append)  # fmt: skip
+        values, valid, out_nodata = _warped(out)
+        assert out_nodata == nodata and warned == []
+        assert logged == [f"output nodata {nodata:g} (the SAR's nodata value)"]
 
 
 def test_tps_is_judged_by_its_leave_one_out_rmse_and_warped_through_its_points(

@@ -232,7 +232,11 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             QgsProcessingParameterNumber(
                 self.NODATA, "Output nodata", QgsProcessingParameterNumber.Double, optional=True
             ),
-            "Nodata value of the output; empty: the SAR's nodata, else 0.",
+            "Nodata value of the output. Empty: the SAR's nodata value; for a SAR without "
+            "one, a value no SAR pixel has: NaN for a float SAR (its lowest value in a "
+            "GeoPackage), 0 for an integer SAR without zeros, else the type's maximum (255, "
+            "65535, ...) or minimum; the log says which. Valid SAR pixels equal to the output "
+            "nodata become holes: the log warns with their count.",
             advanced=True,
         )
 
@@ -415,6 +419,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                     common.canceled_callback(feedback),
                     common.progress_callback(feedback, 70, 95),
                     final_name=Path(s.output_path).name,
+                    log=feedback.pushInfo,
+                    warn=feedback.pushWarning,
                 )
                 if s.gcp_path:
                     common.raise_if_canceled(feedback)

@@ -869,3 +869,38 @@ def test_the_report_of_a_run_escapes_its_paths_embeds_its_figures_and_agrees_wit
     np.testing.assert_allclose(got[:, :2], opt_px, atol=5e-4)
     np.testing.assert_allclose(got[:, 2:4], table.residual_xy, atol=5e-4)
     np.testing.assert_allclose(got[:, 4], np.hypot(*table.residual_xy.T), atol=5e-4)
+
+
+def test_valid_sar_zeros_are_kept_or_warned_of(provider, synthetic_pair, twin_model, tmp_path):
+    """A UInt16 SAR without nodata whose valid pixels include 0s: the output's nodata was 0,
+    and they became holes without a word. Now the default is 65535 (the log says so); a NODATA
+    0 given is used and warned of with the true count of valid 0s."""
+    import processing
+    from osgeo import gdal
+
+    sar16 = tmp_path / "sar16.tif"
+    gdal.Translate(str(sar16), str(synthetic_pair.sar), outputType=gdal.GDT_UInt16,
+                   scaleParams=[[-17.5, -15, 0, 1000]], noData="none")  # fmt: skip
+    zeros = int((gdal.Open(str(sar16)).ReadAsArray() == 0).sum())
+    assert zeros == 993
+    pair = Pair(synthetic_pair.optical, sar16, synthetic_pair.a, synthetic_pair.size)
+    for nodata, out in ((None, tmp_path / "a"), (0, tmp_path / "b")):
+        feedback = recording_feedback()
+        kw = {} if nodata is None else {"NODATA": nodata}
+        res = processing.run("sarmatcher:registersartooptical",
+                             _params(pair, twin_model, out, **kw), feedback=feedback)  # fmt: skip
+        said = [w for w in feedback.warnings if "equal the output nodata" in w]
+        ds = gdal.Open(res["OUTPUT"])  # the band dies with its dataset
+        band = ds.GetRasterBand(1)
+        if nodata is None:
+            assert band.GetNoDataValue() == 65535.0 and said == []
+            assert any(
+                i.startswith(
+                    "output nodata 65535: the SAR raster has no nodata value "
+                    f"and {zeros} of its pixels are 0"
+                )
+                for i in feedback.infos
+            )
+        else:
+            assert band.GetNoDataValue() == 0.0
+            assert len(said) == 1 and said[0].startswith(f"{zeros} valid SAR pixel values (of ")
