@@ -1656,11 +1656,20 @@ def output_nodata(
             if zeros
             else f"{resampling} resampling makes 0s between its negative and positive values"
         )
-        return OutputNodata(float(free), (
+        note = (
             f"output nodata {free}: the SAR raster has no nodata value and {why} ({free} lies "
             f"outside its values, {lo:g} to {hi:g})"
-            + ("; if those zeros are the SAR's no-data border, set NODATA to 0" if zeros else "")
-        ))  # fmt: skip
+        )
+        border = None
+        if zeros:  # valid dark pixels, or an undeclared no-data border: the file cannot say
+            border = (
+                f"{zeros} SAR pixel{'s are' if zeros > 1 else ' is'} 0 and the SAR raster "
+                f"declares no nodata value: kept as data in {name} (its nodata is {free}). If "
+                "they are the SAR's no-data border (a swath edge, a GRD product's frame), that "
+                "border now shows as black data: set NODATA to 0, or give the SAR its nodata "
+                "first (gdal_edit.py -a_nodata 0)"
+            )
+        return OutputNodata(float(free), note, 0, border)
     if not zeros:  # a signed SAR over its whole type: no value is safe from interpolation
         return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value and "
                             "none of its pixels is 0")  # fmt: skip

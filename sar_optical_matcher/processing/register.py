@@ -235,7 +235,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             "Nodata value of the output. Empty: the SAR's nodata value; for a SAR without "
             "one, a value no SAR pixel has: NaN for a float SAR (its lowest value in a "
             "GeoPackage), 0 for an integer SAR without zeros, else the type's maximum (255, "
-            "65535, ...) or minimum; the log says which. Valid SAR pixels equal to the output "
+            "65535, ...) or minimum; the log says which, and warns that those zeros stay data (set "
+            "0 here where they are a no-data border). Valid SAR pixels equal to the output "
             "nodata become holes: the log warns with their count.",
             advanced=True,
         )

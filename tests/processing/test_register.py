@@ -894,6 +894,9 @@ def test_valid_sar_zeros_are_kept_or_warned_of(provider, synthetic_pair, twin_mo
         band = ds.GetRasterBand(1)
         if nodata is None:
             assert band.GetNoDataValue() == 65535.0 and said == []
+            kept = [w for w in feedback.warnings if "kept as data" in w]
+            assert len(kept) == 1 and kept[0].startswith(f"{zeros} SAR pixels are 0 ")
+            assert "set NODATA to 0" in kept[0]
             assert any(
                 i.startswith(
                     "output nodata 65535: the SAR raster has no nodata value "
