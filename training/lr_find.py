@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sar_optical_matcher.core.files import staged_outputs
 from training.config import TrainConfig
 from training.data import Datasets
 
@@ -149,15 +150,17 @@ def lr_range_test(
             f"the loss was not finite after {len(rows)} of {steps} steps (at lr {rate:.3g}): too "
             "few points for a suggestion; lower --lr-end, or check the data and run.amp"
         )
-    with open(out / "lr_find.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     result = suggest_range(
         np.array([r["lr"] for r in rows]), np.array([r["objective"] for r in rows])
     )
     result["steps"] = float(len(rows))
-    _plot(out / "lr_find.png", rows, result)
+    # both files or neither: a failure (or a kill) while writing keeps an earlier pair whole
+    with staged_outputs() as stage:
+        with open(stage.path(out / "lr_find.csv"), "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        _plot(stage.path(out / "lr_find.png"), rows, result)
     return result
 
 

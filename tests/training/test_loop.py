@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -422,6 +423,31 @@ def test_lr_range_test_writes_csv_plot_and_range(tmp_path, data):
     assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))
     assert len(rows) == result["steps"] and (tmp_path / "lr_find.png").stat().st_size > 1000
     assert 1e-7 <= result["lr_low"] <= result["steepest_lr"] <= result["lr_high"] <= 1.0
+
+
+def test_lr_range_test_failing_to_write_keeps_the_earlier_pair(tmp_path, data, monkeypatch):
+    """The CSV and the plot are written together or not at all: a plot failing after the CSV
+    was written (a full disk, a kill) overwrote lr_find.csv in place and left the earlier
+    lr_find.png beside it; now both earlier files stay byte-identical and nothing is left."""
+    import hashlib
+
+    from training import lr_find
+
+    lr_find.lr_range_test(tiny_config(), data, tmp_path, steps=8, lr_start=1e-6, lr_end=1e-1)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    before = {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in names}
+
+    def failing_plot(path, rows, result):
+        Path(path).write_bytes(b"half a png")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lr_find, "_plot", failing_plot)
+    with pytest.raises(OSError, match="No space left"):
+        lr_find.lr_range_test(tiny_config(), data, tmp_path, steps=9, lr_start=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temporary file left
+    after = {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in names}
+    assert after == before
+    assert len(list(csv.DictReader(open(tmp_path / "lr_find.csv")))) == 8
 
 
 def test_lr_range_test_without_reconstruction_and_early_divergence(tmp_path, data, monkeypatch):
