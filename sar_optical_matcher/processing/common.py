@@ -595,3 +595,46 @@ def points_in_polygons(xy_map: np.ndarray, polygons_wkt: tuple[str, ...] | None)
         engines.append(engine)
     points = [QgsPoint(float(x), float(y)) for x, y in xy_map]
     return np.array([any(e.intersects(p) for e in engines) for p in points], bool).reshape(-1)
+
+
+def non_square_warning(info: Any, name: str) -> str | None:
+    """The warning for pixels more than ``rasters.MAX_PIXEL_ASPECT`` : 1 on the ground, or None.
+
+    ``name``: the parameter, OPTICAL or SAR (Compute correspondence, Register), or INPUT
+    (Detect keypoints, whose raster is the optical). Matching runs on the optical pixel grid
+    (or one with proportionally larger pixels), with square templates in pixels. Measured on
+    a 1536 px synthetic pair (affine, 72 tie points, 93 % of the inliers within 1 px of the
+    truth with square pixels): SAR 1:2 92 %, SAR 2:1 74 % (its coarse axis upsampled), optical
+    1:2 83 % of 29 tie points (half the rows).
+    """
+    from sar_optical_matcher import rasters
+
+    aspect = rasters.pixel_aspect(info)
+    if not aspect > rasters.MAX_PIXEL_ASPECT:
+        return None
+    x, y, unit = rasters.ground_pixel_size(info)
+    optical = name in ("OPTICAL", "INPUT")
+    if not optical and unit != "map units":
+        return None  # a geocoded SAR in degrees: often equal degrees, and resampled anyway
+    sizes = f"{x:.4g} x {y:.4g} {unit} a pixel (column x row step, {aspect:.1f}:1)"
+    if optical:
+        grid = "Keypoints are detected and matched" if name == "INPUT" else "Matching runs"
+        return (
+            f"{name} pixels are not square on the ground: {sizes}. {grid} on the "
+            f"optical pixel grid, so every template covers {aspect:.1f}x more ground along one "
+            "axis than along the other, unlike the square pixels the model was trained on, and "
+            "keypoints are fewer along the coarser axis: expect fewer and less accurate "
+            "matches. Resample the optical to square pixels first; "
+            + (
+                f"e.g. `gdalwarp -tr {min(x, y):.4g} {min(x, y):.4g} -r cubic in.tif out.tif`"
+                if unit == "map units"
+                else f"e.g. into its UTM zone, `gdalwarp -t_srs EPSG:... -tr {min(x, y):.4g} "
+                f"{min(x, y):.4g} -r cubic in.tif out.tif` (metres)"
+            )
+        )
+    return (
+        f"SAR pixels are not square on the ground: {sizes}. The SAR is resampled onto the "
+        f"matching grid, its coarser axis upsampled {aspect:.1f}x, so matches are less "
+        "precise along that axis; a product multilooked to square ground pixels (e.g. SNAP "
+        "Multilook, 'GR square pixel') matches better"
+    )

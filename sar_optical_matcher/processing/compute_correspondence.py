@@ -398,7 +398,10 @@ def run_matching(
         matcher = reg.load_matcher(s.match, log=log)
         if s.match.sar_scale == "db" and (note := db_scale_warning(sar, s.sar_band)):
             feedback.pushWarning(note)
-        for note in (non_square_warning(optical, A.OPTICAL), non_square_warning(sar, A.SAR)):
+        for note in (
+            common.non_square_warning(optical, A.OPTICAL),
+            common.non_square_warning(sar, A.SAR),
+        ):
             if note:
                 feedback.pushWarning(note)
         grid = reg.matching_grid(optical, sar, s.match.match_pixel_size)
@@ -433,43 +436,6 @@ def run_matching(
     if skipped:
         feedback.pushWarning(f"keypoints skipped: {skipped_text(skipped)}")
     return optical, sar, result
-
-
-def non_square_warning(info: Any, name: str) -> str | None:
-    """The warning for pixels more than ``rasters.MAX_PIXEL_ASPECT`` : 1 on the ground, or None.
-
-    Matching runs on the optical pixel grid (or one with proportionally larger pixels), with
-    square templates in pixels. Measured on a 1536 px synthetic pair (affine, 72 tie points,
-    93 % of the inliers within 1 px of the truth with square pixels): SAR 1:2 92 %, SAR 2:1
-    74 % (its coarse axis upsampled), optical 1:2 83 % of 29 tie points (half the rows).
-    """
-    aspect = rasters.pixel_aspect(info)
-    if not aspect > rasters.MAX_PIXEL_ASPECT:
-        return None
-    x, y, unit = rasters.ground_pixel_size(info)
-    if name != "OPTICAL" and unit != "map units":
-        return None  # a geocoded SAR in degrees: often equal degrees, and resampled anyway
-    sizes = f"{x:.4g} x {y:.4g} {unit} a pixel (column x row step, {aspect:.1f}:1)"
-    if name == "OPTICAL":
-        return (
-            f"OPTICAL pixels are not square on the ground: {sizes}. Matching runs on the "
-            f"optical pixel grid, so every template covers {aspect:.1f}x more ground along one "
-            "axis than along the other, unlike the square pixels the model was trained on, and "
-            "keypoints are fewer along the coarser axis: expect fewer and less accurate "
-            "matches. Resample the optical to square pixels first; "
-            + (
-                f"e.g. `gdalwarp -tr {min(x, y):.4g} {min(x, y):.4g} -r cubic in.tif out.tif`"
-                if unit == "map units"
-                else f"e.g. into its UTM zone, `gdalwarp -t_srs EPSG:... -tr {min(x, y):.4g} "
-                f"{min(x, y):.4g} -r cubic in.tif out.tif` (metres)"
-            )
-        )
-    return (
-        f"SAR pixels are not square on the ground: {sizes}. The SAR is resampled onto the "
-        f"matching grid, its coarser axis upsampled {aspect:.1f}x, so matches are less "
-        "precise along that axis; a product multilooked to square ground pixels (e.g. SNAP "
-        "Multilook, 'GR square pixel') matches better"
-    )
 
 
 def db_scale_warning(sar: Any, band: int) -> str | None:

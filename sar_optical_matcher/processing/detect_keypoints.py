@@ -322,6 +322,8 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
             feedback = QgsProcessingFeedback()
         s = self.settings(parameters, context)
         info = common.open_raster_checked(s.raster_path, self.INPUT, s.detect.band)
+        if note := common.non_square_warning(info, self.INPUT):
+            feedback.pushWarning(note)
         with common.processing_errors():
             keypoints = reg.detect_keypoints_tiled(
                 info,

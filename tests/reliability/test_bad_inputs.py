@@ -242,6 +242,36 @@ def test_non_square_pixels_are_warned_about(alg, which, provider, pair, twin_mod
         assert "its coarser axis upsampled 2.0x" in notes[0] and "GR square pixel" in notes[0]
 
 
+@pytest.mark.parametrize("non_square", [True, False])
+def test_detect_keypoints_warns_of_non_square_pixels(
+    non_square, provider, pair, twin_model, tmp_path, out
+):
+    """Detect keypoints said nothing of a 10 x 20 m INPUT (Compute correspondence and Register
+    warned): its corners are found, and then matched, on that grid. The warning is the same
+    one, naming INPUT; square pixels say nothing."""
+    from osgeo import gdal
+
+    _, gt = read_array(pair.optical)
+    src = tmp_path / "optical.tif"
+    y_res = 2 * abs(gt[5]) if non_square else abs(gt[5])
+    gdal.Warp(str(src), str(pair.optical), xRes=abs(gt[1]), yRes=y_res, resampleAlg="average")
+    log = FeedbackLog()
+    _run("detectkeypoints", _params("detectkeypoints", pair, twin_model, out, INPUT=str(src)), log)
+    notes = [w for w in log.warnings if "pixels are not square" in w]
+    if not non_square:
+        assert notes == []
+        return
+    size = f"{abs(gt[1]):.4g} x {y_res:.4g} map units a pixel (column x row step, 2.0:1)"
+    assert notes == [
+        f"INPUT pixels are not square on the ground: {size}. Keypoints are detected and matched "
+        "on the optical pixel grid, so every template covers 2.0x more ground along one axis "
+        "than along the other, unlike the square pixels the model was trained on, and "
+        "keypoints are fewer along the coarser axis: expect fewer and less accurate matches. "
+        f"Resample the optical to square pixels first; e.g. `gdalwarp -tr {abs(gt[1]):.4g} "
+        f"{abs(gt[1]):.4g} -r cubic in.tif out.tif`"
+    ]
+
+
 def _scaled_sar(pair: Pair, folder: Path, factor: float) -> Path:
     """The pair's SAR with pixels ``factor`` times the optical's (content meaningless)."""
     _, gt = read_array(pair.sar)
