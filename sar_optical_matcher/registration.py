@@ -2113,8 +2113,18 @@ def matching_grid(optical: Any, sar: Any, match_pixel_size: float = 0.0) -> Matc
         scale = ratio if math.isfinite(ratio) and ratio > PIXEL_RATIO_AUTO else 1.0
     if not math.isfinite(ratio):
         return MatchingGrid(scale, "bilinear", ratio)
-    sizes = f"SAR {opt_size * ratio:.4g}, optical {opt_size:.4g} optical map units a pixel"
-    grid_size = f"{opt_size * scale:.4g}"
+    # a non-square optical pixel is given by both steps (the ratio is of pixel sides, sqrt of
+    # the areas); MATCH_PIXEL_SIZE and the suggestion below stay in units of the column step
+    opt_y = math.hypot(gt[2], gt[5])
+    square = abs(opt_y - opt_size) <= 1e-6 * opt_size
+
+    def steps(factor: float) -> str:
+        side = f"{opt_size * factor:.4g}"
+        return side if square else f"{side} x {opt_y * factor:.4g} (column x row step)"
+
+    sar_side = math.sqrt(opt_size * opt_y) * ratio
+    sizes = f"SAR {sar_side:.4g}, optical {steps(1.0)} optical map units a pixel"
+    grid_size = steps(scale)
     sar_vs_grid = ratio / scale
     resampling = "average" if sar_vs_grid < 1.0 / PIXEL_RATIO_AUTO else "bilinear"
     if sar_vs_grid > PIXEL_RATIO_AUTO:
@@ -2124,6 +2134,7 @@ def matching_grid(optical: Any, sar: Any, match_pixel_size: float = 0.0) -> Matc
             f"{sar_vs_grid:.1f}x larger than the pairs it was trained on, which costs accuracy "
             "(docs/results.md: 2x halves the matches within 3 px). Set MATCH_PIXEL_SIZE to 0 "
             f"(automatic) or to the SAR pixel size, {opt_size * ratio:.4g}"
+            + ("" if square else f" (counted along the column step: a grid of {steps(ratio)})")
         ), True)  # fmt: skip
     parts = []
     if scale > 1.0:

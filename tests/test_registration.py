@@ -1510,3 +1510,37 @@ def test_a_cancel_while_the_spline_is_evaluated_stops_before_the_warp(tmp_path: 
     assert seen == [], "the warp started after the cancel"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.tif", "xy.tif"]
     assert not gdal.ReadDirRecursive("/vsimem/"), "geolocation arrays left in /vsimem"
+
+
+@pytest.mark.parametrize("row_step", [10.0, 20.0])
+def test_matching_grid_notes_give_a_non_square_optical_pixel_by_both_steps(
+    row_step: float, tmp_path: Path
+) -> None:
+    """The notes gave the optical pixel as its column step alone: a 10 x 20 m optical beside a
+    SAR of 3x its pixel side read "SAR 30, optical 10", where the SAR pixel's side is 42.4 m
+    (3 x the optical's 14.1 m). Now both steps, the true SAR side, and, as MATCH_PIXEL_SIZE
+    counts along the column step, the grid a suggested value gives. The scale is unchanged."""
+    from tests.test_rasters import make_tif
+
+    x0, y0 = 500000.0, 5000000.0
+    opt = make_tif(tmp_path / "o.tif", np.ones((60, 60), np.float32),
+                   (x0, 10.0, 0.0, y0, 0.0, -row_step))  # fmt: skip
+    sar = make_tif(tmp_path / "s.tif", np.ones((20, 20), np.float32),
+                   (x0, 30.0, 0.0, y0, 0.0, -3 * row_step))  # fmt: skip
+    optical, sar_info = _open(opt), _open(sar)
+    auto = reg.matching_grid(optical, sar_info, 0.0)
+    fine = reg.matching_grid(optical, sar_info, 10.0)
+    assert auto.scale == pytest.approx(3.0) and fine.scale == pytest.approx(1.0)
+    if row_step == 10.0:
+        assert "(automatic; SAR 30, optical 10 optical map units a pixel)" in auto.note
+        assert fine.note.endswith("or to the SAR pixel size, 30")
+        return
+    steps = "(column x row step)"
+    assert auto.note.startswith(
+        f"matching on a grid of 30 x 60 {steps} optical map units a pixel (automatic; SAR "
+        f"42.43, optical 10 x 20 {steps} optical map units a pixel), 3.00x the optical pixel"
+    )
+    assert f"grid 10 x 20 {steps}): the SAR is upsampled" in fine.note and fine.warning
+    assert fine.note.endswith(
+        f"or to the SAR pixel size, 30 (counted along the column step: a grid of 30 x 60 {steps})"
+    )
