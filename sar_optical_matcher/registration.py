@@ -1512,7 +1512,9 @@ class OutputNodata:
         collisions: valid SAR pixels (over all bands) equal to ``value``: where they fall on
             the output grid they are written as nodata, holes no reader can tell from the area
             outside the SAR.
-        warning: what ``collisions`` > 0 means and how to avoid it; None without collisions.
+        warning: what ``collisions`` > 0 means and how to avoid it, or that an integer SAR's
+            zeros stay data under another nodata (they may be an undeclared no-data border);
+            None otherwise.
     """
 
     value: float
