@@ -1605,11 +1605,12 @@ def output_nodata(
     Raises:
         RegistrationError: ``requested`` cannot be stored in the SAR's data type.
     """
-    from osgeo import gdal, gdal_array
+    from osgeo import gdal
+
+    from sar_optical_matcher.rasters import _numpy_dtype
 
     band = ds.GetRasterBand(1)
-    code = gdal_array.GDALTypeCodeToNumericTypeCode(band.DataType)
-    dtype = np.dtype(code if code is not None else np.float64)
+    dtype = np.dtype(_numpy_dtype(band.DataType))
     type_name = gdal.GetDataTypeName(band.DataType)
     if requested is not None:
         _check_nodata_fits(requested, band.DataType)
