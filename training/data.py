@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from sar_optical_matcher.core.files import atomic_output
 from sar_optical_matcher.core.keypoints import detect_keypoints
 from sar_optical_matcher.core.preprocessing import PreprocessSpec, preprocess
 from training.config import AugmentConfig, DataConfig
@@ -770,7 +770,6 @@ def build_datasets(
     names = sorted({f"{r.source}:{r.scene}" for r in records})
     data = Datasets(train, val, test, sar_spec, opt_spec, names)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
             f"{n}_{a}": getattr(getattr(data, n), a)
             for n in ("train", "val", "test")
@@ -788,12 +787,10 @@ def build_datasets(
         meta = json.dumps(
             {"sar": sar_spec.to_dict(), "optical": opt_spec.to_dict(), "sources": names}
         )
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # DDP ranks may race
-        try:
-            np.savez(tmp, meta=np.array(meta), **{k: np.asarray(v) for k, v in arrays.items()})
-            os.replace(tmp, path)
-        finally:  # an interrupted write leaves no half-written cache behind
-            tmp.unlink(missing_ok=True)
+        # A temporary name of this process's own (DDP ranks may race), renamed on success;
+        # an interrupted write leaves no half-written cache behind.
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(meta), **{k: np.asarray(v) for k, v in arrays.items()})
     return data
 
 

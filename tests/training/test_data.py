@@ -241,6 +241,36 @@ def test_build_datasets_splits_by_scene_and_caches(tmp_path):
         build_datasets(DataConfig(sources=[{"kind": "nope"}]), 0)
 
 
+def test_patch_cache_write_failure_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The cache goes through core.files.atomic_output: a write failing part-way (a full disk)
+    leaves no partial or temporary file that a later call could read, and that later call
+    builds and writes the cache anew."""
+    import errno
+
+    from training.data import build_datasets
+
+    cfg = DataConfig(
+        sources=[{"kind": "synthetic", "n_scenes": 2, "size_px": 256, "seed": 1}],
+        split_fractions=(0.5, 0.5, 0.0),
+    )
+    real_savez = np.savez
+
+    def savez_then_full(fh, *args, **kwargs):
+        fh.write(b"PK\x03\x04 part of an archive")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        build_datasets(cfg, 0, cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setattr(np, "savez", real_savez)
+    first = build_datasets(cfg, 0, cache_dir=tmp_path)
+    (cache,) = tmp_path.iterdir()
+    assert cache.name.startswith("patches_") and cache.suffix == ".npz"
+    again = build_datasets(cfg, 0, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.train.sar, first.train.sar)
+
+
 def test_source_specs_gdal_kind_and_option_errors(tmp_path):
     """A ``gdal`` source (one record from load_gdal_pair) failed with "'PairRecord' object is
     not iterable"; a misspelt or missing option failed with the loader's TypeError."""
