@@ -119,7 +119,7 @@ def _check_args(
     optical: RasterInfo, optical_band: int, sar: RasterInfo, sar_band: int, keypoints: np.ndarray,
     sar_scale: str, method: str, batch_size: int, min_valid_fraction: float,
 ) -> np.ndarray:  # fmt: skip
-    optical.check_band(optical_band)
+    optical.check_band(optical_band, role="OPTICAL")
     sar.check_band(sar_band)
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.size == 0:

@@ -68,11 +68,16 @@ class RasterInfo:
     nodata: tuple[float | None, ...]
     gdal_types: tuple[str, ...] = ()
 
-    def check_band(self, band: int) -> None:
+    def check_band(self, band: int, role: str = "SAR") -> None:
         """Raise ``ValueError`` unless ``1 <= band <= band_count`` and the band is real-valued.
 
         A complex band (a single-look complex SAR product) would lose its imaginary part when
         read as numbers, a silently wrong image; it is refused with the way to detect it.
+
+        Args:
+            band: 1-based band.
+            role: what the raster was given as, for the complex-band error
+                (:func:`complex_band_error`): ``"SAR"``, ``"OPTICAL"`` or ``"INPUT"``.
         """
         if not isinstance(band, (int, np.integer)) or not 1 <= band <= self.band_count:
             raise ValueError(
@@ -82,7 +87,7 @@ class RasterInfo:
         dtype = self.dtypes[int(band) - 1] if len(self.dtypes) >= int(band) else ""
         if dtype.startswith("complex"):
             named = self.gdal_types[int(band) - 1] if len(self.gdal_types) >= int(band) else dtype
-            raise complex_band_error(self.path, int(band), named)
+            raise complex_band_error(self.path, int(band), named, role)
 
 
 def complex_band_error(path: str | Path, band: int, dtype: str, role: str = "SAR") -> ValueError:

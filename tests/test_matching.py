@@ -141,6 +141,27 @@ def test_empty_and_bad_arguments(matcher: OnnxMatcher, pair: tuple) -> None:
         match_keypoints(optical, 1, sar, 1, KEYPOINTS, matcher, sar_scale="log")
 
 
+def test_a_complex_optical_band_is_named_the_wrong_file(
+    matcher: OnnxMatcher, pair: tuple, tmp_path: Path
+) -> None:
+    """A complex (SLC) band given as the optical was refused with the SAR advice (detect it in
+    SNAP, take its amplitude) by the numpy API, which called it a SAR product to be detected;
+    the plugin's adapter alone said the file was the wrong one for OPTICAL."""
+    optical, sar = pair
+    slc = gdal.GetDriverByName("GTiff").Create(
+        str(tmp_path / "slc.tif"), 8, 8, 1, gdal.GDT_CFloat32
+    )
+    slc.SetGeoTransform(UTM_GT)
+    slc.SetProjection(gdal.Open(optical.path).GetProjection())
+    slc = None
+    complex_optical = open_raster(tmp_path / "slc.tif")
+    with pytest.raises(ValueError, match=r"slc\.tif is complex \(CFloat32\), but the OPTICAL") as e:
+        match_keypoints(complex_optical, 1, sar, 1, KEYPOINTS, matcher)
+    assert "SNAP" not in str(e.value)
+    with pytest.raises(ValueError, match=r"slc\.tif is complex \(CFloat32\), e\.g\. a single"):
+        match_keypoints(optical, 1, complex_optical, 1, KEYPOINTS, matcher)
+
+
 def test_per_window_method_gives_the_same_matches(matcher: OnnxMatcher, pair: tuple) -> None:
     optical, sar = pair
     dense = match_keypoints(optical, 1, sar, 1, KEYPOINTS[:1], matcher, keep_maps=True)

@@ -384,7 +384,7 @@ def load_gdal_pair(
     sar_info = rasters.open_raster(sar, band=sar_band)
     optical_bands = _optical_bands(optical_band, opt_info.band_count)
     for b in optical_bands:
-        opt_info.check_band(b)
+        opt_info.check_band(b, role="OPTICAL")
     grid = matching_grid(opt_info, sar_info, match_pixel_size)
     # the plugin's grid and reads: the optical grid, or the same origin and axes with the
     # coarser pixel (every optical band averaged onto it); the SAR resampled onto that grid

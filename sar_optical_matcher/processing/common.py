@@ -171,15 +171,11 @@ def open_raster_checked(path: str, name: str, band: int | None = None) -> Any:
         info = rasters.open_raster(path)
     except (ValueError, RuntimeError, OSError) as exc:
         raise QgsProcessingException(f"{name}: {exc}") from exc
-    if band is not None and not 1 <= band <= info.band_count:
-        raise QgsProcessingException(
-            f"{name}: band {band} does not exist, the raster has {info.band_count} band(s); "
-            f"choose a band between 1 and {info.band_count}"
-        )
-    if band is not None and info.dtypes[band - 1].startswith("complex"):
-        role = name if name in ("OPTICAL", "INPUT") else "SAR"
-        error = rasters.complex_band_error(path, band, info.gdal_types[band - 1], role)
-        raise QgsProcessingException(f"{name}: {error}")
+    if band is not None:
+        try:
+            info.check_band(band, role=name if name in ("OPTICAL", "INPUT") else "SAR")
+        except ValueError as exc:
+            raise QgsProcessingException(f"{name}: {exc}") from exc
     return info
 
 

@@ -293,6 +293,9 @@ def test_gdal_pair_with_a_complex_sar_band_is_refused(tmp_path):
     slc = src = None
     with pytest.raises(ValueError, match=r"band 1 of slc\.tif is complex \(CFloat32\).*SNAP"):
         sources.load_gdal_pair(paths["optical"], slc_path)
+    # given as the optical, it is named the wrong file, not a SAR to be detected
+    with pytest.raises(ValueError, match=r"slc\.tif is complex \(CFloat32\), but the OPTICAL"):
+        sources.load_gdal_pair(slc_path, paths["sar"])
 
 
 def test_synthetic_records_are_coregistered_and_deterministic():
