@@ -148,13 +148,9 @@ def test_a_complex_optical_band_is_named_the_wrong_file(
     SNAP, take its amplitude) by the numpy API, which called it a SAR product to be detected;
     the plugin's adapter alone said the file was the wrong one for OPTICAL."""
     optical, sar = pair
-    slc = gdal.GetDriverByName("GTiff").Create(
-        str(tmp_path / "slc.tif"), 8, 8, 1, gdal.GDT_CFloat32
+    complex_optical = open_raster(
+        make_tif(tmp_path / "slc.tif", np.ones((8, 8), np.complex64), UTM_GT)
     )
-    slc.SetGeoTransform(UTM_GT)
-    slc.SetProjection(gdal.Open(optical.path).GetProjection())
-    slc = None
-    complex_optical = open_raster(tmp_path / "slc.tif")
     with pytest.raises(ValueError, match=r"slc\.tif is complex \(CFloat32\), but the OPTICAL") as e:
         match_keypoints(complex_optical, 1, sar, 1, KEYPOINTS, matcher)
     assert "SNAP" not in str(e.value)

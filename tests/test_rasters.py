@@ -40,7 +40,8 @@ def make_tif(path: Path, data: np.ndarray, gt: tuple, epsg: int | None = 32633,
              nodata: float | None = None) -> Path:  # fmt: skip
     data = data if data.ndim == 3 else data[None]
     gdal_type = {np.uint8: gdal.GDT_Byte, np.float32: gdal.GDT_Float32,
-                 np.uint16: gdal.GDT_UInt16}[data.dtype.type]  # fmt: skip
+                 np.uint16: gdal.GDT_UInt16,
+                 np.complex64: gdal.GDT_CFloat32}[data.dtype.type]  # fmt: skip
     ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1],
                                               data.shape[0], gdal_type)  # fmt: skip
     if gt is not None:
