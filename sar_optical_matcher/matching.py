@@ -27,6 +27,8 @@ from sar_optical_matcher.model.runtime import METHODS, Canceled, OnnxMatcher
 from sar_optical_matcher.rasters import (
     RasterInfo,
     band_sample,
+    band_sample_grid,
+    linear_sar_evidence,
     map_to_pixel,
     pixel_to_map,
     raster_sar_scale,
@@ -36,7 +38,7 @@ from sar_optical_matcher.rasters import (
     transform_points,
 )
 
-__all__ = ["Canceled", "MatchRecord", "MatchResult", "match_keypoints"]
+__all__ = ["Canceled", "MatchRecord", "MatchResult", "db_scale_warning", "match_keypoints"]
 
 NAN = float("nan")
 
@@ -99,7 +101,11 @@ class MatchRecord:
 
 @dataclass
 class MatchResult:
-    """All records, in keypoint order, and optionally the (N, m, m) maps (NaN where skipped)."""
+    """All records, in keypoint order, and optionally the (N, m, m) maps (NaN where skipped).
+
+    ``warnings``: what the caller should tell the user about the inputs (e.g.
+    :func:`db_scale_warning`), also given to ``match_keypoints``'s ``warn`` as they arise.
+    """
 
     records: list[MatchRecord]
     template_size: int
@@ -108,6 +114,7 @@ class MatchResult:
     sar_scale: str = "auto"
     counts: dict[str, int] = field(default_factory=dict)
     grid_scale: float = 1.0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> list[MatchRecord]:
@@ -159,6 +166,25 @@ def _check_linear(sar: RasterInfo, band: int) -> None:
             f"(min {float(values.min()):.4g}): linear amplitude or intensity is never negative, "
             "so these look like dB; choose dB or auto for SAR_SCALE"
         )
+
+
+def db_scale_warning(sar: RasterInfo, band: int) -> str | None:
+    """The warning for ``sar_scale="db"`` on a band that looks linear, or None.
+
+    dB values are used as they are; linear amplitude or intensity taken as dB skips the log
+    conversion and matches worse, with no error to say so (``rasters.linear_sar_evidence``
+    says what was seen).
+    """
+    dtype = sar.dtypes[band - 1]
+    evidence = linear_sar_evidence(band_sample_grid(sar, band), dtype)
+    if evidence is None:
+        return None
+    return (
+        f"SAR_SCALE is dB, but SAR band {band} ({dtype}) looks like linear amplitude or "
+        f"intensity: {evidence}. dB values are used as they are, without the log conversion "
+        "linear values need, so matching is poorer: choose auto or linear for SAR_SCALE "
+        "unless these really are dB values"
+    )
 
 
 def _confidence_model(matcher: OnnxMatcher) -> ConfidenceModel | None:
@@ -247,6 +273,7 @@ def match_keypoints(
     is_canceled: Callable[[], bool] | None = None,
     grid_scale: float = 1.0,
     sar_resampling: str = "bilinear",
+    warn: Callable[[str], None] | None = None,
 ) -> MatchResult:
     """Match optical keypoints in the SAR raster.
 
@@ -275,6 +302,8 @@ def match_keypoints(
             maps' offsets are in matching-grid pixels.
         sar_resampling: GDAL resampling of the SAR onto the matching grid (``"bilinear"``;
             ``"average"`` when the SAR pixels are much smaller than the grid's).
+        warn: called with each warning about the inputs before the matching starts
+            (:func:`db_scale_warning`); the result's ``warnings`` holds them too.
 
     Returns:
         A :class:`MatchResult` with one record per keypoint, in input order.
@@ -292,10 +321,15 @@ def match_keypoints(
     grid = None if grid_scale == 1.0 else scaled_grid(optical, grid_scale)
     t, s = matcher.contract.template_size, matcher.contract.search_size
     m, off = s - t + 1, (s - t) // 2
+    notes: list[str] = []
     if sar_scale == "auto":  # once for the raster (the warp returns float32 regions)
         sar_scale = raster_sar_scale(sar, sar_band)
     elif sar_scale == "linear":
         _check_linear(sar, sar_band)
+    elif (note := db_scale_warning(sar, sar_band)) is not None:  # dB as the caller said
+        notes.append(note)
+        if warn is not None:
+            warn(note)
     model = _confidence_model(matcher)
     maps_out = np.full((len(kp), m, m), np.nan, np.float32) if keep_maps else None
     records = []
@@ -327,7 +361,7 @@ def match_keypoints(
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
-    return MatchResult(records, t, s, maps_out, sar_scale, counts, grid_scale)
+    return MatchResult(records, t, s, maps_out, sar_scale, counts, grid_scale, notes)
 
 
 def _records(

@@ -2183,11 +2183,13 @@ def compute_matches(
     progress: Progress | None = None,
     is_canceled: IsCanceled | None = None,
     grid: MatchingGrid | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Any:
     """Run ``matching.match_keypoints``; its ``Canceled`` becomes this module's :class:`Canceled`.
 
     ``grid``: the pair's :func:`matching_grid` when the caller has it already (None: decided
-    here from ``settings.match_pixel_size``).
+    here from ``settings.match_pixel_size``). ``warn``: given the warnings about the inputs
+    (``matching.db_scale_warning``) before the matching starts.
 
     Returns:
         ``matching.MatchResult`` (records, maps).
@@ -2219,6 +2221,7 @@ def compute_matches(
             is_canceled=is_canceled,
             grid_scale=grid.scale,
             sar_resampling=grid.sar_resampling,
+            warn=warn,
         )
     except matching.Canceled as exc:
         raise Canceled("canceled by the user") from exc

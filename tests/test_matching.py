@@ -247,6 +247,39 @@ def test_linear_sar_scale_refuses_a_db_band(matcher: OnnxMatcher, tmp_path: Path
     assert result.sar_scale == "linear" and result.counts == {"ok": 2}
 
 
+def test_db_sar_scale_on_a_linear_band_is_warned_about(matcher: OnnxMatcher, tmp_path) -> None:
+    """sar_scale "db" on linear float32 amplitude (``synthetic.write_pair``): the numpy API
+    warns too (only the Processing adapter did): ``warn`` gets it before the matching starts,
+    and the result keeps it, ``warn`` given or not; no warning for dB data, nor for auto."""
+    from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
+
+    paths = write_pair(make_georeferenced_pair(384, np.random.default_rng(3)), tmp_path, "lin")
+    optical, sar = open_raster(paths["optical"]), open_raster(paths["sar"])
+    kps = np.array([[192.5, 192.5]])
+    events: list[str] = []
+
+    def progress(f: float) -> None:
+        events.append(f"{f:g}")
+
+    result = match_keypoints(
+        optical, 1, sar, 1, kps, matcher, sar_scale="db", warn=events.append, progress=progress
+    )
+    assert len(result.warnings) == 1 and events == [result.warnings[0], "1"]
+    text = result.warnings[0]
+    assert text.startswith("SAR_SCALE is dB, but SAR band 1 (float32) looks like linear ")
+    assert "no negative value, median " in text
+    assert text.endswith("choose auto or linear for SAR_SCALE unless these really are dB values")
+    assert match_keypoints(optical, 1, sar, 1, kps, matcher, sar_scale="db").warnings == [text]
+    auto = match_keypoints(optical, 1, sar, 1, kps, matcher, warn=events.append)
+    assert (auto.sar_scale, auto.warnings, len(events)) == ("linear", [], 2)
+    db = (scene(3).astype(np.float32) - 200.0) / 8.0  # -25 .. +7 dB
+    db_sar = open_raster(make_tif(tmp_path / "db.tif", db, UTM_GT))
+    plain = open_raster(make_tif(tmp_path / "o.tif", scene(3), UTM_GT))
+    on_db = match_keypoints(plain, 1, db_sar, 1, np.array([[128.5, 128.5]]), matcher,
+                            sar_scale="db", warn=events.append)  # fmt: skip
+    assert (on_db.warnings, len(events)) == ([], 2)
+
+
 def test_patches_the_stretch_flattens_are_skipped(matcher: OnnxMatcher, tmp_path: Path) -> None:
     """A template or region of one value but for a 3 x 3 spot (0.2 % of a 64 x 64 template, 0.1 %
     of a 96 x 96 region) is constant after the 2-98 % stretch: the model sees a constant

@@ -22,7 +22,6 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from sar_optical_matcher import rasters
 from sar_optical_matcher import registration as reg
 from sar_optical_matcher.core import files
 from sar_optical_matcher.core.geotransform import points_in_box
@@ -396,8 +395,6 @@ def run_matching(
     with common.processing_errors():
         # the model logs its name, version and onnxruntime provider once, as it opens
         matcher = reg.load_matcher(s.match, log=log)
-        if s.match.sar_scale == "db" and (note := db_scale_warning(sar, s.sar_band)):
-            feedback.pushWarning(note)
         for note in (
             common.non_square_warning(optical, A.OPTICAL),
             common.non_square_warning(sar, A.SAR),
@@ -427,6 +424,7 @@ def run_matching(
             common.progress_callback(feedback, mid, stop),
             canceled,
             grid,
+            warn=feedback.pushWarning,
         )
     for rec in result.records:  # ids of the input keypoints, not of the ones left to match
         rec.id = int(ids[rec.id])
@@ -436,21 +434,6 @@ def run_matching(
     if skipped:
         feedback.pushWarning(f"keypoints skipped: {skipped_text(skipped)}")
     return optical, sar, result
-
-
-def db_scale_warning(sar: Any, band: int) -> str | None:
-    """The warning for ``SAR_SCALE`` dB on a band that looks linear, or None (see rasters)."""
-    evidence = rasters.linear_sar_evidence(
-        rasters.band_sample_grid(sar, band), sar.dtypes[band - 1]
-    )
-    if evidence is None:
-        return None
-    return (
-        f"SAR_SCALE is dB, but SAR band {band} ({sar.dtypes[band - 1]}) looks like linear "
-        f"amplitude or intensity: {evidence}. dB values are used as they are, without the "
-        "log conversion linear values need, so matching is poorer: choose auto or linear for "
-        "SAR_SCALE unless these really are dB values"
-    )
 
 
 def _keypoints(
