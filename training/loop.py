@@ -392,8 +392,7 @@ class Trainer:
                 LAST,
             )
         end = min(self.cfg.optim.epochs, max_epochs or self.cfg.optim.epochs)
-        if self.world == 1:  # under DDP a stop would have to be agreed by every rank
-            _ACTIVE.append(self)
+        _ACTIVE.append(self)  # under DDP the ranks agree on the stop (_stop_agreed)
         try:
             return self._fit_epochs(end, on_step)
         finally:
@@ -404,7 +403,7 @@ class Trainer:
         self, end: int, on_step: Callable[[Trainer], None] | None
     ) -> list[dict[str, float]]:
         while self.epoch < end:
-            if self.stop_requested:  # the epoch just ended was saved
+            if self._stop_agreed():  # the epoch just ended was saved
                 raise KeyboardInterrupt
             sums = self._run_epoch(on_step)
             row = {"epoch": float(self.epoch + 1), "lr": self.last_lr}
@@ -444,7 +443,7 @@ class Trainer:
                 self.save(self.out / LAST)
             if on_step is not None:
                 on_step(self)
-            if self.stop_requested and b + 1 < len(plan):  # the epoch's last step: saved below
+            if self._stop_agreed() and b + 1 < len(plan):  # the epoch's last step: saved below
                 bar.close()
                 self.save(self.out / LAST)
                 raise KeyboardInterrupt
@@ -460,6 +459,21 @@ class Trainer:
         return {**{k: float(v) / n for k, v in zip(TERMS, sums)}, "batches": float(n)}
 
     _resumed_from = 0
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop here: asked of this process or, under DDP, of any rank.
+
+        Under DDP every rank then sets ``stop_requested`` and stops at the same step. A
+        scheduler's SIGTERM reaches the ranks at different moments (torchrun forwards its
+        own to every worker); a rank stopping alone left the others waiting in their next
+        all-reduce. Under DDP this is one collective: every rank calls it at the same points
+        (after each step, before each epoch).
+        """
+        if self.world > 1:
+            flag = torch.tensor([float(self.stop_requested)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.stop_requested = bool(flag.item())
+        return self.stop_requested
 
     def _sync_buffers(self) -> None:
         """Average the BatchNorm running statistics over the ranks (each saw its own shard).
@@ -674,7 +688,7 @@ def _same_specs(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     )
 
 
-#: The trainer of this process while it trains (single process only), for the SIGTERM handler.
+#: The trainer of this process while it trains, for the SIGTERM handler.
 _ACTIVE: list[Trainer] = []
 
 
@@ -683,8 +697,10 @@ def sigterm_handler(signum: int, frame: Any) -> None:
 
     While a trainer runs its steps, it is asked to stop at the next step boundary, where it
     saves ``checkpoint_last.pt`` (a state exact resume can continue) and raises
-    ``KeyboardInterrupt``; elsewhere (or at a second SIGTERM) ``KeyboardInterrupt`` is raised
-    at once, and the atomic writes delete their temporary files.
+    ``KeyboardInterrupt``; under DDP every rank stops at the first step boundary after any of
+    them was asked (torchrun forwards its SIGTERM to each); elsewhere (or at a
+    second SIGTERM) ``KeyboardInterrupt`` is raised at once, and the atomic writes delete
+    their temporary files.
     """
     pending = [t for t in _ACTIVE if not t.stop_requested]
     if not pending:

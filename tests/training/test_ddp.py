@@ -1,9 +1,14 @@
-"""DistributedDataParallel on CPU: 2 gloo processes train one short epoch, weights identical."""
+"""DistributedDataParallel on CPU: 2 gloo processes train one short epoch, weights identical;
+a SIGTERM reaching one rank stops both at the same step."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import signal
 import socket
+import time
 
 import pytest
 import torch
@@ -12,7 +17,7 @@ import torch.multiprocessing as mp
 
 from tests.training.test_loop import tiny_config, tiny_datasets
 from training.checkpoint import load_checkpoint
-from training.loop import LAST, Trainer
+from training.loop import LAST, Trainer, sigterm_handler
 
 
 def _free_port() -> int:
@@ -67,3 +72,56 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path, matching_only):
     assert state["world_size"] == 2 and state["epoch"] == 1
     for k in w0:
         torch.testing.assert_close(state["model"][k], w0[k], rtol=0, atol=0)
+
+
+#: the step after which a SIGTERM reaches rank 1 only (mid-epoch: 4 steps an epoch)
+SIGTERM_STEP = 2
+
+
+def _stop_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Train as ``python -m training train`` does (its SIGTERM handler installed); rank 1 is
+    sent SIGTERM after step :data:`SIGTERM_STEP`. Writes how the rank ended."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, sigterm_handler)
+    timeout = datetime.timedelta(seconds=30)  # a rank left waiting fails, not hangs
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+    trainer = Trainer(_config(False), tiny_datasets(), out, rank, world)
+
+    def hook(tr: Trainer) -> None:
+        if rank == 1 and tr.global_step == SIGTERM_STEP:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    ended = "finished"
+    try:
+        trainer.fit(on_step=hook)
+    except KeyboardInterrupt:
+        ended = "interrupted"
+    except RuntimeError as exc:  # gloo: the other rank went away
+        ended = f"error: {exc}"
+    finally:
+        dist.destroy_process_group()
+        with open(os.path.join(out, f"ended{rank}.json"), "w") as f:
+            json.dump({"ended": ended, "global_step": trainer.global_step}, f)
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """Under DDP SIGTERM stopped the rank it reached at once, and the others waited in their
+    next all-reduce until gloo's timeout (or failed): no checkpoint of the steps done. Now
+    the ranks agree after every step: both stop after the same step, rank 0 saves it."""
+    ctx = mp.spawn(_stop_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the ranks did not end within 240 s: one waits for the other")
+    ended = [json.loads((tmp_path / f"ended{r}.json").read_text()) for r in (0, 1)]
+    assert ended == [{"ended": "interrupted", "global_step": SIGTERM_STEP}] * 2
+    state = load_checkpoint(tmp_path / LAST)
+    assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 2, 2)
+    assert state["world_size"] == 2
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
