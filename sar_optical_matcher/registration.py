@@ -1272,7 +1272,7 @@ def _value_and_step_jacobian(transform: Any, xy: np.ndarray) -> tuple[np.ndarray
 
 
 def sar_window_on_optical(
-    transform: Any, sar_width: int, sar_height: int, optical_width: int, optical_height: int
+    transform: Any, sar_width: int, sar_height: int, optical_width: float, optical_height: float
 ) -> tuple[float, float, float, float] | None:
     """SAR pixel window (x0, y0, x1, y1) that ``transform`` maps onto the optical raster.
 
@@ -1305,6 +1305,47 @@ def sar_window_on_optical(
     x1 = min(float(xy[:, 0].max()) + m, float(sar_width))
     y1 = min(float(xy[:, 1].max()) + m, float(sar_height))
     return (x0, y0, x1, y1) if x1 - x0 > 1 and y1 - y0 > 1 else None
+
+
+#: Output pixels around the output grid whose SAR pixels a warp kernel can still read
+#: (lanczos reaches 3, an average the output pixel's own footprint).
+SCAN_KERNEL_OUT_PX = 4
+
+
+def scan_window(
+    transform: Any,
+    sar_width: int,
+    sar_height: int,
+    extent_px: tuple[float, float],
+    out_px: float,
+) -> tuple[int, int, int, int] | None:
+    """SAR pixels (x0, y0, x1, y1) a warp onto the output grid can read; None: the whole SAR.
+
+    The output's outline (``extent_px``: its width and height in optical pixels, from the
+    optical origin) taken back into SAR pixels (:func:`sar_window_on_optical`, with its
+    margin), widened by :data:`SCAN_KERNEL_OUT_PX` output pixels (``out_px`` optical pixels
+    a side) at the largest SAR-pixel step per optical pixel of ``transform`` at its centre.
+    A SAR scene much larger than the optical tile is scanned for the output nodata only where
+    it can reach the output: its no-data frame outside was counted as valid zeros, and read.
+    """
+    win = sar_window_on_optical(transform, sar_width, sar_height, *extent_px)
+    if win is None:
+        return None
+    _, jac = _value_and_step_jacobian(transform, np.asarray([transform.src_centre], float))
+    with np.errstate(all="ignore"):
+        try:
+            sar_per_optical = float(np.linalg.norm(np.linalg.inv(jac[0]), 2))
+        except np.linalg.LinAlgError:
+            return None
+    if not math.isfinite(sar_per_optical):
+        return None
+    pad = math.ceil(SCAN_KERNEL_OUT_PX * out_px * sar_per_optical)
+    x0, y0 = max(math.floor(win[0]) - pad, 0), max(math.floor(win[1]) - pad, 0)
+    x1 = min(math.ceil(win[2]) + pad, sar_width)
+    y1 = min(math.ceil(win[3]) + pad, sar_height)
+    if (x0, y0, x1, y1) == (0, 0, sar_width, sar_height) or x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
 
 
 #: Output pixels between the nodes of a thin-plate spline's geolocation arrays. The warp
@@ -1532,33 +1573,38 @@ class OutputNodata:
 
 
 def _scan_valid(
-    ds: Any, value: float, is_canceled: IsCanceled | None = None
+    ds: Any,
+    value: float,
+    is_canceled: IsCanceled | None = None,
+    window: tuple[int, int, int, int] | None = None,
 ) -> tuple[int, int, float, float]:
     """``(equal, valid, min, max)`` over the valid pixels of every band of ``ds``.
 
     ``equal``: how many equal ``value`` compared in the band's type (as GDAL's nodata mask
-    compares). Valid: not nodata, not excluded by a mask or alpha band, finite. Read in strips
-    of :data:`SCAN_PIXELS` (whole block rows); ``is_canceled`` is checked before each.
+    compares). Valid: not nodata, not excluded by a mask or alpha band, finite. Only the
+    pixels of ``window`` (x0, y0, x1, y1; None: the whole raster) are read, in strips of
+    :data:`SCAN_PIXELS` (whole block rows); ``is_canceled`` is checked before each.
     """
     from osgeo import gdal
 
     from sar_optical_matcher.rasters import CORRUPT_HINT, gdal_try
 
     equal, valid, lo, hi = 0, 0, math.inf, -math.inf
-    width, height = ds.RasterXSize, ds.RasterYSize
+    x0, top, x1, bottom = window or (0, 0, ds.RasterXSize, ds.RasterYSize)
+    width = x1 - x0
     for b in range(1, ds.RasterCount + 1):
         band = ds.GetRasterBand(b)
         block_h = max(int(band.GetBlockSize()[1]), 1)
         rows = max(SCAN_PIXELS // max(width, 1) // block_h, 1) * block_h
         masked = not band.GetMaskFlags() & gdal.GMF_ALL_VALID
-        for y0 in range(0, height, rows):
+        for y0 in range(top, bottom, rows):
             _check_canceled(is_canceled)
-            h = min(rows, height - y0)
-            data, errors = gdal_try(lambda: band.ReadAsArray(0, y0, width, h))  # noqa: B023
+            h = min(rows, bottom - y0)
+            data, errors = gdal_try(lambda: band.ReadAsArray(x0, y0, width, h))  # noqa: B023
             mask = None
             if data is not None and masked:
                 mask, errors = gdal_try(
-                    lambda: band.GetMaskBand().ReadAsArray(0, y0, width, h)  # noqa: B023
+                    lambda: band.GetMaskBand().ReadAsArray(x0, y0, width, h)  # noqa: B023
                 )
             if data is None or (masked and mask is None):
                 raise RegistrationError(
@@ -1583,6 +1629,7 @@ def output_nodata(
     name: str,
     resampling: str = "near",
     is_canceled: IsCanceled | None = None,
+    window: tuple[int, int, int, int] | None = None,
 ) -> OutputNodata:
     """Choose the nodata value of the registered raster and count the valid pixels it hides.
 
@@ -1601,6 +1648,9 @@ def output_nodata(
         name: the output's file name, for the messages.
         resampling: the warp's (:data:`RESAMPLINGS`): all but ``near`` interpolate.
         is_canceled: checked between the strips of the scan.
+        window: the SAR pixels (x0, y0, x1, y1) the warp can read (:func:`scan_window`); only
+            they are scanned, counted and named "where it falls on the output" (None: the
+            whole SAR).
 
     Raises:
         RegistrationError: ``requested`` cannot be stored in the SAR's data type.
@@ -1612,19 +1662,24 @@ def output_nodata(
     band = ds.GetRasterBand(1)
     dtype = np.dtype(_numpy_dtype(band.DataType))
     type_name = gdal.GetDataTypeName(band.DataType)
+    where = "" if window is None else " where it falls on the output"
     if requested is not None:
         _check_nodata_fits(requested, band.DataType)
-        equal, valid, lo, hi = _scan_valid(ds, requested, is_canceled)
+        equal, valid, lo, hi = _scan_valid(ds, requested, is_canceled, window)
         note = f"output nodata {requested:g} (NODATA)"
         if not equal:
             return OutputNodata(float(requested), note)
         free = _free_integer(dtype, lo, hi) if np.issubdtype(dtype, np.integer) else None
         warning = (
-            f"{equal} valid SAR pixel values (of {valid}) equal the output nodata "
+            f"{equal} valid SAR pixel values (of {valid}{where}) equal the output nodata "
             f"{requested:g} (NODATA): wherever they fall on the output they are written as "
             f"nodata, holes in {name} that no reader can tell from the area outside the SAR. "
             "Set NODATA to a value no SAR pixel has"
-            + (f" (e.g. {free}, outside its values {lo:g} to {hi:g})" if free is not None else "")
+            + (
+                f" (e.g. {free}, outside its values {lo:g} to {hi:g}{where})"
+                if free is not None
+                else ""
+            )
             + ", or leave it empty"
             + (
                 " (the SAR's own nodata value)"
@@ -1646,27 +1701,30 @@ def output_nodata(
                             "and NaN is no valid pixel")  # fmt: skip
     if not np.issubdtype(dtype, np.integer):  # complex: GDAL compares the real part
         return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value")
-    zeros, valid, lo, hi = _scan_valid(ds, 0.0, is_canceled)
+    zeros, valid, lo, hi = _scan_valid(ds, 0.0, is_canceled, window)
     # interpolation makes a 0 between negative and positive values (nearest: only copies)
     between = lo < 0 < hi and resampling != "near"
+    none_zero = (
+        f"output nodata 0: the SAR raster has no nodata value and none of its pixels{where} is 0"
+    )
     if not zeros and not between:
-        return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value and "
-                            "none of its pixels is 0")  # fmt: skip
+        return OutputNodata(0.0, none_zero)
     free = _free_integer(dtype, lo, hi)
     if free is not None:
         why = (
-            f"{zeros} of its pixels are 0, kept as data"
+            f"{zeros} of its pixels{where} are 0, kept as data"
             if zeros
             else f"{resampling} resampling makes 0s between its negative and positive values"
         )
         note = (
             f"output nodata {free}: the SAR raster has no nodata value and {why} ({free} lies "
-            f"outside its values, {lo:g} to {hi:g})"
+            f"outside its values{where}, {lo:g} to {hi:g})"
         )
         border = None
         if zeros:  # valid dark pixels, or an undeclared no-data border: the file cannot say
             border = (
-                f"{zeros} SAR pixel{'s are' if zeros > 1 else ' is'} 0 and the SAR raster "
+                f"{zeros} SAR pixel{'s' if zeros > 1 else ''}{where} "
+                f"{'are' if zeros > 1 else 'is'} 0 and the SAR raster "
                 f"declares no nodata value: kept as data in {name} (its nodata is {free}). If "
                 "they are the SAR's no-data border (a swath edge, a GRD product's frame), that "
                 "border now shows as black data: set NODATA to 0, or give the SAR its nodata "
@@ -1674,14 +1732,13 @@ def output_nodata(
             )
         return OutputNodata(float(free), note, 0, border)
     if not zeros:  # a signed SAR over its whole type: no value is safe from interpolation
-        return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value and "
-                            "none of its pixels is 0")  # fmt: skip
+        return OutputNodata(0.0, none_zero)
     warning = (
-        f"{zeros} valid SAR pixel values (of {valid}) are 0, the output nodata: wherever they "
-        f"fall on the output they are written as nodata, holes in {name} that no reader can "
-        f"tell from the area outside the SAR. The SAR raster has no nodata value and its "
-        f"{type_name} values span the whole type ({lo:g} to {hi:g}), so no nodata value lies "
-        "outside them. If its zeros are no data, set the SAR's nodata value to 0; else "
+        f"{zeros} valid SAR pixel values (of {valid}{where}) are 0, the output nodata: "
+        f"wherever they fall on the output they are written as nodata, holes in {name} that no "
+        f"reader can tell from the area outside the SAR. The SAR raster has no nodata value and "
+        f"its {type_name} values{where} span the whole type ({lo:g} to {hi:g}), so no nodata "
+        "value lies outside them. If its zeros are no data, set the SAR's nodata value to 0; else "
         "convert the SAR to a wider type first (gdal_translate -ot Int32 or Float32)"
     )
     return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value", zeros,
@@ -1812,8 +1869,9 @@ def warp_sar(
     ``final_name``: the name the file will have once a caller's staging renames ``out_path``
     (messages, a GeoPackage's table name); default ``out_path``'s own.
 
-    The output's nodata value is :func:`output_nodata`'s: ``log`` gets its line, ``warn`` the
-    warning when valid SAR pixels equal it (they become nodata).
+    The output's nodata value is :func:`output_nodata`'s, over the SAR pixels the warp can
+    read (:func:`scan_window`): ``log`` gets its line, ``warn`` the warning when valid SAR
+    pixels equal it (they become nodata).
 
     Raises:
         RegistrationError: the nodata value does not fit the SAR's data type, or GDAL fails.
@@ -1861,18 +1919,21 @@ def warp_sar(
         _check_nodata_fits(settings.nodata, first.DataType)
     gdal_type = gdal.GetDataTypeName(first.DataType)
     check_output(driver, gdal_type, settings.creation_options, name, vrt.RasterCount)
+    out_gt, width, height = output_grid(optical, settings.pixel_size)
+    gt = optical.geotransform
+    per_optical = (math.hypot(gt[1], gt[4]) / math.hypot(out_gt[1], out_gt[4]),
+                   math.hypot(gt[2], gt[5]) / math.hypot(out_gt[2], out_gt[5]))  # fmt: skip
+    read = scan_window(fit.transform, sar.width, sar.height,
+                       (width / per_optical[0], height / per_optical[1]),
+                       1.0 / min(per_optical))  # fmt: skip
     nodata = output_nodata(
-        vrt, settings.nodata, driver, name, settings.resampling, is_canceled
+        vrt, settings.nodata, driver, name, settings.resampling, is_canceled, read
     ).said(log, warn)
     options = list(lossless_creation_options(driver, gdal_type, (
         default_creation_options(driver)
         if settings.creation_options is None
         else settings.creation_options
     )))  # fmt: skip
-    out_gt, width, height = output_grid(optical, settings.pixel_size)
-    gt = optical.geotransform
-    per_optical = (math.hypot(gt[1], gt[4]) / math.hypot(out_gt[1], out_gt[4]),
-                   math.hypot(gt[2], gt[5]) / math.hypot(out_gt[2], out_gt[5]))  # fmt: skip
     scales = warp_scales(fit.transform, src_px, per_optical)
     geoloc_files = (
         _write_tps_geolocation(

@@ -720,6 +720,93 @@ def test_a_sar_with_its_own_nodata_keeps_it(pair: Pair, tmp_path: Path) -> None:
         assert logged == [f"output nodata {nodata:g} (the SAR's nodata value)"]
 
 
+#: SAR pixels of no-data frame added on each side of the pair's SAR (a GRD scene's border)
+FRAME_PX = 300
+
+
+def _framed_sar(pair: Pair, path: Path, inner_zeros: int) -> tuple[Path, np.ndarray]:
+    """A Byte SAR ``FRAME_PX`` larger on each side than the pair's (same pixel grid): 0 in
+    the outer frame (an undeclared no-data border), 1..199 within 60 px of the pair's SAR,
+    ``inner_zeros`` zeros in its middle. No nodata value."""
+    from osgeo import gdal
+
+    src = gdal.Open(str(pair.sar))
+    g, p = src.GetGeoTransform(), FRAME_PX
+    n = pair.size + 2 * p
+    rng = np.random.default_rng(2)
+    data = np.zeros((n, n), np.uint8)
+    inner = slice(p - 60, p + pair.size + 60)
+    data[inner, inner] = rng.integers(1, 200, data[inner, inner].shape)
+    flat = rng.choice(200 * 200, inner_zeros, replace=False)
+    data[p + 100 + flat // 200, p + 100 + flat % 200] = 0
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), n, n, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((g[0] - p * (g[1] + g[2]), g[1], g[2], g[3] - p * (g[4] + g[5]), g[4],
+                        g[5]))  # fmt: skip
+    ds.SetProjection(src.GetProjection())
+    ds.GetRasterBand(1).WriteArray(data)
+    ds = None
+    return path, data
+
+
+@pytest.mark.parametrize("inner_zeros", [0, 37])
+def test_the_output_nodata_counts_only_sar_pixels_that_reach_the_output(
+    pair: Pair, tmp_path: Path, inner_zeros: int
+) -> None:
+    """A SAR scene much larger than the optical, with a no-data frame of zeros outside the
+    optical's footprint: the whole scene was scanned, its 714,240 frame zeros counted as
+    valid pixels kept as data, and the nodata moved to 255 with a warning about a border that
+    never reaches the output. Now only the SAR pixels the warp can read are scanned: without
+    zeros there, the nodata stays 0 without a warning; with 37, they alone are counted."""
+    sar_path, data = _framed_sar(pair, tmp_path / f"framed{inner_zeros}.tif", inner_zeros)
+    assert int((data == 0).sum()) == 714240 + inner_zeros
+    ties = _true_ties(pair)
+    ties = reg.TiePoints(ties.src_px + FRAME_PX, ties.dst_px, ties.accepted, ties.ids)
+    fit = reg.fit_tie_points(ties, "affine", 0.5, 8, np.random.default_rng(0))
+    optical, sar = _open(pair.optical), _open(sar_path)
+    windows: list = []
+    scan = reg._scan_valid
+
+    def recorded(ds, value, *args):
+        windows.append(args[1] if len(args) > 1 else None)
+        return scan(ds, value, *args)
+
+    logged: list[str] = []
+    warned: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reg, "_scan_valid", recorded)
+        out = reg.warp_sar(sar, optical, fit, tmp_path / "r.tif",
+                           reg.WarpSettings(resampling="near"), log=logged.append,
+                           warn=warned.append)  # fmt: skip
+    ref = reg.warp_sar(sar, optical, fit, tmp_path / "ref.tif",
+                       reg.WarpSettings(resampling="near", nodata=250.0))  # fmt: skip
+    values, valid, nodata = _warped(out)
+    ref_values, ref_valid, _ = _warped(ref)
+    np.testing.assert_array_equal(valid, ref_valid)  # not one valid pixel lost
+    np.testing.assert_array_equal(values[valid], ref_values[valid])
+    where = " where it falls on the output"
+    if not inner_zeros:
+        assert nodata == 0.0 and warned == []
+        assert logged == ["output nodata 0: the SAR raster has no nodata value and none of its "
+                          f"pixels{where} is 0"]  # fmt: skip
+        assert int(((ref_values == 0) & ref_valid).sum()) == 0
+    else:
+        assert nodata == 255.0
+        assert logged == [f"output nodata 255: the SAR raster has no nodata value and 37 of its "
+                          f"pixels{where} are 0, kept as data (255 lies outside its "
+                          f"values{where}, 0 to 199)"]  # fmt: skip
+        assert len(warned) == 1 and warned[0].startswith(
+            f"37 SAR pixels{where} are 0 and the SAR raster declares no nodata value: kept as "
+            "data in r.tif (its nodata is 255)."
+        )
+        assert int(((values == 0) & valid).sum()) > 30  # the zeros are data in the output
+    ((x0, y0, x1, y1),) = windows
+    lo, hi = FRAME_PX - 60, FRAME_PX + pair.size + 60  # inside the 1..199 square
+    assert lo <= x0 < FRAME_PX and lo <= y0 < FRAME_PX and hi >= x1 and hi >= y1
+    # a coarser output grid: its kernel reads further out (4 output pixels of 10)
+    wide = reg.scan_window(fit.transform, sar.width, sar.height, (pair.size, pair.size), 10.0)
+    assert wide is not None and wide[0] <= x0 - 36 and wide[2] >= x1 + 36
+
+
 def test_tps_is_judged_by_its_leave_one_out_rmse_and_warped_through_its_points(
     pair: Pair, tmp_path: Path
 ) -> None:
