@@ -1317,29 +1317,28 @@ def scan_window(
     sar_width: int,
     sar_height: int,
     extent_px: tuple[float, float],
-    out_px: float,
+    src_px: Any,
+    out_per_optical_px: Sequence[float],
 ) -> tuple[int, int, int, int] | None:
     """SAR pixels (x0, y0, x1, y1) a warp onto the output grid can read; None: the whole SAR.
 
     The output's outline (``extent_px``: its width and height in optical pixels, from the
     optical origin) taken back into SAR pixels (:func:`sar_window_on_optical`, with its
-    margin), widened by :data:`SCAN_KERNEL_OUT_PX` output pixels (``out_px`` optical pixels
-    a side) at the largest SAR-pixel step per optical pixel of ``transform`` at its centre.
+    margin), widened by :data:`SCAN_KERNEL_OUT_PX` output pixels at the largest SAR-pixel
+    step per output pixel (:func:`_output_jacobian` at the centroid of ``src_px``, as
+    :func:`warp_scales`; ``out_per_optical_px``: output pixels per optical pixel along x, y).
     A SAR scene much larger than the optical tile is scanned for the output nodata only where
     it can reach the output: its no-data frame outside was counted as valid zeros, and read.
     """
     win = sar_window_on_optical(transform, sar_width, sar_height, *extent_px)
     if win is None:
         return None
-    _, jac = _value_and_step_jacobian(transform, np.asarray([transform.src_centre], float))
+    jac = _output_jacobian(transform, src_px, out_per_optical_px)  # d out px / d SAR px
     with np.errstate(all="ignore"):
-        try:
-            sar_per_optical = float(np.linalg.norm(np.linalg.inv(jac[0]), 2))
-        except np.linalg.LinAlgError:
+        if not np.isfinite(jac).all() or abs(np.linalg.det(jac)) < 1e-12:
             return None
-    if not math.isfinite(sar_per_optical):
-        return None
-    pad = math.ceil(SCAN_KERNEL_OUT_PX * out_px * sar_per_optical)
+        sar_per_out = float(np.linalg.norm(np.linalg.inv(jac), 2))
+    pad = math.ceil(SCAN_KERNEL_OUT_PX * sar_per_out)
     x0, y0 = max(math.floor(win[0]) - pad, 0), max(math.floor(win[1]) - pad, 0)
     x1 = min(math.ceil(win[2]) + pad, sar_width)
     y1 = min(math.ceil(win[3]) + pad, sar_height)
@@ -1924,8 +1923,8 @@ def warp_sar(
     per_optical = (math.hypot(gt[1], gt[4]) / math.hypot(out_gt[1], out_gt[4]),
                    math.hypot(gt[2], gt[5]) / math.hypot(out_gt[2], out_gt[5]))  # fmt: skip
     read = scan_window(fit.transform, sar.width, sar.height,
-                       (width / per_optical[0], height / per_optical[1]),
-                       1.0 / min(per_optical))  # fmt: skip
+                       (width / per_optical[0], height / per_optical[1]), src_px,
+                       per_optical)  # fmt: skip
     nodata = output_nodata(
         vrt, settings.nodata, driver, name, settings.resampling, is_canceled, read
     ).said(log, warn)

@@ -803,7 +803,8 @@ def test_the_output_nodata_counts_only_sar_pixels_that_reach_the_output(
     lo, hi = FRAME_PX - 60, FRAME_PX + pair.size + 60  # inside the 1..199 square
     assert lo <= x0 < FRAME_PX and lo <= y0 < FRAME_PX and hi >= x1 and hi >= y1
     # a coarser output grid: its kernel reads further out (4 output pixels of 10)
-    wide = reg.scan_window(fit.transform, sar.width, sar.height, (pair.size, pair.size), 10.0)
+    size = (pair.size, pair.size)
+    wide = reg.scan_window(fit.transform, sar.width, sar.height, size, ties.src_px, (0.1, 0.1))
     assert wide is not None and wide[0] <= x0 - 36 and wide[2] >= x1 + 36
 
 
