@@ -34,12 +34,17 @@ def _config(matching_only: bool):
     return tiny_config(**MATCHING_ONLY) if matching_only else tiny_config()
 
 
-def _worker(rank: int, world: int, port: int, out: str, matching_only: bool) -> None:
+def _join(rank: int, world: int, port: int, **kwargs) -> None:
+    """This process as ``rank`` of a gloo group on ``port`` (as torchrun's env:// sets it)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, **kwargs)
+
+
+def _worker(rank: int, world: int, port: int, out: str, matching_only: bool) -> None:
+    _join(rank, world, port)
     try:
         trainer = Trainer(_config(matching_only), tiny_datasets(), out, rank, world)
         trainer.fit(max_epochs=1)
@@ -81,13 +86,8 @@ SIGTERM_STEP = 2
 def _stop_worker(rank: int, world: int, port: int, out: str) -> None:
     """Train as ``python -m training train`` does (its SIGTERM handler installed); rank 1 is
     sent SIGTERM after step :data:`SIGTERM_STEP`. Writes how the rank ended."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
-    )
-    torch.set_num_threads(1)
     signal.signal(signal.SIGTERM, sigterm_handler)
-    timeout = datetime.timedelta(seconds=30)  # a rank left waiting fails, not hangs
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timeout)
+    _join(rank, world, port, timeout=datetime.timedelta(seconds=30))  # a waiting rank fails
     trainer = Trainer(_config(False), tiny_datasets(), out, rank, world)
 
     def hook(tr: Trainer) -> None:
