@@ -8,6 +8,7 @@ run on the known synthetic pair.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +49,18 @@ def processing_gui_fixture(provider, monkeypatch: pytest.MonkeyPatch):
 
 
 def _dispose(dialog) -> None:
-    """Close and delete a dialog now: one left to Python's exit outlives QGIS (segfault)."""
+    """Close and delete a dialog now, and collect the reference cycles of its wrappers now.
+
+    A dialog left to Python's exit outlives QGIS (segfault). So do the cycles its Python
+    wrappers leave once it is deleted: the collector found them whenever it next ran, which
+    moved with unrelated code (a longer registration.py made it run during pytest's exit, rc
+    139 after all cases passed).
+    """
     from qgis.PyQt import sip
 
     dialog.close()
     sip.delete(dialog)
+    gc.collect()
 
 
 def _alg(provider, name: str):
