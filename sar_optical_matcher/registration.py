@@ -1549,9 +1549,12 @@ class OutputNodata:
     Attributes:
         value: the nodata value written (NaN for a float SAR without one).
         note: one line for the log: the value and where it comes from.
-        collisions: valid SAR pixels (over all bands) equal to ``value``: where they fall on
-            the output grid they are written as nodata, holes no reader can tell from the area
-            outside the SAR.
+        collisions: valid SAR pixels (over all bands) equal to ``value``.
+        written_as: what the warp writes where its value is ``value`` on valid data
+            (:func:`nodata_collision_value`): None, the nodata itself, so ``collisions`` make
+            holes no reader can tell from the area outside the SAR (nearest resampling); or a
+            value one step off, so they stay data with their values changed (GDAL 3.6's
+            interpolating kernels on integer types).
         warning: what ``collisions`` > 0 means and how to avoid it, or that an integer SAR's
             zeros stay data under another nodata (they may be an undeclared no-data border);
             None otherwise.
@@ -1561,6 +1564,7 @@ class OutputNodata:
     note: str
     collisions: int = 0
     warning: str | None = None
+    written_as: float | None = None
 
     def said(self, log: Callable[[str], None] | None, warn: Callable[[str], None] | None) -> float:
         """Give ``log`` the note and ``warn`` the warning (where there is one); the value."""
@@ -1569,6 +1573,60 @@ class OutputNodata:
         if self.warning is not None and warn is not None:
             warn(self.warning)
         return self.value
+
+
+_COLLISION_VALUES: dict[tuple[int, float, str], float | None] = {}
+
+
+def nodata_collision_value(gdal_type: int, nodata: float, resampling: str) -> float | None:
+    """What this GDAL's warp writes for valid data whose warped value equals ``nodata``.
+
+    None: ``nodata`` itself, a hole (GDAL 3.6, nearest resampling: the pixel is copied).
+    Else the value written instead, one step off, so the pixel stays data (GDAL 3.6, the
+    interpolating kernels on an integer type; other GDAL versions differ, see GDAL issue
+    11711). It is measured, not assumed from a version: a 12 x 12 raster of ``gdal_type``
+    filled with ``nodata``, no nodata of its own, is warped by (0.3, -0.2) pixels with
+    ``resampling`` and ``dstNodata=nodata`` (a fractional shift, as any fitted transform has:
+    an exact copy takes another path), and its centre read. A failed probe answers None (the
+    harsher warning). One probe per (type, value, resampling) a session.
+    """
+    from osgeo import gdal
+
+    from sar_optical_matcher.rasters import gdal_try
+
+    key = (int(gdal_type), float(nodata), resampling)
+    if key not in _COLLISION_VALUES:
+        mem = gdal.GetDriverByName("MEM")
+
+        def probe() -> float:
+            src = mem.Create("", 12, 12, 1, gdal_type)
+            src.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+            src.GetRasterBand(1).Fill(float(nodata))
+            dst = mem.Create("", 12, 12, 1, gdal_type)
+            dst.SetGeoTransform((0.3, 1.0, 0.0, -0.2, 0.0, -1.0))
+            if not gdal.Warp(dst, src, resampleAlg=resampling, dstNodata=float(nodata),
+                             warpOptions=["INIT_DEST=NO_DATA"]):  # fmt: skip
+                raise RuntimeError("the probe warp failed")
+            return float(np.real(dst.GetRasterBand(1).ReadAsArray(6, 6, 1, 1)[0, 0]))
+
+        written, _ = gdal_try(probe)  # newer GDALs warn "Value 0 ... changed to 1": not ours
+        _COLLISION_VALUES[key] = (
+            None if written is None or written == float(nodata) else float(written)
+        )
+    return _COLLISION_VALUES[key]
+
+
+def _collision_effect(written_as: float | None, nodata: float, resampling: str, name: str) -> str:
+    """What the output makes of valid SAR pixels equal to its nodata, for the warnings."""
+    if written_as is None:
+        return (
+            f"wherever they fall on the output they are written as nodata, holes in {name} "
+            "that no reader can tell from the area outside the SAR"
+        )
+    return (
+        f"{name} keeps no holes for them: wherever the warped value would be {nodata:g}, "
+        f"GDAL's {resampling} warp writes {written_as:g} instead, data one step off"
+    )
 
 
 def _scan_valid(
@@ -1638,7 +1696,11 @@ def output_nodata(
     the type's lowest value there), for an integer SAR 0 where no pixel is 0 (and, but for
     nearest resampling, its values are not both negative and positive), else the type's
     maximum or minimum where it lies outside the SAR's values (nearest and bilinear never
-    produce it). An integer SAR spanning its whole type keeps 0, with the warning.
+    produce it; where cubic or lanczos overshoot to it, GDAL 3.6 clamps and then writes it
+    one step off, as any warped value equal to the nodata). An integer SAR spanning its whole
+    type keeps 0, with the warning. The warnings say what the warp makes of the valid pixels
+    equal to the nodata (holes, or values one step off), as :func:`nodata_collision_value`
+    measures it.
 
     Args:
         ds: the SAR dataset (all bands are warped with one nodata value).
@@ -1669,11 +1731,11 @@ def output_nodata(
         if not equal:
             return OutputNodata(float(requested), note)
         free = _free_integer(dtype, lo, hi) if np.issubdtype(dtype, np.integer) else None
+        written_as = nodata_collision_value(band.DataType, requested, resampling)
+        effect = _collision_effect(written_as, requested, resampling, name)
         warning = (
             f"{equal} valid SAR pixel values (of {valid}{where}) equal the output nodata "
-            f"{requested:g} (NODATA): wherever they fall on the output they are written as "
-            f"nodata, holes in {name} that no reader can tell from the area outside the SAR. "
-            "Set NODATA to a value no SAR pixel has"
+            f"{requested:g} (NODATA): {effect}. Set NODATA to a value no SAR pixel has"
             + (
                 f" (e.g. {free}, outside its values {lo:g} to {hi:g}{where})"
                 if free is not None
@@ -1686,7 +1748,7 @@ def output_nodata(
                 else " for one chosen so"
             )  # fmt: skip
         )
-        return OutputNodata(float(requested), note, equal, warning)
+        return OutputNodata(float(requested), note, equal, warning, written_as)
     own = band.GetNoDataValue()
     if own is not None:
         return OutputNodata(float(own), f"output nodata {own:g} (the SAR's nodata value)")
@@ -1732,16 +1794,16 @@ def output_nodata(
         return OutputNodata(float(free), note, 0, border)
     if not zeros:  # a signed SAR over its whole type: no value is safe from interpolation
         return OutputNodata(0.0, none_zero)
+    written_as = nodata_collision_value(band.DataType, 0.0, resampling)
     warning = (
         f"{zeros} valid SAR pixel values (of {valid}{where}) are 0, the output nodata: "
-        f"wherever they fall on the output they are written as nodata, holes in {name} that no "
-        f"reader can tell from the area outside the SAR. The SAR raster has no nodata value and "
-        f"its {type_name} values{where} span the whole type ({lo:g} to {hi:g}), so no nodata "
-        "value lies outside them. If its zeros are no data, set the SAR's nodata value to 0; else "
-        "convert the SAR to a wider type first (gdal_translate -ot Int32 or Float32)"
+        f"{_collision_effect(written_as, 0.0, resampling, name)}. The SAR raster has no nodata "
+        f"value and its {type_name} values{where} span the whole type ({lo:g} to {hi:g}), so no "
+        "nodata value lies outside them. If its zeros are no data, set the SAR's nodata value to "
+        "0; else convert the SAR to a wider type first (gdal_translate -ot Int32 or Float32)"
     )
     return OutputNodata(0.0, "output nodata 0: the SAR raster has no nodata value", zeros,
-                        warning)  # fmt: skip
+                        warning, written_as)  # fmt: skip
 
 
 def _free_integer(dtype: np.dtype, lo: float, hi: float) -> int | None:

@@ -639,30 +639,49 @@ def test_the_default_nodata_of_a_sar_without_one() -> None:
     assert "bilinear resampling makes 0s" in choose(straddling, resampling="bilinear").note
 
 
+@pytest.mark.parametrize("resampling", ["near", "bilinear"])
 def test_a_sar_using_every_value_of_its_type_is_warned_of_its_zeros(
-    pair: Pair, tmp_path: Path
+    pair: Pair, tmp_path: Path, resampling: str
 ) -> None:
     """A Byte SAR without nodata using all of 0..255: no value outside its data exists, so
-    the nodata stays 0; the warning names how many valid pixels that hides (the true count)
-    and the way out. Read in strips of 1000 pixels here (the scan never loads the raster)."""
+    the nodata stays 0; the warning names how many valid pixels that hides (the true count),
+    what the warp makes of them and the way out. Nearest copies them into holes; GDAL 3.6's
+    bilinear writes a warped 0 as 1 and leaves none (the warning said "holes" for both). Read
+    in strips of 1000 pixels here (the scan never loads the raster)."""
+    from osgeo import gdal
+
     sar_path, data = _sar_with_zeros(pair, tmp_path / "sar8.tif", "Byte", top=256, bands=2)
     optical, sar = _open(pair.optical), _open(sar_path)
     fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
     warned: list[str] = []
+    settings = reg.WarpSettings(resampling=resampling)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(reg, "SCAN_PIXELS", 1000)
-        out = reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", reg.WarpSettings(),
-                           warn=warned.append)  # fmt: skip
+        out = reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", settings, warn=warned.append)
     zeros = int((data == 0).sum())
     assert zeros == 1144 and data.size == 294912
-    assert _warped(out)[2] == 0.0
+    values, valid, nodata = _warped(out)
+    assert nodata == 0.0
+    # the footprint: the same grid and kernel over a SAR without a 0 or a 250
+    ones, _ = _sar_with_zeros(pair, tmp_path / "ones.tif", "Byte", top=200)
+    gdal.Translate(str(tmp_path / "ones1.tif"), str(ones), scaleParams=[[0, 199, 1, 200]])
+    footprint = _warped(reg.warp_sar(_open(tmp_path / "ones1.tif"), optical, fit,
+                                     tmp_path / "f.tif", settings))[1]  # fmt: skip
+    written = reg.nodata_collision_value(gdal.GDT_Byte, 0.0, resampling)
+    holes = int((footprint & ~valid).sum())
+    if written is None:
+        assert resampling == "near" and holes == 579  # the zeros of band 1 on the output grid
+        effect = ("wherever they fall on the output they are written as nodata, holes in r.tif "
+                  "that no reader can tell from the area outside the SAR")  # fmt: skip
+    else:
+        assert written == 1.0 and holes == 0 and np.array_equal(valid, footprint)
+        effect = ("r.tif keeps no holes for them: wherever the warped value would be 0, GDAL's "
+                  "bilinear warp writes 1 instead, data one step off")  # fmt: skip
     assert warned == [f"{zeros} valid SAR pixel values (of 294912) are 0, the output nodata: "
-                      "wherever they fall on the output they are written as nodata, holes in "
-                      "r.tif that no reader can tell from the area outside the SAR. The SAR "
-                      "raster has no nodata value and its Byte values span the whole type (0 to "
-                      "255), so no nodata value lies outside them. If its zeros are no data, set "
-                      "the SAR's nodata value to 0; else convert the SAR to a wider type first "
-                      "(gdal_translate -ot Int32 or Float32)"]  # fmt: skip
+                      f"{effect}. The SAR raster has no nodata value and its Byte values span "
+                      "the whole type (0 to 255), so no nodata value lies outside them. If its "
+                      "zeros are no data, set the SAR's nodata value to 0; else convert the SAR "
+                      "to a wider type first (gdal_translate -ot Int32 or Float32)"]  # fmt: skip
 
 
 def test_a_given_nodata_among_valid_sar_pixels_is_warned_with_their_count(
@@ -699,6 +718,87 @@ def test_a_given_nodata_among_valid_sar_pixels_is_warned_with_their_count(
     reg.warp_sar(_open(own), optical, fit, tmp_path / "n.tif", reg.WarpSettings(nodata=250.0),
                  warn=warned.append)  # fmt: skip
     assert warned == []  # no pixel is 250
+
+
+@pytest.mark.parametrize("resampling", ["near", "bilinear", "cubic", "average"])
+def test_the_nodata_warning_says_what_the_warp_makes_of_the_pixels_equal_to_it(
+    pair: Pair, tmp_path: Path, resampling: str
+) -> None:
+    """NODATA 5 for a UInt16 SAR whose valid pixels include 5s. The warning said "holes" for
+    every kernel, but GDAL 3.6's interpolating kernels write a warped 5 as 4 and leave no
+    hole; only nearest copies a 5 into a hole. What this GDAL does is probed
+    (nodata_collision_value), said, and here checked on the output against a warp whose
+    nodata no pixel has: holes exactly where it says holes, else the written value exactly
+    where the warped value is 5; every other pixel unchanged."""
+    from osgeo import gdal
+
+    sar_path, data = _sar_with_zeros(pair, tmp_path / "sar16.tif", "UInt16")
+    optical, sar = _open(pair.optical), _open(sar_path)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    warned: list[str] = []
+    out = reg.warp_sar(sar, optical, fit, tmp_path / "r.tif",
+                       reg.WarpSettings(resampling=resampling, nodata=5.0),
+                       warn=warned.append)  # fmt: skip
+    ref = reg.warp_sar(sar, optical, fit, tmp_path / "ref.tif",
+                       reg.WarpSettings(resampling=resampling, nodata=250.0))  # fmt: skip
+    values, valid, _ = _warped(out)
+    ref_values, ref_valid, _ = _warped(ref)
+    fives = ref_valid & (ref_values == 5)  # where the warped value is the nodata
+    assert fives.sum() == {"near": 658, "bilinear": 20, "cubic": 216, "average": 22}[resampling]
+    rest = ref_valid & ~fives
+    assert valid[rest].all() and np.array_equal(values[rest], ref_values[rest])
+    written = reg.nodata_collision_value(gdal.GDT_UInt16, 5.0, resampling)
+    assert len(warned) == 1 and warned[0].startswith(
+        f"{int((data == 5).sum())} valid SAR pixel values (of 147456) equal the output nodata 5 "
+        "(NODATA): "
+    )
+    if written is None:
+        assert resampling == "near"  # GDAL copies the pixel: it cannot tell it from nodata
+        assert not valid[fives].any() and np.array_equal(valid, rest)
+        assert (
+            "wherever they fall on the output they are written as nodata, holes in r.tif"
+            in (warned[0])
+        )
+    else:
+        assert resampling != "near" and written in (4.0, 6.0)  # GDAL 3.6: 4
+        assert np.array_equal(valid, ref_valid) and (values[fives] == written).all()
+        assert (f"r.tif keeps no holes for them: wherever the warped value would be 5, GDAL's "
+                f"{resampling} warp writes {written:g} instead, data one step off. Set NODATA to "
+                "a value no SAR pixel has (e.g. 65535") in warned[0]  # fmt: skip
+
+
+@pytest.mark.parametrize("resampling", ["cubic", "lanczos"])
+def test_kernels_that_overshoot_to_the_type_maximum_leave_no_holes(
+    pair: Pair, tmp_path: Path, resampling: str
+) -> None:
+    """A Byte SAR of sharp 5/245 edges with a few zeros and no nodata: the output nodata is
+    255, the type's maximum. Cubic and lanczos overshoot past 255 next to the edges and clamp
+    there; GDAL writes those as 254 (as any warped value equal to the nodata,
+    nodata_collision_value), so not one footprint pixel is a hole."""
+    from osgeo import gdal
+
+    path = tmp_path / "edges.tif"
+    ds = gdal.Translate(str(path), str(pair.sar), noData="none", outputType=gdal.GDT_Byte)
+    rng = np.random.default_rng(2)
+    cells = rng.random((ds.RasterYSize // 4 + 1, ds.RasterXSize // 4 + 1)) < 0.5
+    edges = np.kron(cells, np.ones((4, 4), bool))[: ds.RasterYSize, : ds.RasterXSize]
+    data = np.where(edges, 245, 5).astype(np.uint8)
+    data[::97, ::89] = 0  # zeros kept as data: 0 cannot be the nodata
+    ds.GetRasterBand(1).WriteArray(data)
+    ds = None
+    flat = tmp_path / "flat.tif"  # the footprint: the same grid and kernel, no 0, no edges
+    gdal.Translate(str(flat), str(path), scaleParams=[[0, 255, 100, 100]])
+    optical = _open(pair.optical)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    settings = reg.WarpSettings(resampling=resampling)
+    values, valid, nodata = _warped(reg.warp_sar(_open(path), optical, fit, tmp_path / "r.tif",
+                                                 settings))  # fmt: skip
+    footprint = _warped(reg.warp_sar(_open(flat), optical, fit, tmp_path / "f.tif", settings))[1]
+    assert nodata == 255.0 and footprint.sum() > 140000
+    assert np.array_equal(valid, footprint)  # no holes
+    assert reg.nodata_collision_value(gdal.GDT_Byte, 255.0, resampling) == 254.0
+    # a Float32 copy of the SAR warps 16,422 (cubic) and 21,272 (lanczos) of them to >= 254.5
+    assert (values[valid] == 254).sum() > 16000  # the clamped overshoots, one step off
 
 
 def test_a_sar_with_its_own_nodata_keeps_it(pair: Pair, tmp_path: Path) -> None:

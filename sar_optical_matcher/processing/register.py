@@ -237,7 +237,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             "GeoPackage), 0 for an integer SAR without zeros, else the type's maximum (255, "
             "65535, ...) or minimum; the log says which, and warns that those zeros stay data (set "
             "0 here where they are a no-data border). Valid SAR pixels equal to the output "
-            "nodata become holes: the log warns with their count.",
+            "nodata become holes with nearest resampling (GDAL 3.6's other kernels write them "
+            "one step off instead): the log warns with their count and says which.",
             advanced=True,
         )
 
