@@ -125,3 +125,57 @@ def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 2, 2)
     assert state["world_size"] == 2
     assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+#: the step after which the ranks agree to stop in the resume test (4 steps an epoch)
+STOP_STEP = 2
+
+
+def _stop_then_resume_worker(rank: int, world: int, port: int, out: str, resume: bool) -> None:
+    """Train one epoch of ``_config(False)``: stopped after :data:`STOP_STEP` (rank 1 asks,
+    both agree, rank 0 saves), or resumed from that checkpoint to the epoch's end."""
+    _join(rank, world, port)
+    try:
+        trainer = Trainer(_config(False), tiny_datasets(), out, rank, world)
+
+        def hook(tr: Trainer) -> None:
+            if not resume and rank == 1 and tr.global_step == STOP_STEP:
+                tr.stop_requested = True
+
+        try:
+            trainer.fit(max_epochs=1, resume=resume, on_step=hook)
+        except KeyboardInterrupt:
+            return
+        torch.save(
+            {k: v.detach().clone() for k, v in trainer.matcher.state_dict().items()},
+            os.path.join(out, f"resumed{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_ddp_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
+    """The mid-epoch checkpoint holds rank 0's BatchNorm running statistics (only the epoch's
+    end averages the ranks'). That loses nothing: DDP broadcasts rank 0's buffers to every
+    rank before each forward pass, so the resumed ranks start the next step where the
+    uninterrupted ones do. Stopped after step 2 of 4 and resumed, both ranks end with the
+    weights and BatchNorm statistics of a run that was never stopped."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    straight.mkdir()
+    stopped.mkdir()
+    mp.spawn(_worker, args=(2, _free_port(), str(straight), False), nprocs=2, join=True)
+    mp.spawn(_stop_then_resume_worker, args=(2, _free_port(), str(stopped), False), nprocs=2,
+             join=True)  # fmt: skip
+    state = load_checkpoint(stopped / LAST)
+    assert (state["epoch"], state["batch_in_epoch"], state["world_size"]) == (0, STOP_STEP, 2)
+    mp.spawn(_stop_then_resume_worker, args=(2, _free_port(), str(stopped), True), nprocs=2,
+             join=True)  # fmt: skip
+    want = torch.load(straight / "rank0.pt", weights_only=True)
+    buffers = [k for k in want if "running_" in k]
+    assert len(buffers) > 10
+    for rank in (0, 1):
+        got = torch.load(stopped / f"resumed{rank}.pt", weights_only=True)
+        assert got.keys() == want.keys()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6, msg=f"rank {rank}: {k}")
