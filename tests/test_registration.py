@@ -908,6 +908,56 @@ def test_the_output_nodata_counts_only_sar_pixels_that_reach_the_output(
     assert wide is not None and wide[0] <= x0 - 36 and wide[2] >= x1 + 36
 
 
+@pytest.mark.parametrize(
+    ("kind", "bend_px"), [("affine", 0.0), ("poly3", 40.0), ("poly2", 40.0), ("tps", 40.0)]
+)
+def test_the_scan_window_holds_every_sar_pixel_the_warp_reads(
+    pair: Pair, tmp_path: Path, kind: str, bend_px: float
+) -> None:
+    """The nodata scan reads only scan_window's SAR pixels; a SAR pixel the warp reads outside
+    it would escape the count. Measured with a SAR whose pixels hold their own index (a
+    nearest warp writes which SAR pixel each output pixel read), on the framed 984^2 px scene
+    with fits that bend by up to 40 px (tie points off the pair's affine by a cubic, fitted by
+    a poly3, by a poly2 that cannot follow it, and by a spline): every pixel read lies at
+    least SCAN_KERNEL_OUT_PX inside the window, room for lanczos' 3 px."""
+    from osgeo import gdal
+
+    p, n = FRAME_PX, pair.size + 2 * FRAME_PX
+    g = gdal.Open(str(pair.sar)).GetGeoTransform()
+    path = tmp_path / "ids.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), n, n, 1, gdal.GDT_Int32)
+    ds.SetGeoTransform((g[0] - p * (g[1] + g[2]), g[1], g[2], g[3] - p * (g[4] + g[5]), g[4],
+                        g[5]))  # fmt: skip
+    ds.SetProjection(gdal.Open(str(pair.sar)).GetProjection())
+    ds.GetRasterBand(1).WriteArray(np.arange(n * n, dtype=np.int32).reshape(n, n))
+    ds = None
+    src = np.random.default_rng(5).uniform(20, pair.size - 20, (60, 2))
+    u = (src - pair.size / 2) / (pair.size / 2)
+    bend = np.stack([u[:, 0] ** 3 + u[:, 1] ** 2, u[:, 1] ** 3 - u[:, 0] * u[:, 1]], 1)
+    ties = reg.TiePoints(src + p, pair.sar_to_optical(src) + bend_px * bend,
+                         np.ones(len(src), bool), np.arange(len(src)))  # fmt: skip
+    fit = reg.fit_tie_points(ties, kind, 3.0, 8, np.random.default_rng(0))
+    windows: list = []
+    scan = reg.scan_window
+
+    def recorded(*args):
+        windows.append(scan(*args))
+        return windows[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reg, "scan_window", recorded)
+        out = reg.warp_sar(_open(path), _open(pair.optical), fit, tmp_path / "r.tif",
+                           reg.WarpSettings(resampling="near", nodata=-1.0))  # fmt: skip
+    values, valid, _ = _warped(out)
+    assert valid.all()  # the optical lies inside the SAR scene
+    read = values[valid]
+    x, y = read % n, read // n
+    ((x0, y0, x1, y1),) = windows  # not the whole SAR
+    assert (x1 - x0) * (y1 - y0) < 0.45 * n * n
+    slack = min(x.min() - x0, y.min() - y0, x1 - 1 - x.max(), y1 - 1 - y.max())
+    assert slack >= reg.SCAN_KERNEL_OUT_PX, (kind, slack)  # measured: 21 (poly2) to 37 px
+
+
 def test_tps_is_judged_by_its_leave_one_out_rmse_and_warped_through_its_points(
     pair: Pair, tmp_path: Path
 ) -> None:
