@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sar_optical_matcher import gcp
+from sar_optical_matcher import registration as reg
 from tests.processing import (  # noqa: F401
     MATCH_PARAMS,
     OPT_GT,
@@ -874,7 +875,8 @@ def test_the_report_of_a_run_escapes_its_paths_embeds_its_figures_and_agrees_wit
 def test_valid_sar_zeros_are_kept_or_warned_of(provider, synthetic_pair, twin_model, tmp_path):
     """A UInt16 SAR without nodata whose valid pixels include 0s: the output's nodata was 0,
     and they became holes without a word. Now the default is 65535 (the log says so); a NODATA
-    0 given is used and warned of with the true count of valid 0s."""
+    0 given is used and warned of with the true count of valid 0s and what the warp makes of
+    them (holes, or under GDAL 3.6's bilinear 1s)."""
     import processing
     from osgeo import gdal
 
@@ -907,3 +909,9 @@ def test_valid_sar_zeros_are_kept_or_warned_of(provider, synthetic_pair, twin_mo
         else:
             assert band.GetNoDataValue() == 0.0
             assert len(said) == 1 and said[0].startswith(f"{zeros} valid SAR pixel values (of ")
+            # the default bilinear: what this GDAL writes for a warped 0 (GDAL 3.6: 1, no hole)
+            written = reg.nodata_collision_value(gdal.GDT_UInt16, 0.0, "bilinear")
+            assert ("wherever they fall on the output they are written as nodata, holes"
+                    if written is None
+                    else f"keeps no holes for them: wherever the warped value would be 0, GDAL's "
+                    f"bilinear warp writes {written:g} instead") in said[0]  # fmt: skip
