@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -80,10 +81,8 @@ def load_records(spec: str, seed: int) -> list[Any]:
             ) from None
         return sources.load_synthetic(count, side, seed + SYNTHETIC_SEED_OFFSET)
     if kind == "gdal":
-        paths = _split(rest)
-        if paths is None or len(paths) != 2:
-            raise ValueError(f"--data gdal needs OPTICAL.tif,SAR.tif, got {rest!r}")
-        return [sources.load_gdal_pair(paths[0], paths[1])]
+        optical, sar = _gdal_paths(rest)
+        return [sources.load_gdal_pair(optical, sar)]
     hint = ""
     if _is_drive(spec):
         hint = f" ({spec[:3]}... is a Windows path: put the kind first, e.g. 3mos:{spec})"
@@ -127,6 +126,36 @@ def _root_and_scenes(kind: str, rest: str, spec: str) -> tuple[str, list[str] | 
     return root, _split(scenes or "")
 
 
+def _gdal_paths(rest: str) -> tuple[str, str]:
+    """OPTICAL and SAR of a ``gdal:OPTICAL,SAR`` spec's part after ``gdal:``.
+
+    A path may hold a comma of its own: where the text has more than one, it is cut at the
+    one comma whose two sides are both existing files (none, or more than one: an error that
+    says so).
+    """
+    paths = _split(rest)
+    if paths is not None and len(paths) == 2:
+        return paths[0], paths[1]
+    if paths is None or len(paths) < 2:
+        raise ValueError(f"--data gdal needs OPTICAL.tif,SAR.tif, got {rest!r}")
+    parts = rest.split(",")
+    cuts = [(",".join(parts[:i]), ",".join(parts[i:])) for i in range(1, len(parts))]
+    found = [c for c in cuts if all(p and os.path.isfile(p) for p in c)]
+    if len(found) == 1:
+        return found[0]
+    why = (
+        "no comma splits it into two existing files"
+        if not found
+        else f"{len(found)} commas split it into two existing files: "
+        + "; ".join(f"{a!r} and {b!r}" for a, b in found)
+    )
+    raise ValueError(
+        f"--data gdal:{rest}: {len(parts) - 1} commas, and gdal:OPTICAL.tif,SAR.tif has one "
+        f"between the two files; {why}. Check both paths, or rename the file whose name holds "
+        "a comma"
+    )
+
+
 def _split(text: str) -> list[str] | None:
     items = [t for t in text.split(",") if t]
     return items or None
@@ -141,7 +170,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         required=True,
         help="3mos:ROOT[:SCENE,...] | synthetic:N[:SIZE] | sen12:DIR[:SCENE,...] (scene keys "
         "like ROIs1158_spring_1 or season folders like ROIs1158_spring) | gdal:OPT.tif,SAR.tif "
-        "(repeatable; a Windows path keeps its drive letter: 3mos:C:\\data\\3mos:SEN_city)",
+        "(repeatable; a Windows path keeps its drive letter: 3mos:C:\\data\\3mos:SEN_city; a "
+        "gdal path may hold commas where one comma alone splits the text into two files)",
     )
     p.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated methods")
     p.add_argument(

@@ -1,7 +1,8 @@
 """Regression tests of ``scripts/evaluate.py``'s ``--data`` and sample-size options.
 
 * ``--data``: a Windows path's drive letter (``3mos:C:\\data\\3mos:SEN_city``) was split at
-  its colon, so the root became ``C`` and the rest the scene list;
+  its colon, so the root became ``C`` and the rest the scene list; ``gdal:OPTICAL,SAR`` was
+  cut at every comma, so a path holding one could not be given;
 * ``--template`` / ``--search``: default to the model contract's sizes for ``learned``.
 """
 
@@ -58,6 +59,31 @@ def test_data_paths_keep_a_windows_drive_letter(spec, expected, calls) -> None:
 def test_gdal_paths_with_drive_letters(calls) -> None:
     evaluate.load_records(r"gdal:C:\a\opt.tif,C:\a\sar.tif", 0)
     assert calls == [("load_gdal_pair", (r"C:\a\opt.tif", r"C:\a\sar.tif"), {})]
+
+
+def test_gdal_paths_with_a_comma_in_a_name(calls, tmp_path, monkeypatch) -> None:
+    """``gdal:OPTICAL,SAR`` cut every comma: a path holding one could not be given. Now the
+    text is cut at the one comma whose two sides are existing files; where none or several
+    are, the error says so (and nothing is loaded)."""
+    folder = tmp_path / "run 3, June"
+    folder.mkdir()
+    opt, sar = folder / "opt,1.tif", folder / "sar.tif"
+    for path in (opt, sar):
+        path.write_bytes(b"")
+    evaluate.load_records(f"gdal:{opt},{sar}", 0)
+    assert calls == [("load_gdal_pair", (str(opt), str(sar)), {})]
+    calls.clear()
+    with pytest.raises(ValueError, match=r"5 commas, and gdal:OPTICAL.tif,SAR.tif has one "
+                       r"between the two files; no comma splits it into two existing files\. "
+                       r"Check both paths"):  # fmt: skip
+        evaluate.load_records(f"gdal:{opt},{folder / 'sar,2.tif'}", 0)
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b,c", "a,b", "c"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"2 commas split it into two existing files: 'a' and "
+                       r"'b,c'; 'a,b' and 'c'"):  # fmt: skip
+        evaluate.load_records("gdal:a,b,c", 0)
+    assert calls == []
 
 
 @pytest.mark.parametrize(
