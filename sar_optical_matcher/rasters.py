@@ -11,6 +11,7 @@ other plugins share it; QGIS 3.38 and later turn exceptions on).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import shlex
@@ -868,6 +869,57 @@ def check_output(
     check_output_bands(driver, gdal_type, band_count, name)
     if creation_options is not None:
         check_creation_options(driver, creation_options, name)
+
+
+def check_band_types(info: RasterInfo, role: str = "SAR") -> None:
+    """Raise ``ValueError`` when the bands of ``info`` are not all of one data type.
+
+    A raster is created with one type for all its bands, and the warp writes each band in
+    it: a 3-band VRT of a Byte layover mask and two Float32 dB bands came out as 3 Byte bands,
+    the dB values (-18.1 to -15.0) cut to 0 and 255 without a word.
+    """
+    types = list(info.gdal_types)
+    if len(set(types)) <= 1:
+        return
+    listed = ", ".join(f"band {i} {t}" for i, t in enumerate(types, 1))
+    wide = gdal.GetDataTypeName(
+        functools.reduce(gdal.DataTypeUnion, (gdal.GetDataTypeByName(t) for t in types))
+    )
+    same = " ".join(f"-b {i}" for i, t in enumerate(types, 1) if t == types[-1])
+    name = Path(info.path).name
+    stem, src = Path(name).stem, shlex.quote(name)
+    raise ValueError(
+        f"the {role} raster {name} has bands of different data types ({listed}): its "
+        "registered copy holds one type for all bands, and band 1's would cut the others' "
+        f"values; keep the bands of one type (e.g. `gdal_translate {same} {src} "
+        f"{shlex.quote(f'{stem}_{types[-1].lower()}.tif')}`) or convert it to {wide} first "
+        f"(`gdal_translate -ot {wide} {src} {shlex.quote(f'{stem}_{wide.lower()}.tif')}`)"
+    )
+
+
+#: Formats that store only a north-up grid: GDAL writes a rotated geotransform into them
+#: where no reader takes it (netCDF: north-up coordinate vectors; 94 px off at the far
+#: corner of a grid rotated by 10 degrees) or fails at the warp (GeoPackage).
+NORTH_UP_ONLY = ("netCDF", "GPKG")
+
+
+def check_output_grid(
+    driver: str, geotransform: Sequence[float], name: str, source: str = "optical raster"
+) -> None:
+    """Raise ``ValueError`` unless ``driver`` can hold a grid of ``geotransform``.
+
+    :data:`NORTH_UP_ONLY` formats are refused for a rotated grid (``geotransform[2]`` or
+    ``[4]`` not 0); GeoTIFF, PNG, JPEG and JPEG 2000 keep the rotation.
+    """
+    if driver not in NORTH_UP_ONLY or (geotransform[2] == 0 and geotransform[4] == 0):
+        return
+    angle = math.degrees(math.atan2(geotransform[4], geotransform[1]))
+    raise ValueError(
+        f"cannot write {name}: the {driver} format stores only north-up grids, and the "
+        f"{source}'s grid, which the output takes, is rotated ({angle:.3g} degrees); write a "
+        ".tif instead (GeoTIFF keeps the rotation), or warp the optical raster north-up first "
+        "(gdalwarp optical.tif optical_north_up.tif)"
+    )
 
 
 def can_create(driver: str) -> bool:

@@ -1521,12 +1521,30 @@ def output_grid(optical: Any, pixel_size: float | None) -> tuple[tuple[float, ..
     return out_gt, max(round(optical.width / kx), 1), max(round(optical.height / ky), 1)
 
 
-def _check_nodata_fits(nodata: float, gdal_type: int) -> None:
-    """The output nodata must be storable in the SAR's data type (GDAL would clamp it)."""
+def check_nodata_fits(nodata: float, gdal_type: int) -> None:
+    """The output nodata must be storable in the SAR's data type.
+
+    GDAL clamps an integer type's (-9999 in Byte: 0); a finite value beyond a float type's
+    range becomes infinity as the band's nodata while the area outside the SAR is filled with
+    the type's largest value, so no pixel reads as nodata (Float32, NODATA 1e39).
+    """
     from osgeo import gdal, gdal_array
 
     dtype = gdal_array.GDALTypeCodeToNumericTypeCode(gdal_type)
-    if dtype is None or not np.issubdtype(dtype, np.integer):
+    if dtype is None:
+        return
+    if np.issubdtype(dtype, np.floating):
+        top = float(np.finfo(dtype).max)
+        with np.errstate(over="ignore"):  # the type's rounding decides: -3.4028235e38 fits
+            stored = float(np.array(nodata, np.float64).astype(dtype))
+        if math.isfinite(nodata) and not math.isfinite(stored):
+            raise RegistrationError(
+                f"output nodata {nodata:g} cannot be stored in the SAR's "
+                f"{gdal.GetDataTypeName(gdal_type)} data type (at most {top:.8g} in size); "
+                f"choose a NODATA value in that range (e.g. {-top:.8g}), or leave it empty"
+            )
+        return
+    if not np.issubdtype(dtype, np.integer):
         return
     info = np.iinfo(dtype)
     if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
@@ -1725,7 +1743,7 @@ def output_nodata(
     type_name = gdal.GetDataTypeName(band.DataType)
     where = "" if window is None else " where it falls on the output"
     if requested is not None:
-        _check_nodata_fits(requested, band.DataType)
+        check_nodata_fits(requested, band.DataType)
         equal, valid, lo, hi = _scan_valid(ds, requested, is_canceled, window)
         note = f"output nodata {requested:g} (NODATA)"
         if not equal:
@@ -1937,8 +1955,9 @@ def warp_sar(
     Raises:
         RegistrationError: the nodata value does not fit the SAR's data type, or GDAL fails.
         ValueError: ``out_path``'s extension is not an output format, the format cannot
-            store the SAR's data type or number of bands as one raster, or a creation option
-            is not one of the format's.
+            store the SAR's data type or number of bands as one raster or the optical's
+            rotated grid, the SAR's bands differ in data type, or a creation option is not
+            one of the format's.
         Canceled: ``is_canceled`` returned True.
     """
     from osgeo import gdal
@@ -1946,7 +1965,9 @@ def warp_sar(
     from sar_optical_matcher.rasters import (
         WARP_MEMORY_BYTES,
         can_create,
+        check_band_types,
         check_output,
+        check_output_grid,
         default_creation_options,
         gdal_cache_limit,
         gdal_try,
@@ -1956,6 +1977,7 @@ def warp_sar(
 
     name = final_name or Path(out_path).name
     driver = output_driver(Path(out_path))
+    check_band_types(sar)
     order = {"shift": 1, "affine": 1, "poly1": 1, "poly2": 2, "poly3": 3}.get(fit.kind)
     if order is None:  # tps: GCPs at the fit's own control points (the inliers), which the
         # .points file holds too; GDAL's forward spline through them is the fit's, and it
@@ -1977,10 +1999,11 @@ def warp_sar(
     vrt = gdal.Translate("", sar.path, format="VRT", GCPs=gcps, outputSRS=optical.crs_wkt)
     first = vrt.GetRasterBand(1)
     if settings.nodata is not None:  # said before the format's checks, as it always was
-        _check_nodata_fits(settings.nodata, first.DataType)
+        check_nodata_fits(settings.nodata, first.DataType)
     gdal_type = gdal.GetDataTypeName(first.DataType)
     check_output(driver, gdal_type, settings.creation_options, name, vrt.RasterCount)
     out_gt, width, height = output_grid(optical, settings.pixel_size)
+    check_output_grid(driver, out_gt, name)
     gt = optical.geotransform
     per_optical = (math.hypot(gt[1], gt[4]) / math.hypot(out_gt[1], out_gt[4]),
                    math.hypot(gt[2], gt[5]) / math.hypot(out_gt[2], out_gt[5]))  # fmt: skip

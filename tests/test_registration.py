@@ -13,7 +13,7 @@ import pytest
 from sar_optical_matcher import registration as reg
 from sar_optical_matcher import report as rep
 from sar_optical_matcher.core import transforms as tf
-from tests.processing import TRUE_A, Pair, write_pair
+from tests.processing import TRUE_A, Pair, write_band_stack, write_pair, write_rotated
 
 
 @pytest.fixture(scope="module")
@@ -535,6 +535,20 @@ def test_warp_refuses_a_nodata_the_sar_type_cannot_hold(pair: Pair, tmp_path: Pa
                                     reg.WarpSettings(nodata=255.0))))  # fmt: skip
     assert ds.GetRasterBand(1).GetNoDataValue() == 255.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tif", "sar8.tif"]
+    # Float32: NODATA 1e39 became +inf as the band's nodata while the outside was filled with
+    # 3.4e38, so no pixel read as nodata; the type's own extreme (as tools write it) stays
+    float_sar = _open(pair.sar)
+    assert gdal.Open(str(pair.sar)).GetRasterBand(1).DataType == gdal.GDT_Float32
+    for bad in (1e39, -1e39, 1e300):
+        with pytest.raises(reg.RegistrationError, match=r"cannot be stored in the SAR's Float32 "
+                           r"data type \(at most 3.4028235e\+38 in size\)"):  # fmt: skip
+            reg.warp_sar(float_sar, optical, fit, tmp_path / "f.tif", reg.WarpSettings(nodata=bad))
+    assert not (tmp_path / "f.tif").exists()
+    out = reg.warp_sar(float_sar, optical, fit, tmp_path / "f.tif",
+                       reg.WarpSettings(nodata=-3.4028235e38, resampling="near"))  # fmt: skip
+    values, valid, nodata = _warped(out)
+    assert nodata == pytest.approx(-3.4028235e38, rel=1e-7)
+    assert not valid.all() and (values[~valid] == np.float32(-3.4028235e38)).all()
 
 
 def _sar_with_zeros(
@@ -799,6 +813,60 @@ def test_kernels_that_overshoot_to_the_type_maximum_leave_no_holes(
     assert reg.nodata_collision_value(gdal.GDT_Byte, 255.0, resampling) == 254.0
     # a Float32 copy of the SAR warps 16,422 (cubic) and 21,272 (lanczos) of them to >= 254.5
     assert (values[valid] == 254).sum() > 16000  # the clamped overshoots, one step off
+
+
+@pytest.mark.parametrize("ext", ["nc", "gpkg"])
+def test_a_rotated_optical_grid_is_refused_for_north_up_only_formats(
+    pair: Pair, tmp_path: Path, ext: str
+) -> None:
+    """An optical grid rotated by 10 degrees: netCDF stored the output with north-up
+    coordinate vectors that GDAL and QGIS read instead of its rotated geotransform (the far
+    corner 94 px off, no warning); a GeoPackage failed at the warp. Now both are refused
+    before any work, and a .tif keeps the rotation."""
+    from osgeo import gdal
+
+    rotated = tmp_path / "opt_rot.tif"
+    gt = write_rotated(rotated, pair.optical, 10.0)
+    sar16 = tmp_path / "sar16.tif"  # a type a .gpkg holds in one band
+    gdal.Translate(str(sar16), str(pair.sar), outputType=gdal.GDT_UInt16,
+                   scaleParams=[[-20, 0, 1, 60000]])  # fmt: skip
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    refused = (rf"cannot write r\.{ext}: the (netCDF|GPKG) format stores only north-up grids, "
+               r"and the optical raster's grid, which the output takes, is rotated \(10 "
+               r"degrees\); write a \.tif instead")  # fmt: skip
+    with pytest.raises(ValueError, match=refused):
+        reg.warp_sar(_open(sar16), _open(rotated), fit, tmp_path / f"r.{ext}", reg.WarpSettings())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt_rot.tif", "sar16.tif"]
+    out = reg.warp_sar(_open(sar16), _open(rotated), fit, tmp_path / "r.tif", reg.WarpSettings())
+    assert gdal.Open(str(out)).GetGeoTransform() == pytest.approx(gt)
+    # a north-up grid is written as before
+    north = reg.warp_sar(_open(sar16), _open(pair.optical), fit, tmp_path / f"n.{ext}",
+                         reg.WarpSettings())  # fmt: skip
+    assert gdal.Open(str(north)).GetGeoTransform() == pytest.approx(
+        gdal.Open(str(pair.optical)).GetGeoTransform()
+    )
+
+
+def test_a_sar_whose_bands_differ_in_type_is_refused(pair: Pair, tmp_path: Path) -> None:
+    """A VRT of a Byte layover mask and a Float32 dB band: the output took band 1's Byte for
+    both, the dB values (-17.5 to -15) cut to 0 without a word. Now refused, with the ways
+    out; nothing is written."""
+    from osgeo import gdal
+
+    mask = tmp_path / "mask.tif"
+    gdal.Translate(str(mask), str(pair.sar), outputType=gdal.GDT_Byte, scaleParams=[[]])
+    vrt = write_band_stack(tmp_path / "stack.vrt",
+                           [(mask, gdal.GDT_Byte), (pair.sar, gdal.GDT_Float32)])  # fmt: skip
+    sar = _open(vrt)
+    assert sar.gdal_types == ("Byte", "Float32")
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    refused = (r"the SAR raster stack\.vrt has bands of different data types \(band 1 Byte, "
+               r"band 2 Float32\): .*`gdal_translate -b 2 stack\.vrt stack_float32\.tif`\) or "
+               r"convert it to Float32 first \(`gdal_translate -ot Float32 stack\.vrt "
+               r"stack_float32\.tif`\)")  # fmt: skip
+    with pytest.raises(ValueError, match=refused):
+        reg.warp_sar(sar, _open(pair.optical), fit, tmp_path / "r.tif", reg.WarpSettings())
+    assert not (tmp_path / "r.tif").exists()
 
 
 def test_a_sar_with_its_own_nodata_keeps_it(pair: Pair, tmp_path: Path) -> None:

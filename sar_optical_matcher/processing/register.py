@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from osgeo import gdal
 from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
@@ -320,18 +321,25 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         )
         inputs = {"SAR": correspondence.sar_path, "OPTICAL": correspondence.optical_path}
         common.check_distinct_files(destinations, inputs)
-        try:  # the format and whether it holds the SAR's bands: said before any work
+        with common.processing_errors():
             sar_info = rasters.open_raster(correspondence.sar_path)
-            rasters.check_output(
-                output_driver(output_path), sar_info.gdal_types[0], warp.creation_options,
-                Path(output_path).name, sar_info.band_count,
-            )  # fmt: skip
+        try:  # the SAR's band types, the nodata, the format: said before any work
+            rasters.check_band_types(sar_info)
+        except ValueError as exc:
+            raise QgsProcessingException(f"SAR: {exc}") from exc
+        if warp.nodata is not None:
+            with common.processing_errors():
+                reg.check_nodata_fits(warp.nodata, gdal.GetDataTypeByName(sar_info.gdal_types[0]))
+        optical = common.open_raster_checked(correspondence.optical_path, "OPTICAL")
+        with common.processing_errors():  # a size in metres for a raster in degrees: 1 pixel
+            out_gt = reg.output_grid(optical, warp.pixel_size)[0]
+        try:
+            driver, name = output_driver(output_path), Path(output_path).name
+            rasters.check_output(driver, sar_info.gdal_types[0], warp.creation_options, name,
+                                 sar_info.band_count)  # fmt: skip
+            rasters.check_output_grid(driver, out_gt, name)
         except ValueError as exc:
             raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc
-        if warp.pixel_size is not None:  # a size in metres for a raster in degrees: 1 pixel
-            optical = common.open_raster_checked(correspondence.optical_path, "OPTICAL")
-            with common.processing_errors():
-                reg.output_grid(optical, warp.pixel_size)
         return RegisterSettings(
             correspondence=correspondence,
             transform=reg.TRANSFORM_KINDS[

@@ -135,6 +135,41 @@ def write_pair(
 _PROVIDERS: list = []
 
 
+def write_rotated(path: Path, src: Path, angle_deg: float = 10.0) -> tuple[float, ...]:
+    """``src``'s pixels on a 10 m grid rotated by ``angle_deg``; returns its geotransform."""
+    import math
+
+    from osgeo import gdal
+
+    c, s = 10 * math.cos(math.radians(angle_deg)), 10 * math.sin(math.radians(angle_deg))
+    gt = (500000.0, c, s, 4100000.0, s, -c)
+    ds = gdal.Translate(str(path), str(src))
+    ds.SetGeoTransform(gt)
+    ds = None
+    return gt
+
+
+def write_band_stack(path: Path, sources: list[tuple[Path, int]]) -> Path:
+    """A VRT of band 1 of each source, in the given GDAL types, on the first's grid (which may
+    be rotated: ``gdalbuildvrt`` refuses that)."""
+    from osgeo import gdal
+
+    first = gdal.Open(str(sources[0][0]))
+    ds = gdal.GetDriverByName("VRT").Create(str(path), first.RasterXSize, first.RasterYSize, 0)
+    ds.SetGeoTransform(first.GetGeoTransform())
+    ds.SetProjection(first.GetProjection())
+    for src, gdal_type in sources:
+        ds.AddBand(gdal_type)
+        ds.GetRasterBand(ds.RasterCount).SetMetadataItem(
+            "source_0",
+            f"<SimpleSource><SourceFilename>{src}</SourceFilename><SourceBand>1</SourceBand>"
+            "</SimpleSource>",
+            "new_vrt_sources",
+        )
+    ds = first = None
+    return path
+
+
 @pytest.fixture(name="provider")
 def provider_fixture(qgis_processing: None):
     """The plugin's provider, registered once in the test QGIS application."""

@@ -106,6 +106,48 @@ def test_creation_options_of_another_format_are_refused_up_front(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_rotated_grid_band_types_and_nodata_are_refused_up_front(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """Said by settings(), before any matching: a netCDF output of a rotated optical grid
+    (was written north-up, 94 px off at the far corner), a SAR whose bands differ in type (was
+    written in band 1's: Float32 dB values cut to 0), a NODATA the SAR's type cannot hold (was
+    refused only after the matching; Float32 1e39 was written as an infinite nodata no pixel
+    has)."""
+    from osgeo import gdal
+    from qgis.core import QgsProcessingContext, QgsProcessingException
+
+    from sar_optical_matcher.processing.register import RegisterSarToOpticalAlgorithm
+    from tests.processing import write_band_stack, write_rotated
+
+    alg = RegisterSarToOpticalAlgorithm()
+    alg.initAlgorithm()
+    ctx = QgsProcessingContext()
+    out = tmp_path / "out"
+    params = _params(synthetic_pair, twin_model, out)
+    rotated = tmp_path / "opt_rot.tif"
+    write_rotated(rotated, synthetic_pair.optical, 10.0)
+    nc = {**params, "OPTICAL": str(rotated), "OUTPUT": str(out / "reg.nc")}
+    with pytest.raises(QgsProcessingException, match=r"^OUTPUT: cannot write reg\.nc: the netCDF "
+                       r"format stores only north-up grids.*rotated \(10 degrees\)"):  # fmt: skip
+        alg.settings(nc, ctx)
+    assert alg.settings({**nc, "OUTPUT": str(out / "reg.tif")}, ctx).output_path.endswith(".tif")
+    mask = tmp_path / "mask.tif"
+    gdal.Translate(str(mask), str(synthetic_pair.sar), outputType=gdal.GDT_Byte, scaleParams=[[]])
+    bands = [(mask, gdal.GDT_Byte), (synthetic_pair.sar, gdal.GDT_Float32)]
+    stack = write_band_stack(tmp_path / "stack.vrt", bands)
+    with pytest.raises(QgsProcessingException, match=r"^SAR: the SAR raster stack\.vrt has bands "
+                       r"of different data types \(band 1 Byte, band 2 Float32\)"):  # fmt: skip
+        alg.settings({**params, "SAR": str(stack), "SAR_BAND": 2}, ctx)
+    with pytest.raises(QgsProcessingException, match=r"output nodata 1e\+39 cannot be stored in "
+                       r"the SAR's Float32 data type"):  # fmt: skip
+        alg.settings({**params, "NODATA": 1e39}, ctx)
+    with pytest.raises(QgsProcessingException, match=r"output nodata -9999 cannot be stored in "
+                       r"the SAR's Byte data type \(0 to 255\)"):  # fmt: skip
+        alg.settings({**params, "SAR": str(mask), "NODATA": -9999}, ctx)
+    assert not out.exists()
+
+
 def test_runs_without_a_feedback_object(provider, synthetic_pair, twin_model, tmp_path) -> None:
     """QgsProcessingAlgorithm.run(parameters, context, None) hands processAlgorithm no
     feedback: it failed with AttributeError 'NoneType' object has no attribute 'pushInfo'."""
