@@ -1489,6 +1489,141 @@ def warp_scales(transform: Any, src_px: Any, out_per_optical_px: Sequence[float]
     return [f"XSCALE={1.0 / steps[0]:.12g}", f"YSCALE={1.0 / steps[1]:.12g}"]
 
 
+#: The largest shift, in SAR pixels, that a resampling kernel may add to the warp.
+KERNEL_SHIFT_TOLERANCE_PX = 0.05
+#: Output pixels per SAR pixel from which a misplaced widened kernel (:func:`kernel_shift`)
+#: is used unwidened instead (``XSCALE`` / ``YSCALE`` 1: at most 10 % narrower than asked);
+#: below it the warp is refused.
+UNWIDENED_MIN_SCALE = 0.9
+
+_KERNEL_SHIFTS: dict[tuple[str, float, float], tuple[float, float]] = {}
+
+
+def kernel_shift(resampling: str, xscale: float = 0.5, yscale: float = 0.5) -> tuple[float, float]:
+    """The shift (x, y, in SAR pixels) this GDAL's ``resampling`` warp adds at these scales.
+
+    GDAL before 3.10 misplaced lanczos' widened kernel wherever the warp reduces the
+    resolution (``XSCALE`` or ``YSCALE`` < 1; GDAL issue 11042): by (1 - scale) SAR pixels per
+    SAR pixel from the chunk's origin, up to half a SAR pixel, so that a SAR registered onto
+    a grid 0.5 % coarser came out 0.48 px off in the median, at twice its pixel size 0.50 px.
+    It is measured, not assumed from a version: two 96 x 96 ramps (each pixel holds its
+    centre's x, or y) are warped with ``resampling`` onto a grid of ``1 / xscale`` x
+    ``1 / yscale`` pixels with these scales, and the median difference from each output
+    centre's x and y is the shift (every kernel but ``near`` reproduces a ramp; ``near`` is
+    not measured: (0, 0)). A failed probe gives (0, 0). One probe per kernel and scale (to 3
+    decimals) a session.
+    """
+    from osgeo import gdal
+
+    from sar_optical_matcher.rasters import gdal_try
+
+    xs, ys = round(float(xscale), 3), round(float(yscale), 3)
+    key = (resampling, xs, ys)
+    if resampling == "near" or not (0.0 < xs and 0.0 < ys):
+        return 0.0, 0.0
+    if key not in _KERNEL_SHIFTS:
+        n = 96
+        mem = gdal.GetDriverByName("MEM")
+
+        def probe() -> tuple[float, float]:
+            src = mem.Create("", n, n, 2, gdal.GDT_Float32)
+            src.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+            centres = np.arange(n, dtype=np.float32) + 0.5
+            src.GetRasterBand(1).WriteArray(np.tile(centres, (n, 1)))
+            src.GetRasterBand(2).WriteArray(np.tile(centres[:, None], (1, n)))
+            w, h = max(math.ceil(n * xs), 8), max(math.ceil(n * ys), 8)
+            dst = mem.Create("", w, h, 2, gdal.GDT_Float32)
+            dst.SetGeoTransform((0.0, 1.0 / xs, 0.0, 0.0, 0.0, -1.0 / ys))
+            if not gdal.Warp(dst, src, resampleAlg=resampling,
+                             warpOptions=[f"XSCALE={xs}", f"YSCALE={ys}"]):  # fmt: skip
+                raise RuntimeError("the probe warp failed")
+            inner = (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4))
+            out_x = dst.GetRasterBand(1).ReadAsArray()[inner]
+            out_y = dst.GetRasterBand(2).ReadAsArray()[inner]
+            want_x = ((np.arange(w) + 0.5) / xs)[None, :][:, inner[1]]
+            want_y = ((np.arange(h) + 0.5) / ys)[:, None][inner[0], :]
+            return float(np.median(out_x - want_x)), float(np.median(out_y - want_y))
+
+        shift, _ = gdal_try(probe)
+        _KERNEL_SHIFTS[key] = shift if shift is not None else (0.0, 0.0)
+    return _KERNEL_SHIFTS[key]
+
+
+def kernel_scales(
+    resampling: str, scales: Sequence[float], name: str
+) -> tuple[tuple[float, float], str | None]:
+    """The ``XSCALE`` / ``YSCALE`` to warp with, and a note where they were changed.
+
+    ``scales``: output pixels per SAR pixel along the output's x and y (:func:`warp_scales`).
+    Where the warp reduces the resolution (a scale < 1) and this GDAL misplaces the kernel's
+    widened form (:func:`kernel_shift` at scale 0.5 beyond :data:`KERNEL_SHIFT_TOLERANCE_PX`:
+    GDAL 3.6's lanczos), scales from :data:`UNWIDENED_MIN_SCALE` are raised to 1 (the kernel
+    unwidened: placed right, 10 % narrower at most); below, the warp is refused.
+
+    Raises:
+        RegistrationError: a scale below :data:`UNWIDENED_MIN_SCALE` with a misplaced kernel.
+    """
+    from osgeo import gdal
+
+    xs, ys = (float(v) for v in scales)
+    if min(xs, ys) >= 1.0:
+        return (xs, ys), None
+    dx, dy = kernel_shift(resampling)
+    if max(abs(dx), abs(dy)) <= KERNEL_SHIFT_TOLERANCE_PX:
+        return (xs, ys), None
+    why = (
+        f"this GDAL ({gdal.__version__}) misplaces the {resampling} kernel where the warp reduces "
+        f"the resolution (by ({dx:+.2f}, {dy:+.2f}) SAR pixels at half the resolution; GDAL "
+        "issue 11042, mended in GDAL 3.10)"
+    )
+    if min(xs, ys) < UNWIDENED_MIN_SCALE:
+        raise RegistrationError(
+            f"RESAMPLING {resampling} would shift {name} by up to half a SAR pixel: {why}, and "
+            f"here {1 / xs:.3g} x {1 / ys:.3g} SAR pixels make an output pixel. No output was "
+            "written. Choose RESAMPLING cubic or average, or a PIXEL_SIZE no coarser than the "
+            "SAR's pixels"
+        )
+    kept = (max(xs, 1.0), max(ys, 1.0))
+    return kept, (
+        f"{resampling} kernel used unwidened (XSCALE {kept[0]:.4g}, YSCALE {kept[1]:.4g} "
+        f"instead of {xs:.4g}, {ys:.4g}): {why}"
+    )
+
+
+def _kernel_options(
+    scales: list[str], resampling: str, name: str, log: Callable[[str], None] | None
+) -> list[str]:
+    """:func:`warp_scales`' options as :func:`kernel_scales` keeps them (its note to ``log``)."""
+    if not scales:
+        return scales
+    (xs, ys), note = kernel_scales(resampling, [float(o.split("=")[1]) for o in scales], name)
+    if note is None:
+        return scales
+    if log is not None:
+        log(note)
+    return [f"XSCALE={xs:.12g}", f"YSCALE={ys:.12g}"]
+
+
+def georeferenced_scales(sar: Any, optical: Any, out_gt: Sequence[float]) -> tuple[float, float]:
+    """Output pixels per SAR pixel along the output's x and y, from the two georeferences.
+
+    What :func:`warp_scales` takes from the fit, known before any matching (the fit moves it
+    by the misregistration's scale only): for checks said up front. NaN where the rasters
+    do not overlap.
+    """
+    from sar_optical_matcher.rasters import pixel_jacobian
+
+    gt = optical.geotransform
+    per_optical = (math.hypot(gt[1], gt[4]) / math.hypot(out_gt[1], out_gt[4]),
+                   math.hypot(gt[2], gt[5]) / math.hypot(out_gt[2], out_gt[5]))  # fmt: skip
+    jac = np.diag(per_optical) @ pixel_jacobian(optical, sar)  # d out px / d SAR px
+    with np.errstate(all="ignore"):
+        if not np.isfinite(jac).all() or abs(np.linalg.det(jac)) < 1e-12:
+            return math.nan, math.nan
+        steps = np.linalg.norm(np.linalg.inv(jac), axis=0)
+    return float(1.0 / steps[0]), float(1.0 / steps[1])
+
+
 def map_units(info: Any) -> str:
     """What a raster's map units are, for a message about a size given in them."""
     return "degrees: the optical CRS is geographic" if info.is_geographic else "map units"
@@ -2018,7 +2153,9 @@ def warp_sar(
         if settings.creation_options is None
         else settings.creation_options
     )))  # fmt: skip
-    scales = warp_scales(fit.transform, src_px, per_optical)
+    scales = _kernel_options(
+        warp_scales(fit.transform, src_px, per_optical), settings.resampling, name, log
+    )
     geoloc_files = (
         _write_tps_geolocation(
             vrt, fit.transform, src_px, sar, optical, per_optical, name, is_canceled

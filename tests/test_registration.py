@@ -869,6 +869,67 @@ def test_a_sar_whose_bands_differ_in_type_is_refused(pair: Pair, tmp_path: Path)
     assert not (tmp_path / "r.tif").exists()
 
 
+def _ramp_sar(pair: Pair, path: Path) -> Path:
+    """The pair's SAR grid, band 1 holding each pixel centre's x, band 2 its y (SAR px)."""
+    from osgeo import gdal
+
+    src = gdal.Open(str(pair.sar))
+    n = src.RasterXSize
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), n, n, 2, gdal.GDT_Float32)
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    centres = np.arange(n, dtype=np.float32) + 0.5
+    ds.GetRasterBand(1).WriteArray(np.tile(centres, (n, 1)))
+    ds.GetRasterBand(2).WriteArray(np.tile(centres[:, None], (1, n)))
+    ds = None
+    return path
+
+
+@pytest.mark.parametrize("resampling", ["lanczos", "cubic"])
+@pytest.mark.parametrize("sar_px_per_output_px", [1.02, 2.0])
+def test_a_kernel_this_gdal_misplaces_when_reducing_the_resolution_is_not_used_so(
+    pair: Pair, tmp_path: Path, resampling: str, sar_px_per_output_px: float
+) -> None:
+    """GDAL 3.6 places lanczos' widened kernel up to half a SAR pixel off wherever the warp
+    reduces the resolution (GDAL issue 11042): onto a grid 2 % coarser than the SAR the output
+    came out -0.49 SAR px off in x and y (median), at twice the SAR's pixel -0.50 px, no word.
+    Measured on a SAR whose pixels hold their own coordinates, through an affine fit of that
+    scale: now the kernel is used unwidened down to 0.9 output pixels per SAR pixel (placed
+    right), and below that the warp is refused; cubic is untouched. Where this GDAL places
+    the kernel right (kernel_shift), nothing changes."""
+    from osgeo import gdal
+
+    k = sar_px_per_output_px
+    src = np.random.default_rng(5).uniform(20, pair.size - 20, (40, 2))
+    ties = reg.TiePoints(src, src / k + [3.0, -2.0], np.ones(len(src), bool), np.arange(len(src)))
+    fit = reg.fit_tie_points(ties, "affine", 0.5, 8, np.random.default_rng(0))
+    sar, optical = _open(_ramp_sar(pair, tmp_path / "ramp.tif")), _open(pair.optical)
+    misplaced = resampling == "lanczos" and max(map(abs, reg.kernel_shift("lanczos"))) > 0.05
+    logged: list[str] = []
+    settings = reg.WarpSettings(resampling=resampling)
+    if misplaced and k > 1 / reg.UNWIDENED_MIN_SCALE:
+        with pytest.raises(reg.RegistrationError, match=r"RESAMPLING lanczos would shift r\.tif "
+                           r"by up to half a SAR pixel: this GDAL \(.*\) misplaces the lanczos "
+                           r"kernel .*here 2 x 2 SAR pixels make an output pixel\. No output "
+                           r"was written\. Choose RESAMPLING cubic or average"):  # fmt: skip
+            reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", settings, log=logged.append)
+        assert not (tmp_path / "r.tif").exists()
+        return
+    out = gdal.Open(str(reg.warp_sar(sar, optical, fit, tmp_path / "r.tif", settings,
+                                     log=logged.append)))  # fmt: skip
+    got_x, got_y = (out.GetRasterBand(b).ReadAsArray() for b in (1, 2))
+    cols, rows = np.meshgrid(np.arange(got_x.shape[1]) + 0.5, np.arange(got_x.shape[0]) + 0.5)
+    want_x, want_y = (cols - 3.0) * k, (rows + 2.0) * k  # the fit's inverse
+    inside = (want_x > 10) & (want_x < pair.size - 10) & (want_y > 10) & (want_y < pair.size - 10)
+    err = np.median(got_x[inside] - want_x[inside]), np.median(got_y[inside] - want_y[inside])
+    assert max(map(abs, err)) < 0.02, err  # lanczos on GDAL 3.6 was -0.49 px
+    unwidened = [line for line in logged if "kernel used unwidened" in line]
+    assert len(unwidened) == int(misplaced)
+    if misplaced:
+        assert unwidened[0].startswith("lanczos kernel used unwidened (XSCALE 1, YSCALE 1 "
+                                       "instead of 0.9804, 0.9804)")  # fmt: skip
+
+
 def test_a_sar_with_its_own_nodata_keeps_it(pair: Pair, tmp_path: Path) -> None:
     """Its nodata pixels are no data: its nodata value is the output's, zeros or not, and it
     is not scanned (the float pair's -9999 stays, it does not become NaN)."""

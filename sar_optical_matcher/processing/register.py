@@ -197,7 +197,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             QgsProcessingParameterEnum(
                 self.RESAMPLING, "Resampling", list(reg.RESAMPLINGS), defaultValue=1
             ),
-            "GDAL resampling method of the warp.",
+            "GDAL resampling method of the warp. Where the output is coarser than the SAR, "
+            "lanczos is refused on a GDAL that misplaces its kernel there (GDAL before 3.10: "
+            "up to half a SAR pixel off), and used unwidened when at most 10 % coarser.",
         )
         common.add_param(
             self,
@@ -333,6 +335,9 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         optical = common.open_raster_checked(correspondence.optical_path, "OPTICAL")
         with common.processing_errors():  # a size in metres for a raster in degrees: 1 pixel
             out_gt = reg.output_grid(optical, warp.pixel_size)[0]
+            scales = reg.georeferenced_scales(sar_info, optical, out_gt)
+            if all(np.isfinite(scales)):  # a kernel this GDAL misplaces (GDAL 3.6's lanczos)
+                reg.kernel_scales(warp.resampling, scales, Path(output_path).name)
         try:
             driver, name = output_driver(output_path), Path(output_path).name
             rasters.check_output(driver, sar_info.gdal_types[0], warp.creation_options, name,

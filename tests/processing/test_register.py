@@ -113,7 +113,7 @@ def test_a_rotated_grid_band_types_and_nodata_are_refused_up_front(
     (was written north-up, 94 px off at the far corner), a SAR whose bands differ in type (was
     written in band 1's: Float32 dB values cut to 0), a NODATA the SAR's type cannot hold (was
     refused only after the matching; Float32 1e39 was written as an infinite nodata no pixel
-    has)."""
+    has), lanczos onto a grid coarser than the SAR where this GDAL misplaces it."""
     from osgeo import gdal
     from qgis.core import QgsProcessingContext, QgsProcessingException
 
@@ -145,6 +145,13 @@ def test_a_rotated_grid_band_types_and_nodata_are_refused_up_front(
     with pytest.raises(QgsProcessingException, match=r"output nodata -9999 cannot be stored in "
                        r"the SAR's Byte data type \(0 to 255\)"):  # fmt: skip
         alg.settings({**params, "SAR": str(mask), "NODATA": -9999}, ctx)
+    # lanczos onto a grid of twice the SAR's pixel: GDAL 3.6 shifts it half a SAR pixel
+    lanczos = {**params, "RESAMPLING": 4, "PIXEL_SIZE": 20}
+    if max(map(abs, reg.kernel_shift("lanczos"))) > 0.05:
+        with pytest.raises(QgsProcessingException, match=r"RESAMPLING lanczos would shift "
+                           r"reg\.tif by up to half a SAR pixel"):  # fmt: skip
+            alg.settings(lanczos, ctx)
+    assert alg.settings({**lanczos, "RESAMPLING": 2}, ctx).warp.resampling == "cubic"
     assert not out.exists()
 
 
