@@ -1769,6 +1769,69 @@ def nodata_collision_value(gdal_type: int, nodata: float, resampling: str) -> fl
     return _COLLISION_VALUES[key]
 
 
+_FORMAT_NODATA: dict[tuple[str, int], float | None] = {}
+
+
+def format_nodata(driver: str, gdal_type: int) -> float | None:
+    """The one nodata value ``driver`` stores for bands of ``gdal_type``; None: any value.
+
+    GDAL 3.6's GeoPackage records -32768 as an Int16 raster's nodata whatever it is given
+    (5000, 32767, the SAR's own 0), without a word, while the warp fills the area outside the
+    SAR with the value given, which then reads as data; UInt16 and Float32 keep theirs. It is
+    measured, not assumed: a 4 x 4 raster of ``gdal_type`` with nodata 1 is written in
+    ``/vsimem/`` and read back (GeoPackage only; the other formats store what they are given).
+    A failed probe answers None.
+    """
+    import uuid
+
+    from osgeo import gdal
+
+    from sar_optical_matcher.rasters import gdal_try
+
+    key = (driver, int(gdal_type))
+    if driver != "GPKG":
+        return None
+    if key not in _FORMAT_NODATA:
+        path = f"/vsimem/nodata_{uuid.uuid4().hex}.gpkg"
+
+        def probe() -> float | None:
+            ds = gdal.GetDriverByName(driver).Create(path, 4, 4, 1, gdal_type,
+                                                     ["RASTER_TABLE=probe"])  # fmt: skip
+            if ds is None:  # a type the format does not hold (refused elsewhere)
+                raise RuntimeError(f"{driver} cannot create {gdal_type}")
+            ds.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+            ds.GetRasterBand(1).SetNoDataValue(1.0)
+            ds.GetRasterBand(1).Fill(2.0)
+            ds = None
+            back = gdal.Open(path)  # held while its band is read (a band outliving it crashes)
+            value = back.GetRasterBand(1).GetNoDataValue()
+            back = None
+            return value
+
+        try:
+            stored, _ = gdal_try(probe)
+        finally:
+            gdal.Unlink(path)
+        _FORMAT_NODATA[key] = None if stored is None or stored == 1.0 else float(stored)
+    return _FORMAT_NODATA[key]
+
+
+def check_format_nodata(driver: str, gdal_type: int, nodata: float, name: str) -> None:
+    """Raise :class:`RegistrationError` where ``driver`` would record another nodata."""
+    from osgeo import gdal
+
+    forced = format_nodata(driver, gdal_type)
+    if forced is None or nodata == forced:
+        return
+    type_name = gdal.GetDataTypeName(gdal_type)
+    raise RegistrationError(
+        f"output nodata {nodata:g} cannot be stored in {name}: the {driver} format records "
+        f"{forced:g} as the nodata of a {type_name} raster whatever it is given, so the area "
+        f"outside the SAR, filled with {nodata:g}, would read as data; give NODATA "
+        f"{forced:g}, leave it empty, or write a .tif"
+    )
+
+
 def _collision_effect(written_as: float | None, nodata: float, resampling: str, name: str) -> str:
     """What the output makes of valid SAR pixels equal to its nodata, for the warnings."""
     if written_as is None:
@@ -1832,6 +1895,53 @@ def _scan_valid(
     return equal, valid, lo, hi
 
 
+def _given_nodata(
+    ds: Any,
+    requested: float,
+    label: str,
+    forced: bool,
+    name: str,
+    resampling: str,
+    is_canceled: IsCanceled | None,
+    window: tuple[int, int, int, int] | None,
+) -> OutputNodata:
+    """:func:`output_nodata` for a value given (NODATA) or ``forced`` by the format."""
+    from sar_optical_matcher.rasters import _numpy_dtype
+
+    band = ds.GetRasterBand(1)
+    dtype = np.dtype(_numpy_dtype(band.DataType))
+    where = "" if window is None else " where it falls on the output"
+    equal, valid, lo, hi = _scan_valid(ds, requested, is_canceled, window)
+    note = f"output nodata {requested:g} ({label})"
+    if not equal:
+        return OutputNodata(float(requested), note)
+    free = _free_integer(dtype, lo, hi) if np.issubdtype(dtype, np.integer) else None
+    written_as = nodata_collision_value(band.DataType, requested, resampling)
+    effect = _collision_effect(written_as, requested, resampling, name)
+    if forced:
+        advice = "Write a .tif instead, whose nodata can be one no SAR pixel has"
+    else:
+        advice = (
+            "Set NODATA to a value no SAR pixel has"
+            + (
+                f" (e.g. {free}, outside its values {lo:g} to {hi:g}{where})"
+                if free is not None
+                else ""
+            )
+            + ", or leave it empty"
+            + (
+                " (the SAR's own nodata value)"
+                if band.GetNoDataValue() is not None
+                else " for one chosen so"
+            )  # fmt: skip
+        )
+    warning = (
+        f"{equal} valid SAR pixel values (of {valid}{where}) equal the output nodata "
+        f"{requested:g} ({label}): {effect}. {advice}"
+    )
+    return OutputNodata(float(requested), note, equal, warning, written_as)
+
+
 def output_nodata(
     ds: Any,
     requested: float | None,
@@ -1866,8 +1976,12 @@ def output_nodata(
             they are scanned, counted and named "where it falls on the output" (None: the
             whole SAR).
 
+    A format that records one nodata value only for the SAR's type (:func:`format_nodata`:
+    a GeoPackage's Int16) gets that value, said as such.
+
     Raises:
-        RegistrationError: ``requested`` cannot be stored in the SAR's data type.
+        RegistrationError: ``requested`` cannot be stored in the SAR's data type, or the
+            format records another nodata value for it.
     """
     from osgeo import gdal
 
@@ -1877,31 +1991,16 @@ def output_nodata(
     dtype = np.dtype(_numpy_dtype(band.DataType))
     type_name = gdal.GetDataTypeName(band.DataType)
     where = "" if window is None else " where it falls on the output"
+    label = "NODATA"
     if requested is not None:
         check_nodata_fits(requested, band.DataType)
-        equal, valid, lo, hi = _scan_valid(ds, requested, is_canceled, window)
-        note = f"output nodata {requested:g} (NODATA)"
-        if not equal:
-            return OutputNodata(float(requested), note)
-        free = _free_integer(dtype, lo, hi) if np.issubdtype(dtype, np.integer) else None
-        written_as = nodata_collision_value(band.DataType, requested, resampling)
-        effect = _collision_effect(written_as, requested, resampling, name)
-        warning = (
-            f"{equal} valid SAR pixel values (of {valid}{where}) equal the output nodata "
-            f"{requested:g} (NODATA): {effect}. Set NODATA to a value no SAR pixel has"
-            + (
-                f" (e.g. {free}, outside its values {lo:g} to {hi:g}{where})"
-                if free is not None
-                else ""
-            )
-            + ", or leave it empty"
-            + (
-                " (the SAR's own nodata value)"
-                if band.GetNoDataValue() is not None
-                else " for one chosen so"
-            )  # fmt: skip
-        )
-        return OutputNodata(float(requested), note, equal, warning, written_as)
+        check_format_nodata(driver, band.DataType, requested, name)
+    forced = format_nodata(driver, band.DataType)
+    if forced is not None:  # GPKG Int16: no other value is recorded
+        requested, label = forced, f"the only nodata a {driver} {type_name} raster records"
+    if requested is not None:
+        return _given_nodata(ds, requested, label, forced is not None, name, resampling,
+                             is_canceled, window)  # fmt: skip
     own = band.GetNoDataValue()
     if own is not None:
         return OutputNodata(float(own), f"output nodata {own:g} (the SAR's nodata value)")

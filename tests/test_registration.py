@@ -930,6 +930,41 @@ def test_a_kernel_this_gdal_misplaces_when_reducing_the_resolution_is_not_used_s
                                        "instead of 0.9804, 0.9804)")  # fmt: skip
 
 
+def test_an_int16_geopackage_gets_the_one_nodata_it_records(pair: Pair, tmp_path: Path) -> None:
+    """GDAL's GeoPackage records -32768 as an Int16 raster's nodata whatever it is given:
+    NODATA 5000 (and the default 32767, and a SAR's own 0) was logged as the output's nodata
+    while the file declared -32768, and the area outside the SAR, filled with 5000, read as
+    data. Now a NODATA other than -32768 is refused, and without one the output's is -32768,
+    said as such; the outside reads as nodata."""
+    from osgeo import gdal
+
+    sar16 = tmp_path / "sar16.tif"
+    gdal.Translate(str(sar16), str(pair.sar), outputType=gdal.GDT_Int16,
+                   scaleParams=[[-20, 0, 1, 20000]], noData="none")  # fmt: skip
+    optical = _open(pair.optical)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    assert reg.format_nodata("GPKG", gdal.GDT_Int16) == -32768.0
+    assert reg.format_nodata("GPKG", gdal.GDT_UInt16) is None
+    assert reg.format_nodata("GTiff", gdal.GDT_Int16) is None
+    with pytest.raises(reg.RegistrationError, match=r"output nodata 5000 cannot be stored in "
+                       r"r\.gpkg: the GPKG format records -32768 as the nodata of a Int16 "
+                       r"raster whatever it is given, .*give NODATA -32768, leave it empty, or "
+                       r"write a \.tif"):  # fmt: skip
+        reg.warp_sar(_open(sar16), optical, fit, tmp_path / "r.gpkg", reg.WarpSettings(nodata=5000))
+    assert not (tmp_path / "r.gpkg").exists()
+    ref_valid = _warped(reg.warp_sar(_open(sar16), optical, fit, tmp_path / "ref.tif",
+                                     reg.WarpSettings(nodata=-32768)))[1]  # fmt: skip
+    assert 0 < ref_valid.sum() < ref_valid.size  # the SAR leaves part of the grid empty
+    for nodata in (None, -32768.0):
+        logged: list[str] = []
+        out = reg.warp_sar(_open(sar16), optical, fit, tmp_path / f"r{nodata}.gpkg",
+                           reg.WarpSettings(nodata=nodata), log=logged.append)  # fmt: skip
+        values, valid, declared = _warped(out)
+        assert declared == -32768.0 and np.array_equal(valid, ref_valid)
+        assert (values[~valid] == -32768).all()
+        assert logged == ["output nodata -32768 (the only nodata a GPKG Int16 raster records)"]
+
+
 def test_a_sar_with_its_own_nodata_keeps_it(pair: Pair, tmp_path: Path) -> None:
     """Its nodata pixels are no data: its nodata value is the output's, zeros or not, and it
     is not scanned (the float pair's -9999 stays, it does not become NaN)."""

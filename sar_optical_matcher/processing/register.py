@@ -241,7 +241,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             "65535, ...) or minimum; the log says which, and warns that those zeros stay data (set "
             "0 here where they are a no-data border). Valid SAR pixels equal to the output "
             "nodata become holes with nearest resampling (GDAL 3.6's other kernels write them "
-            "one step off instead): the log warns with their count and says which.",
+            "one step off instead): the log warns with their count and says which. A "
+            "GeoPackage records -32768 as an Int16 raster's nodata, so no other is taken there.",
             advanced=True,
         )
 
@@ -345,6 +346,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             rasters.check_output_grid(driver, out_gt, name)
         except ValueError as exc:
             raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc
+        if warp.nodata is not None:  # GPKG Int16: one nodata value only
+            with common.processing_errors():
+                reg.check_format_nodata(driver, gdal.GetDataTypeByName(sar_info.gdal_types[0]),
+                                        warp.nodata, name)  # fmt: skip
         return RegisterSettings(
             correspondence=correspondence,
             transform=reg.TRANSFORM_KINDS[

@@ -145,6 +145,14 @@ def test_a_rotated_grid_band_types_and_nodata_are_refused_up_front(
     with pytest.raises(QgsProcessingException, match=r"output nodata -9999 cannot be stored in "
                        r"the SAR's Byte data type \(0 to 255\)"):  # fmt: skip
         alg.settings({**params, "SAR": str(mask), "NODATA": -9999}, ctx)
+    sar16 = tmp_path / "sar16.tif"  # GPKG records -32768 as an Int16 raster's nodata
+    gdal.Translate(str(sar16), str(synthetic_pair.sar), outputType=gdal.GDT_Int16,
+                   scaleParams=[[-20, 0, 1, 20000]])  # fmt: skip
+    gpkg = {**params, "SAR": str(sar16), "OUTPUT": str(out / "reg.gpkg")}
+    with pytest.raises(QgsProcessingException, match=r"output nodata 5000 cannot be stored in "
+                       r"reg\.gpkg: the GPKG format records -32768"):  # fmt: skip
+        alg.settings({**gpkg, "NODATA": 5000}, ctx)
+    assert alg.settings({**gpkg, "NODATA": -32768}, ctx).warp.nodata == -32768.0
     # lanczos onto a grid of twice the SAR's pixel: GDAL 3.6 shifts it half a SAR pixel
     lanczos = {**params, "RESAMPLING": 4, "PIXEL_SIZE": 20}
     if max(map(abs, reg.kernel_shift("lanczos"))) > 0.05:
