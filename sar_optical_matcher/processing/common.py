@@ -300,10 +300,24 @@ def point_sink(
     for. A file destination's missing folder is created first, as the other outputs do.
     """
     fields = make_fields(spec)
-    make_output_folder(alg.parameterAsOutputLayer(parameters, key, context))
+    destination = alg.parameterAsOutputLayer(parameters, key, context)
+    make_output_folder(destination)
     crs = alg.parameterAsRasterLayer(parameters, raster, context).crs()
-    sink, dest = alg.parameterAsSink(parameters, key, context, fields, QgsWkbTypes.Point, crs)
+    sink, dest = alg.parameterAsSink(parameters, key, context, fields, QgsWkbTypes.Point, crs,
+                                     layerOptions=layer_options(destination))  # fmt: skip
     return sink, dest, fields
+
+
+def layer_options(destination: str | None) -> list[str]:
+    """OGR layer options for a point output: its features kept in the order written.
+
+    A FlatGeobuf file with its spatial index (OGR's default) stores the features sorted along
+    a Hilbert curve: Detect keypoints' ``id`` N was then not the layer's N-th point, which is
+    the point Compute correspondence's ``id`` N names (71 of 72 matches named another
+    keypoint than the one they matched). Other formats keep the order anyway.
+    """
+    path = str(destination or "").split("|")[0]
+    return ["SPATIAL_INDEX=NO"] if path.lower().endswith(".fgb") else []
 
 
 def write_points_layer(

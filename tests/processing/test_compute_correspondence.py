@@ -413,6 +413,31 @@ def test_keypoint_layer_ids_extent_mask_and_an_empty_layer(
     assert any("the KEYPOINTS layer has no points (an empty layer" in w for w in warnings)
 
 
+@pytest.mark.parametrize("ext", ["fgb", "gpkg"])
+def test_a_match_names_the_keypoint_it_matched_whatever_the_keypoint_format(
+    provider, synthetic_pair, twin_model, tmp_path, ext
+) -> None:
+    """Detect keypoints into a FlatGeobuf, then Compute correspondence on it: OGR's
+    FlatGeobuf writer sorted the features along its spatial index, so the layer's N-th
+    point (which match id N names) was not keypoint id N: 71 of 72 matches named another
+    keypoint. Now the points keep the order written (no spatial index)."""
+    import processing
+    from qgis.core import QgsVectorLayer
+
+    detected = processing.run("sarmatcher:detectkeypoints", {
+        "INPUT": str(synthetic_pair.optical), "MIN_DISTANCE": 24, "BORDER": 56,
+        "OUTPUT": str(tmp_path / f"kp.{ext}"),
+    })["OUTPUT"]  # fmt: skip
+    keypoints = QgsVectorLayer(detected, "kp", "ogr")
+    assert [f["id"] for f in keypoints.getFeatures()] == list(range(keypoints.featureCount()))
+    at = {f["id"]: (f["x_px"], f["y_px"]) for f in keypoints.getFeatures()}
+    params = _params(synthetic_pair, twin_model, KEYPOINTS=keypoints)
+    matches = processing.run("sarmatcher:computecorrespondence", params)["MATCHES"]
+    named = [(at[f["id"]], (f["opt_x_px"], f["opt_y_px"])) for f in matches.getFeatures()]
+    assert len(named) > 50
+    assert all(kp == pytest.approx(m, abs=1e-6) for kp, m in named)
+
+
 @pytest.mark.parametrize("alg", ["computecorrespondence", "registersartooptical"])
 def test_the_model_and_its_provider_are_logged_once(
     provider, synthetic_pair, twin_model, tmp_path: Path, alg: str
