@@ -1629,6 +1629,12 @@ def map_units(info: Any) -> str:
     return "degrees: the optical CRS is geographic" if info.is_geographic else "map units"
 
 
+#: Most pixels of a registered raster (2^36: 64 GiB a Byte band): a PIXEL_SIZE of degrees given
+#: for metres (1e-4 on a UTM optical) made 40,000,000^2 px, which failed only after the
+#: matching, in GDAL ("File too large regarding tile size").
+MAX_OUTPUT_PIXELS = 2**36
+
+
 def output_grid(optical: Any, pixel_size: float | None) -> tuple[tuple[float, ...], int, int]:
     """Geotransform, width and height of the registered raster's grid.
 
@@ -1638,7 +1644,9 @@ def output_grid(optical: Any, pixel_size: float | None) -> tuple[tuple[float, ..
 
     Raises:
         ValueError: ``pixel_size`` is larger than the optical raster's width or height (e.g.
-            metres given for a raster in degrees), where the output would be a single pixel.
+            metres given for a raster in degrees), where the output would be a single pixel,
+            or so small that the output would pass :data:`MAX_OUTPUT_PIXELS` (degrees given
+            for a raster in metres).
     """
     gt = optical.geotransform
     if pixel_size is None:
@@ -1653,7 +1661,16 @@ def output_grid(optical: Any, pixel_size: float | None) -> tuple[tuple[float, ..
             "in the optical CRS's units, or 0 for the optical pixel size"
         )
     out_gt = (gt[0], gt[1] * kx, gt[2] * ky, gt[3], gt[4] * kx, gt[5] * ky)
-    return out_gt, max(round(optical.width / kx), 1), max(round(optical.height / ky), 1)
+    width, height = max(round(optical.width / kx), 1), max(round(optical.height / ky), 1)
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise ValueError(
+            f"PIXEL_SIZE {pixel_size:g} makes a {width:,} x {height:,} px output "
+            f"({width * height:.3g} pixels, more than {MAX_OUTPUT_PIXELS:.3g}) of an optical "
+            f"raster of {optical.width:,} x {optical.height:,} px, whose pixel is "
+            f"{math.hypot(gt[1], gt[4]):.4g} optical map units ({map_units(optical)}) wide; "
+            "give it in the optical CRS's units, or 0 for the optical pixel size"
+        )
+    return out_gt, width, height
 
 
 def check_nodata_fits(nodata: float, gdal_type: int) -> None:

@@ -320,6 +320,14 @@ def test_a_pixel_size_beyond_the_optical_raster_is_refused(pair: Pair, tmp_path:
     assert reg.output_grid(optical, 3840.0)[1:] == (1, 1)  # the whole raster: still allowed
     with pytest.raises(ValueError, match="PIXEL_SIZE 3850 is larger"):
         reg.output_grid(optical, 3850.0)
+    # degrees given for a raster in metres: 38,400,000^2 px, which GDAL refused only at the
+    # warp, after the matching ("File too large regarding tile size")
+    with pytest.raises(ValueError, match=r"PIXEL_SIZE 0.0001 makes a 38,400,000 x 38,400,000 "
+                       r"px output \(1.47e\+15 pixels, more than 6.87e\+10\) of an optical "
+                       r"raster of 384 x 384 px, whose pixel is 10 optical map units \(map "
+                       r"units\) wide"):  # fmt: skip
+        reg.output_grid(optical, 1e-4)
+    assert reg.output_grid(optical, 0.1)[1:] == (38400, 38400)  # 100x finer: still allowed
 
 
 def _with_gt(src: Path, dst: Path, gt: tuple) -> Path:

@@ -566,7 +566,8 @@ def test_an_output_over_the_geopackage_of_the_inputs_is_refused(
 def test_a_pixel_size_beyond_the_optical_raster_is_refused_up_front(
     provider, synthetic_pair, twin_model, tmp_path
 ) -> None:
-    """PIXEL_SIZE larger than the optical raster (3840 m here) wrote a 1 x 1 px output."""
+    """PIXEL_SIZE larger than the optical raster (3840 m here) wrote a 1 x 1 px output; one
+    in degrees for it (1e-4) failed in GDAL only after the matching ("File too large")."""
     import processing
     from qgis.core import QgsProcessingException
 
@@ -577,6 +578,16 @@ def test_a_pixel_size_beyond_the_optical_raster_is_refused_up_front(
             "sarmatcher:registersartooptical",
             _params(synthetic_pair, twin_model, out, PIXEL_SIZE=5000),
         )
+    from qgis.core import QgsProcessingContext
+
+    from sar_optical_matcher.processing.register import RegisterSarToOpticalAlgorithm
+
+    alg = RegisterSarToOpticalAlgorithm()
+    alg.initAlgorithm()
+    with pytest.raises(QgsProcessingException, match=r"PIXEL_SIZE 0.0001 makes a 38,400,000 x "
+                       r"38,400,000 px output"):  # fmt: skip
+        alg.settings(_params(synthetic_pair, twin_model, out, PIXEL_SIZE=1e-4),
+                     QgsProcessingContext())  # fmt: skip
     assert not out.exists()
 
 
