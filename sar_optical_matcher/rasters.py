@@ -808,6 +808,58 @@ def check_creation_options(driver: str, options: Sequence[str], name: str) -> No
             f"{', '.join(bad)}: not creation option(s) of the {driver} format of {name} "
             f"(KEY=VALUE, separated by '|'); its options are {', '.join(sorted(known)) or 'none'}"
         )
+    specs = creation_option_specs(driver)
+    for option in options:
+        key, value = (t.strip() for t in option.split("=", 1))
+        kind, allowed = specs.get(key.upper(), ("", ()))
+        why = _bad_option_value(kind, allowed, value)
+        if why:
+            raise ValueError(
+                f"{option}: {why} for the {key.upper()} creation option of the {driver} format "
+                f"of {name} (GDAL would ignore it and write the file without it)"
+            )
+
+
+#: How GDAL reads a boolean creation option's value.
+_BOOLEAN_VALUES = {"YES", "NO", "TRUE", "FALSE", "ON", "OFF", "1", "0"}
+
+
+def _bad_option_value(kind: str, allowed: Sequence[str], value: str) -> str:
+    """Why ``value`` is no value of a creation option of type ``kind`` ('' where it is)."""
+    if kind == "string-select" and allowed and value.upper() not in allowed:
+        return f"{value!r} is not one of {', '.join(allowed)}"
+    if kind == "boolean" and value.upper() not in _BOOLEAN_VALUES:
+        return f"{value!r} is not YES or NO"
+    number = {"int": int, "float": float}.get(kind)
+    if number is not None:
+        try:
+            number(value)
+        except ValueError:
+            return f"{value!r} is not {'an integer' if kind == 'int' else 'a number'}"
+    return ""
+
+
+def creation_option_specs(driver: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each creation option of ``driver``: its declared type and values.
+
+    The values (upper case, aliases included) are those of a ``string-select`` option; none
+    for the other types.
+    """
+    import xml.etree.ElementTree as ET
+
+    text = gdal.GetDriverByName(driver).GetMetadataItem(gdal.DMD_CREATIONOPTIONLIST) or ""
+    if not text.strip():
+        return {}
+    specs: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for option in ET.fromstring(text).iter("Option"):
+        values = []
+        for v in option.iter("Value"):
+            values += [(v.text or "").strip().upper(), (v.get("alias") or "").upper()]
+        specs[option.get("name", "").upper()] = (
+            option.get("type", ""),
+            tuple(dict.fromkeys(v for v in values if v)),
+        )
+    return specs
 
 
 def _max_bands(driver: str, gdal_type: str) -> tuple[int, ...] | None:

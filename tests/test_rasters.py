@@ -560,6 +560,37 @@ def test_creation_options_are_checked_against_the_format() -> None:
         rasters.check_creation_options("PNG", ["ZLEVEL=6", "COMPRESS=DEFLATE", "TILED"], "a.png")
 
 
+def test_creation_option_values_are_checked_against_the_format(tmp_path: Path) -> None:
+    """A value GDAL does not know (COMPRESS=NOSUCH, a typo as DEFLAT, TILED=MAYBE,
+    ZLEVEL=high) was ignored by GDAL with a warning the plugin did not show: the file came
+    out uncompressed, untiled. Now an error naming the values there are; the values GDAL
+    reads (any case, aliases, every boolean form) pass, and every default passes."""
+    from osgeo import gdal
+
+    from sar_optical_matcher import rasters
+
+    given = ["compress=deflate", "TILED=true", "ZLEVEL=9", "BIGTIFF=if_safer", "PREDICTOR=2"]
+    rasters.check_creation_options("GTiff", given, "a.tif")
+    for driver in ("GTiff", "GPKG", "JP2OpenJPEG", "netCDF", "PNG", "JPEG"):
+        rasters.check_creation_options(driver, rasters.default_creation_options(driver), "a")
+    rasters.check_creation_options("JP2OpenJPEG", ["REVERSIBLE=YES", "QUALITY=100"], "a.jp2")
+    for option, why in (
+        ("COMPRESS=NOSUCH", r"'NOSUCH' is not one of NONE, LZW, PACKBITS, JPEG, .*DEFLATE"),
+        ("COMPRESS=DEFLAT", r"'DEFLAT' is not one of"),
+        ("TILED=MAYBE", r"'MAYBE' is not YES or NO"),
+        ("ZLEVEL=high", r"'high' is not an integer"),
+    ):
+        with pytest.raises(ValueError, match=rf"^{option}: {why}.* for the {option.split('=')[0]}"
+                           r" creation option of the GTiff format of a\.tif \(GDAL would ignore "
+                           r"it and write the file without it\)$"):  # fmt: skip
+            rasters.check_creation_options("GTiff", ["TILED=YES", option], "a.tif")
+    # what GDAL does with it: a warning, and the file written without the option
+    gdal.GetDriverByName("GTiff").Create(str(tmp_path / "x.tif"), 8, 8, 1, gdal.GDT_Byte,
+                                         ["COMPRESS=NOSUCH"]).FlushCache()  # fmt: skip
+    assert gdal.Info(str(tmp_path / "x.tif"), format="json")["metadata"].get(
+        "IMAGE_STRUCTURE", {}).get("COMPRESSION") is None  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", ["alpha", "per_dataset_mask"])
 def test_read_on_grid_honours_alpha_bands_and_dataset_masks(tmp_path: Path, kind: str) -> None:
     """The transparent half of an RGBA orthophoto (or a raster's per-dataset mask) is invalid

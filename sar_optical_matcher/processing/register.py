@@ -227,7 +227,8 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             "for the other formats). Lossless whatever is given, unless asked otherwise: PNG "
             "tiles for a Byte GeoPackage (GDAL's default is JPEG), REVERSIBLE=YES|QUALITY=100 "
             "for JPEG 2000; a TILE_FORMAT, QUALITY or REVERSIBLE given here wins (.jpg is "
-            "always lossy). An option the format does not have is an error.",
+            "always lossy). An option the format does not have, or a value it does not take, "
+            "is an error.",
             advanced=True,
         )
         common.add_param(

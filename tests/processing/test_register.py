@@ -103,6 +103,10 @@ def test_creation_options_of_another_format_are_refused_up_front(
         alg.settings({**params, "CREATION_OPTIONS": "COMPRESS=LZW"}, QgsProcessingContext())
     ok = alg.settings({**params, "CREATION_OPTIONS": "TILE_FORMAT=PNG"}, QgsProcessingContext())
     assert ok.warp.creation_options == ("TILE_FORMAT=PNG",)
+    tif = _params(synthetic_pair, twin_model, tmp_path, CREATION_OPTIONS="COMPRESS=NOSUCH")
+    with pytest.raises(QgsProcessingException, match=r"OUTPUT: COMPRESS=NOSUCH: 'NOSUCH' is "
+                       r"not one of NONE, LZW"):  # fmt: skip
+        alg.settings(tif, QgsProcessingContext())  # GDAL wrote it uncompressed, unsaid
     assert list(tmp_path.iterdir()) == []
 
 
