@@ -27,6 +27,7 @@ from osgeo import gdal, osr
 
 from sar_optical_matcher.core import geotransform
 from sar_optical_matcher.core.files import atomic_output
+from sar_optical_matcher.core.preprocessing import DB_NEGATIVE_SHARE
 
 IDENTITY_GT = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 CORRUPT_HINT = (
@@ -368,9 +369,9 @@ def raster_sar_scale(info: RasterInfo, band: int, sample_px: int = 1024) -> str:
 
     8-bit data is taken as logarithmic; otherwise the rule runs on the band's valid, finite
     pixels read at most ``sample_px`` a side (GDAL's decimated read, overviews where there
-    are; nothing is written beside the file): a negative value means dB. Decided once per
-    raster so that every search region is converted alike: per region, a bright dB region
-    with no negative value was log-converted a second time.
+    are; nothing is written beside the file): more than 1 % negative values mean dB. Decided
+    once per raster so that every search region is converted alike: per region, a bright dB
+    region with no negative value was log-converted a second time.
     """
     from sar_optical_matcher.core.preprocessing import resolve_sar_scale
 
@@ -400,7 +401,12 @@ def band_sample_grid(info: RasterInfo, band: int, sample_px: int = 1024) -> np.n
 #: Thresholds of :func:`linear_sar_evidence`: at most this share of negative values, the 99th
 #: percentile at least this many times the median and the 1st percentile, and at least this
 #: correlation between the log mean and the log spread of 8 x 8 blocks.
-LINEAR_EVIDENCE = {"negative": 0.01, "p99_p50": 3.0, "p99_p1": 10.0, "speckle_r": 0.5}
+LINEAR_EVIDENCE = {
+    "negative": DB_NEGATIVE_SHARE,
+    "p99_p50": 3.0,
+    "p99_p1": 10.0,
+    "speckle_r": 0.5,
+}
 
 
 def linear_sar_evidence(values: np.ndarray, dtype: str) -> str | None:

@@ -55,11 +55,18 @@ class PreprocessSpec:
         return asdict(self)
 
 
+#: Share of negative values above which ``auto`` takes SAR data as dB. Calibrated linear
+#: intensity keeps a few negative pixels where thermal noise was subtracted (0.3 % in a
+#: speckled scene): any negative value made it dB, and it was matched without its log.
+DB_NEGATIVE_SHARE = 0.01
+
+
 def resolve_sar_scale(values: np.ndarray, sar_scale: str = "auto") -> str:
     """Decide whether SAR values are linear (amplitude/intensity) or already logarithmic.
 
-    ``auto``: 8-bit data and data with negative values are taken as logarithmic/display data
-    ("db"); any other data (uint16, float >= 0) as linear amplitude or intensity.
+    ``auto``: 8-bit data and data more than :data:`DB_NEGATIVE_SHARE` negative are taken as
+    logarithmic/display data ("db"); any other data (uint16, float >= 0 but for a few noise-
+    subtracted pixels) as linear amplitude or intensity.
 
     Args:
         values: SAR pixels (any shape, any dtype); only valid pixels should be passed.
@@ -75,7 +82,7 @@ def resolve_sar_scale(values: np.ndarray, sar_scale: str = "auto") -> str:
     if values.dtype == np.uint8:
         return "db"
     finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
-    if finite.size and float(finite.min()) < 0:
+    if finite.size and float(np.count_nonzero(finite < 0)) > DB_NEGATIVE_SHARE * finite.size:
         return "db"
     return "linear"
 

@@ -257,8 +257,9 @@ def declare_match_params(alg: QgsProcessingAlgorithm) -> None:
         QgsProcessingParameterEnum(
             A.SAR_SCALE, "SAR values", common.SAR_SCALE_LABELS, defaultValue=0
         ),
-        "How the SAR values are scaled: auto-detect (once for the band: 8-bit or negative "
-        "values are dB/display data, anything else linear; the log says which), linear "
+        "How the SAR values are scaled: auto-detect (once for the band: 8-bit values, or "
+        "more than 1 % negative ones, are dB/display data, anything else linear, a few "
+        "negatives from thermal-noise subtraction included; the log says which), linear "
         "amplitude/intensity (converted to dB; refused for a band whose values are mostly "
         "negative, i.e. dB), or already dB.",
     )

@@ -86,6 +86,11 @@ def test_a_numeric_mask_band_means_the_same_as_a_bool_mask(spec: PreprocessSpec)
         (np.array([-25.0, -3.0], dtype=np.float32), "db"),
         (np.array([0.01, 0.5, 3.0], dtype=np.float32), "linear"),
         (np.array([10, 4000], dtype=np.uint16), "linear"),
+        # calibrated intensity with 0.3 % noise-subtracted negatives (was "db": any negative)
+        (np.r_[np.full(997, 0.05), np.full(3, -0.001)].astype(np.float32), "linear"),
+        (np.r_[np.full(980, 0.05), np.full(20, -0.001)].astype(np.float32), "db"),  # 2 %
+        (np.r_[np.full(995, 2.0), np.full(5, -0.5)].astype(np.float32), "linear"),
+        (np.array([0.5, 3.0, -12.0], dtype=np.float32), "db"),  # a third negative
     ],
 )
 def test_auto_scale(values: np.ndarray, expected: str) -> None:
