@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +279,44 @@ def test_db_sar_scale_on_a_linear_band_is_warned_about(matcher: OnnxMatcher, tmp
     on_db = match_keypoints(plain, 1, db_sar, 1, np.array([[128.5, 128.5]]), matcher,
                             sar_scale="db", warn=events.append)  # fmt: skip
     assert (on_db.warnings, len(events)) == ([], 2)
+
+
+def test_an_undeclared_zero_fill_of_the_sar_is_warned_about(matcher: OnnxMatcher, tmp_path) -> None:
+    """A linear SAR whose corner triangle is 0 with no nodata value (a swath edge): it was
+    matched as data, and the only word was that matches peak on the edge of the search range
+    ("check the rasters' georeferences"). Now a warning names the zero share and the fix;
+    none once the SAR declares nodata 0, none for scattered zeros (dark pixels) or none."""
+    from osgeo import gdal
+
+    from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
+
+    paths = write_pair(make_georeferenced_pair(384, np.random.default_rng(3)), tmp_path, "lin")
+    optical = open_raster(paths["optical"])
+    kps = np.array([[192.5, 192.5]])
+    base = gdal.Open(str(paths["sar"])).ReadAsArray()
+    rows, cols = np.indices(base.shape)
+
+    def sar_with(zero: np.ndarray, name: str, nodata: float | None = None):
+        path = tmp_path / name
+        ds = gdal.Translate(str(path), str(paths["sar"]), noData="none")  # the pair's is NaN
+        ds.GetRasterBand(1).WriteArray(np.where(zero, 0.0, base))
+        if nodata is not None:
+            ds.GetRasterBand(1).SetNoDataValue(nodata)
+        ds = None
+        return open_raster(path)
+
+    triangle = rows + cols < 120  # 7,260 of 470^2 pixels: 3.3 %
+    warned: list[str] = []
+    result = match_keypoints(optical, 1, sar_with(triangle, "fill.tif"), 1, kps, matcher,
+                             warn=warned.append)  # fmt: skip
+    assert len(warned) == 1 and result.warnings == warned
+    assert re.match(r"3\.\d% of SAR band 1's pixels are exactly 0, in areas, and fill\.tif "
+                    r"declares no nodata value: if they are a no-data fill .*\(gdal_edit\.py "
+                    r"-a_nodata 0 fill\.tif\)$", warned[0])  # fmt: skip
+    declared = sar_with(triangle, "declared.tif", nodata=0.0)
+    scattered = sar_with(np.random.default_rng(0).random(base.shape) < 0.03, "dark.tif")
+    for sar in (declared, scattered, open_raster(paths["sar"])):
+        assert match_keypoints(optical, 1, sar, 1, kps, matcher).warnings == []
 
 
 def test_patches_the_stretch_flattens_are_skipped(matcher: OnnxMatcher, tmp_path: Path) -> None:
