@@ -100,6 +100,10 @@ def test_bad_model_gives_precise_model_error(models: dict[str, Path], fault: str
 def test_missing_file_is_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         read_contract(tmp_path / "nope.onnx")
+    folder = tmp_path / "model.onnx"  # was told "does not exist"
+    folder.mkdir()
+    with pytest.raises(ModelError, match=r"model\.onnx' is a folder, not an \.onnx file"):
+        read_contract(folder)
 
 
 def test_missing_onnxruntime(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -151,6 +151,11 @@ def _read_header(data: bytes) -> _Header:
 
 def _load_header(path: Path) -> tuple[_Header, bytes]:
     """The header of ``path`` and the file's bytes (raises :class:`ModelError`)."""
+    if path.is_dir():
+        raise ModelError(
+            f"model file {str(path)!r} is a folder, not an .onnx file; choose the .onnx file "
+            "in it"
+        )
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist; choose an existing .onnx file")
     data = path.read_bytes()
