@@ -1825,10 +1825,9 @@ def format_nodata(driver: str, gdal_type: int) -> float | None:
             back = None
             return value
 
-        try:
-            stored, _ = gdal_try(probe)
-        finally:
-            gdal.Unlink(path)
+        stored, _ = gdal_try(probe)
+        gdal_try(lambda: gdal.Unlink(path))  # none where Create failed (an error under
+        # gdal.UseExceptions, as QGIS 3.38+ sets it)
         _FORMAT_NODATA[key] = None if stored is None or stored == 1.0 else float(stored)
     return _FORMAT_NODATA[key]
 

@@ -973,6 +973,30 @@ def test_an_int16_geopackage_gets_the_one_nodata_it_records(pair: Pair, tmp_path
         assert logged == ["output nodata -32768 (the only nodata a GPKG Int16 raster records)"]
 
 
+def test_the_gdal_probes_answer_under_gdal_exceptions_too(monkeypatch) -> None:
+    """QGIS 3.38+ turns gdal.UseExceptions on: the probes (a GeoPackage that cannot hold
+    Int32, whose temporary file then does not exist to unlink) still answer, as without."""
+    from osgeo import gdal
+
+    answers = []
+    was = gdal.GetUseExceptions()
+    for on in (False, True):
+        for cache in ("_FORMAT_NODATA", "_COLLISION_VALUES", "_KERNEL_SHIFTS"):
+            monkeypatch.setattr(reg, cache, {})
+        (gdal.UseExceptions if on else gdal.DontUseExceptions)()
+        try:
+            answers.append((
+                reg.format_nodata("GPKG", gdal.GDT_Int16),
+                reg.format_nodata("GPKG", gdal.GDT_Int32),
+                reg.nodata_collision_value(gdal.GDT_UInt16, 5.0, "bilinear"),
+                reg.kernel_shift("cubic"),
+            ))  # fmt: skip
+        finally:
+            (gdal.UseExceptions if was else gdal.DontUseExceptions)()
+    assert answers[0] == answers[1]
+    assert answers[0][1] is None and answers[0][3] == (0.0, 0.0)
+
+
 def test_a_sar_with_its_own_nodata_keeps_it(pair: Pair, tmp_path: Path) -> None:
     """Its nodata pixels are no data: its nodata value is the output's, zeros or not, and it
     is not scanned (the float pair's -9999 stays, it does not become NaN)."""
