@@ -43,15 +43,17 @@ def _join(rank: int, world: int, port: int, **kwargs) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world, **kwargs)
 
 
+def _save_weights(trainer: Trainer, path: str) -> None:
+    """This rank's weights and BatchNorm statistics, as the test reads them back."""
+    torch.save({k: v.detach().clone() for k, v in trainer.matcher.state_dict().items()}, path)
+
+
 def _worker(rank: int, world: int, port: int, out: str, matching_only: bool) -> None:
     _join(rank, world, port)
     try:
         trainer = Trainer(_config(matching_only), tiny_datasets(), out, rank, world)
         trainer.fit(max_epochs=1)
-        torch.save(
-            {k: v.detach().clone() for k, v in trainer.matcher.state_dict().items()},
-            os.path.join(out, f"rank{rank}.pt"),
-        )
+        _save_weights(trainer, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -146,10 +148,7 @@ def _stop_then_resume_worker(rank: int, world: int, port: int, out: str, resume:
             trainer.fit(max_epochs=1, resume=resume, on_step=hook)
         except KeyboardInterrupt:
             return
-        torch.save(
-            {k: v.detach().clone() for k, v in trainer.matcher.state_dict().items()},
-            os.path.join(out, f"resumed{rank}.pt"),
-        )
+        _save_weights(trainer, os.path.join(out, f"resumed{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
