@@ -1503,9 +1503,10 @@ def kernel_shift(resampling: str, xscale: float = 0.5, yscale: float = 0.5) -> t
     """The shift (x, y, in SAR pixels) this GDAL's ``resampling`` warp adds at these scales.
 
     GDAL before 3.10 misplaced lanczos' widened kernel wherever the warp reduces the
-    resolution (``XSCALE`` or ``YSCALE`` < 1; GDAL issue 11042): by (1 - scale) SAR pixels per
-    SAR pixel from the chunk's origin, up to half a SAR pixel, so that a SAR registered onto
-    a grid 0.5 % coarser came out 0.48 px off in the median, at twice its pixel size 0.50 px.
+    resolution (``XSCALE`` or ``YSCALE`` < 1; GDAL issue 11042), measured here by an offset
+    that grows by about (1 - scale) SAR pixels per SAR pixel up to half a SAR pixel: a SAR
+    registered onto a grid 0.5 % coarser came out 0.48 px off in the median, at twice its
+    pixel size 0.50 px.
     It is measured, not assumed from a version: two 96 x 96 ramps (each pixel holds its
     centre's x, or y) are warped with ``resampling`` onto a grid of ``1 / xscale`` x
     ``1 / yscale`` pixels with these scales, and the median difference from each output
@@ -2203,11 +2204,14 @@ def warp_sar(
     pixels equal it (they become nodata).
 
     Raises:
-        RegistrationError: the nodata value does not fit the SAR's data type, or GDAL fails.
+        RegistrationError: the nodata value does not fit the SAR's data type or the format's
+            (:func:`format_nodata`), the resampling kernel would be misplaced
+            (:func:`kernel_scales`), or GDAL fails.
         ValueError: ``out_path``'s extension is not an output format, the format cannot
             store the SAR's data type or number of bands as one raster or the optical's
-            rotated grid, the SAR's bands differ in data type, or a creation option is not
-            one of the format's.
+            rotated grid, the SAR's bands differ in data type, a creation option or its value
+            is not one of the format's, or the output grid is too large
+            (:func:`output_grid`).
         Canceled: ``is_canceled`` returned True.
     """
     from osgeo import gdal
