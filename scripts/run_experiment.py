@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,24 @@ HELD_OUT = "3mos:../shared/data/3mos:RCM_city,RCM_plain,SEN_plain,GF3_water,Reda
 
 
 def run(cmd: list[str]) -> None:
-    """Run a command, echoing it; stop the experiment if it fails."""
+    """Run a command, echoing it; stop the experiment if it fails.
+
+    It runs in the caller's folder, as this script's own checks and evaluations do, so a
+    relative ``--out`` or ``--config`` names one place for all of them (it ran in the
+    repository: a level trained into the repository's ``runs/`` and its evaluation then
+    found no model); the repository is put on ``PYTHONPATH`` for ``-m training``.
+    """
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    done = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": path})
+    if done.returncode:
+        raise SystemExit(f"error: `{' '.join(cmd[1:4])} ...` failed (exit status "
+                         f"{done.returncode}; its message is above)")  # fmt: skip
+
+
+def level_tag(ratio: float) -> str:
+    """A supervision level's folder and figure name: ``sup050`` for 0.5."""
+    return f"sup{int(round(ratio * 100)):03d}"
 
 
 def level_overrides(args: argparse.Namespace, ratio: float) -> list[str]:
@@ -73,7 +89,7 @@ def check_kept_run(out: Path, args: argparse.Namespace, overrides: list[str]) ->
 
 def train_and_export(args: argparse.Namespace, ratio: float) -> Path:
     """Train one supervision level (skipped when its model exists) and return the model."""
-    tag = f"sup{int(round(ratio * 100)):03d}"
+    tag = level_tag(ratio)
     out = args.out / tag
     model = out / "model.onnx"
     overrides = level_overrides(args, ratio)
@@ -116,7 +132,7 @@ def evaluate(args: argparse.Namespace, ratio: float, model: Path) -> dict[str, A
     """
     from scripts import evaluate as ev
 
-    tag = f"sup{int(round(ratio * 100)):03d}"
+    tag = level_tag(ratio)
     found = {}
     sets = (
         ("real", args.data, args.samples_per_pair),
@@ -191,7 +207,7 @@ def write_doc(
     # the histograms side by side under their supervision level, as the paper's Fig. 4
     images = []
     for ratio, _ in rows:
-        name = f"experiment_sup{int(round(ratio * 100)):03d}.png"
+        name = f"experiment_{level_tag(ratio)}.png"
         images.append(f"![{ratio:.0%} supervision](img/{name})")
     lines += [
         "",
@@ -202,7 +218,7 @@ def write_doc(
     ]
     text = replace_section(doc.read_text() if doc.is_file() else "# Results\n", lines)
     for ratio, s in rows:  # each file replaced whole, the document last
-        name = f"experiment_sup{int(round(ratio * 100)):03d}.png"
+        name = f"experiment_{level_tag(ratio)}.png"
         with atomic_output(img_dir / name) as tmp:
             tmp.write_bytes(Path(s["histogram"]).read_bytes())
     write_text_atomic(doc, text)
@@ -243,6 +259,14 @@ def parse_ratios(text: str) -> list[float]:
         )
     if len(set(ratios)) != len(ratios):
         raise argparse.ArgumentTypeError(f"a supervision share is given twice in {text!r}")
+    tags: dict[str, float] = {}
+    for r in ratios:  # 0.5 and 0.504 shared sup050: the second replaced the first's model
+        if level_tag(r) in tags:
+            raise argparse.ArgumentTypeError(
+                f"supervision shares {tags[level_tag(r)]:g} and {r:g} both name the level "
+                f"{level_tag(r)} (whole percents): give shares at least 1 % apart"
+            )
+        tags[level_tag(r)] = r
     return ratios
 
 

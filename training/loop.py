@@ -737,8 +737,15 @@ def run_training(
     if world > 1 and not dist.is_initialized():
         cuda = _device(cfg.run.device, rank).type == "cuda"
         dist.init_process_group("nccl" if cuda else "gloo")
+    out = Path(out_dir or cfg.run.out_dir)
     if not resume and rank == 0:  # before the data are built: said at once
-        refuse_earlier_run(Path(out_dir or cfg.run.out_dir))
+        refuse_earlier_run(out)
+    if resume and not (out / LAST).is_file():  # said before the data are built (and cached
+        # into a mistyped --out: 23 s and a 199 MB patch cache on the 3MOS tiles, then this)
+        raise CheckpointError(
+            f"checkpoint {out / LAST} not found; check the --out folder, or train without "
+            "--resume"
+        )
     try:
         data = data or build_datasets(cfg.data, cfg.seed, cache_dir=cfg.run.out_dir)
         trainer = Trainer(cfg, data, out_dir, rank, world)

@@ -172,6 +172,8 @@ def test_bad_arguments_are_refused_before_any_level_trains(tmp_path, monkeypatch
         (["--ratios", "1,abc"], "comma-separated numbers in (0, 1]"),
         (["--ratios", "1,1.5"], "must be in (0, 1] (0.05 for 5 %), got 1.5"),
         (["--ratios", "0.5,0.5"], "given twice"),
+        # both were sup050: the second level replaced the first's model (with --force)
+        (["--ratios", "1,0.5,0.504"], "shares 0.5 and 0.504 both name the level sup050"),
         (["--epochs", "0"], "must be an integer >= 1, got '0'"),
         (["--samples-per-pair", "0"], "must be an integer >= 1, got '0'"),
     ):
@@ -185,3 +187,30 @@ def test_bad_arguments_are_refused_before_any_level_trains(tmp_path, monkeypatch
         with pytest.raises(SystemExit, match=message):
             rx.main(["--ratios", "1,0.05"] + argv + out)
     assert calls == [] and not (tmp_path / "exp").exists()
+
+
+def test_levels_run_in_the_callers_folder_with_the_repository_importable(tmp_path, monkeypatch):
+    """The training and export subprocesses ran in the repository, so a relative --out
+    trained into the repository's runs/ while the script looked for the model (and
+    evaluated) in the caller's folder: "model runs/exp/sup100/model.onnx not found". Now
+    they run where the script was started, with the repository on PYTHONPATH; a failing
+    level ends the experiment with one line, not a CalledProcessError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    monkeypatch.chdir(tmp_path)
+    seen: dict = {}
+
+    def fake(cmd, **kw):
+        seen.update(kw, cwd=os.getcwd() if kw.get("cwd") is None else kw["cwd"], cmd=cmd)
+        return subprocess.CompletedProcess(cmd, 3)
+
+    monkeypatch.setattr(subprocess, "run", fake)
+    with pytest.raises(SystemExit, match=r"error: `-m training train \.\.\.` failed \(exit "
+                       r"status 3; its message is above\)"):  # fmt: skip
+        rx.run([sys.executable, "-m", "training", "train", "--out", "runs/exp/sup100"])
+    assert Path(seen["cwd"]) == tmp_path
+    assert seen["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(rx.ROOT)
