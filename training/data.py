@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -732,6 +733,36 @@ def split_records(
     )
 
 
+def source_files_stamp(cfg: DataConfig) -> list[Any]:
+    """Each source's files as ``[path, count, sha256 of their names, sizes and mtimes]``.
+
+    Every text option of a source that names an existing file or folder (a ``gdal`` pair's
+    two rasters, a ``3mos`` / ``sen12`` root, walked) is stamped. The patch cache was keyed
+    by the config alone: a pair re-aligned in place (as the README advises for a misaligned
+    pair) and trained again into the same ``--out`` trained on the old file's patches.
+    """
+    stamp: list[Any] = []
+    for spec in cfg.sources:
+        for value in spec.values():
+            if not isinstance(value, str) or not value or not os.path.exists(value):
+                continue
+            digest, count = hashlib.sha256(), 0
+            if os.path.isfile(value):
+                files = [(value, os.path.basename(value))]
+            else:
+                files = sorted(
+                    (os.path.join(d, f), os.path.relpath(os.path.join(d, f), value))
+                    for d, _, names in os.walk(value)
+                    for f in names
+                )
+            for full, name in files:
+                st = os.stat(full)
+                digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                count += 1
+            stamp.append([os.path.abspath(value), count, digest.hexdigest()])
+    return stamp
+
+
 def build_datasets(
     cfg: DataConfig,
     seed: int,
@@ -741,11 +772,15 @@ def build_datasets(
     """Load (or take) records, split by scene, cut patches, compute the training statistics.
 
     With ``cache_dir`` (and no ``records``), the result is stored as
-    ``patches_<hash>.npz`` keyed by the data config and seed, and re-used by later calls
+    ``patches_<hash>.npz`` keyed by the data config, the seed and the source files' names,
+    sizes and modification times (:func:`source_files_stamp`), and re-used by later calls
     (resume, evaluate, export, lr-find): rendering synthetic scenes is the slow part.
     """
-    key = hashlib.sha256(json.dumps([asdict(cfg), seed], sort_keys=True).encode()).hexdigest()
     cache = None if cache_dir is None or records is not None else Path(cache_dir)
+    stamp = [] if cache is None else source_files_stamp(cfg)
+    key = hashlib.sha256(
+        json.dumps([asdict(cfg), seed, stamp], sort_keys=True).encode()
+    ).hexdigest()
     path = None if cache is None else cache / f"patches_{key[:16]}.npz"
     if path is not None and path.is_file():
         return _load_cached(path)

@@ -271,6 +271,41 @@ def test_patch_cache_write_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.train.sar, first.train.sar)
 
 
+def test_the_patch_cache_is_not_reused_once_a_source_file_changes(tmp_path):
+    """The cache was keyed by the data config and seed only: a gdal pair re-aligned in place
+    and trained again into the same --out trained on the old file's patches (the same
+    losses to 4 digits). Now the source files' names, sizes and mtimes are in the key: a
+    changed file builds anew, an unchanged one reuses the cache, a synthetic source has no
+    files to stamp."""
+    import os
+
+    from sar_optical_matcher.synthetic import make_georeferenced_pair, write_pair
+    from training.data import build_datasets, source_files_stamp
+
+    rng = np.random.default_rng(1)
+    specs = []
+    for i in range(3):
+        pair = make_georeferenced_pair(320, rng, max_shift_px=0, max_affine=0, looks=None)
+        paths = write_pair(pair, tmp_path / f"pair{i}")
+        specs.append({"kind": "gdal", "optical": str(paths["optical"]), "sar": str(paths["sar"]),
+                      "scene": f"area{i}"})  # fmt: skip
+    cfg = DataConfig(sources=specs, split_fractions=(0.67, 0.33, 0.0))
+    cache = tmp_path / "run"
+    first = build_datasets(cfg, 0, cache_dir=cache)
+    again = build_datasets(cfg, 0, cache_dir=cache)
+    assert len(list(cache.glob("patches_*.npz"))) == 1  # unchanged: read back
+    np.testing.assert_array_equal(again.train.sar, first.train.sar)
+    moved = make_georeferenced_pair(320, np.random.default_rng(9), max_shift_px=0,
+                                    max_affine=0, looks=None)  # fmt: skip
+    os.replace(write_pair(moved, tmp_path / "new")["sar"], specs[0]["sar"])  # re-aligned in place
+    changed = build_datasets(cfg, 0, cache_dir=cache)
+    assert len(list(cache.glob("patches_*.npz"))) == 2
+    assert not np.array_equal(changed.train.sar, first.train.sar)
+    stamp = source_files_stamp(cfg)
+    assert [s[:2] for s in stamp[:2]] == [[specs[0]["optical"], 1], [specs[0]["sar"], 1]]
+    assert source_files_stamp(DataConfig(sources=[{"kind": "synthetic", "n_scenes": 2}])) == []
+
+
 def test_source_specs_gdal_kind_and_option_errors(tmp_path):
     """A ``gdal`` source (one record from load_gdal_pair) failed with "'PairRecord' object is
     not iterable"; a misspelt or missing option failed with the loader's TypeError."""
