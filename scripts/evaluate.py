@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -220,6 +221,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
     args = p.parse_args(argv)
+    if not (math.isfinite(args.correct_px) and args.correct_px > 0):  # -1 or nan: AUC NaN,
+        # precision 0 in results.json, said by nothing (calibrate_confidence refuses them)
+        p.error(f"--correct-px must be a number > 0 (pixels), got {args.correct_px}")
+    if not 0.0 <= args.threshold <= 1.0:  # 2 gave "kept @2 0.0%"; nan failed after matching
+        p.error(f"--threshold must be a confidence in [0, 1], got {args.threshold}")
     # with 'learned' a size not given is the model's, known once it is opened (open_methods)
     if "learned" not in args.methods.split(",") or None not in (args.template, args.search):
         message = size_error(*sample_sizes(args))

@@ -181,6 +181,17 @@ def test_evaluate_cli_says_what_is_wrong(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         evaluate.main(["--data", "synthetic:1:256", "--samples-per-pair", "0"])
     assert "--samples-per-pair: must be an integer >= 1" in capsys.readouterr().err
+    # were accepted: results.json with AUC NaN and precision 0, a "kept @2" column
+    for flag, value, message in (
+        ("--correct-px", "-1", "--correct-px must be a number > 0 (pixels), got -1.0"),
+        ("--correct-px", "nan", "--correct-px must be a number > 0 (pixels), got nan"),
+        ("--threshold", "2", "--threshold must be a confidence in [0, 1], got 2.0"),
+        ("--threshold", "nan", "--threshold must be a confidence in [0, 1], got nan"),
+    ):
+        out = tmp_path / "eval"
+        with pytest.raises(SystemExit):
+            evaluate.main(["--data", "synthetic:1:256", flag, value, "--out", str(out)])
+        assert message in capsys.readouterr().err and not out.exists()
 
 
 def test_run_method_and_summarise() -> None:
