@@ -634,6 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, MissingDependencyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (outputs are atomic)
+        print(f"interrupted: {args.out} keeps what it held before this run", file=sys.stderr)
+        return 130
     return 0
 
 

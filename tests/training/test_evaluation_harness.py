@@ -194,6 +194,23 @@ def test_evaluate_cli_says_what_is_wrong(tmp_path: Path, capsys) -> None:
         assert message in capsys.readouterr().err and not out.exists()
 
 
+def test_evaluate_ctrl_c_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Ctrl-C during the matching printed a full traceback; now one line and exit 130, and
+    --out holds nothing of the run."""
+    from scripts import evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "run_all", interrupted)
+    out = tmp_path / "eval"
+    argv = ["--data", "synthetic:1:256", "--methods", "ncc", "--out", str(out)]
+    assert evaluate.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.strip().endswith(f"interrupted: {out} keeps what it held before this run")
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_run_method_and_summarise() -> None:
     rng = np.random.default_rng(5)
     records = [
