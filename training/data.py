@@ -743,8 +743,10 @@ def source_files_stamp(cfg: DataConfig) -> list[Any]:
     """
     stamp: list[Any] = []
     for spec in cfg.sources:
-        for value in spec.values():
-            if not isinstance(value, str) or not value or not os.path.exists(value):
+        for key, value in spec.items():
+            if key == "kind" or not isinstance(value, str) or not value:
+                continue  # "3mos" is a kind, even beside a folder of that name
+            if not os.path.exists(value):
                 continue
             digest, count = hashlib.sha256(), 0
             if os.path.isfile(value):
