@@ -1333,12 +1333,10 @@ def scan_window(
     win = sar_window_on_optical(transform, sar_width, sar_height, *extent_px)
     if win is None:
         return None
-    jac = _output_jacobian(transform, src_px, out_per_optical_px)  # d out px / d SAR px
-    with np.errstate(all="ignore"):
-        if not np.isfinite(jac).all() or abs(np.linalg.det(jac)) < 1e-12:
-            return None
-        sar_per_out = float(np.linalg.norm(np.linalg.inv(jac), 2))
-    pad = math.ceil(SCAN_KERNEL_OUT_PX * sar_per_out)
+    inv = _inverse(_output_jacobian(transform, src_px, out_per_optical_px))
+    if inv is None:
+        return None
+    pad = math.ceil(SCAN_KERNEL_OUT_PX * float(np.linalg.norm(inv, 2)))  # SAR px per out px
     x0, y0 = max(math.floor(win[0]) - pad, 0), max(math.floor(win[1]) - pad, 0)
     x1 = min(math.ceil(win[2]) + pad, sar_width)
     y1 = min(math.ceil(win[3]) + pad, sar_height)
@@ -1466,8 +1464,10 @@ def _output_jacobian(transform: Any, src_px: Any, out_per_optical_px: Sequence[f
         return np.diag(np.asarray(out_per_optical_px, np.float64)) @ jac
 
 
-def warp_scales(transform: Any, src_px: Any, out_per_optical_px: Sequence[float]) -> list[str]:
-    """GDAL's ``XSCALE`` / ``YSCALE`` warp options for the fitted transform (or none).
+def warp_scales(
+    transform: Any, src_px: Any, out_per_optical_px: Sequence[float]
+) -> tuple[float, float] | None:
+    """GDAL's ``XSCALE`` / ``YSCALE`` for the fitted transform (None where it is singular).
 
     They are the destination pixels per SAR pixel along the output's axes, from the fit's
     Jacobian at the centroid of ``src_px`` (the GCPs' SAR pixels). Left to itself, GDAL takes
@@ -1481,12 +1481,31 @@ def warp_scales(transform: Any, src_px: Any, out_per_optical_px: Sequence[float]
         src_px: (N, 2) SAR pixels the GCPs sample.
         out_per_optical_px: (2,) output pixels per optical pixel along x and y.
     """
-    jac = _output_jacobian(transform, src_px, out_per_optical_px)  # d out px / d SAR px
+    return _scales(_output_jacobian(transform, src_px, out_per_optical_px))
+
+
+def _inverse(jac: np.ndarray) -> np.ndarray | None:
+    """The inverse of a 2 x 2 Jacobian (SAR px per output px), None where it is singular."""
     with np.errstate(all="ignore"):
         if not np.isfinite(jac).all() or abs(np.linalg.det(jac)) < 1e-12:
-            return []
-        steps = np.linalg.norm(np.linalg.inv(jac), axis=0)  # SAR px per output px, each axis
-    return [f"XSCALE={1.0 / steps[0]:.12g}", f"YSCALE={1.0 / steps[1]:.12g}"]
+            return None
+        return np.linalg.inv(jac)
+
+
+def _scales(jac: np.ndarray) -> tuple[float, float] | None:
+    """Output pixels per SAR pixel along the output's x and y, from ``jac`` (d out / d SAR)."""
+    inv = _inverse(jac)
+    if inv is None:
+        return None
+    steps = np.linalg.norm(inv, axis=0)  # SAR px per output px, each axis
+    return float(1.0 / steps[0]), float(1.0 / steps[1])
+
+
+def out_per_optical(optical_gt: Sequence[float], out_gt: Sequence[float]) -> tuple[float, float]:
+    """Output pixels per optical pixel along x and y (PIXEL_SIZE's grid against the optical's)."""
+    g, o = optical_gt, out_gt
+    return (math.hypot(g[1], g[4]) / math.hypot(o[1], o[4]),
+            math.hypot(g[2], g[5]) / math.hypot(o[2], o[5]))  # fmt: skip
 
 
 #: The largest shift, in SAR pixels, that a resampling kernel may add to the warp.
@@ -1592,15 +1611,19 @@ def kernel_scales(
 
 
 def _kernel_options(
-    scales: list[str], resampling: str, name: str, log: Callable[[str], None] | None
+    scales: tuple[float, float] | None,
+    resampling: str,
+    name: str,
+    log: Callable[[str], None] | None,
 ) -> list[str]:
-    """:func:`warp_scales`' options as :func:`kernel_scales` keeps them (its note to ``log``)."""
-    if not scales:
-        return scales
-    (xs, ys), note = kernel_scales(resampling, [float(o.split("=")[1]) for o in scales], name)
-    if note is None:
-        return scales
-    if log is not None:
+    """The warp options of :func:`warp_scales`' scales, as :func:`kernel_scales` keeps them.
+
+    Its note goes to ``log``; a singular fit (None) has no options.
+    """
+    if scales is None:
+        return []
+    (xs, ys), note = kernel_scales(resampling, scales, name)
+    if note is not None and log is not None:
         log(note)
     return [f"XSCALE={xs:.12g}", f"YSCALE={ys:.12g}"]
 
@@ -1614,15 +1637,9 @@ def georeferenced_scales(sar: Any, optical: Any, out_gt: Sequence[float]) -> tup
     """
     from sar_optical_matcher.rasters import pixel_jacobian
 
-    gt = optical.geotransform
-    per_optical = (math.hypot(gt[1], gt[4]) / math.hypot(out_gt[1], out_gt[4]),
-                   math.hypot(gt[2], gt[5]) / math.hypot(out_gt[2], out_gt[5]))  # fmt: skip
-    jac = np.diag(per_optical) @ pixel_jacobian(optical, sar)  # d out px / d SAR px
-    with np.errstate(all="ignore"):
-        if not np.isfinite(jac).all() or abs(np.linalg.det(jac)) < 1e-12:
-            return math.nan, math.nan
-        steps = np.linalg.norm(np.linalg.inv(jac), axis=0)
-    return float(1.0 / steps[0]), float(1.0 / steps[1])
+    per_optical = out_per_optical(optical.geotransform, out_gt)
+    scales = _scales(np.diag(per_optical) @ pixel_jacobian(optical, sar))  # d out / d SAR px
+    return scales if scales is not None else (math.nan, math.nan)
 
 
 def map_units(info: Any) -> str:
@@ -2258,9 +2275,7 @@ def warp_sar(
     check_output(driver, gdal_type, settings.creation_options, name, vrt.RasterCount)
     out_gt, width, height = output_grid(optical, settings.pixel_size)
     check_output_grid(driver, out_gt, name)
-    gt = optical.geotransform
-    per_optical = (math.hypot(gt[1], gt[4]) / math.hypot(out_gt[1], out_gt[4]),
-                   math.hypot(gt[2], gt[5]) / math.hypot(out_gt[2], out_gt[5]))  # fmt: skip
+    per_optical = out_per_optical(optical.geotransform, out_gt)
     read = scan_window(fit.transform, sar.width, sar.height,
                        (width / per_optical[0], height / per_optical[1]), src_px,
                        per_optical)  # fmt: skip
