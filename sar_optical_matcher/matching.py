@@ -28,7 +28,6 @@ from sar_optical_matcher.core.preprocessing import SAR_SCALES, preprocess
 from sar_optical_matcher.model.runtime import METHODS, Canceled, OnnxMatcher
 from sar_optical_matcher.rasters import (
     RasterInfo,
-    band_sample,
     band_sample_grid,
     linear_sar_evidence,
     map_to_pixel,
@@ -153,14 +152,15 @@ def _check_args(
 LINEAR_MAX_NEGATIVE = 0.5
 
 
-def _check_linear(sar: RasterInfo, band: int) -> None:
+def _check_linear(sar: RasterInfo, band: int, grid: np.ndarray | None = None) -> None:
     """Refuse ``sar_scale="linear"`` for a band whose values are mostly negative (dB data).
 
     Linear values are floored at 1e-6 before the dB conversion: a dB band taken as linear
     became -60 dB almost everywhere, and 5 of 6 keypoints were skipped as ``constant_sar``
     (a misleading reason) while the sixth matched noise.
     """
-    values = band_sample(sar, band)
+    sample = band_sample_grid(sar, band) if grid is None else grid
+    values = sample[np.isfinite(sample)]
     share = float((values < 0).mean()) if values.size else 0.0
     if share > LINEAR_MAX_NEGATIVE:
         raise ValueError(
@@ -170,15 +170,15 @@ def _check_linear(sar: RasterInfo, band: int) -> None:
         )
 
 
-def db_scale_warning(sar: RasterInfo, band: int) -> str | None:
+def db_scale_warning(sar: RasterInfo, band: int, grid: np.ndarray | None = None) -> str | None:
     """The warning for ``sar_scale="db"`` on a band that looks linear, or None.
 
     dB values are used as they are; linear amplitude or intensity taken as dB skips the log
     conversion and matches worse, with no error to say so (``rasters.linear_sar_evidence``
-    says what was seen).
+    says what was seen). ``grid``: the band's ``rasters.band_sample_grid``, where read.
     """
     dtype = sar.dtypes[band - 1]
-    evidence = linear_sar_evidence(band_sample_grid(sar, band), dtype)
+    evidence = linear_sar_evidence(band_sample_grid(sar, band) if grid is None else grid, dtype)
     if evidence is None:
         return None
     return (
@@ -194,7 +194,7 @@ def db_scale_warning(sar: RasterInfo, band: int) -> str | None:
 ZERO_FILL_SHARE = 0.01
 
 
-def zero_fill_warning(sar: RasterInfo, band: int) -> str | None:
+def zero_fill_warning(sar: RasterInfo, band: int, grid: np.ndarray | None = None) -> str | None:
     """The warning for a SAR band without nodata whose zeros fill areas, or None.
 
     An undeclared no-data fill (a swath edge, a GRD product's frame, 0 outside the data) is
@@ -203,11 +203,12 @@ def zero_fill_warning(sar: RasterInfo, band: int) -> str | None:
     search range ... check the rasters' georeferences"). Read on a coarse grid of the band
     (:func:`~sar_optical_matcher.rasters.band_sample_grid`): it speaks where at least
     :data:`ZERO_FILL_SHARE` of the valid pixels are 0 and most zeros have four zero
-    neighbours (an area, not scattered dark pixels).
+    neighbours (an area, not scattered dark pixels). ``grid``: that read, where done.
     """
     if sar.nodata[band - 1] is not None:
         return None
-    grid = band_sample_grid(sar, band)
+    if grid is None:
+        grid = band_sample_grid(sar, band)
     valid = np.isfinite(grid)
     zero = valid & (grid == 0)
     count = int(zero.sum())
@@ -236,13 +237,14 @@ def _sar_scale_and_notes(sar: RasterInfo, band: int, sar_scale: str) -> tuple[st
         ValueError: ``linear`` for a band whose values are mostly negative (dB).
     """
     notes: list[str] = []
+    grid = band_sample_grid(sar, band)  # one decimated read of the band for all of them
     if sar_scale == "auto":
-        sar_scale = raster_sar_scale(sar, band)
+        sar_scale = raster_sar_scale(sar, band, grid=grid)
     elif sar_scale == "linear":
-        _check_linear(sar, band)
-    elif (note := db_scale_warning(sar, band)) is not None:  # dB as the caller said
+        _check_linear(sar, band, grid)
+    elif (note := db_scale_warning(sar, band, grid)) is not None:  # dB as the caller said
         notes.append(note)
-    if (fill := zero_fill_warning(sar, band)) is not None:
+    if (fill := zero_fill_warning(sar, band, grid)) is not None:
         notes.append(fill)
     return sar_scale, notes
 
@@ -346,8 +348,8 @@ def match_keypoints(
         keypoints_xy_px: (N, 2) float, optical pixel (x, y) of the template centres.
         matcher: the loaded model.
         sar_scale: ``"auto"``, ``"linear"`` or ``"db"`` (``auto``: decided once for the SAR
-            band, ``rasters.raster_sar_scale``: uint8 or negative values are dB / display
-            data, anything else linear).
+            band, ``rasters.raster_sar_scale``: uint8 values, or more than 1 % negative ones,
+            are dB / display data, anything else linear).
         method: ``"dense"`` or ``"per_window"`` (the paper's reference procedure).
         batch_size: keypoints read and matched at a time (bounds the memory).
         min_valid_fraction: skip a keypoint whose template or search region has fewer valid

@@ -364,30 +364,25 @@ def read_window(
     return out, np.isfinite(out)
 
 
-def raster_sar_scale(info: RasterInfo, band: int, sample_px: int = 1024) -> str:
+def raster_sar_scale(
+    info: RasterInfo, band: int, sample_px: int = 1024, grid: np.ndarray | None = None
+) -> str:
     """``"db"`` or ``"linear"`` for a whole SAR band (``core.preprocessing``'s ``auto`` rule).
 
     8-bit data is taken as logarithmic; otherwise the rule runs on the band's valid, finite
     pixels read at most ``sample_px`` a side (GDAL's decimated read, overviews where there
     are; nothing is written beside the file): more than 1 % negative values mean dB. Decided
     once per raster so that every search region is converted alike: per region, a bright dB
-    region with no negative value was log-converted a second time.
+    region with no negative value was log-converted a second time. ``grid``: the band's
+    :func:`band_sample_grid`, where the caller has read it already.
     """
     from sar_optical_matcher.core.preprocessing import resolve_sar_scale
 
     info.check_band(band)
     if info.dtypes[band - 1] == "uint8":
         return "db"
-    return resolve_sar_scale(band_sample(info, band, sample_px))
-
-
-def band_sample(info: RasterInfo, band: int, sample_px: int = 1024) -> np.ndarray:
-    """(N,) float32 valid, finite pixels of ``band`` read at most ``sample_px`` a side.
-
-    GDAL's decimated read (overviews where there are; nothing is written beside the file).
-    """
-    data = band_sample_grid(info, band, sample_px)
-    return data[np.isfinite(data)]
+    sample = band_sample_grid(info, band, sample_px) if grid is None else grid
+    return resolve_sar_scale(sample[np.isfinite(sample)])
 
 
 def band_sample_grid(info: RasterInfo, band: int, sample_px: int = 1024) -> np.ndarray:

@@ -317,6 +317,24 @@ def test_an_undeclared_zero_fill_of_the_sar_is_warned_about(matcher: OnnxMatcher
     scattered = sar_with(np.random.default_rng(0).random(base.shape) < 0.03, "dark.tif")
     for sar in (declared, scattered, open_raster(paths["sar"])):
         assert match_keypoints(optical, 1, sar, 1, kps, matcher).warnings == []
+    # the scale decision and both warnings share one decimated read of the band
+    from sar_optical_matcher import matching, rasters
+
+    reads: list[int] = []
+    real = rasters.band_sample_grid
+
+    def counted(*args, **kwargs):
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    for scale in ("auto", "linear", "db"):
+        reads.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(matching, "band_sample_grid", counted)
+            mp.setattr(rasters, "band_sample_grid", counted)
+            match_keypoints(optical, 1, sar_with(triangle, f"{scale}.tif"), 1, kps, matcher,
+                            sar_scale=scale)  # fmt: skip
+        assert len(reads) == 1, scale
 
 
 def test_patches_the_stretch_flattens_are_skipped(matcher: OnnxMatcher, tmp_path: Path) -> None:
