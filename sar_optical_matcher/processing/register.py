@@ -331,9 +331,10 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             rasters.check_band_types(sar_info)
         except ValueError as exc:
             raise QgsProcessingException(f"SAR: {exc}") from exc
+        sar_type = gdal.GetDataTypeByName(sar_info.gdal_types[0])  # one for all its bands
         if warp.nodata is not None:
             with common.processing_errors():
-                reg.check_nodata_fits(warp.nodata, gdal.GetDataTypeByName(sar_info.gdal_types[0]))
+                reg.check_nodata_fits(warp.nodata, sar_type)
         optical = common.open_raster_checked(correspondence.optical_path, "OPTICAL")
         with common.processing_errors():  # a size in metres for a raster in degrees: 1 pixel
             out_gt = reg.output_grid(optical, warp.pixel_size)[0]
@@ -349,8 +350,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             raise QgsProcessingException(f"{self.OUTPUT}: {exc}") from exc
         if warp.nodata is not None:  # GPKG Int16: one nodata value only
             with common.processing_errors():
-                reg.check_format_nodata(driver, gdal.GetDataTypeByName(sar_info.gdal_types[0]),
-                                        warp.nodata, name)  # fmt: skip
+                reg.check_format_nodata(driver, sar_type, warp.nodata, name)
         return RegisterSettings(
             correspondence=correspondence,
             transform=reg.TRANSFORM_KINDS[
