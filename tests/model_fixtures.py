@@ -171,7 +171,9 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
     ``wrong_size`` (contract template size 80, network 64), ``wrong_channels`` (3-band inputs),
     ``swapped_inputs``, ``single_encoder``, ``newer_format``, ``new_opset`` (opset 30),
     ``new_ir`` (IR version 99), ``float_size`` (template_size 64.0), ``training_not_object``,
-    ``confidence_incomplete`` (no weights), ``nan_weights``, ``fixed_batch`` (batch 1 only).
+    ``confidence_incomplete`` (no weights), ``nan_weights``, ``fixed_batch`` (batch 1 only),
+    ``fixed_batch_2`` (batch 2 only: the load check's own batch), ``fixed_sar_size`` (SAR input
+    128 x 128 only).
     """
     import onnx
 
@@ -183,7 +185,7 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
         "not_onnx", "empty", "truncated", "no_metadata", "bad_json", "wrong_size",
         "wrong_channels", "swapped_inputs", "single_encoder", "newer_format", "new_opset",
         "new_ir", "float_size", "training_not_object", "confidence_incomplete", "nan_weights",
-        "fixed_batch",
+        "fixed_batch", "fixed_batch_2", "fixed_sar_size",
     )}  # fmt: skip
     out["not_onnx"].write_bytes(b"GIF89a this is a picture, not a model\n" * 20)
     out["empty"].write_bytes(b"")
@@ -226,10 +228,17 @@ def make_bad_models(directory: str | Path, descriptor_size: int = 8) -> dict[str
             init.CopyFrom(numpy_helper.from_array(array, init.name))
             break
     onnx.save(model, str(out["nan_weights"]))
+    for name, batch in (("fixed_batch", 1), ("fixed_batch_2", 2)):
+        model = onnx.load_from_string(data)
+        for value in model.graph.input:  # batch dimension fixed
+            value.type.tensor_type.shape.dim[0].dim_value = batch
+        onnx.save(model, str(out[name]))
     model = onnx.load_from_string(data)
-    for value in model.graph.input:  # batch dimension fixed to 1
-        value.type.tensor_type.shape.dim[0].dim_value = 1
-    onnx.save(model, str(out["fixed_batch"]))
+    for value in model.graph.input:
+        if value.name == "sar":
+            for axis in (2, 3):
+                value.type.tensor_type.shape.dim[axis].dim_value = 128
+    onnx.save(model, str(out["fixed_sar_size"]))
     _three_channel(out["wrong_channels"], descriptor_size)
     _single_encoder(out["single_encoder"], descriptor_size)
     return out

@@ -38,6 +38,19 @@ def test_round_trip_and_map_size() -> None:
         (lambda d: d.update(map_smoothing_px=True), "map_smoothing_px must be a number"),
         (lambda d: d.update(map_smoothing_px=float("nan")), "map_smoothing_px must be a number"),
         (lambda d: d.update(format_version=2, map_smoothing_px=1.0), "format-2 .* no map smooth"),
+        # a newer format adds keys: it was refused as "unknown fields", not as a newer format
+        (lambda d: d.update(format_version=4, patch_stride=2), "format 4 is not supported.*update"),
+        # format 3 keys left out were filled with defaults: raw maps, SAR standardised wrongly
+        (lambda d: d.pop("map_smoothing_px"), "incomplete: format 3 has map_smoothing_px"),
+        (lambda d: d["sar"].pop("mean"), "incomplete: format 3 has sar.mean, this one"),
+        (lambda d: d.pop("format_version"), "incomplete: it has no format_version"),
+        (lambda d: d.update(format_version="3"), "format_version must be an integer"),
+        (lambda d: d.update(sar=[0.5]), "sar must be a JSON object"),
+        # a numpy "truth value of an array is ambiguous" before
+        (lambda d: d["sar"].update(mean=[0.4, 0.4]), "sar preprocessing: mean must be a number"),
+        (lambda d: d["optical"].update(std=True), "optical preprocessing: std must be a number"),
+        # the load check then asked numpy for 14.6 TiB (a raw MemoryError)
+        (lambda d: d.update(template_size=10**6, search_size=10**6 + 2), "search_size 1000002 is"),
     ],
 )
 def test_invalid_contracts_are_rejected(edit, message: str) -> None:

@@ -80,6 +80,9 @@ BAD = {
     "confidence_incomplete": "confidence model must be an object with 'weights' and 'bias'",
     "nan_weights": "outputs NaN or infinite descriptors",
     "fixed_batch": "its batch dimension is fixed",
+    # passed the load check's batch of two, failed after keypoint detection on a batch of 8
+    "fixed_batch_2": "input 'optical': its batch dimension is fixed at 2",
+    "fixed_sar_size": "input 'sar' has a fixed height or width (128 x 128)",
 }
 
 

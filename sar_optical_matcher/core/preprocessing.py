@@ -15,6 +15,7 @@ Steps, per modality (parameters recorded in the model contract, see ``model.cont
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from numbers import Real
 from typing import Literal
 
 import numpy as np
@@ -45,6 +46,13 @@ class PreprocessSpec:
         """Validate the fields."""
         if self.modality not in ("sar", "optical"):
             raise ValueError(f"modality must be 'sar' or 'optical', not {self.modality!r}")
+        for key in ("low_percentile", "high_percentile", "mean", "std"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                # a list read from a model's JSON failed as "truth value of an array is ambiguous"
+                raise ValueError(
+                    f"{self.modality} preprocessing: {key} must be a number, got {value!r}"
+                )
         if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
             raise ValueError("need 0 <= low_percentile < high_percentile <= 100")
         if not (np.isfinite(self.mean) and np.isfinite(self.std) and self.std > 0):

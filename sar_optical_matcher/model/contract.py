@@ -41,6 +41,16 @@ FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)
 #: Largest accepted map smoothing (px): beyond this the Gaussian blurs the peak away.
 MAX_MAP_SMOOTHING_PX = 8.0
+#: Largest accepted search size (px): the load check runs the network on patches of this order
+#: (a contract claiming 10^6 px asked numpy for 14.6 TiB), and the paper's is 256.
+MAX_SEARCH_SIZE = 4096
+#: Keys a contract must hold (``training`` may be left out). Formats 1 and 2 came before
+#: ``code_size`` and ``map_smoothing_px`` and are read with the value those formats meant; in a
+#: later format a missing key would be filled with a default the model was not exported with
+#: (a format-3 model without ``map_smoothing_px`` ran on raw maps, without its ``sar.mean`` on
+#: wrongly standardised inputs), so it is refused.
+_LATER_KEYS = {"code_size": 2, "map_smoothing_px": 3}
+_SPEC_KEYS = ("modality", "low_percentile", "high_percentile", "mean", "std")
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,12 @@ class ModelContract:
             )
         if self.format_version == 1 and self.code_size != 1:
             raise ValueError("a format-1 contract has vector codes only (code_size 1)")
+        if self.search_size > MAX_SEARCH_SIZE:
+            raise ValueError(
+                f"search_size {self.search_size} is implausible (at most {MAX_SEARCH_SIZE} px; "
+                "the paper's is 256): the contract is damaged or was written by hand; re-export "
+                "the model"
+            )
         if self.template_size < 8 or self.search_size < self.template_size + 2:
             raise ValueError(
                 f"need 8 <= template_size <= search_size - 2 (a correspondence map of at least "
@@ -179,9 +195,43 @@ class ModelContract:
             raise ValueError(f"model contract is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ValueError("model contract must be a JSON object")
+        _check_keys(raw)
         try:
             raw["sar"] = PreprocessSpec(**raw["sar"])
             raw["optical"] = PreprocessSpec(**raw["optical"])
             return cls(**raw)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"model contract is incomplete or has unknown fields: {exc}") from exc
+
+
+def _check_keys(raw: dict[str, Any]) -> None:
+    """The format first (a newer one may add keys), then every key that format has.
+
+    Raises:
+        ValueError: no or an unreadable ``format_version``, or keys of its format missing.
+    """
+    fmt = raw.get("format_version")
+    if fmt is None:
+        raise ValueError(
+            "model contract is incomplete: it has no format_version; re-export the model"
+        )
+    if isinstance(fmt, bool) or not isinstance(fmt, int):
+        raise ValueError(f"model contract: format_version must be an integer, got {fmt!r}")
+    if fmt not in READABLE_FORMATS:
+        raise ValueError(
+            f"model contract format {fmt} is not supported by this plugin (reads "
+            f"{', '.join(map(str, READABLE_FORMATS))}); update the plugin or re-export the model"
+        )
+    fields_ = [f.name for f in ModelContract.__dataclass_fields__.values() if f.name != "training"]
+    missing = [k for k in fields_ if k not in raw and fmt >= _LATER_KEYS.get(k, 1)]
+    for name in ("sar", "optical"):
+        spec = raw.get(name)
+        if spec is not None and not isinstance(spec, dict):
+            raise ValueError(f"model contract: {name} must be a JSON object, got {spec!r}")
+        missing += [f"{name}.{k}" for k in _SPEC_KEYS if spec is not None and k not in spec]
+    if missing:
+        raise ValueError(
+            f"model contract is incomplete: format {fmt} has {', '.join(missing)}, this one does "
+            "not (a default filled in would not be what the model was exported with); re-export "
+            "the model with `python -m training export`"
+        )

@@ -236,19 +236,34 @@ def _check_io(path: Path, session: Any, contract: ModelContract) -> None:
                 f"{path.name}: input {arg.name!r} has {shape[1]} channels, SAR-Optical Matcher "
                 f"feeds one band per modality; {REEXPORT_HINT}"
             )
+        if arg.name in want_in and isinstance(shape[0], int):
+            # a batch fixed at 2 passed the load check's batch of two and failed after
+            # keypoint detection, on the first batch of 8
+            raise ModelError(
+                f"{path.name}: input {arg.name!r}: its batch dimension is fixed at {shape[0]} "
+                "(the plugin feeds batches of any size); export with a dynamic batch axis; "
+                f"{REEXPORT_HINT}"
+            )
+        if arg.name == contract.sar_input and any(isinstance(n, int) for n in shape[2:]):
+            raise ModelError(
+                f"{path.name}: input {arg.name!r} has a fixed height or width ({shape[2]} x "
+                f"{shape[3]}); the SAR encoder must take any size from {contract.template_size} "
+                f"px up (one pass per search region); {REEXPORT_HINT}"
+            )
 
 
 def _smoke_run(path: Path, session: Any, contract: ModelContract) -> None:
-    """Run a batch of two with different sizes per branch.
+    """Run two templates and three regions of another size.
 
-    Checks T, D, k, that no branch is swapped, that the batch dimension is free and that the
-    outputs are finite.
+    Checks T, D, k, that no branch is swapped, that the batch dimensions are free and
+    independent (the plugin feeds a one-patch dummy to the branch it does not need) and that
+    the outputs are finite.
     """
     t, d, k = contract.template_size, contract.descriptor_size, contract.code_size
     rng = np.random.default_rng(0)  # preprocessed inputs are roughly zero-mean, unit-std
     feeds = {
         contract.optical_input: rng.standard_normal((2, 1, t, t)).astype(np.float32),
-        contract.sar_input: rng.standard_normal((2, 1, t + 1, t + 2)).astype(np.float32),
+        contract.sar_input: rng.standard_normal((3, 1, t + 1, t + 2)).astype(np.float32),
     }
     try:
         opt, sar = session.run([contract.optical_output, contract.sar_output], feeds)
@@ -260,15 +275,15 @@ def _smoke_run(path: Path, session: Any, contract: ModelContract) -> None:
             else "the network was built for another patch size"
         )
         raise ModelError(
-            f"{path.name} fails on two {t}x{t} templates (the contract's template size): {why} "
-            f"({text}); {REEXPORT_HINT}"
+            f"{path.name} fails on two {t}x{t} templates (the contract's template size) and "
+            f"three {t + 1}x{t + 2} SAR regions: {why} ({text}); {REEXPORT_HINT}"
         ) from exc
     if not (np.isfinite(opt).all() and np.isfinite(sar).all()):
         raise ModelError(
             f"{path.name} outputs NaN or infinite descriptors on ordinary inputs: its weights "
             f"are broken (a diverged training?); {REEXPORT_HINT}"
         )
-    want_opt, want_sar = (2, d, k, k), (2, d, k + 1, k + 2)
+    want_opt, want_sar = (2, d, k, k), (3, d, k + 1, k + 2)
     if opt.shape == want_sar and sar.shape == want_opt:
         raise ModelError(
             f"{path.name}: the optical output is computed from the SAR input and vice versa (input "
@@ -276,7 +291,7 @@ def _smoke_run(path: Path, session: Any, contract: ModelContract) -> None:
         )
     if opt.shape != want_opt or sar.shape != want_sar:
         raise ModelError(
-            f"{path.name}: two {t}x{t} templates give optical descriptors {opt.shape} and two "
+            f"{path.name}: two {t}x{t} templates give optical descriptors {opt.shape} and three "
             f"{t + 1}x{t + 2} regions SAR descriptors {sar.shape}; the contract expects "
             f"{want_opt} and {want_sar}: the contract's template_size/descriptor_size/code_size "
             f"do not fit the network; {REEXPORT_HINT}"
