@@ -3,7 +3,11 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PLUGIN := sar_optical_matcher
 QGIS_PROFILE ?= default
+ifeq ($(shell uname -s),Darwin)
+QGIS_PLUGINS_DIR ?= $(HOME)/Library/Application Support/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
+else
 QGIS_PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
+endif
 # the paper's experiment: epochs per supervision level (12: 8.5-17 min each, 62 min for the five on 2 CPU cores, bf16)
 EXPERIMENT_EPOCHS ?= 12
 export QT_QPA_PLATFORM ?= offscreen
@@ -37,10 +41,10 @@ format: install ## apply ruff formatting and safe fixes
 zip: ## build dist/sar_optical_matcher.zip (the plugin only: code, metadata, LICENSE, model)
 	python3 scripts/build_zip.py --out dist/$(PLUGIN).zip  # standard library only: no venv needed
 
+# the zip's files, copied beside the installed copy and swapped in when complete: a failed
+# deploy keeps the plugin that was there (it was removed before a copy that could fail)
 deploy: zip ## install the plugin into a QGIS profile (QGIS_PROFILE=default)
-	mkdir -p "$(QGIS_PLUGINS_DIR)"
-	rm -rf "$(QGIS_PLUGINS_DIR)/$(PLUGIN)"
-	cd "$(QGIS_PLUGINS_DIR)" && python3 -m zipfile -e $(CURDIR)/dist/$(PLUGIN).zip .
+	python3 scripts/build_zip.py --install "$(QGIS_PLUGINS_DIR)"
 	@echo "deployed to $(QGIS_PLUGINS_DIR)/$(PLUGIN); enable it in Plugins > Manage and Install"
 
 # Calibration data: the validation split's real 3MOS scene and the real tiles of the training

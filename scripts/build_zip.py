@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -96,14 +97,33 @@ def build_zip(out: Path, root: Path = ROOT) -> Path:
 
 
 def install_plugin(plugins_dir: Path, root: Path = ROOT) -> Path:
-    """Copy the plugin into ``plugins_dir/sar_optical_matcher`` (replacing an older copy)."""
+    """Copy the plugin into ``plugins_dir/sar_optical_matcher``, replacing an older copy.
+
+    The new copy is written beside the old one and swapped in only once it is complete: a
+    failed copy (a full disk, an unreadable file) leaves the installed plugin as it was.
+    """
+    plugins_dir.mkdir(parents=True, exist_ok=True)
     dest = plugins_dir / PLUGIN
-    if dest.exists():
-        shutil.rmtree(dest)
-    for src, arc in plugin_files(root):
-        target = dest / arc
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{PLUGIN}.new-", dir=plugins_dir))
+    old = plugins_dir / f".{PLUGIN}.old-{staging.name.rsplit('-', 1)[-1]}"
+    try:
+        for src, arc in plugin_files(root):
+            target = staging / arc
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+            target.chmod(0o644)  # as in the zip: every user's QGIS must read it
+        staging.chmod(0o755)  # mkdtemp makes it 0700
+        if dest.exists():
+            dest.rename(old)
+        try:
+            staging.rename(dest)
+        except OSError:
+            if old.exists():
+                old.rename(dest)  # the old copy back
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # only there when something failed
+        shutil.rmtree(old, ignore_errors=True)
     return dest
 
 

@@ -150,3 +150,40 @@ def _fresh_python(script: str, cwd: Path) -> subprocess.CompletedProcess:
                          text=True, timeout=120, cwd=cwd)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     return run
+
+
+def test_install_replaces_the_old_copy_and_a_failed_one_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make deploy`` removed the installed plugin before a copy that could fail."""
+    import shutil
+
+    from scripts import build_zip as bz
+
+    plugins = tmp_path / "my plugins"  # a space, as in macOS's 'Application Support'
+    dest = bz.install_plugin(plugins)
+    shipped = {arc for _, arc in bz.plugin_files()}
+    assert {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} == shipped
+    assert {oct(p.stat().st_mode & 0o777) for p in dest.rglob("*") if p.is_file()} == {"0o644"}
+    assert oct(dest.stat().st_mode & 0o777) == "0o755"
+    (dest / "stale.py").write_text("# from an older version\n")
+    bz.install_plugin(plugins)  # a second install: the same files, nothing stale, no leftovers
+    assert not (dest / "stale.py").exists()
+    assert [p.name for p in plugins.iterdir()] == ["sar_optical_matcher"]
+
+    marker = dest / "metadata.txt"
+    before = marker.read_bytes()
+    real_copy, calls = shutil.copyfile, []
+
+    def failing_copy(src, dst, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real_copy(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(bz.shutil, "copyfile", failing_copy)
+    with pytest.raises(OSError, match="No space left"):
+        bz.install_plugin(plugins)
+    assert marker.read_bytes() == before  # the installed copy is whole
+    assert {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} == shipped
+    assert [p.name for p in plugins.iterdir()] == ["sar_optical_matcher"]
