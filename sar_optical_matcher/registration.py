@@ -113,7 +113,7 @@ class DetectSettings:
 
     def __post_init__(self) -> None:
         """Validate ranges."""
-        if self.min_distance_px < 1 or self.max_count < 1 or self.border_px < 0:
+        if not self.min_distance_px >= 1 or self.max_count < 1 or self.border_px < 0:  # NaN
             raise ValueError(
                 "need min_distance_px >= 1, max_count >= 1 and border_px >= 0, got "
                 f"{self.min_distance_px}, {self.max_count}, {self.border_px}"
@@ -416,8 +416,9 @@ def detect_keypoints_tiled(
 
     Each tile is read with a halo, keypoints are kept only in the tile's core and inside the
     search window (and ``settings.coverage``), and the tiles' keypoints are merged with a
-    global non-maximum suppression. With a ``spread`` every local maximum of the tiles enters
-    the merge, so the result equals whole-image detection whatever the tile size; the merge
+    global non-maximum suppression. Every local maximum of the tiles enters
+    the merge, so the result equals whole-image detection whatever the tile size (spread 0
+    included, the response floor being the raster's strongest point's, not a tile's); the merge
     (``core.keypoint_merge.TileMerger``) drops the points that can no longer change it as the
     tiles come, so it holds about one row of tiles' maxima, not the raster's.
 
@@ -464,18 +465,10 @@ def detect_keypoints_tiled(
             core &= points_in_box(xy_map, settings.extent_map).reshape(core.shape)
         if settings.coverage is not None:
             core &= settings.coverage.at(cols, rows)
-        if settings.spread > 0:  # every local maximum: the global NMS and spread are exact
-            k = kp.detect_keypoints(arr, max_count=core.size, min_distance_px=0.0, border_px=0,
-                                    valid=valid, min_response_rel=0.0, candidates=core)  # fmt: skip
-        else:
-            k = kp.detect_keypoints(
-                arr,
-                max_count=settings.max_count,
-                min_distance_px=settings.min_distance_px,
-                border_px=0,
-                valid=valid,
-                candidates=core,
-            )
+        # every local maximum: the global NMS, spread and response floor are exact (a tile's
+        # own floor, 1 % of ITS strongest, let a low-contrast tile's weak corners through)
+        k = kp.detect_keypoints(arr, max_count=core.size, min_distance_px=0.0, border_px=0,
+                                valid=valid, min_response_rel=0.0, candidates=core)  # fmt: skip
         merger.add(kp.Keypoints(xy_px=k.xy_px + [rx0, ry0], response=k.response))
         if progress is not None:
             progress((i + 1) / len(tiles))

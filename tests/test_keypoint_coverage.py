@@ -182,6 +182,25 @@ def test_tiled_spread_equals_whole_image_detection(
     assert (strongest.xy_px[:, 0] < 200).sum() <= 2
     with pytest.raises(ValueError, match="SPREAD must be in"):
         reg.DetectSettings(spread=-0.1)
+    # NaN passed every comparison and was refused later as "must be non-negative"
+    with pytest.raises(ValueError, match="min_distance_px >= 1.*got nan"):
+        reg.DetectSettings(min_distance_px=float("nan"))
+
+
+@pytest.mark.parametrize("tile_px", [100, 128, 4096])
+def test_tiled_strongest_first_equals_whole_image_detection(tmp_path: Path, tile_px: int) -> None:
+    """SPREAD 0 with room left in MAX_COUNT: each tile applied the response floor (1 % of the
+    strongest) to ITS strongest, so the tiles of a 5 % contrast half gave every corner there
+    (about half the points at 128 px tiles, none in one tile); the floor is now the raster's."""
+    img = _texture(3, 400)
+    img[:, 200:] = 100 + 0.05 * (img[:, 200:] - 100)
+    info = _write(tmp_path / "half.tif", [img], GT)
+    s = reg.DetectSettings(min_distance_px=8, max_count=5000, border_px=20, tile_px=tile_px)
+    tiled = reg.detect_keypoints_tiled(info, s)
+    whole = detect_keypoints(img, 5000, 8.0, border_px=20)
+    assert len(whole) >= 300 and (whole.xy_px[:, 0] >= 200).sum() == 0
+    np.testing.assert_array_equal(tiled.xy_px, whole.xy_px)
+    np.testing.assert_array_equal(tiled.response, whole.response)
 
 
 @pytest.mark.parametrize(("tile_px", "spacing"), [(48, 24.0), (64, 90.0), (128, 40.0), (150, 12.0)])

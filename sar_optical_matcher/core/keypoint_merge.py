@@ -52,7 +52,8 @@ class TileMerger:
         max_count: maximum number of merged keypoints (>= 0).
         spread: share of ``max_count`` shared out over cells of ``extent`` first.
         extent: ``(x0, y0, x1, y1)`` pixels the spread's cells tile; needed with a spread.
-        min_response_rel: with a spread, the floor of the points taken by strength.
+        min_response_rel: the floor of the points taken by strength, relative to the
+            strongest merged point (0: none).
         valid: with a spread, optional ``(gy, gx)`` bool grid over ``extent`` of where
             keypoints may lie (``keypoints.spread_grid``).
     """
@@ -119,10 +120,8 @@ class TileMerger:
         self._added = len(self._boxes)
         self._settle()
         xy, resp = self._pool_xy, self._pool_resp
-        if self._spread == 0:
-            return kp.Keypoints(xy[: self._max_count], resp[: self._max_count])
-        assert self._extent is not None  # checked in __init__
-        keep = kp.select_spread(xy, resp, self._max_count, self._spread, self._extent,
+        extent = self._extent or (0.0, 0.0, 0.0, 0.0)  # spread 0: no cells, the floor only
+        keep = kp.select_spread(xy, resp, self._max_count, self._spread, extent,
                                 self._min_rel, self._valid)  # fmt: skip
         return kp.Keypoints(xy[keep], resp[keep])
 

@@ -230,12 +230,13 @@ def detect_keypoints(
 ) -> Keypoints:
     """Harris keypoints at least ``min_distance_px`` apart, strongest first.
 
-    Candidates are 3x3 local maxima of :func:`harris_response` with a response above
-    ``min_response_rel`` times the image's maximum (and > 0), on valid pixels, whose centre
-    is at least ``border_px`` from every image edge (``border_px <= col + 0.5 <= W -
-    border_px``, likewise for rows), so a region of ``2 * border_px`` around each fits in the
-    image. Greedy non-maximum suppression then keeps the strongest candidate and drops every
-    candidate closer than ``min_distance_px`` to a kept one, up to ``max_count`` points.
+    Candidates are 3x3 local maxima of :func:`harris_response` with a response > 0, on valid
+    pixels, whose centre is at least ``border_px`` from every image edge (``border_px <= col +
+    0.5 <= W - border_px``, likewise for rows), so a region of ``2 * border_px`` around each
+    fits in the image. Greedy non-maximum suppression then keeps the strongest candidate and
+    drops every candidate closer than ``min_distance_px`` to a kept one, up to ``max_count``
+    points above ``min_response_rel`` times the strongest returned one (the strongest
+    keypoint, not the strongest pixel: the floor a tiled detection can apply exactly).
     Whether a keypoint's neighbourhood contains invalid pixels is left to the caller.
 
     Args:
@@ -252,8 +253,8 @@ def detect_keypoints(
             counted towards ``max_count``.
         spread: share in [0, 1] of ``max_count`` shared out over a grid of cells of the
             border's inner box before the rest goes by strength (:func:`select_spread`); 0:
-            strongest first. With a spread, ``min_response_rel`` is relative to the strongest
-            candidate and applies to the points taken by strength only.
+            strongest first. With a spread, ``min_response_rel`` applies to the points taken
+            by strength only.
 
     Returns:
         :class:`Keypoints` sorted by response, descending (possibly empty).
@@ -281,8 +282,7 @@ def detect_keypoints(
     peak = float(inner.max())
     if peak <= 0:
         return Keypoints.empty()
-    floor = min_response_rel * peak if spread == 0 else 0.0  # else applied by select_spread
-    cand = (inner > max(0.0, floor)) & ok[r0 : r1 + 1, c0 : c1 + 1]
+    cand = (inner > 0.0) & ok[r0 : r1 + 1, c0 : c1 + 1]  # the floor: after the suppression
     cand &= _local_maxima(resp, r0, r1, c0, c1)
     rows, cols = np.nonzero(cand)
     rows, cols = rows + r0, cols + c0
@@ -297,6 +297,8 @@ def detect_keypoints(
     keep = _greedy_nms(xy, float(min_distance_px), budget, inside)
     if inside is not None:
         keep = keep[inside[keep]]
+    if spread == 0 and len(keep):  # a suffix of the strongest-first points: budget unchanged
+        keep = keep[values[keep] > min_response_rel * values[keep[0]]]
     if spread > 0:
         box = (float(border_px), float(border_px), float(w - border_px), float(h - border_px))
         keep = keep[select_spread(xy[keep], values[keep], int(max_count), spread, box,
@@ -488,9 +490,10 @@ def merge_keypoints(
     The merged set is identical to whole-image detection when every tile is read with a halo
     of at least ``ceil(4 sigma) + 2`` px, only points inside the tile's core are kept, and the
     tiles are detected with ``min_distance_px=0`` and ``min_response_rel=0`` (all local
-    maxima). With the spacing applied per tile as well, spacing is still guaranteed but a few
-    points can be lost: a tile may suppress a point because of a neighbour that a stronger
-    point in another tile suppresses in turn.
+    maxima), the floor ``min_response_rel`` being applied here to the merged points. With the
+    spacing applied per tile as well, spacing is still guaranteed but a few points can be
+    lost: a tile may suppress a point because of a neighbour that a stronger point in another
+    tile suppresses in turn.
 
     Args:
         parts: keypoint sets in one common pixel frame.
@@ -501,7 +504,8 @@ def merge_keypoints(
             ``min_distance_px=0`` and ``min_response_rel=0``, the floor being applied here.
         extent: ``(x0, y0, x1, y1)`` pixels the cells tile (with a spread; default: the
             points' bounding box).
-        min_response_rel: with a spread, the floor of the points taken by strength.
+        min_response_rel: the floor of the points taken by strength, relative to the
+            strongest merged point (0: none).
         valid: with a spread, optional ``(gy, gx)`` bool grid over ``extent`` of where
             keypoints may lie (:func:`spread_grid`).
 
@@ -516,8 +520,9 @@ def merge_keypoints(
     values = np.concatenate([p.response for p in parts])
     order = np.lexsort((xy[:, 0], xy[:, 1], -values))
     xy, values = xy[order], values[order]
-    if spread == 0:
+    if spread == 0:  # the floor is the strongest point's, not a tile's: applied here
         keep = _greedy_nms(xy, float(min_distance_px), int(max_count))
+        keep = keep[values[keep] > min_response_rel * max(float(values[0]), 0.0)]
         return Keypoints(xy[keep], values[keep])
     keep = _greedy_nms(xy, float(min_distance_px), len(xy))
     if extent is None:

@@ -103,7 +103,7 @@ def test_nms_is_exact_greedy() -> None:
             Keypoints(xy[:1500], rng.random(len(xy[:1500]))),
             Keypoints(xy[1500:], rng.random(len(xy[1500:]))),
         ]
-        merged = merge_keypoints(parts, d, 10_000)
+        merged = merge_keypoints(parts, d, 10_000, min_response_rel=0.0)  # NMS alone
         allxy = np.concatenate([p.xy_px for p in parts])
         allr = np.concatenate([p.response for p in parts])
         order = np.argsort(-allr, kind="stable")
