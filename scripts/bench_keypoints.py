@@ -4,7 +4,8 @@ One pair from ``make_large_pair.py`` (a VRT mosaic above 8192 px), then ONE fres
 process per variant runs ``registration.detect_keypoints_tiled`` and reports its wall time
 and the process's peak RSS (``VmHWM``):
 
-- ``spread0``: SPREAD 0 (strongest first; each tile passes its own spaced keypoints);
+- ``spread0``: SPREAD 0 (strongest first; since stop 33 the tiles pass every local maximum to
+  the streaming merge, as with a spread);
 - ``held``: SPREAD 0.5 with every tile's local maxima held until one merge at the end
   (``keypoints.merge_keypoints``, the detection before the streaming merge);
 - ``stream``: SPREAD 0.5 with the streaming merge (``core.keypoint_merge.TileMerger``).
@@ -85,6 +86,8 @@ def _detect(job: dict[str, Any], queue: Any) -> None:
         from sar_optical_matcher import rasters
         from sar_optical_matcher import registration as reg
 
+        if job["flush_min"] is not None:  # settle sooner: small rasters stream too
+            reg.kp_merge._FLUSH_MIN = job["flush_min"]
         merger = _HoldAll if job["variant"] == "held" else _counting(reg.kp_merge.TileMerger)
         reg.kp_merge.TileMerger = merger  # type: ignore[misc]
         optical = rasters.open_raster(job["optical"], 1)
@@ -108,9 +111,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--max-count", type=int, default=500)
     p.add_argument("--spacing", type=float, default=128.0, help="MIN_DISTANCE in pixels")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.add_argument(
+        "--flush-min", type=int, default=None,
+        help="settle the streaming merge after this many new points (default: the library's "
+        "65,536; below that count a raster is merged once, at the end)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.size < 512 or args.max_count < 1 or args.spacing < 1:
         p.error("need --size >= 512, --max-count >= 1 and --spacing >= 1")
+    if args.flush_min is not None and args.flush_min < 1:
+        p.error(f"--flush-min must be >= 1, got {args.flush_min}")
     work = Path(tempfile.mkdtemp(prefix="bench_keypoints_"))
     try:
         optical = run_child(_generate, str(work), args.size)
@@ -118,7 +128,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         rows = []
         for variant in args.variants:
             job = {"optical": optical, "variant": variant, "spacing": args.spacing,
-                   "max_count": args.max_count}  # fmt: skip
+                   "max_count": args.max_count, "flush_min": args.flush_min}  # fmt: skip
             rows.append(run_child(_detect, job))
             r = rows[-1]
             print(f"{args.size:>6} px {r['variant']:>8}: {r['seconds']:7.1f} s, peak RSS "

@@ -32,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sar_optical_matcher.core.files import write_text_atomic  # noqa: E402
+from sar_optical_matcher.core.files import check_destination, write_text_atomic  # noqa: E402
+from sar_optical_matcher.model.runtime import read_contract  # noqa: E402
 from scripts.bench_correspondence import (  # noqa: E402
     RANDOM_SPECS,
     check_json_destination,
@@ -231,9 +232,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size is not None:
         args.sizes = [args.size]
-    if args.keypoints < 1 or args.tile < 256 or min(args.sizes) < args.tile:
-        p.error("need --keypoints >= 1, --tile >= 256 and every size >= --tile")
+    if args.keypoints < 1 or args.batch < 1 or args.tile < 256 or min(args.sizes) < args.tile:
+        p.error("need --keypoints >= 1, --batch >= 1, --tile >= 256 and every size >= --tile")
     check_json_destination(p, args.json)
+    # before the pairs are generated (minutes at 20,000 px), not in the child after them
+    try:
+        if args.workdir is not None:
+            check_destination(args.workdir, folder=True)
+        if args.model is not None:
+            read_contract(args.model)
+    except (ValueError, RuntimeError) as exc:  # ModelError, MissingDependencyError
+        p.error(str(exc))
     return args
 
 

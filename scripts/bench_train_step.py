@@ -105,18 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=str(ROOT / "training/configs/default.yaml"))
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--tiny", action="store_true", help="tiny model and batch (smoke test)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
-    if args.steps < 1:
-        ap.error("--steps must be >= 1")
+    if args.steps < 1 or args.threads < 0:
+        ap.error(f"--steps must be >= 1 and --threads >= 0, got {args.steps} and {args.threads}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda, but torch sees no CUDA device here; use --device cpu")
     check_json_destination(ap, args.json)
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = [f"run.device={args.device}", "run.progress=false", "run.tensorboard=false"]
     overrides += TINY if args.tiny else []
-    shipped = load_config(args.config, overrides)
+    try:
+        shipped = load_config(args.config, overrides)
+    except ValueError as exc:  # a missing or invalid --config
+        ap.error(str(exc))
+    if shipped.optim.epochs < args.steps + 2:
+        # the one-cycle schedule has epochs x (at least 1) steps; --steps 160 stepped past its
+        # end (the rate a step runs at does not change its time)
+        overrides.append(f"optim.epochs={args.steps + 2}")
+        shipped = load_config(args.config, overrides)
     matching = load_config(args.config, [*overrides, "loss.w_recon=0.0", "loss.w_adv=0.0"])
     batch = shipped.optim.batch_size
     train = random_patch_set(2 * batch, shipped.data.search_size_px, shipped.data.template_size_px)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,6 +197,58 @@ def test_large_pair_mosaics_share_their_layout(tmp_path: Path) -> None:
 
 
 def test_bench_keypoints_tiny() -> None:
-    text = _run("bench_keypoints.py", "--size", "1024", "--max-count", "100", "--spacing", "48")
+    """Four tiles (2400 px) settled after each (--flush-min 1): the streaming merge really drops
+    points as the tiles come (at the default 65,536 a small raster was merged once, at the
+    end, so "identical" compared one merge with another), and still matches the held one."""
+    text = _run("bench_keypoints.py", "--size", "2400", "--max-count", "100", "--spacing", "48",
+                "--flush-min", "1")  # fmt: skip
     assert "held and stream: identical keypoints" in text
     assert text.count(" px ") == 3  # one line per variant
+    held = {
+        m.group(1): (int(m.group(2).replace(",", "")), int(m.group(3).replace(",", "")))
+        for m in re.finditer(r"px +(\w+):.*held at most ([\d,]+) of ([\d,]+) points", text)
+    }
+    assert held["held"][0] == held["held"][1] > 10_000
+    assert held["stream"][0] < held["stream"][1] == held["held"][1]
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        # 0 was taken as "all m*m windows": a 4 GB, multi-minute map
+        ("bench_correspondence", ["--reference-windows", "0"], "--reference-windows"),
+        # tracebacks before
+        ("bench_train_step", ["--threads", "-1"], "--threads >= 0, got 5 and -1"),
+        ("bench_train_step", ["--device", "gpu"], "invalid choice: 'gpu'"),
+        ("bench_train_step", ["--config", "/nonexistent/x.yaml"], "not found"),
+        ("bench_register", ["--workdir", "{file}/sub"], "is a file|not a folder|cannot"),
+        # refused only after the pair was generated (minutes at 20,000 px)
+        ("bench_register", ["--batch", "0"], "--batch >= 1"),
+        ("bench_register", ["--model", "{tmp}/none.onnx"], "does not exist"),
+    ],
+)
+def test_benchmarks_refuse_bad_arguments_up_front(
+    script: str, argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import importlib
+
+    (tmp_path / "afile").write_text("x")
+    argv = [a.format(file=tmp_path / "afile", tmp=tmp_path) for a in argv]
+    module = importlib.import_module(f"scripts.{script}")
+    entry = getattr(module, "parse_args", None) or module.main
+    with pytest.raises(SystemExit) as info:
+        entry(argv)
+    assert info.value.code == 2
+    assert re.search(message, capsys.readouterr().err), message
+
+
+def test_bench_window_chunks_are_the_windows_in_raster_order() -> None:
+    """``_windows`` copies one batch (the reshape of the whole view had copied all m*m)."""
+    from scripts.bench_correspondence import _windows
+
+    region = np.random.default_rng(0).random((20, 20)).astype(np.float32)
+    every = np.lib.stride_tricks.sliding_window_view(region, (8, 8)).reshape(-1, 8, 8)
+    for first, stop in ((0, 1), (5, 37), (160, 169)):
+        chunk = _windows(region, 8, first, stop)
+        assert chunk.shape == (stop - first, 1, 8, 8) and chunk.flags.c_contiguous
+        np.testing.assert_array_equal(chunk[:, 0], every[first:stop])
