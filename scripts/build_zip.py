@@ -99,8 +99,12 @@ def build_zip(out: Path, root: Path = ROOT) -> Path:
 def install_plugin(plugins_dir: Path, root: Path = ROOT) -> Path:
     """Copy the plugin into ``plugins_dir/sar_optical_matcher``, replacing an older copy.
 
-    The new copy is written beside the old one and swapped in only once it is complete: a
-    failed copy (a full disk, an unreadable file) leaves the installed plugin as it was.
+    The new copy is written beside the old one and swapped in only once it is complete; the
+    old copy is deleted only once the new one is in place, so a failed copy (a full disk, an
+    unreadable file) or a failed swap leaves the installed plugin as it was. A symbolic link
+    there (a development checkout linked into the profile) is replaced, its target untouched.
+    Files are rw-r--r-- and folders rwxr-xr-x whatever the umask, as in the zip: unzipped
+    into a shared plugins folder, every user's QGIS must read it.
     """
     plugins_dir.mkdir(parents=True, exist_ok=True)
     dest = plugins_dir / PLUGIN
@@ -109,21 +113,25 @@ def install_plugin(plugins_dir: Path, root: Path = ROOT) -> Path:
     try:
         for src, arc in plugin_files(root):
             target = staging / arc
-            target.parent.mkdir(parents=True, exist_ok=True)
+            for folder in reversed(list(target.relative_to(staging).parents)[:-1]):
+                (staging / folder).mkdir(exist_ok=True)
+                (staging / folder).chmod(0o755)
             shutil.copyfile(src, target)
-            target.chmod(0o644)  # as in the zip: every user's QGIS must read it
+            target.chmod(0o644)
         staging.chmod(0o755)  # mkdtemp makes it 0700
-        if dest.exists():
+        if dest.is_symlink():
+            dest.unlink()  # the link only: its target is someone's checkout
+        elif dest.exists():
             dest.rename(old)
         try:
             staging.rename(dest)
         except OSError:
-            if old.exists():
-                old.rename(dest)  # the old copy back
+            if old.exists() and not dest.exists():
+                old.rename(dest)  # the old copy back; if even that fails, it stays as `old`
             raise
+        shutil.rmtree(old, ignore_errors=True)  # the new copy is in place
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only there when something failed
-        shutil.rmtree(old, ignore_errors=True)
     return dest
 
 

@@ -187,3 +187,45 @@ def test_install_replaces_the_old_copy_and_a_failed_one_keeps_it(
     assert marker.read_bytes() == before  # the installed copy is whole
     assert {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} == shipped
     assert [p.name for p in plugins.iterdir()] == ["sar_optical_matcher"]
+
+
+def test_install_over_a_link_a_strict_umask_and_a_failed_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A linked checkout was renamed aside and left as a hidden link for good; sub-folders
+    followed a umask of 077 (unreadable to other users' QGIS); a failed swap whose restore
+    failed too deleted the only installed copy."""
+    import os
+
+    from scripts import build_zip as bz
+
+    plugins, checkout = tmp_path / "plugins", tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "mine.py").write_text("# a developer's work\n")
+    plugins.mkdir()
+    (plugins / "sar_optical_matcher").symlink_to(checkout, target_is_directory=True)
+    old_umask = os.umask(0o077)
+    try:
+        dest = bz.install_plugin(plugins)
+    finally:
+        os.umask(old_umask)
+    assert not dest.is_symlink() and (dest / "metadata.txt").is_file()
+    assert (checkout / "mine.py").read_text() == "# a developer's work\n"  # target untouched
+    assert [p.name for p in plugins.iterdir()] == ["sar_optical_matcher"]
+    folders = [dest, *(p for p in dest.rglob("*") if p.is_dir())]
+    assert len(folders) > 3 and {oct(p.stat().st_mode & 0o777) for p in folders} == {"0o755"}
+
+    before = (dest / "metadata.txt").read_bytes()
+    real_rename = Path.rename
+
+    def busy(self: Path, target: Path) -> Path:  # both renames onto the plugin folder fail
+        if Path(target) == dest:
+            raise OSError(16, "Device or resource busy")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy)
+    with pytest.raises(OSError, match="busy"):
+        bz.install_plugin(plugins)
+    monkeypatch.undo()
+    kept = [p for p in plugins.iterdir() if (p / "metadata.txt").is_file()]
+    assert len(kept) == 1 and (kept[0] / "metadata.txt").read_bytes() == before
