@@ -452,7 +452,13 @@ def run_all(
         else:
             fn = harness.classical_map_fn(name)
         pred = harness.run_method(
-            samples, fn, args.batch, name=name, keep_maps=args.maps, confidence_model=conf_model
+            samples,
+            fn,
+            args.batch,
+            name=name,
+            keep_maps=args.maps,
+            confidence_model=conf_model,
+            similarity_range=classical.SIMILARITY_RANGE.get(name, (-1.0, 1.0)),
         )
         results.append(pred)
         correct = pred.error_px <= args.correct_px

@@ -348,6 +348,7 @@ def run_method(
     keep_maps: int = 0,
     confidence_model: Any = None,
     exclusion_radius_px: int = 4,
+    similarity_range: tuple[float, float] | None = (-1.0, 1.0),
 ) -> Predictions:
     """Run one method on all samples and locate each map's peak.
 
@@ -360,6 +361,9 @@ def run_method(
             that a figure shows several records and scenes, not the first record only).
         confidence_model: ``core.peaks.ConfidenceModel`` (None: the default model).
         exclusion_radius_px: second-peak exclusion radius for the peak analysis.
+        similarity_range: the maps' value range for the peak analysis (the default suits
+            cosine maps; a classical peer's is ``core.classical.SIMILARITY_RANGE[name]``, None
+            for maps without a fixed range: each map's own min..max).
 
     Returns:
         The predictions, errors and timing.
@@ -381,7 +385,7 @@ def run_method(
             [s.sar_scale for s in chunk],
         )
         stats = peaks.analyse_maps(
-            np.asarray(maps, np.float32), exclusion_radius_px, confidence_model
+            np.asarray(maps, np.float32), exclusion_radius_px, confidence_model, similarity_range
         )
         preds += [(st.subpixel_x_px, st.subpixel_y_px) for st in stats]
         conf += [st.confidence for st in stats]

@@ -264,3 +264,15 @@ METHODS: dict[str, MapFn] = {
     "phase": phase_correlation_map,
     "cfog": cfog_map,
 }
+
+#: Value range of each method's map for the peak analysis (``core.peaks.analyse_maps``'s
+#: ``similarity_range``): NCC and phase correlation are bounded by [-1, 1] (a regularised
+#: cross-power spectrum has every magnitude < 1); mutual information (nats) and the negative
+#: SSD have no fixed range, so each map's own min..max is used (None). A fixed (-1, 1) squeezed
+#: their peak-to-second ratio towards 1 (MI 1.00-1.08 instead of 1.01-1.52 on synthetic pairs).
+SIMILARITY_RANGE: dict[str, tuple[float, float] | None] = {
+    "ncc": (-1.0, 1.0),
+    "mi": None,
+    "phase": (-1.0, 1.0),
+    "cfog": None,
+}

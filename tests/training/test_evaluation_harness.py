@@ -236,6 +236,34 @@ def test_run_method_and_summarise() -> None:
     assert table.count("\n") == 4 and "| cfog | 6 |" in table
 
 
+def test_peers_peak_ratio_is_taken_over_their_own_value_range() -> None:
+    """MI (nats) and CFOG (negative SSD) maps have no fixed range: ``evaluate`` analyses each
+    over its own min..max, where a cosine's [-1, 1] squeezed the peak-to-second ratio to ~1
+    and so flattened the feature the peers' cross-validated confidence is fitted on."""
+    from sar_optical_matcher.core import peaks
+    from scripts import evaluate
+
+    argv = ["--data", "synthetic:1:256", "--methods", "ncc,mi,cfog", "--samples-per-pair", "3"]
+    args = evaluate.parse_args([*argv, "--maps", "0"])
+    samples = evaluate.build_samples(args)
+    preds, _ = evaluate.run_all(args, samples)
+    for pred in preds:
+        maps = harness.classical_map_fn(pred.method)(
+            np.stack([s.template for s in samples]),
+            np.stack([s.region for s in samples]),
+            [s.sar_scale for s in samples],
+        )
+        own = peaks.map_features(
+            peaks.analyse_maps(maps, similarity_range=classical.SIMILARITY_RANGE[pred.method])
+        )
+        np.testing.assert_allclose(pred.features, own, rtol=1e-6, atol=1e-9)
+        cosine = peaks.map_features(peaks.analyse_maps(maps))
+        if pred.method == "ncc":  # a bounded map keeps the fixed range
+            np.testing.assert_allclose(pred.features, cosine, rtol=1e-6, atol=1e-9)
+        else:  # log ratio: squeezed by a fixed (-1, 1)
+            assert (own[:, 1] > cosine[:, 1] + 0.05).all(), (pred.method, own[:, 1], cosine[:, 1])
+
+
 def test_cross_validated_confidence_ranks_separable_data() -> None:
     rng = np.random.default_rng(6)
     correct = rng.random(200) < 0.4
