@@ -507,28 +507,32 @@ class TiePoints:
         shift = np.array([[r.dx_px, r.dy_px] for r in records], np.float64).reshape(-1, 2)
         return cls(src, dst, ok, np.array([int(r.id) for r in records], np.int64), shift)
 
-    def usable(self, half_range: float) -> np.ndarray:
+    def usable(self, half_range: float, far_range: float | None = None) -> np.ndarray:
         """(N,) bool: accepted, and the peak not on the edge of the correspondence map.
 
-        A peak on the map's edge (``|dx|`` or ``|dy|`` at the search range ``half_range``) is
-        where unrelated content peaks most often and cannot be localised: it is no evidence.
+        A peak on the map's edge (``dx`` or ``dy`` at the search range: ``-half_range`` or
+        ``+far_range``, see :func:`on_map_edge`) is where unrelated content peaks most often
+        and cannot be localised: it is no evidence.
         """
         ok = np.asarray(self.accepted, bool).copy()
         if self.shift_px is not None:
-            ok &= ~on_map_edge(self.shift_px, half_range)
+            ok &= ~on_map_edge(self.shift_px, half_range, far_range)
         return ok
 
 
-def on_map_edge(shift_px: Any, half_range: float) -> np.ndarray:
+def on_map_edge(shift_px: Any, half_range: float, far_range: float | None = None) -> np.ndarray:
     """(N,) bool: shifts ``(N, 2)`` whose peak lies on the correspondence map's edge.
 
-    ``|dx|`` or ``|dy|`` beyond ``half_range - 0.5``, the largest offset inside the map (NaN:
-    not on it). One rule for Register's tie points (:meth:`TiePoints.usable`) and Compute
-    correspondence's matches.
+    ``dx`` or ``dy`` below ``-(half_range - 0.5)`` or above ``far_range - 0.5``, the largest
+    offsets inside the map (NaN: not on it). ``far_range`` (None: ``half_range``) is larger
+    where the search and template sides differ by an odd number of pixels: the map then
+    reaches one grid pixel farther on the positive side (offsets ``-h .. h + 1``). One rule
+    for Register's tie points (:meth:`TiePoints.usable`) and Compute correspondence's matches.
     """
     shift = np.asarray(shift_px, np.float64).reshape(-1, 2)
+    far = half_range if far_range is None else far_range
     with np.errstate(invalid="ignore"):
-        return (np.abs(shift) > half_range - 0.5).any(axis=1)
+        return ((shift < -(half_range - 0.5)) | (shift > far - 0.5)).any(axis=1)
 
 
 @dataclass
@@ -670,6 +674,7 @@ def fit_tie_points(
     rng: np.random.Generator,
     half_range: float = 64,
     nominal_jacobian: np.ndarray | None = None,
+    far_range: float | None = None,
 ) -> FitResult:
     """RANSAC on the usable tie points, then the final fit; refuse when evidence is thin.
 
@@ -694,6 +699,8 @@ def fit_tie_points(
             it holds for a SAR of another pixel size, rotation or CRS (``dst = src + t`` there
             is a scaling error that grows across the raster). ``None``: the identity (one
             pixel grid). Ignored by the other kinds, which fit their linear part.
+        far_range: the search range on the positive side, where it is larger (an odd
+            search - template difference; None: ``half_range``; see :func:`on_map_edge`).
 
     Raises:
         RegistrationError: the evidence does not prove a registration; the message says why.
@@ -701,7 +708,7 @@ def fit_tie_points(
     if kind not in TRANSFORM_KINDS:
         raise ValueError(f"transform kind must be one of {TRANSFORM_KINDS}, not {kind!r}")
     need = required_inliers(kind, min_inliers)
-    usable = ties.usable(half_range)
+    usable = ties.usable(half_range, far_range)
     idx = np.flatnonzero(usable)
     if idx.size < need:
         raise RegistrationError(

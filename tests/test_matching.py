@@ -395,3 +395,26 @@ def test_shift_convention_with_odd_sizes(tmp_path: Path, t: int, s: int, grid_sc
     for r in result.records:
         assert r.status == "ok"
         assert abs(r.dx_px - 3.0) < tol and abs(r.dy_px + 5.0) < tol, (r.dx_px, r.dy_px)
+
+
+@pytest.mark.parametrize(
+    ("shift", "on_edge"),
+    [((8.0, 0.0), False), ((0.0, 8.0), False), ((-8.0, 0.0), True), ((0.0, -8.0), True),
+     ((9.0, 0.0), True), ((7.0, -7.0), False)],
+)  # fmt: skip
+def test_edge_rule_with_an_odd_search_range(tmp_path: Path, shift, on_edge: bool) -> None:
+    """T 33 in S 50: the map's offsets run from -8 to +9 px, so +8 lies inside it and only -8
+    and +9 are its edge; the symmetric rule |dx| > 7.5 refused good +8 matches."""
+    from sar_optical_matcher.processing.matching_plan import edge_peaks
+
+    rng = np.random.default_rng(0)
+    img = ndimage.gaussian_filter(rng.normal(size=(300, 300)), 2.0).astype(np.float32)
+    img = (img - img.min()) / np.ptp(img) * 1000 + 1
+    optical = open_raster(make_tif(tmp_path / "o.tif", img, UTM_GT))
+    sar = open_raster(make_tif(tmp_path / "s.tif", img, shifted_gt(*shift)))
+    kps = np.array([[150.5, 150.5], [140.0, 160.0]])
+    result = match_keypoints(optical, 1, sar, 1, kps, _NccMatcher(33, 50), sar_scale="db")
+    for r in result.records:
+        assert r.status == "ok"
+        assert abs(r.dx_px - shift[0]) < 0.1 and abs(r.dy_px - shift[1]) < 0.1, (r.dx_px, r.dy_px)
+    assert edge_peaks(result.records, 50, 33).tolist() == [on_edge, on_edge]

@@ -1978,3 +1978,26 @@ def test_matching_grid_notes_give_a_non_square_optical_pixel_by_both_steps(
     assert fine.note.endswith(
         f"or to the SAR pixel size, 30 (counted along the column step: a grid of 30 x 60 {steps})"
     )
+
+
+def test_usable_takes_the_far_side_of_an_odd_search_range() -> None:
+    """Offsets -8 .. +9 (S - T = 17): +8 is inside the map, -8 and +9 are its edge."""
+    shift = np.array([[8.0, 0.0], [0.0, 8.0], [-8.0, 0.0], [9.0, 0.0], [7.4, -7.4], [np.nan, 0]])
+    ties = reg.TiePoints(shift.copy(), shift.copy(), np.ones(6, bool), np.arange(6), shift)
+    assert ties.usable(8.0, 9.0).tolist() == [True, True, False, False, True, True]
+    assert ties.usable(8.0).tolist() == [False, False, False, False, True, True]  # symmetric
+    assert reg.on_map_edge(shift, 8.0, 9.0).tolist() == [False, False, True, True, False, False]
+
+
+def test_fit_tie_points_passes_the_far_range_on() -> None:
+    """20 matches at +8 px (inside a -8 .. +9 map) register; called edge peaks they did not."""
+    rng = np.random.default_rng(4)
+    src = rng.uniform(0, 1000, (20, 2))
+    shift = np.tile([8.0, 0.0], (20, 1))
+    ties = reg.TiePoints(src, src + shift, np.ones(20, bool), np.arange(20), shift)
+    fit = reg.fit_tie_points(ties, "shift", 1.0, 8, np.random.default_rng(0), half_range=8.0,
+                             far_range=9.0)  # fmt: skip
+    assert fit.inliers.all()
+    np.testing.assert_allclose(fit.transform.apply(np.zeros((1, 2))), [[8.0, 0.0]], atol=1e-9)
+    with pytest.raises(reg.RegistrationError):
+        reg.fit_tie_points(ties, "shift", 1.0, 8, np.random.default_rng(0), half_range=8.0)

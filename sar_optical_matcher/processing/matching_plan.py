@@ -215,6 +215,17 @@ def edge_half_range(search_size: int, template_size: int, grid_scale: float = 1.
     return ((search_size - template_size) // 2 - 0.5) * grid_scale + 0.5
 
 
+def edge_far_range(search_size: int, template_size: int, grid_scale: float = 1.0) -> float:
+    """The ``far_range`` of ``registration.TiePoints.usable``, optical pixels.
+
+    The map's offsets run from ``-h`` to ``S - T - h`` grid pixels (``h = (S - T) // 2``):
+    one more on the positive side where ``S - T`` is odd. Equal to :func:`edge_half_range`
+    otherwise.
+    """
+    far = (search_size - template_size) - (search_size - template_size) // 2
+    return (far - 0.5) * grid_scale + 0.5
+
+
 def edge_peaks(records: Sequence[Any], search_size: int, template_size: int,
                grid_scale: float = 1.0) -> np.ndarray:  # fmt: skip
     """(N,) bool: matched records whose peak lies on the edge of the correspondence map.
@@ -224,7 +235,8 @@ def edge_peaks(records: Sequence[Any], search_size: int, template_size: int,
     is noise, and it cannot be localised.
     """
     shift = [[r.dx_px, r.dy_px] for r in records]
-    return reg.on_map_edge(shift, edge_half_range(search_size, template_size, grid_scale))
+    near = edge_half_range(search_size, template_size, grid_scale)
+    return reg.on_map_edge(shift, near, edge_far_range(search_size, template_size, grid_scale))
 
 
 def edge_peak_warning(n_edge: int, n_matched: int, search_size: int, template_size: int,

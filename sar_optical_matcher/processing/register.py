@@ -46,7 +46,7 @@ from sar_optical_matcher.processing.compute_correspondence import (
     skipped_text,
 )
 from sar_optical_matcher.processing.detect_keypoints import declare_detect_params
-from sar_optical_matcher.processing.matching_plan import edge_half_range
+from sar_optical_matcher.processing.matching_plan import edge_far_range, edge_half_range
 from sar_optical_matcher.rasters import output_driver
 
 TIEPOINT_FIELDS = (
@@ -396,6 +396,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                 np.random.default_rng(s.seed),
                 half_range=half_px,
                 nominal_jacobian=jac if np.isfinite(jac).all() else None,
+                far_range=edge_far_range(m.search_size, m.template_size, result.grid_scale),
             )
         n_in = int(fit.inliers.sum())
         feedback.pushInfo(
