@@ -307,8 +307,8 @@ class TrainConfig:
 
     def _check_table(self) -> None:
         for key, ok, need in _RANGES:
-            section, name = key.split(".")
-            value = getattr(getattr(self, section), name)
+            section, _, name = key.rpartition(".")
+            value = getattr(getattr(self, section) if section else self, name)
             if not ok(value):
                 raise ValueError(f"{key} must be {need}, got {_shown(value)}")
 
@@ -381,7 +381,11 @@ def _shown(value: Any) -> Any:
 #: trains nothing, flip_p 2 is flip_p 1, max_val_pairs 0 validates nothing and no
 #: checkpoint_best.pt is ever written).
 _RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("seed", lambda v: 0 <= v < 2**32, "an integer in [0, 2**32 - 1]"),
     ("data.supervision_ratio", _probability, "in [0, 1] (e.g. 0.25 for 25 %)"),
+    ("data.max_keypoints_per_scene", lambda v: v >= 1, ">= 1 (Harris corners kept per scene)"),
+    ("data.min_distance_px", lambda v: v >= 0, ">= 0 px (the corners' spacing; paper: 128)"),
+    ("data.random_crops_per_scene", lambda v: v >= 0, ">= 0 (0: none)"),
     ("data.val_windows_per_pair", lambda v: v >= 1, ">= 1"),
     (
         "data.negative_min_shift_px",  # 0 lets the true window be a "negative"
@@ -559,8 +563,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
             f"config file {path} not found{where}; give a training YAML file, e.g. "
             "training/configs/default.yaml"
         )
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what went wrong and where (line, column; 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{what}{where}"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -588,7 +603,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             elif not isinstance(node, dict):
                 raise ValueError(f"override {key!r}: {'.'.join(parts[:i])} holds no keys")
             if i == len(parts) - 1:
-                node[index] = yaml.safe_load(value)
+                try:
+                    node[index] = yaml.safe_load(value)
+                except yaml.YAMLError as exc:
+                    raise ValueError(
+                        f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc)}); "
+                        "quote text, and close brackets: key=[1, 2]"
+                    ) from None
             else:
                 node = node.setdefault(index, {}) if isinstance(node, dict) else node[index]
     return raw

@@ -21,11 +21,14 @@ decoders end in a ReLU). Memory: 4 (S^2 + T^2) bytes per pair, 320 KB at 256/128
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -689,8 +692,12 @@ def load_records(cfg: DataConfig) -> list[PairRecord]:
     """
     calls = [_source_call(i, spec) for i, spec in enumerate(cfg.sources)]
     records: list[PairRecord] = []
-    for loader, opts, repeat in calls:
-        loaded = loader(**opts)
+    for i, (loader, opts, repeat) in enumerate(calls):
+        try:
+            loaded = loader(**opts)
+        except ValueError as exc:  # the loader's own check of a value: say which source
+            kind = cfg.sources[i].get("kind")
+            raise ValueError(f"data.sources[{i}] (kind {kind}): {exc}") from None
         loaded = [loaded] if isinstance(loaded, PairRecord) else loaded
         records += [dataclasses.replace(r, repeat=repeat) for r in loaded]
     return records
@@ -717,7 +724,58 @@ def _source_call(i: int, spec: dict[str, Any]) -> tuple[Callable[..., Any], dict
             f"data.sources[{i}] (kind {kind}): {what}; a {kind} source takes "
             f"{sorted(params)} (and repeat)"
         )
+    hints = typing.get_type_hints(loader)
+    for name, value in opts.items():
+        if _option_type_ok(value, hints.get(name, Any)) is False:
+            raise ValueError(
+                f"data.sources[{i}] (kind {kind}): option {name} must be "
+                f"{_type_words(hints[name])}, got {value!r}"
+            )
     return loader, opts, repeat
+
+
+def _option_type_ok(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` (read from YAML) fits a loader's annotation; None: not checked here.
+
+    ``bool`` is not an ``int`` here, an ``int`` is a ``float``, a path is given as text, a
+    sequence as a YAML list (its items checked), a mapping as a YAML mapping.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        answers = [_option_type_ok(value, a) for a in args]
+        return True if True in answers else (None if None in answers else False)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        items = [_option_type_ok(v, args[0]) for v in value] if args else []
+        return False if False in items else True
+    if origin in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, Path):
+        return isinstance(value, str)
+    return None
+
+
+def _type_words(hint: Any) -> str:
+    """``int | None`` -> 'an integer or null', ``Sequence[str]`` -> 'a list of text'."""
+    words = {int: "an integer", float: "a number", str: "text", Path: "a path", bool: "true/false",
+             type(None): "null", dict: "a mapping"}  # fmt: skip
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_type_words(a) for a in args))
+    if origin in (list, tuple, collections.abc.Sequence):
+        return f"a list of {_type_words(args[0])}" if args else "a list"
+    if origin in (dict, collections.abc.Mapping):
+        return "a mapping"
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def split_records(

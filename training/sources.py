@@ -429,8 +429,13 @@ def load_synthetic(n_scenes: int = 8, size_px: int = 512, seed: int = 0) -> list
     """
     from sar_optical_matcher.core.synthetic import make_pair, warp_sar_to_optical
 
-    if n_scenes < 1:
-        raise ValueError(f"n_scenes must be >= 1, got {n_scenes}")
+    for name, value, low in (
+        ("n_scenes", n_scenes, 1),
+        ("size_px", size_px, 16),
+        ("seed", seed, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"synthetic source: {name} must be an integer >= {low}, got {value!r}")
     records = []
     for i in range(int(n_scenes)):
         pair = make_pair(int(size_px), np.random.default_rng([seed, i]), max_shift_px=8.0)
