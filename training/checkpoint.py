@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from sar_optical_matcher.core.files import atomic_output
 
 MAGIC = b"SOMCKPT1"
 
@@ -36,17 +37,14 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> str:
     torch.save(payload, buf)
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    # created by open(), so the file has the umask's permissions like every other run output
+    # (mkstemp made checkpoints rw------- whatever the umask)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
             fh.write(MAGIC + f" {digest} {len(data)}\n".encode())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return digest
 
 
@@ -79,6 +77,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "checkpoint_best.pt or retrain"
         )
     return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
+def require_keys(state: Mapping[str, Any], path: str | Path, keys: Any, fix: str) -> None:
+    """Refuse a checkpoint that lacks any of ``keys`` (a foreign or hand-made ``.pt``).
+
+    Raises:
+        CheckpointError: naming the entries it lacks and ``fix``.
+    """
+    absent = [k for k in keys if k not in state]
+    if absent:
+        raise CheckpointError(f"{path} lacks {absent}: not a training checkpoint; {fix}")
 
 
 def load_error_line(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -106,16 +107,43 @@ def _config(args: argparse.Namespace, fallback: dict | None = None) -> TrainConf
     return cfg
 
 
+def check_out_folder(out: str | None, what: str) -> None:
+    """Refuse an ``--out`` folder that cannot be made or written, before any work is done.
+
+    Nothing is created here: a run that fails later leaves no empty folder behind.
+    """
+    if not out:
+        return
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file; give a folder for the {what}")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {path}: {parent} is a file, not a folder; give another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path}: {parent} is not writable; give another --out")
+
+
 def _evaluate(args: argparse.Namespace) -> dict:
     import torch
 
+    from sar_optical_matcher.core.files import write_text_atomic
     from sar_optical_matcher.core.preprocessing import PreprocessSpec
-    from training.checkpoint import load_checkpoint, load_weights
+    from training.checkpoint import load_checkpoint, load_weights, require_keys
     from training.data import build_datasets
     from training.evaluate import matching_accuracy
     from training.loop import build_matcher
 
+    check_out_folder(args.out, "evaluation report")
     state = load_checkpoint(args.checkpoint)
+    require_keys(
+        state,
+        args.checkpoint,
+        ("config", "model", "specs"),
+        "evaluate a checkpoint_*.pt written by `python -m training train`",
+    )
     cfg = _config(args, state["config"])
     matcher = build_matcher(cfg)
     fix = (
@@ -138,8 +166,9 @@ def _evaluate(args: argparse.Namespace) -> dict:
     result = matching_accuracy(matcher.to(device), split, specs, device, args.max_pairs)
     report: dict = dict(result, split=args.split, checkpoint=str(args.checkpoint))
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"evaluate_{args.split}.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(
+            Path(args.out) / f"evaluate_{args.split}.json", json.dumps(report, indent=1)
+        )
     return report
 
 
@@ -166,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
             check_range_args(args.steps, args.lr_start, args.lr_end)  # before the data are built
             cfg = _config(args)
+            check_out_folder(cfg.run.out_dir, "learning-rate test")
             encoder_spec(cfg)
             result = lr_range_test(
                 cfg,

@@ -118,6 +118,26 @@ def _destination(path: str | Path) -> Path:
     return path
 
 
+def refuse_checkpoint_out(path: str | Path) -> None:
+    """Refuse to write a model over a training checkpoint (``--out`` = ``--checkpoint``).
+
+    The export replaced it, said nothing and exited 0: the run's weights were gone.
+    """
+    from training.checkpoint import MAGIC
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(MAGIC))
+    except OSError:  # missing, a folder, unreadable: _destination says what is wrong
+        return
+    if head == MAGIC:
+        raise ValueError(
+            f"--out {path} is a training checkpoint: the model would replace it; give the "
+            "model a file of its own, e.g. model.onnx"
+        )
+
+
 def set_contract(path: str | Path, contract: ModelContract) -> None:
     """Replace the contract in an exported model's metadata (atomically, graph untouched)."""
     import onnx
@@ -221,15 +241,14 @@ def export_checkpoint(
         (written path, contract as written).
     """
     from sar_optical_matcher.core.preprocessing import PreprocessSpec
-    from training.checkpoint import CheckpointError, load_checkpoint, load_weights
+    from training.checkpoint import CheckpointError, load_checkpoint, load_weights, require_keys
     from training.config import config_from_dict
     from training.loop import build_matcher
 
+    refuse_checkpoint_out(path)
     state = load_checkpoint(checkpoint)
     fix = "export it with the code version that trained it, or retrain"
-    absent = [k for k in _STATE_KEYS if k not in state]
-    if absent:
-        raise CheckpointError(f"{checkpoint} lacks {absent}: not a training checkpoint; {fix}")
+    require_keys(state, checkpoint, _STATE_KEYS, fix)
     try:
         cfg = config_from_dict(state["config"])
         matcher = build_matcher(cfg)
@@ -240,7 +259,7 @@ def export_checkpoint(
     load_weights(matcher, state["model"], checkpoint, fix)
     history = list(state["history"])
     last = history[-1] if history else {}
-    val = {k: _finite_or_none(v) for k, v in last.items() if k.startswith("val_")}
+    val = {k: finite_or_none(v) for k, v in last.items() if k.startswith("val_")}
     contract = ModelContract(
         name=name or cfg.name,
         version=version or cfg.version,
@@ -261,7 +280,7 @@ def export_checkpoint(
             "global_step": int(state["global_step"]),
             "validation": val,
             "selected_by": f"val_{cfg.optim.select_by}",
-            "best_val": _finite_or_none(state["best_acc"]),
+            "best_val": finite_or_none(state["best_acc"]),
             "torch_version": str(state["torch_version"]),
         },
     )
@@ -289,7 +308,7 @@ def dataclasses_replace_training(contract: ModelContract, **extra: object) -> Mo
     return dataclasses.replace(contract, training=dict(contract.training, **extra))
 
 
-def _finite_or_none(value: object) -> float | None:
+def finite_or_none(value: object) -> float | None:
     """JSON-safe number: NaN/Inf (e.g. no validation split) become None."""
     v = float(value)  # type: ignore[arg-type]
     return v if math.isfinite(v) else None

@@ -40,6 +40,7 @@ from training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_weights,
+    require_keys,
     rng_state,
     save_checkpoint,
 )
@@ -63,6 +64,12 @@ from training.data import (
 )
 from training.evaluate import matching_accuracy
 from training.models import Critic, DenseEncoder, EncoderSpec, Matcher, code_vectors
+
+#: Checkpoint entries a resume reads (``Trainer.load`` and ``_check_same_data``).
+_RESUME_KEYS = (
+    "config_hash", "config", "model", "opt", "critic_opt", "sched", "scaler", "rng", "epoch",
+    "batch_in_epoch", "global_step", "history", "best_acc", "specs", "sources",
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
@@ -596,6 +603,7 @@ class Trainer:
     def load(self, path: Path) -> None:
         """Restore a checkpoint of the same configuration."""
         state = load_checkpoint(path, map_location=self.device)
+        require_keys(state, path, _RESUME_KEYS, "resume a checkpoint_last.pt of a run")
         if state["config_hash"] != self.hash:
             diffs = config_diffs(state["config"], config_to_dict(self.cfg))
             own = self.out / "config.yaml"

@@ -205,7 +205,7 @@ def test_a_kill_between_the_two_end_of_epoch_saves_keeps_the_new_best(data, tmp_
     assert (best["epoch"], best["global_step"]) == (1, trainer.steps_per_epoch)
     assert best["best_acc"] == trainer.best_acc and best["best_acc"] >= 0
     assert not (tmp_path / LAST).exists()
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not _leftovers(tmp_path)
 
 
 def test_resume_of_weights_this_code_cannot_load_names_them_in_one_line(data, tmp_path):
@@ -260,7 +260,7 @@ def test_sigterm_saves_at_the_step_boundary_and_resumes_exactly(
         victim.fit(on_step=_sigterm_at(stop_at))
     saved = load_checkpoint(tmp_path / LAST)
     assert (saved["epoch"], saved["batch_in_epoch"], saved["global_step"]) == (1, 1, stop_at)
-    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+    assert not _leftovers(tmp_path)
     resumed = Trainer(tiny_config(), data, tmp_path)
     steps: list[int] = []
     resumed.fit(resume=True, on_step=lambda tr: steps.append(tr.global_step))
@@ -309,7 +309,7 @@ def test_cli_sigterm_exits_130_and_suggests_resume_only_with_a_checkpoint(
     err = capsys.readouterr().err
     assert f"interrupted; {late / LAST} was saved after step 3 (1 epoch(s) done): continue " in err
     assert load_checkpoint(late / LAST)["global_step"] == 3
-    assert not [p.name for p in late.iterdir() if ".tmp" in p.name]
+    assert not _leftovers(late)
 
 
 def _fit_with_sigterm_at_step(step: int):
@@ -335,3 +335,8 @@ def test_cli_resume_into_a_folder_without_a_checkpoint_builds_nothing(tmp_path, 
     err = capsys.readouterr().err
     assert f"checkpoint {typo / LAST} not found; check the --out folder, or train without " in err
     assert "patch" not in err.lower() and not typo.exists()
+
+
+def _leftovers(folder) -> list[str]:
+    """Temporary files left in ``folder``: a checkpoint's (``.partial-``), a cache's (``.tmp``)."""
+    return [p.name for p in folder.iterdir() if ".tmp" in p.name or ".partial-" in p.name]
