@@ -122,6 +122,8 @@ def calibrate(args: argparse.Namespace) -> int:
         f"cross-validated); at 0.5: precision {precision[0]:.1%}, kept {kept[0]:.1%}"
     )
 
+    from training.export import finite_or_none, set_contract
+
     training = dict(contract.training)
     training["confidence_model"] = model.to_dict()
     training["confidence_calibration"] = {
@@ -129,12 +131,10 @@ def calibrate(args: argparse.Namespace) -> int:
         "samples": len(samples),
         "correct_px": args.correct_px,
         "share_correct": float(correct.mean()),
-        "auc": float(auc),
-        "auc_cv": float(auc_cv),
-        "precision_at_0.5": float(precision[0]),
-        "kept_at_0.5": float(kept[0]),
-    }
-    from training.export import set_contract
+        # null where nothing is measured (no match accepted at 0.5: no precision)
+        **{k: finite_or_none(v) for k, v in (("auc", auc), ("auc_cv", auc_cv),
+           ("precision_at_0.5", precision[0]), ("kept_at_0.5", kept[0]))},
+    }  # fmt: skip
 
     with atomic_output(args.out) as tmp:
         shutil.copyfile(args.model, tmp)

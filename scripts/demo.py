@@ -10,6 +10,7 @@ the TRUE error of the inlier tie points after, against the generator's ground tr
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -103,9 +104,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.size < 512:
         parser.error(f"--size {args.size} leaves no room for keypoints; use >= 512")
-    if not args.match_pixel_size >= 0:
+    if not (math.isfinite(args.match_pixel_size) and args.match_pixel_size >= 0):
         parser.error(
-            f"--match-pixel-size must be 0 (automatic) or positive, got {args.match_pixel_size}"
+            f"--match-pixel-size must be 0 (automatic) or a positive finite size, got "
+            f"{args.match_pixel_size}"
         )
     if args.model is not None and not args.model.is_file():
         parser.error(f"--model {args.model} not found")

@@ -183,8 +183,18 @@ class ModelContract:
         return input_size - self.receptive_field + 1
 
     def to_json(self) -> str:
-        """Serialise for the ONNX metadata."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """Serialise for the ONNX metadata (strict JSON: other readers refuse NaN and Inf).
+
+        Raises:
+            ValueError: a number in the contract is NaN or infinite (write null instead).
+        """
+        try:
+            return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
+        except ValueError:
+            raise ValueError(
+                "the model contract holds a NaN or infinite number, which strict JSON readers "
+                "refuse: store null (None) for a figure that could not be measured"
+            ) from None
 
     @classmethod
     def from_json(cls, text: str) -> ModelContract:

@@ -81,3 +81,22 @@ def test_calibration_cuts_samples_with_the_models_sizes(tmp_path: Path) -> None:
     assert (contract.template_size, contract.search_size) == (TEMPLATE, SEARCH)
     assert contract.training["confidence_calibration"]["samples"] == 80
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.onnx", "twin.onnx"]
+
+
+def test_a_precision_that_is_not_measured_is_stored_as_null(tmp_path: Path, monkeypatch) -> None:
+    """A confidence that accepts no match at 0.5 has no precision there: NaN went into the
+    contract, which strict JSON readers refuse; it is null now, and the model is written."""
+    import json
+
+    from sar_optical_matcher.core import peaks
+    from scripts import calibrate_confidence
+
+    never = peaks.ConfidenceModel((0.0, 0.0, 0.0, 0.0), -10.0)  # confidence ~5e-5 everywhere
+    monkeypatch.setattr(calibrate_confidence.peaks, "fit_confidence_model", lambda f, c: never)
+    out = tmp_path / "calibrated.onnx"
+    argv = ["--model", str(runtime.default_model_path()), "--training-tiles"]
+    assert calibrate_confidence.main([*argv, str(small_config(tmp_path)), "--out", str(out)]) == 0
+    training = runtime.read_contract(out).training
+    calib = training["confidence_calibration"]
+    assert calib["precision_at_0.5"] is None and calib["kept_at_0.5"] == 0.0
+    json.dumps(training, allow_nan=False)  # strict JSON
