@@ -107,10 +107,24 @@ def _centres(record: PairRecord, cfg: DataConfig, rng: np.random.Generator) -> l
         return [(s // 2, s // 2)]
     if h < s or w < s:
         return []  # named by build_patch_set with the other records that yield no pair
+    # a keypoint's centre col + 0.5 at least s // 2 from each edge: cuts [col - s // 2, col +
+    # s // 2) up to col = w - s // 2 - 1, one short of the last whole cut (kept as it is, so
+    # the training centres of the shipped model do not move); a side of exactly s has no such
+    # centre at all, so there the border is a pixel narrower and the centres are clamped
+    tight = h == s or w == s
     xy = detect_keypoints(
-        record.optical, cfg.max_keypoints_per_scene, cfg.min_distance_px, s // 2, record.valid
+        record.optical,
+        cfg.max_keypoints_per_scene,
+        cfg.min_distance_px,
+        s // 2 - 1 if tight else s // 2,
+        record.valid,
     )
     out = [(int(x), int(y)) for x, y in xy.xy_px]
+    if tight:
+        clamped = (
+            (min(max(x, s // 2), w - s // 2), min(max(y, s // 2), h - s // 2)) for x, y in out
+        )
+        out = list(dict.fromkeys(clamped))
     for _ in range(cfg.random_crops_per_scene):
         out.append(
             (int(rng.integers(s // 2, w - s // 2 + 1)), int(rng.integers(s // 2, h - s // 2 + 1)))
@@ -794,33 +808,86 @@ def split_records(
 def source_files_stamp(cfg: DataConfig) -> list[Any]:
     """Each source's files as ``[path, count, sha256 of their names, sizes and mtimes]``.
 
-    Every text option of a source that names an existing file or folder (a ``gdal`` pair's
-    two rasters, a ``3mos`` / ``sen12`` root, walked) is stamped. The patch cache was keyed
-    by the config alone: a pair re-aligned in place (as the README advises for a misaligned
-    pair) and trained again into the same ``--out`` trained on the old file's patches.
+    Every text argument a source's loader is called with, its defaults included (a ``3mos``
+    source without ``root`` reads ``../shared/data/3mos``), that names an existing file or
+    folder is stamped: a ``gdal`` pair's two rasters, a ``3mos`` / ``sen12`` root, walked
+    through linked folders (as the loaders read them); a GDAL virtual path (``/vsizip/a.zip/
+    opt.tif``) by its archive. The patch cache was keyed by the config alone: a pair
+    re-aligned in place (as the README advises for a misaligned pair) and trained again into
+    the same ``--out`` trained on the old file's patches.
     """
+    import inspect
+
     stamp: list[Any] = []
-    for spec in cfg.sources:
-        for key, value in spec.items():
-            if key == "kind" or not isinstance(value, str) or not value:
+    for i, spec in enumerate(cfg.sources):
+        values: dict[str, Any] = {k: v for k, v in spec.items() if k != "kind"}
+        try:
+            loader, opts, _ = _source_call(i, spec)
+            bound = inspect.signature(loader).bind(**opts)
+            bound.apply_defaults()
+            values = dict(bound.arguments)
+        except (ValueError, TypeError):  # load_records says what is wrong with the spec
+            pass
+        for value in values.values():
+            path = _local_path(str(value)) if isinstance(value, (str, Path)) and value else None
+            if path is None:
                 continue  # "3mos" is a kind, even beside a folder of that name
-            if not os.path.exists(value):
-                continue
             digest, count = hashlib.sha256(), 0
-            if os.path.isfile(value):
-                files = [(value, os.path.basename(value))]
-            else:
-                files = sorted(
-                    (os.path.join(d, f), os.path.relpath(os.path.join(d, f), value))
-                    for d, _, names in os.walk(value)
-                    for f in names
-                )
-            for full, name in files:
-                st = os.stat(full)
-                digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            for full, name in _files_under(path):
+                try:
+                    st = os.stat(full)
+                    digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                except OSError:  # a broken link: stamped as such
+                    digest.update(f"{name}\0missing\n".encode())
                 count += 1
-            stamp.append([os.path.abspath(value), count, digest.hexdigest()])
+            stamp.append([os.path.abspath(path), count, digest.hexdigest()])
     return stamp
+
+
+def _local_path(value: str) -> str | None:
+    """The local file or folder ``value`` reads: itself, a GDAL virtual path's archive, or None.
+
+    ``/vsizip//data/a.zip/opt.tif`` and ``/vsizip/data/a.zip/opt.tif`` read ``/data/a.zip`` and
+    ``data/a.zip``; chained prefixes (``/vsigzip//vsizip/...``) are taken off in turn; a remote
+    one (``/vsicurl/``) has no local file.
+    """
+    rest = value
+    while rest.startswith("/vsi"):
+        cut = rest.find("/", 1)
+        if cut < 0:
+            return None
+        rest = rest[cut + 1 :].strip("{}")
+    candidates = [rest] if rest == value else [rest, "/" + rest.lstrip("/")]
+    for candidate in candidates:
+        p = candidate
+        while p and not os.path.exists(p):
+            parent = os.path.dirname(p)
+            if parent == p:
+                break
+            p = parent
+        if p and os.path.exists(p) and (p == candidate or os.path.isfile(p)):
+            return p
+    return None
+
+
+def _files_under(path: str) -> list[tuple[str, str]]:
+    """``(full path, name relative to path)`` of a file, or of every file under a folder.
+
+    Linked folders are followed, as the loaders' ``glob`` follows them (each real folder once,
+    so a link loop ends).
+    """
+    if not os.path.isdir(path):
+        return [(path, os.path.basename(path))]
+    seen: set[str] = set()
+    out = []
+    for d, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        out += [(os.path.join(d, f), os.path.relpath(os.path.join(d, f), path)) for f in names]
+    return sorted(out)
 
 
 def build_datasets(

@@ -11,6 +11,7 @@ from training.config import AugmentConfig, DataConfig
 from training.data import (
     PatchSet,
     build_patch_set,
+    cut_records,
     epoch_plan,
     make_batch,
     negative_windows,
@@ -608,3 +609,69 @@ def test_records_without_a_patch_pair_are_named_and_an_empty_training_split_says
     }
     assert "2 of 3 records yield no patch pair" in caplog.text
     assert "SEN_small/0" in caplog.text and "opt.tif+sar.tif" in caplog.text
+
+
+def test_stamp_sees_a_loaders_default_root_linked_scenes_and_vsi_archives(tmp_path, monkeypatch):
+    """Three inputs the patch cache's key missed, each served stale patches after a change in
+    place: a 3mos source without ``root`` (the loader's default), a scene folder linked into
+    the root (os.walk did not follow it: 0 files), a gdal pair read through ``/vsizip/``."""
+    import os
+    import zipfile
+
+    from training.data import source_files_stamp
+
+    def stamp_of(*specs) -> list:
+        return source_files_stamp(DataConfig(sources=list(specs)))
+
+    work = tmp_path / "work"
+    work.mkdir()
+    tile = tmp_path / "shared" / "data" / "3mos" / "SEN_a" / "sar" / "0.png"
+    tile.parent.mkdir(parents=True)
+    tile.write_bytes(b"x")
+    monkeypatch.chdir(work)  # the default root ../shared/data/3mos is relative to it
+    before = stamp_of({"kind": "3mos"})
+    assert [s[:2] for s in before] == [[str(tmp_path / "shared" / "data" / "3mos"), 1]]
+    tile.write_bytes(b"xy")
+    assert stamp_of({"kind": "3mos"}) != before
+
+    root, real = tmp_path / "root", tmp_path / "elsewhere" / "SEN_b"
+    (real / "sar").mkdir(parents=True)
+    (real / "sar" / "0.png").write_bytes(b"x")
+    root.mkdir()
+    os.symlink(real, root / "SEN_b")
+    os.symlink(root, real / "loop")  # a link loop ends
+    linked = stamp_of({"kind": "3mos", "root": str(root)})
+    assert linked[0][1] == 1
+    (real / "sar" / "0.png").write_bytes(b"xyz")
+    assert stamp_of({"kind": "3mos", "root": str(root)}) != linked
+
+    archive = tmp_path / "pairs.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("o.tif", b"1")
+    spec = {
+        "kind": "gdal",
+        "optical": f"/vsizip/{archive}/o.tif",
+        "sar": f"/vsizip/{archive}/s.tif",
+    }
+    zipped = stamp_of(spec)
+    assert [s[:2] for s in zipped] == [[str(archive), 1], [str(archive), 1]]
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("o.tif", b"22")
+    assert stamp_of(spec) != zipped
+    remote = {"kind": "gdal", "optical": "/vsicurl/https://x/o.tif", "sar": "s.tif", "scene": "a"}
+    assert stamp_of(remote) == []  # nothing local; "a" and "s.tif" name no file here
+
+
+def test_a_record_exactly_the_search_size_on_one_side_yields_pairs() -> None:
+    """256 x 512: no keypoint centre was 128 px from both long edges (col + 0.5 <= 128 and
+    >= 128), so the record gave no pair, blamed on "no Harris corner"; 257 rows gave one."""
+    rec = tiny_records(1, size=512)[0]
+    cfg = DataConfig(max_keypoints_per_scene=8, random_crops_per_scene=0)
+    for sar, optical in (
+        (rec.sar[:256], rec.optical[:256]),
+        (rec.sar[:, :256], rec.optical[:, :256]),
+    ):
+        cut, skipped = cut_records([PairRecord(sar, optical, "linear", "s", "x", "synthetic", "r")],
+                                   cfg, np.random.default_rng(0))  # fmt: skip
+        assert skipped == [] and len(cut) >= 1
+        assert cut.sar.shape[1:] == (256, 256) and np.isfinite(cut.sar).all()
