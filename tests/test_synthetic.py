@@ -285,7 +285,7 @@ def test_make_synthetic_pair_script_says_what_is_wrong(tmp_path, capsys) -> None
     "argv, message",
     [
         (["--transform", "9"], "invalid choice: 9"),  # crashed QGIS's exit (segfault)
-        (["--match-pixel-size", "-1"], "must be 0 (automatic) or positive"),
+        (["--match-pixel-size", "-1"], "must be 0 (automatic) or a positive finite size, got -1.0"),
         (["--model", "/nonexistent.onnx"], "not found"),  # was "REGISTRATION REFUSED"
         (["--size", "200"], "leaves no room for keypoints"),
         (["--pixel-size", "0"], "pixel_size_m must be a positive number"),  # ZeroDivisionError
