@@ -83,9 +83,6 @@ def test_largest_seed_is_taken() -> None:
         ("data.sources.1.n_scenes=abc", r"data.sources\[1\] \(kind synthetic\): option n_scenes "
          r"must be an integer, got 'abc'"),
         ("data.sources.1.size_px=true", "option size_px must be an integer, got True"),
-        ("data.sources.1.size_px=8", r"data.sources\[1\] \(kind synthetic\): synthetic source: "
-         "size_px must be an integer >= 16, got 8"),
-        ("data.sources.1.seed=-2", "seed must be an integer >= 0, got -2"),
         ("data.sources.0.root=5", r"data.sources\[0\] \(kind 3mos\): option root must be text"),
         ("data.sources.0.sensors=5", "option sensors must be a list of text or null, got 5"),
         ("data.sources.0.sensors=[1]", r"option sensors must be a list of text or null, got \[1\]"),
@@ -97,6 +94,29 @@ def test_source_options_of_the_wrong_type_are_named(override: str, message: str)
 
     cfg = load_config(DEFAULT, [override])
     assert [s["kind"] for s in cfg.data.sources] == ["3mos", "synthetic"]
+    with pytest.raises(ValueError, match=message):
+        load_records(cfg.data)
+
+
+# Source 0 is a small synthetic source here, not the 3MOS tiles: the loaders run in order, and
+# without ../shared/data/3mos (a clone elsewhere) source 0 would be refused first.
+SMALL_FIRST = "data.sources.0={kind: synthetic, n_scenes: 1, size_px: 64, seed: 0}"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.sources.1.size_px=8", r"data.sources\[1\] \(kind synthetic\): synthetic source: "
+         "size_px must be an integer >= 16, got 8"),
+        ("data.sources.1.seed=-2", r"data.sources\[1\] \(kind synthetic\): .*seed must be an "
+         "integer >= 0, got -2"),
+    ],
+)  # fmt: skip
+def test_a_loaders_own_refusal_names_its_source(override: str, message: str) -> None:
+    from training.data import load_records
+
+    cfg = load_config(DEFAULT, [SMALL_FIRST, override])
+    assert [s["kind"] for s in cfg.data.sources] == ["synthetic", "synthetic"]
     with pytest.raises(ValueError, match=message):
         load_records(cfg.data)
 
