@@ -49,9 +49,14 @@ def test_zip_holds_only_the_plugin(tmp_path: Path) -> None:
 def test_metadata_has_required_fields() -> None:
     from configparser import ConfigParser
 
-    cfg = ConfigParser()
+    cfg = ConfigParser()  # interpolation on, as QGIS's Plugin Manager and plugins.qgis.org read it
     cfg.read(Path(__file__).resolve().parent.parent / "metadata.txt")
     general = cfg["general"]
+    # every value must read back: a bare '%' in the changelog ("1 % response floor") raised
+    # InterpolationSyntaxError, so the Plugin Manager showed no changelog and the plugin site's
+    # upload check (parser.items("general")) refused the zip; '%%' is a percent sign
+    items = dict(cfg.items("general"))
+    assert "%" in items["changelog"] and "%%" not in items["changelog"]
     for key in (
         "name",
         "qgisMinimumVersion",

@@ -411,7 +411,7 @@ def test_zip_packs_only_tracked_files_of_a_checkout(tmp_path):
 
 def test_pyproject_version_is_the_plugin_version() -> None:
     """pyproject.toml said 0.3.2 while metadata.txt released 0.3.3."""
-    meta = configparser.ConfigParser(interpolation=None)
+    meta = configparser.ConfigParser()  # as QGIS reads it
     meta.read(ROOT / "metadata.txt")
     version = meta["general"]["version"]
     assert meta["general"]["changelog"].startswith(f"{version}: ")
