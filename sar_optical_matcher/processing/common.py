@@ -29,8 +29,11 @@ from qgis.core import (
     QgsProcessingFeatureSource,
     QgsProcessingFeatureSourceDefinition,
     QgsProcessingFeedback,
+    QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterNumber,
     QgsProcessingUtils,
+    QgsProperty,
     QgsProviderRegistry,
     QgsWkbTypes,
 )
@@ -247,6 +250,64 @@ def check_output_path(path: str | None, name: str, folder: bool = False) -> None
         check_destination(path, folder=folder)
     except ValueError as exc:
         raise QgsProcessingException(f"{name}: {exc}") from exc
+
+
+def _no_value(raw: Any) -> bool:
+    """Whether a raw parameter value means "not given": None, "", or a NULL QVariant."""
+    return raw is None or raw == "" or (isinstance(raw, QVariant) and raw.isNull())
+
+
+def number_value_problem(definition: Any, raw: Any) -> str | None:
+    """Why the raw value of a number or band parameter is no number, or None when it is.
+
+    QGIS takes any text for an *optional* number or band parameter and its
+    ``parameterAsDouble`` / ``parameterAsInt`` then return the default: ``NODATA=abc``
+    wrote nodata 0, ``BAND=abc`` read band 1, with no word. Not checked here: no value, an
+    expression (``QgsProperty``, evaluated when the algorithm runs) and a list (a band
+    parameter that takes several).
+    """
+    is_band = isinstance(definition, QgsProcessingParameterBand)
+    if not (is_band or isinstance(definition, QgsProcessingParameterNumber)):
+        return None
+    if _no_value(raw) or isinstance(raw, (QgsProperty, list, tuple)):
+        return None
+    whole = is_band or definition.dataType() == QgsProcessingParameterNumber.Integer
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        kind = "a band number" if is_band else ("a whole number" if whole else "a number")
+        return f"{definition.name()}: {raw!r} is not {kind}; give one, or leave it empty"
+    if whole and math.isfinite(value) and value != int(value):
+        return f"{definition.name()}: {raw!r} is not a whole number; give one, or leave it empty"
+    return None
+
+
+def optional_number(
+    alg: QgsProcessingAlgorithm,
+    parameters: dict[str, Any],
+    name: str,
+    context: QgsProcessingContext,
+) -> float | None:
+    """An optional number parameter as a float, or None where it was not given.
+
+    An expression is evaluated first, and one that gives NULL counts as not given (in the
+    modeler or batch mode ``parameterAsDouble`` turned it into 0). Text that is no number
+    is refused (``checkParameterValues`` refuses it first; this is for direct callers).
+
+    Raises:
+        QgsProcessingException: naming the parameter and the value.
+    """
+    raw = parameters.get(name)
+    if isinstance(raw, QgsProperty):
+        raw, _ok = raw.value(context.expressionContext(), None)
+    if _no_value(raw):
+        return None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise QgsProcessingException(
+            f"{name}: {raw!r} is not a number; give one, or leave it empty"
+        ) from None
 
 
 def check_distinct_files(destinations: dict[str, Any], inputs: dict[str, str]) -> None:
@@ -584,6 +645,10 @@ class MatcherAlgorithm(QgsProcessingAlgorithm):
         ok, message = check_raster_files(parameters, self.RASTER_PARAMS)
         if not ok:
             return ok, message
+        for definition in self.parameterDefinitions():
+            problem = number_value_problem(definition, parameters.get(definition.name()))
+            if problem:
+                return False, problem
         # QGIS loads each raster layer here and computes approximate band statistics for its
         # renderer: a raster without a valid pixel made GDAL print "ERROR 1: Failed to compute
         # statistics, no valid pixels found in sampling." (some formats: after the file name)

@@ -307,6 +307,7 @@ class DetectKeypointsAlgorithm(common.MatcherAlgorithm):
         path = common.raster_path(self, parameters, self.INPUT, context)
         band = self.parameterAsInt(parameters, self.BAND, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        common.check_output_path(output, self.OUTPUT)
         common.check_distinct_files({self.OUTPUT: output}, {self.INPUT: path})
         return DetectKeypointsSettings(
             path, detect_settings_from(self, parameters, context, self.INPUT, band)

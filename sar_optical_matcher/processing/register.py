@@ -291,9 +291,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext
     ) -> RegisterSettings:
         """Turn the parameters into plain values (no side effects)."""
-        nodata = None
-        if parameters.get(self.NODATA) not in (None, ""):
-            nodata = self.parameterAsDouble(parameters, self.NODATA, context)
+        nodata = common.optional_number(self, parameters, self.NODATA, context)
         pixel = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context)
         options = self.parameterAsString(parameters, self.CREATION_OPTIONS, context) or ""
         resampling = reg.RESAMPLINGS[self.parameterAsEnum(parameters, self.RESAMPLING, context)]
