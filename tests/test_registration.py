@@ -2001,3 +2001,44 @@ def test_fit_tie_points_passes_the_far_range_on() -> None:
     np.testing.assert_allclose(fit.transform.apply(np.zeros((1, 2))), [[8.0, 0.0]], atol=1e-9)
     with pytest.raises(reg.RegistrationError):
         reg.fit_tie_points(ties, "shift", 1.0, 8, np.random.default_rng(0), half_range=8.0)
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_warp_refuses_a_ringing_kernel_over_infinite_sar_pixels(
+    pair: Pair, tmp_path: Path, declared: bool
+) -> None:
+    """A dB SAR whose zero intensities are -inf (a strip and scattered pixels, NaN nodata):
+    cubic, cubicspline and lanczos wrote +inf pixels (the input has none) around NaN holes,
+    with no word. Now refused, naming the count; bilinear (and near, average) warp it as before.
+    A -inf that is the SAR's declared nodata is no data and not counted."""
+    from osgeo import gdal
+
+    optical = _open(pair.optical)
+    src = gdal.Open(str(pair.sar))
+    db = src.GetRasterBand(1).ReadAsArray().astype(np.float32)
+    db[:, 100:110] = -np.inf
+    db[::37, ::41] = -np.inf
+    n_inf = int(np.isinf(db).sum())
+    path = tmp_path / "sar_db.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), db.shape[1], db.shape[0], 1,
+                                              gdal.GDT_Float32)  # fmt: skip
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    ds.GetRasterBand(1).SetNoDataValue(-np.inf if declared else np.nan)
+    ds.GetRasterBand(1).WriteArray(db)
+    ds = None
+    sar = _open(path)
+    fit = reg.fit_tie_points(_true_ties(pair), "affine", 0.5, 8, np.random.default_rng(0))
+    assert reg.infinite_pixels(gdal.Open(str(path))) == (0 if declared else n_inf)
+    for kernel in ("bilinear", "near", "average", "cubic", "cubicspline", "lanczos"):
+        out = tmp_path / f"{kernel}.tif"
+        settings = reg.WarpSettings(resampling=kernel)
+        if kernel in reg.RINGING_KERNELS and not declared:
+            # the whole SAR falls on the output: no window, every infinite pixel counted
+            refusal = rf"^RESAMPLING {kernel}: {n_inf} valid SAR pixels are infinite.*"
+            with pytest.raises(reg.RegistrationError, match=refusal + "bilinear.*gdal_calc"):
+                reg.warp_sar(sar, optical, fit, out, settings)
+            assert not out.exists()
+            continue
+        values = gdal.Open(str(reg.warp_sar(sar, optical, fit, out, settings))).ReadAsArray()
+        assert not np.isposinf(values).any(), kernel  # cubic: 2051 +inf pixels on such a SAR
