@@ -261,6 +261,12 @@ def open_dataset(path: str | Path, band: int | None = None) -> tuple[gdal.Datase
                 f"{name} is georeferenced by {ds.GetGCPCount()} GCPs only, not by a geotransform; "
                 "warp it first (QGIS Raster > Projections > Warp, or `gdalwarp in.tif out.tif`)"
             )
+        if ds.GetMetadata("RPC"):  # sensor geometry: "-a_ullr" would give it a wrong one
+            raise ValueError(
+                f"{name} is georeferenced by RPCs only (sensor geometry, no geotransform); "
+                "orthorectify it first, e.g. `gdalwarp -rpc -to RPC_DEM=dem.tif -t_srs "
+                "EPSG:<code> in.tif out.tif` (without a DEM the terrain's height is ignored)"
+            )
         raise ValueError(
             f"{name} has no georeference (no geotransform, no GCPs): georeference it first, e.g. "
             "with the QGIS Georeferencer, or set its extent with `gdal_translate -a_ullr`"

@@ -105,6 +105,17 @@ def test_open_raster_errors(tmp_path: Path) -> None:
         open_raster(ok, band=2)
     with pytest.raises(ValueError, match="choose 1..1"):
         read_window(open_raster(ok), 0, 0, 0, 2, 2)
+    rpc = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "rpc.tif"), 4, 4, 1)
+    rpc.SetMetadata({"LINE_OFF": "2", "SAMP_OFF": "2", "LAT_OFF": "37", "LONG_OFF": "15",
+                     "HEIGHT_OFF": "0", "LINE_SCALE": "2", "SAMP_SCALE": "2", "LAT_SCALE": "0.01",
+                     "LONG_SCALE": "0.01", "HEIGHT_SCALE": "100",
+                     "LINE_NUM_COEFF": "0 0 -1" + " 0" * 17, "LINE_DEN_COEFF": "1" + " 0" * 19,
+                     "SAMP_NUM_COEFF": "0 1" + " 0" * 18, "SAMP_DEN_COEFF": "1" + " 0" * 19},
+                    "RPC")  # fmt: skip
+    rpc = None  # sensor geometry: the "no georeference" fixes (-a_ullr) would give a wrong one
+    assert gdal.Open(str(tmp_path / "rpc.tif")).GetMetadata("RPC")
+    with pytest.raises(ValueError, match=r"rpc\.tif is georeferenced by RPCs only.*gdalwarp -rpc"):
+        open_raster(tmp_path / "rpc.tif")
     slc = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "slc.tif"), 4, 4, 1, gdal.GDT_CInt16)
     slc.SetGeoTransform(UTM_GT)
     slc.SetProjection(wkt(32633))
