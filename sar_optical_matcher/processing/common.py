@@ -166,6 +166,24 @@ def check_raster_files(parameters: dict, names: Sequence[str]) -> tuple[bool, st
     return True, ""
 
 
+def virtual_path_hint(parameters: dict, names: Sequence[str], message: str) -> str:
+    """What to do where QGIS's ``message`` refuses a GDAL virtual path given as text, else "".
+
+    QGIS 3.22's Processing does not load ``/vsizip/...`` (or any ``/vsi`` path) given as text
+    and says "... not found", though GDAL opens it; as a project layer it is taken.
+    """
+    for name in names:
+        value = parameters.get(name)
+        if isinstance(value, str) and value.startswith("/vsi") and value in message:
+            return (
+                f". {name}: this QGIS does not take a GDAL virtual path ({value.split('/')[1]}) "
+                "given as text; add it to the project as a raster layer (Layer > Add Layer > "
+                "Add Raster Layer, or iface.addRasterLayer) and choose that layer, or extract "
+                "the file first"
+            )
+    return ""
+
+
 def open_raster_checked(path: str, name: str, band: int | None = None) -> Any:
     """``rasters.open_raster`` with its ValueError turned into a QgsProcessingException."""
     from sar_optical_matcher import rasters
@@ -655,7 +673,10 @@ class MatcherAlgorithm(QgsProcessingAlgorithm):
         # ahead of the algorithm's own message (Register: "nowhere on the optical raster does
         # the SAR have valid data ..."; Detect keypoints: "no keypoints" and an empty layer)
         with rasters.gdal_messages_dropped("Failed to compute statistics"):
-            return super().checkParameterValues(parameters, context)
+            ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            message += virtual_path_hint(parameters, self.RASTER_PARAMS, message)
+        return ok, message
 
 
 def points_in_polygons(xy_map: np.ndarray, polygons_wkt: tuple[str, ...] | None) -> np.ndarray:

@@ -255,3 +255,48 @@ def test_selected_multipoint_parts_keep_their_layer_index(
     assert whole.keypoint_ids.tolist() == [0, 1, 2, 3, 4, 5]
     help_text = alg.parameterDefinition("KEYPOINTS").help()
     assert "also with 'Selected features only', so that a selected point keeps its id" in help_text
+
+
+def test_a_vsizip_path_given_as_text_says_how_to_use_it(provider, synthetic_pair, tmp_path):
+    """QGIS 3.22 refuses a /vsizip/ path given as text with "... not found", though GDAL opens
+    it; the message now says to add it as a project layer (which runs) or extract it."""
+    import zipfile
+
+    import processing
+    from qgis.core import Qgis, QgsProcessingException, QgsProject, QgsRasterLayer
+
+    archive = tmp_path / "pair.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(synthetic_pair.optical, "pair/optical.tif")
+    vsi = f"/vsizip/{archive}/pair/optical.tif"
+    params = {"INPUT": vsi, "MIN_DISTANCE": 24, "BORDER": 56, "OUTPUT": "memory:"}
+    try:
+        processing.run("sarmatcher:detectkeypoints", params)
+        refused = ""
+    except QgsProcessingException as err:
+        refused = str(err)
+    if Qgis.QGIS_VERSION_INT < 32300 or refused:  # measured on 3.22; a later QGIS may load it
+        assert "not found" in refused, refused
+        assert (
+            "INPUT: this QGIS does not take a GDAL virtual path (vsizip) given as text; add it "
+            "to the project as a raster layer" in refused
+        ), refused
+    layer = QgsProject.instance().addMapLayer(QgsRasterLayer(vsi, "zipped"))
+    try:
+        assert layer.isValid()
+        res = processing.run("sarmatcher:detectkeypoints", {**params, "INPUT": layer.id()})
+        assert res["OUTPUT"].featureCount() > 0
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_virtual_path_hint_only_for_vsi_paths() -> None:
+    from sar_optical_matcher.processing.common import virtual_path_hint
+
+    names = ["OPTICAL", "SAR"]
+    plain = {"SAR": "/data/sar.tif", "OPTICAL": None}
+    assert virtual_path_hint(plain, names, "Could not load SAR: /data/sar.tif not found") == ""
+    url = {"SAR": "/vsicurl/https://x/s.tif"}
+    hint = virtual_path_hint(url, names, "Could not load SAR: /vsicurl/https://x/s.tif not found")
+    assert hint.startswith(". SAR: this QGIS does not take a GDAL virtual path (vsicurl)")
+    assert virtual_path_hint(url, names, "Incorrect parameter value for MODEL") == ""
