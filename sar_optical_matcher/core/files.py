@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,8 +90,9 @@ def check_destination(path: str | os.PathLike[str], folder: bool = False) -> Non
     """Raise ``ValueError`` when ``path`` cannot be written, before any work is done.
 
     Its folder (``path`` itself with ``folder``: a folder of outputs) must exist or be
-    creatable under its nearest existing ancestor, which must be a writable folder; a file
-    destination must not be a folder. The writers create missing folders.
+    creatable under its nearest existing ancestor, which must be a writable folder (a
+    temporary file is made and removed there: permissions alone say yes to root in ``/proc``);
+    a file destination must not be a folder. The writers create missing folders.
     """
     target = Path(path)
     for part in target.parts:
@@ -121,6 +123,14 @@ def check_destination(path: str | os.PathLike[str], folder: bool = False) -> Non
             f"cannot write {target}: no permission to write in {existing}; choose a folder you "
             "can write to"
         )
+    try:  # os.access answers yes to root anywhere (/proc, /sys): a file made and gone at once
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write {target}: a file cannot be created in {existing} "
+            f"({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
     if not folder and target.is_dir():
         raise ValueError(f"{target} is a folder; give a file name")
 

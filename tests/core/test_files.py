@@ -96,6 +96,16 @@ def test_check_destination_says_why_a_path_cannot_be_written(tmp_path: Path) -> 
         check_destination(a_file, folder=True)
     with pytest.raises(ValueError, match="is a folder; give a file name"):
         check_destination(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # the probes left nothing
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_check_destination_tries_the_folder_not_only_its_permissions() -> None:
+    """os.access says yes to root in /proc; the output then failed after the whole matching
+    with a bare "[Errno 2] No such file or directory: '/proc/nonexistent'"."""
+    refusal = r"cannot write /proc/nonexistent/x\.tif: a file cannot be created in /proc \("
+    with pytest.raises(ValueError, match=refusal + r"No such file or directory\); choose a"):
+        check_destination("/proc/nonexistent/x.tif")
 
 
 def test_a_layer_written_in_place_is_put_back_whole_when_its_writer_fails(tmp_path: Path) -> None:
