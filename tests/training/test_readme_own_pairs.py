@@ -42,23 +42,24 @@ def _as_the_readme_says(block: dict) -> dict:
     return raw
 
 
-def test_readme_config_trains_on_aligned_pairs(tmp_path) -> None:
-    """The synthetic pairs the README suggests are aligned (truth shift 0) and the config
-    splits area1/area2 into training and area3 into validation, as its comment says."""
+def test_readme_config_trains_on_aligned_pairs(tmp_path, monkeypatch) -> None:
+    """The synthetic pairs the README suggests are aligned (truth shift 0), its command writes
+    them where the yaml looks for them (run from the folder the commands run in; without
+    ``--out .`` they went to build/synthetic/ and training found no area1_optical.tif), and
+    the config splits area1/area2 into training and area3 into validation, as it says."""
     section = _section()
-    assert "--max-shift 0 --affine 0" in section
     assert "cp training/configs/default.yaml my.yaml" in section
+    command = re.search(r"make_synthetic_pair\.py ([^`]+)`", section)
+    assert command, "the README's trial-run command"
+    args = command.group(1).split()
+    assert "--max-shift 0 --affine 0" in command.group(1) and "--out ." in command.group(1)
     raw = _as_the_readme_says(_yaml_block(section))
+    monkeypatch.chdir(tmp_path)
     for spec in raw["data"]["sources"]:
         stem = spec["scene"]
-        make_synthetic_pair.main(
-            ["--size", "512", "--seed", stem[-1], "--max-shift", "0", "--affine", "0",
-             "--out", str(tmp_path), "--stem", stem]
-        )  # fmt: skip
-        assert Path(spec["optical"]).name == f"{stem}_optical.tif"
-        assert Path(spec["sar"]).name == f"{stem}_sar.tif"
-        spec["optical"] = str(tmp_path / spec["optical"])
-        spec["sar"] = str(tmp_path / spec["sar"])
+        as_written = [stem if a == "areaN" else stem[-1] if a == "N" else a for a in args]
+        make_synthetic_pair.main(["--size", "512", *as_written])
+        assert Path(spec["optical"]).is_file() and Path(spec["sar"]).is_file()
         truth = read_truth(tmp_path / f"{stem}_truth.json")
         probe = np.array([[100.0, 200.0], [400.0, 50.0], [256.0, 256.0]])
         np.testing.assert_allclose(truth.misregistration_at(probe), 0.0, atol=1e-9)
