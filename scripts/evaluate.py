@@ -553,6 +553,25 @@ def plot_maps(
     plt.close(fig)
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None (JSON null), through dicts and lists.
+
+    A figure that could not be measured (precision with nothing accepted, an AUC of one class)
+    was written as a bare ``NaN``, which strict readers (jq, ``JSON.parse``) refuse.
+    """
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return strict_json(value.tolist())
+    return value
+
+
 def write_outputs(
     args: argparse.Namespace,
     samples: list[harness.Sample],
@@ -576,6 +595,14 @@ def write_outputs(
         "true_offset_xy_px": [list(s.true_offset_xy_px) for s in samples],
         **{p.method: np.round(p.error_px, 3).tolist() for p in preds},
     }
+    # what the precision curves are computed from, so they can be recomputed from this file
+    doc_samples = {
+        "scene": [s.scene for s in samples],
+        "sensor": [s.sensor for s in samples],
+        "pred_offset_xy_px": {p.method: np.round(p.pred_offset_xy_px, 3).tolist() for p in preds},
+        "confidence": {p.method: np.round(p.confidence, 4).tolist() for p in preds},
+    }
+    per_sample.update(doc_samples)
     doc: dict[str, Any] = {"config": config, "summaries": summaries, "errors_px": per_sample}
     by_name = {p.method: p for p in preds}
     if "learned" in by_name and "cfog" in by_name:
@@ -605,7 +632,9 @@ def write_outputs(
             + "\n"
         )
     with files.staged_outputs() as stage:
-        stage.path(out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
+        stage.path(out / "results.json").write_text(
+            json.dumps(strict_json(doc), indent=1, default=str, allow_nan=False)
+        )
         stage.path(out / "results.md").write_text(
             f"# Evaluation ({len(samples)} samples)\n\n{table}"
         )
@@ -614,7 +643,9 @@ def write_outputs(
         if args.maps:
             plot_maps(samples, preds, stage.path(out / "maps.png"))
         if fitted:
-            stage.path(out / "confidence_model.json").write_text(json.dumps(fitted, indent=1))
+            stage.path(out / "confidence_model.json").write_text(
+                json.dumps(strict_json(fitted), indent=1, allow_nan=False)
+            )
     for name, written in (("maps.png", args.maps), ("confidence_model.json", fitted)):
         if not written:
             (out / name).unlink(missing_ok=True)

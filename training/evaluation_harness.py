@@ -140,6 +140,10 @@ def _region_origin(rec: PairRecord, search: int, rng: np.random.Generator) -> tu
     )
 
 
+#: Draws of one sample before a record is given up because every template falls on nodata.
+MAX_TEMPLATE_DRAWS = 50
+
+
 def _sample_one(
     rec: PairRecord,
     template: int,
@@ -149,7 +153,39 @@ def _sample_one(
     max_scale: float,
     subpixel: bool,
 ) -> Sample:
-    """Draw one sample from ``rec`` (see :func:`make_samples`)."""
+    """Draw one sample from ``rec`` (see :func:`make_samples`).
+
+    Its template, too, must be at least ``MIN_VALID_FRACTION`` valid, as the plugin skips a
+    keypoint whose template or search region is not (``nodata_optical``); such a draw is
+    drawn again. A record without invalid pixels keeps its first draw, so its samples are
+    unchanged.
+
+    Raises:
+        ValueError: no valid template in ``MAX_TEMPLATE_DRAWS`` draws.
+    """
+    args = (rec, template, search, rng, max_rotation_deg, max_scale, subpixel)
+    for _ in range(MAX_TEMPLATE_DRAWS):
+        sample = _draw_one(*args)
+        if rec.valid is None or np.isfinite(sample.template).mean() >= MIN_VALID_FRACTION:
+            return sample
+    raise ValueError(
+        f"{rec.name}: no {template}x{template} px template with >= {MIN_VALID_FRACTION:.0%} "
+        f"valid pixels in {MAX_TEMPLATE_DRAWS} draws ({float(np.mean(rec.valid)):.0%} of the "
+        "pair is valid: optical and SAR data overlap there); drop the pair or use a smaller "
+        "template"
+    )
+
+
+def _draw_one(
+    rec: PairRecord,
+    template: int,
+    search: int,
+    rng: np.random.Generator,
+    max_rotation_deg: float,
+    max_scale: float,
+    subpixel: bool,
+) -> Sample:
+    """One draw of a sample from ``rec``; :func:`_sample_one` checks its template."""
     h, w = rec.sar.shape
     sy, sx = _region_origin(rec, search, rng)
     angle = float(rng.uniform(-max_rotation_deg, max_rotation_deg)) if max_rotation_deg else 0.0
@@ -210,7 +246,8 @@ def make_samples(
     record when it is S x S, e.g. 3MOS tiles); a true window offset (dx, dy) uniform over
     [0, S - T] (integers, or continuous with ``subpixel``), restricted where needed so that the
     optical template, corrected by the record's ``offset_xy_px`` and rotated/scaled, stays
-    inside the record; the optical T x T template cut at the true position.
+    inside the record; the optical T x T template cut at the true position. Region and
+    template are each at least ``MIN_VALID_FRACTION`` valid (drawn again where not).
 
     Args:
         records: co-registered pairs, each at least S x S.
@@ -517,9 +554,12 @@ def summarise(
     }
 
 
-def fmt_figure(value: float, spec: str) -> str:
-    """Format a figure; NaN (undefined, e.g. precision with nothing accepted) becomes "-"."""
-    return "-" if np.isnan(value) else format(value, spec)
+def fmt_figure(value: float | None, spec: str) -> str:
+    """Format a figure; NaN or None (undefined: precision with nothing accepted) becomes "-".
+
+    results.json stores such a figure as null.
+    """
+    return "-" if value is None or np.isnan(value) else format(value, spec)
 
 
 def markdown_table(summaries: Sequence[dict[str, Any]], threshold: float = 0.5) -> str:
