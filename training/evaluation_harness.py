@@ -168,9 +168,10 @@ def _sample_one(
         sample = _draw_one(*args)
         if rec.valid is None or np.isfinite(sample.template).mean() >= MIN_VALID_FRACTION:
             return sample
+    share = float(np.mean(np.asarray(rec.valid)))
     raise ValueError(
         f"{rec.name}: no {template}x{template} px template with >= {MIN_VALID_FRACTION:.0%} "
-        f"valid pixels in {MAX_TEMPLATE_DRAWS} draws ({float(np.mean(rec.valid)):.0%} of the "
+        f"valid pixels in {MAX_TEMPLATE_DRAWS} draws ({share:.0%} of the "
         "pair is valid: optical and SAR data overlap there); drop the pair or use a smaller "
         "template"
     )

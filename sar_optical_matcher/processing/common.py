@@ -321,7 +321,7 @@ def optional_number(
     if _no_value(raw):
         return None
     try:
-        return float(raw)
+        return float(raw)  # type: ignore[arg-type]  # text, a number or a QVariant's value
     except (TypeError, ValueError):
         raise QgsProcessingException(
             f"{name}: {raw!r} is not a number; give one, or leave it empty"
