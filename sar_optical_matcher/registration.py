@@ -2101,13 +2101,15 @@ def infinite_pixels(
     ds: Any,
     is_canceled: IsCanceled | None = None,
     window: tuple[int, int, int, int] | None = None,
+    inside: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> int:
     """How many valid pixels of a float ``ds`` (every band) are +inf or -inf; 0 for others.
 
     Valid: not nodata, not excluded by a mask or alpha band (a declared -inf nodata is not
     counted). A dB SAR holds -inf where the intensity was 0 (a swath edge, open water after
     thermal-noise removal). Read as :func:`_scan_valid` reads: ``window`` (x0, y0, x1, y1;
-    None: the whole raster) in strips, ``is_canceled`` checked before each.
+    None: the whole raster) in strips, ``is_canceled`` checked before each. ``inside``: only
+    the pixels for whose centres ((N, 2) SAR pixel x, y) it returns True are counted.
     """
     from osgeo import gdal
 
@@ -2141,7 +2143,12 @@ def infinite_pixels(
                         f"reading the SAR raster failed: {'; '.join(errors)}; {CORRUPT_HINT}"
                     )
                 inf &= mask > 0
-            count += int(inf.sum())
+            if inside is not None and inf.any():
+                iy, ix = np.nonzero(inf)
+                centres = np.column_stack([ix + x0 + 0.5, iy + y0 + 0.5]).astype(np.float64)
+                count += int(np.count_nonzero(inside(centres)))
+            else:
+                count += int(inf.sum())
     return count
 
 
@@ -2165,13 +2172,78 @@ def check_infinite_pixels(
     n = infinite_pixels(ds, is_canceled, window)
     if n:
         where = "" if window is None else " where it falls on the output"
-        raise RegistrationError(
-            f"RESAMPLING {resampling}: {n} valid SAR pixels{where} are infinite (-inf is the "
-            f"dB of a zero intensity); a {resampling} kernel would spread them into {name} as "
-            "+inf and -inf pixels around NaN holes. Use RESAMPLING bilinear (or near, "
-            "average), or make them nodata first: gdal_calc.py -A sar.tif --allBands=A "
-            '--calc="where(isfinite(A), A, nan)" --NoDataValue=nan --outfile=sar_finite.tif'
+        raise RegistrationError(_infinite_message(resampling, n, where, name))
+
+
+def _infinite_message(resampling: str, n: int, where: str, name: str) -> str:
+    return (
+        f"RESAMPLING {resampling}: {n} valid SAR pixels{where} are infinite (-inf is the "
+        f"dB of a zero intensity); a {resampling} kernel would spread them into {name} as "
+        "+inf and -inf pixels around NaN holes. Use RESAMPLING bilinear (or near, "
+        "average), or make them nodata first: gdal_calc.py -A sar.tif --allBands=A "
+        '--calc="where(isfinite(A), A, nan)" --NoDataValue=nan --outfile=sar_finite.tif'
+    )
+
+
+#: :func:`check_infinite_pixels_up_front` counts the SAR pixels whose georeferenced position
+#: lies this many search ranges inside the optical raster: the fit moves the georeference by
+#: at most one search range at the tie points (a larger match is on the map's edge, unused).
+UP_FRONT_RANGES = 2.0
+
+
+def check_infinite_pixels_up_front(
+    ds: Any,
+    sar: Any,
+    optical: Any,
+    resampling: str,
+    name: str,
+    search_range_px: float,
+    is_canceled: IsCanceled | None = None,
+) -> None:
+    """:func:`check_infinite_pixels` said before any matching, where the answer is sure.
+
+    Counts the valid +-inf pixels of the SAR ``ds`` (``sar``: its RasterInfo) whose position
+    by the two georeferences lies :data:`UP_FRONT_RANGES` ``search_range_px`` (optical pixels)
+    or more inside the ``optical`` raster: any fit the matches allow warps those onto the
+    output, so the refusal after the fit would come anyway, after the whole matching. The
+    pixels nearer the edge are left to that check, which knows the fit's window.
+
+    Raises:
+        RegistrationError: as :func:`check_infinite_pixels`.
+    """
+    from sar_optical_matcher.rasters import (
+        footprint_overlap,
+        map_to_pixel,
+        pixel_to_map,
+        transform_points,
+    )
+
+    if resampling not in RINGING_KERNELS:
+        return
+    m = UP_FRONT_RANGES * max(float(search_range_px), 0.0)
+    if 2 * m >= min(optical.width, optical.height):
+        return
+    x0, y0, x1, y1 = footprint_overlap(sar, optical)
+    window = (math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+    if window[2] <= window[0] or window[3] <= window[1]:
+        return
+
+    def inside(centres: np.ndarray) -> np.ndarray:
+        xy = map_to_pixel(
+            optical, transform_points(pixel_to_map(sar, centres), sar.crs_wkt, optical.crs_wkt)
         )
+        with np.errstate(invalid="ignore"):
+            return (
+                (xy[:, 0] >= m)
+                & (xy[:, 0] <= optical.width - m)
+                & (xy[:, 1] >= m)
+                & (xy[:, 1] <= optical.height - m)
+            )
+
+    n = infinite_pixels(ds, is_canceled, window, inside)
+    if n:
+        where = f" more than {m:.0f} optical pixels inside the optical raster"
+        raise RegistrationError(_infinite_message(resampling, n, where, name))
 
 
 def _free_integer(dtype: np.dtype, lo: float, hi: float) -> int | None:

@@ -2042,3 +2042,54 @@ def test_warp_refuses_a_ringing_kernel_over_infinite_sar_pixels(
             continue
         values = gdal.Open(str(reg.warp_sar(sar, optical, fit, out, settings))).ReadAsArray()
         assert not np.isposinf(values).any(), kernel  # cubic: 2051 +inf pixels on such a SAR
+
+
+def test_infinite_sar_pixels_deep_inside_the_optical_are_counted_before_any_fit(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """check_infinite_pixels_up_front counts exactly the -inf pixels whose georeferenced
+    position lies 2 search ranges inside the optical (any fit warps those onto the output):
+    a block in the middle, scattered pixels, a strip at the SAR's edge (left to the check after
+    the fit). Expected counts come from the pair's own truth, not the code's geometry."""
+    from osgeo import gdal
+
+    from tests.processing import SHIFT_PX
+
+    src = gdal.Open(str(pair.sar))
+    db = src.GetRasterBand(1).ReadAsArray().astype(np.float32)
+    db[150:160, 170:180] = -np.inf
+    db[::29, ::31] = -np.inf
+    db[:, 0:3] = np.inf
+    path = tmp_path / "sar_db.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), db.shape[1], db.shape[0], 1,
+                                              gdal.GDT_Float32)  # fmt: skip
+    ds.SetGeoTransform(src.GetGeoTransform())
+    ds.SetProjection(src.GetProjection())
+    ds.GetRasterBand(1).SetNoDataValue(np.nan)
+    ds.GetRasterBand(1).WriteArray(db)
+    ds = None
+    rows, cols = np.nonzero(np.isinf(db))
+    opt = pair.sar_to_optical(np.column_stack([cols + 0.5, rows + 0.5])) + np.array(SHIFT_PX)
+    optical, sar = _open(pair.optical), _open(path)
+    for search_range in (16.0, 40.0, 100.0):
+        m = 2 * search_range
+        deep = int(((opt >= m) & (opt <= pair.size - m)).all(axis=1).sum())
+        if 2 * m >= pair.size:  # no interior left: nothing said up front
+            reg.check_infinite_pixels_up_front(
+                gdal.Open(str(path)), sar, optical, "cubic", "out.tif", search_range
+            )
+            continue
+        assert 100 <= deep < len(rows)  # the edge strip is never counted up front
+        for kernel in ("bilinear", "near", "average"):  # no ringing: nothing read, nothing said
+            reg.check_infinite_pixels_up_front(
+                gdal.Open(str(path)), sar, optical, kernel, "out.tif", search_range
+            )
+        for kernel in reg.RINGING_KERNELS:
+            with pytest.raises(
+                reg.RegistrationError,
+                match=rf"^RESAMPLING {kernel}: {deep} valid SAR pixels more than {m:.0f} optical"
+                rf" pixels inside the optical raster are infinite.*bilinear.*gdal_calc",
+            ):
+                reg.check_infinite_pixels_up_front(
+                    gdal.Open(str(path)), sar, optical, kernel, "out.tif", search_range
+                )

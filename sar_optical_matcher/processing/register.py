@@ -374,6 +374,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         if feedback is None:  # QgsProcessingAlgorithm.run(..., feedback=None) passes None
             feedback = QgsProcessingFeedback()
         s = self.settings(parameters, context)
+        self._refuse_infinite_pixels(s, feedback)
         optical, sar, result = run_matching(s.correspondence, feedback, 0, 70)
         if result.records and not result.counts.get("ok"):
             raise QgsProcessingException(
@@ -460,6 +461,25 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         feedback.setProgress(100)
         outputs.update({"RMSE_PX": fit.rmse_px, "RMSE_LOO_PX": fit.loo_rmse_px, "N_INLIERS": n_in})
         return outputs
+
+    def _refuse_infinite_pixels(self, s: RegisterSettings, feedback: Any) -> None:
+        """A ringing RESAMPLING over infinite SAR pixels, refused before the matching.
+
+        Where the refusal is sure (``reg.check_infinite_pixels_up_front``); the pixels near
+        the optical's edge are counted by ``warp_sar`` once the fit is known.
+        """
+        if s.warp.resampling not in reg.RINGING_KERNELS:
+            return
+        c = s.correspondence
+        with common.processing_errors():
+            ds, sar = rasters.open_dataset(c.sar_path)
+            optical = rasters.open_raster(c.optical_path)
+            grid = reg.matching_grid(optical, sar, c.match.match_pixel_size)
+            far = edge_far_range(c.match.search_size, c.match.template_size, grid.scale)
+            reg.check_infinite_pixels_up_front(
+                ds, sar, optical, s.warp.resampling, Path(s.output_path).name, far,
+                common.canceled_callback(feedback),
+            )  # fmt: skip
 
     def _write_tiepoints(self, parameters, context, ties, fit, result, optical) -> Any:
         res = fit.residual_xy_px

@@ -988,3 +988,56 @@ def test_valid_sar_zeros_are_kept_or_warned_of(provider, synthetic_pair, twin_mo
                     if written is None
                     else f"keeps no holes for them: wherever the warped value would be 0, GDAL's "
                     f"bilinear warp writes {written:g} instead") in said[0]  # fmt: skip
+
+
+def test_a_ringing_kernel_over_infinite_sar_pixels_is_refused_before_the_matching(
+    provider, synthetic_pair, twin_model, tmp_path, monkeypatch
+) -> None:
+    """-inf dB pixels in the middle of the SAR under RESAMPLING cubic: refused before any
+    matching (it was refused only after the whole matching and fit), naming the count; the
+    same SAR with bilinear registers; -inf pixels only at the SAR's edge are left to the check
+    after the fit, which refuses them too. Nothing is written."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    from sar_optical_matcher.processing import register
+
+    src = gdal.Open(str(synthetic_pair.sar))
+    db = src.GetRasterBand(1).ReadAsArray().astype(np.float32)
+
+    def write(name: str, rows: slice, cols: slice) -> Path:
+        data = db.copy()
+        data[rows, cols] = -np.inf
+        path = tmp_path / name
+        ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[1], data.shape[0], 1,
+                                                  gdal.GDT_Float32)  # fmt: skip
+        ds.SetGeoTransform(src.GetGeoTransform())
+        ds.SetProjection(src.GetProjection())
+        ds.GetRasterBand(1).SetNoDataValue(-9999.0)
+        ds.GetRasterBand(1).WriteArray(data)
+        return path
+
+    middle = write("sar_middle.tif", slice(180, 190), slice(180, 192))
+    edge = write("sar_edge.tif", slice(None), slice(0, 2))
+    out = tmp_path / "out"
+    out.mkdir()
+    matched: list[str] = []
+    real = register.run_matching
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        matched.append("run")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(register, "run_matching", counting)
+    params = _params(synthetic_pair, twin_model, out, RESAMPLING=2, SAR=str(middle))
+    refusal = r"RESAMPLING cubic: 120 valid SAR pixels more than 32 optical pixels inside the "
+    with pytest.raises(QgsProcessingException, match=refusal + "optical raster are infinite"):
+        processing.run("sarmatcher:registersartooptical", params)
+    assert matched == [] and list(out.iterdir()) == []
+    # the whole SAR falls on the output: all 768 edge pixels counted, no window named
+    with pytest.raises(QgsProcessingException, match=r"RESAMPLING cubic: 768 valid SAR pixels are"):
+        processing.run("sarmatcher:registersartooptical", {**params, "SAR": str(edge)})
+    assert matched == ["run"] and list(out.iterdir()) == []
+    res = processing.run("sarmatcher:registersartooptical", {**params, "RESAMPLING": 1})
+    assert matched == ["run", "run"] and res["N_INLIERS"] >= 8
