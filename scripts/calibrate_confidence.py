@@ -103,6 +103,9 @@ def calibrate(args: argparse.Namespace) -> int:
     samples = harness.make_samples(
         records, args.samples_per_pair, c.template_size, c.search_size, rng=rng
     )
+    repeated = harness.repeated_samples(samples)
+    if repeated:
+        print(f"warning: {repeated} (--samples-per-pair)", file=sys.stderr)
     pred = harness.run_method(samples, harness.learned_map_fn(matcher), name="learned")
     correct = pred.error_px <= args.correct_px
     if correct.all() or not correct.any():

@@ -665,6 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model_used = model_provenance(opened[1])
         samples = build_samples(args)
         print(f"{len(samples)} samples from {len({s.record for s in samples})} pairs")
+        repeated = harness.repeated_samples(samples)
+        if repeated:
+            print(f"warning: {repeated} (--samples-per-pair)", file=sys.stderr)
         preds, fitted = run_all(args, samples, opened)
         write_outputs(args, samples, preds, fitted)
     # bad --data, sizes, model, --device, --out: said, not dumped

@@ -284,6 +284,31 @@ def make_samples(
     return samples
 
 
+def repeated_samples(samples: Sequence[Sample]) -> str | None:
+    """The warning that some samples repeat an earlier one exactly, or None when none do.
+
+    A pair whose search region barely exceeds the template offers few positions (a 250 px
+    template in a 256 px region: 7 x 7 offsets); more ``n_per_record`` draws than that repeat
+    samples, which the figures then count as if they were independent.
+    """
+    seen: set[tuple[Any, ...]] = set()
+    repeats: dict[str, int] = {}
+    for s in samples:
+        key = (s.record, s.region_origin_xy_px, s.true_offset_xy_px, s.rotation_deg, s.scale)
+        if key in seen:
+            repeats[s.record] = repeats.get(s.record, 0) + 1
+        seen.add(key)
+    if not repeats:
+        return None
+    worst = max(repeats, key=lambda r: repeats[r])
+    return (
+        f"{sum(repeats.values())} of {len(samples)} samples repeat an earlier sample of the "
+        f"same pair exactly ({len(repeats)} pairs; {worst}: {repeats[worst]}), and the figures "
+        "count each again: these pairs offer fewer distinct positions than samples are drawn. "
+        "Draw fewer samples a pair, or use a search region larger than the template by more"
+    )
+
+
 def classical_map_fn(
     method: str | classical.MapFn,
     sar_spec: PreprocessSpec = DEFAULT_SAR_SPEC,

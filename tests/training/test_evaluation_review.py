@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,38 @@ def test_results_json_is_strict_and_holds_what_its_curves_come_from(tmp_path: Pa
                 assert precision == pytest.approx(expected, abs=1e-9), (method, t)
             else:
                 assert precision is None  # NaN: nothing accepted
+
+
+def test_samples_that_repeat_an_earlier_one_are_counted_and_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 36 px template in a 40 px region has 5 x 5 offsets: 60 draws from one 40 x 40 pair
+    repeat samples, which the figures counted as independent without a word. The warning's
+    count is the draws less the distinct (region, offset) pairs; a wide search range is
+    quiet. evaluate.py says it on stderr."""
+    from scripts import evaluate
+
+    rng = np.random.default_rng(0)
+    recs = [shifted_record(rng, shape=(40, 40), name=n) for n in ("a", "b")]
+    samples = harness.make_samples(recs, 60, template=36, search=40, rng=rng)
+    distinct = {(s.record, s.true_offset_xy_px) for s in samples}
+    assert len(distinct) <= 50
+    n_repeat = len(samples) - len(distinct)
+    by_record = {r: 60 - len({d for d in distinct if d[0] == r}) for r in ("a", "b")}
+    worst = max(by_record, key=lambda r: by_record[r])
+    text = harness.repeated_samples(samples)
+    assert text is not None
+    assert text.startswith(f"{n_repeat} of 120 samples repeat an earlier sample of the same pair")
+    assert f"(2 pairs; {worst}: {by_record[worst]})" in text
+    wide = harness.make_samples(recs[:1], 3, template=8, search=40, rng=rng)
+    assert harness.repeated_samples(wide) is None
+
+    out = tmp_path / "eval"
+    argv = ["--data", "synthetic:1:256", "--methods", "ncc", "--samples-per-pair", "40",
+            "--template", "250", "--search", "256", "--seed", "1", "--out", str(out)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"warning: \d+ of 40 samples repeat an earlier sample", err), err
+    argv[5] = "4"  # 4 draws at the default 128 in 256 (129 x 129 offsets): no repeat here
+    assert evaluate.main(argv[:6] + ["--seed", "1", "--out", str(out)]) == 0
+    assert "repeat" not in capsys.readouterr().err
