@@ -5,15 +5,19 @@ Examples::
     python scripts/evaluate.py --data 3mos:../shared/data/3mos:SEN_city,GF3_plain --out build/eval
     python scripts/evaluate.py --model m.onnx --data synthetic:8 --methods learned,cfog,ncc
     python scripts/evaluate.py --data gdal:opt.tif,sar.tif --samples-per-pair 50
+    python scripts/evaluate.py --data gdal:pair_optical.tif,pair_sar.tif \
+        --truth pair_optical=pair_truth.json --samples-per-pair 50
     python scripts/evaluate.py --data sen12:../shared/data/sen12:ROIs1158_spring_1,ROIs2017_winter
 
 A ``gdal`` pair's truth is its georeference (the SAR resampled onto the optical's matching
 grid): for a pair whose SAR is known to be off by a constant shift, give that shift with
-``--scene-offset <optical file stem>=X,Y``, e.g. the one ``scripts/make_synthetic_pair.py``
-prints (``--max-shift 10 --affine 0``: the misregistration is one shift everywhere), in optical
-pixels; a pair off by more than a shift has no truth here. A SAR pixel more than 1.5x the
-optical's is matched on the plugin's coarser grid (the SAR's pixel size): the shift is converted
-to its pixels, and that pair's errors are in them.
+``--scene-offset <optical file stem>=X,Y`` in optical pixels; for any other known
+misregistration give its ground-truth transform with ``--truth <optical file stem>=FILE.json``:
+the ``<stem>_truth.json`` that ``scripts/make_synthetic_pair.py`` writes (shift, affine and
+quadratic terms, any two CRSs), or a plain affine ``{"optical_px_to_sar_px": [[a, b, c], [d, e,
+f]]}``. The SAR is then sampled through that transform, and the record is co-registered
+exactly. A SAR pixel more than 1.5x the optical's is matched on the plugin's coarser grid (the
+SAR's pixel size): a shift is converted to its pixels, and that pair's errors are in them.
 
 Writes to ``--out``: ``results.json`` (config, figures per method, per-sample errors),
 ``results.md`` (the table; with both ``learned`` and ``cfog``, also how often the two agree and
@@ -55,7 +59,7 @@ SYNTHETIC_SEED_OFFSET = 10_000  # synthetic evaluation scenes never share a seed
 DEFAULT_TEMPLATE, DEFAULT_SEARCH = 128, 256
 
 
-def load_records(spec: str, seed: int) -> list[Any]:
+def load_records(spec: str, seed: int, truths: dict[str, Any] | None = None) -> list[Any]:
     r"""PairRecords of one ``--data`` specification (see ``--help``).
 
     A path may start with a Windows drive letter (``3mos:C:\data\3mos:SEN_city``,
@@ -81,9 +85,10 @@ def load_records(spec: str, seed: int) -> list[Any]:
                 f"{spec!r}"
             ) from None
         return sources.load_synthetic(count, side, seed + SYNTHETIC_SEED_OFFSET)
-    if kind == "gdal":
+    if kind == "gdal":  # its scene is the optical file's stem, and --truth names it so
         optical, sar = _gdal_paths(rest)
-        return [sources.load_gdal_pair(optical, sar)]
+        truth = (truths or {}).get(Path(optical).stem)
+        return [sources.load_gdal_pair(optical, sar, truth=truth)]
     hint = ""
     if _is_drive(spec):
         hint = f" ({spec[:3]}... is a Windows path: put the kind first, e.g. 3mos:{spec})"
@@ -218,6 +223,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "matched on a coarser grid gets it in grid pixels); results against the data set's "
         "own truth are the ones to report as such",
     )
+    p.add_argument(
+        "--truth",
+        action="append",
+        default=[],
+        metavar="SCENE=FILE.json",
+        help="a gdal pair's ground-truth transform (repeatable; SCENE: its optical file's "
+        "stem): make_synthetic_pair.py's <stem>_truth.json (shift, affine, quadratic, any "
+        'CRSs) or {"optical_px_to_sar_px": [[a, b, c], [d, e, f]]} (optical pixel -> true SAR '
+        "pixel, centres at +0.5); the SAR is sampled through it instead of its georeference",
+    )
     p.add_argument("--calibrate-confidence", action="store_true")
     p.add_argument("--out", default="build/evaluation", help="output folder")
     args = p.parse_args(argv)
@@ -294,6 +309,49 @@ def parse_scene_offsets(items: Sequence[str]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def parse_truths(items: Sequence[str]) -> dict[str, Any]:
+    """``["SCENE=FILE.json", ...]`` -> ``{scene: sources.PairTruth}`` (``--truth``), read."""
+    from training import sources
+
+    out: dict[str, Any] = {}
+    for item in items:
+        scene, sep, path = item.partition("=")
+        if not (sep and scene and path):
+            raise SystemExit(f"--truth needs SCENE=FILE.json (SCENE: the optical file's stem), "
+                             f"got {item!r}")  # fmt: skip
+        if scene in out:
+            raise SystemExit(f"--truth {scene}=... is given twice")
+        try:
+            out[scene] = sources.read_pair_truth(path)
+        except ValueError as exc:
+            raise SystemExit(f"--truth {item}: {exc}") from None
+    return out
+
+
+def check_truths(records: list[Any], truths: dict[str, Any], offsets: Sequence[str]) -> None:
+    """Each ``--truth`` names one gdal pair, which no ``--scene-offset`` names too."""
+    for scene, truth in truths.items():
+        pairs = [r.name for r in records if r.scene == scene and r.source == "gdal"]
+        if not pairs:
+            gdal = sorted({r.scene for r in records if r.source == "gdal"})
+            raise SystemExit(
+                f"--truth {scene}=...: no gdal pair in --data has an optical file of stem "
+                f"{scene!r} (a truth is for gdal pairs; their stems: {gdal or 'none'})"
+            )
+        if len(pairs) > 1:
+            raise SystemExit(
+                f"--truth {scene}=... would be the truth of {len(pairs)} gdal pairs whose "
+                f"optical files share the stem {scene!r} ({', '.join(pairs)}): give them "
+                "distinct optical file names, one per truth"
+            )
+        if scene in parse_scene_offsets(offsets):
+            raise SystemExit(
+                f"--truth and --scene-offset both give {scene}'s truth: the truth file holds "
+                "the whole transform, shift included; drop the --scene-offset"
+            )
+        print(f"note: {pairs[0]} is sampled through its {truth.kind} truth {truth.path}")
+
+
 def with_scene_offsets(records: list[Any], items: Sequence[str]) -> list[Any]:
     """The records with each ``--scene-offset SCENE=X,Y`` replacing its scene's offset.
 
@@ -354,8 +412,10 @@ def unique_names(records: list[Any]) -> list[Any]:
 
 def build_samples(args: argparse.Namespace) -> list[harness.Sample]:
     """Load the records of every ``--data`` and cut the samples (seeded)."""
-    records = unique_names([r for spec in args.data for r in load_records(spec, args.seed)])
-    records = with_scene_offsets(records, args.scene_offset)
+    truths = parse_truths(args.truth)
+    records = [r for spec in args.data for r in load_records(spec, args.seed, truths)]
+    check_truths(records, truths, args.scene_offset)
+    records = with_scene_offsets(unique_names(records), args.scene_offset)
     rng = np.random.default_rng(args.seed)
     if args.max_records and len(records) > args.max_records:
         keep = np.sort(rng.choice(len(records), args.max_records, replace=False))

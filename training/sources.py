@@ -8,9 +8,11 @@ that need them.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -340,6 +342,143 @@ def _read_optical(
     return luminance(np.stack(stack, axis=-1)) if len(stack) == 3 else stack[0], valid
 
 
+#: Optical pixels -> true SAR pixels, (N, 2) (x, y) each, pixel centres at +0.5.
+PixelMap = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PairTruth:
+    """A ground-truth transform between a gdal pair's pixel grids (:func:`read_pair_truth`).
+
+    Attributes:
+        optical_px_to_sar_px: where the SAR truly images the ground point at each optical
+            pixel ((N, 2) -> (N, 2), pixel centres at +0.5).
+        path: the file it was read from.
+        kind: ``"affine"`` or ``"synthetic"`` (``make_synthetic_pair.py``'s truth file).
+        optical_shape: (rows, cols) the truth was made for, or None (an affine says nothing).
+        sar_shape: (rows, cols) likewise.
+        optical_gt: the optical geotransform it was made for, or None.
+        sar_gt: the SAR geotransform likewise.
+    """
+
+    optical_px_to_sar_px: PixelMap
+    path: str
+    kind: str
+    optical_shape: tuple[int, int] | None = None
+    sar_shape: tuple[int, int] | None = None
+    optical_gt: tuple[float, ...] | None = None
+    sar_gt: tuple[float, ...] | None = None
+
+    def check_pair(self, optical: Any, sar: Any) -> None:
+        """Raise ValueError unless the truth was made for these rasters (RasterInfo)."""
+        for role, info, shape, gt in (
+            ("optical", optical, self.optical_shape, self.optical_gt),
+            ("SAR", sar, self.sar_shape, self.sar_gt),
+        ):
+            if shape is not None and tuple(shape) != (info.height, info.width):
+                raise ValueError(
+                    f"truth {self.path} is for a {shape[0]}x{shape[1]} px {role} raster, and "
+                    f"{info.path} is {info.height}x{info.width} px: it belongs to another pair"
+                )
+            if gt is not None and not np.allclose(gt, info.geotransform, rtol=1e-9, atol=1e-9):
+                raise ValueError(
+                    f"truth {self.path} was made for the {role} geotransform {tuple(gt)}, and "
+                    f"{info.path} has {tuple(info.geotransform)}: it belongs to another pair "
+                    "(or the raster was resampled since)"
+                )
+
+
+def read_pair_truth(path: str | Path) -> PairTruth:
+    """The ground-truth transform of a gdal pair from a JSON file.
+
+    Two forms: the ``<stem>_truth.json`` that ``scripts/make_synthetic_pair.py`` writes
+    (any misregistration it draws: shift, affine, quadratic; any two CRSs), and a plain
+    affine ``{"optical_px_to_sar_px": [[a, b, c], [d, e, f]]}``: the ground point at optical
+    pixel (x, y) is at SAR pixel (a x + b y + c, d x + e y + f), pixel centres at +0.5 (a
+    corner-based affine from another tool: add 0.5 to x and y before, take 0.5 after).
+
+    Raises:
+        ValueError: the file cannot be read, or holds neither form.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"truth {p}: cannot be read as JSON ({exc})") from None
+    form = "give make_synthetic_pair.py's <stem>_truth.json or " + (
+        '{"optical_px_to_sar_px": [[a, b, c], [d, e, f]]}'
+    )
+    if not isinstance(doc, dict):
+        raise ValueError(f"truth {p}: not a JSON object; {form}")
+    if "optical_px_to_sar_px" in doc:
+        try:
+            m = np.array(doc["optical_px_to_sar_px"], dtype=np.float64)
+        except (TypeError, ValueError):
+            m = np.zeros(0)
+        if m.shape != (2, 3) or not np.isfinite(m).all():
+            raise ValueError(f"truth {p}: optical_px_to_sar_px must be 2 rows of 3 numbers; {form}")
+        if abs(np.linalg.det(m[:, :2])) < 1e-9:
+            raise ValueError(f"truth {p}: optical_px_to_sar_px is singular (it folds the plane)")
+
+        def affine(xy: np.ndarray) -> np.ndarray:
+            pts = np.asarray(xy, np.float64).reshape(-1, 2)
+            return pts @ m[:, :2].T + m[:, 2]
+
+        return PairTruth(affine, str(p), "affine")
+    if "nominal" in doc and "optical_shape" in doc:
+        from sar_optical_matcher.core.synthetic import Truth
+
+        try:
+            t = Truth.from_dict(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"truth {p}: not a complete make_synthetic_pair truth ({exc})"
+            ) from None
+        return PairTruth(
+            t.optical_px_to_sar_px, str(p), "synthetic",
+            (int(t.optical_shape[0]), int(t.optical_shape[1])),
+            (int(t.sar_shape[0]), int(t.sar_shape[1])), tuple(t.optical_gt), tuple(t.sar_gt),
+        )  # fmt: skip
+    raise ValueError(f"truth {p}: holds neither form; {form}")
+
+
+#: Grid rows sampled through a truth at a time (bounds the sample arrays' memory).
+TRUTH_ROWS = 128
+
+
+def sample_through_truth(
+    sar: Any, band: int, truth: PixelMap, grid: Any, grid_scale: float, looks: int
+) -> np.ndarray:
+    """The SAR band on ``grid`` sampled through ``truth`` instead of the georeferences.
+
+    ``grid`` (a RasterInfo) is the optical grid or a coarser one of ``grid_scale`` optical
+    pixels a pixel, same origin and axes (``rasters.scaled_grid``). Each grid pixel is the
+    bilinear SAR value at its true position, or, with ``looks`` > 1 (a SAR much finer than
+    the grid, which the plugin averages onto it), the mean of ``looks`` x ``looks`` such
+    values spread over the pixel. NaN where any SAR pixel it leans on is not valid.
+    """
+    from scipy import ndimage
+
+    from sar_optical_matcher import rasters
+
+    data, _ = rasters.read_window(sar, band, 0, 0, sar.width, sar.height)
+    out = np.empty((grid.height, grid.width), np.float32)
+    sub = (np.arange(looks) + 0.5) / looks  # sample positions inside a grid pixel
+    xs = (np.arange(grid.width)[:, None] + sub[None, :]).ravel() * grid_scale
+    for top in range(0, grid.height, TRUTH_ROWS):
+        rows = np.arange(top, min(top + TRUTH_ROWS, grid.height))
+        ys = (rows[:, None] + sub[None, :]).ravel() * grid_scale
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")  # (rows * looks, width * looks)
+        at = truth(np.column_stack([xx.ravel(), yy.ravel()]))
+        with np.errstate(invalid="ignore"):
+            v = ndimage.map_coordinates(
+                data, [at[:, 1] - 0.5, at[:, 0] - 0.5], order=1, mode="constant", cval=np.nan
+            )
+        v = v.reshape(len(rows), looks, grid.width, looks).mean(axis=(1, 3))
+        out[top : top + len(rows)] = v
+    return out
+
+
 def load_gdal_pair(
     optical: str | Path,
     sar: str | Path,
@@ -349,6 +488,7 @@ def load_gdal_pair(
     scene: str | None = None,
     sensor: str = "unknown",
     match_pixel_size: float = 0.0,
+    truth: PairTruth | None = None,
 ) -> PairRecord:
     """A georeferenced raster pair, the SAR resampled onto the optical (matching) grid.
 
@@ -367,6 +507,10 @@ def load_gdal_pair(
         scene: split key; default the optical file's stem.
         sensor: SAR sensor name for the record.
         match_pixel_size: grid pixel size in optical map units (0: automatic, as above).
+        truth: a ground-truth transform of the pair (:func:`read_pair_truth`): the SAR is
+            sampled through it (:func:`sample_through_truth`) instead of through the two
+            georeferences, so a known misregistration of any form is taken out and the record
+            is co-registered exactly; its grid is still the one the georeferences give.
 
     Returns:
         One :class:`PairRecord` with ``valid`` = optical and SAR data (nodata/NaN excluded) and
@@ -391,9 +535,17 @@ def load_gdal_pair(
     target = opt_info if grid.scale == 1.0 else rasters.scaled_grid(opt_info, grid.scale)
     opt_values, opt_valid = _read_optical(opt_ds, opt_info, optical_bands, target)
     byte_data = sar_info.gdal_types[sar_band - 1] == "Byte"
-    sar_values, _ = rasters.read_on_grid(
-        sar_info, sar_band, target, 0, 0, target.width, target.height, grid.sar_resampling
-    )
+    if truth is None:
+        sar_values, _ = rasters.read_on_grid(
+            sar_info, sar_band, target, 0, 0, target.width, target.height, grid.sar_resampling
+        )
+    else:
+        truth.check_pair(opt_info, sar_info)
+        ratio = grid.pixel_ratio / grid.scale if math.isfinite(grid.pixel_ratio) else 1.0
+        looks = max(math.ceil(1.0 / ratio - 1e-9), 1) if grid.sar_resampling == "average" else 1
+        sar_values = sample_through_truth(
+            sar_info, sar_band, truth.optical_px_to_sar_px, target, grid.scale, looks
+        )
     valid = opt_valid & np.isfinite(sar_values)
     scale = (
         "db"
