@@ -452,7 +452,6 @@ def detect_keypoints_tiled(
         rx1 = min(info.width, cx0 + tw + DETECT_HALO_PX)
         ry1 = min(info.height, cy0 + th + DETECT_HALO_PX)
         arr, valid = rasters.read_window(info, settings.band, rx0, ry0, rx1 - rx0, ry1 - ry0)
-        valid = valid & _mask_window(settings, info.geotransform, (rx0, ry0, rx1 - rx0, ry1 - ry0))
         # keypoints only in the tile's core (and the extent): the halo feeds the response but
         # takes none of the max_count budget
         cols = rx0 + np.arange(rx1 - rx0) + 0.5
@@ -465,6 +464,7 @@ def detect_keypoints_tiled(
             core &= points_in_box(xy_map, settings.extent_map).reshape(core.shape)
         if settings.coverage is not None:
             core &= settings.coverage.at(cols, rows)
+        core &= _mask_window(settings, info.geotransform, (rx0, ry0, rx1 - rx0, ry1 - ry0))
         # every local maximum: the global NMS, spread and response floor are exact (a tile's
         # own floor, 1 % of ITS strongest, let a low-contrast tile's weak corners through)
         k = kp.detect_keypoints(arr, max_count=core.size, min_distance_px=0.0, border_px=0,
@@ -2495,7 +2495,7 @@ def warp_sar(
                     resampleAlg=settings.resampling,
                     polynomialOrder=order,
                     geoloc=order is None,
-                    errorThreshold=0.0 if order is None else None,
+                    errorThreshold=0.0,  # exact: the approximate one missed poly2/3 by 0.05 px
                     dstNodata=nodata,
                     warpOptions=["INIT_DEST=NO_DATA", *scales]
                     + (["OPTIMIZE_SIZE=TRUE"] if compressed else []),

@@ -1689,8 +1689,14 @@ def test_a_spread_tiles_the_mask_as_it_tiles_the_same_extent(tmp_path: Path) -> 
 
     masked, extent = detect(mask_wkt=(square,)), detect(extent_map=(x0, y0, x1, y1))
     assert len(masked) == len(extent) == 40
-    # not the same points: the mask also blanks the response outside it, an extent does not
     assert (masked[:, 0] < 512).sum() == (extent[:, 0] < 512).sum() == 10
+    # the same points: a polygon's edge is no edge of the image, so the response is not
+    # blanked next to it (it was, as next to nodata: nothing within 9 px of the edge)
+    np.testing.assert_array_equal(np.sort(masked, axis=0), np.sort(extent, axis=0))
+    strip = f"POLYGON(({x0} {y0},{x0 + 180} {y0},{x0 + 180} {y1},{x0} {y1},{x0} {y0}))"
+    narrow = detect(mask_wkt=(strip,))  # 18 px wide, in the textured part: had no keypoint
+    assert len(narrow) >= 5
+    assert (narrow[:, 0] > 300).all() and (narrow[:, 0] < 318).all()
 
 
 def test_too_few_inliers_for_a_poly3_are_said_so_not_roads() -> None:
@@ -2093,3 +2099,42 @@ def test_infinite_sar_pixels_deep_inside_the_optical_are_counted_before_any_fit(
                 reg.check_infinite_pixels_up_front(
                     gdal.Open(str(path)), sar, optical, kernel, "out.tif", search_range
                 )
+
+
+@pytest.mark.parametrize(("kind", "tolerance"), [("poly2", 0.035), ("poly3", 0.01)])
+def test_a_bending_fit_is_warped_exactly(
+    pair: Pair, tmp_path: Path, kind: str, tolerance: float
+) -> None:
+    """The SAR's bands hold each pixel's own SAR coordinates, so the warped raster says which
+    SAR point every output pixel shows; the fit must take it to that output pixel. A poly2/3
+    fit of a 3 px bend was warped through GDAL's approximate transformer (0.05-0.06 px off at
+    most: 0.064 px poly2, 0.046 px poly3 here); now exactly (errorThreshold 0). What is left
+    of poly2's is GDAL's inverse, a least-squares poly2 through the GCPs (0.029 px)."""
+    from osgeo import gdal
+
+    n = pair.size
+    src = np.random.default_rng(2).uniform(10, n - 10, (60, 2))
+    u = (src - n / 2) / (n / 2)
+    dst = pair.sar_to_optical(src) + 3.0 * np.column_stack([u[:, 0] ** 2, u[:, 0] * u[:, 1]])
+    ties = reg.TiePoints(src, dst, np.ones(60, bool), np.arange(60))
+    fit = reg.fit_tie_points(ties, kind, 0.5, 8, np.random.default_rng(0))
+    assert fit.inliers.all()
+    yy, xx = np.mgrid[0:n, 0:n] + 0.5
+    sar_src = gdal.Open(str(pair.sar))
+    path = tmp_path / "coords.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), n, n, 2, gdal.GDT_Float64)
+    ds.SetGeoTransform(sar_src.GetGeoTransform())
+    ds.SetProjection(sar_src.GetProjection())
+    for b, values in ((1, xx), (2, yy)):
+        ds.GetRasterBand(b).SetNoDataValue(-1.0)
+        ds.GetRasterBand(b).WriteArray(values)
+    ds = None
+    out = reg.warp_sar(_open(path), _open(pair.optical), fit, tmp_path / "w.tif",
+                       reg.WarpSettings(resampling="bilinear"))  # fmt: skip
+    shown = gdal.Open(str(out)).ReadAsArray()[:, 40:-40, 40:-40]  # (2, h, w) SAR x, y
+    ok = (shown > 1).all(axis=0)
+    assert ok.mean() > 0.9
+    sar_xy = np.column_stack([shown[0][ok], shown[1][ok]])
+    oy, ox = (np.mgrid[40 : n - 40, 40 : n - 40] + 0.5)[:, ok]
+    miss = np.hypot(*(fit.transform.apply(sar_xy) - np.column_stack([ox, oy])).T)
+    assert miss.max() < tolerance, (np.median(miss), miss.max())
