@@ -64,3 +64,113 @@ def test_a_broken_onnxruntime_install_is_not_reported_as_missing(
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # really absent: the install hint
     with pytest.raises(MissingDependencyError, match="needs the Python package onnxruntime"):
         runtime.resolve_providers("auto")
+
+
+class _FakeCudaSession:
+    """A CUDA session as onnxruntime's Python wrapper presents it, run by the CPU underneath.
+
+    ``fail_at``: the run (1-based; run 1 is the load check) that fails on the "GPU". With the
+    wrapper's fallback on, it moves to ``CPUExecutionProvider`` and retries, as onnxruntime's
+    ``InferenceSession.run`` does on EPFail; after ``disable_fallback()`` it raises.
+    """
+
+    made: list[_FakeCudaSession] = []
+
+    def __init__(self, source, sess_options=None, providers=None, *, real, fail_at) -> None:
+        self._real = real(source, sess_options=sess_options, providers=["CPUExecutionProvider"])
+        self._providers = list(providers or [])
+        self.fallback, self.calls, self.fail_at = True, 0, fail_at
+        _FakeCudaSession.made.append(self)
+
+    def get_providers(self) -> list[str]:
+        return list(self._providers)
+
+    def disable_fallback(self) -> None:
+        self.fallback = False
+
+    def run(self, *args):
+        self.calls += 1
+        if self.calls >= self.fail_at and self._providers[0] == "CUDAExecutionProvider":
+            if not self.fallback:
+                raise RuntimeError(
+                    "[ONNXRuntimeError] : 11 : EP_FAIL : CUDA failure 2: out of memory"
+                )
+            self._providers = ["CPUExecutionProvider"]
+        return self._real.run(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """onnxruntime that lists CUDA and makes :class:`_FakeCudaSession`s; set ``.fail_at``."""
+    import onnxruntime as ort
+
+    real, available = ort.InferenceSession, ort.get_available_providers()
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *available]
+    )
+    state = {"fail_at": 10**9}
+
+    def make(*args, **kw):
+        return _FakeCudaSession(*args, real=real, fail_at=state["fail_at"], **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", make)
+    _FakeCudaSession.made.clear()
+    return state
+
+
+def test_the_log_names_the_provider_after_onnxruntime_moves_to_the_cpu(fake_cuda) -> None:
+    """The first real batch fails on the "GPU" after the load check passed: onnxruntime moves
+    the session to the CPU and says so only on stdout. The matcher said CUDA throughout; now
+    it says the move and names the CPU. DEVICE cuda turns the fallback off and refuses."""
+    from sar_optical_matcher.model import runtime
+
+    fake_cuda["fail_at"] = 2
+    log: list[str] = []
+    m = runtime.OnnxMatcher(runtime.DEFAULT_MODEL_PATH, device="auto", log=log.append)
+    assert m.provider == "CUDAExecutionProvider" and "with CUDAExecutionProvider" in log[0]
+    t = m.contract.template_size
+    rng = np.random.default_rng(0)
+    templates = rng.standard_normal((2, t, t)).astype(np.float32)
+    regions = rng.standard_normal((2, 2 * t, 2 * t)).astype(np.float32)
+    maps = m.correspondence_maps(templates, regions)
+    assert np.isfinite(maps).all()
+    assert m.provider == "CPUExecutionProvider"
+    assert len(log) == 2 and "moved the session from CUDAExecutionProvider to " in log[1]
+    assert "CPUExecutionProvider" in log[1]
+    strict = runtime.OnnxMatcher(runtime.DEFAULT_MODEL_PATH, device="cuda", log=log.append)
+    assert not _FakeCudaSession.made[-1].fallback
+    with pytest.raises(runtime.ModelError, match=r"onnxruntime \(CUDAExecutionProvider\) failed "
+                       r"on a batch.*CUDA failure 2: out of memory"):  # fmt: skip
+        strict.correspondence_maps(templates, regions)
+
+
+def test_a_gpu_failing_the_load_check_is_not_blamed_on_the_model(fake_cuda, monkeypatch) -> None:
+    """The load check itself fails on the "GPU" (run 1): 'auto' opened the model anew on the
+    CPU and says why (it raised "the network was built for another patch size ... re-export"
+    for the shipped model); 'cuda' refuses and says a GPU failure reads the same."""
+    from sar_optical_matcher.model import runtime
+
+    fake_cuda["fail_at"] = 1
+    _FakeCudaSession.made.clear()
+    log: list[str] = []
+    # the wrapper's fallback would hide it: a GPU whose failure it cannot retry (cuDNN)
+    import onnxruntime as ort
+
+    make = ort.InferenceSession
+
+    def no_fallback(*args, **kw):
+        session = make(*args, **kw)
+        session.fallback = False
+        return session
+
+    monkeypatch.setattr(ort, "InferenceSession", no_fallback)
+    m = runtime.OnnxMatcher(runtime.DEFAULT_MODEL_PATH, device="auto", log=log.append)
+    assert m.provider == "CPUExecutionProvider"
+    assert "with CPUExecutionProvider" in log[0]
+    assert "the CUDA session failed the load check" in log[0] and "the CPU passed it" in log[0]
+    with pytest.raises(runtime.ModelError, match=r"this ran on CUDAExecutionProvider: a failure "
+                       r"of the GPU.*DEVICE cpu tells the two apart"):  # fmt: skip
+        runtime.OnnxMatcher(runtime.DEFAULT_MODEL_PATH, device="cuda", log=log.append)

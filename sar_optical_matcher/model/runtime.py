@@ -299,8 +299,13 @@ def _smoke_run(path: Path, session: Any, contract: ModelContract) -> None:
 
 
 def _open(
-    path: str | Path, providers: Sequence[str], threads: int | None = None
+    path: str | Path, providers: Sequence[str], threads: int | None = None, strict: bool = False
 ) -> tuple[ModelContract, Any]:
+    """Contract and checked session of ``path`` on ``providers``.
+
+    ``strict``: the first provider or nothing (onnxruntime's Python session otherwise moves
+    itself to the CPU when a run fails on the GPU, and says so only on stdout).
+    """
     ort = _import_ort()
     path = Path(path)
     header, data = _load_header(path)
@@ -322,6 +327,8 @@ def _open(
         session = ort.InferenceSession(source, sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types
         raise _session_error(path, header, exc, ort) from exc
+    if strict and hasattr(session, "disable_fallback"):
+        session.disable_fallback()
     _check_io(path, session, contract)
     _smoke_run(path, session, contract)
     return contract, session
@@ -419,8 +426,28 @@ class OnnxMatcher:
         """Load and validate ``path`` (see :func:`read_contract`) for ``device``."""
         ort = _import_ort()
         self.path = Path(path)
-        self.contract, self._session = _open(self.path, resolve_providers(device), threads)
+        providers = resolve_providers(device)
+        note = ""
+        try:
+            self.contract, self._session = _open(self.path, providers, threads, device == "cuda")
+        except ModelError as exc:  # the load check ran on the GPU: the GPU may be what failed
+            if providers[0] != "CUDAExecutionProvider":
+                raise
+            if device == "cuda":
+                raise ModelError(
+                    f"{exc} (this ran on CUDAExecutionProvider: a failure of the GPU, its CUDA "
+                    "or cuDNN libraries or its memory reads the same; DEVICE cpu tells the two "
+                    "apart)"
+                ) from exc
+            self.contract, self._session = _open(self.path, ["CPUExecutionProvider"], threads)
+            why = str(exc)[-200:]
+            note = f"; the CUDA session failed the load check ({why}), the CPU passed it"
         self.provider: str = self._session.get_providers()[0]
+        if log is None:
+            import logging
+
+            log = logging.getLogger(__name__).info
+        self._log = log
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
             raise MissingDependencyError(
                 f"device 'cuda' requested but onnxruntime fell back to {self.provider}; check the "
@@ -432,12 +459,7 @@ class OnnxMatcher:
         )
         if self.contract.map_smoothing_px > 0:
             message += f"; correspondence maps smoothed by {self.contract.map_smoothing_px:g} px"
-        if log is None:
-            import logging
-
-            logging.getLogger(__name__).info(message)
-        else:
-            log(message)
+        log(message + note)
 
     def _run(self, optical: np.ndarray | None, sar: np.ndarray | None) -> list[np.ndarray]:
         c = self.contract
@@ -447,7 +469,7 @@ class OnnxMatcher:
             c.sar_input: dummy if sar is None else sar[:, None],
         }
         try:
-            return self._session.run([c.optical_output, c.sar_output], feeds)
+            out = self._session.run([c.optical_output, c.sar_output], feeds)
         except Exception as exc:  # onnxruntime's own types (Fail, InvalidArgument, EPFail, ...)
             n = len(optical if optical is not None else sar if sar is not None else [])
             raise ModelError(
@@ -455,6 +477,15 @@ class OnnxMatcher:
                 f"{str(exc).strip()[-300:]}; a smaller BATCH_SIZE needs less memory, and "
                 "DEVICE cpu avoids GPU limits"
             ) from exc
+        now = self._session.get_providers()[0]
+        if now != self.provider:  # onnxruntime's own fallback after a GPU failure (not 'cuda')
+            self._log(
+                f"SAR-Optical Matcher: onnxruntime moved the session from {self.provider} to "
+                f"{now} after a failure there; the rest runs with {now} (DEVICE cuda refuses "
+                "instead)"
+            )
+            self.provider = now
+        return out
 
     def optical_descriptors(self, templates: np.ndarray) -> np.ndarray:
         """Unit descriptors of preprocessed templates (B, T, T) float32 -> (B, D k^2) float32."""
