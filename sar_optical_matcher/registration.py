@@ -2280,8 +2280,11 @@ def _write_tps_geolocation(
     per_optical: tuple[float, float],
     name: str,
     is_canceled: IsCanceled | None = None,
+    crs_wkt: str | None = None,
 ) -> list[str]:
     """Give ``vrt`` the spline's geolocation arrays; return their /vsimem/ files to unlink.
+
+    ``crs_wkt``: the GCPs' CRS (default the optical's; a :class:`FitFrame`'s, the SAR's).
 
     ``vrt``: the SAR with GCPs at the spline's control points ``src_px`` (see
     :func:`tps_geolocation`). ``is_canceled`` is checked before each chunk of nodes.
@@ -2337,8 +2340,89 @@ def _write_tps_geolocation(
         for path in geoloc_files:
             gdal.Unlink(path)
         raise
-    vrt.SetMetadata({**meta, "SRS": optical.crs_wkt}, "GEOLOCATION")
+    vrt.SetMetadata({**meta, "SRS": crs_wkt or optical.crs_wkt}, "GEOLOCATION")
     return geoloc_files
+
+
+@dataclass(frozen=True)
+class FitFrame:
+    """Where Register fits across two CRSs (:func:`fit_frame`): the SAR's CRS, optical scale.
+
+    The pixel mapping between an optical and a SAR grid of two CRSs (UTM and EPSG:4326 or
+    3857) is no affine: the best one misses it by 0.4-0.5 px over 1024 px and 1.5-2 px over
+    2048 px (helper-73). A shift/affine/poly fitted between the pixel grids carried that, which
+    neither its RMSE nor its predicted error showed (the ``make demo`` pair: up to 2.04 px
+    true error, 0.34 px fitted here). Frame pixels ``v = L(N(p))``: ``N`` takes optical pixels
+    to SAR pixels through the two georeferences (exact, PROJ), ``L`` is the affine SAR px ->
+    optical px closest to ``N``'s inverse over the overlap, so frame pixels are optical pixels
+    up to that departure and the SAR's own geometry is exactly affine in them.
+
+    Attributes:
+        linear: (2, 3) ``L``, SAR px -> frame px.
+        geotransform: frame px -> SAR map coordinates (GDAL order), for the warp's GCPs.
+        crs_wkt: the SAR's CRS, the GCPs' SRS; GDAL then reprojects exactly onto the output.
+        departure_px: how far the pixel mapping departs from ``L`` over the overlap, at most.
+    """
+
+    linear: np.ndarray
+    geotransform: tuple[float, ...]
+    crs_wkt: str
+    departure_px: float
+    optical: Any
+    sar: Any
+
+    def to_frame(self, optical_px: Any) -> np.ndarray:
+        """(N, 2) optical pixels -> (N, 2) frame pixels."""
+        from sar_optical_matcher.rasters import map_to_pixel, pixel_to_map, transform_points
+
+        xy = np.asarray(optical_px, np.float64).reshape(-1, 2)
+        o, sar = self.optical, self.sar
+        sar_px = map_to_pixel(sar, transform_points(pixel_to_map(o, xy), o.crs_wkt, sar.crs_wkt))
+        return sar_px @ self.linear[:, :2].T + self.linear[:, 2]
+
+
+#: Below this departure (optical px) of the pixel mapping from an affine, Register fits between
+#: the pixel grids as before (one CRS: 0 up to rounding).
+FRAME_MIN_DEPARTURE_PX = 0.01
+
+
+def fit_frame(optical: Any, sar: Any, samples: int = 33) -> FitFrame | None:
+    """The frame to fit in when the two grids' pixel mapping is no affine; None when it is.
+
+    Sampled on a ``samples`` x ``samples`` grid over the SAR's footprint on the optical.
+    """
+    from sar_optical_matcher.rasters import (
+        footprint_overlap,
+        map_to_pixel,
+        pixel_to_map,
+        transform_points,
+    )
+
+    x0, y0, x1, y1 = footprint_overlap(optical, sar)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None
+    gx, gy = np.meshgrid(np.linspace(x0, x1, samples), np.linspace(y0, y1, samples))
+    p = np.column_stack([gx.ravel(), gy.ravel()])
+    n = map_to_pixel(sar, transform_points(pixel_to_map(optical, p), optical.crs_wkt,
+                                           sar.crs_wkt))  # fmt: skip
+    ok = np.isfinite(n).all(axis=1)
+    if ok.sum() < 3:
+        return None
+    design = np.column_stack([n[ok], np.ones(int(ok.sum()))])
+    coef, *_ = np.linalg.lstsq(design, p[ok], rcond=None)  # (3, 2): SAR px -> optical px
+    linear = coef.T
+    departure = float(np.hypot(*(design @ coef - p[ok]).T).max())
+    if departure < FRAME_MIN_DEPARTURE_PX:
+        return None
+    # frame px v -> SAR px s = A^-1 (v - b) -> SAR map g(s)
+    inv = np.linalg.inv(linear[:, :2])
+    g = sar.geotransform
+    g_lin = np.array([[g[1], g[2]], [g[4], g[5]]])
+    lin = g_lin @ inv
+    off = g_lin @ (-inv @ linear[:, 2]) + np.array([g[0], g[3]])
+    gt = (float(off[0]), float(lin[0, 0]), float(lin[0, 1]),
+          float(off[1]), float(lin[1, 0]), float(lin[1, 1]))  # fmt: skip
+    return FitFrame(linear, gt, sar.crs_wkt, departure, optical, sar)
 
 
 def warp_sar(
@@ -2352,8 +2436,12 @@ def warp_sar(
     final_name: str | None = None,
     log: Callable[[str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    frame: FitFrame | None = None,
 ) -> Path:
     """Warp every band of the SAR raster onto the optical grid through the fitted transform.
+
+    ``frame``: ``fit`` maps SAR pixels to that frame's pixels (:func:`fit_frame`), not the
+    optical's; the GCPs then lie in the SAR's CRS and GDAL reprojects them exactly.
 
     GCPs (SAR pixel -> optical map coordinate) are given to ``gdal.Warp`` with the matching
     model: sampled from the fitted transform on a grid for polynomial order 1 (shift/affine/
@@ -2417,12 +2505,17 @@ def warp_sar(
             fit.transform, sar.width, sar.height, optical.width, optical.height
         )
         src_px, dst_px = gcp_grid(fit.transform, sar.width, sar.height, n, window)
-    dst_map = pixel_to_map(optical.geotransform, dst_px)
+    gcp_gt, gcp_crs = (
+        (optical.geotransform, optical.crs_wkt)
+        if frame is None
+        else (frame.geotransform, frame.crs_wkt)
+    )
+    dst_map = pixel_to_map(gcp_gt, dst_px)
     gcps = [
         gdal.GCP(float(mx), float(my), 0.0, float(px), float(py))
         for (mx, my), (px, py) in zip(dst_map, src_px)
     ]
-    vrt = gdal.Translate("", sar.path, format="VRT", GCPs=gcps, outputSRS=optical.crs_wkt)
+    vrt = gdal.Translate("", sar.path, format="VRT", GCPs=gcps, outputSRS=gcp_crs)
     first = vrt.GetRasterBand(1)
     if settings.nodata is not None:  # said before the format's checks, as it always was
         check_nodata_fits(settings.nodata, first.DataType)
@@ -2448,7 +2541,7 @@ def warp_sar(
     )
     geoloc_files = (
         _write_tps_geolocation(
-            vrt, fit.transform, src_px, sar, optical, per_optical, name, is_canceled
+            vrt, fit.transform, src_px, sar, optical, per_optical, name, is_canceled, gcp_crs
         )
         if order is None
         else []

@@ -13,6 +13,7 @@ intact.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -386,9 +387,21 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         m = s.correspondence.match  # the edge of the map in optical pixels
         half_px = edge_half_range(m.search_size, m.template_size, result.grid_scale)
         jac = rasters.pixel_jacobian(optical, sar)  # a shift is an offset of the georeference
+        # two CRSs: the grids' pixel mapping is no affine, so the fit runs in the SAR's CRS
+        frame = reg.fit_frame(optical, sar)
+        fit_ties = ties
+        if frame is not None:
+            fit_ties = dataclasses.replace(ties, dst_px=frame.to_frame(ties.dst_px))
+            jac = frame.linear[:, :2]  # the georeference's own mapping in the frame
+            feedback.pushInfo(
+                f"the SAR and optical CRSs differ: their pixel grids map onto each other "
+                f"through no affine (off it by up to {frame.departure_px:.2f} px over the "
+                "overlap), so the transform is fitted in the SAR's CRS, at the optical's pixel "
+                "scale, and the warp reprojects exactly"
+            )
         with common.processing_errors():
             fit = reg.fit_tie_points(
-                ties,
+                fit_ties,
                 s.transform,
                 s.residual_threshold_px,
                 s.min_inliers,
@@ -407,12 +420,12 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         d = s.correspondence.detect
         border = d.border_px + d.min_distance_px / 2
         sizes = (sar.width, sar.height), (optical.width, optical.height)
-        share = reg.extrapolated_share(fit, ties, *sizes, border)
+        share = reg.extrapolated_share(fit, fit_ties, *sizes, border)
         fit.extra["extrapolated_share"] = share
         with common.processing_errors():  # refuses a fit set by ill-placed tie points' noise
-            reg.check_predicted_error(fit, ties, *sizes, s.residual_threshold_px, border)
+            reg.check_predicted_error(fit, fit_ties, *sizes, s.residual_threshold_px, border)
         # judged where tie points can lie; the border band is warped too, by extrapolation
-        band = reg.check_border_band(fit, ties, *sizes, s.residual_threshold_px, border)
+        band = reg.check_border_band(fit, fit_ties, *sizes, s.residual_threshold_px, border)
         feedback.pushInfo(predicted_error_text(fit))
         if band is not None:
             feedback.pushWarning(band)
@@ -442,6 +455,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                     final_name=Path(s.output_path).name,
                     log=feedback.pushInfo,
                     warn=feedback.pushWarning,
+                    frame=frame,
                 )
                 if s.gcp_path:
                     common.raise_if_canceled(feedback)
@@ -449,7 +463,7 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
                     outputs[self.OUTPUT_GCP] = s.gcp_path
                 common.raise_if_canceled(feedback)
                 if s.report_path:
-                    data = report_data(s, ties, fit, result, optical)
+                    data = report_data(s, ties, fit, result, optical, frame)
                     rep.write_report(stage.path(s.report_path), data)
                     outputs[self.OUTPUT_REPORT] = s.report_path
                 common.raise_if_canceled(feedback)  # the tie-point layer is the last output
@@ -555,7 +569,12 @@ def write_gcp_file(
 
 
 def report_data(
-    s: RegisterSettings, ties: reg.TiePoints, fit: reg.FitResult, result: Any, optical: Any
+    s: RegisterSettings,
+    ties: reg.TiePoints,
+    fit: reg.FitResult,
+    result: Any,
+    optical: Any,
+    frame: reg.FitFrame | None = None,
 ) -> rep.ReportData:
     """What the HTML report shows."""
     summary = {
@@ -582,8 +601,14 @@ def report_data(
         ),
         "RANSAC seed": s.seed,
     }
+    if frame is not None:
+        summary["fitted in"] = (
+            "the SAR's CRS at the optical's pixel scale (the CRSs differ; the grids' pixel "
+            f"mapping departs from an affine by up to {frame.departure_px:.3f} px)"
+        )
     if fit.kind in ("shift", "affine", "poly1"):
-        summary["SAR px -> optical px [A | t]"] = np.array2string(
+        to = "optical px" if frame is None else "frame px"
+        summary[f"SAR px -> {to} [A | t]"] = np.array2string(
             fit.transform.affine_matrix(), precision=4
         )
     conf = {int(r.id): float(r.confidence) for r in result.records}
