@@ -79,6 +79,20 @@ def calibrate(args: argparse.Namespace) -> int:
     contract = read_contract(args.model)
     check_destination(args.out)
     records = [r for spec in args.data for r in ev.load_records(spec, args.seed)]
+    own = contract.training.get("held_out_scenes")
+    where = "its contract's held_out_scenes"
+    if own is None:  # contracts before 0.3.8 (the shipped 0.3.0 weights): the shipped recipe's
+        from training.config import load_config
+
+        own = load_config(ROOT / "training/configs/default.yaml").data.holdout_scenes
+        where = "the shipped recipe's data.holdout_scenes; its contract names none"
+    leak = set(own) & {r.scene for r in records}
+    if leak:  # the model's own test scenes, whatever --training-tiles says (or without it)
+        raise ValueError(
+            f"--data has scenes {sorted(leak)} that {Path(args.model).name} is tested on "
+            f"({where}): calibrate on validation or training scenes, or the held-out "
+            "precision of the confidence is measured on its own fit"
+        )
     described = list(args.data)
     if args.training_tiles is not None:
         tiles = training_tiles(args.training_tiles)

@@ -100,3 +100,33 @@ def test_a_precision_that_is_not_measured_is_stored_as_null(tmp_path: Path, monk
     calib = training["confidence_calibration"]
     assert calib["precision_at_0.5"] is None and calib["kept_at_0.5"] == 0.0
     json.dumps(training, allow_nan=False)  # strict JSON
+
+
+def test_the_models_own_test_scenes_are_refused_without_training_tiles(tmp_path: Path) -> None:
+    """Without --training-tiles, the held-out scenes were taken as calibration data (exit 0,
+    a contract whose confidence was fitted on the scenes make evaluate then scores it on;
+    helper-74). Now the model's own held_out_scenes are refused before any matching, and for
+    a contract that names none (the shipped 0.3.0 weights) the shipped recipe's."""
+    import dataclasses
+    import shutil
+
+    from scripts import calibrate_confidence
+    from training.export import set_contract
+
+    out = tmp_path / "calibrated.onnx"
+    args = ["--data", f"3mos:{DATA_3MOS}:RCM_city", "--samples-per-pair", "1", "--out", str(out)]
+    shipped = str(runtime.DEFAULT_MODEL_PATH)
+    assert runtime.read_contract(shipped).training.get("held_out_scenes") is None
+    with pytest.raises(SystemExit, match=r"scenes \['RCM_city'\] that default\.onnx is tested on "
+                       r"\(the shipped recipe's data\.holdout_scenes"):  # fmt: skip
+        calibrate_confidence.main(["--model", shipped, *args])
+    own = tmp_path / "own.onnx"
+    shutil.copy(shipped, own)
+    c = runtime.read_contract(own)
+    set_contract(own, dataclasses.replace(c, training={**c.training,
+                                                       "held_out_scenes": ["SEN_water"]}))  # fmt: skip
+    water = ["--data", f"3mos:{DATA_3MOS}:SEN_water", *args[2:]]
+    with pytest.raises(SystemExit, match=r"scenes \['SEN_water'\] that own\.onnx is tested on "
+                       r"\(its contract's held_out_scenes\)"):  # fmt: skip
+        calibrate_confidence.main(["--model", str(own), *water])
+    assert not out.exists()
