@@ -123,8 +123,8 @@ def test_the_models_own_test_scenes_are_refused_without_training_tiles(tmp_path:
     own = tmp_path / "own.onnx"
     shutil.copy(shipped, own)
     c = runtime.read_contract(own)
-    set_contract(own, dataclasses.replace(c, training={**c.training,
-                                                       "held_out_scenes": ["SEN_water"]}))  # fmt: skip
+    training = {**c.training, "held_out_scenes": ["SEN_water"]}
+    set_contract(own, dataclasses.replace(c, training=training))
     water = ["--data", f"3mos:{DATA_3MOS}:SEN_water", *args[2:]]
     with pytest.raises(SystemExit, match=r"scenes \['SEN_water'\] that own\.onnx is tested on "
                        r"\(its contract's held_out_scenes\)"):  # fmt: skip
