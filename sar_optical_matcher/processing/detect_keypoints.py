@@ -40,6 +40,10 @@ class DetectKeypointsSettings:
     detect: reg.DetectSettings
 
 
+#: MIN_DISTANCE's largest value: past 1e154 its square overflowed into a traceback.
+MAX_MIN_DISTANCE_PX = 1e9
+
+
 def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str = "") -> None:
     """Declare MIN_DISTANCE, MAX_COUNT, SPREAD, BORDER, MASK, EXTENT (shared with Register)."""
     a = DetectKeypointsAlgorithm
@@ -51,6 +55,7 @@ def declare_detect_params(alg: QgsProcessingAlgorithm, parent: str, prefix: str 
             QgsProcessingParameterNumber.Double,
             128.0,
             minValue=1.0,
+            maxValue=MAX_MIN_DISTANCE_PX,
         ),
         "Non-maximum suppression radius: no two keypoints closer than this (optical pixels). "
         "The template size (128) avoids overlapping templates.",

@@ -330,6 +330,15 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
             rasters.check_band_types(sar_info)
         except ValueError as exc:
             raise QgsProcessingException(f"SAR: {exc}") from exc
+        g = sar_info.geotransform
+        if gcp_path and (g[1] == 0 or g[5] == 0):  # it failed after the matching and warp
+            raise QgsProcessingException(
+                f"{self.OUTPUT_GCP}: a .points file cannot hold this SAR's pixels: its grid is "
+                f"turned 90 degrees (geotransform {tuple(g)}), and QGIS's Georeferencer takes "
+                "a point's column from x / gt[1] and its row from y / gt[5]. Leave "
+                f"{self.OUTPUT_GCP} empty (the registered raster and the tie points are "
+                "written), or warp the SAR north-up first (gdalwarp sar.tif sar_north_up.tif)"
+            )
         sar_type = gdal.GetDataTypeByName(sar_info.gdal_types[0])  # one for all its bands
         if warp.nodata is not None:
             with common.processing_errors():

@@ -388,3 +388,18 @@ def test_a_one_pixel_raster_is_refused_clearly(provider, tmp_path: Path) -> None
     two = _write(tmp_path / "two.tif", rng.normal(size=(5, 2)).astype(np.float32), OPT_GT)
     out = processing.run("sarmatcher:detectkeypoints", {**params, "INPUT": str(two)})
     assert out["OUTPUT"].featureCount() == 1
+
+
+def test_a_huge_min_distance_is_refused_by_name(provider, tmp_path: Path) -> None:
+    """MIN_DISTANCE 2e154: its square overflowed into an OverflowError traceback (helper-72);
+    now QGIS refuses it by name against the parameter's maximum, and 1e9 still runs."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    path, _ = _squares_raster(tmp_path)
+    params = {"INPUT": str(path), "MAX_COUNT": 50, "BORDER": 8, "OUTPUT": "memory:"}
+    with pytest.raises(QgsProcessingException, match="MIN_DISTANCE") as err:
+        processing.run("sarmatcher:detectkeypoints", {**params, "MIN_DISTANCE": 2e154})
+    assert "Traceback" not in str(err.value) and "Overflow" not in str(err.value)
+    out = processing.run("sarmatcher:detectkeypoints", {**params, "MIN_DISTANCE": 1e9})["OUTPUT"]
+    assert out.featureCount() == 1  # one keypoint: every other one is nearer than 1e9 px

@@ -1041,3 +1041,33 @@ def test_a_ringing_kernel_over_infinite_sar_pixels_is_refused_before_the_matchin
     assert matched == ["run"] and list(out.iterdir()) == []
     res = processing.run("sarmatcher:registersartooptical", {**params, "RESAMPLING": 1})
     assert matched == ["run", "run"] and res["N_INLIERS"] >= 8
+
+
+def test_a_gcp_file_of_a_sar_turned_90_degrees_is_refused_up_front(
+    provider, synthetic_pair, twin_model, tmp_path
+) -> None:
+    """A SAR grid turned 90 degrees (gt[1] = gt[5] = 0) registers, but its .points file cannot
+    be written in QGIS's convention: that failed after the matching and warp with an internal
+    'geotransform must be 6 numbers ...' (helper-73). Now settings() says so and how out."""
+    from osgeo import gdal
+    from qgis.core import QgsProcessingContext, QgsProcessingException
+
+    from sar_optical_matcher.processing.register import RegisterSarToOpticalAlgorithm
+
+    src = gdal.Open(str(synthetic_pair.sar))
+    g = src.GetGeoTransform()
+    turned = tmp_path / "sar_turned.tif"
+    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(turned), src)
+    ds.SetGeoTransform((g[0], 0.0, g[1], g[3], g[5], 0.0))
+    ds = None
+    alg = RegisterSarToOpticalAlgorithm()
+    alg.initAlgorithm()
+    out = tmp_path / "out"
+    params = _params(synthetic_pair, twin_model, out, SAR=str(turned))
+    with pytest.raises(QgsProcessingException, match=r"^OUTPUT_GCP: a \.points file cannot hold "
+                       r"this SAR's pixels: its grid is turned 90 degrees.*Leave OUTPUT_GCP "
+                       r"empty"):  # fmt: skip
+        alg.settings(params, QgsProcessingContext())
+    del params["OUTPUT_GCP"]
+    assert alg.settings(params, QgsProcessingContext()).gcp_path is None
+    assert not out.exists()
