@@ -395,8 +395,12 @@ def layer_options(destination: str | None) -> list[str]:
     the point Compute correspondence's ``id`` N names (71 of 72 matches named another
     keypoint than the one they matched). Other formats keep the order anyway.
     """
-    path = str(destination or "").split("|")[0]
-    return ["SPATIAL_INDEX=NO"] if path.lower().endswith(".fgb") else []
+    path = str(destination or "").split("|")[0].lower()
+    if path.endswith(".fgb"):
+        return ["SPATIAL_INDEX=NO"]
+    if path.endswith(".csv"):  # OGR's CSV writes no geometry unless asked: the points were lost
+        return ["GEOMETRY=AS_XY"]
+    return []
 
 
 def write_points_layer(
@@ -451,12 +455,23 @@ def keep_earlier_layer(
 TEXT_FIELD_WIDTH = 32
 
 
+#: Width and decimals of number fields where a format stores them (a shapefile): its default
+#: Real 24.15 left 8 digits before the point, and a uint16 optical's Harris responses (1e10 to
+#: 1e15) logged "Value ... of field response ... not successfully written" once a feature.
+REAL_FIELD_WIDTH, REAL_FIELD_PRECISION = 24, 6
+
+
 def make_fields(spec: Sequence[tuple[str, type]]) -> QgsFields:
-    """QgsFields from (name, python type) pairs; text fields :data:`TEXT_FIELD_WIDTH` wide."""
+    """QgsFields from (name, python type) pairs; text fields :data:`TEXT_FIELD_WIDTH` wide,
+    numbers :data:`REAL_FIELD_WIDTH` wide with :data:`REAL_FIELD_PRECISION` decimals."""
     fields = QgsFields()
     for name, kind in spec:
-        width = TEXT_FIELD_WIDTH if kind is str else 0
-        fields.append(QgsField(name, FIELD_TYPES[kind], len=width))
+        if kind is float:
+            field = QgsField(name, FIELD_TYPES[kind], len=REAL_FIELD_WIDTH,
+                             prec=REAL_FIELD_PRECISION)  # fmt: skip
+        else:
+            field = QgsField(name, FIELD_TYPES[kind], len=TEXT_FIELD_WIDTH if kind is str else 0)
+        fields.append(field)
     return fields
 
 

@@ -403,3 +403,40 @@ def test_a_huge_min_distance_is_refused_by_name(provider, tmp_path: Path) -> Non
     assert "Traceback" not in str(err.value) and "Overflow" not in str(err.value)
     out = processing.run("sarmatcher:detectkeypoints", {**params, "MIN_DISTANCE": 1e9})["OUTPUT"]
     assert out.featureCount() == 1  # one keypoint: every other one is nearer than 1e9 px
+
+
+def test_shapefile_and_csv_outputs_keep_every_value_and_point(provider, tmp_path: Path) -> None:
+    """A uint16 optical (Sentinel-2-like reflectances) has Harris responses of 1e10 and more:
+    a shapefile's default Real 24.15 field logged 'not successfully written' for each feature
+    (helper-72); a .csv was written without its points. Now the field is 24.6 wide and the
+    response reads back to 1e-9 relative, and the CSV holds X and Y, the map coordinates."""
+    import csv
+
+    import processing
+    from osgeo import gdal, ogr
+
+    path, _ = _squares_raster(tmp_path)
+    big = tmp_path / "u16.tif"
+    arr = gdal.Open(str(path)).ReadAsArray().astype(np.uint16) * 250
+    _write(big, arr, OPT_GT)
+    params = {"INPUT": str(big), "MIN_DISTANCE": 12, "MAX_COUNT": 50, "BORDER": 8}
+    ref = _features(processing.run("sarmatcher:detectkeypoints",
+                                   {**params, "OUTPUT": "memory:"})["OUTPUT"])  # fmt: skip
+    assert min(f["response"] for f in ref) > 1e10
+    shp = tmp_path / "k.shp"
+    processing.run("sarmatcher:detectkeypoints", {**params, "OUTPUT": str(shp)})
+    ds = ogr.Open(str(shp))  # referenced while its layer is read
+    layer = ds.GetLayer(0)
+    defn = layer.GetLayerDefn().GetFieldDefn(layer.GetLayerDefn().GetFieldIndex("response"))
+    # 24.6 (OGR writes 25.6) holds 17 digits before the point; 24.15 held 8, hence the warning
+    assert defn.GetWidth() - defn.GetPrecision() >= 17 and defn.GetPrecision() == 6
+    got = sorted((f["id"], f["response"]) for f in layer)
+    for (i, r), f in zip(got, ref):
+        assert i == f["id"] and r == pytest.approx(f["response"], rel=1e-9)
+    out_csv = tmp_path / "k.csv"
+    processing.run("sarmatcher:detectkeypoints", {**params, "OUTPUT": str(out_csv)})
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == len(ref) and {"X", "Y"} <= set(rows[0])
+    for row, f in zip(sorted(rows, key=lambda r: int(r["id"])), ref):
+        p = f.geometry().asPoint()
+        assert float(row["X"]) == pytest.approx(p.x()) and float(row["Y"]) == pytest.approx(p.y())
