@@ -462,8 +462,11 @@ REAL_FIELD_WIDTH, REAL_FIELD_PRECISION = 24, 6
 
 
 def make_fields(spec: Sequence[tuple[str, type]]) -> QgsFields:
-    """QgsFields from (name, python type) pairs; text fields :data:`TEXT_FIELD_WIDTH` wide,
-    numbers :data:`REAL_FIELD_WIDTH` wide with :data:`REAL_FIELD_PRECISION` decimals."""
+    """QgsFields from (name, python type) pairs.
+
+    Text fields :data:`TEXT_FIELD_WIDTH` wide, numbers :data:`REAL_FIELD_WIDTH` wide with
+    :data:`REAL_FIELD_PRECISION` decimals.
+    """
     fields = QgsFields()
     for name, kind in spec:
         if kind is float:
