@@ -197,7 +197,32 @@ def open_raster_checked(path: str, name: str, band: int | None = None) -> Any:
             info.check_band(band, role=name if name in ("OPTICAL", "INPUT") else "SAR")
         except ValueError as exc:
             raise QgsProcessingException(f"{name}: {exc}") from exc
+        palette = palette_band_error(path, band)
+        if palette:
+            raise QgsProcessingException(f"{name}: {palette}")
     return info
+
+
+def palette_band_error(path: str, band: int) -> str | None:
+    """Why a paletted band cannot be matched (its values are colour-table indices), or None.
+
+    Index order need not follow brightness: corners were found where the index jumps and the
+    shown grey changes by one level (10 of 16 keypoints off the image's corners).
+    """
+    from osgeo import gdal
+
+    from sar_optical_matcher import rasters
+
+    ds, _ = rasters.gdal_try(lambda: gdal.Open(str(path)))
+    if ds is None or not 1 <= band <= ds.RasterCount:
+        return None
+    if ds.GetRasterBand(band).GetColorInterpretation() != gdal.GCI_PaletteIndex:
+        return None
+    return (
+        f"band {band} of {Path(path).name} holds palette indices, not intensities (its colour "
+        "table gives each index its colour, in no order of brightness); expand it first: "
+        f"gdal_translate -expand gray {Path(path).name} expanded.tif (or -expand rgb)"
+    )
 
 
 def progress_callback(

@@ -440,3 +440,36 @@ def test_shapefile_and_csv_outputs_keep_every_value_and_point(provider, tmp_path
     for row, f in zip(sorted(rows, key=lambda r: int(r["id"])), ref):
         p = f.geometry().asPoint()
         assert float(row["X"]) == pytest.approx(p.x()) and float(row["Y"]) == pytest.approx(p.y())
+
+
+def test_a_paletted_raster_is_refused_with_the_expand_command(provider, tmp_path: Path) -> None:
+    """Palette indices were detected on as intensities (10 of 16 keypoints off the corners of
+    a raster whose scrambled colour table shows the squares; helper-72). Now refused before
+    any work, with gdal_translate -expand; the expanded file gives the 16 corners."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    path, corners = _squares_raster(tmp_path)
+    grey = gdal.Open(str(path)).ReadAsArray()
+    order = np.random.default_rng(0).permutation(256)  # index k shows grey order[k]
+    index = np.argsort(order)[grey].astype(np.uint8)
+    pal = tmp_path / "pal.tif"
+    _write(pal, index, OPT_GT)
+    ds = gdal.Open(str(pal), gdal.GA_Update)
+    table = gdal.ColorTable()
+    for k in range(256):
+        table.SetColorEntry(k, (int(order[k]),) * 3 + (255,))
+    ds.GetRasterBand(1).SetColorTable(table)
+    ds.GetRasterBand(1).SetColorInterpretation(gdal.GCI_PaletteIndex)
+    ds = None
+    params = {"MIN_DISTANCE": 12, "MAX_COUNT": 50, "BORDER": 8, "OUTPUT": "memory:"}
+    with pytest.raises(QgsProcessingException, match=r"INPUT: band 1 of pal\.tif holds palette "
+                       r"indices.*gdal_translate -expand gray pal\.tif"):  # fmt: skip
+        processing.run("sarmatcher:detectkeypoints", {**params, "INPUT": str(pal)})
+    expanded = tmp_path / "expanded.tif"
+    gdal.Translate(str(expanded), str(pal), rgbExpand="gray")
+    out = processing.run("sarmatcher:detectkeypoints", {**params, "INPUT": str(expanded)})
+    xy = np.array([[f["x_px"], f["y_px"]] for f in _features(out["OUTPUT"])])
+    d = np.linalg.norm(xy[:, None] - corners[None], axis=2)
+    assert len(xy) == 16 and d.min(axis=1).max() < 3.0
