@@ -89,8 +89,8 @@ def calibrate(args: argparse.Namespace) -> int:
     leak = set(own) & {r.scene for r in records}
     if leak:  # the model's own test scenes, whatever --training-tiles says (or without it)
         raise ValueError(
-            f"--data has scenes {sorted(leak)} that {Path(args.model).name} is tested on "
-            f"({where}): calibrate on validation or training scenes, or the held-out "
+            f"--data has scenes {sorted(leak)} that {Path(args.model).name} holds out for "
+            f"testing ({where}): calibrate on validation or training scenes, or the held-out "
             "precision of the confidence is measured on its own fit"
         )
     described = list(args.data)

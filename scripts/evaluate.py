@@ -88,6 +88,8 @@ def load_records(spec: str, seed: int, truths: dict[str, Any] | None = None) -> 
     if kind == "gdal":  # its scene is the optical file's stem, and --truth names it so
         optical, sar = _gdal_paths(rest)
         truth = (truths or {}).get(Path(optical).stem)
+        if truth is None:
+            return [sources.load_gdal_pair(optical, sar)]
         return [sources.load_gdal_pair(optical, sar, truth=truth)]
     hint = ""
     if _is_drive(spec):
