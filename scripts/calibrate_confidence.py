@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give calibration data: --data and/or --training-tiles")
     if args.samples_per_pair < 1:
         p.error(f"--samples-per-pair must be >= 1, got {args.samples_per_pair}")
+    if not 0 <= args.seed < 2**32:  # numpy said "expected non-negative integer" after the load
+        p.error(f"--seed must be in [0, 2^32 - 1], got {args.seed}")
     if not args.correct_px > 0:
         p.error(f"--correct-px must be > 0 (pixels), got {args.correct_px}")
     try:

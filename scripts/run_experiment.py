@@ -176,7 +176,7 @@ def write_doc(
     (histograms, then the document) is written under a temporary name and renamed, so an
     interrupted or refused update leaves the earlier document whole.
     """
-    from sar_optical_matcher.core.files import atomic_output, write_text_atomic
+    from sar_optical_matcher.core.files import staged_outputs
     from training.evaluation_harness import fmt_figure
 
     img_dir = doc.parent / "img"
@@ -217,11 +217,13 @@ def write_doc(
         END,
     ]
     text = replace_section(doc.read_text() if doc.is_file() else "# Results\n", lines)
-    for ratio, s in rows:  # each file replaced whole, the document last
-        name = f"experiment_{level_tag(ratio)}.png"
-        with atomic_output(img_dir / name) as tmp:
-            tmp.write_bytes(Path(s["histogram"]).read_bytes())
-    write_text_atomic(doc, text)
+    # histograms and document staged together, renamed only once all are written: a failed
+    # document write had left the new histograms under the old table
+    with staged_outputs() as stage:
+        for ratio, s in rows:
+            name = f"experiment_{level_tag(ratio)}.png"
+            stage.path(img_dir / name).write_bytes(Path(s["histogram"]).read_bytes())
+        stage.path(doc).write_text(text, encoding="utf-8")
 
 
 def replace_section(text: str, lines: list[str]) -> str:

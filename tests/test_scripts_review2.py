@@ -228,7 +228,8 @@ def test_calibrate_confidence_checks_model_and_out_before_matching(tmp_path, mon
 @pytest.mark.parametrize(
     "option, message",
     [("--samples-per-pair=0", "--samples-per-pair must be >= 1, got 0"),
-     ("--correct-px=-3", "--correct-px must be > 0 (pixels), got -3.0")],
+     ("--correct-px=-3", "--correct-px must be > 0 (pixels), got -3.0"),
+     ("--seed=-1", "--seed must be in [0, 2^32 - 1], got -1")],  # was numpy's, after the load
 )  # fmt: skip
 def test_calibrate_confidence_counts_are_argument_errors(option, message, tmp_path, capsys):
     """--samples-per-pair 0 ran the model, then failed in the harness's words (n_per_record)."""

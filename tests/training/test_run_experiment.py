@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
+
 from scripts import run_experiment as rx
 
 
@@ -214,3 +216,34 @@ def test_levels_run_in_the_callers_folder_with_the_repository_importable(tmp_pat
         rx.run([sys.executable, "-m", "training", "train", "--out", "runs/exp/sup100"])
     assert Path(seen["cwd"]) == tmp_path
     assert seen["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(rx.ROOT)
+
+
+def test_a_failed_document_write_leaves_the_histograms_as_they_were(tmp_path, monkeypatch):
+    """The histograms were replaced before the document was written: a failing document write
+    left the new images under the old table (helper-74). Now both are staged and renamed
+    together, so nothing changes; a write that succeeds replaces both."""
+    hist = tmp_path / "h.png"
+    hist.write_bytes(b"NEW")
+    s = _summary(0.5, 3.0, hist)
+    s["synthetic"] = _summary(0.5, 3.0, hist)
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# Results\n\n{rx.START}\nold table\n{rx.END}\n")
+    (tmp_path / "img").mkdir()
+    old_image = tmp_path / "img" / "experiment_sup025.png"
+    old_image.write_bytes(b"OLD")
+    real_write_text = Path.write_text
+
+    def failing(self, *args, **kw):
+        if self.name.startswith(".") or "results" in self.name:
+            raise OSError("disk full (simulated)")
+        return real_write_text(self, *args, **kw)
+
+    monkeypatch.setattr(Path, "write_text", failing)
+    with pytest.raises(OSError, match="disk full"):
+        rx.write_doc(doc, [(0.25, s)], _args(tmp_path))
+    monkeypatch.undo()
+    assert "old table" in doc.read_text() and old_image.read_bytes() == b"OLD"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.png", "img", "results.md"]
+    assert [p.name for p in (tmp_path / "img").iterdir()] == ["experiment_sup025.png"]
+    rx.write_doc(doc, [(0.25, s)], _args(tmp_path))
+    assert "old table" not in doc.read_text() and old_image.read_bytes() == b"NEW"
