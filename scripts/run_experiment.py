@@ -284,12 +284,19 @@ def check_before_training(args: argparse.Namespace, ratios: list[float]) -> None
     from training.config import load_config
 
     try:
-        for ratio in ratios:
-            load_config(args.config, level_overrides(args, ratio))
-        for data in (args.data, args.synthetic):
-            ev.load_records(data, 0)
+        configs = [load_config(args.config, level_overrides(args, ratio)) for ratio in ratios]
+        real = ev.load_records(args.data, 0)
+        ev.load_records(args.synthetic, 0)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    held_out = set(configs[0].data.holdout_scenes) if configs else set()
+    trained = sorted({r.scene for r in real if r.source == "3mos"} - held_out)
+    if trained:  # the table is headed "the held-out 3MOS scenes" (helper-74 scored SEN_city)
+        raise SystemExit(
+            f"error: --data has 3MOS scenes {trained} that {args.config} does not hold out "
+            f"(data.holdout_scenes: {sorted(held_out)}): the levels would be scored on scenes "
+            "they train on, under a table of held-out scenes; give held-out scenes only"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -247,3 +247,19 @@ def test_a_failed_document_write_leaves_the_histograms_as_they_were(tmp_path, mo
     assert [p.name for p in (tmp_path / "img").iterdir()] == ["experiment_sup025.png"]
     rx.write_doc(doc, [(0.25, s)], _args(tmp_path))
     assert "old table" not in doc.read_text() and old_image.read_bytes() == b"NEW"
+
+
+_3MOS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "3mos"
+
+
+@pytest.mark.skipif(not _3MOS.is_dir(), reason="3MOS sample data not available")
+def test_a_training_scene_as_evaluation_data_is_refused(tmp_path, monkeypatch):
+    """--data SEN_city (a training scene of the config) was scored under the table heading
+    "the held-out 3MOS scenes" (helper-74). Now refused before any level trains."""
+    calls: list = []
+    monkeypatch.setattr(rx, "train_and_export", lambda *a: calls.append(a))
+    with pytest.raises(SystemExit, match=r"--data has 3MOS scenes \['SEN_city'\] that "
+                       r".*default\.yaml does not hold out"):  # fmt: skip
+        rx.main(["--ratios", "1", "--data", f"3mos:{_3MOS}:SEN_city,RCM_city",
+                 "--out", str(tmp_path / "exp"), "--doc", str(tmp_path / "r.md")])  # fmt: skip
+    assert calls == [] and not (tmp_path / "exp").exists()
