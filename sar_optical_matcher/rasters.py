@@ -567,6 +567,14 @@ def map_to_pixel(info: RasterInfo, xy_map: ArrayLike) -> np.ndarray:
     return geotransform.map_to_pixel(info.geotransform, xy_map)
 
 
+def pixels_between(src: RasterInfo, dst: RasterInfo, xy_px: ArrayLike) -> np.ndarray:
+    """(N, 2) pixels ``(x, y)`` of ``src`` -> (N, 2) pixels of ``dst``, via both georeferences.
+
+    Any two CRSs; rows PROJ cannot transform are NaN.
+    """
+    return map_to_pixel(dst, transform_points(pixel_to_map(src, xy_px), src.crs_wkt, dst.crs_wkt))
+
+
 def footprint_overlap(a: RasterInfo, b: RasterInfo, samples: int = 21) -> tuple[float, ...]:
     """Bounding box of ``b``'s footprint in ``a``'s pixel grid, clipped to ``a``'s extent.
 
@@ -578,7 +586,7 @@ def footprint_overlap(a: RasterInfo, b: RasterInfo, samples: int = 21) -> tuple[
         height means the rasters do not overlap.
     """
     edges = geotransform.box_outline((0, 0, b.width, b.height), samples)
-    xy = map_to_pixel(a, transform_points(pixel_to_map(b, edges), b.crs_wkt, a.crs_wkt))
+    xy = pixels_between(b, a, edges)
     xy = xy[np.isfinite(xy).all(axis=1)]
     if len(xy) == 0:
         return (0.0, 0.0, 0.0, 0.0)
@@ -619,11 +627,9 @@ def pixel_jacobian(optical: RasterInfo, sar: RasterInfo) -> np.ndarray:
     if x1 <= x0 or y1 <= y0:
         return np.full((2, 2), np.nan)
     centre = np.array([[(x0 + x1) / 2.0, (y0 + y1) / 2.0]])
-    sar_px = map_to_pixel(sar, transform_points(pixel_to_map(optical, centre), optical.crs_wkt,
-                                                sar.crs_wkt))  # fmt: skip
+    sar_px = pixels_between(optical, sar, centre)
     corners = sar_px + np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    opt_px = map_to_pixel(optical, transform_points(pixel_to_map(sar, corners), sar.crs_wkt,
-                                                    optical.crs_wkt))  # fmt: skip
+    opt_px = pixels_between(sar, optical, corners)
     return np.column_stack([opt_px[1] - opt_px[0], opt_px[2] - opt_px[0]])
 
 
@@ -1093,8 +1099,7 @@ def valid_on_grid(
         raise ValueError(f"need a grid of at least 1 x 1 cells of a positive step, got {shape}")
     x0, y0 = (float(v) for v in origin_px)
     outline = geotransform.box_outline((x0, y0, x0 + nx * step_px, y0 + ny * step_px), 33)
-    under = map_to_pixel(src, transform_points(pixel_to_map(dst, outline), dst.crs_wkt,
-                                               src.crs_wkt))  # fmt: skip
+    under = pixels_between(dst, src, outline)
     under = under[np.isfinite(under).all(axis=1)]
     valid = np.zeros((ny, nx), bool)
     if len(under) == 0:

@@ -2211,12 +2211,7 @@ def check_infinite_pixels_up_front(
     Raises:
         RegistrationError: as :func:`check_infinite_pixels`.
     """
-    from sar_optical_matcher.rasters import (
-        footprint_overlap,
-        map_to_pixel,
-        pixel_to_map,
-        transform_points,
-    )
+    from sar_optical_matcher.rasters import footprint_overlap, pixels_between
 
     if resampling not in RINGING_KERNELS:
         return
@@ -2229,15 +2224,9 @@ def check_infinite_pixels_up_front(
         return
 
     def inside(centres: np.ndarray) -> np.ndarray:
-        xy = map_to_pixel(
-            optical, transform_points(pixel_to_map(sar, centres), sar.crs_wkt, optical.crs_wkt)
-        )
-        with np.errstate(invalid="ignore"):
-            return (
-                (xy[:, 0] >= m)
-                & (xy[:, 0] <= optical.width - m)
-                & (xy[:, 1] >= m)
-                & (xy[:, 1] <= optical.height - m)
+        with np.errstate(invalid="ignore"):  # NaN where PROJ fails: not inside
+            return points_in_box(
+                pixels_between(sar, optical, centres), (m, m, optical.width - m, optical.height - m)
             )
 
     n = infinite_pixels(ds, is_canceled, window, inside)
@@ -2366,18 +2355,20 @@ class FitFrame:
 
     linear: np.ndarray
     geotransform: tuple[float, ...]
-    crs_wkt: str
     departure_px: float
     optical: Any
     sar: Any
 
+    @property
+    def crs_wkt(self) -> str:
+        """The GCPs' SRS: the SAR's CRS."""
+        return str(self.sar.crs_wkt)
+
     def to_frame(self, optical_px: Any) -> np.ndarray:
         """(N, 2) optical pixels -> (N, 2) frame pixels."""
-        from sar_optical_matcher.rasters import map_to_pixel, pixel_to_map, transform_points
+        from sar_optical_matcher.rasters import pixels_between
 
-        xy = np.asarray(optical_px, np.float64).reshape(-1, 2)
-        o, sar = self.optical, self.sar
-        sar_px = map_to_pixel(sar, transform_points(pixel_to_map(o, xy), o.crs_wkt, sar.crs_wkt))
+        sar_px = pixels_between(self.optical, self.sar, np.asarray(optical_px, np.float64))
         return sar_px @ self.linear[:, :2].T + self.linear[:, 2]
 
 
@@ -2391,20 +2382,14 @@ def fit_frame(optical: Any, sar: Any, samples: int = 33) -> FitFrame | None:
 
     Sampled on a ``samples`` x ``samples`` grid over the SAR's footprint on the optical.
     """
-    from sar_optical_matcher.rasters import (
-        footprint_overlap,
-        map_to_pixel,
-        pixel_to_map,
-        transform_points,
-    )
+    from sar_optical_matcher.rasters import footprint_overlap, pixels_between
 
     x0, y0, x1, y1 = footprint_overlap(optical, sar)
     if x1 - x0 < 1 or y1 - y0 < 1:
         return None
     gx, gy = np.meshgrid(np.linspace(x0, x1, samples), np.linspace(y0, y1, samples))
     p = np.column_stack([gx.ravel(), gy.ravel()])
-    n = map_to_pixel(sar, transform_points(pixel_to_map(optical, p), optical.crs_wkt,
-                                           sar.crs_wkt))  # fmt: skip
+    n = pixels_between(optical, sar, p)
     ok = np.isfinite(n).all(axis=1)
     if ok.sum() < 3:
         return None
@@ -2422,7 +2407,7 @@ def fit_frame(optical: Any, sar: Any, samples: int = 33) -> FitFrame | None:
     off = g_lin @ (-inv @ linear[:, 2]) + np.array([g[0], g[3]])
     gt = (float(off[0]), float(lin[0, 0]), float(lin[0, 1]),
           float(off[1]), float(lin[1, 0]), float(lin[1, 1]))  # fmt: skip
-    return FitFrame(linear, gt, sar.crs_wkt, departure, optical, sar)
+    return FitFrame(linear, gt, departure, optical, sar)
 
 
 def warp_sar(

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,20 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"calibrate_confidence.py: error: {exc}") from None
 
 
+def refuse_test_scenes(records: list, held_out: Sequence[str], who: str, where: str) -> None:
+    """Raise ValueError when ``records`` hold scenes that ``who`` holds out for testing.
+
+    The confidence would then be judged, by ``make evaluate``, on the scenes it was fitted on.
+    """
+    leak = set(held_out) & {r.scene for r in records}
+    if leak:
+        raise ValueError(
+            f"--data has scenes {sorted(leak)} that {who} holds out for testing ({where}): "
+            "calibrate on validation or training scenes, or the held-out precision of the "
+            "confidence is measured on its own fit"
+        )
+
+
 def calibrate(args: argparse.Namespace) -> int:
     """Fit and write the calibrated model of ``args``; ValueError says what is wrong."""
     from scripts import evaluate as ev
@@ -88,13 +103,8 @@ def calibrate(args: argparse.Namespace) -> int:
 
         own = load_config(ROOT / "training/configs/default.yaml").data.holdout_scenes
         where = "the shipped recipe's data.holdout_scenes; its contract names none"
-    leak = set(own) & {r.scene for r in records}
-    if leak:  # the model's own test scenes, whatever --training-tiles says (or without it)
-        raise ValueError(
-            f"--data has scenes {sorted(leak)} that {Path(args.model).name} holds out for "
-            f"testing ({where}): calibrate on validation or training scenes, or the held-out "
-            "precision of the confidence is measured on its own fit"
-        )
+    # the model's own test scenes, whatever --training-tiles says (or without it)
+    refuse_test_scenes(records, own, Path(args.model).name, where)
     described = list(args.data)
     if args.training_tiles is not None:
         tiles = training_tiles(args.training_tiles)
@@ -103,14 +113,8 @@ def calibrate(args: argparse.Namespace) -> int:
             raise SystemExit(f"--data repeats training scenes {sorted(overlap)}: drop them")
         from training.config import load_config
 
-        held_out = set(load_config(args.training_tiles).data.holdout_scenes)
-        leak = held_out & {r.scene for r in records}
-        if leak:  # the confidence would be judged on the scenes it was fitted on
-            raise SystemExit(
-                f"--data has scenes {sorted(leak)} that {args.training_tiles} holds out for "
-                "testing (data.holdout_scenes): calibrate on validation or training scenes, "
-                "or the held-out precision of the confidence is measured on its own fit"
-            )
+        held_out = load_config(args.training_tiles).data.holdout_scenes
+        refuse_test_scenes(records, held_out, str(args.training_tiles), "data.holdout_scenes")
         records += tiles
         described.append(f"training tiles of {args.training_tiles} ({len(tiles)} pairs)")
     rng = np.random.default_rng(args.seed)

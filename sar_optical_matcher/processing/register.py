@@ -395,13 +395,13 @@ class RegisterSarToOpticalAlgorithm(common.MatcherAlgorithm):
         ties = reg.TiePoints.from_records(result.records)
         m = s.correspondence.match  # the edge of the map in optical pixels
         half_px = edge_half_range(m.search_size, m.template_size, result.grid_scale)
-        jac = rasters.pixel_jacobian(optical, sar)  # a shift is an offset of the georeference
         # two CRSs: the grids' pixel mapping is no affine, so the fit runs in the SAR's CRS
         frame = reg.fit_frame(optical, sar)
         fit_ties = ties
+        # a shift is an offset of the georeference: its own mapping, in the frame if there is one
+        jac = rasters.pixel_jacobian(optical, sar) if frame is None else frame.linear[:, :2]
         if frame is not None:
             fit_ties = dataclasses.replace(ties, dst_px=frame.to_frame(ties.dst_px))
-            jac = frame.linear[:, :2]  # the georeference's own mapping in the frame
             feedback.pushInfo(
                 f"the SAR and optical CRSs differ: their pixel grids map onto each other "
                 f"through no affine (off it by up to {frame.departure_px:.2f} px over the "
